@@ -1,0 +1,96 @@
+"""Read a request body within limits and parse it as strict JSON.
+
+Strict means: UTF-8 (a byte-order mark is tolerated), no duplicate keys, no NaN or Infinity, nesting no deeper
+than the configured limit and no string longer than the configured limit. Every failure is a GatewayError with a
+4xx status; nothing here can raise anything else for any input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+
+
+def check_content_type(content_type: str | None) -> None:
+    """Refuse a body that is not declared as FHIR JSON."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES:
+        shown = media or "none"
+        raise UnsupportedMediaType(
+            f"content type {shown!r} is not supported; send application/fhir+json or application/json"
+        )
+
+
+async def read_limited(
+    chunks: AsyncIterator[bytes], content_length: str | None, max_bytes: int
+) -> bytes:
+    """Collect a body, refusing it as soon as it passes ``max_bytes`` (chunked bodies too)."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise BadRequest("Content-Length is not a number") from None
+        if declared > max_bytes:
+            raise PayloadTooLarge(f"the body is larger than the limit of {max_bytes} bytes")
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        if len(buffer) > max_bytes:
+            raise PayloadTooLarge(f"the body is larger than the limit of {max_bytes} bytes")
+    return bytes(buffer)
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not valid JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise BadRequest(f"duplicate JSON key {key!r}")
+        result[key] = value
+    return result
+
+
+def _check_shape(value: Any, max_depth: int, max_string: int) -> None:
+    # Iterative, so a deep document cannot exhaust the Python stack here.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth > max_depth:
+                raise BadRequest(f"JSON is nested deeper than {max_depth} levels")
+            for key, child in node.items():
+                if len(key) > max_string:
+                    raise BadRequest(f"a JSON key is longer than {max_string} characters")
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            if depth > max_depth:
+                raise BadRequest(f"JSON is nested deeper than {max_depth} levels")
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str) and len(node) > max_string:
+            raise BadRequest(f"a JSON string is longer than {max_string} characters")
+
+
+def parse_json(raw: bytes, *, max_depth: int, max_string: int) -> Any:
+    """Parse a body as strict JSON, or raise BadRequest saying what is wrong (never the content)."""
+    if not raw.strip():
+        raise BadRequest("the request body is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise BadRequest(f"JSON is nested deeper than {max_depth} levels") from None
+    _check_shape(value, max_depth, max_string)
+    return value

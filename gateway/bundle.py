@@ -1,0 +1,254 @@
+"""Bundles posted to the FHIR base: transaction (all or nothing), batch (each entry alone), and imports.
+
+A transaction validates every entry first and stores nothing if any is bad; its writes then run in FHIR's order
+(DELETE, POST, PUT, then GET) as one atomic store operation, with ``urn:uuid:`` and fullUrl references rewritten
+to the ids given. A batch answers each entry on its own. A collection, searchset or history Bundle is a plain
+import: every valid entry is stored (PUT semantics where it has an id), and each bad one is answered with its
+OperationOutcome instead of stopping the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from conformance.fhir_models import R4_RESOURCE_TYPES
+from conformance.outcome import Issue, has_errors, operation_outcome, prefixed
+from conformance.validator import validate_resource
+from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
+from gateway.responses import http_date, status_line
+from gateway.services import Services
+from gateway.store import Create, Delete, Operation, Result, Update
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+IMPORT_TYPES = ("collection", "searchset", "history")
+
+
+@dataclass
+class Entry:
+    """One Bundle entry, parsed."""
+
+    index: int
+    method: str
+    rtype: str = ""
+    rid: str | None = None
+    query: list[tuple[str, str]] | None = None
+    resource: dict[str, Any] | None = None
+    full_url: str | None = None
+    if_none_exist: str | None = None
+    if_match: str | None = None
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+    def operation(self) -> Operation:
+        assert self.rtype
+        if self.method == "DELETE":
+            assert self.rid
+            return Delete(self.rtype, self.rid)
+        assert self.resource is not None
+        if self.method == "PUT":
+            assert self.rid
+            return Update(self.rtype, self.rid, self.resource, if_match=self.if_match, full_url=self.full_url)
+        return Create(self.rtype, self.resource, if_none_exist=self.if_none_exist, full_url=self.full_url)
+
+
+def etag_version(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value.strip().removeprefix("W/").strip('"')
+
+
+def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        entry.issues.append(Issue("error", "required", f"{entry.path}.request", "a request is required"))
+        return
+    method, url = request.get("method"), request.get("url")
+    if method not in _ORDER or method in ("PATCH", "HEAD"):
+        entry.issues.append(
+            Issue("error", "not-supported", f"{entry.path}.request.method", "method must be GET, POST, PUT or DELETE")
+        )
+        return
+    entry.method = method
+    if not isinstance(url, str) or not url:
+        entry.issues.append(Issue("error", "required", f"{entry.path}.request.url", "a request url is required"))
+        return
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if parts.scheme or not segments or segments[0] not in R4_RESOURCE_TYPES:
+        entry.issues.append(
+            Issue("error", "invalid", f"{entry.path}.request.url", "url must be relative: Type, Type/id or Type?query")
+        )
+        return
+    entry.rtype = segments[0]
+    if len(segments) == 2 and _ID.match(segments[1]):
+        entry.rid = segments[1]
+    elif len(segments) != 1:
+        entry.issues.append(Issue("error", "invalid", f"{entry.path}.request.url", "url is not Type or Type/id"))
+        return
+    if method in ("PUT", "DELETE") and (entry.rid is None or parts.query):
+        entry.issues.append(
+            Issue("error", "not-supported", f"{entry.path}.request.url", f"{method} needs Type/id (conditional {method} is not supported)")
+        )
+    if method == "POST" and entry.rid is not None:
+        entry.issues.append(Issue("error", "invalid", f"{entry.path}.request.url", "POST takes Type, not Type/id"))
+    if method == "GET" and entry.rid is None:
+        entry.query = parse_qsl(parts.query, keep_blank_values=True)
+    entry.if_none_exist = request.get("ifNoneExist") if method == "POST" else None
+    entry.if_match = etag_version(request.get("ifMatch")) if method == "PUT" else None
+
+
+def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bool) -> list[Entry]:
+    """Check the Bundle and every entry; return the entries with their issues (none stored yet)."""
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise InvalidResource("Bundle.entry must be a list", issues=[Issue("error", "structure", "Bundle.entry", "entry must be a list")])
+    if len(entries) > max_entries:
+        raise PayloadTooLarge(f"the Bundle has {len(entries)} entries; the limit is {max_entries}")
+    shell = {k: v for k, v in bundle.items() if k != "entry"}
+    shell["entry"] = [{k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e for e in entries]
+    shell_issues = [i for i in validate_resource(shell) if i.severity in ("error", "fatal")]
+    parsed: list[Entry] = []
+    for index, raw in enumerate(entries):
+        entry = Entry(index=index, method="POST")
+        entry.issues = [i for i in shell_issues if (i.expression or "").startswith(f"{entry.path}.") or i.expression == entry.path]
+        if not isinstance(raw, dict):
+            entry.issues.append(Issue("error", "structure", entry.path, "an entry must be an object"))
+            parsed.append(entry)
+            continue
+        entry.full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
+        resource = raw.get("resource")
+        if with_requests:
+            _parse_request(entry, raw)
+        elif isinstance(resource, dict):
+            rtype, rid = resource.get("resourceType"), resource.get("id")
+            entry.rtype = rtype if isinstance(rtype, str) else ""
+            entry.method, entry.rid = ("PUT", rid) if isinstance(rid, str) and _ID.match(rid) else ("POST", None)
+        if entry.method in ("POST", "PUT"):
+            if not isinstance(resource, dict):
+                entry.issues.append(Issue("error", "required", f"{entry.path}.resource", "a resource is required"))
+            else:
+                entry.resource = resource
+                entry.issues += prefixed(validate_resource(resource), f"{entry.path}.resource")
+                if entry.rtype and resource.get("resourceType") != entry.rtype:
+                    entry.issues.append(
+                        Issue("error", "invalid", f"{entry.path}.resource.resourceType", "resourceType does not match request.url")
+                    )
+                if entry.method == "PUT" and entry.rid and resource.get("id") not in (None, entry.rid):
+                    entry.issues.append(Issue("error", "invalid", f"{entry.path}.resource.id", "id does not match request.url"))
+        parsed.append(entry)
+    # Bundle-level problems not tied to one entry still count.
+    loose = [i for i in shell_issues if not (i.expression or "").startswith("Bundle.entry[")]
+    if loose:
+        raise InvalidResource("the Bundle is not valid", issues=loose)
+    return parsed
+
+
+def _response_entry(result: Result, base: str, prefer_representation: bool) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": status_line(result.status)}
+    if result.location:
+        response["location"] = f"{result.location}"
+        response["etag"] = result.etag
+        if result.last_updated:
+            response["lastModified"] = result.last_updated
+    if result.issues:
+        response["outcome"] = operation_outcome(result.issues)
+    entry: dict[str, Any] = {"response": response}
+    if result.vid and result.status != 204:
+        entry["fullUrl"] = f"{base}/{result.rtype}/{result.rid}"
+        if prefer_representation and result.resource is not None:
+            entry["resource"] = result.resource
+    return entry
+
+
+def _error_entry(status: int, issues: list[Issue]) -> dict[str, Any]:
+    return {"response": {"status": status_line(status), "outcome": operation_outcome(issues)}}
+
+
+async def _read_entry(services: Services, tenant: str, entry: Entry, base: str) -> dict[str, Any]:
+    from gateway.fhir_api import searchset  # the search answer is built in one place
+
+    if entry.rid is not None:
+        resource = await services.store.read(tenant, entry.rtype, entry.rid)
+        return {"fullUrl": f"{base}/{entry.rtype}/{entry.rid}", "resource": resource,
+                "response": {"status": "200 OK", "etag": f'W/"{resource["meta"]["versionId"]}"'}}  # fmt: skip
+    bundle = await searchset(services, tenant, entry.rtype, entry.query or [], base)
+    return {"resource": bundle, "response": {"status": "200 OK"}}
+
+
+async def transaction(services: Services, tenant: str, bundle: dict[str, Any], base: str, representation: bool) -> dict[str, Any]:
+    """Process a transaction Bundle: validate all, then apply every write atomically."""
+    entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=True)
+    issues = [i for e in entries for i in e.issues]
+    if has_errors(issues):
+        raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
+    targets = [(e.rtype, e.rid) for e in entries if e.method in ("PUT", "DELETE")]
+    if len(targets) != len(set(targets)):
+        raise BadRequest("a transaction may not touch the same resource twice", expression="Bundle.entry")
+    writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: (_ORDER[e.method], e.index))
+    results = await services.store.apply(tenant, [e.operation() for e in writes])
+    answers: dict[int, dict[str, Any]] = {
+        e.index: _response_entry(r, base, representation) for e, r in zip(writes, results, strict=True)
+    }
+    for e in entries:
+        if e.method == "GET":
+            try:
+                answers[e.index] = await _read_entry(services, tenant, e, base)
+            except GatewayError as exc:
+                answers[e.index] = _error_entry(exc.status, exc.issues)
+    return {"resourceType": "Bundle", "type": "transaction-response", "entry": [answers[e.index] for e in entries]}
+
+
+async def batch(services: Services, tenant: str, bundle: dict[str, Any], base: str, representation: bool, *, imported: bool = False) -> dict[str, Any]:
+    """Process a batch Bundle (or import a collection): each entry answered on its own."""
+    entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=not imported)
+    answers: dict[int, dict[str, Any]] = {}
+    good: list[Entry] = []
+    for e in entries:
+        if imported and isinstance(e.resource, dict) and e.resource.get("resourceType") == "OperationOutcome":
+            answers[e.index] = _error_entry(200, [Issue("information", "informational", e.path, "a search outcome entry is not stored")])
+        elif has_errors(e.issues):
+            answers[e.index] = _error_entry(400, e.issues)
+        elif e.method == "GET":
+            try:
+                answers[e.index] = await _read_entry(services, tenant, e, base)
+            except GatewayError as exc:
+                answers[e.index] = _error_entry(exc.status, exc.issues)
+        elif e.method in ("POST", "PUT", "DELETE") and (e.resource is not None or e.method == "DELETE"):
+            good.append(e)
+        else:
+            answers[e.index] = _error_entry(400, [Issue("error", "required", e.path, "the entry has no resource")])
+    if imported and good:
+        # An import is one consistent snapshot: its entries may reference each other by fullUrl.
+        results = await services.store.apply(tenant, [e.operation() for e in good])
+        answers.update({e.index: _response_entry(r, base, representation) for e, r in zip(good, results, strict=True)})
+    else:
+        for e in good:
+            try:
+                [result] = await services.store.apply(tenant, [e.operation()])
+                answers[e.index] = _response_entry(result, base, representation)
+            except GatewayError as exc:
+                answers[e.index] = _error_entry(exc.status, exc.issues)
+    return {"resourceType": "Bundle", "type": "batch-response", "entry": [answers[e.index] for e in entries]}
+
+
+async def process(services: Services, tenant: str, bundle: Any, base: str, representation: bool) -> dict[str, Any]:
+    """Route a Bundle posted to the base by its type."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BadRequest("the FHIR base accepts a Bundle", expression="resourceType")
+    kind = bundle.get("type")
+    if kind == "transaction":
+        return await transaction(services, tenant, bundle, base, representation)
+    if kind == "batch":
+        return await batch(services, tenant, bundle, base, representation)
+    if kind in IMPORT_TYPES:
+        return await batch(services, tenant, bundle, base, representation, imported=True)
+    if kind in ("document", "message"):
+        raise Unprocessable(f"a {kind} Bundle is stored by POST /Bundle; it is not processed at the base", expression="Bundle.type")
+    raise BadRequest("Bundle.type must be transaction, batch, collection, searchset or history", expression="Bundle.type")

@@ -1,0 +1,266 @@
+"""The ``fhir-gateway`` command: run, api, worker, validate, dlq."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from conformance.outcome import has_errors, operation_outcome
+from conformance.validator import validate_resource
+from gateway.settings import Client, ClientsConfig, Settings
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fhir-gateway",
+        description="FHIR R4 integration gateway: an EHR-facing FHIR edge, a durable Redis work queue, "
+        "workers that map FHIR to the platform model, and the platform API.",
+        epilog="Settings come from GATEWAY_* environment variables and REDIS_URL; see the README.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="development: the API and a worker in one process",
+        description="Run the API and a worker in one process (development mode). Without REDIS_URL an "
+        "embedded Redis starts with its data under --data-dir; without GATEWAY_CLIENTS_FILE a 'demo' "
+        "tenant with one ehr and one platform token is created there and the tokens are printed.",
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    run.add_argument("--data-dir", type=Path, default=None, help="where local data lives (default ./.gateway-data)")
+
+    api = sub.add_parser(
+        "api", help="production: the HTTP API", description="Serve the HTTP API. Needs REDIS_URL and clients."
+    )
+    api.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    api.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+
+    sub.add_parser(
+        "worker",
+        help="production: process the inbound queue",
+        description="Process inbound jobs until SIGTERM or SIGINT. Needs REDIS_URL.",
+    )
+
+    validate = sub.add_parser(
+        "validate",
+        help="validate FHIR JSON files offline",
+        description="Validate FHIR R4 JSON files and print an OperationOutcome per file. Exit 0 when no "
+        "file has an error, 1 when one has, 2 on a usage error.",
+    )
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    dlq = sub.add_parser(
+        "dlq",
+        help="list or replay dead-lettered jobs",
+        description="Dead letters: jobs that failed every attempt. Uses REDIS_URL, or the embedded Redis "
+        "of a running 'fhir-gateway run' in --data-dir.",
+    )
+    dlq.add_argument("--data-dir", type=Path, default=None, help="the data folder of 'fhir-gateway run'")
+    dlq.add_argument("--tenant", action="append", help="only this tenant (repeatable; default all)")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_sub.add_parser("list", help="print each dead letter as a JSON line")
+    replay = dlq_sub.add_parser("replay", help="put dead letters back on the inbound queue")
+    replay.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids, as 'dlq list' prints them")
+    replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    command = {"run": _run, "api": _api, "worker": _worker, "validate": _validate, "dlq": _dlq}[args.command]
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except SystemExit:
+        raise
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"fhir-gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _demo_clients(data_dir: Path) -> tuple[Path, ClientsConfig]:
+    path = data_dir / "demo-clients.json"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "clients": [
+                {"token": "ehr-" + secrets.token_urlsafe(24), "tenant": "demo", "role": "ehr", "name": "demo-ehr"},
+                {"token": "platform-" + secrets.token_urlsafe(24), "tenant": "demo", "role": "platform",
+                 "scopes": ["sensitive"], "name": "demo-platform"},
+            ],
+            "tenants": {"demo": {"vendor": "generic"}},
+        }  # fmt: skip
+        path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+    return path, ClientsConfig.load(path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway import logs
+    from gateway.app import create_app
+    from gateway.embedded import EmbeddedRedis
+
+    logs.configure()
+    settings = _settings(development=True, data_dir=args.data_dir)
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.data_dir / "redis").start()
+        settings = settings.model_copy(update={"redis_url": embedded.url})
+        print(f"Embedded Redis (AOF, appendfsync always) with its data in {embedded.data_dir}", flush=True)
+    try:
+        if settings.clients_file is None:
+            path, clients = _demo_clients(settings.data_dir)
+            print(f"No GATEWAY_CLIENTS_FILE: demo tenant 'demo' from {path}", flush=True)
+            for client in clients.clients:
+                print(f"  {client.role:9} token: {client.token.get_secret_value()}", flush=True)
+        else:
+            clients = settings.load_clients()
+        print(f"FHIR base:    http://{args.host}:{args.port}/fhir/R4", flush=True)
+        print(f"Platform API: http://{args.host}:{args.port}/platform/v1", flush=True)
+        app = create_app(settings, clients, with_worker=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=20)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return EXIT_OK
+
+
+def _production_settings() -> Settings:
+    settings = _settings()
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL must be set (use 'fhir-gateway run' for an embedded Redis)")
+    return settings
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway import logs
+    from gateway.app import create_app
+
+    logs.configure()
+    settings = _production_settings()
+    clients = settings.load_clients()
+    if not clients.clients:
+        raise RuntimeError("no API clients are configured: set GATEWAY_CLIENTS_FILE to a clients file")
+    app = create_app(settings, clients)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=20)
+    return EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from gateway import logs
+    from gateway.worker import Worker
+
+    logs.configure()
+    settings = _production_settings()
+    clients = settings.load_clients()
+
+    async def work() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        redis = Redis.from_url(settings.redis_url or "", health_check_interval=30)
+        try:
+            await Worker(redis, settings, clients).run(stop)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(work())
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from gateway.body import parse_json
+    from gateway.errors import GatewayError
+
+    settings = Settings()
+    worst = EXIT_OK
+    for path in args.files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            print(f"fhir-gateway: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            resource = parse_json(raw, max_depth=settings.max_json_depth, max_string=settings.max_string_length)
+            issues = validate_resource(resource)
+        except GatewayError as exc:
+            issues = exc.issues
+        if has_errors(issues):
+            worst = EXIT_INVALID
+        print(json.dumps({"file": str(path), "valid": not has_errors(issues), "outcome": operation_outcome(issues)}))
+    return worst
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from gateway.keys import Keyspace
+    from gateway.queue import WorkQueue
+
+    settings = _settings(data_dir=args.data_dir)
+    url = settings.redis_url
+    if not url:
+        socket = settings.data_dir / "redis" / "redis.sock"
+        if not socket.exists():
+            raise RuntimeError("set REDIS_URL, or point --data-dir at a running 'fhir-gateway run'")
+        url = f"unix://{socket.resolve()}"
+    if args.dlq_command == "replay" and not args.ids and not args.all:
+        raise RuntimeError("name dead-letter ids to replay, or pass --all")
+
+    async def act() -> int:
+        redis = Redis.from_url(url)
+        queue = WorkQueue(
+            redis, Keyspace(settings.key_prefix), max_attempts=settings.max_attempts,
+            retry_base_seconds=settings.retry_base_seconds, retry_max_seconds=settings.retry_max_seconds,
+        )  # fmt: skip
+        try:
+            tenants = args.tenant or await queue.tenants()
+            moved = 0
+            for tenant in tenants:
+                letters = await queue.dead_letters(tenant)
+                if args.dlq_command == "list":
+                    for letter in letters:
+                        print(json.dumps({"tenant": tenant, "id": letter.entry_id, **letter.fields}))
+                    continue
+                wanted = [d.entry_id for d in letters if args.all or d.entry_id in args.ids]
+                if wanted:
+                    replayed = await queue.replay(tenant, wanted)
+                    moved += len(replayed)
+                    for entry_id in replayed:
+                        print(json.dumps({"tenant": tenant, "replayed": entry_id}))
+            if args.dlq_command == "replay":
+                print(f"replayed {moved} dead letter(s)", file=sys.stderr)
+                if args.ids and moved < len(set(args.ids)):
+                    return EXIT_INVALID
+            return EXIT_OK
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(act())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The gateway's exceptions, translated to an OperationOutcome once, at the HTTP edge.
+
+GatewayError
+ ├── BadRequest              400 (malformed JSON, a bad search parameter, an invalid Bundle)
+ │    └── InvalidResource    400 or 422 with the validator's issues (422 for content FHIR rejects)
+ ├── Unauthorized            401
+ ├── Forbidden               403
+ ├── NotFound                404
+ │    └── Gone               410 (a deleted resource)
+ ├── MethodNotAllowed        405
+ ├── Conflict                409
+ ├── PreconditionFailed      412 (stale If-Match, several If-None-Exist matches)
+ ├── PayloadTooLarge         413
+ ├── UnsupportedMediaType    415
+ ├── Unprocessable           422
+ └── Overloaded              503 (backpressure), with Retry-After
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from conformance.outcome import Issue
+
+
+class GatewayError(Exception):
+    """Base of every error the edge turns into an OperationOutcome."""
+
+    status = 500
+    code = "exception"
+
+    def __init__(self, message: str, *, issues: Sequence[Issue] = (), expression: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers: dict[str, str] = {}
+        self.issues = list(issues) or [Issue("error", self.code, expression, message)]
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "invalid"
+
+
+class InvalidResource(BadRequest):
+    """A resource or Bundle failed validation; ``issues`` lists every problem."""
+
+    def __init__(self, message: str, *, issues: Sequence[Issue], status: int = 400):
+        super().__init__(message, issues=issues)
+        self.status = status
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    code = "login"
+
+    def __init__(self, message: str = "a valid bearer token is required"):
+        super().__init__(message)
+        self.headers["WWW-Authenticate"] = 'Bearer realm="fhir-gateway"'
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not-found"
+
+
+class Gone(NotFound):
+    status = 410
+    code = "deleted"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    code = "not-supported"
+
+
+class Conflict(GatewayError):
+    status = 409
+    code = "conflict"
+
+
+class PreconditionFailed(GatewayError):
+    status = 412
+    code = "conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "too-costly"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "not-supported"
+
+
+class Unprocessable(GatewayError):
+    status = 422
+    code = "processing"
+
+
+class Overloaded(GatewayError):
+    status = 503
+    code = "transient"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after)

@@ -1,0 +1,244 @@
+"""The FHIR R4 edge at ``/fhir/R4``: CRUD, history reads, search, conditional create, Bundles, $validate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
+
+from conformance.capability import capability_statement
+from conformance.fhir_models import R4_RESOURCE_TYPES
+from conformance.outcome import Issue, has_errors, operation_outcome
+from conformance.validator import validate_resource
+from gateway import bundle as bundles
+from gateway.auth import Principal
+from gateway.body import check_content_type, parse_json, read_limited
+from gateway.errors import BadRequest, InvalidResource, NotFound, UnsupportedMediaType
+from gateway.responses import FhirResponse, base_url, http_date
+from gateway.search import SEARCH_PARAMS, parse_query, run_search
+from gateway.services import Services, ServicesDep
+from gateway.store import Create, Delete, Result, Update
+
+router = APIRouter(prefix="/fhir/R4", tags=["FHIR R4"])
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def _principal(services: Services, request: Request) -> Principal:
+    return services.auth.require(request.headers.get("authorization"), "ehr")
+
+
+def _check_format(request: Request) -> None:
+    fmt = request.query_params.get("_format")
+    if fmt and fmt.lower() not in ("json", "application/json", "application/fhir+json", "application/json+fhir"):
+        raise UnsupportedMediaType("only JSON is served (_format=json)", expression="_format")
+
+
+def _check_type(rtype: str) -> None:
+    if rtype not in R4_RESOURCE_TYPES:
+        raise NotFound(f"{rtype[:64]} is not an R4 resource type", expression="type")
+
+
+def _check_id(rid: str) -> None:
+    if not rid or len(rid) > 64 or not set(rid) <= _ID_CHARS:
+        raise BadRequest("the id is not a valid FHIR id", expression="id")
+
+
+async def _body(services: Services, request: Request) -> Any:
+    check_content_type(request.headers.get("content-type"))
+    raw = await read_limited(request.stream(), request.headers.get("content-length"), services.settings.max_body_bytes)
+    return parse_json(raw, max_depth=services.settings.max_json_depth, max_string=services.settings.max_string_length)
+
+
+def _validated(resource: Any, rtype: str | None) -> dict[str, Any]:
+    if not isinstance(resource, dict):
+        raise BadRequest("the body must be a FHIR resource (a JSON object)", expression="resourceType")
+    if rtype is not None and resource.get("resourceType") != rtype:
+        raise BadRequest(f"resourceType must be {rtype}", expression="resourceType")
+    issues = validate_resource(resource)
+    if has_errors(issues):
+        raise InvalidResource("the resource is not valid FHIR R4", issues=issues)
+    return resource
+
+
+def _prefers_representation(request: Request, default: bool) -> bool:
+    prefer = request.headers.get("prefer", "")
+    if "return=minimal" in prefer:
+        return False
+    if "return=representation" in prefer:
+        return True
+    return default
+
+
+def _written(result: Result, request: Request) -> Response:
+    headers = {}
+    if result.vid:
+        headers["ETag"] = result.etag or ""
+        headers["Location"] = f"{base_url(request)}/{result.location}"
+        modified = http_date(result.last_updated or (result.resource or {}).get("meta", {}).get("lastUpdated"))
+        if modified:
+            headers["Last-Modified"] = modified
+    if result.status == 204:
+        return Response(status_code=204, headers=headers)
+    if "return=OperationOutcome" in request.headers.get("prefer", ""):
+        issues = result.issues or [Issue("information", "informational", None, f"{result.rtype}/{result.rid} stored")]
+        return FhirResponse(operation_outcome(issues), status_code=result.status, headers=headers)
+    if not _prefers_representation(request, True):
+        return Response(status_code=result.status, headers=headers)
+    return FhirResponse(result.resource, status_code=result.status, headers=headers)
+
+
+def _read_response(resource: dict[str, Any]) -> FhirResponse:
+    meta = resource.get("meta", {})
+    headers = {"ETag": f'W/"{meta.get("versionId")}"'}
+    modified = http_date(meta.get("lastUpdated"))
+    if modified:
+        headers["Last-Modified"] = modified
+    return FhirResponse(resource, headers=headers)
+
+
+async def searchset(
+    services: Services, tenant: str, rtype: str, params: list[tuple[str, str]], base: str
+) -> dict[str, Any]:
+    """Run a search and return the searchset Bundle, with a ``next`` link when there is more."""
+    settings = services.settings
+    query = parse_query(params, settings.search_default_count, settings.search_max_count)
+    hits = await run_search(services.redis, services.keys, tenant, rtype, query)
+    resources = await services.store.read_many(tenant, rtype, hits.ids)
+    self_params = [*query.echo, ("_count", str(query.count))]
+    links = [{"relation": "self", "url": f"{base}/{rtype}?{urlencode(self_params)}"}]
+    if hits.next_cursor:
+        links.append({"relation": "next", "url": f"{base}/{rtype}?{urlencode([*self_params, ('_cursor', hits.next_cursor)])}"})
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
+    ]
+    if hits.issues:
+        entries.append({"resource": operation_outcome(hits.issues), "search": {"mode": "outcome"}})
+    return {"resourceType": "Bundle", "type": "searchset", "total": hits.total, "link": links, "entry": entries}
+
+
+def served_routes() -> list[tuple[str, str]]:
+    """Return (method, path below the FHIR base) for every route of the FHIR router."""
+    served = []
+    for route in router.routes:
+        path = getattr(route, "path", "")
+        if path.startswith(router.prefix) and path != f"{router.prefix}/metadata":
+            served += [(m, path[len(router.prefix) :]) for m in getattr(route, "methods", ()) if m != "HEAD"]
+    return served
+
+
+@router.get("/metadata", summary="CapabilityStatement")
+async def metadata(request: Request) -> FhirResponse:
+    """Describe what this server really serves."""
+    statement = capability_statement(
+        base_url(request), served_routes(), sorted(R4_RESOURCE_TYPES), SEARCH_PARAMS
+    )
+    return FhirResponse(statement)
+
+
+@router.post("", summary="Process a Bundle (transaction, batch, or an import)")
+async def process_bundle(request: Request, services: ServicesDep) -> FhirResponse:
+    """Take a transaction, batch, collection, searchset or history Bundle."""
+    principal = _principal(services, request)
+    _check_format(request)
+    body = await _body(services, request)
+    await services.queue.ensure_group(principal.tenant)
+    answer = await bundles.process(
+        services, principal.tenant, body, base_url(request), _prefers_representation(request, False)
+    )
+    return FhirResponse(answer)
+
+
+@router.post("/{rtype}/$validate", summary="Validate a resource without storing it")
+async def validate(rtype: str, request: Request, services: ServicesDep) -> FhirResponse:
+    """Answer an OperationOutcome with every issue the validator finds."""
+    _principal(services, request)
+    _check_type(rtype)
+    body = await _body(services, request)
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        body = next((p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"), None)
+    if not isinstance(body, dict):
+        raise BadRequest("$validate takes a resource, or Parameters with a 'resource' parameter", expression="resource")
+    issues = validate_resource(body)
+    return FhirResponse(operation_outcome(issues), status_code=400 if has_errors(issues) else 200)
+
+
+@router.post("/{rtype}", summary="Create a resource (If-None-Exist for a conditional create)", status_code=201)
+async def create(
+    rtype: str,
+    request: Request,
+    services: ServicesDep,
+    if_none_exist: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Create a resource; an identical create retried within the dedupe window answers with the first one."""
+    principal = _principal(services, request)
+    _check_type(rtype)
+    _check_format(request)
+    resource = _validated(await _body(services, request), rtype)
+    await services.queue.ensure_group(principal.tenant)
+    [result] = await services.store.apply(principal.tenant, [Create(rtype, resource, if_none_exist=if_none_exist)])
+    return _written(result, request)
+
+
+@router.get("/{rtype}", summary="Search")
+async def search(rtype: str, request: Request, services: ServicesDep) -> FhirResponse:
+    """Search by _id, identifier, patient and _lastUpdated, paged by _count."""
+    principal = _principal(services, request)
+    _check_type(rtype)
+    _check_format(request)
+    params = list(request.query_params.multi_items())
+    return FhirResponse(await searchset(services, principal.tenant, rtype, params, base_url(request)))
+
+
+@router.get("/{rtype}/{rid}", summary="Read the current version")
+async def read(rtype: str, rid: str, request: Request, services: ServicesDep) -> FhirResponse:
+    """Return the current version; 404 if unknown, 410 if deleted."""
+    principal = _principal(services, request)
+    _check_type(rtype)
+    _check_id(rid)
+    return _read_response(await services.store.read(principal.tenant, rtype, rid))
+
+
+@router.get("/{rtype}/{rid}/_history/{vid}", summary="Read one version")
+async def vread(rtype: str, rid: str, vid: str, request: Request, services: ServicesDep) -> FhirResponse:
+    """Return one version of a resource."""
+    principal = _principal(services, request)
+    _check_type(rtype)
+    _check_id(rid)
+    if not vid.isdigit():
+        raise NotFound(f"{rtype}/{rid} has no version {vid[:20]}", expression="vid")
+    return _read_response(await services.store.vread(principal.tenant, rtype, rid, int(vid)))
+
+
+@router.put("/{rtype}/{rid}", summary="Create or update a resource by id (If-Match for optimistic locking)")
+async def update(
+    rtype: str,
+    rid: str,
+    request: Request,
+    services: ServicesDep,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Create or update; content equal to the current version makes no new version."""
+    principal = _principal(services, request)
+    _check_type(rtype)
+    _check_id(rid)
+    _check_format(request)
+    resource = _validated(await _body(services, request), rtype)
+    if resource.get("id") not in (None, rid):
+        raise BadRequest("the id in the body does not match the URL", expression=f"{rtype}.id")
+    await services.queue.ensure_group(principal.tenant)
+    version = bundles.etag_version(if_match)
+    [result] = await services.store.apply(principal.tenant, [Update(rtype, rid, resource, if_match=version)])
+    return _written(result, request)
+
+
+@router.delete("/{rtype}/{rid}", summary="Delete (leaves a tombstone)")
+async def delete(rtype: str, rid: str, request: Request, services: ServicesDep) -> Response:
+    """Delete a resource; deleting an absent or deleted one is not an error."""
+    principal = _principal(services, request)
+    _check_type(rtype)
+    _check_id(rid)
+    await services.queue.ensure_group(principal.tenant)
+    [result] = await services.store.apply(principal.tenant, [Delete(rtype, rid)])
+    return _written(result, request)

@@ -1,0 +1,64 @@
+"""What a stored resource is findable by: its identifiers and the patient it is about."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+_RELATIVE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+# Elements that point at the patient a resource is about, by resource type; every other type falls back to
+# ``patient`` and ``subject``, which is where R4 puts it in most clinical resources.
+_PATIENT_PATHS: dict[str, tuple[str, ...]] = {
+    "Appointment": ("participant.actor",),
+    "AppointmentResponse": ("actor",),
+    "Communication": ("subject", "recipient", "sender"),
+    "Group": ("member.entity",),
+}
+_DEFAULT_PATIENT_PATHS = ("patient", "subject", "beneficiary")
+
+
+def relative_reference(reference: str | None) -> str | None:
+    """Return ``Type/id`` for a relative or absolute literal reference, else None."""
+    if not reference or reference.startswith(("#", "urn:")):
+        return None
+    match = _RELATIVE.search(reference)
+    return f"{match.group(1)}/{match.group(2)}" if match else None
+
+
+def _walk(node: Any, parts: list[str]) -> Iterator[Any]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk(item, parts)
+        return
+    if not parts:
+        yield node
+        return
+    if isinstance(node, Mapping):
+        yield from _walk(node.get(parts[0]), parts[1:])
+
+
+def patient_references(resource: Mapping[str, Any]) -> set[str]:
+    """Return the ``Patient/id`` references a resource is about."""
+    rtype = resource.get("resourceType", "")
+    paths = _PATIENT_PATHS.get(str(rtype), _DEFAULT_PATIENT_PATHS)
+    found: set[str] = set()
+    for path in paths:
+        for ref in _walk(resource, path.split(".")):
+            if isinstance(ref, Mapping):
+                rel = relative_reference(ref.get("reference"))
+                if rel and rel.startswith("Patient/"):
+                    found.add(rel)
+    return found
+
+
+def identifiers(resource: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+    """Return the (system, value) pairs of ``identifier`` (a list in most types, single in a few)."""
+    raw = resource.get("identifier")
+    items = raw if isinstance(raw, list) else [raw] if isinstance(raw, Mapping) else []
+    pairs: list[tuple[str | None, str]] = []
+    for item in items:
+        if isinstance(item, Mapping) and isinstance(item.get("value"), str):
+            system = item.get("system")
+            pairs.append((system if isinstance(system, str) else None, item["value"]))
+    return pairs

@@ -1,0 +1,95 @@
+"""An atomic write plan: preconditions checked and writes applied in one Lua script, in one round trip.
+
+The store reads what it needs, decides, and records here what it assumed (checks) and what it will write. The
+script refuses the whole plan if any assumption no longer holds; the caller then reads again and retries
+(optimistic concurrency). This is how a transaction Bundle is all-or-nothing and how concurrent conditional
+creates make exactly one resource.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+_SCRIPT = resources.files("gateway").joinpath("commit.lua").read_text(encoding="utf-8")
+
+
+class PlanConflict(Exception):
+    """A precondition no longer held; read again and retry."""
+
+
+class PlanOverloaded(Exception):
+    """The backlog is past its limit; nothing was written."""
+
+    def __init__(self, backlog: int) -> None:
+        super().__init__(f"backlog {backlog}")
+        self.backlog = backlog
+
+
+@dataclass
+class Plan:
+    """Checks and writes to run atomically."""
+
+    keys: list[str] = field(default_factory=list)
+    checks: list[list[Any]] = field(default_factory=list)
+    writes: list[list[Any]] = field(default_factory=list)
+    backlog: tuple[list[str], int] | None = None
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def key(self, name: str) -> int:
+        """Return the 1-based KEYS index of ``name``, declaring it once."""
+        if name not in self._index:
+            self.keys.append(name)
+            self._index[name] = len(self.keys)
+        return self._index[name]
+
+    def expect_field(self, key: str, field_name: str, value: str | None) -> None:
+        """Require a hash field to hold ``value`` (None: absent)."""
+        self.checks.append(["hget", self.key(key), field_name, value or ""])
+
+    def expect_value(self, key: str, value: str | None) -> None:
+        """Require a string key to hold ``value`` (None: absent)."""
+        self.checks.append(["get", self.key(key), None, value or ""])
+
+    def expect_members(self, key: str, members: list[str]) -> None:
+        """Require a set to hold exactly ``members``."""
+        self.checks.append(["members", self.key(key), None, "\n".join(sorted(members))])
+
+    def write(self, command: str, key: str, *args: str | int | float) -> None:
+        """Append a write command on ``key``."""
+        self.writes.append([command, self.key(key), *(str(a) for a in args)])
+
+    def limit_backlog(self, keys: list[str], maximum: int) -> None:
+        """Refuse the plan when these streams and sets together hold ``maximum`` entries or more."""
+        self.backlog = (keys, maximum)
+
+
+class Committer:
+    """Run plans on one Redis connection pool."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._script = redis.register_script(_SCRIPT)
+
+    async def commit(self, plan: Plan) -> list[str]:
+        """Apply ``plan`` or raise PlanConflict / PlanOverloaded; return the ids of added stream entries."""
+        if not plan.writes and not plan.checks:
+            return []
+        backlog = None
+        if plan.backlog is not None:
+            backlog = [[plan.key(k) for k in plan.backlog[0]], plan.backlog[1]]
+        payload = json.dumps({"checks": plan.checks, "backlog": backlog, "writes": plan.writes})
+        reply = await self._script(keys=plan.keys, args=[payload])
+        status = _text(reply[0])
+        if status == "conflict":
+            raise PlanConflict(_text(reply[1]))
+        if status == "overloaded":
+            raise PlanOverloaded(int(_text(reply[1])))
+        return [_text(r) for r in reply[1:]]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

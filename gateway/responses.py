@@ -1,0 +1,53 @@
+"""FHIR JSON responses: media type, ETag, Location, Last-Modified."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from conformance.outcome import Issue, operation_outcome
+
+FHIR_JSON = "application/fhir+json"
+
+
+class FhirResponse(Response):
+    """A response whose body is FHIR JSON."""
+
+    media_type = FHIR_JSON
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def base_url(request: Request) -> str:
+    """Return the absolute FHIR base URL the client called."""
+    return str(request.base_url).rstrip("/") + "/fhir/R4"
+
+
+def http_date(instant: str | None) -> str | None:
+    """Return an HTTP date for a FHIR instant."""
+    if not instant:
+        return None
+    try:
+        return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
+    except ValueError:
+        return None
+
+
+def outcome_response(status: int, issues: Sequence[Issue], headers: dict[str, str] | None = None) -> FhirResponse:
+    """Return an OperationOutcome response."""
+    return FhirResponse(operation_outcome(issues), status_code=status, headers=headers)
+
+
+def status_line(status: int) -> str:
+    """Return the ``response.status`` text of a Bundle entry."""
+    reasons = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
+               409: "Conflict", 410: "Gone", 412: "Precondition Failed", 413: "Payload Too Large",
+               422: "Unprocessable Entity", 503: "Service Unavailable"}  # fmt: skip
+    return f"{status} {reasons.get(status, '')}".strip()

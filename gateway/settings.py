@@ -1,0 +1,116 @@
+"""Settings from the environment (prefix ``GATEWAY_``, plus ``REDIS_URL``) and the clients file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["ehr", "platform"]
+VENDORS = ("generic", "epic", "oracle-health", "athenahealth")
+
+
+class Client(BaseModel):
+    """One API client: a static bearer token bound to one tenant and one role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: SecretStr
+    tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    role: Role
+    scopes: list[str] = Field(default_factory=list)
+    name: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("a client token must have at least 16 characters")
+        return value
+
+
+class Tenant(BaseModel):
+    """Per-tenant settings; later issues add the EHR connector block."""
+
+    model_config = ConfigDict(extra="allow")
+
+    vendor: str = "generic"
+    timezone: str | None = None
+
+    @field_validator("vendor")
+    @classmethod
+    def _known_vendor(cls, value: str) -> str:
+        if value not in VENDORS:
+            raise ValueError(f"vendor must be one of {', '.join(VENDORS)}")
+        return value
+
+
+class ClientsConfig(BaseModel):
+    """The clients file: who may call, for which tenant, and per-tenant settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clients: list[Client] = Field(default_factory=list)
+    tenants: dict[str, Tenant] = Field(default_factory=dict)
+
+    @field_validator("clients")
+    @classmethod
+    def _unique_tokens(cls, clients: list[Client]) -> list[Client]:
+        tokens = [c.token.get_secret_value() for c in clients]
+        if len(tokens) != len(set(tokens)):
+            raise ValueError("two clients share a token")
+        return clients
+
+    def tenant(self, name: str) -> Tenant:
+        """Return the tenant's settings, defaults where it has no block."""
+        return self.tenants.get(name) or Tenant()
+
+    @classmethod
+    def load(cls, path: Path) -> ClientsConfig:
+        """Read a JSON or YAML clients file."""
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        return cls.model_validate(data or {})
+
+
+class Settings(BaseSettings):
+    """Process settings. Every field is an environment variable ``GATEWAY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL")
+    )
+    clients_file: Path | None = None
+    data_dir: Path = Path(".gateway-data")
+    key_prefix: str = Field(default="gw", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    development: bool = False
+
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_bundle_entries: int = Field(default=10_000, ge=1)
+    max_json_depth: int = Field(default=64, ge=8)
+    max_string_length: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    max_backlog: int = Field(default=100_000, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    claim_idle_seconds: float = Field(default=30.0, gt=0)
+    worker_concurrency: int = Field(default=8, ge=1)
+    worker_block_ms: int = Field(default=1000, ge=10)
+    conditional_retries: int = Field(default=20, ge=1)
+    dedupe_window_seconds: int = Field(default=86_400, ge=0)
+
+    search_default_count: int = Field(default=50, ge=1)
+    search_max_count: int = Field(default=1000, ge=1)
+    feed_max_wait_seconds: float = Field(default=30.0, ge=0)
+
+    def load_clients(self) -> ClientsConfig:
+        """Read the clients file, or return an empty configuration when none is set."""
+        if self.clients_file is None:
+            return ClientsConfig()
+        return ClientsConfig.load(self.clients_file)

@@ -1,0 +1,478 @@
+"""The FHIR resource store on Redis: versions, tombstones, search indexes and inbound jobs, written atomically.
+
+Every write goes through ``Store.apply``: it reads the current state of what the operations touch, decides every
+outcome (new id, new version, unchanged, conditional match), and commits one ``Plan`` whose preconditions are
+exactly what it read. A concurrent writer makes the plan conflict and the whole set is decided again, so a
+transaction Bundle is all-or-nothing and six concurrent conditional creates make one resource.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from conformance.outcome import Issue
+from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
+from gateway.indexing import identifiers, patient_references
+from gateway.keys import Keyspace
+from gateway.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.reference import reference_targets, rewrite_references
+from mappers.registry import MAPPED
+
+EXT_EHR_VERSION_ID = "urn:fhir-gateway:extension:ehr-versionId"
+EXT_EHR_LAST_UPDATED = "urn:fhir-gateway:extension:ehr-lastUpdated"
+_OWN_EXTENSIONS = (EXT_EHR_VERSION_ID, EXT_EHR_LAST_UPDATED)
+
+
+def now_instant() -> tuple[str, int]:
+    """Return the current time as a FHIR instant (UTC, milliseconds) and as epoch milliseconds."""
+    moment = datetime.now(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return text, int(moment.timestamp() * 1000)
+
+
+def _parse_instant(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _strip_meta(resource: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
+    """Split a resource into its content (no id, no version meta) and the EHR's versionId and lastUpdated."""
+    content = {k: v for k, v in resource.items() if k != "id"}
+    meta = content.get("meta")
+    evid = elu = None
+    if isinstance(meta, Mapping):
+        meta = dict(meta)
+        evid = meta.pop("versionId", None)
+        elu = meta.pop("lastUpdated", None)
+        extensions = [
+            e for e in meta.get("extension", []) if not (isinstance(e, Mapping) and e.get("url") in _OWN_EXTENSIONS)
+        ]
+        if extensions:
+            meta["extension"] = extensions
+        else:
+            meta.pop("extension", None)
+        if meta:
+            content["meta"] = meta
+        else:
+            content.pop("meta")
+    return content, (evid if isinstance(evid, str) else None), (elu if isinstance(elu, str) else None)
+
+
+def digest(content: Mapping[str, Any]) -> str:
+    """Return a stable digest of resource content."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Current:
+    """The current state of one resource as the store holds it."""
+
+    vid: int
+    last_updated: str
+    digest: str
+    deleted: bool
+    ehr_version_id: str | None
+    ehr_last_updated: str | None
+    index_keys: list[str]
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[bytes, bytes]) -> Current | None:
+        if not raw:
+            return None
+        get = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            vid=int(get["vid"]),
+            last_updated=get.get("lu", ""),
+            digest=get.get("hash", ""),
+            deleted=get.get("deleted") == "1",
+            ehr_version_id=get.get("evid") or None,
+            ehr_last_updated=get.get("elu") or None,
+            index_keys=json.loads(get.get("idx") or "[]"),
+        )
+
+
+@dataclass
+class Create:
+    """POST: a new resource, unless ``if_none_exist`` matches one."""
+
+    rtype: str
+    resource: dict[str, Any]
+    if_none_exist: str | None = None
+    full_url: str | None = None
+
+
+@dataclass
+class Update:
+    """PUT: create or update the resource with this id."""
+
+    rtype: str
+    rid: str
+    resource: dict[str, Any]
+    if_match: str | None = None
+    full_url: str | None = None
+
+
+@dataclass
+class Delete:
+    """DELETE: leave a tombstone."""
+
+    rtype: str
+    rid: str
+
+
+Operation = Create | Update | Delete
+
+
+@dataclass
+class Result:
+    """What one operation did."""
+
+    status: int
+    rtype: str
+    rid: str
+    vid: int | None = None
+    last_updated: str | None = None
+    resource: dict[str, Any] | None = None
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def location(self) -> str | None:
+        return f"{self.rtype}/{self.rid}/_history/{self.vid}" if self.vid else None
+
+    @property
+    def etag(self) -> str | None:
+        return f'W/"{self.vid}"' if self.vid else None
+
+
+@dataclass
+class _Decision:
+    op: Operation
+    rid: str
+    current: Current | None = None
+    match: str | None = None  # an existing id this create resolves to
+    stored: dict[str, Any] | None = None  # the current resource, for answers that write nothing
+
+
+class Store:
+    """Read and write FHIR resources of every type, per tenant."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keyspace,
+        *,
+        max_backlog: int,
+        dedupe_seconds: int,
+        retries: int,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._committer = Committer(redis)
+        self._max_backlog = max_backlog
+        self._dedupe_seconds = dedupe_seconds
+        self._retries = retries
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    async def current(self, tenant: str, rtype: str, rid: str) -> Current | None:
+        """Return the current state of a resource, or None if it never existed."""
+        return Current.from_hash(await self._redis.hgetall(self._keys.current(tenant, rtype, rid)))
+
+    async def read(self, tenant: str, rtype: str, rid: str) -> dict[str, Any]:
+        """Return the current version, or raise NotFound / Gone."""
+        cur = await self.current(tenant, rtype, rid)
+        if cur is None:
+            raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+        if cur.deleted:
+            raise Gone(f"{rtype}/{rid} was deleted", expression=rtype)
+        return await self.vread(tenant, rtype, rid, cur.vid)
+
+    async def vread(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any]:
+        """Return one version, or raise NotFound / Gone."""
+        raw = await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid))
+        if raw is None:
+            raise NotFound(f"{rtype}/{rid} has no version {vid}", expression=rtype)
+        if raw == b"":
+            raise Gone(f"version {vid} of {rtype}/{rid} is a deletion", expression=rtype)
+        result: dict[str, Any] = json.loads(raw)
+        return result
+
+    async def read_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Return the current versions of ``ids`` that exist and are not deleted, in order."""
+        pipe = self._redis.pipeline(transaction=False)
+        for rid in ids:
+            pipe.hmget(self._keys.current(tenant, rtype, rid), ["vid", "deleted"])
+        states = await pipe.execute()
+        pipe = self._redis.pipeline(transaction=False)
+        wanted = []
+        for rid, (vid, deleted) in zip(ids, states, strict=True):
+            if vid is not None and deleted != b"1":
+                pipe.hget(self._keys.history(tenant, rtype, rid), vid)
+                wanted.append(rid)
+        bodies = await pipe.execute()
+        return [json.loads(b) for b in bodies if b]
+
+    # -- writes ------------------------------------------------------------------------------------------
+
+    async def apply(self, tenant: str, ops: Sequence[Operation]) -> list[Result]:
+        """Apply ``ops`` atomically (all or none) and return one Result each, in order."""
+        for _ in range(self._retries):
+            plan, results = await self._decide(tenant, ops)
+            try:
+                await self._committer.commit(plan)
+            except PlanConflict:
+                continue
+            except PlanOverloaded as exc:
+                raise Overloaded(
+                    f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5
+                ) from None
+            return results
+        raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
+
+    async def _decide(self, tenant: str, ops: Sequence[Operation]) -> tuple[Plan, list[Result]]:
+        k = self._keys
+        decisions = [
+            _Decision(op=op, rid=op.rid if isinstance(op, Update | Delete) else str(uuid.uuid4())) for op in ops
+        ]
+        plan = Plan()
+
+        # 1. Conditional creates: which existing resources match?
+        conditional = [d for d in decisions if isinstance(d.op, Create) and d.op.if_none_exist]
+        if conditional:
+            pipe = self._redis.pipeline(transaction=False)
+            for d in conditional:
+                assert isinstance(d.op, Create) and d.op.if_none_exist
+                pipe.smembers(self._criteria_key(tenant, d.op.rtype, d.op.if_none_exist))
+            for d, members in zip(conditional, await pipe.execute(), strict=True):
+                assert isinstance(d.op, Create) and d.op.if_none_exist
+                ids = sorted(m.decode() for m in members)
+                key = self._criteria_key(tenant, d.op.rtype, d.op.if_none_exist)
+                if len(ids) > 1:
+                    raise PreconditionFailed(
+                        f"If-None-Exist matches {len(ids)} {d.op.rtype} resources", expression=d.op.rtype
+                    )
+                plan.expect_members(key, ids)
+                if ids:
+                    d.match = d.rid = ids[0]
+
+        # 2. Current state of everything the operations touch.
+        pipe = self._redis.pipeline(transaction=False)
+        for d in decisions:
+            pipe.hgetall(k.current(tenant, d.op.rtype, d.rid))
+        for d, raw in zip(decisions, await pipe.execute(), strict=True):
+            d.current = Current.from_hash(raw)
+            if d.match is None and isinstance(d.op, Create):
+                d.current = None  # a fresh uuid: nothing there
+
+        # 3. Resolve urn:uuid and fullUrl references, deduplicating retried plain creates on the way.
+        mapping = await self._resolve(tenant, decisions, plan)
+
+        results: list[Result] = []
+        lu, lu_ms = now_instant()
+        jobs = False
+        for d in decisions:
+            result, wrote_job = self._decide_one(tenant, d, mapping, plan, lu, lu_ms)
+            jobs = jobs or wrote_job
+            results.append(result)
+        if jobs:
+            plan.limit_backlog([k.inbound(tenant), k.retry(tenant)], self._max_backlog)
+
+        # Answers that write nothing return the stored resource; read those versions now, under the same checks.
+        quiet = [(r, d) for r, d in zip(results, decisions, strict=True) if r.resource is None and r.vid]
+        if quiet:
+            pipe = self._redis.pipeline(transaction=False)
+            for r, _ in quiet:
+                pipe.hget(k.history(tenant, r.rtype, r.rid), str(r.vid))
+            for (r, _), raw in zip(quiet, await pipe.execute(), strict=True):
+                r.resource = json.loads(raw) if raw else None
+        return plan, results
+
+    async def _resolve(self, tenant: str, decisions: list[_Decision], plan: Plan) -> dict[str, str]:
+        """Map every entry's fullUrl to ``Type/id``, giving retried identical creates their first id."""
+        mapping: dict[str, str] = {}
+        for d in decisions:
+            full_url = getattr(d.op, "full_url", None)
+            if full_url:
+                mapping[full_url] = f"{d.op.rtype}/{d.rid}"
+        plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist]
+        if not plain or self._dedupe_seconds <= 0:
+            return mapping
+        # Creates are deduplicated on their content with references resolved, so an entry is looked up only
+        # once every entry it points at has its final id (dependency order; a cycle falls back to new ids).
+        pending = {id(d): d for d in plain}
+        urls_pending = {getattr(d.op, "full_url", None) for d in plain} - {None}
+        while pending:
+            ready = [
+                d
+                for d in pending.values()
+                if not (reference_targets(d.op.resource) & (urls_pending - {getattr(d.op, "full_url", None)}))  # type: ignore[union-attr]
+            ] or list(pending.values())
+            pipe = self._redis.pipeline(transaction=False)
+            digests = []
+            for d in ready:
+                assert isinstance(d.op, Create)
+                content, _, _ = _strip_meta(rewrite_references(d.op.resource, mapping))
+                digests.append(digest(content))
+                pipe.get(self._keys.dedupe(tenant, d.op.rtype, digests[-1]))
+            hits = await pipe.execute()
+            check = self._redis.pipeline(transaction=False)
+            for d, h in zip(ready, hits, strict=True):
+                check.hgetall(self._keys.current(tenant, d.op.rtype, h.decode() if h else "-"))
+            states = await check.execute()
+            for d, dg, hit, raw in zip(ready, digests, hits, states, strict=True):
+                assert isinstance(d.op, Create)
+                key = self._keys.dedupe(tenant, d.op.rtype, dg)
+                live = Current.from_hash(raw)
+                if hit and live is not None and live.digest == dg and not live.deleted:
+                    d.match = d.rid = hit.decode()
+                    d.current = live
+                    plan.expect_value(key, d.rid)
+                    plan.expect_field(self._keys.current(tenant, d.op.rtype, d.rid), "hash", dg)
+                    if d.op.full_url:
+                        mapping[d.op.full_url] = f"{d.op.rtype}/{d.rid}"
+                else:
+                    plan.expect_value(key, hit.decode() if hit else None)
+                del pending[id(d)]
+                urls_pending.discard(d.op.full_url)
+        return mapping
+
+    def _decide_one(
+        self, tenant: str, d: _Decision, mapping: Mapping[str, str], plan: Plan, lu: str, lu_ms: int
+    ) -> tuple[Result, bool]:
+        k = self._keys
+        op, rid = d.op, d.rid
+        cur_key = k.current(tenant, op.rtype, rid)
+
+        if isinstance(op, Delete):
+            cur = d.current
+            plan.expect_field(cur_key, "vid", str(cur.vid) if cur else None)
+            if cur is None or cur.deleted:
+                return Result(204, op.rtype, rid), False
+            return self._write_version(tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True)
+
+        resource = rewrite_references(op.resource, mapping)
+        content, evid, elu = _strip_meta(resource)
+        dg = digest(content)
+
+        if d.match is not None:  # a conditional create or a retried create that found its resource
+            vid = d.current.vid if d.current else None
+            plan.expect_field(cur_key, "vid", str(vid) if vid else None)
+            return Result(200, op.rtype, rid, vid=vid), False
+
+        cur = d.current
+        if isinstance(op, Update):
+            plan.expect_field(cur_key, "vid", str(cur.vid) if cur else None)
+            if op.if_match is not None and (cur is None or cur.deleted or op.if_match != str(cur.vid)):
+                raise PreconditionFailed(
+                    f"If-Match {op.if_match} does not match the current version of {op.rtype}/{rid}",
+                    expression=op.rtype,
+                )
+            if cur and not cur.deleted and cur.digest == dg:
+                return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated), False
+            new_lu, old_lu = _parse_instant(elu), _parse_instant(cur.ehr_last_updated if cur else None)
+            if cur and not cur.deleted and new_lu and old_lu and new_lu < old_lu:
+                note = Issue(
+                    "information",
+                    "informational",
+                    f"{op.rtype}.meta.lastUpdated",
+                    "an older EHR version than the one held arrived; it was acknowledged and not applied",
+                )
+                return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=[note]), False
+        else:
+            plan.expect_field(cur_key, "vid", None)
+            if self._dedupe_seconds > 0 and not op.if_none_exist:
+                plan.write("SET", k.dedupe(tenant, op.rtype, dg), rid, "EX", self._dedupe_seconds)
+
+        stored = {"resourceType": op.rtype, "id": rid, "meta": self._meta(content, evid, elu)}
+        stored.update((key, value) for key, value in content.items() if key not in ("resourceType", "meta"))
+        return self._write_version(tenant, op.rtype, rid, stored, cur, plan, lu, lu_ms, digest_=dg, ehr=(evid, elu))
+
+    @staticmethod
+    def _meta(content: Mapping[str, Any], evid: str | None, elu: str | None) -> dict[str, Any]:
+        meta = dict(content.get("meta") or {})
+        extensions = list(meta.get("extension", []))
+        if evid:
+            extensions.append({"url": EXT_EHR_VERSION_ID, "valueId": evid})
+        if elu:
+            extensions.append({"url": EXT_EHR_LAST_UPDATED, "valueInstant": elu})
+        if extensions:
+            meta["extension"] = extensions
+        return meta
+
+    def _write_version(
+        self,
+        tenant: str,
+        rtype: str,
+        rid: str,
+        stored: dict[str, Any] | None,
+        cur: Current | None,
+        plan: Plan,
+        lu: str,
+        lu_ms: int,
+        *,
+        deleted: bool = False,
+        digest_: str = "",
+        ehr: tuple[str | None, str | None] = (None, None),
+    ) -> tuple[Result, bool]:
+        k = self._keys
+        vid = (cur.vid if cur else 0) + 1
+        lu_index = k.last_updated_index(tenant, rtype)
+        new_index: list[str] = []
+        if stored is not None:
+            stored["meta"] = {"versionId": str(vid), "lastUpdated": lu, **stored["meta"]}
+            new_index = [k.identifier_index(tenant, rtype, s, v) for s, v in identifiers(stored)]
+            new_index += [k.identifier_index(tenant, rtype, None, v) for _, v in identifiers(stored)]
+            new_index += [k.patient_index(tenant, rtype, p) for p in patient_references(stored)]
+            new_index = sorted(set(new_index))
+        for old in set(cur.index_keys if cur else []) - set(new_index):
+            plan.write("SREM", old, rid)
+        for new in new_index:
+            plan.write("SADD", new, rid)
+        if deleted:
+            plan.write("ZREM", lu_index, rid)
+        else:
+            plan.write("ZADD", lu_index, lu_ms, rid)
+        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), json.dumps(stored) if stored else "")
+        plan.write(
+            "HSET",
+            k.current(tenant, rtype, rid),
+            "vid", vid, "lu", lu, "hash", digest_, "deleted", "1" if deleted else "0",
+            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", json.dumps(new_index),
+        )  # fmt: skip
+        job = rtype in MAPPED
+        if job:
+            plan.write(
+                "XADD",
+                k.inbound(tenant),
+                "*",
+                "type", rtype, "id", rid, "vid", vid, "op", "delete" if deleted else "upsert", "attempt", 0,
+            )  # fmt: skip
+        status = 204 if deleted else (201 if cur is None else 200)
+        return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored), job
+
+    def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
+        """Return the index key for an ``If-None-Exist`` query (``identifier=system|value`` only)."""
+        name, _, value = criteria.lstrip("?").partition("=")
+        if name != "identifier" or not value or "&" in value or "," in value:
+            raise BadRequest(
+                "If-None-Exist supports one identifier=system|value criterion", expression="If-None-Exist"
+            )
+        from urllib.parse import unquote
+
+        value = unquote(value)
+        system, bar, code = value.rpartition("|")
+        return self._keys.identifier_index(tenant, rtype, system if bar else None, code if bar else value)

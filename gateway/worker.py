@@ -1,0 +1,226 @@
+"""The worker: read inbound jobs, map FHIR to platform records, publish change events, acknowledge.
+
+Applying a job is one compare-and-set on the record's FHIR version: the new record, its query indexes, the
+change event and the acknowledgement of the job are written together, and only if the record still holds the
+version the change was classified against. An older version arriving after a newer one changes nothing, and a
+job re-delivered after a crash finds its effect already there and is only acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway.keys import Keyspace
+from gateway.plan import Plan, PlanConflict
+from gateway.queue import Job, WorkQueue
+from gateway.settings import ClientsConfig, Settings
+from gateway.store import EXT_EHR_LAST_UPDATED, EXT_EHR_VERSION_ID, Store
+from mappers.context import MapContext
+from mappers.registry import MAPPED, Family
+
+log = logging.getLogger("gateway.worker")
+
+
+def consumer_name() -> str:
+    """Return a consumer name unique to this process."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _ehr_meta(meta: dict[str, Any]) -> tuple[str | None, str | None]:
+    found = {e.get("url"): e for e in meta.get("extension", []) if isinstance(e, dict)}
+    evid = found.get(EXT_EHR_VERSION_ID, {}).get("valueId")
+    elu = found.get(EXT_EHR_LAST_UPDATED, {}).get("valueInstant")
+    return evid, elu
+
+
+@dataclass
+class Applied:
+    """What handling one job did."""
+
+    event: str | None
+    skipped: bool = False
+
+
+class Worker:
+    """Turn stored FHIR versions into platform records and change events."""
+
+    def __init__(self, redis: Redis, settings: Settings, clients: ClientsConfig, *, name: str | None = None):
+        self._redis = redis
+        self._settings = settings
+        self._clients = clients
+        self._keys = Keyspace(settings.key_prefix)
+        self.queue = WorkQueue(
+            redis,
+            self._keys,
+            max_attempts=settings.max_attempts,
+            retry_base_seconds=settings.retry_base_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+        )
+        self._store = Store(
+            redis, self._keys, max_backlog=settings.max_backlog, dedupe_seconds=0, retries=1
+        )
+        self.name = name or consumer_name()
+        self.processed = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; finish and acknowledge the batch in hand before returning."""
+        log.info("worker started", extra={"consumer": self.name})
+        tenants: list[str] = []
+        next_refresh = next_reclaim = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_refresh:
+                    tenants = await self.queue.tenants()
+                    next_refresh = now + 2.0
+                for tenant in tenants:
+                    await self.queue.promote_due(tenant)
+                if now >= next_reclaim:
+                    next_reclaim = now + max(self._settings.claim_idle_seconds / 2, 0.5)
+                    for tenant in tenants:
+                        await self._handle_all(await self._reclaim(tenant))
+                if not tenants:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    continue
+                jobs = await self.queue.read(
+                    tenants, self.name, self._settings.worker_concurrency, self._settings.worker_block_ms
+                )
+                await self._handle_all(jobs)
+            except TimeoutError:
+                continue
+            except Exception:
+                # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
+                log.exception("worker loop error")
+                await asyncio.sleep(1.0)
+        log.info("worker stopped", extra={"consumer": self.name, "processed": self.processed})
+
+    async def _reclaim(self, tenant: str) -> list[Job]:
+        idle_ms = int(self._settings.claim_idle_seconds * 1000)
+        jobs = await self.queue.reclaim(tenant, self.name, idle_ms)
+        poisoned = [j for j in jobs if j.deliveries > self.queue.max_attempts]
+        for job in poisoned:
+            await self.queue.fail(job, f"delivered {job.deliveries} times without completing")
+            log.warning("job dead-lettered", extra={"type": job.rtype, "job": job.entry_id, "reason": "deliveries"})
+        return [j for j in jobs if j not in poisoned]
+
+    async def _handle_all(self, jobs: list[Job]) -> None:
+        if jobs:
+            await asyncio.gather(*(self.handle(job) for job in jobs))
+
+    async def handle(self, job: Job) -> None:
+        """Apply one job, or schedule its retry (dead-lettering it after the last attempt)."""
+        started = time.perf_counter()
+        try:
+            applied = await self.apply(job)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            outcome = await self.queue.fail(job, reason)
+            log.warning(
+                "job failed",
+                extra={"type": job.rtype, "job": job.entry_id, "attempt": job.attempt + 1, "outcome": outcome,
+                       "error": type(exc).__name__},
+            )  # fmt: skip
+            return
+        self.processed += 1
+        log.debug(
+            "job done",
+            extra={"type": job.rtype, "job": job.entry_id, "event": applied.event,
+                   "ms": round((time.perf_counter() - started) * 1000, 2)},
+        )  # fmt: skip
+
+    async def apply(self, job: Job) -> Applied:
+        """Apply ``job`` exactly once in effect; return the event it published."""
+        family = MAPPED.get(job.rtype)
+        for _ in range(self._settings.conditional_retries):
+            plan = Plan()
+            self.queue.acknowledge(plan, job)
+            if family is None:
+                await self._commit(plan)
+                return Applied(None, skipped=True)
+            try:
+                event = await self._plan_record(job, family, plan)
+                await self._commit(plan)
+            except PlanConflict:
+                continue
+            return Applied(event, skipped=event is None)
+        raise RuntimeError("record kept changing under the job")
+
+    async def _commit(self, plan: Plan) -> None:
+        await self.queue._committer.commit(plan)
+
+    async def _plan_record(self, job: Job, family: Family, plan: Plan) -> str | None:
+        k = self._keys
+        rec_key = k.record(job.tenant, family.record_type, job.rid)
+        held_vid, held_json = await self._redis.hmget(rec_key, ["vid", "json"])
+        held = int(held_vid) if held_vid else 0
+        plan.expect_field(rec_key, "vid", str(held) if held else None)
+        if job.vid <= held:
+            return None  # a newer version is already applied, or this one was (a redelivery)
+        previous = family.model.model_validate_json(held_json) if held_json else None
+
+        tenant_cfg = self._clients.tenant(job.tenant)
+        if job.op == "delete":
+            if previous is None or previous.deleted:
+                plan.write("HSET", rec_key, "vid", job.vid)
+                return None
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            ctx = MapContext(
+                tenant=job.tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
+                version_id=str(job.vid), last_updated=stamp,
+            )  # fmt: skip
+            record = family.deleted_record(previous, ctx)
+        else:
+            resource = await self._store.vread(job.tenant, job.rtype, job.rid, job.vid)
+            meta = resource.get("meta", {})
+            evid, elu = _ehr_meta(meta)
+            ctx = MapContext(
+                tenant=job.tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
+                version_id=str(job.vid), last_updated=meta.get("lastUpdated", ""),
+                ehr_version_id=evid, ehr_last_updated=elu,
+            )  # fmt: skip
+            record = family.to_platform(resource, ctx)
+
+        event_type = family.classify(previous, record)
+        body = record.model_dump(mode="json")
+        plan.write("HSET", rec_key, "vid", job.vid, "json", json.dumps(body))
+        self._plan_indexes(job.tenant, family, previous, record, plan)
+        if event_type:
+            event = {
+                "id": f"evt_{uuid.uuid4().hex}",
+                "type": event_type,
+                "tenant": job.tenant,
+                "occurred_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "record_type": family.record_type,
+                "record_id": job.rid,
+                "record": body,
+            }
+            plan.write("XADD", k.feed(job.tenant), "*", "e", json.dumps(event))
+        return event_type
+
+    def _plan_indexes(self, tenant: str, family: Family, previous: Any, record: Any, plan: Plan) -> None:
+        k = self._keys
+        old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
+        new = family.index_fields(record) if not record.deleted else {}
+        rid = record.id
+        if old.get("patient") and old.get("patient") != new.get("patient"):
+            plan.write("SREM", k.record_patient_index(tenant, family.record_type, old["patient"]), rid)
+        if new.get("patient"):
+            plan.write("SADD", k.record_patient_index(tenant, family.record_type, new["patient"]), rid)
+        start_key = k.record_start_index(tenant, family.record_type)
+        if record.deleted:
+            plan.write("ZREM", start_key, rid)
+        else:
+            # Records without a start sort first, so date-less queries still list them.
+            start = new.get("start_epoch")
+            plan.write("ZADD", start_key, start if start is not None else 0, rid)

@@ -1,0 +1,39 @@
+"""What a mapper needs to know besides the FHIR resource: tenant, vendor, clinic zone and version."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mappers.model import Identifier, Source
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MapContext:
+    """The gateway's facts about one stored FHIR version, handed to a pure mapper."""
+
+    tenant: str
+    vendor: str = "generic"
+    # The clinic's IANA zone; FHIR instants carry offsets, not zones, so the zone comes from configuration.
+    timezone: str | None = None
+    # The gateway's own version and time (ISO UTC with Z) of the stored FHIR resource.
+    version_id: str
+    last_updated: str
+    # The source EHR's meta as received, before the gateway stored its own version.
+    ehr_version_id: str | None = None
+    ehr_last_updated: str | None = None
+
+    def source(self, fhir_type: str, fhir_id: str, identifiers: Sequence[Identifier] = ()) -> Source:
+        """Build the source reference of a record made from this stored version."""
+        return Source(
+            tenant=self.tenant,
+            vendor=self.vendor,
+            fhir_type=fhir_type,
+            fhir_id=fhir_id,
+            version_id=self.version_id,
+            last_updated=self.last_updated,
+            ehr_version_id=self.ehr_version_id,
+            ehr_last_updated=self.ehr_last_updated,
+            identifiers=list(identifiers),
+            fhir_url=f"{fhir_type}/{fhir_id}/_history/{self.version_id}",
+        )

@@ -1,0 +1,131 @@
+"""Shared fixtures: a real Redis (REDIS_URL when set, and always the embedded server), a private key prefix per
+test, and the app driven through httpx."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis as SyncRedis
+
+from gateway.app import create_app
+from gateway.embedded import EmbeddedRedis
+from gateway.settings import ClientsConfig, Settings
+
+EHR_A = "ehr-token-tenant-a-0123456789"
+PLATFORM_A = "platform-token-tenant-a-0123456789"
+EHR_B = "ehr-token-tenant-b-0123456789"
+PLATFORM_B = "platform-token-tenant-b-0123456789"
+CORPUS = Path(os.environ.get("GATEWAY_CORPUS_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"))
+
+
+def corpus_dir() -> Path:
+    """Return the corpus folder, skipping the test with a reason when it is absent."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"the FHIR corpus is not at {CORPUS} (set GATEWAY_CORPUS_DIR)")
+    return CORPUS
+
+
+def _backends() -> list[str]:
+    return ["embedded", "external"] if os.environ.get("REDIS_URL") else ["embedded"]
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session", params=_backends())
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """Yield a Redis URL: the embedded server, and also REDIS_URL's server when it is set."""
+    if request.param == "external":
+        return os.environ["REDIS_URL"]
+    url: str = request.getfixturevalue("embedded_redis")
+    return url
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """Yield a key prefix no other test uses, and delete its keys afterwards."""
+    prefix = f"gwtest-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = SyncRedis.from_url(redis_url)
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+CLIENTS = {
+    "clients": [
+        {"token": EHR_A, "tenant": "clinic-a", "role": "ehr"},
+        {"token": PLATFORM_A, "tenant": "clinic-a", "role": "platform", "scopes": ["sensitive"]},
+        {"token": EHR_B, "tenant": "clinic-b", "role": "ehr"},
+        {"token": PLATFORM_B, "tenant": "clinic-b", "role": "platform"},
+    ],
+    "tenants": {"clinic-a": {"vendor": "generic", "timezone": "America/New_York"}},
+}
+
+
+@pytest.fixture
+def settings(redis_url: str, key_prefix: str) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        claim_idle_seconds=1.0,
+        retry_base_seconds=0.05,
+        retry_max_seconds=0.2,
+        worker_block_ms=50,
+    )
+
+
+@pytest.fixture
+def clients() -> ClientsConfig:
+    return ClientsConfig.model_validate(CLIENTS)
+
+
+class Gateway:
+    """The app under test, with a client per role and tenant."""
+
+    def __init__(self, client: httpx.AsyncClient, app: Any) -> None:
+        self.http = client
+        self.app = app
+
+    def headers(self, token: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json", **extra}
+
+    async def ehr(self, method: str, path: str, token: str = EHR_A, **kwargs: Any) -> httpx.Response:
+        headers = self.headers(token, **kwargs.pop("headers", {}))
+        return await self.http.request(method, f"/fhir/R4{path}", headers=headers, **kwargs)
+
+    async def platform(self, path: str, token: str = PLATFORM_A, **kwargs: Any) -> httpx.Response:
+        return await self.http.get(f"/platform/v1{path}", headers=self.headers(token), **kwargs)
+
+    async def drain(self) -> None:
+        """Let the in-process worker finish everything queued."""
+        import asyncio
+
+        worker = self.app.state.worker
+        services = self.app.state.services
+        for _ in range(400):
+            tenants = await worker.queue.tenants()
+            backlog = sum([await services.queue.backlog(t) for t in tenants])
+            if backlog == 0:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError("the worker did not drain the queue")
+
+
+@pytest.fixture
+async def gateway(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
+    """Yield the app with an in-process worker, driven over httpx's ASGI transport."""
+    app = create_app(settings, clients, with_worker=True)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            yield Gateway(client, app)

@@ -1,0 +1,165 @@
+"""Every kind of bad input gets a 4xx OperationOutcome naming the problem, never a 500."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.settings import Settings
+from tests.conftest import EHR_A, PLATFORM_A, Gateway
+from tests.gateway.fixtures import appointment
+
+
+def _outcome(response) -> dict:  # type: ignore[no-untyped-def]
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    return body
+
+
+def _paths(outcome: dict) -> list[str]:  # type: ignore[type-arg]
+    return [p for issue in outcome["issue"] for p in issue.get("expression", [])]
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b'{"resourceType": "Appointment", "status": ', "malformed JSON"),
+        (b'{"resourceType": "Appointment", "status": "booked", "status": "cancelled"}', "duplicate JSON key"),
+        (b"", "empty"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"resourceType": "Appointment", "minutesDuration": NaN}', "not valid JSON"),
+        (b"[1, 2, 3]", "JSON object"),
+    ],
+)
+async def test_unparseable_bodies_are_400(gateway: Gateway, raw: bytes, fragment: str) -> None:
+    response = await gateway.ehr("POST", "/Appointment", content=raw)
+    assert response.status_code == 400
+    assert fragment in json.dumps(_outcome(response))
+
+
+async def test_deep_nesting_is_refused(gateway: Gateway) -> None:
+    nested: dict = {"resourceType": "Appointment", "status": "booked", "participant": []}  # type: ignore[type-arg]
+    node: dict = nested  # type: ignore[type-arg]
+    for _ in range(200):
+        node["extension"] = [{"url": "urn:x", "extension": []}]
+        node = node["extension"][0]
+    response = await gateway.ehr("POST", "/Appointment", json=nested)
+    assert response.status_code == 400
+    assert "nested deeper" in json.dumps(_outcome(response))
+
+
+async def test_extremely_deep_json_is_400_not_a_crash(gateway: Gateway) -> None:
+    raw = b'{"resourceType":"Appointment","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await gateway.ehr("POST", "/Appointment", content=raw)
+    assert response.status_code == 400
+    _outcome(response)
+
+
+async def test_wrong_content_type_is_415(gateway: Gateway) -> None:
+    response = await gateway.ehr(
+        "POST", "/Appointment", content=b"<Appointment/>", headers={"Content-Type": "application/fhir+xml"}
+    )
+    assert response.status_code == 415
+    _outcome(response)
+
+
+async def test_invalid_resource_names_the_element(gateway: Gateway) -> None:
+    response = await gateway.ehr("POST", "/Appointment", json=appointment(status="maybe", start="tomorrow"))
+    assert response.status_code == 400
+    paths = _paths(_outcome(response))
+    assert "Appointment.status" in paths
+    assert "Appointment.start" in paths
+    assert "maybe" not in response.text and "tomorrow" not in response.text
+
+
+async def test_type_mismatch_and_unknown_types(gateway: Gateway) -> None:
+    mismatch = await gateway.ehr("POST", "/Patient", json=appointment())
+    assert mismatch.status_code == 400
+    unknown = await gateway.ehr("POST", "/Spaceship", json={"resourceType": "Spaceship"})
+    assert unknown.status_code == 404
+    _outcome(unknown)
+    wrong_id = await gateway.ehr("PUT", "/Appointment/a1", json=appointment(id="a2"))
+    assert wrong_id.status_code == 400
+    bad_id = await gateway.ehr("GET", "/Appointment/" + "x" * 65)
+    assert bad_id.status_code == 400
+
+
+async def test_unknown_resource_is_404_outcome(gateway: Gateway) -> None:
+    response = await gateway.ehr("GET", "/Appointment/never-was")
+    assert response.status_code == 404
+    assert _outcome(response)["issue"][0]["code"] == "not-found"
+
+
+async def test_bad_search_parameters_are_400(gateway: Gateway) -> None:
+    assert (await gateway.ehr("GET", "/Appointment?_lastUpdated=last-week")).status_code == 400
+    assert (await gateway.ehr("GET", "/Appointment?_count=-1")).status_code == 400
+    assert (await gateway.ehr("GET", "/Appointment?_cursor=%%%")).status_code == 400
+
+
+async def test_bundle_structure_problems_are_400(gateway: Gateway) -> None:
+    no_request = {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": appointment()}]}
+    response = await gateway.ehr("POST", "", json=no_request)
+    assert response.status_code == 400
+    assert "Bundle.entry[0].request" in _paths(_outcome(response))
+    patch = {"resourceType": "Bundle", "type": "transaction",
+             "entry": [{"resource": appointment(), "request": {"method": "PATCH", "url": "Appointment/x"}}]}  # fmt: skip
+    assert (await gateway.ehr("POST", "", json=patch)).status_code == 400
+    not_bundle = await gateway.ehr("POST", "", json=appointment())
+    assert not_bundle.status_code == 400
+
+
+async def test_no_or_unknown_token_is_401_and_wrong_role_is_403(gateway: Gateway) -> None:
+    anonymous = await gateway.http.get("/fhir/R4/Appointment/x")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    _outcome(anonymous)
+    unknown = await gateway.http.get("/fhir/R4/Appointment/x", headers={"Authorization": "Bearer not-a-real-token"})
+    assert unknown.status_code == 401
+    platform_on_fhir = await gateway.ehr("GET", "/Appointment/x", token=PLATFORM_A)
+    assert platform_on_fhir.status_code == 403
+    _outcome(platform_on_fhir)
+    ehr_on_platform = await gateway.platform("/changes", token=EHR_A)
+    assert ehr_on_platform.status_code == 403
+
+
+@pytest.fixture
+def small_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"max_body_bytes": 4096, "max_bundle_entries": 3})
+
+
+@pytest.fixture
+async def small_gateway(small_settings: Settings, clients) -> AsyncIterator[Gateway]:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from gateway.app import create_app
+
+    app = create_app(small_settings, clients, with_worker=False)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as client:
+            yield Gateway(client, app)
+
+
+async def test_a_body_over_the_limit_is_413_even_when_chunked(small_gateway: Gateway) -> None:
+    big = appointment(description="x" * 10_000)
+    declared = await small_gateway.ehr("POST", "/Appointment", json=big)
+    assert declared.status_code == 413
+    _outcome(declared)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        payload = json.dumps(big).encode()
+        for i in range(0, len(payload), 1000):
+            yield payload[i : i + 1000]
+
+    chunked = await small_gateway.ehr("POST", "/Appointment", content=chunks())
+    assert chunked.status_code == 413
+    _outcome(chunked)
+
+
+async def test_too_many_bundle_entries_is_413(small_gateway: Gateway) -> None:
+    bundle = {"resourceType": "Bundle", "type": "batch",
+              "entry": [{"request": {"method": "GET", "url": f"Appointment/{i}"}} for i in range(4)]}  # fmt: skip
+    response = await small_gateway.ehr("POST", "", json=bundle)
+    assert response.status_code == 413
+    _outcome(response)

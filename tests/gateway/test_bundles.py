@@ -1,0 +1,130 @@
+"""Bundles posted to the FHIR base: transactions are all-or-nothing, batches answer per entry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import Gateway
+from tests.gateway.fixtures import appointment, hl7_appointment, post_entry, put_entry, transaction
+
+PATIENT_URN = "urn:uuid:7c1e3b0e-8f0a-4c55-9b7e-2f6d7a8b9c01"
+PRACTITIONER_URN = "urn:uuid:0f8e6c2a-1b3d-4e5f-8a9b-c0d1e2f3a4b5"
+
+
+def _hl7_transaction() -> dict[str, Any]:
+    appt = hl7_appointment()
+    appt["participant"][0]["actor"]["reference"] = PATIENT_URN
+    appt["participant"][1]["actor"]["reference"] = PRACTITIONER_URN
+    patient = {"resourceType": "Patient", "name": [{"family": "Synthetic", "given": ["Pat"]}]}
+    practitioner = {"resourceType": "Practitioner", "name": [{"family": "Example", "prefix": ["Dr"]}]}
+    return transaction(
+        post_entry(appt, "urn:uuid:5d1c7c0c-4b5f-4a8e-9d6e-1a2b3c4d5e6f"),
+        post_entry(patient, PATIENT_URN),
+        post_entry(practitioner, PRACTITIONER_URN),
+    )
+
+
+async def test_hl7_appointment_transaction_reaches_the_feed_as_scheduled(gateway: Gateway) -> None:
+    response = await gateway.ehr("POST", "", json=_hl7_transaction())
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["type"] == "transaction-response"
+    assert [e["response"]["status"] for e in answer["entry"]] == ["201 Created"] * 3
+    patient_loc, practitioner_loc = (answer["entry"][i]["response"]["location"] for i in (1, 2))
+    appt_id = answer["entry"][0]["response"]["location"].split("/")[1]
+
+    stored = (await gateway.ehr("GET", f"/Appointment/{appt_id}")).json()
+    refs = [p["actor"]["reference"] for p in stored["participant"][:2]]
+    assert refs == [patient_loc.rsplit("/_history", 1)[0], practitioner_loc.rsplit("/_history", 1)[0]]
+
+    await gateway.drain()
+    events = (await gateway.platform("/changes")).json()["events"]
+    assert [e["type"] for e in events] == ["appointment.created"]
+    record = events[0]["record"]
+    assert record["status"] == "scheduled"
+    assert record["id"] == appt_id
+    assert record["patient"]["reference"] == refs[0]
+    assert record["start"].endswith("Z")
+
+
+async def test_a_transaction_with_one_bad_entry_stores_nothing(gateway: Gateway) -> None:
+    bundle = transaction(
+        post_entry(appointment(identifier=[{"system": "s", "value": "good"}])),
+        post_entry(appointment(identifier=[{"system": "s", "value": "also-good"}])),
+        post_entry(appointment(status="bogus-status")),
+    )
+    response = await gateway.ehr("POST", "", json=bundle)
+    assert response.status_code == 400
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    paths = [p for issue in outcome["issue"] for p in issue.get("expression", [])]
+    assert "Bundle.entry[2].resource.status" in paths
+    assert (await gateway.ehr("GET", "/Appointment")).json()["total"] == 0
+    await gateway.drain()
+    assert (await gateway.platform("/changes")).json()["events"] == []
+
+
+async def test_transaction_honours_if_none_exist_and_resolves_references_to_the_match(gateway: Gateway) -> None:
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "MRN-9"}]}
+    await gateway.ehr("PUT", "/Patient/known", json={**patient, "id": "known"})
+    urn = "urn:uuid:11111111-2222-4333-8444-555555555555"
+    appt = appointment(participant=[{"actor": {"reference": urn}, "status": "accepted"}])
+    bundle = transaction(post_entry(patient, urn, ifNoneExist="identifier=urn:mrn|MRN-9"), post_entry(appt))
+    answer = (await gateway.ehr("POST", "", json=bundle)).json()
+    assert answer["entry"][0]["response"]["status"] == "200 OK"
+    assert answer["entry"][0]["response"]["location"].startswith("Patient/known/")
+    appt_id = answer["entry"][1]["response"]["location"].split("/")[1]
+    stored = (await gateway.ehr("GET", f"/Appointment/{appt_id}")).json()
+    assert stored["participant"][0]["actor"]["reference"] == "Patient/known"
+
+
+async def test_the_same_transaction_pushed_twice_gives_one_event(gateway: Gateway) -> None:
+    bundle = _hl7_transaction()
+    first = (await gateway.ehr("POST", "", json=bundle)).json()
+    second = (await gateway.ehr("POST", "", json=bundle)).json()
+    assert [e["response"]["location"] for e in first["entry"]] == [e["response"]["location"] for e in second["entry"]]
+    await gateway.drain()
+    events = (await gateway.platform("/changes")).json()["events"]
+    assert len(events) == 1
+
+
+async def test_transaction_runs_deletes_first_and_reads_last(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Appointment/old", json=appointment(id="old"))
+    bundle = transaction(
+        {"request": {"method": "GET", "url": "Appointment/new"}},
+        put_entry(appointment(id="new")),
+        {"request": {"method": "DELETE", "url": "Appointment/old"}},
+    )
+    answer = (await gateway.ehr("POST", "", json=bundle)).json()
+    statuses = [e["response"]["status"] for e in answer["entry"]]
+    assert statuses == ["200 OK", "201 Created", "204 No Content"]
+    assert answer["entry"][0]["resource"]["id"] == "new"
+
+
+async def test_batch_answers_each_entry_on_its_own(gateway: Gateway) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            put_entry(appointment(id="b1")),
+            put_entry(appointment(id="b2", status="not-a-status")),
+            {"request": {"method": "GET", "url": "Appointment/missing"}},
+        ],
+    }
+    answer = (await gateway.ehr("POST", "", json=bundle)).json()
+    assert answer["type"] == "batch-response"
+    assert [e["response"]["status"] for e in answer["entry"]] == ["201 Created", "400 Bad Request", "404 Not Found"]
+    issue = answer["entry"][1]["response"]["outcome"]["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[1].resource.status"]
+    assert (await gateway.ehr("GET", "/Appointment/b1")).status_code == 200
+
+
+async def test_a_collection_imports_good_entries_and_reports_bad_ones(gateway: Gateway) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": appointment(id="c1")}, {"resource": appointment(id="c2", status="nope")}],
+    }
+    answer = (await gateway.ehr("POST", "", json=bundle)).json()
+    assert [e["response"]["status"] for e in answer["entry"]] == ["201 Created", "400 Bad Request"]
+    assert (await gateway.ehr("GET", "/Appointment/c1")).status_code == 200

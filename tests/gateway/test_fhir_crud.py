@@ -1,0 +1,158 @@
+"""The FHIR edge's single-resource interactions, as an EHR integration sees them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import EHR_B, PLATFORM_A, Gateway
+from tests.gateway.fixtures import appointment
+
+
+async def test_create_answers_201_with_location_etag_and_stored_meta(gateway: Gateway) -> None:
+    response = await gateway.ehr("POST", "/Appointment", json=appointment())
+    assert response.status_code == 201
+    body = response.json()
+    assert body["meta"]["versionId"] == "1"
+    assert body["meta"]["lastUpdated"].endswith("Z")
+    assert response.headers["etag"] == 'W/"1"'
+    assert response.headers["location"].endswith(f"/fhir/R4/Appointment/{body['id']}/_history/1")
+    assert response.headers["content-type"].startswith("application/fhir+json")
+
+    read = await gateway.ehr("GET", f"/Appointment/{body['id']}")
+    assert read.status_code == 200
+    assert read.json() == body
+    assert read.headers["etag"] == 'W/"1"'
+
+
+async def test_put_creates_then_updates_and_keeps_every_version(gateway: Gateway) -> None:
+    first = await gateway.ehr("PUT", "/Appointment/a1", json=appointment(id="a1"))
+    assert first.status_code == 201
+    second = await gateway.ehr("PUT", "/Appointment/a1", json=appointment(id="a1", description="Moved room"))
+    assert second.status_code == 200
+    assert second.json()["meta"]["versionId"] == "2"
+    v1 = await gateway.ehr("GET", "/Appointment/a1/_history/1")
+    assert v1.json()["description"] == "Follow-up visit"
+    assert (await gateway.ehr("GET", "/Appointment/a1/_history/2")).json()["description"] == "Moved room"
+    assert (await gateway.ehr("GET", "/Appointment/a1/_history/3")).status_code == 404
+
+
+async def test_identical_update_makes_no_new_version_and_no_event(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Appointment/same", json=appointment(id="same"))
+    again = await gateway.ehr("PUT", "/Appointment/same", json=appointment(id="same"))
+    assert again.status_code == 200
+    assert again.json()["meta"]["versionId"] == "1"
+    await gateway.drain()
+    events = (await gateway.platform("/changes")).json()["events"]
+    assert [e["type"] for e in events] == ["appointment.created"]
+
+
+async def test_ehr_meta_is_kept_beside_the_gateway_version(gateway: Gateway) -> None:
+    sent = appointment(id="m1", meta={"versionId": "17", "lastUpdated": "2026-11-01T10:00:00Z"})
+    stored = (await gateway.ehr("PUT", "/Appointment/m1", json=sent)).json()
+    assert stored["meta"]["versionId"] == "1"
+    extensions = {e["url"]: e for e in stored["meta"]["extension"]}
+    assert any(e.get("valueId") == "17" for e in extensions.values())
+    assert any(e.get("valueInstant") == "2026-11-01T10:00:00Z" for e in extensions.values())
+
+
+async def test_an_older_ehr_version_never_replaces_a_newer_one(gateway: Gateway) -> None:
+    newer = appointment(id="o1", description="newer", meta={"lastUpdated": "2026-11-02T10:00:00Z"})
+    older = appointment(id="o1", description="older", meta={"lastUpdated": "2026-11-01T10:00:00Z"})
+    await gateway.ehr("PUT", "/Appointment/o1", json=newer)
+    late = await gateway.ehr("PUT", "/Appointment/o1", json=older)
+    assert late.status_code == 200
+    assert late.json()["description"] == "newer"
+    assert (await gateway.ehr("GET", "/Appointment/o1")).json()["meta"]["versionId"] == "1"
+
+
+async def test_if_match_with_a_stale_version_is_refused(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Appointment/lock", json=appointment(id="lock"))
+    await gateway.ehr("PUT", "/Appointment/lock", json=appointment(id="lock", description="v2"))
+    stale = await gateway.ehr(
+        "PUT", "/Appointment/lock", json=appointment(id="lock", description="v3"), headers={"If-Match": 'W/"1"'}
+    )
+    assert stale.status_code == 412
+    assert stale.json()["resourceType"] == "OperationOutcome"
+    fresh = await gateway.ehr(
+        "PUT", "/Appointment/lock", json=appointment(id="lock", description="v3"), headers={"If-Match": 'W/"2"'}
+    )
+    assert fresh.status_code == 200
+    assert fresh.json()["meta"]["versionId"] == "3"
+
+
+async def test_delete_leaves_a_tombstone_and_publishes_deleted(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Appointment/gone", json=appointment(id="gone"))
+    await gateway.drain()
+    deleted = await gateway.ehr("DELETE", "/Appointment/gone")
+    assert deleted.status_code == 204
+    assert (await gateway.ehr("GET", "/Appointment/gone")).status_code == 410
+    assert (await gateway.ehr("GET", "/Appointment/gone/_history/1")).status_code == 200
+    assert (await gateway.ehr("DELETE", "/Appointment/gone")).status_code == 204
+    await gateway.drain()
+    events = (await gateway.platform("/changes")).json()["events"]
+    assert [e["type"] for e in events] == ["appointment.created", "appointment.deleted"]
+    assert events[-1]["record"]["deleted"] is True
+
+
+async def test_unmapped_types_are_stored_without_events(gateway: Gateway) -> None:
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "mood"},
+        "subject": {"reference": "Patient/pat-1"},
+    }
+    created = await gateway.ehr("POST", "/Observation", json=observation)
+    assert created.status_code == 201
+    await gateway.drain()
+    assert (await gateway.platform("/changes")).json()["events"] == []
+
+
+async def test_conditional_create_is_atomic_under_concurrency(gateway: Gateway) -> None:
+    body = appointment(identifier=[{"system": "urn:ehr", "value": "race-1"}])
+    headers = {"If-None-Exist": "identifier=urn:ehr|race-1"}
+    responses = await asyncio.gather(
+        *(gateway.ehr("POST", "/Appointment", json=body, headers=headers) for _ in range(6))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 200, 200, 200, 200, 201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    found = (await gateway.ehr("GET", "/Appointment?identifier=urn:ehr|race-1")).json()
+    assert found["total"] == 1
+
+
+async def test_conditional_create_with_several_matches_is_412(gateway: Gateway) -> None:
+    for rid in ("dup-a", "dup-b"):
+        await gateway.ehr("PUT", f"/Appointment/{rid}", json=appointment(id=rid, identifier=[{"system": "s", "value": "v"}]))
+    response = await gateway.ehr("POST", "/Appointment", json=appointment(), headers={"If-None-Exist": "identifier=s|v"})
+    assert response.status_code == 412
+
+
+async def test_a_retried_plain_post_does_not_duplicate(gateway: Gateway) -> None:
+    first = await gateway.ehr("POST", "/Appointment", json=appointment())
+    retry = await gateway.ehr("POST", "/Appointment", json=appointment())
+    assert (first.status_code, retry.status_code) == (201, 200)
+    assert first.json()["id"] == retry.json()["id"]
+
+
+async def test_tenants_never_see_each_other(gateway: Gateway) -> None:
+    created = (await gateway.ehr("PUT", "/Appointment/secret", json=appointment(id="secret"))).json()
+    assert (await gateway.ehr("GET", f"/Appointment/{created['id']}", token=EHR_B)).status_code == 404
+    assert (await gateway.ehr("GET", "/Appointment?_id=secret", token=EHR_B)).json()["total"] == 0
+    await gateway.drain()
+    assert (await gateway.platform("/appointments/secret", token=PLATFORM_A)).status_code == 200
+    from tests.conftest import PLATFORM_B
+
+    assert (await gateway.platform("/appointments/secret", token=PLATFORM_B)).status_code == 404
+    assert (await gateway.platform("/changes", token=PLATFORM_B)).json()["events"] == []
+
+
+async def test_metadata_lists_what_is_served(gateway: Gateway) -> None:
+    statement = (await gateway.http.get("/fhir/R4/metadata")).json()
+    assert statement["fhirVersion"] == "4.0.1"
+    rest = statement["rest"][0]
+    appointment_entry = next(r for r in rest["resource"] if r["type"] == "Appointment")
+    codes = {i["code"] for i in appointment_entry["interaction"]}
+    assert codes == {"read", "vread", "update", "delete", "create", "search-type"}
+    assert {p["name"] for p in appointment_entry["searchParam"]} == {"_id", "identifier", "patient", "_lastUpdated"}
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
+    assert len(rest["resource"]) >= 145

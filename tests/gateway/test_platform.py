@@ -1,0 +1,81 @@
+"""The platform API: appointment records, queries and the resumable change feed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import Gateway
+from tests.gateway.fixtures import appointment
+
+
+async def test_feed_classifies_the_appointment_lifecycle(gateway: Gateway) -> None:
+    versions = [
+        appointment(id="life"),
+        appointment(id="life", start="2026-12-11T09:00:00-05:00", end="2026-12-11T09:30:00-05:00"),
+        appointment(id="life", start="2026-12-11T09:00:00-05:00", end="2026-12-11T09:30:00-05:00", description="Bring forms"),
+        appointment(id="life", status="cancelled", start="2026-12-11T09:00:00-05:00", end="2026-12-11T09:30:00-05:00"),
+    ]
+    for version in versions:
+        await gateway.ehr("PUT", "/Appointment/life", json=version)
+        await gateway.drain()
+    events = (await gateway.platform("/changes")).json()["events"]
+    assert [e["type"] for e in events] == [
+        "appointment.created",
+        "appointment.rescheduled",
+        "appointment.updated",
+        "appointment.cancelled",
+    ]
+    assert len({e["id"] for e in events}) == 4
+    assert events[1]["record"]["start"] == "2026-12-11T14:00:00Z"
+
+
+async def test_feed_resumes_from_any_cursor_and_clamps_limit(gateway: Gateway) -> None:
+    for i in range(5):
+        await gateway.ehr("PUT", f"/Appointment/f{i}", json=appointment(id=f"f{i}"))
+    await gateway.drain()
+    first = (await gateway.platform("/changes?limit=2")).json()
+    assert len(first["events"]) == 2
+    rest = (await gateway.platform(f"/changes?cursor={first['next_cursor']}&limit=100000")).json()
+    ids = [e["record_id"] for e in first["events"] + rest["events"]]
+    assert sorted(ids) == [f"f{i}" for i in range(5)]
+    again = (await gateway.platform(f"/changes?cursor={first['events'][0]['cursor']}")).json()
+    assert [e["record_id"] for e in again["events"]] == ids[1:]
+    empty = (await gateway.platform(f"/changes?cursor={rest['next_cursor']}")).json()
+    assert empty == {"events": [], "next_cursor": rest["next_cursor"]}
+    assert (await gateway.platform("/changes?cursor=garbage")).status_code == 400
+
+
+async def test_long_poll_returns_when_an_event_arrives(gateway: Gateway) -> None:
+    start = (await gateway.platform("/changes")).json()["next_cursor"]
+    waiting = asyncio.create_task(gateway.platform(f"/changes?cursor={start}&wait=10"))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await gateway.ehr("PUT", "/Appointment/lp", json=appointment(id="lp"))
+    page = (await asyncio.wait_for(waiting, timeout=10)).json()
+    assert [e["record_id"] for e in page["events"]] == ["lp"]
+
+
+async def test_appointment_queries(gateway: Gateway) -> None:
+    rows = [
+        ("q1", "Patient/a", "2026-12-01T10:00:00Z", "booked"),
+        ("q2", "Patient/a", "2026-12-05T10:00:00Z", "cancelled"),
+        ("q3", "Patient/b", "2026-12-03T10:00:00Z", "booked"),
+    ]
+    for rid, patient, start, status in rows:
+        body = appointment(id=rid, start=start, end=start.replace("10:00", "10:30"), status=status,
+                           participant=[{"actor": {"reference": patient}, "status": "accepted"}])  # fmt: skip
+        await gateway.ehr("PUT", f"/Appointment/{rid}", json=body)
+    await gateway.drain()
+    one = (await gateway.platform("/appointments/q1")).json()
+    assert one["status"] == "scheduled" and one["source"]["fhir_id"] == "q1"
+    by_patient = (await gateway.platform("/appointments?patient=Patient/a")).json()
+    assert [r["id"] for r in by_patient["records"]] == ["q1", "q2"]
+    in_range = (await gateway.platform("/appointments?from=2026-12-02&to=2026-12-06")).json()
+    assert [r["id"] for r in in_range["records"]] == ["q3", "q2"]
+    scheduled = (await gateway.platform("/appointments?status=scheduled")).json()
+    assert [r["id"] for r in scheduled["records"]] == ["q1", "q3"]
+    paged = (await gateway.platform("/appointments?limit=2")).json()
+    assert len(paged["records"]) == 2 and paged["next_cursor"]
+    rest = (await gateway.platform(f"/appointments?limit=2&cursor={paged['next_cursor']}")).json()
+    assert [r["id"] for r in rest["records"]] == ["q2"] and rest["next_cursor"] is None
+    assert (await gateway.platform("/appointments/none")).status_code == 404
