@@ -52,9 +52,7 @@ def capability_statement(
             "conditionalDelete": "not-supported",
         }
         if searchable:
-            entry["searchParam"] = [
-                {"name": p, "type": _SEARCH_TYPES.get(p, "string")} for p in search_params
-            ]
+            entry["searchParam"] = [{"name": p, "type": _SEARCH_TYPES.get(p, "string")} for p in search_params]
         if operations:
             entry["operation"] = operations
         resources.append(entry)

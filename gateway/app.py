@@ -13,11 +13,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conformance.outcome import Issue
 from gateway import fhir_api, platform_api
+from gateway.connection import connect
 from gateway.errors import GatewayError
 from gateway.logs import request_id
 from gateway.responses import outcome_response
@@ -39,7 +39,7 @@ def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set")
-        redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+        redis = connect(settings.redis_url)
         app.state.services = Services.build(settings, clients, redis)
         stop = asyncio.Event()
         worker_task = None

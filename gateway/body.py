@@ -26,9 +26,7 @@ def check_content_type(content_type: str | None) -> None:
         )
 
 
-async def read_limited(
-    chunks: AsyncIterator[bytes], content_length: str | None, max_bytes: int
-) -> bytes:
+async def read_limited(chunks: AsyncIterator[bytes], content_length: str | None, max_bytes: int) -> bytes:
     """Collect a body, refusing it as soon as it passes ``max_bytes`` (chunked bodies too)."""
     if content_length is not None:
         try:

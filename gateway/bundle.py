@@ -18,7 +18,7 @@ from conformance.fhir_models import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome, prefixed
 from conformance.validator import validate_resource
 from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
-from gateway.responses import http_date, status_line
+from gateway.responses import status_line
 from gateway.services import Services
 from gateway.store import Create, Delete, Operation, Result, Update
 
@@ -72,7 +72,12 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
     method, url = request.get("method"), request.get("url")
     if method not in _ORDER or method in ("PATCH", "HEAD"):
         entry.issues.append(
-            Issue("error", "not-supported", f"{entry.path}.request.method", "method must be GET, POST, PUT or DELETE")
+            Issue(
+                "error",
+                "not-supported",
+                f"{entry.path}.request.method",
+                "method must be GET, POST, PUT or DELETE",
+            )
         )
         return
     entry.method = method
@@ -83,7 +88,12 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
     segments = [s for s in parts.path.split("/") if s]
     if parts.scheme or not segments or segments[0] not in R4_RESOURCE_TYPES:
         entry.issues.append(
-            Issue("error", "invalid", f"{entry.path}.request.url", "url must be relative: Type, Type/id or Type?query")
+            Issue(
+                "error",
+                "invalid",
+                f"{entry.path}.request.url",
+                "url must be relative: Type, Type/id or Type?query",
+            )
         )
         return
     entry.rtype = segments[0]
@@ -94,7 +104,12 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
         return
     if method in ("PUT", "DELETE") and (entry.rid is None or parts.query):
         entry.issues.append(
-            Issue("error", "not-supported", f"{entry.path}.request.url", f"{method} needs Type/id (conditional {method} is not supported)")
+            Issue(
+                "error",
+                "not-supported",
+                f"{entry.path}.request.url",
+                f"{method} needs Type/id (conditional {method} is not supported)",
+            )
         )
     if method == "POST" and entry.rid is not None:
         entry.issues.append(Issue("error", "invalid", f"{entry.path}.request.url", "POST takes Type, not Type/id"))
@@ -108,7 +123,10 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
     """Check the Bundle and every entry; return the entries with their issues (none stored yet)."""
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
-        raise InvalidResource("Bundle.entry must be a list", issues=[Issue("error", "structure", "Bundle.entry", "entry must be a list")])
+        raise InvalidResource(
+            "Bundle.entry must be a list",
+            issues=[Issue("error", "structure", "Bundle.entry", "entry must be a list")],
+        )
     if len(entries) > max_entries:
         raise PayloadTooLarge(f"the Bundle has {len(entries)} entries; the limit is {max_entries}")
     shell = {k: v for k, v in bundle.items() if k != "entry"}
@@ -117,7 +135,9 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
     parsed: list[Entry] = []
     for index, raw in enumerate(entries):
         entry = Entry(index=index, method="POST")
-        entry.issues = [i for i in shell_issues if (i.expression or "").startswith(f"{entry.path}.") or i.expression == entry.path]
+        entry.issues = [
+            i for i in shell_issues if (i.expression or "").startswith(f"{entry.path}.") or i.expression == entry.path
+        ]
         if not isinstance(raw, dict):
             entry.issues.append(Issue("error", "structure", entry.path, "an entry must be an object"))
             parsed.append(entry)
@@ -138,10 +158,17 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
                 entry.issues += prefixed(validate_resource(resource), f"{entry.path}.resource")
                 if entry.rtype and resource.get("resourceType") != entry.rtype:
                     entry.issues.append(
-                        Issue("error", "invalid", f"{entry.path}.resource.resourceType", "resourceType does not match request.url")
+                        Issue(
+                            "error",
+                            "invalid",
+                            f"{entry.path}.resource.resourceType",
+                            "resourceType does not match request.url",
+                        )
                     )
                 if entry.method == "PUT" and entry.rid and resource.get("id") not in (None, entry.rid):
-                    entry.issues.append(Issue("error", "invalid", f"{entry.path}.resource.id", "id does not match request.url"))
+                    entry.issues.append(
+                        Issue("error", "invalid", f"{entry.path}.resource.id", "id does not match request.url")
+                    )
         parsed.append(entry)
     # Bundle-level problems not tied to one entry still count.
     loose = [i for i in shell_issues if not (i.expression or "").startswith("Bundle.entry[")]
@@ -182,7 +209,9 @@ async def _read_entry(services: Services, tenant: str, entry: Entry, base: str) 
     return {"resource": bundle, "response": {"status": "200 OK"}}
 
 
-async def transaction(services: Services, tenant: str, bundle: dict[str, Any], base: str, representation: bool) -> dict[str, Any]:
+async def transaction(
+    services: Services, tenant: str, bundle: dict[str, Any], base: str, representation: bool
+) -> dict[str, Any]:
     """Process a transaction Bundle: validate all, then apply every write atomically."""
     entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=True)
     issues = [i for e in entries for i in e.issues]
@@ -202,17 +231,31 @@ async def transaction(services: Services, tenant: str, bundle: dict[str, Any], b
                 answers[e.index] = await _read_entry(services, tenant, e, base)
             except GatewayError as exc:
                 answers[e.index] = _error_entry(exc.status, exc.issues)
-    return {"resourceType": "Bundle", "type": "transaction-response", "entry": [answers[e.index] for e in entries]}
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": [answers[e.index] for e in entries],
+    }
 
 
-async def batch(services: Services, tenant: str, bundle: dict[str, Any], base: str, representation: bool, *, imported: bool = False) -> dict[str, Any]:
+async def batch(
+    services: Services,
+    tenant: str,
+    bundle: dict[str, Any],
+    base: str,
+    representation: bool,
+    *,
+    imported: bool = False,
+) -> dict[str, Any]:
     """Process a batch Bundle (or import a collection): each entry answered on its own."""
     entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=not imported)
     answers: dict[int, dict[str, Any]] = {}
     good: list[Entry] = []
     for e in entries:
         if imported and isinstance(e.resource, dict) and e.resource.get("resourceType") == "OperationOutcome":
-            answers[e.index] = _error_entry(200, [Issue("information", "informational", e.path, "a search outcome entry is not stored")])
+            answers[e.index] = _error_entry(
+                200, [Issue("information", "informational", e.path, "a search outcome entry is not stored")]
+            )
         elif has_errors(e.issues):
             answers[e.index] = _error_entry(400, e.issues)
         elif e.method == "GET":
@@ -250,5 +293,10 @@ async def process(services: Services, tenant: str, bundle: Any, base: str, repre
     if kind in IMPORT_TYPES:
         return await batch(services, tenant, bundle, base, representation, imported=True)
     if kind in ("document", "message"):
-        raise Unprocessable(f"a {kind} Bundle is stored by POST /Bundle; it is not processed at the base", expression="Bundle.type")
-    raise BadRequest("Bundle.type must be transaction, batch, collection, searchset or history", expression="Bundle.type")
+        raise Unprocessable(
+            f"a {kind} Bundle is stored by POST /Bundle; it is not processed at the base",
+            expression="Bundle.type",
+        )
+    raise BadRequest(
+        "Bundle.type must be transaction, batch, collection, searchset or history", expression="Bundle.type"
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conformance.outcome import has_errors, operation_outcome
 from conformance.validator import validate_resource
-from gateway.settings import Client, ClientsConfig, Settings
+from gateway.settings import ClientsConfig, Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -167,9 +167,8 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
-
     from gateway import logs
+    from gateway.connection import connect
     from gateway.worker import Worker
 
     logs.configure()
@@ -181,7 +180,7 @@ def _worker(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        redis = Redis.from_url(settings.redis_url or "", health_check_interval=30)
+        redis = connect(settings.redis_url or "")
         try:
             await Worker(redis, settings, clients).run(stop)
         finally:
@@ -215,8 +214,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
-
+    from gateway.connection import connect
     from gateway.keys import Keyspace
     from gateway.queue import WorkQueue
 
@@ -231,7 +229,7 @@ def _dlq(args: argparse.Namespace) -> int:
         raise RuntimeError("name dead-letter ids to replay, or pass --all")
 
     async def act() -> int:
-        redis = Redis.from_url(url)
+        redis = connect(url)
         queue = WorkQueue(
             redis, Keyspace(settings.key_prefix), max_attempts=settings.max_attempts,
             retry_base_seconds=settings.retry_base_seconds, retry_max_seconds=settings.retry_max_seconds,

@@ -11,6 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.connection import text
 from gateway.errors import BadRequest, NotFound
 from gateway.keys import Keyspace
 
@@ -56,13 +57,13 @@ class Feed:
         """Return events after ``cursor``, waiting up to ``wait_seconds`` for the first one."""
         after = decode_cursor(cursor)
         key = self._keys.feed(tenant)
-        entries = await self._redis.xrange(key, min=f"({after}" if after != START else "-", count=limit)
+        entries: Any = await self._redis.xrange(key, min=f"({after}" if after != START else "-", count=limit)
         if not entries and wait_seconds > 0:
-            reply = await self._redis.xread({key: after}, count=limit, block=max(int(wait_seconds * 1000), 1))
+            reply: Any = await self._redis.xread({key: after}, count=limit, block=max(int(wait_seconds * 1000), 1))
             entries = reply[0][1] if reply else []
         events = []
         for entry_id, fields in entries:
-            position = entry_id.decode()
+            position = text(entry_id)
             event = json.loads(fields[b"e"])
             event["cursor"] = encode_cursor(position)
             events.append(event)

@@ -31,7 +31,12 @@ def _principal(services: Services, request: Request) -> Principal:
 
 def _check_format(request: Request) -> None:
     fmt = request.query_params.get("_format")
-    if fmt and fmt.lower() not in ("json", "application/json", "application/fhir+json", "application/json+fhir"):
+    if fmt and fmt.lower() not in (
+        "json",
+        "application/json",
+        "application/fhir+json",
+        "application/json+fhir",
+    ):
         raise UnsupportedMediaType("only JSON is served (_format=json)", expression="_format")
 
 
@@ -109,13 +114,24 @@ async def searchset(
     self_params = [*query.echo, ("_count", str(query.count))]
     links = [{"relation": "self", "url": f"{base}/{rtype}?{urlencode(self_params)}"}]
     if hits.next_cursor:
-        links.append({"relation": "next", "url": f"{base}/{rtype}?{urlencode([*self_params, ('_cursor', hits.next_cursor)])}"})
+        links.append(
+            {
+                "relation": "next",
+                "url": f"{base}/{rtype}?{urlencode([*self_params, ('_cursor', hits.next_cursor)])}",
+            }
+        )
     entries: list[dict[str, Any]] = [
         {"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
     ]
     if hits.issues:
         entries.append({"resource": operation_outcome(hits.issues), "search": {"mode": "outcome"}})
-    return {"resourceType": "Bundle", "type": "searchset", "total": hits.total, "link": links, "entry": entries}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": hits.total,
+        "link": links,
+        "entry": entries,
+    }
 
 
 def served_routes() -> list[tuple[str, str]]:
@@ -131,9 +147,7 @@ def served_routes() -> list[tuple[str, str]]:
 @router.get("/metadata", summary="CapabilityStatement")
 async def metadata(request: Request) -> FhirResponse:
     """Describe what this server really serves."""
-    statement = capability_statement(
-        base_url(request), served_routes(), sorted(R4_RESOURCE_TYPES), SEARCH_PARAMS
-    )
+    statement = capability_statement(base_url(request), served_routes(), sorted(R4_RESOURCE_TYPES), SEARCH_PARAMS)
     return FhirResponse(statement)
 
 

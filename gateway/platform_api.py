@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from gateway.auth import Principal
+from gateway.connection import text
 from gateway.errors import BadRequest
 from gateway.services import Services, ServicesDep
 from mappers.registry import MAPPED
@@ -94,23 +95,21 @@ async def appointments(
     start_key = keys.record_start_index(tenant, _APPOINTMENT)
     if patient:
         ref = patient if "/" in patient else f"Patient/{patient}"
-        members = sorted(m.decode() for m in await redis.smembers(keys.record_patient_index(tenant, _APPOINTMENT, ref)))
+        members = sorted(text(m) for m in await redis.smembers(keys.record_patient_index(tenant, _APPOINTMENT, ref)))
         pipe = redis.pipeline(transaction=False)
         for rid in members:
             pipe.zscore(start_key, rid)
         scored = sorted(
             (score, rid)
             for rid, score in zip(members, await pipe.execute(), strict=True)
-            if score is not None
-            and (low is None or score >= low)
-            and (high is None or score < high)
+            if score is not None and (low is None or score >= low) and (high is None or score < high)
         )
         ids = [rid for _, rid in scored]
     else:
         raw = await redis.zrangebyscore(
             start_key, "-inf" if low is None else low, "+inf" if high is None else f"({high}"
         )
-        ids = [m.decode() for m in raw]
+        ids = [text(m) for m in raw]
     records: list[dict[str, Any]] = []
     position = offset
     # Status is filtered after the index lookup; read in chunks until the page is full.

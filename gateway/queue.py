@@ -150,7 +150,7 @@ class WorkQueue:
         """Read new jobs for ``consumer`` from every tenant's stream."""
         if not tenants:
             return []
-        streams = {self._keys.inbound(t): ">" for t in tenants}
+        streams: Any = {self._keys.inbound(t): ">" for t in tenants}
         reply = await self._redis.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
         jobs = []
         for stream, entries in _decode(reply or []):
@@ -162,15 +162,15 @@ class WorkQueue:
     async def reclaim(self, tenant: str, consumer: str, min_idle_ms: int, count: int = 100) -> list[Job]:
         """Claim jobs left pending by a crashed consumer; return them with their delivery counts."""
         stream = self._keys.inbound(tenant)
-        reply = _decode(
-            await self._redis.xautoclaim(stream, GROUP, consumer, min_idle_time=min_idle_ms, count=count)
-        )
+        reply = _decode(await self._redis.xautoclaim(stream, GROUP, consumer, min_idle_time=min_idle_ms, count=count))
         entries = [e for e in reply[1] if e and e[1]]
         if not entries:
             return []
         jobs = [Job.from_entry(stream, entry_id, fields) for entry_id, fields in entries]
         pending = _decode(
-            await self._redis.xpending_range(stream, GROUP, min=jobs[0].entry_id, max=jobs[-1].entry_id, count=len(jobs) * 2)
+            await self._redis.xpending_range(
+                stream, GROUP, min=jobs[0].entry_id, max=jobs[-1].entry_id, count=len(jobs) * 2
+            )
         )
         delivered = {p["message_id"]: int(p["times_delivered"]) for p in pending}
         for job in jobs:

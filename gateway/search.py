@@ -7,11 +7,13 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import unquote
 
 from redis.asyncio import Redis
 
 from conformance.outcome import Issue
+from gateway.connection import text
 from gateway.errors import BadRequest
 from gateway.keys import Keyspace
 
@@ -33,8 +35,8 @@ def _date_range(raw: str) -> tuple[str, float, float]:
     if prefix not in ("eq", "gt", "lt", "ge", "le"):
         raise BadRequest(f"_lastUpdated prefix {prefix} is not supported", expression="_lastUpdated")
     tz = g["tz"] or "Z"
-    offset = timedelta(0) if tz == "Z" else timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])) * (
-        1 if tz[0] == "+" else -1
+    offset = (
+        timedelta(0) if tz == "Z" else timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])) * (1 if tz[0] == "+" else -1)
     )
     try:
         start = datetime(
@@ -152,11 +154,11 @@ async def run_search(redis: Redis, keys: Keyspace, tenant: str, rtype: str, q: Q
         candidates = set(q.ids)
     if q.identifiers:
         found = await redis.sunion([keys.identifier_index(tenant, rtype, s, v) for s, v in q.identifiers])
-        matched = {m.decode() for m in found}
+        matched = {text(m) for m in found}
         candidates = matched if candidates is None else candidates & matched
     if q.patients:
         found = await redis.sunion([keys.patient_index(tenant, rtype, p) for p in q.patients])
-        matched = {m.decode() for m in found}
+        matched = {text(m) for m in found}
         candidates = matched if candidates is None else candidates & matched
 
     if candidates is not None:
@@ -175,16 +177,17 @@ async def run_search(redis: Redis, keys: Keyspace, tenant: str, rtype: str, q: Q
             scored = [s for s in scored if s > q.cursor]
     else:
         total = await redis.zcount(lu_key, q.low, q.high)
-        rank = None
+        rank: int | None = None
         if q.cursor is not None and await redis.zscore(lu_key, q.cursor[1]) == q.cursor[0]:
-            rank = await redis.zrank(lu_key, q.cursor[1])
+            found_rank: Any = await redis.zrank(lu_key, q.cursor[1])
+            rank = int(found_rank) if found_rank is not None else None
         if rank is not None:
             # Continue right after the cursor's member: cheap even when thousands share one lastUpdated.
-            raw = await redis.zrange(lu_key, rank + 1, rank + q.count + 1, withscores=True)
+            raw: Any = await redis.zrange(lu_key, rank + 1, rank + q.count + 1, withscores=True)
         else:
             low = q.low if q.cursor is None else max(q.low, q.cursor[0])
             raw = await redis.zrangebyscore(lu_key, low, q.high, start=0, num=q.count + 1001, withscores=True)
-        scored = [(score, m.decode()) for m, score in raw if q.low <= score <= q.high]
+        scored = [(float(score), text(m)) for m, score in raw if q.low <= float(score) <= q.high]
         if q.cursor is not None:
             scored = [s for s in scored if s > q.cursor]
     page = scored[: q.count]

@@ -82,9 +82,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
 
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL")
-    )
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL"))
     clients_file: Path | None = None
     data_dir: Path = Path(".gateway-data")
     key_prefix: str = Field(default="gw", pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from conformance.outcome import Issue
+from gateway.connection import text
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.indexing import identifiers, patient_references
 from gateway.keys import Keyspace
@@ -90,10 +91,10 @@ class Current:
     index_keys: list[str]
 
     @classmethod
-    def from_hash(cls, raw: Mapping[bytes, bytes]) -> Current | None:
+    def from_hash(cls, raw: Mapping[Any, Any]) -> Current | None:
         if not raw:
             return None
-        get = {k.decode(): v.decode() for k, v in raw.items()}
+        get = {text(k): text(v) for k, v in raw.items()}
         return cls(
             vid=int(get["vid"]),
             last_updated=get.get("lu", ""),
@@ -237,9 +238,7 @@ class Store:
             except PlanConflict:
                 continue
             except PlanOverloaded as exc:
-                raise Overloaded(
-                    f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5
-                ) from None
+                raise Overloaded(f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5) from None
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
 
@@ -468,9 +467,7 @@ class Store:
         """Return the index key for an ``If-None-Exist`` query (``identifier=system|value`` only)."""
         name, _, value = criteria.lstrip("?").partition("=")
         if name != "identifier" or not value or "&" in value or "," in value:
-            raise BadRequest(
-                "If-None-Exist supports one identifier=system|value criterion", expression="If-None-Exist"
-            )
+            raise BadRequest("If-None-Exist supports one identifier=system|value criterion", expression="If-None-Exist")
         from urllib.parse import unquote
 
         value = unquote(value)

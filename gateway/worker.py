@@ -67,9 +67,7 @@ class Worker:
             retry_base_seconds=settings.retry_base_seconds,
             retry_max_seconds=settings.retry_max_seconds,
         )
-        self._store = Store(
-            redis, self._keys, max_backlog=settings.max_backlog, dedupe_seconds=0, retries=1
-        )
+        self._store = Store(redis, self._keys, max_backlog=settings.max_backlog, dedupe_seconds=0, retries=1)
         self.name = name or consumer_name()
         self.processed = 0
 
@@ -159,7 +157,7 @@ class Worker:
     async def _commit(self, plan: Plan) -> None:
         await self.queue._committer.commit(plan)
 
-    async def _plan_record(self, job: Job, family: Family, plan: Plan) -> str | None:
+    async def _plan_record(self, job: Job, family: Family[Any], plan: Plan) -> str | None:
         k = self._keys
         rec_key = k.record(job.tenant, family.record_type, job.rid)
         held_vid, held_json = await self._redis.hmget(rec_key, ["vid", "json"])
@@ -208,15 +206,16 @@ class Worker:
             plan.write("XADD", k.feed(job.tenant), "*", "e", json.dumps(event))
         return event_type
 
-    def _plan_indexes(self, tenant: str, family: Family, previous: Any, record: Any, plan: Plan) -> None:
+    def _plan_indexes(self, tenant: str, family: Family[Any], previous: Any, record: Any, plan: Plan) -> None:
         k = self._keys
         old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
         new = family.index_fields(record) if not record.deleted else {}
         rid = record.id
-        if old.get("patient") and old.get("patient") != new.get("patient"):
-            plan.write("SREM", k.record_patient_index(tenant, family.record_type, old["patient"]), rid)
-        if new.get("patient"):
-            plan.write("SADD", k.record_patient_index(tenant, family.record_type, new["patient"]), rid)
+        old_patient, new_patient = old.get("patient"), new.get("patient")
+        if isinstance(old_patient, str) and old_patient != new_patient:
+            plan.write("SREM", k.record_patient_index(tenant, family.record_type, old_patient), rid)
+        if isinstance(new_patient, str):
+            plan.write("SADD", k.record_patient_index(tenant, family.record_type, new_patient), rid)
         start_key = k.record_start_index(tenant, family.record_type)
         if record.deleted:
             plan.write("ZREM", start_key, rid)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +122,20 @@ class Gateway:
         raise AssertionError("the worker did not drain the queue")
 
 
+@asynccontextmanager
+async def running(settings: Settings, clients: ClientsConfig, *, with_worker: bool) -> AsyncIterator[Gateway]:
+    """Run the app's lifespan and drive it over httpx's ASGI transport."""
+    app = create_app(settings, clients, with_worker=with_worker)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client,
+    ):
+        yield Gateway(client, app)
+
+
 @pytest.fixture
 async def gateway(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
-    """Yield the app with an in-process worker, driven over httpx's ASGI transport."""
-    app = create_app(settings, clients, with_worker=True)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield Gateway(client, app)
+    """Yield the app with an in-process worker."""
+    async with running(settings, clients, with_worker=True) as gw:
+        yield gw

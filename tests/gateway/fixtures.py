@@ -43,7 +43,10 @@ def transaction(*entries: dict[str, Any]) -> dict[str, Any]:
 
 def post_entry(resource: dict[str, Any], full_url: str | None = None, **request: Any) -> dict[str, Any]:
     """Return a transaction entry that POSTs ``resource``."""
-    entry: dict[str, Any] = {"resource": resource, "request": {"method": "POST", "url": resource["resourceType"], **request}}
+    entry: dict[str, Any] = {
+        "resource": resource,
+        "request": {"method": "POST", "url": resource["resourceType"], **request},
+    }
     if full_url:
         entry["fullUrl"] = full_url
     return entry
@@ -51,4 +54,7 @@ def post_entry(resource: dict[str, Any], full_url: str | None = None, **request:
 
 def put_entry(resource: dict[str, Any]) -> dict[str, Any]:
     """Return a transaction entry that PUTs ``resource`` at its id."""
-    return {"resource": resource, "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}}
+    return {
+        "resource": resource,
+        "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+    }

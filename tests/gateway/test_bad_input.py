@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.settings import Settings
-from tests.conftest import EHR_A, PLATFORM_A, Gateway
+from gateway.settings import ClientsConfig, Settings
+from tests.conftest import EHR_A, PLATFORM_A, Gateway, running
 from tests.gateway.fixtures import appointment
 
 
@@ -103,8 +103,8 @@ async def test_bundle_structure_problems_are_400(gateway: Gateway) -> None:
     response = await gateway.ehr("POST", "", json=no_request)
     assert response.status_code == 400
     assert "Bundle.entry[0].request" in _paths(_outcome(response))
-    patch = {"resourceType": "Bundle", "type": "transaction",
-             "entry": [{"resource": appointment(), "request": {"method": "PATCH", "url": "Appointment/x"}}]}  # fmt: skip
+    patch_entry = {"resource": appointment(), "request": {"method": "PATCH", "url": "Appointment/x"}}
+    patch = {"resourceType": "Bundle", "type": "transaction", "entry": [patch_entry]}
     assert (await gateway.ehr("POST", "", json=patch)).status_code == 400
     not_bundle = await gateway.ehr("POST", "", json=appointment())
     assert not_bundle.status_code == 400
@@ -130,15 +130,9 @@ def small_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def small_gateway(small_settings: Settings, clients) -> AsyncIterator[Gateway]:  # type: ignore[no-untyped-def]
-    import httpx
-
-    from gateway.app import create_app
-
-    app = create_app(small_settings, clients, with_worker=False)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as client:
-            yield Gateway(client, app)
+async def small_gateway(small_settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
+    async with running(small_settings, clients, with_worker=False) as gw:
+        yield gw
 
 
 async def test_a_body_over_the_limit_is_413_even_when_chunked(small_gateway: Gateway) -> None:

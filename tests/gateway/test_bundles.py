@@ -64,7 +64,9 @@ async def test_a_transaction_with_one_bad_entry_stores_nothing(gateway: Gateway)
     assert (await gateway.platform("/changes")).json()["events"] == []
 
 
-async def test_transaction_honours_if_none_exist_and_resolves_references_to_the_match(gateway: Gateway) -> None:
+async def test_transaction_honours_if_none_exist_and_resolves_references_to_the_match(
+    gateway: Gateway,
+) -> None:
     patient = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "MRN-9"}]}
     await gateway.ehr("PUT", "/Patient/known", json={**patient, "id": "known"})
     urn = "urn:uuid:11111111-2222-4333-8444-555555555555"
@@ -113,7 +115,11 @@ async def test_batch_answers_each_entry_on_its_own(gateway: Gateway) -> None:
     }
     answer = (await gateway.ehr("POST", "", json=bundle)).json()
     assert answer["type"] == "batch-response"
-    assert [e["response"]["status"] for e in answer["entry"]] == ["201 Created", "400 Bad Request", "404 Not Found"]
+    assert [e["response"]["status"] for e in answer["entry"]] == [
+        "201 Created",
+        "400 Bad Request",
+        "404 Not Found",
+    ]
     issue = answer["entry"][1]["response"]["outcome"]["issue"][0]
     assert issue["expression"] == ["Bundle.entry[1].resource.status"]
     assert (await gateway.ehr("GET", "/Appointment/b1")).status_code == 200

@@ -69,12 +69,18 @@ async def test_if_match_with_a_stale_version_is_refused(gateway: Gateway) -> Non
     await gateway.ehr("PUT", "/Appointment/lock", json=appointment(id="lock"))
     await gateway.ehr("PUT", "/Appointment/lock", json=appointment(id="lock", description="v2"))
     stale = await gateway.ehr(
-        "PUT", "/Appointment/lock", json=appointment(id="lock", description="v3"), headers={"If-Match": 'W/"1"'}
+        "PUT",
+        "/Appointment/lock",
+        json=appointment(id="lock", description="v3"),
+        headers={"If-Match": 'W/"1"'},
     )
     assert stale.status_code == 412
     assert stale.json()["resourceType"] == "OperationOutcome"
     fresh = await gateway.ehr(
-        "PUT", "/Appointment/lock", json=appointment(id="lock", description="v3"), headers={"If-Match": 'W/"2"'}
+        "PUT",
+        "/Appointment/lock",
+        json=appointment(id="lock", description="v3"),
+        headers={"If-Match": 'W/"2"'},
     )
     assert fresh.status_code == 200
     assert fresh.json()["meta"]["versionId"] == "3"
@@ -122,8 +128,12 @@ async def test_conditional_create_is_atomic_under_concurrency(gateway: Gateway) 
 
 async def test_conditional_create_with_several_matches_is_412(gateway: Gateway) -> None:
     for rid in ("dup-a", "dup-b"):
-        await gateway.ehr("PUT", f"/Appointment/{rid}", json=appointment(id=rid, identifier=[{"system": "s", "value": "v"}]))
-    response = await gateway.ehr("POST", "/Appointment", json=appointment(), headers={"If-None-Exist": "identifier=s|v"})
+        await gateway.ehr(
+            "PUT", f"/Appointment/{rid}", json=appointment(id=rid, identifier=[{"system": "s", "value": "v"}])
+        )
+    response = await gateway.ehr(
+        "POST", "/Appointment", json=appointment(), headers={"If-None-Exist": "identifier=s|v"}
+    )
     assert response.status_code == 412
 
 
@@ -153,6 +163,11 @@ async def test_metadata_lists_what_is_served(gateway: Gateway) -> None:
     appointment_entry = next(r for r in rest["resource"] if r["type"] == "Appointment")
     codes = {i["code"] for i in appointment_entry["interaction"]}
     assert codes == {"read", "vread", "update", "delete", "create", "search-type"}
-    assert {p["name"] for p in appointment_entry["searchParam"]} == {"_id", "identifier", "patient", "_lastUpdated"}
+    assert {p["name"] for p in appointment_entry["searchParam"]} == {
+        "_id",
+        "identifier",
+        "patient",
+        "_lastUpdated",
+    }
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
     assert len(rest["resource"]) >= 145

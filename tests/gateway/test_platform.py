@@ -12,7 +12,12 @@ async def test_feed_classifies_the_appointment_lifecycle(gateway: Gateway) -> No
     versions = [
         appointment(id="life"),
         appointment(id="life", start="2026-12-11T09:00:00-05:00", end="2026-12-11T09:30:00-05:00"),
-        appointment(id="life", start="2026-12-11T09:00:00-05:00", end="2026-12-11T09:30:00-05:00", description="Bring forms"),
+        appointment(
+            id="life",
+            start="2026-12-11T09:00:00-05:00",
+            end="2026-12-11T09:30:00-05:00",
+            description="Bring forms",
+        ),
         appointment(id="life", status="cancelled", start="2026-12-11T09:00:00-05:00", end="2026-12-11T09:30:00-05:00"),
     ]
     for version in versions:

@@ -1,0 +1,151 @@
+"""The worker and its queue: ordering, retries, dead letters, reclaim, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.connection import connect
+from gateway.queue import Job
+from gateway.settings import ClientsConfig, Settings
+from gateway.worker import Worker
+from mappers import registry
+from tests.conftest import Gateway, running
+from tests.gateway.fixtures import appointment
+
+
+@pytest.fixture
+async def edge(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
+    """The app without a worker: jobs stay queued until a test runs one."""
+    async with running(settings, clients, with_worker=False) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def worker(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Worker]:
+    redis = connect(settings.redis_url or "")
+    yield Worker(redis, settings, clients, name="test-worker")
+    await redis.aclose()
+
+
+async def _read_all(worker: Worker, consumer: str = "test-worker") -> list[Job]:
+    tenants = await worker.queue.tenants()
+    jobs: list[Job] = []
+    while batch := await worker.queue.read(tenants, consumer, 100, 10):
+        jobs += batch
+    return jobs
+
+
+async def _events(edge: Gateway) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = (await edge.platform("/changes")).json()["events"]
+    return events
+
+
+async def test_an_older_version_processed_last_never_overwrites_a_newer_one(edge: Gateway, worker: Worker) -> None:
+    for description in ("one", "two", "three"):
+        await edge.ehr("PUT", "/Appointment/ord", json=appointment(id="ord", description=description))
+    jobs = await _read_all(worker)
+    assert [j.vid for j in jobs] == [1, 2, 3]
+    for job in reversed(jobs):
+        await worker.handle(job)
+    record = (await edge.platform("/appointments/ord")).json()
+    assert record["description"] == "three"
+    assert [e["type"] for e in await _events(edge)] == ["appointment.created"]
+    assert await worker.queue.backlog("clinic-a") == 0
+
+
+async def test_classification_compares_with_the_state_it_replaces(edge: Gateway, worker: Worker) -> None:
+    moved = {"start": "2026-12-12T09:00:00Z", "end": "2026-12-12T09:30:00Z"}
+    await edge.ehr("PUT", "/Appointment/cls", json=appointment(id="cls"))
+    await edge.ehr("PUT", "/Appointment/cls", json=appointment(id="cls", description="v2"))
+    await edge.ehr("PUT", "/Appointment/cls", json=appointment(id="cls", description="v2", **moved))
+    v1, v2, v3 = await _read_all(worker)
+    await worker.handle(v1)
+    await worker.handle(v3)  # v2 is late: v3 is compared with v1, the state it replaces
+    await worker.handle(v2)
+    assert [e["type"] for e in await _events(edge)] == ["appointment.created", "appointment.rescheduled"]
+
+
+async def test_a_redelivered_job_has_no_second_effect(edge: Gateway, worker: Worker) -> None:
+    await edge.ehr("PUT", "/Appointment/again", json=appointment(id="again"))
+    [job] = await _read_all(worker)
+    await worker.apply(job)
+    await worker.apply(job)
+    assert len(await _events(edge)) == 1
+
+
+async def test_a_failing_job_retries_then_dead_letters_and_replays(
+    edge: Gateway, worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family = registry.MAPPED["Appointment"]
+
+    def broken(resource: Any, ctx: Any) -> Any:
+        raise ValueError("mapper bug")
+
+    monkeypatch.setitem(registry.MAPPED, "Appointment", dataclasses.replace(family, to_platform=broken))
+    await edge.ehr("PUT", "/Appointment/poison", json=appointment(id="poison"))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(400):
+            if await worker.queue.dead_letters("clinic-a"):
+                break
+            await asyncio.sleep(0.025)
+        [letter] = await worker.queue.dead_letters("clinic-a")
+        assert letter.fields["attempt"] == str(worker.queue.max_attempts)
+        assert "mapper bug" in letter.fields["error"]
+        assert letter.fields["id"] == "poison"
+        assert await worker.queue.backlog("clinic-a") == 0
+        assert await _events(edge) == []
+
+        monkeypatch.setitem(registry.MAPPED, "Appointment", family)
+        assert await worker.queue.replay("clinic-a", [letter.entry_id]) == [letter.entry_id]
+        for _ in range(400):
+            if await _events(edge):
+                break
+            await asyncio.sleep(0.025)
+        assert [e["record_id"] for e in await _events(edge)] == ["poison"]
+        assert await worker.queue.dead_letters("clinic-a") == []
+    finally:
+        stop.set()
+        await running
+
+
+async def test_jobs_of_a_crashed_consumer_are_reclaimed_and_applied_once(edge: Gateway, worker: Worker) -> None:
+    for i in range(3):
+        await edge.ehr("PUT", f"/Appointment/crash{i}", json=appointment(id=f"crash{i}"))
+    taken = await _read_all(worker, consumer="crashed-consumer")  # read, never acknowledged
+    assert len(taken) == 3
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(400):
+            if await worker.queue.backlog("clinic-a") == 0:
+                break
+            await asyncio.sleep(0.025)
+    finally:
+        stop.set()
+        await running
+    events = await _events(edge)
+    assert sorted(e["record_id"] for e in events) == ["crash0", "crash1", "crash2"]
+    assert await worker.queue.backlog("clinic-a") == 0
+
+
+@pytest.fixture
+async def tight_edge(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
+    async with running(settings.model_copy(update={"max_backlog": 3}), clients, with_worker=False) as gw:
+        yield gw
+
+
+async def test_backpressure_answers_503_with_retry_after_and_stores_nothing(tight_edge: Gateway) -> None:
+    for i in range(3):
+        assert (await tight_edge.ehr("PUT", f"/Appointment/bp{i}", json=appointment(id=f"bp{i}"))).status_code == 201
+    refused = await tight_edge.ehr("PUT", "/Appointment/bp3", json=appointment(id="bp3"))
+    assert refused.status_code == 503
+    assert int(refused.headers["retry-after"]) > 0
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert (await tight_edge.ehr("GET", "/Appointment/bp3")).status_code == 404
