@@ -48,8 +48,8 @@ def capability_statement(
             "readHistory": ("GET", "/{rtype}/{rid}/_history/{vid}") in served,
             "updateCreate": ("PUT", "/{rtype}/{rid}") in served,
             "conditionalCreate": conditional_create,
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalUpdate": ("PUT", "/{rtype}") in served,
+            "conditionalDelete": "single" if ("DELETE", "/{rtype}") in served else "not-supported",
         }
         if searchable:
             entry["searchParam"] = [{"name": p, "type": _SEARCH_TYPES.get(p, "string")} for p in search_params]

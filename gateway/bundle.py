@@ -40,6 +40,7 @@ class Entry:
     full_url: str | None = None
     if_none_exist: str | None = None
     if_match: str | None = None
+    criteria: str | None = None
     issues: list[Issue] = field(default_factory=list)
 
     @property
@@ -49,12 +50,17 @@ class Entry:
     def operation(self) -> Operation:
         assert self.rtype
         if self.method == "DELETE":
-            assert self.rid
-            return Delete(self.rtype, self.rid)
+            return Delete(self.rtype, self.rid or "", criteria=self.criteria)
         assert self.resource is not None
         if self.method == "PUT":
-            assert self.rid
-            return Update(self.rtype, self.rid, self.resource, if_match=self.if_match, full_url=self.full_url)
+            return Update(
+                self.rtype,
+                self.rid or "",
+                self.resource,
+                if_match=self.if_match,
+                full_url=self.full_url,
+                criteria=self.criteria,
+            )
         return Create(self.rtype, self.resource, if_none_exist=self.if_none_exist, full_url=self.full_url)
 
 
@@ -102,15 +108,13 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
     elif len(segments) != 1:
         entry.issues.append(Issue("error", "invalid", f"{entry.path}.request.url", "url is not Type or Type/id"))
         return
-    if method in ("PUT", "DELETE") and (entry.rid is None or parts.query):
-        entry.issues.append(
-            Issue(
-                "error",
-                "not-supported",
-                f"{entry.path}.request.url",
-                f"{method} needs Type/id (conditional {method} is not supported)",
+    if method in ("PUT", "DELETE"):
+        if entry.rid is None and parts.query:
+            entry.criteria = parts.query
+        elif entry.rid is None or parts.query:
+            entry.issues.append(
+                Issue("error", "invalid", f"{entry.path}.request.url", f"{method} takes Type/id or Type?identifier=")
             )
-        )
     if method == "POST" and entry.rid is not None:
         entry.issues.append(Issue("error", "invalid", f"{entry.path}.request.url", "POST takes Type, not Type/id"))
     if method == "GET" and entry.rid is None:
@@ -217,7 +221,7 @@ async def transaction(
     issues = [i for e in entries for i in e.issues]
     if has_errors(issues):
         raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
-    targets = [(e.rtype, e.rid) for e in entries if e.method in ("PUT", "DELETE")]
+    targets = [(e.rtype, e.rid or e.criteria) for e in entries if e.method in ("PUT", "DELETE")]
     if len(targets) != len(set(targets)):
         raise BadRequest("a transaction may not touch the same resource twice", expression="Bundle.entry")
     writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: (_ORDER[e.method], e.index))

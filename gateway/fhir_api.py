@@ -256,3 +256,33 @@ async def delete(rtype: str, rid: str, request: Request, services: ServicesDep) 
     await services.queue.ensure_group(principal.tenant)
     [result] = await services.store.apply(principal.tenant, [Delete(rtype, rid)])
     return _written(result, request)
+
+
+def _condition(request: Request) -> str:
+    query = request.url.query
+    if not query:
+        raise BadRequest("a conditional interaction needs a search, e.g. ?identifier=system|value", expression="url")
+    return query
+
+
+@router.put("/{rtype}", summary="Conditional update (?identifier=system|value)")
+async def conditional_update(rtype: str, request: Request, services: ServicesDep) -> Response:
+    """Update the one resource the condition matches, or create it when none does; 412 when several do."""
+    principal = _principal(services, request)
+    _check_type(rtype)
+    condition = _condition(request)
+    resource = _validated(await _body(services, request), rtype)
+    await services.queue.ensure_group(principal.tenant)
+    [result] = await services.store.apply(principal.tenant, [Update(rtype, "", resource, criteria=condition)])
+    return _written(result, request)
+
+
+@router.delete("/{rtype}", summary="Conditional delete (?identifier=system|value)")
+async def conditional_delete(rtype: str, request: Request, services: ServicesDep) -> Response:
+    """Delete the one resource the condition matches; 412 when several do."""
+    principal = _principal(services, request)
+    _check_type(rtype)
+    condition = _condition(request)
+    await services.queue.ensure_group(principal.tenant)
+    [result] = await services.store.apply(principal.tenant, [Delete(rtype, "", criteria=condition)])
+    return _written(result, request)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from redis.asyncio import Redis
 
@@ -118,24 +119,30 @@ class Create:
 
 @dataclass
 class Update:
-    """PUT: create or update the resource with this id."""
+    """PUT: create or update the resource with this id, or the one ``criteria`` matches (conditional)."""
 
     rtype: str
     rid: str
     resource: dict[str, Any]
     if_match: str | None = None
     full_url: str | None = None
+    criteria: str | None = None
 
 
 @dataclass
 class Delete:
-    """DELETE: leave a tombstone."""
+    """DELETE: leave a tombstone on the resource with this id, or the one ``criteria`` matches."""
 
     rtype: str
     rid: str
+    criteria: str | None = None
 
 
 Operation = Create | Update | Delete
+
+
+def _criteria(op: Operation) -> str | None:
+    return op.if_none_exist if isinstance(op, Create) else op.criteria
 
 
 @dataclass
@@ -245,28 +252,35 @@ class Store:
     async def _decide(self, tenant: str, ops: Sequence[Operation]) -> tuple[Plan, list[Result]]:
         k = self._keys
         decisions = [
-            _Decision(op=op, rid=op.rid if isinstance(op, Update | Delete) else str(uuid.uuid4())) for op in ops
+            _Decision(op=op, rid=op.rid if isinstance(op, Update | Delete) and op.rid else str(uuid.uuid4()))
+            for op in ops
         ]
         plan = Plan()
 
-        # 1. Conditional creates: which existing resources match?
-        conditional = [d for d in decisions if isinstance(d.op, Create) and d.op.if_none_exist]
+        # 1. Conditional operations: which existing resources match their criteria?
+        conditional = [(d, c) for d in decisions if (c := _criteria(d.op))]
         if conditional:
             pipe = self._redis.pipeline(transaction=False)
-            for d in conditional:
-                assert isinstance(d.op, Create) and d.op.if_none_exist
-                pipe.smembers(self._criteria_key(tenant, d.op.rtype, d.op.if_none_exist))
-            for d, members in zip(conditional, await pipe.execute(), strict=True):
-                assert isinstance(d.op, Create) and d.op.if_none_exist
-                ids = sorted(m.decode() for m in members)
-                key = self._criteria_key(tenant, d.op.rtype, d.op.if_none_exist)
+            for d, criteria in conditional:
+                pipe.smembers(self._criteria_key(tenant, d.op.rtype, criteria))
+            for (d, criteria), members in zip(conditional, await pipe.execute(), strict=True):
+                ids = sorted(text(m) for m in members)
                 if len(ids) > 1:
                     raise PreconditionFailed(
-                        f"If-None-Exist matches {len(ids)} {d.op.rtype} resources", expression=d.op.rtype
+                        f"the condition matches {len(ids)} {d.op.rtype} resources", expression=d.op.rtype
                     )
-                plan.expect_members(key, ids)
-                if ids:
-                    d.match = d.rid = ids[0]
+                plan.expect_members(self._criteria_key(tenant, d.op.rtype, criteria), ids)
+                if isinstance(d.op, Create):
+                    if ids:
+                        d.match = d.rid = ids[0]
+                elif ids:
+                    d.rid = ids[0]
+                    body_id = d.op.resource.get("id") if isinstance(d.op, Update) else None
+                    if body_id not in (None, d.rid):
+                        raise BadRequest("the id in the resource is not the one the condition matches", expression="id")
+                elif isinstance(d.op, Update):
+                    body_id = d.op.resource.get("id")
+                    d.rid = body_id if isinstance(body_id, str) else str(uuid.uuid4())
 
         # 2. Current state of everything the operations touch.
         pipe = self._redis.pipeline(transaction=False)
@@ -464,12 +478,13 @@ class Store:
         return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored), job
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
-        """Return the index key for an ``If-None-Exist`` query (``identifier=system|value`` only)."""
-        name, _, value = criteria.lstrip("?").partition("=")
+        """Return the index key for a condition; only ``identifier=[system|]value`` is indexed for this."""
+        query = criteria.split("?", 1)[1] if "?" in criteria else criteria
+        name, _, value = query.partition("=")
         if name != "identifier" or not value or "&" in value or "," in value:
-            raise BadRequest("If-None-Exist supports one identifier=system|value criterion", expression="If-None-Exist")
-        from urllib.parse import unquote
-
+            raise BadRequest(
+                "conditional operations support one identifier=[system|]value criterion", expression="condition"
+            )
         value = unquote(value)
         system, bar, code = value.rpartition("|")
         return self._keys.identifier_index(tenant, rtype, system if bar else None, code if bar else value)

@@ -171,3 +171,18 @@ async def test_metadata_lists_what_is_served(gateway: Gateway) -> None:
     }
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
     assert len(rest["resource"]) >= 145
+
+
+async def test_conditional_update_and_delete_by_identifier(gateway: Gateway) -> None:
+    body = appointment(identifier=[{"system": "urn:ehr", "value": "cu-1"}])
+    created = await gateway.ehr("PUT", "/Appointment?identifier=urn:ehr|cu-1", json=body)
+    assert created.status_code == 201
+    rid = created.json()["id"]
+    updated = await gateway.ehr("PUT", "/Appointment?identifier=urn:ehr|cu-1", json={**body, "description": "new"})
+    assert updated.status_code == 200
+    assert updated.json()["id"] == rid and updated.json()["meta"]["versionId"] == "2"
+    deleted = await gateway.ehr("DELETE", "/Appointment?identifier=urn:ehr|cu-1")
+    assert deleted.status_code == 204
+    assert (await gateway.ehr("GET", f"/Appointment/{rid}")).status_code == 410
+    unsupported = await gateway.ehr("DELETE", "/Appointment?status=booked")
+    assert unsupported.status_code == 400
