@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=300.0, gt=0)
     claim_idle_seconds: float = Field(default=30.0, gt=0)
     worker_concurrency: int = Field(default=8, ge=1)
-    worker_block_ms: int = Field(default=1000, ge=10)
+    worker_block_ms: int = Field(default=250, ge=10)
     conditional_retries: int = Field(default=20, ge=1)
     dedupe_window_seconds: int = Field(default=86_400, ge=0)
 

@@ -74,6 +74,8 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; finish and acknowledge the batch in hand before returning."""
         log.info("worker started", extra={"consumer": self.name})
+        for configured in self._clients.tenants.keys() | {c.tenant for c in self._clients.clients}:
+            await self.queue.ensure_group(configured)
         tenants: list[str] = []
         next_refresh = next_reclaim = 0.0
         while not stop.is_set():
@@ -81,7 +83,8 @@ class Worker:
             try:
                 if now >= next_refresh:
                     tenants = await self.queue.tenants()
-                    next_refresh = now + 2.0
+                    # A new tenant's first job waits at most this long; SMEMBERS on a small set is cheap.
+                    next_refresh = now + 0.25
                 for tenant in tenants:
                     await self.queue.promote_due(tenant)
                 if now >= next_reclaim:
@@ -89,7 +92,7 @@ class Worker:
                     for tenant in tenants:
                         await self._handle_all(await self._reclaim(tenant))
                 if not tenants:
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    await asyncio.wait_for(stop.wait(), timeout=0.25)
                     continue
                 jobs = await self.queue.read(
                     tenants, self.name, self._settings.worker_concurrency, self._settings.worker_block_ms
