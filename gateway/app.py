@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from conformance.fhir_models import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
 from gateway import fhir_api, platform_api
 from gateway.connection import connect
@@ -108,7 +109,7 @@ def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool 
                 extra={
                     "method": request.method,
                     "route": getattr(route, "path", "unmatched"),
-                    "type": request.path_params.get("rtype") if route else None,
+                    "type": rtype if (rtype := request.path_params.get("rtype")) in R4_RESOURCE_TYPES else None,
                     "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                 },
