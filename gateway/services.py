@@ -43,6 +43,8 @@ class Services:
                 max_backlog=settings.max_backlog,
                 dedupe_seconds=settings.dedupe_window_seconds,
                 retries=settings.conditional_retries,
+                wait_replicas=settings.wait_replicas,
+                wait_timeout_ms=settings.wait_timeout_ms,
             ),
             queue=WorkQueue(
                 redis,

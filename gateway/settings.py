@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     worker_block_ms: int = Field(default=250, ge=10)
     conditional_retries: int = Field(default=20, ge=1)
     dedupe_window_seconds: int = Field(default=86_400, ge=0)
+    wait_replicas: int = Field(default=0, ge=0)
+    wait_timeout_ms: int = Field(default=1000, ge=1)
 
     search_default_count: int = Field(default=50, ge=1)
     search_max_count: int = Field(default=1000, ge=1)

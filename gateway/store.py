@@ -186,6 +186,8 @@ class Store:
         max_backlog: int,
         dedupe_seconds: int,
         retries: int,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -193,6 +195,7 @@ class Store:
         self._max_backlog = max_backlog
         self._dedupe_seconds = dedupe_seconds
         self._retries = retries
+        self._wait = (wait_replicas, wait_timeout_ms)
 
     # -- reads -------------------------------------------------------------------------------------------
 
@@ -246,8 +249,18 @@ class Store:
                 continue
             except PlanOverloaded as exc:
                 raise Overloaded(f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5) from None
+            await self._replicated()
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
+
+    async def _replicated(self) -> None:
+        """Wait until enough replicas hold the write, when configured; else answer 503 so the client retries.
+
+        The write stays on the primary; the retry finds the same content and answers without a second version.
+        """
+        replicas, timeout_ms = self._wait
+        if replicas and int(await self._redis.wait(replicas, timeout_ms)) < replicas:
+            raise Overloaded(f"fewer than {replicas} Redis replicas confirmed the write in time; retry", retry_after=1)
 
     async def _decide(self, tenant: str, ops: Sequence[Operation]) -> tuple[Plan, list[Result]]:
         k = self._keys

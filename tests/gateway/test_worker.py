@@ -149,3 +149,11 @@ async def test_backpressure_answers_503_with_retry_after_and_stores_nothing(tigh
     assert int(refused.headers["retry-after"]) > 0
     assert refused.json()["resourceType"] == "OperationOutcome"
     assert (await tight_edge.ehr("GET", "/Appointment/bp3")).status_code == 404
+
+
+async def test_a_write_no_replica_confirmed_is_not_acknowledged(settings: Settings, clients: ClientsConfig) -> None:
+    strict = settings.model_copy(update={"wait_replicas": 1, "wait_timeout_ms": 20})
+    async with running(strict, clients, with_worker=False) as gw:
+        refused = await gw.ehr("PUT", "/Appointment/rep", json=appointment(id="rep"))
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
