@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from conformance.outcome import has_errors, operation_outcome
 from conformance.validator import validate_resource
@@ -136,11 +137,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"FHIR base:    http://{args.host}:{args.port}/fhir/R4", flush=True)
         print(f"Platform API: http://{args.host}:{args.port}/platform/v1", flush=True)
         app = create_app(settings, clients, with_worker=True)
-        uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=20)
+        _serve(uvicorn, app, args.host, args.port)
     finally:
         if embedded is not None:
             embedded.stop()
     return EXIT_OK
+
+
+def _serve(uvicorn: Any, app: Any, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, then return normally so cleanup runs and the exit status is 0."""
+    # uvicorn shuts down gracefully, then re-raises the signal under the handler it found: make that an
+    # exception the caller's ``finally`` sees, rather than the default that kills the process on the spot.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=20)
 
 
 def _production_settings() -> Settings:
@@ -161,8 +170,7 @@ def _api(args: argparse.Namespace) -> int:
     clients = settings.load_clients()
     if not clients.clients:
         raise RuntimeError("no API clients are configured: set GATEWAY_CLIENTS_FILE to a clients file")
-    app = create_app(settings, clients)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=20)
+    _serve(uvicorn, create_app(settings, clients), args.host, args.port)
     return EXIT_OK
 
 
@@ -215,16 +223,16 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _dlq(args: argparse.Namespace) -> int:
     from gateway.connection import connect
+    from gateway.embedded import EmbeddedRedis
     from gateway.keys import Keyspace
     from gateway.queue import WorkQueue
 
     settings = _settings(data_dir=args.data_dir)
     url = settings.redis_url
     if not url:
-        socket = settings.data_dir / "redis" / "redis.sock"
-        if not socket.exists():
+        url = EmbeddedRedis.running_url(settings.data_dir / "redis")
+        if url is None:
             raise RuntimeError("set REDIS_URL, or point --data-dir at a running 'fhir-gateway run'")
-        url = f"unix://{socket.resolve()}"
     if args.dlq_command == "replay" and not args.ids and not args.all:
         raise RuntimeError("name dead-letter ids to replay, or pass --all")
 
@@ -241,7 +249,8 @@ def _dlq(args: argparse.Namespace) -> int:
                 letters = await queue.dead_letters(tenant)
                 if args.dlq_command == "list":
                     for letter in letters:
-                        print(json.dumps({"tenant": tenant, "id": letter.entry_id, **letter.fields}))
+                        job = {("resource_id" if k == "id" else k): v for k, v in letter.fields.items()}
+                        print(json.dumps({"tenant": tenant, "id": letter.entry_id, **job}))
                     continue
                 wanted = [d.entry_id for d in letters if args.all or d.entry_id in args.ids]
                 if wanted:

@@ -66,11 +66,21 @@ class EmbeddedRedis:
                 raise RuntimeError(f"the embedded redis-server exited; see {self.data_dir / 'redis.log'}")
             try:
                 if redis.Redis(unix_socket_path=str(self.socket_path)).ping():
+                    (self.data_dir / "url").write_text(self.url + "\n", encoding="utf-8")
                     return self
             except (redis.ConnectionError, FileNotFoundError, OSError):
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("the embedded redis-server did not start in time")
+
+    @staticmethod
+    def running_url(data_dir: Path) -> str | None:
+        """Return the URL of the embedded server running with its data in ``data_dir``, if one is."""
+        marker = data_dir / "url"
+        if not marker.exists():
+            return None
+        url = marker.read_text(encoding="utf-8").strip()
+        return url if Path(url.removeprefix("unix://")).exists() else None
 
     def stop(self) -> None:
         """Stop the server (it flushes its append-only file on the way)."""
@@ -81,6 +91,7 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process = None
+        (self.data_dir / "url").unlink(missing_ok=True)
         if self._socket_dir is not None:
             self._socket_dir.cleanup()
 
