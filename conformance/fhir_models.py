@@ -109,12 +109,8 @@ _FHIR_VERSION = _words(
     "0.01 0.05 0.06 0.11 0.0.80 0.0.81 0.0.82 0.4.0 0.5.0 1.0.0 1.0.1 1.0.2 1.1.0 1.4.0 1.6.0 1.8.0"
     " 3.0.0 3.0.1 3.3.0 3.5.0 4.0.0 4.0.1"
 )
-_OBSERVATION_STATUS = _words(
-    "registered preliminary final amended corrected cancelled entered-in-error unknown"
-)
-_ENCOUNTER_STATUS = _words(
-    "planned arrived triaged in-progress onleave finished cancelled entered-in-error unknown"
-)
+_OBSERVATION_STATUS = _words("registered preliminary final amended corrected cancelled entered-in-error unknown")
+_ENCOUNTER_STATUS = _words("planned arrived triaged in-progress onleave finished cancelled entered-in-error unknown")
 
 # Required bindings of R4 4.0.1 whose codes the R4B metadata lacks, cuts short or lists differently.
 _R4_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
@@ -173,12 +169,9 @@ _R4_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
         " open-choice attachment reference quantity"
     ),
     ("StructureMapGroupRuleTarget", "transform"): _words(
-        "create copy truncate escape cast append translate reference dateOp uuid pointer evaluate cc c"
-        " qty id cp"
+        "create copy truncate escape cast append translate reference dateOp uuid pointer evaluate cc c qty id cp"
     ),
-    ("SupplyRequest", "status"): _words(
-        "draft active suspended cancelled completed entered-in-error unknown"
-    ),
+    ("SupplyRequest", "status"): _words("draft active suspended cancelled completed entered-in-error unknown"),
     ("Task", "status"): _words(
         "draft requested received accepted rejected ready cancelled in-progress on-hold failed"
         " completed entered-in-error"
@@ -216,6 +209,11 @@ _PRIMITIVES: dict[str, tuple[str, Kind]] = {
 }
 
 
+_PLAIN: dict[str, type] = {"string": str, "boolean": bool, "integer": int}
+# Strings the validator checks beyond JSON kind (R4 rules the R4B models do not enforce).
+_CHECKED_STRINGS = frozenset({"id", "uri", "url", "canonical", "uuid", "xhtml"})
+
+
 @dataclass(frozen=True, slots=True)
 class ElementDef:
     """One JSON property of an R4 type, as the validator walks it."""
@@ -228,17 +226,19 @@ class ElementDef:
     codes: frozenset[str] | None
     choice: str | None
     r4_only: bool
+    # The Python type of a JSON value that needs no check beyond being non-empty; None when it needs more.
+    plain: type | None = None
 
 
 def model_class(resource_type: str) -> type[BaseModel] | None:
     """Return the R4B model class for an R4 resource type, or None when R4B has no model that fits."""
+    if resource_type not in R4_RESOURCE_TYPES or resource_type in _INCOMPATIBLE:
+        return None  # checked before the cache, so that arbitrary input cannot grow it
     return _resource_model(resource_type)
 
 
 @cache
 def _resource_model(resource_type: str) -> type[BaseModel] | None:
-    if resource_type not in R4_RESOURCE_TYPES or resource_type in _INCOMPATIBLE:
-        return None
     try:
         return typing.cast(type[BaseModel], get_fhir_model_class(resource_type))
     except ValueError:
@@ -250,41 +250,66 @@ def named_model(name: str) -> type[BaseModel]:
     return typing.cast(type[BaseModel], get_fhir_model_class(name))
 
 
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """The R4 elements of one type by JSON name, and the groups of names one of which must be present."""
+
+    elements: Mapping[str, ElementDef]
+    required: tuple[tuple[str, ...], ...]
+
+
+def shape(model: type[BaseModel]) -> Shape:
+    """Return the R4 shape of a model class (built once per class)."""
+    found = _SHAPES.get(model)
+    if found is None:
+        found = _SHAPES[model] = _build(model)
+    return found
+
+
 def elements(model: type[BaseModel]) -> Mapping[str, ElementDef]:
-    """Return the R4 elements of a model class by JSON name (cached per class)."""
-    table = _TABLES.get(model)
-    if table is None:
-        table = _TABLES[model] = _build(model)
-    return table
+    """Return the R4 elements of a model class by JSON name."""
+    return shape(model).elements
 
 
-_TABLES: dict[type[BaseModel], dict[str, ElementDef]] = {}
+_SHAPES: dict[type[BaseModel], Shape] = {}
 
 
-def _build(model: type[BaseModel]) -> dict[str, ElementDef]:
+def _build(model: type[BaseModel]) -> Shape:
     owner = model.__name__
     table: dict[str, ElementDef] = {}
+    required: list[tuple[str, ...]] = []
+    required_choices: set[str] = set()
     for field_name, field in model.model_fields.items():
         name = field.alias or field_name
         if name == "fhir_comments" or (owner, name.lstrip("_")) in _R4B_ONLY:
             continue
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         table[name] = _element(owner, name, field.annotation, extra)
+        if field.is_required():
+            required.append((name,))
+        if extra.get("one_of_many_required"):
+            required_choices.add(str(extra["one_of_many"]))
     for (r4_owner, name), type_name in _R4_ONLY.items():
         if r4_owner == owner:
             choice = name[: -len(type_name)]
-            table[name] = ElementDef(
-                name, "complex", type_name, False, named_model(type_name), None, choice, True
-            )
+            table[name] = ElementDef(name, "complex", type_name, False, named_model(type_name), None, choice, True)
     if owner == "Extension":
         # R4B has no _valueX siblings for Extension's primitive value[x]; R4 JSON allows them.
         siblings = named_model("FHIRPrimitiveExtension")
         for name, element in list(table.items()):
             if element.choice == "value" and element.kind != "complex" and f"_{name}" not in table:
-                table[f"_{name}"] = ElementDef(
-                    f"_{name}", "complex", "Element", False, siblings, None, None, True
-                )
-    return table
+                table[f"_{name}"] = ElementDef(f"_{name}", "complex", "Element", False, siblings, None, None, True)
+    # A required primitive may carry only its _x sibling (an extension saying why the value is absent).
+    # The generated get_required_fields returns a constant list and never reads self.
+    get_required_fields = getattr(model, "get_required_fields", None)
+    for name, sibling in get_required_fields(None) if get_required_fields else ():
+        sibling_field = model.model_fields.get(sibling) if sibling else None
+        sibling_name = sibling_field.alias if sibling_field is not None else None
+        required.append((name, sibling_name) if sibling_name in table else (name,))
+    for choice in sorted(required_choices):
+        options = [name for name, element in table.items() if element.choice == choice]
+        required.append(tuple(options + [f"_{name}" for name in options if f"_{name}" in table]))
+    return Shape(table, tuple(required))
 
 
 def _element(owner: str, name: str, annotation: Any, extra: Mapping[str, Any]) -> ElementDef:
@@ -308,7 +333,9 @@ def _element(owner: str, name: str, annotation: Any, extra: Mapping[str, Any]) -
         kind: Kind = "resource" if model.__name__ == "Resource" else "complex"
         return ElementDef(name, kind, model.__name__, repeats, model, None, choice, False)
     type_name, json_kind = primitive or ("string", "string")
-    return ElementDef(name, json_kind, type_name, repeats, None, _codes(owner, name, extra), choice, False)
+    codes = _codes(owner, name, extra)
+    plain = _PLAIN.get(json_kind) if codes is None and type_name not in _CHECKED_STRINGS else None
+    return ElementDef(name, json_kind, type_name, repeats, None, codes, choice, False, plain)
 
 
 def _codes(owner: str, name: str, extra: Mapping[str, Any]) -> frozenset[str] | None:

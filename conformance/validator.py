@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from conformance.fhir_models import R4_RESOURCE_TYPES, ElementDef, elements, model_class, named_model
+from conformance.fhir_models import R4_RESOURCE_TYPES, ElementDef, elements, model_class, named_model, shape
 from conformance.outcome import Issue
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -25,8 +26,12 @@ _UUID = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 # Unknown keys and resource types are echoed in paths only when they look like element names.
 _NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]{0,63}")
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_XHTML_NS = "http://www.w3.org/1999/xhtml"
 _LISTED = re.compile(r"'(\w+)'")
 _SHOWN_CODES = 12
+# Decimal too: a caller may parse JSON with parse_float=Decimal to keep a decimal's precision.
+_NUMBERS = frozenset({int, float, Decimal})
+_VALUE_ERRORS = ("string_", "base64", "date", "time", "int_", "float_", "decimal", "bool_", "url", "uuid")
 
 # A nested resource the walk has judged itself stands in as this to R4B: a valid resource with no content.
 _PLACEHOLDER: Mapping[str, Any] = {"resourceType": "Parameters"}
@@ -43,9 +48,7 @@ def validate_resource(resource: object) -> list[Issue]:
     except RecursionError:
         return [Issue("fatal", "exception", None, "The resource is nested too deeply to validate")]
     except Exception as exc:  # an input must never crash the edge; the type name carries no data
-        return [
-            Issue("fatal", "exception", None, f"The validator failed on this input ({type(exc).__name__})")
-        ]
+        return [Issue("fatal", "exception", None, f"The validator failed on this input ({type(exc).__name__})")]
 
 
 def _validate(resource: object) -> list[Issue]:
@@ -99,23 +102,37 @@ class _Walk:
         *,
         is_resource: bool,
     ) -> None:
-        table = elements(model)
+        model_shape = shape(model)
+        table = model_shape.elements
+        for group in model_shape.required:
+            for name in group:
+                if name in node:
+                    break
+            else:
+                self._missing(table[group[0]], path)
         for key, value in node.items():
             element = table.get(key)
             if element is None:
                 if not (is_resource and key == "resourceType"):
                     self._unknown(path, key)
-                continue
-            if element.r4_only:
-                self._r4_only(node, table, element, value, path, raw)
             elif element.repeats:
                 self._array(element, value, path, raw)
+            elif type(value) is element.plain and value != "":
+                continue  # the common case, kept cheap: this runs for every element of every request
+            elif element.r4_only:
+                self._r4_only(node, table, element, value, path, raw)
             elif type(value) is list:
                 self.error("structure", f"{path}.{key}", "This element must not be an array")
             elif value is None:
                 self.error("structure", f"{path}.{key}", "An element must not be null")
             else:
                 self._value(element, value, f"{path}.{key}", raw, key)
+
+    def _missing(self, element: ElementDef, path: str) -> None:
+        if element.choice is not None:
+            self.error("required", path, f"One {element.choice}[x] element is required")
+        else:
+            self.error("required", f"{path}.{element.name}", "A required element is missing")
 
     def _array(self, element: ElementDef, value: object, path: str, raw: tuple[str | int, ...]) -> None:
         key = element.name
@@ -127,7 +144,10 @@ class _Walk:
             return
         # Nulls keep primitive arrays and their _x siblings aligned; elsewhere they are invalid.
         nulls_align = element.kind not in ("complex", "resource") or key.startswith("_")
+        plain = element.plain
         for index, item in enumerate(value):
+            if type(item) is plain and item != "":
+                continue
             if item is None:
                 if not nulls_align:
                     self.error("structure", f"{path}.{key}[{index}]", "An array item must not be null")
@@ -153,7 +173,7 @@ class _Walk:
                 self.error("structure", path, "This element must be a JSON object")
         elif kind == "string":
             if type(value) is not str:
-                self.error("value", path, f"This {element.type_name} must be a JSON string")
+                self.error("value", path, f"The value of this {element.type_name} must be a JSON string")
             elif not value:
                 self.error("value", path, "A value must not be an empty string")
             else:
@@ -163,9 +183,9 @@ class _Walk:
                 self.error("value", path, "A boolean must be JSON true or false")
         elif kind == "integer":
             if type(value) is not int:
-                self.error("value", path, f"This {element.type_name} must be a JSON integer")
+                self.error("value", path, f"The value of this {element.type_name} must be a JSON integer")
         elif kind == "decimal":
-            if type(value) is not int and type(value) is not float:
+            if type(value) not in _NUMBERS:
                 self.error("value", path, "A decimal must be a JSON number")
         else:
             here = (*raw, key) if index is None else (*raw, key, index)
@@ -186,8 +206,11 @@ class _Walk:
         elif type_name in ("uri", "url", "canonical"):
             if not _URI.fullmatch(value):
                 self.error("value", path, f"A {type_name} must not contain whitespace")
-        elif type_name == "uuid" and not _UUID.fullmatch(value):
-            self.error("value", path, "A uuid must be urn:uuid: and a lower-case UUID")
+        elif type_name == "uuid":
+            if not _UUID.fullmatch(value):
+                self.error("value", path, "A uuid must be urn:uuid: and a lower-case UUID")
+        elif type_name == "xhtml" and not _is_xhtml_div(value):
+            self.error("value", path, "The narrative must be a <div> in the XHTML namespace")
 
     def _nested(self, value: object, path: str, raw: tuple[str | int, ...]) -> None:
         if type(value) is not dict:
@@ -209,9 +232,7 @@ class _Walk:
     def minimal(self, node: dict[str, Any], resource_type: str, path: str) -> None:
         """Check what every resource shares, for an R4 type that R4B cannot validate."""
         self.issues.append(
-            Issue(
-                "warning", "not-supported", path, f"Detailed validation is not available for {resource_type}"
-            )
+            Issue("warning", "not-supported", path, f"Detailed validation is not available for {resource_type}")
         )
         resource_id = node.get("id")
         if resource_id is not None and not (isinstance(resource_id, str) and _ID.fullmatch(resource_id)):
@@ -259,9 +280,7 @@ class _Walk:
         else:
             self.error("structure", path, "Unknown element (its name is not shown)")
 
-    def run_model(
-        self, model: type[BaseModel], value: dict[str, Any], edited: dict[str, Any], path: str
-    ) -> None:
+    def run_model(self, model: type[BaseModel], value: dict[str, Any], edited: dict[str, Any], path: str) -> None:
         """Validate the edited value with an R4B model; keep the errors the walk has not reported."""
         try:
             model.model_validate(edited)
@@ -340,7 +359,7 @@ def _describe(
         return "value", f"The value is not a valid {type_name}"
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         return "value", f"The value is out of range for a {type_name}"
-    if kind.endswith("_type") or kind.endswith("_parsing") or kind.startswith(("string_", "base64", "date")):
+    if kind.endswith(("_type", "_parsing")) or kind.startswith(_VALUE_ERRORS):
         return "value", f"The value is not a valid {type_name}"
     return "invalid", f"The element is invalid ({kind})"
 
@@ -353,6 +372,13 @@ def _choice_name(message: str, table: Mapping[str, ElementDef] | None) -> str:
         if element is not None and element.choice:
             return element.choice
     return "value"
+
+
+def _is_xhtml_div(value: str) -> bool:
+    """Tell whether a narrative looks like R4's XHTML div (a full XHTML parse is beyond the edge's budget)."""
+    text = value.strip()
+    opening = text[: text.find(">") + 1]
+    return text.startswith("<div") and text.endswith("</div>") and _XHTML_NS in opening
 
 
 def _not_in(codes: frozenset[str]) -> str:

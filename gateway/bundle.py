@@ -134,7 +134,10 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
     if len(entries) > max_entries:
         raise PayloadTooLarge(f"the Bundle has {len(entries)} entries; the limit is {max_entries}")
     shell = {k: v for k, v in bundle.items() if k != "entry"}
-    shell["entry"] = [{k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e for e in entries]
+    if entries:
+        shell["entry"] = [
+            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e for e in entries
+        ]
     shell_issues = [i for i in validate_resource(shell) if i.severity in ("error", "fatal")]
     parsed: list[Entry] = []
     for index, raw in enumerate(entries):
