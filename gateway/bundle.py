@@ -19,6 +19,7 @@ from conformance.outcome import Issue, has_errors, operation_outcome, prefixed
 from conformance.validator import validate_resource
 from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
 from gateway.responses import status_line
+from gateway.search import parse_condition
 from gateway.services import Services
 from gateway.store import Create, Delete, Operation, Result, Update
 
@@ -50,7 +51,7 @@ class Entry:
     def operation(self) -> Operation:
         assert self.rtype
         if self.method == "DELETE":
-            return Delete(self.rtype, self.rid or "", criteria=self.criteria)
+            return Delete(self.rtype, self.rid or "", criteria=self.criteria, path=self.path)
         assert self.resource is not None
         if self.method == "PUT":
             return Update(
@@ -60,8 +61,11 @@ class Entry:
                 if_match=self.if_match,
                 full_url=self.full_url,
                 criteria=self.criteria,
+                path=self.path,
             )
-        return Create(self.rtype, self.resource, if_none_exist=self.if_none_exist, full_url=self.full_url)
+        return Create(
+            self.rtype, self.resource, if_none_exist=self.if_none_exist, full_url=self.full_url, path=self.path
+        )
 
 
 def etag_version(value: str | None) -> str | None:
@@ -92,6 +96,11 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
         return
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
+    if any(s.startswith("$") for s in segments):
+        entry.issues.append(
+            Issue("error", "not-supported", f"{entry.path}.request.url", "operations are not supported in Bundles")
+        )
+        return
     if parts.scheme or not segments or segments[0] not in R4_RESOURCE_TYPES:
         entry.issues.append(
             Issue(
@@ -102,12 +111,12 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
             )
         )
         return
-    entry.rtype = segments[0]
     if len(segments) == 2 and _ID.match(segments[1]):
         entry.rid = segments[1]
     elif len(segments) != 1:
         entry.issues.append(Issue("error", "invalid", f"{entry.path}.request.url", "url is not Type or Type/id"))
         return
+    entry.rtype = segments[0]
     if method in ("PUT", "DELETE"):
         if entry.rid is None and parts.query:
             entry.criteria = parts.query
@@ -121,6 +130,12 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
         entry.query = parse_qsl(parts.query, keep_blank_values=True)
     entry.if_none_exist = request.get("ifNoneExist") if method == "POST" else None
     entry.if_match = etag_version(request.get("ifMatch")) if method == "PUT" else None
+    for condition, where in ((entry.criteria, "url"), (entry.if_none_exist, "ifNoneExist")):
+        if condition is not None:
+            try:
+                parse_condition(condition)
+            except ValueError as exc:
+                entry.issues.append(Issue("error", "not-supported", f"{entry.path}.request.{where}", str(exc)))
 
 
 def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bool) -> list[Entry]:
@@ -224,9 +239,6 @@ async def transaction(
     issues = [i for e in entries for i in e.issues]
     if has_errors(issues):
         raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
-    targets = [(e.rtype, e.rid or e.criteria) for e in entries if e.method in ("PUT", "DELETE")]
-    if len(targets) != len(set(targets)):
-        raise BadRequest("a transaction may not touch the same resource twice", expression="Bundle.entry")
     writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: (_ORDER[e.method], e.index))
     results = await services.store.apply(tenant, [e.operation() for e in writes])
     answers: dict[int, dict[str, Any]] = {
@@ -275,9 +287,13 @@ async def batch(
         else:
             answers[e.index] = _error_entry(400, [Issue("error", "required", e.path, "the entry has no resource")])
     if imported and good:
-        # An import is one consistent snapshot: its entries may reference each other by fullUrl.
-        results = await services.store.apply(tenant, [e.operation() for e in good])
-        answers.update({e.index: _response_entry(r, base, representation) for e, r in zip(good, results, strict=True)})
+        # An import is applied in as few atomic steps as it can: its entries may reference each other by fullUrl.
+        # The same resource listed again (a later version of it, say) goes in a later step, so none is lost.
+        for step in _rounds(good):
+            results = await services.store.apply(tenant, [e.operation() for e in step])
+            answers.update(
+                {e.index: _response_entry(r, base, representation) for e, r in zip(step, results, strict=True)}
+            )
     else:
         for e in good:
             try:
@@ -286,6 +302,21 @@ async def batch(
             except GatewayError as exc:
                 answers[e.index] = _error_entry(exc.status, exc.issues)
     return {"resourceType": "Bundle", "type": "batch-response", "entry": [answers[e.index] for e in entries]}
+
+
+def _rounds(entries: list[Entry]) -> list[list[Entry]]:
+    """Split entries so that no step writes one resource twice, keeping their order."""
+    rounds: list[list[Entry]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for e in entries:
+        step = 0
+        if e.rid is not None:
+            step = seen.get((e.rtype, e.rid), -1) + 1
+            seen[(e.rtype, e.rid)] = step
+        while len(rounds) <= step:
+            rounds.append([])
+        rounds[step].append(e)
+    return rounds
 
 
 async def process(services: Services, tenant: str, bundle: Any, base: str, representation: bool) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 from redis.asyncio import Redis
 
@@ -26,6 +25,7 @@ from gateway.indexing import identifiers, patient_references
 from gateway.keys import Keyspace
 from gateway.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.reference import reference_targets, rewrite_references
+from gateway.search import parse_condition
 from mappers.registry import MAPPED
 
 EXT_EHR_VERSION_ID = "urn:fhir-gateway:extension:ehr-versionId"
@@ -115,6 +115,7 @@ class Create:
     resource: dict[str, Any]
     if_none_exist: str | None = None
     full_url: str | None = None
+    path: str | None = None
 
 
 @dataclass
@@ -127,6 +128,7 @@ class Update:
     if_match: str | None = None
     full_url: str | None = None
     criteria: str | None = None
+    path: str | None = None
 
 
 @dataclass
@@ -136,6 +138,7 @@ class Delete:
     rtype: str
     rid: str
     criteria: str | None = None
+    path: str | None = None
 
 
 Operation = Create | Update | Delete
@@ -294,6 +297,20 @@ class Store:
                 elif isinstance(d.op, Update):
                     body_id = d.op.resource.get("id")
                     d.rid = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+
+        # Every operation was decided from the state before the set: two on one resource would lose a write.
+        touched: dict[tuple[str, str], _Decision] = {}
+        for d in decisions:
+            if isinstance(d.op, Create) and d.match is None:
+                continue
+            key = (d.op.rtype, d.rid)
+            if key in touched:
+                first = touched[key].op.path or "an earlier entry"
+                raise BadRequest(
+                    f"{d.op.rtype}/{d.rid} is written twice in one set (also by {first})",
+                    expression=d.op.path or d.op.rtype,
+                )
+            touched[key] = d
 
         # 2. Current state of everything the operations touch.
         pipe = self._redis.pipeline(transaction=False)
@@ -491,13 +508,9 @@ class Store:
         return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored), job
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
-        """Return the index key for a condition; only ``identifier=[system|]value`` is indexed for this."""
-        query = criteria.split("?", 1)[1] if "?" in criteria else criteria
-        name, _, value = query.partition("=")
-        if name != "identifier" or not value or "&" in value or "," in value:
-            raise BadRequest(
-                "conditional operations support one identifier=[system|]value criterion", expression="condition"
-            )
-        value = unquote(value)
-        system, bar, code = value.rpartition("|")
-        return self._keys.identifier_index(tenant, rtype, system if bar else None, code if bar else value)
+        """Return the identifier-index key a condition reads."""
+        try:
+            system, value = parse_condition(criteria)
+        except ValueError as exc:
+            raise BadRequest(str(exc), expression="condition") from None
+        return self._keys.identifier_index(tenant, rtype, system, value)

@@ -57,8 +57,14 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"gwtest-{uuid.uuid4().hex[:10]}"
     yield prefix
     client = SyncRedis.from_url(redis_url)
+    batch: list[bytes] = []
     for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        client.delete(key)
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
     client.close()
 
 

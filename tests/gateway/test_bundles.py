@@ -134,3 +134,40 @@ async def test_a_collection_imports_good_entries_and_reports_bad_ones(gateway: G
     answer = (await gateway.ehr("POST", "", json=bundle)).json()
     assert [e["response"]["status"] for e in answer["entry"]] == ["201 Created", "400 Bad Request"]
     assert (await gateway.ehr("GET", "/Appointment/c1")).status_code == 200
+
+
+async def test_a_transaction_writing_one_resource_twice_is_refused_with_the_entry(gateway: Gateway) -> None:
+    patient = {"resourceType": "Patient", "identifier": [{"system": "a", "value": "1"}, {"system": "b", "value": "2"}]}
+    await gateway.ehr("PUT", "/Patient/twice", json={**patient, "id": "twice"})
+    bundle = transaction(
+        {"resource": patient, "request": {"method": "PUT", "url": "Patient?identifier=a|1"}},
+        {"resource": {**patient, "active": True}, "request": {"method": "PUT", "url": "Patient?identifier=b|2"}},
+    )
+    response = await gateway.ehr("POST", "", json=bundle)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["Bundle.entry[1]"]
+    assert (await gateway.ehr("GET", "/Patient/twice")).json()["meta"]["versionId"] == "1"
+
+
+async def test_an_import_listing_one_resource_twice_keeps_both_versions(gateway: Gateway) -> None:
+    first = {"resourceType": "Patient", "id": "p45", "meta": {"versionId": "1"}, "active": False}
+    second = {"resourceType": "Patient", "id": "p45", "meta": {"versionId": "2"}, "active": True}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": first}, {"resource": second}]}
+    answer = (await gateway.ehr("POST", "", json=bundle)).json()
+    assert [e["response"]["location"] for e in answer["entry"]] == ["Patient/p45/_history/1", "Patient/p45/_history/2"]
+    assert (await gateway.ehr("GET", "/Patient/p45")).json()["active"] is True
+
+
+async def test_operations_and_unsupported_conditions_in_bundles_are_named_not_supported(gateway: Gateway) -> None:
+    bundle = transaction(
+        {"resource": {"resourceType": "Parameters"}, "request": {"method": "POST", "url": "ValueSet/$lookup"}},
+        {"resource": appointment(), "request": {"method": "PUT", "url": "Appointment?status=booked"}},
+        post_entry(appointment(), ifNoneExist="status=booked"),
+    )
+    outcome = (await gateway.ehr("POST", "", json=bundle)).json()
+    found = {(i["code"], i["expression"][0]) for i in outcome["issue"]}
+    assert found == {
+        ("not-supported", "Bundle.entry[0].request.url"),
+        ("not-supported", "Bundle.entry[1].request.url"),
+        ("not-supported", "Bundle.entry[2].request.ifNoneExist"),
+    }
