@@ -170,6 +170,8 @@ def _api(args: argparse.Namespace) -> int:
     clients = settings.load_clients()
     if not clients.clients:
         raise RuntimeError("no API clients are configured: set GATEWAY_CLIENTS_FILE to a clients file")
+    if placeholders := clients.placeholder_clients():
+        raise RuntimeError(f"placeholder tokens are refused outside 'run': {', '.join(placeholders)}")
     _serve(uvicorn, create_app(settings, clients), args.host, args.port)
     return EXIT_OK
 

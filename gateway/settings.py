@@ -65,6 +65,15 @@ class ClientsConfig(BaseModel):
             raise ValueError("two clients share a token")
         return clients
 
+    def placeholder_clients(self) -> list[str]:
+        """Return the clients whose token looks like a placeholder copied from documentation."""
+        words = ("changeme", "change-me", "placeholder", "example", "secret", "password", "xxxxxxxx")
+        return [
+            c.name or f"{c.tenant}/{c.role}"
+            for c in self.clients
+            if any(w in c.token.get_secret_value().lower() for w in words)
+        ]
+
     def tenant(self, name: str) -> Tenant:
         """Return the tenant's settings, defaults where it has no block."""
         return self.tenants.get(name) or Tenant()
