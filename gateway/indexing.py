@@ -52,6 +52,14 @@ def patient_references(resource: Mapping[str, Any]) -> set[str]:
     return found
 
 
+def canonical_urls(resource: Mapping[str, Any]) -> list[str]:
+    """Return the canonical URL of a definitional resource, alone and with its version."""
+    url, version = resource.get("url"), resource.get("version")
+    if not isinstance(url, str) or not url:
+        return []
+    return [url, f"{url}|{version}"] if isinstance(version, str) and version else [url]
+
+
 def identifiers(resource: Mapping[str, Any]) -> list[tuple[str | None, str]]:
     """Return the (system, value) pairs of ``identifier`` (a list in most types, single in a few)."""
     raw = resource.get("identifier")

@@ -14,6 +14,7 @@ FHIR store (what EHRs pushed, as FHIR):
   gw:{t}:idx:{type}:lu             zset   id -> gateway lastUpdated (epoch ms); every live resource of the type
   gw:{t}:idx:{type}:ident:{s}|{v}  set    ids with identifier system|value (and "*|{v}" for value-only search)
   gw:{t}:idx:{type}:patient:{ref}  set    ids whose patient/subject is {ref} ("Patient/123")
+  gw:{t}:idx:{type}:url:{url}      set    ids of canonical resources with that url (and "{url}|{version}")
   gw:{t}:dedupe:{type}:{digest}    string id of a resource created by plain POST with that content (a retried POST
                                           answers with it instead of creating a duplicate); expires
 
@@ -24,9 +25,12 @@ Work queue (Redis Streams, consumer group "workers"):
   gw:{t}:dlq                       stream jobs that failed max-attempts times, with their error and original id
 
 Normalized platform records and change feed:
-  gw:{t}:rec:{record_type}:{id}    hash   vid (the FHIR version it came from; compare-and-set on it), json
-  gw:{t}:rix:{record_type}:start   zset   id -> start epoch seconds (appointments by date)
+  gw:{t}:rec:{record_type}:{id}    hash   vid (the FHIR version it came from), rev (bumped by every write;
+                                          compare-and-set on it), json; aggregates (threads) have rev and json
+  gw:{t}:rix:{record_type}:sort    zset   id -> the record's main date in epoch seconds (start, sent, authored)
   gw:{t}:rix:{record_type}:patient:{ref}  set   record ids by patient
+  gw:{t}:deps:{key}                set    "Type/id" of resources whose mapping read {key} ("Goal/1" or
+                                          "Questionnaire?url=..."); a change to {key} maps them again
   gw:{t}:feed                      stream change events: id, type, record_type, record_id, event JSON
 
 Global (no tenant):
@@ -68,6 +72,12 @@ class Keyspace:
     def patient_index(self, tenant: str, rtype: str, ref: str) -> str:
         return f"{self._t(tenant)}:idx:{rtype}:patient:{ref}"
 
+    def url_index(self, tenant: str, rtype: str, url: str) -> str:
+        return f"{self._t(tenant)}:idx:{rtype}:url:{url}"
+
+    def dependents(self, tenant: str, key: str) -> str:
+        return f"{self._t(tenant)}:deps:{key}"
+
     def dedupe(self, tenant: str, rtype: str, digest: str) -> str:
         return f"{self._t(tenant)}:dedupe:{rtype}:{digest}"
 
@@ -83,8 +93,8 @@ class Keyspace:
     def record(self, tenant: str, record_type: str, rid: str) -> str:
         return f"{self._t(tenant)}:rec:{record_type}:{rid}"
 
-    def record_start_index(self, tenant: str, record_type: str) -> str:
-        return f"{self._t(tenant)}:rix:{record_type}:start"
+    def record_sort_index(self, tenant: str, record_type: str) -> str:
+        return f"{self._t(tenant)}:rix:{record_type}:sort"
 
     def record_patient_index(self, tenant: str, record_type: str, ref: str) -> str:
         return f"{self._t(tenant)}:rix:{record_type}:patient:{ref}"

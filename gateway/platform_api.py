@@ -12,9 +12,9 @@ from pydantic import BaseModel
 
 from gateway.auth import Principal
 from gateway.connection import text
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, NotFound
 from gateway.services import Services, ServicesDep
-from mappers.registry import MAPPED
+from mappers.registry import MAPPED, record_routes
 
 router = APIRouter(prefix="/platform/v1", tags=["Platform"])
 _APPOINTMENT = MAPPED["Appointment"].record_type
@@ -68,11 +68,11 @@ async def changes(
     return ChangesPage(events=page.events, next_cursor=page.next_cursor)
 
 
-@router.get("/appointments/{rid}", summary="Read one appointment")
-async def appointment(rid: str, request: Request, services: ServicesDep) -> dict[str, Any]:
-    """Return the normalized appointment whose FHIR id is ``rid``."""
-    principal = _principal(services, request)
-    return await services.feed.record(principal.tenant, _APPOINTMENT, rid)
+@router.get("/schema", summary="JSON Schema of every record type")
+async def schema(request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Return the JSON Schema of each normalized record, by record type."""
+    _principal(services, request)
+    return {record_type: model.model_json_schema() for record_type, model in record_routes().values()}
 
 
 @router.get("/appointments", response_model=RecordsPage, summary="Query appointments")
@@ -92,7 +92,7 @@ async def appointments(
     limit = min(limit, MAX_LIMIT)
     low, high = _epoch(from_, "from"), _epoch(to, "to")
     offset = _decode_offset(cursor)
-    start_key = keys.record_start_index(tenant, _APPOINTMENT)
+    start_key = keys.record_sort_index(tenant, _APPOINTMENT)
     if patient:
         ref = patient if "/" in patient else f"Patient/{patient}"
         members = sorted(text(m) for m in await redis.smembers(keys.record_patient_index(tenant, _APPOINTMENT, ref)))
@@ -139,3 +139,13 @@ def _decode_offset(cursor: str | None) -> int:
         return int(number)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadRequest("cursor is not one this gateway issued", expression="cursor") from None
+
+
+@router.get("/{route}/{rid}", summary="Read one record")
+async def record(route: str, rid: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Return the record of that kind (appointments, messages, ...) whose id is ``rid``."""
+    principal = _principal(services, request)
+    served = record_routes()
+    if route not in served:
+        raise NotFound(f"no record kind {route[:40]!r}; known: {', '.join(sorted(served))}")
+    return await services.feed.record(principal.tenant, served[route][0], rid)

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from conformance.outcome import Issue
 from gateway.connection import text
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
-from gateway.indexing import identifiers, patient_references
+from gateway.indexing import canonical_urls, identifiers, patient_references
 from gateway.keys import Keyspace
 from gateway.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.reference import reference_targets, rewrite_references
@@ -480,6 +480,7 @@ class Store:
             new_index = [k.identifier_index(tenant, rtype, s, v) for s, v in identifiers(stored)]
             new_index += [k.identifier_index(tenant, rtype, None, v) for _, v in identifiers(stored)]
             new_index += [k.patient_index(tenant, rtype, p) for p in patient_references(stored)]
+            new_index += [k.url_index(tenant, rtype, u) for u in canonical_urls(stored)]
             new_index = sorted(set(new_index))
         for old in set(cur.index_keys if cur else []) - set(new_index):
             plan.write("SREM", old, rid)

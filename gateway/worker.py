@@ -9,25 +9,22 @@ job re-delivered after a crash finds its effect already there and is only acknow
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from redis.asyncio import Redis
 
 from gateway.keys import Keyspace
 from gateway.plan import Plan, PlanConflict
 from gateway.queue import Job, WorkQueue
+from gateway.records import RecordWriter
 from gateway.settings import ClientsConfig, Settings
-from gateway.store import EXT_EHR_LAST_UPDATED, EXT_EHR_VERSION_ID, Store
-from mappers.context import MapContext
-from mappers.registry import MAPPED, Family
+from gateway.store import Store
+from mappers.registry import MAPPED
 
 log = logging.getLogger("gateway.worker")
 
@@ -37,18 +34,11 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def _ehr_meta(meta: dict[str, Any]) -> tuple[str | None, str | None]:
-    found = {e.get("url"): e for e in meta.get("extension", []) if isinstance(e, dict)}
-    evid = found.get(EXT_EHR_VERSION_ID, {}).get("valueId")
-    elu = found.get(EXT_EHR_LAST_UPDATED, {}).get("valueInstant")
-    return evid, elu
-
-
 @dataclass
 class Applied:
     """What handling one job did."""
 
-    event: str | None
+    events: list[str]
     skipped: bool = False
 
 
@@ -68,6 +58,7 @@ class Worker:
             retry_max_seconds=settings.retry_max_seconds,
         )
         self._store = Store(redis, self._keys, max_backlog=settings.max_backlog, dedupe_seconds=0, retries=1)
+        self._records = RecordWriter(redis, self._keys, self._store, clients)
         self.name = name or consumer_name()
         self.processed = 0
 
@@ -136,93 +127,26 @@ class Worker:
         self.processed += 1
         log.debug(
             "job done",
-            extra={"type": job.rtype, "job": job.entry_id, "event": applied.event,
+            extra={"type": job.rtype, "job": job.entry_id, "events": applied.events,
                    "ms": round((time.perf_counter() - started) * 1000, 2)},
         )  # fmt: skip
 
     async def apply(self, job: Job) -> Applied:
-        """Apply ``job`` exactly once in effect; return the event it published."""
+        """Apply ``job`` exactly once in effect; return the events it published."""
         family = MAPPED.get(job.rtype)
         for _ in range(self._settings.conditional_retries):
             plan = Plan()
             self.queue.acknowledge(plan, job)
             if family is None:
                 await self._commit(plan)
-                return Applied(None, skipped=True)
+                return Applied([], skipped=True)
             try:
-                event = await self._plan_record(job, family, plan)
+                events = await self._records.plan(job, family, plan)
                 await self._commit(plan)
             except PlanConflict:
                 continue
-            return Applied(event, skipped=event is None)
+            return Applied(events, skipped=not events)
         raise RuntimeError("record kept changing under the job")
 
     async def _commit(self, plan: Plan) -> None:
         await self.queue._committer.commit(plan)
-
-    async def _plan_record(self, job: Job, family: Family[Any], plan: Plan) -> str | None:
-        k = self._keys
-        rec_key = k.record(job.tenant, family.record_type, job.rid)
-        held_vid, held_json = await self._redis.hmget(rec_key, ["vid", "json"])
-        held = int(held_vid) if held_vid else 0
-        plan.expect_field(rec_key, "vid", str(held) if held else None)
-        if job.vid <= held:
-            return None  # a newer version is already applied, or this one was (a redelivery)
-        previous = family.model.model_validate_json(held_json) if held_json else None
-
-        tenant_cfg = self._clients.tenant(job.tenant)
-        if job.op == "delete":
-            if previous is None or previous.deleted:
-                plan.write("HSET", rec_key, "vid", job.vid)
-                return None
-            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-            ctx = MapContext(
-                tenant=job.tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
-                version_id=str(job.vid), last_updated=stamp,
-            )  # fmt: skip
-            record = family.deleted_record(previous, ctx)
-        else:
-            resource = await self._store.vread(job.tenant, job.rtype, job.rid, job.vid)
-            meta = resource.get("meta", {})
-            evid, elu = _ehr_meta(meta)
-            ctx = MapContext(
-                tenant=job.tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
-                version_id=str(job.vid), last_updated=meta.get("lastUpdated", ""),
-                ehr_version_id=evid, ehr_last_updated=elu,
-            )  # fmt: skip
-            record = family.to_platform(resource, ctx)
-
-        event_type = family.classify(previous, record)
-        body = record.model_dump(mode="json")
-        plan.write("HSET", rec_key, "vid", job.vid, "json", json.dumps(body))
-        self._plan_indexes(job.tenant, family, previous, record, plan)
-        if event_type:
-            event = {
-                "id": f"evt_{uuid.uuid4().hex}",
-                "type": event_type,
-                "tenant": job.tenant,
-                "occurred_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-                "record_type": family.record_type,
-                "record_id": job.rid,
-                "record": body,
-            }
-            plan.write("XADD", k.feed(job.tenant), "*", "e", json.dumps(event))
-        return event_type
-
-    def _plan_indexes(self, tenant: str, family: Family[Any], previous: Any, record: Any, plan: Plan) -> None:
-        k = self._keys
-        old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
-        new = family.index_fields(record) if not record.deleted else {}
-        rid = record.id
-        old_patient, new_patient = old.get("patient"), new.get("patient")
-        if isinstance(old_patient, str) and old_patient != new_patient:
-            plan.write("SREM", k.record_patient_index(tenant, family.record_type, old_patient), rid)
-        if isinstance(new_patient, str):
-            plan.write("SADD", k.record_patient_index(tenant, family.record_type, new_patient), rid)
-        start_key = k.record_start_index(tenant, family.record_type)
-        if record.deleted:
-            plan.write("ZREM", start_key, rid)
-        else:
-            # Records without a start sort first, so date-less queries still list them.
-            start = new.get("start_epoch")
-            plan.write("ZADD", start_key, start if start is not None else 0, rid)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from mappers.model import Identifier, Source
 
@@ -22,6 +23,9 @@ class MapContext:
     # The source EHR's meta as received, before the gateway stored its own version.
     ehr_version_id: str | None = None
     ehr_last_updated: str | None = None
+    # Stored resources the mapping asked for (its family's ``needs``), by key: ``Goal/123`` for a literal
+    # reference, ``Questionnaire?url=<canonical>`` for a canonical one. A key the gateway does not hold is absent.
+    related: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def source(self, fhir_type: str, fhir_id: str, identifiers: Sequence[Identifier] = ()) -> Source:
         """Build the source reference of a record made from this stored version."""

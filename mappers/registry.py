@@ -1,43 +1,37 @@
-"""The FHIR types the worker maps, each with its record model, mapper, classifier and index fields."""
+"""The FHIR types the worker maps: every family module's ``FAMILIES``, by FHIR type, and the records served."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+import importlib
+from typing import Any
 
-from mappers import appointment
-from mappers.context import MapContext
-from mappers.model import Appointment, Record
+from mappers.family import Aggregate, Family, IndexFields, canonical_key, no_needs
+from mappers.model import Record
 
-R = TypeVar("R", bound=Record)
+__all__ = ["MAPPED", "Aggregate", "Family", "IndexFields", "canonical_key", "no_needs", "record_routes"]
 
-
-@dataclass(frozen=True)
-class Family(Generic[R]):
-    """Everything the worker and the platform API need to handle one mapped FHIR type."""
-
-    fhir_type: str
-    record_type: str
-    # The platform API path segment: /platform/v1/{route}.
-    route: str
-    # The record class, to read a stored record back before classifying the next version against it.
-    model: type[R]
-    to_platform: Callable[[Mapping[str, Any], MapContext], R]
-    classify: Callable[[R | None, R], str | None]
-    deleted_record: Callable[[R, MapContext], R]
-    index_fields: Callable[[R], dict[str, str | float | None]]
+_MODULES = ("appointment", "patient", "provider", "message", "treatment_plan", "survey", "survey_response")
 
 
-MAPPED: dict[str, Family[Any]] = {
-    "Appointment": Family(
-        fhir_type="Appointment",
-        record_type="appointment",
-        route="appointments",
-        model=Appointment,
-        to_platform=appointment.to_platform,
-        classify=appointment.classify,
-        deleted_record=appointment.deleted_record,
-        index_fields=appointment.index_fields,
-    ),
-}
+def _gather() -> dict[str, Family[Any]]:
+    modules: list[Any] = []
+    for name in _MODULES:
+        try:
+            modules.append(importlib.import_module(f"mappers.{name}"))
+        except ModuleNotFoundError as exc:  # pragma: no cover - only while the families are being written
+            if exc.name != f"mappers.{name}":
+                raise
+    return {family.fhir_type: family for module in modules for family in module.FAMILIES}
+
+
+MAPPED: dict[str, Family[Any]] = _gather()
+
+
+def record_routes() -> dict[str, tuple[str, type[Record]]]:
+    """Return route -> (record type, model) for every record the platform API serves."""
+    routes: dict[str, tuple[str, type[Record]]] = {}
+    for family in MAPPED.values():
+        routes[family.route] = (family.record_type, family.model)
+        if family.aggregate is not None:
+            routes[family.aggregate.route] = (family.aggregate.record_type, family.aggregate.model)
+    return routes

@@ -84,3 +84,10 @@ async def test_appointment_queries(gateway: Gateway) -> None:
     rest = (await gateway.platform(f"/appointments?limit=2&cursor={paged['next_cursor']}")).json()
     assert [r["id"] for r in rest["records"]] == ["q2"] and rest["next_cursor"] is None
     assert (await gateway.platform("/appointments/none")).status_code == 404
+
+
+async def test_schema_publishes_every_record_type(gateway: Gateway) -> None:
+    schemas = (await gateway.platform("/schema")).json()
+    assert "appointment" in schemas
+    assert "status" in schemas["appointment"]["properties"]
+    assert (await gateway.platform("/nonsense/1")).status_code == 404

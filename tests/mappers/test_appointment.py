@@ -89,9 +89,7 @@ def test_unknown_or_missing_status_maps_to_unknown() -> None:
 
 
 def test_start_with_offset_is_converted_to_utc() -> None:
-    record = to_platform(
-        appointment(start="2013-12-10T09:00:00-05:00", end="2013-12-10T11:00:00.250-05:00"), ctx()
-    )
+    record = to_platform(appointment(start="2013-12-10T09:00:00-05:00", end="2013-12-10T11:00:00.250-05:00"), ctx())
     assert (record.start, record.end) == ("2013-12-10T14:00:00Z", "2013-12-10T16:00:00Z")
     assert record.timezone == "America/New_York"
 
@@ -217,23 +215,23 @@ def mapped(version: str = "1", **elements: Any) -> Appointment:
 
 
 def test_classify_first_version_is_created() -> None:
-    assert classify(None, mapped()) == "appointment.created"
+    assert classify(None, mapped()) == ["appointment.created"]
 
 
 def test_classify_moved_start_is_rescheduled() -> None:
     moved = mapped("2", start="2024-03-06T14:00:00Z", end="2024-03-06T14:50:00Z")
-    assert classify(mapped(), moved) == "appointment.rescheduled"
+    assert classify(mapped(), moved) == ["appointment.rescheduled"]
 
 
 def test_classify_cancel_wins_over_a_moved_start() -> None:
-    assert classify(mapped(), mapped("2", status="cancelled")) == "appointment.cancelled"
+    assert classify(mapped(), mapped("2", status="cancelled")) == ["appointment.cancelled"]
     cancelled_and_moved = mapped("2", status="cancelled", start="2024-03-06T14:00:00Z")
-    assert classify(mapped(), cancelled_and_moved) == "appointment.cancelled"
+    assert classify(mapped(), cancelled_and_moved) == ["appointment.cancelled"]
 
 
 def test_classify_no_show_and_completed() -> None:
-    assert classify(mapped(), mapped("2", status="noshow")) == "appointment.no_show"
-    assert classify(mapped(status="arrived"), mapped("2", status="fulfilled")) == "appointment.completed"
+    assert classify(mapped(), mapped("2", status="noshow")) == ["appointment.no_show"]
+    assert classify(mapped(status="arrived"), mapped("2", status="fulfilled")) == ["appointment.completed"]
 
 
 def test_classify_deleted_and_recreated() -> None:
@@ -241,21 +239,19 @@ def test_classify_deleted_and_recreated() -> None:
     tombstone = deleted_record(previous, ctx("2"))
     assert tombstone.deleted and tombstone.source.version_id == "2"
     assert tombstone.source.fhir_url == "Appointment/appt-1/_history/2"
-    assert classify(previous, tombstone) == "appointment.deleted"
-    assert classify(tombstone, tombstone) is None
-    assert classify(tombstone, mapped("3")) == "appointment.created"
+    assert classify(previous, tombstone) == ["appointment.deleted"]
+    assert classify(tombstone, tombstone) == []
+    assert classify(tombstone, mapped("3")) == ["appointment.created"]
 
 
 def test_classify_changed_description_is_updated() -> None:
-    assert classify(mapped(), mapped("2", description="Bring your medication list")) == "appointment.updated"
+    assert classify(mapped(), mapped("2", description="Bring your medication list")) == ["appointment.updated"]
 
 
 def test_classify_new_version_with_nothing_visible_changed_is_none() -> None:
-    new_version = to_platform(
-        appointment(), ctx("2", ehr_version_id="9", ehr_last_updated="2024-01-02T11:59:00Z")
-    )
+    new_version = to_platform(appointment(), ctx("2", ehr_version_id="9", ehr_last_updated="2024-01-02T11:59:00Z"))
     assert new_version.source != mapped().source
-    assert classify(mapped(), new_version) is None
+    assert classify(mapped(), new_version) == []
 
 
 def test_registry_gives_the_worker_appointment_index_fields() -> None:
@@ -264,7 +260,7 @@ def test_registry_gives_the_worker_appointment_index_fields() -> None:
     record = family.to_platform(appointment(start="1970-01-01T00:01:00Z"), ctx())
     assert family.index_fields(record) == {
         "patient": "Patient/p1",
-        "start_epoch": 60.0,
+        "sort": 60.0,
         "status": "scheduled",
     }
     assert family.model.model_validate_json(record.model_dump_json()) == record
@@ -309,5 +305,5 @@ def test_every_corpus_appointment_maps(resource: dict[str, Any]) -> None:
     assert record.status != "unknown"
     assert record.start is None or record.start.endswith("Z")
     assert Appointment.model_validate_json(record.model_dump_json()) == record
-    assert classify(None, record) == "appointment.created"
-    assert classify(record, to_platform(resource, ctx("2"))) is None
+    assert classify(None, record) == ["appointment.created"]
+    assert classify(record, to_platform(resource, ctx("2"))) == []

@@ -1,0 +1,183 @@
+"""Apply one inbound job to the platform records: map, classify, index, publish, in one compare-and-set.
+
+A record is a Redis hash ``{vid, rev, json}``: ``vid`` is the FHIR version it came from (an older version never
+replaces a newer one), ``rev`` is bumped by every write and is what the compare-and-set checks, so a job that
+raced another is decided again from the state it really replaces. The record, its query indexes, its change
+events, its aggregate (a message's thread), the re-mapping of records that read this resource, and the job's
+acknowledgement are written together by one Lua script, or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gateway.connection import text
+from gateway.errors import NotFound
+from gateway.indexing import canonical_urls
+from gateway.keys import Keyspace
+from gateway.plan import Plan
+from gateway.queue import Job
+from gateway.settings import ClientsConfig
+from gateway.store import EXT_EHR_LAST_UPDATED, EXT_EHR_VERSION_ID, Store
+from mappers.context import MapContext
+from mappers.family import Family, canonical_key
+from mappers.model import Record
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _ehr_meta(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    found = {e.get("url"): e for e in meta.get("extension", []) if isinstance(e, dict)}
+    return found.get(EXT_EHR_VERSION_ID, {}).get("valueId"), found.get(EXT_EHR_LAST_UPDATED, {}).get("valueInstant")
+
+
+class RecordWriter:
+    """Plan the effect of one job on the platform records."""
+
+    def __init__(self, redis: Redis, keys: Keyspace, store: Store, clients: ClientsConfig) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._store = store
+        self._clients = clients
+
+    async def plan(self, job: Job, family: Family[Any], plan: Plan) -> list[str]:
+        """Add the job's effect to ``plan``; return the event types it publishes."""
+        k, tenant = self._keys, job.tenant
+        rec_key = k.record(tenant, family.record_type, job.rid)
+        held_vid, held_rev, held_json = await self._redis.hmget(rec_key, ["vid", "rev", "json"])
+        vid, rev = int(held_vid or 0), int(held_rev or 0)
+        plan.expect_field(rec_key, "rev", str(rev) if rev else None)
+        previous: Record | None = family.model.model_validate_json(held_json) if held_json else None
+
+        if job.op == "refresh":
+            # Something this record read changed: map the version it holds again.
+            if previous is None or previous.deleted:
+                return []
+            version = vid
+        elif job.vid <= vid:
+            return []  # a newer version is already applied, or this very one (a redelivery)
+        else:
+            version = job.vid
+
+        tenant_cfg = self._clients.tenant(tenant)
+        provided = [f"{job.rtype}/{job.rid}"]
+        needs: list[str] = []
+        if job.op == "delete":
+            if previous is None or previous.deleted:
+                plan.write("HSET", rec_key, "vid", version, "rev", rev + 1)
+                return []
+            ctx = MapContext(
+                tenant=tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
+                version_id=str(version), last_updated=_now(),
+            )  # fmt: skip
+            record = family.deleted_record(previous, ctx)
+        else:
+            resource = await self._store.vread(tenant, job.rtype, job.rid, version)
+            meta = resource.get("meta", {})
+            evid, elu = _ehr_meta(meta)
+            needs = family.needs(resource)
+            ctx = MapContext(
+                tenant=tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
+                version_id=str(version), last_updated=meta.get("lastUpdated", ""),
+                ehr_version_id=evid, ehr_last_updated=elu, related=await self._related(tenant, needs),
+            )  # fmt: skip
+            record = family.to_platform(resource, ctx)
+            provided += [canonical_key(job.rtype, url) for url in canonical_urls(resource)]
+
+        events = family.classify(previous, record)
+        body = record.model_dump(mode="json")
+        plan.write("HSET", rec_key, "vid", version, "rev", rev + 1, "json", json.dumps(body))
+        self._plan_indexes(tenant, family, previous, record, plan)
+        source = f"{job.rtype}/{job.rid}"
+        for need in needs:
+            plan.write("SADD", k.dependents(tenant, need), source)
+        if job.op != "refresh":
+            await self._plan_refreshes(tenant, provided, source, plan)
+        if family.aggregate is not None:
+            await self._plan_aggregate(tenant, family, record, ctx, plan)
+        for event_type in events:
+            event = {
+                "id": f"evt_{uuid.uuid4().hex}",
+                "type": event_type,
+                "tenant": tenant,
+                "occurred_at": _now(),
+                "record_type": family.record_type,
+                "record_id": record.id,
+                "record": body,
+            }
+            plan.write("XADD", k.feed(tenant), "*", "e", json.dumps(event))
+        return events
+
+    async def _related(self, tenant: str, needs: list[str]) -> dict[str, Mapping[str, Any]]:
+        """Read the stored resources a mapping needs; a key the gateway does not hold is left out."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for need in needs:
+            rtype, sep, query = need.partition("?url=")
+            if sep:
+                ids = sorted(text(m) for m in await self._redis.smembers(self._keys.url_index(tenant, rtype, query)))
+                candidates = await self._store.read_many(tenant, rtype, ids)
+                if candidates:
+                    # Several resources may claim one canonical URL: the most recently stored wins.
+                    found[need] = max(candidates, key=lambda r: str(r.get("meta", {}).get("lastUpdated", "")))
+                continue
+            rtype, _, rid = need.partition("/")
+            try:
+                found[need] = await self._store.read(tenant, rtype, rid)
+            except NotFound:
+                continue
+        return found
+
+    async def _plan_refreshes(self, tenant: str, provided: list[str], source: str, plan: Plan) -> None:
+        """Queue a re-mapping of every record that read one of ``provided``."""
+        keys = [self._keys.dependents(tenant, key) for key in provided]
+        members = {text(m) for m in await self._redis.sunion(keys)} - {source}
+        for dependent in sorted(members):
+            rtype, _, rid = dependent.partition("/")
+            plan.write(
+                "XADD", self._keys.inbound(tenant), "*",
+                "type", rtype, "id", rid, "vid", 0, "op", "refresh", "attempt", 0,
+            )  # fmt: skip
+
+    async def _plan_aggregate(
+        self, tenant: str, family: Family[Any], record: Record, ctx: MapContext, plan: Plan
+    ) -> None:
+        aggregate = family.aggregate
+        assert aggregate is not None
+        aid = aggregate.key(record)
+        if aid is None:
+            return
+        agg_key = self._keys.record(tenant, aggregate.record_type, aid)
+        held_rev, held_json = await self._redis.hmget(agg_key, ["rev", "json"])
+        rev = int(held_rev or 0)
+        plan.expect_field(agg_key, "rev", str(rev) if rev else None)
+        previous = aggregate.model.model_validate_json(held_json) if held_json else None
+        folded = aggregate.fold(previous, record, ctx)
+        plan.write("HSET", agg_key, "rev", rev + 1, "json", folded.model_dump_json())
+
+    def _plan_indexes(
+        self, tenant: str, family: Family[Any], previous: Record | None, record: Record, plan: Plan
+    ) -> None:
+        k = self._keys
+        old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
+        new = family.index_fields(record) if not record.deleted else {}
+        rid = record.id
+        old_patient, new_patient = old.get("patient"), new.get("patient")
+        if isinstance(old_patient, str) and old_patient != new_patient:
+            plan.write("SREM", k.record_patient_index(tenant, family.record_type, old_patient), rid)
+        if isinstance(new_patient, str):
+            plan.write("SADD", k.record_patient_index(tenant, family.record_type, new_patient), rid)
+        sort_key = k.record_sort_index(tenant, family.record_type)
+        if record.deleted:
+            plan.write("ZREM", sort_key, rid)
+        else:
+            # Records without a date sort first, so date-less queries still list them.
+            sort = new.get("sort")
+            plan.write("ZADD", sort_key, sort if sort is not None else 0, rid)

@@ -1,0 +1,145 @@
+"""Reading FHIR elements the way every mapper needs: forgiving of vendor slips, never raising.
+
+A lone object where R4 wants an array is read as one element; blank strings are absent; instants become aware
+UTC datetimes only when they name a point in time (a local time needs the clinic's zone).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mappers.model import CodeableText, Coding, Identifier, Ref, SecurityLabel
+
+# Looser than the FHIR instant: EHRs send missing seconds, long fractions and offsets without a colon.
+_INSTANT: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?", re.ASCII
+)
+
+
+def items(value: object) -> Iterator[Any]:
+    """Yield the elements of an array (a lone object counts as one)."""
+    # A lone object where R4 wants an array is a common vendor slip; read it as a one-element array.
+    if isinstance(value, list):
+        yield from value
+    elif isinstance(value, Mapping):
+        yield value
+
+
+def text(value: object) -> str | None:
+    """Return a non-blank string, else None."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def ref(value: object) -> Ref | None:
+    """Return a Reference as given (never resolved), or None."""
+    if not isinstance(value, Mapping):
+        return None
+    reference, display = text(value.get("reference")), text(value.get("display"))
+    if reference is None and display is None:
+        return None
+    return Ref(reference=reference, display=display)
+
+
+def refs(value: object) -> list[Ref]:
+    """Return every usable Reference in an array."""
+    return [found for found in map(ref, items(value)) if found is not None]
+
+
+def concept(value: object) -> CodeableText | None:
+    """Return a CodeableConcept in compact form, or None when it says nothing."""
+    if not isinstance(value, Mapping):
+        return None
+    codings = [
+        Coding(system=text(c.get("system")), code=text(c.get("code")), display=text(c.get("display")))
+        for c in items(value.get("coding"))
+        if isinstance(c, Mapping)
+    ]
+    codings = [c for c in codings if c.system or c.code or c.display]
+    words = text(value.get("text"))
+    if words is None and not codings:
+        return None
+    return CodeableText(text=words, codings=codings)
+
+
+def concepts(value: object) -> list[CodeableText]:
+    """Return every CodeableConcept in an array that says something."""
+    return [found for found in map(concept, items(value)) if found is not None]
+
+
+def identifiers(value: object) -> list[Identifier]:
+    """Return the Identifiers that have a system or a value."""
+    identifiers = [
+        Identifier(system=text(i.get("system")), value=text(i.get("value")), use=text(i.get("use")))
+        for i in items(value)
+        if isinstance(i, Mapping)
+    ]
+    return [i for i in identifiers if i.system or i.value]
+
+
+def security_labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
+    """Collect every `meta.security` label of a resource and its contained resources, once each."""
+    labels: dict[tuple[str | None, str], SecurityLabel] = {}
+    contained = [c for c in items(resource.get("contained")) if isinstance(c, Mapping)]
+    for each in (resource, *contained):
+        meta = each.get("meta")
+        if not isinstance(meta, Mapping):
+            continue
+        for coding in items(meta.get("security")):
+            if isinstance(coding, str):
+                # A bare code where a Coding belongs is malformed, but it still asks for restriction.
+                coding = {"code": coding}
+            if not isinstance(coding, Mapping):
+                continue
+            system = text(coding.get("system"))
+            # A label without a code is still a sign the source meant to restrict: keep it, never drop it.
+            code = text(coding.get("code")) or ""
+            labels.setdefault(
+                (system, code), SecurityLabel(system=system, code=code, display=text(coding.get("display")))
+            )
+    return list(labels.values())
+
+
+def zone(name: str | None) -> tzinfo | None:
+    """Return the IANA zone of that name, or None."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _offset(text: str) -> tzinfo:
+    if text == "Z":
+        return UTC
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+
+
+def instant(value: object, zone_name: str | None) -> datetime | None:
+    """Read a FHIR instant as an aware UTC datetime, or None when it names no point in time."""
+    if not isinstance(value, str):
+        return None
+    match = _INSTANT.fullmatch(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute = (int(g) for g in match.groups()[:5])
+    second = min(int(match.group(6) or 0), 59)  # a leap second (":60") is valid FHIR, not valid Python
+    # Without an offset the time is local; only the clinic's zone can say when it happens, never a guess.
+    try:
+        tz = _offset(match.group(7)) if match.group(7) else zone(zone_name)
+        if tz is None:
+            return None
+        return datetime(year, month, day, hour, minute, second, tzinfo=tz).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def utc_text(moment: datetime | None) -> str | None:
+    """Return an aware datetime as ISO 8601 UTC with Z, seconds precision."""
+    return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z" if moment else None

@@ -1,0 +1,65 @@
+"""What a mapped family is: the contract between a mapper module, the worker and the platform API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypedDict, TypeVar
+
+from mappers.context import MapContext
+from mappers.model import Record
+
+R = TypeVar("R", bound=Record)
+A = TypeVar("A", bound=Record)
+
+
+class IndexFields(TypedDict, total=False):
+    """What the platform API filters and sorts a record type by."""
+
+    patient: str | None  # "Patient/<id>"
+    sort: float | None  # epoch seconds of the record's main date (start, sent, authored...)
+    status: str | None
+
+
+def no_needs(resource: Mapping[str, Any]) -> list[str]:
+    """Need nothing besides the resource itself."""
+    return []
+
+
+def canonical_key(rtype: str, url: str) -> str:
+    """Return the ``related`` key of a canonical reference (``url`` or ``url|version``)."""
+    return f"{rtype}?url={url}"
+
+
+@dataclass(frozen=True)
+class Aggregate(Generic[A]):
+    """A record folded from many records of one family (a message thread from its messages)."""
+
+    record_type: str
+    route: str
+    model: type[A]
+    # The aggregate a record belongs to, or None.
+    key: Callable[[Any], str | None]
+    # The aggregate after this record (the previous aggregate, or None for the first); must be idempotent.
+    fold: Callable[[A | None, Any, MapContext], A]
+
+
+@dataclass(frozen=True)
+class Family(Generic[R]):
+    """Everything the worker and the platform API need to handle one mapped FHIR type."""
+
+    fhir_type: str
+    record_type: str
+    # The platform API path segment: /platform/v1/{route}/{id}.
+    route: str
+    # The record class, to read a stored record back before classifying the next version against it.
+    model: type[R]
+    to_platform: Callable[[Mapping[str, Any], MapContext], R]
+    # Change event types from the previous record to this one, in order ([] when nothing changed).
+    classify: Callable[[R | None, R], list[str]]
+    deleted_record: Callable[[R, MapContext], R]
+    index_fields: Callable[[R], IndexFields]
+    # Keys of other stored resources the mapping reads (put in ``MapContext.related``); when one of them
+    # changes, the record is mapped again.
+    needs: Callable[[Mapping[str, Any]], list[str]] = no_needs
+    aggregate: Aggregate[Any] | None = None
