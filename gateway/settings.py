@@ -10,8 +10,9 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mappers.vendors import VENDORS
+
 Role = Literal["ehr", "platform"]
-VENDORS = ("generic", "epic", "oracle-health", "athenahealth")
 
 
 class Client(BaseModel):
