@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conformance.fhir_models import R4_RESOURCE_TYPES
@@ -21,7 +23,8 @@ from gateway import fhir_api, platform_api
 from gateway.connection import connect
 from gateway.errors import GatewayError
 from gateway.logs import request_id
-from gateway.responses import outcome_response
+from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS, REGISTRY, render
+from gateway.responses import FhirResponse, outcome_response
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
 from gateway.worker import Worker
@@ -42,6 +45,12 @@ def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool 
             raise RuntimeError("REDIS_URL is not set")
         redis = connect(settings.redis_url)
         app.state.services = Services.build(settings, clients, redis)
+        for tenant in set(clients.tenants) | {c.tenant for c in clients.clients}:
+            try:
+                await app.state.services.queue.ensure_group(tenant)
+            except (RedisError, OSError):
+                log.warning("redis not reachable at start-up; readiness will say so")
+                break
         stop = asyncio.Event()
         worker_task = None
         if with_worker:
@@ -67,7 +76,34 @@ def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool 
 
     @app.get("/healthz", tags=["Operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
+        """Answer while the process serves requests."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["Operations"], summary="Readiness: Redis reachable, consumer groups present")
+    async def readyz(request: Request) -> Response:
+        """Answer 200 when Redis answers and every tenant's consumer group exists, else 503."""
+        services: Services = request.app.state.services
+        try:
+            await services.redis.ping()
+            configured = set(services.clients.tenants) | {c.tenant for c in services.clients.clients}
+            tenants = sorted(configured | set(await services.queue.known_tenants()))
+            missing = await services.queue.missing_groups(tenants)
+        except (RedisError, OSError) as exc:
+            return outcome_response(503, [Issue("error", "transient", None, f"Redis: {type(exc).__name__}")])
+        if missing:
+            issue = Issue("error", "transient", None, f"no consumer group for {len(missing)} tenant(s)")
+            return outcome_response(503, [issue])
+        return FhirResponse({"status": "ready", "tenants": len(tenants)})
+
+    @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        """Expose the gateway's metrics, with queue figures read from Redis now."""
+        services: Services = request.app.state.services
+        try:
+            body = await render(services.queue)
+        except (RedisError, OSError):
+            body = generate_latest(REGISTRY)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> Response:
@@ -104,14 +140,18 @@ def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool 
             return response
         finally:
             route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
+            HTTP_SECONDS.labels(template).observe(elapsed)
             log.info(
                 "request",
                 extra={
                     "method": request.method,
-                    "route": getattr(route, "path", "unmatched"),
+                    "route": template,
                     "type": rtype if (rtype := request.path_params.get("rtype")) in R4_RESOURCE_TYPES else None,
                     "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(elapsed * 1000, 2),
                 },
             )
             request_id.reset(token)

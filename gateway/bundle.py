@@ -18,6 +18,7 @@ from conformance.fhir_models import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome, prefixed
 from conformance.validator import validate_resource
 from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
+from gateway.metrics import VALIDATION_FAILURES
 from gateway.responses import status_line
 from gateway.search import parse_condition
 from gateway.services import Services
@@ -177,7 +178,10 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
                 entry.issues.append(Issue("error", "required", f"{entry.path}.resource", "a resource is required"))
             else:
                 entry.resource = resource
-                entry.issues += prefixed(validate_resource(resource), f"{entry.path}.resource")
+                found = validate_resource(resource)
+                if has_errors(found):
+                    VALIDATION_FAILURES.labels(entry.rtype or "unknown").inc()
+                entry.issues += prefixed(found, f"{entry.path}.resource")
                 if entry.rtype and resource.get("resourceType") != entry.rtype:
                     entry.issues.append(
                         Issue(

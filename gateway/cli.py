@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import secrets
 import signal
 import sys
@@ -184,6 +185,19 @@ def _worker(args: argparse.Namespace) -> int:
     logs.configure()
     settings = _production_settings()
     clients = settings.load_clients()
+
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        from gateway.metrics import REGISTRY
+
+        try:
+            start_http_server(settings.worker_metrics_port, registry=REGISTRY)
+        except OSError as exc:
+            # Metrics are worth having, not worth refusing to work for (another worker may hold the port).
+            logging.getLogger("gateway.worker").warning(
+                "metrics port unavailable", extra={"port": settings.worker_metrics_port, "error": exc.strerror}
+            )
 
     async def work() -> None:
         stop = asyncio.Event()

@@ -16,6 +16,7 @@ from gateway import bundle as bundles
 from gateway.auth import Principal
 from gateway.body import check_content_type, parse_json, read_limited
 from gateway.errors import BadRequest, InvalidResource, NotFound, UnsupportedMediaType
+from gateway.metrics import VALIDATION_FAILURES
 from gateway.responses import FhirResponse, base_url, http_date
 from gateway.search import SEARCH_PARAMS, parse_query, run_search
 from gateway.services import Services, ServicesDep
@@ -63,6 +64,7 @@ def _validated(resource: Any, rtype: str | None) -> dict[str, Any]:
         raise BadRequest(f"resourceType must be {rtype}", expression="resourceType")
     issues = validate_resource(resource)
     if has_errors(issues):
+        VALIDATION_FAILURES.labels(str(resource.get("resourceType"))[:64] if rtype is None else rtype).inc()
         raise InvalidResource("the resource is not valid FHIR R4", issues=issues)
     return resource
 

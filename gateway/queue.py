@@ -87,6 +87,17 @@ class Job:
 
 
 @dataclass
+class QueueStats:
+    """How much work a tenant's queue holds."""
+
+    backlog: int  # queued, in hand or waiting to retry
+    pending: int  # delivered and not yet done
+    retrying: int
+    dead: int
+    oldest: float | None  # epoch seconds of the oldest job not yet done
+
+
+@dataclass
 class DeadLetter:
     """A job that failed every attempt."""
 
@@ -139,6 +150,39 @@ class WorkQueue:
                 raise
         self._groups.add(tenant)
 
+    async def known_tenants(self) -> list[str]:
+        """Return every tenant that has written, without touching their groups."""
+        return sorted(_decode(m) for m in await self._redis.smembers(self._keys.tenants))
+
+    async def missing_groups(self, tenants: list[str]) -> list[str]:
+        """Return the tenants whose inbound stream has no consumer group."""
+        missing = []
+        for tenant in tenants:
+            try:
+                groups = _decode(await self._redis.xinfo_groups(self._keys.inbound(tenant)))
+            except ResponseError:
+                groups = []
+            if not any(g.get("name") == GROUP for g in groups):
+                missing.append(tenant)
+        return missing
+
+    async def stats(self, tenant: str) -> QueueStats:
+        """Return the tenant's queue figures."""
+        inbound = self._keys.inbound(tenant)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xlen(inbound)
+        pipe.zcard(self._keys.retry(tenant))
+        pipe.xlen(self._keys.dead_letters(tenant))
+        pipe.xrange(inbound, count=1)
+        queued, retrying, dead, first = await pipe.execute()
+        try:
+            summary = _decode(await self._redis.xpending(inbound, GROUP))
+            pending = int(summary.get("pending", 0))
+        except ResponseError:
+            pending = 0
+        oldest = int(_decode(first[0][0]).split("-")[0]) / 1000 if first else None
+        return QueueStats(int(queued) + int(retrying), pending, int(retrying), int(dead), oldest)
+
     async def tenants(self) -> list[str]:
         """Return every tenant that has written, with its group ensured."""
         names = sorted(_decode(m) for m in await self._redis.smembers(self._keys.tenants))
@@ -151,7 +195,14 @@ class WorkQueue:
         if not tenants:
             return []
         streams: Any = {self._keys.inbound(t): ">" for t in tenants}
-        reply = await self._redis.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        try:
+            reply = await self._redis.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the group (restarted without persistence, or flushed): create it again next time.
+            self._groups.clear()
+            return []
         jobs = []
         for stream, entries in _decode(reply or []):
             for entry_id, fields in entries:

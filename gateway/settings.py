@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     claim_idle_seconds: float = Field(default=30.0, gt=0)
     worker_concurrency: int = Field(default=8, ge=1)
     worker_block_ms: int = Field(default=250, ge=10)
+    worker_metrics_port: int = Field(default=9091, ge=0, le=65535)
     conditional_retries: int = Field(default=20, ge=1)
     dedupe_window_seconds: int = Field(default=86_400, ge=0)
     wait_replicas: int = Field(default=0, ge=0)

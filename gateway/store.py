@@ -23,6 +23,7 @@ from gateway.connection import text
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.indexing import canonical_urls, identifiers, patient_references
 from gateway.keys import Keyspace
+from gateway.metrics import RESOURCES
 from gateway.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.reference import reference_targets, rewrite_references
 from gateway.search import parse_condition
@@ -159,6 +160,8 @@ class Result:
     last_updated: str | None = None
     resource: dict[str, Any] | None = None
     issues: list[Issue] = field(default_factory=list)
+    # created, updated, deleted (a new version was written), or unchanged, matched, stale, absent (none was)
+    outcome: str = "unchanged"
 
     @property
     def location(self) -> str | None:
@@ -253,6 +256,8 @@ class Store:
             except PlanOverloaded as exc:
                 raise Overloaded(f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5) from None
             await self._replicated()
+            for result in results:
+                RESOURCES.labels(result.rtype, result.outcome).inc()
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
 
@@ -404,7 +409,7 @@ class Store:
             cur = d.current
             plan.expect_field(cur_key, "vid", str(cur.vid) if cur else None)
             if cur is None or cur.deleted:
-                return Result(204, op.rtype, rid), False
+                return Result(204, op.rtype, rid, outcome="absent"), False
             return self._write_version(tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True)
 
         resource = rewrite_references(op.resource, mapping)
@@ -414,7 +419,7 @@ class Store:
         if d.match is not None:  # a conditional create or a retried create that found its resource
             vid = d.current.vid if d.current else None
             plan.expect_field(cur_key, "vid", str(vid) if vid else None)
-            return Result(200, op.rtype, rid, vid=vid), False
+            return Result(200, op.rtype, rid, vid=vid, outcome="matched"), False
 
         cur = d.current
         if isinstance(op, Update):
@@ -434,7 +439,12 @@ class Store:
                     f"{op.rtype}.meta.lastUpdated",
                     "an older EHR version than the one held arrived; it was acknowledged and not applied",
                 )
-                return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=[note]), False
+                return (
+                    Result(
+                        200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=[note], outcome="stale"
+                    ),
+                    False,
+                )
         else:
             plan.expect_field(cur_key, "vid", None)
             if self._dedupe_seconds > 0 and not op.if_none_exist:
@@ -506,7 +516,8 @@ class Store:
                 "type", rtype, "id", rid, "vid", vid, "op", "delete" if deleted else "upsert", "attempt", 0,
             )  # fmt: skip
         status = 204 if deleted else (201 if cur is None else 200)
-        return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored), job
+        outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
+        return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome), job
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
         """Return the identifier-index key a condition reads."""

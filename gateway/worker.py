@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from gateway.keys import Keyspace
+from gateway.metrics import EVENTS, JOB_SECONDS, JOBS
 from gateway.plan import Plan, PlanConflict
 from gateway.queue import Job, WorkQueue
 from gateway.records import RecordWriter
@@ -118,6 +119,7 @@ class Worker:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             outcome = await self.queue.fail(job, reason)
+            JOBS.labels(job.rtype, outcome).inc()
             log.warning(
                 "job failed",
                 extra={"type": job.rtype, "job": job.entry_id, "attempt": job.attempt + 1, "outcome": outcome,
@@ -125,10 +127,15 @@ class Worker:
             )  # fmt: skip
             return
         self.processed += 1
+        elapsed = time.perf_counter() - started
+        JOBS.labels(job.rtype, "skipped" if applied.skipped else "applied").inc()
+        JOB_SECONDS.labels(job.rtype).observe(elapsed)
+        for event in applied.events:
+            EVENTS.labels(event).inc()
         log.debug(
             "job done",
             extra={"type": job.rtype, "job": job.entry_id, "events": applied.events,
-                   "ms": round((time.perf_counter() - started) * 1000, 2)},
+                   "ms": round(elapsed * 1000, 2)},
         )  # fmt: skip
 
     async def apply(self, job: Job) -> Applied:
