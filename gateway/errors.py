@@ -29,10 +29,17 @@ class GatewayError(Exception):
     status = 500
     code = "exception"
 
-    def __init__(self, message: str, *, issues: Sequence[Issue] = (), expression: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        issues: Sequence[Issue] = (),
+        expression: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
-        self.headers: dict[str, str] = {}
+        self.headers: dict[str, str] = dict(headers or {})
         self.issues = list(issues) or [Issue("error", self.code, expression, message)]
 
 

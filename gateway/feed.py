@@ -6,17 +6,24 @@ import base64
 import binascii
 import json
 import re
+import time
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any
 
 from redis.asyncio import Redis
 
 from gateway.connection import text
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import BadRequest, Gone, NotFound
 from gateway.keys import Keyspace
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 START = "0-0"
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def encode_cursor(entry_id: str) -> str:
@@ -53,22 +60,64 @@ class Feed:
         self._redis = redis
         self._keys = keys
 
-    async def changes(self, tenant: str, cursor: str | None, limit: int, wait_seconds: float) -> Page:
-        """Return events after ``cursor``, waiting up to ``wait_seconds`` for the first one."""
+    async def changes(
+        self, tenant: str, cursor: str | None, limit: int, wait_seconds: float, types: list[str] | None = None
+    ) -> Page:
+        """Return events after ``cursor`` (of ``types`` if given), waiting up to ``wait_seconds`` for one."""
         after = decode_cursor(cursor)
         key = self._keys.feed(tenant)
-        entries: Any = await self._redis.xrange(key, min=f"({after}" if after != START else "-", count=limit)
-        if not entries and wait_seconds > 0:
-            reply: Any = await self._redis.xread({key: after}, count=limit, block=max(int(wait_seconds * 1000), 1))
-            entries = reply[0][1] if reply else []
-        events = []
-        for entry_id, fields in entries:
-            position = text(entry_id)
-            event = json.loads(fields[b"e"])
-            event["cursor"] = encode_cursor(position)
-            events.append(event)
-        next_cursor = events[-1]["cursor"] if events else (cursor or encode_cursor(START))
-        return Page(events, next_cursor)
+        if cursor:
+            await self._check_retained(tenant, after)
+        deadline = time.monotonic() + wait_seconds
+        position = after
+        while True:
+            entries: Any = await self._redis.xrange(key, min=f"({position}" if position != START else "-", count=limit)
+            events = []
+            for entry_id, fields in entries:
+                position = text(entry_id)
+                event = json.loads(fields[b"e"])
+                if types and not any(fnmatchcase(event["type"], pattern) for pattern in types):
+                    continue
+                event["cursor"] = encode_cursor(position)
+                events.append(event)
+            # The cursor moves past filtered-out events too, so a narrow filter still makes progress.
+            next_cursor = encode_cursor(position) if position != after else (cursor or encode_cursor(START))
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0:
+                return Page(events, next_cursor)
+            if not entries:
+                reply: Any = await self._redis.xread({key: position}, count=1, block=max(int(remaining * 1000), 1))
+                if not reply:
+                    return Page([], next_cursor)
+
+    async def _check_retained(self, tenant: str, after: str) -> None:
+        """Refuse a cursor from before the retention window, naming the oldest valid one."""
+        mark = await self._redis.get(self._keys.feed_trimmed(tenant))
+        if mark is None:
+            return
+        last_dropped = text(mark)
+        if _id_tuple(after) < _id_tuple(last_dropped):
+            oldest = encode_cursor(last_dropped)
+            raise Gone(
+                f"the cursor is older than the feed's retention; resume from the oldest valid cursor {oldest}",
+                expression="cursor",
+                headers={"Gateway-Oldest-Cursor": oldest},
+            )
+
+    async def trim(self, tenant: str, retention_seconds: float) -> None:
+        """Drop events older than the retention window, remembering the last one dropped.
+
+        A cursor before that event missed something and is answered 410; any later cursor, and a reader that
+        starts from the beginning, lose nothing.
+        """
+        threshold = int((time.time() - retention_seconds) * 1000)
+        key = self._keys.feed(tenant)
+        newest_old: Any = await self._redis.xrevrange(key, max=f"({threshold}-0", min="-", count=1)
+        if threshold <= 0 or not newest_old:
+            return
+        # The mark goes first: a reader in between gets a 410 it would have got a moment later anyway.
+        await self._redis.set(self._keys.feed_trimmed(tenant), text(newest_old[0][0]))
+        await self._redis.xtrim(key, minid=threshold, approximate=False)
 
     async def record(self, tenant: str, record_type: str, rid: str) -> dict[str, Any]:
         """Return one record, or raise NotFound."""

@@ -29,9 +29,12 @@ Normalized platform records and change feed:
                                           compare-and-set on it), json; aggregates (threads) have rev and json
   gw:{t}:rix:{record_type}:sort    zset   id -> the record's main date in epoch seconds (start, sent, authored)
   gw:{t}:rix:{record_type}:patient:{ref}  set   record ids by patient
+  gw:{t}:rix:{record_type}:status:{status} set  record ids by normalized status
+  gw:{t}:rix:{record_type}:updated zset   id -> when the record last changed (epoch seconds); deleted ones stay
   gw:{t}:deps:{key}                set    "Type/id" of resources whose mapping read {key} ("Goal/1" or
                                           "Questionnaire?url=..."); a change to {key} maps them again
   gw:{t}:feed                      stream change events: id, type, record_type, record_id, event JSON
+  gw:{t}:feed:trimmed              string id of the newest event dropped by retention; cursors before it get 410
 
 Global (no tenant):
   gw:tenants                       set    tenants that have ever written; workers read their streams
@@ -96,8 +99,17 @@ class Keyspace:
     def record_sort_index(self, tenant: str, record_type: str) -> str:
         return f"{self._t(tenant)}:rix:{record_type}:sort"
 
+    def record_status_index(self, tenant: str, record_type: str, status: str) -> str:
+        return f"{self._t(tenant)}:rix:{record_type}:status:{status}"
+
+    def record_updated_index(self, tenant: str, record_type: str) -> str:
+        return f"{self._t(tenant)}:rix:{record_type}:updated"
+
     def record_patient_index(self, tenant: str, record_type: str, ref: str) -> str:
         return f"{self._t(tenant)}:rix:{record_type}:patient:{ref}"
 
     def feed(self, tenant: str) -> str:
         return f"{self._t(tenant)}:feed"
+
+    def feed_trimmed(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:feed:trimmed"

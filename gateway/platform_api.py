@@ -1,23 +1,22 @@
-"""The platform API at ``/platform/v1``: normalized records and the resumable change feed."""
+"""The platform API at ``/platform/v1``: normalized records, queries, and the resumable change feed."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
+from gateway import queries
 from gateway.auth import Principal
-from gateway.connection import text
+from gateway.disclosure import visible, visible_event
 from gateway.errors import BadRequest, NotFound
 from gateway.services import Services, ServicesDep
-from mappers.registry import MAPPED, record_routes
+from mappers.model import Record
+from mappers.registry import record_routes
 
 router = APIRouter(prefix="/platform/v1", tags=["Platform"])
-_APPOINTMENT = MAPPED["Appointment"].record_type
 MAX_LIMIT = 1000
 
 
@@ -37,6 +36,13 @@ class RecordsPage(BaseModel):
 
 def _principal(services: Services, request: Request) -> Principal:
     return services.auth.require(request.headers.get("authorization"), "platform")
+
+
+def _kind(route: str) -> tuple[str, type[Record]]:
+    served = record_routes()
+    if route not in served:
+        raise NotFound(f"no record kind {route[:40]!r}; known: {', '.join(sorted(served))}", expression="route")
+    return served[route]
 
 
 def _epoch(value: str | None, name: str) -> float | None:
@@ -60,12 +66,18 @@ async def changes(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1)] = 100,
     wait: Annotated[float, Query(ge=0)] = 0,
+    types: Annotated[list[str] | None, Query(description="event types; * matches, e.g. appointment.*")] = None,
 ) -> ChangesPage:
-    """Return the tenant's events after ``cursor`` in order; ``wait`` long-polls up to that many seconds."""
+    """Return the tenant's events after ``cursor`` in order; ``wait`` long-polls up to that many seconds.
+
+    A cursor from before the feed's retention window is answered 410, naming the oldest valid cursor.
+    """
     principal = _principal(services, request)
+    wanted = [t.strip() for raw in types or [] for t in raw.split(",") if t.strip()]
     wait = min(wait, services.settings.feed_max_wait_seconds)
-    page = await services.feed.changes(principal.tenant, cursor, min(limit, MAX_LIMIT), wait)
-    return ChangesPage(events=page.events, next_cursor=page.next_cursor)
+    page = await services.feed.changes(principal.tenant, cursor, min(limit, MAX_LIMIT), wait, wanted or None)
+    events = [visible_event(e, principal.scopes) for e in page.events]
+    return ChangesPage(events=events, next_cursor=page.next_cursor)
 
 
 @router.get("/schema", summary="JSON Schema of every record type")
@@ -75,77 +87,40 @@ async def schema(request: Request, services: ServicesDep) -> dict[str, Any]:
     return {record_type: model.model_json_schema() for record_type, model in record_routes().values()}
 
 
-@router.get("/appointments", response_model=RecordsPage, summary="Query appointments")
-async def appointments(
+@router.get("/{route}", response_model=RecordsPage, summary="Query records of one kind")
+async def query(
+    route: str,
     request: Request,
     services: ServicesDep,
     patient: str | None = None,
-    from_: Annotated[str | None, Query(alias="from")] = None,
-    to: str | None = None,
     status: str | None = None,
+    from_: Annotated[str | None, Query(alias="from", description="main date on or after (ISO 8601)")] = None,
+    to: Annotated[str | None, Query(description="main date before (ISO 8601)")] = None,
+    updated_since: Annotated[str | None, Query(description="changed after; deleted records included")] = None,
     limit: Annotated[int, Query(ge=1)] = 100,
     cursor: str | None = None,
 ) -> RecordsPage:
-    """Query appointments by patient, start range (``from``, ``to``) and status, ordered by start."""
+    """Query records (appointments, messages, ...) by patient, status, main date and update time, in date order."""
     principal = _principal(services, request)
-    tenant, keys, redis = principal.tenant, services.keys, services.redis
-    limit = min(limit, MAX_LIMIT)
-    low, high = _epoch(from_, "from"), _epoch(to, "to")
-    offset = _decode_offset(cursor)
-    start_key = keys.record_sort_index(tenant, _APPOINTMENT)
-    if patient:
-        ref = patient if "/" in patient else f"Patient/{patient}"
-        members = sorted(text(m) for m in await redis.smembers(keys.record_patient_index(tenant, _APPOINTMENT, ref)))
-        pipe = redis.pipeline(transaction=False)
-        for rid in members:
-            pipe.zscore(start_key, rid)
-        scored = sorted(
-            (score, rid)
-            for rid, score in zip(members, await pipe.execute(), strict=True)
-            if score is not None and (low is None or score >= low) and (high is None or score < high)
-        )
-        ids = [rid for _, rid in scored]
-    else:
-        raw = await redis.zrangebyscore(
-            start_key, "-inf" if low is None else low, "+inf" if high is None else f"({high}"
-        )
-        ids = [text(m) for m in raw]
-    records: list[dict[str, Any]] = []
-    position = offset
-    # Status is filtered after the index lookup; read in chunks until the page is full.
-    while position < len(ids) and len(records) < limit:
-        for record in await services.feed.records(tenant, _APPOINTMENT, ids[position : position + limit]):
-            position += 1
-            if record is not None and (status is None or record.get("status") == status):
-                records.append(record)
-                if len(records) >= limit:
-                    break
-    next_cursor = _encode_offset(position) if position < len(ids) else None
+    record_type, _ = _kind(route)
+    q = queries.RecordQuery(
+        patient=(patient if "/" in patient else f"Patient/{patient}") if patient else None,
+        status=status,
+        low=_epoch(from_, "from"),
+        high=_epoch(to, "to"),
+        updated_since=_epoch(updated_since, "updated_since"),
+        limit=min(limit, MAX_LIMIT),
+        cursor=queries.decode_cursor(cursor),
+    )
+    ids, next_cursor = await queries.run(services.redis, services.keys, principal.tenant, record_type, q)
+    found = await services.feed.records(principal.tenant, record_type, ids)
+    records = [visible(r, principal.scopes) for r in found if r is not None]
     return RecordsPage(records=records, next_cursor=next_cursor)
-
-
-def _encode_offset(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o1:{offset}".encode()).decode().rstrip("=")
-
-
-def _decode_offset(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, number = text.partition(":")
-        if prefix != "o1" or not number.isdigit():
-            raise ValueError
-        return int(number)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadRequest("cursor is not one this gateway issued", expression="cursor") from None
 
 
 @router.get("/{route}/{rid}", summary="Read one record")
 async def record(route: str, rid: str, request: Request, services: ServicesDep) -> dict[str, Any]:
-    """Return the record of that kind (appointments, messages, ...) whose id is ``rid``."""
+    """Return the record of that kind whose id is ``rid``."""
     principal = _principal(services, request)
-    served = record_routes()
-    if route not in served:
-        raise NotFound(f"no record kind {route[:40]!r}; known: {', '.join(sorted(served))}")
-    return await services.feed.record(principal.tenant, served[route][0], rid)
+    record_type, _ = _kind(route)
+    return visible(await services.feed.record(principal.tenant, record_type, rid), principal.scopes)

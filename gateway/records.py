@@ -34,6 +34,13 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def _epoch(instant: str) -> float:
+    try:
+        return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return datetime.now(UTC).timestamp()
+
+
 def _ehr_meta(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
     found = {e.get("url"): e for e in meta.get("extension", []) if isinstance(e, dict)}
     return found.get(EXT_EHR_VERSION_ID, {}).get("valueId"), found.get(EXT_EHR_LAST_UPDATED, {}).get("valueInstant")
@@ -165,19 +172,21 @@ class RecordWriter:
     def _plan_indexes(
         self, tenant: str, family: Family[Any], previous: Record | None, record: Record, plan: Plan
     ) -> None:
-        k = self._keys
+        k, rt, rid = self._keys, family.record_type, record.id
         old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
         new = family.index_fields(record) if not record.deleted else {}
-        rid = record.id
-        old_patient, new_patient = old.get("patient"), new.get("patient")
-        if isinstance(old_patient, str) and old_patient != new_patient:
-            plan.write("SREM", k.record_patient_index(tenant, family.record_type, old_patient), rid)
-        if isinstance(new_patient, str):
-            plan.write("SADD", k.record_patient_index(tenant, family.record_type, new_patient), rid)
-        sort_key = k.record_sort_index(tenant, family.record_type)
+        for name, key_of in (("patient", k.record_patient_index), ("status", k.record_status_index)):
+            before, after = old.get(name), new.get(name)
+            if isinstance(before, str) and before != after:
+                plan.write("SREM", key_of(tenant, rt, before), rid)
+            if isinstance(after, str):
+                plan.write("SADD", key_of(tenant, rt, after), rid)
+        sort_key = k.record_sort_index(tenant, rt)
         if record.deleted:
             plan.write("ZREM", sort_key, rid)
         else:
             # Records without a date sort first, so date-less queries still list them.
             sort = new.get("sort")
             plan.write("ZADD", sort_key, sort if sort is not None else 0, rid)
+        # Deleted records stay here, so that a consumer syncing with updated_since learns of the deletion.
+        plan.write("ZADD", k.record_updated_index(tenant, rt), _epoch(record.source.last_updated), rid)

@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     search_default_count: int = Field(default=50, ge=1)
     search_max_count: int = Field(default=1000, ge=1)
     feed_max_wait_seconds: float = Field(default=30.0, ge=0)
+    feed_retention_days: float = Field(default=30.0, gt=0)
 
     def load_clients(self) -> ClientsConfig:
         """Read the clients file, or return an empty configuration when none is set."""

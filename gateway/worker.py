@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from gateway.feed import Feed
 from gateway.keys import Keyspace
 from gateway.metrics import EVENTS, JOB_SECONDS, JOBS
 from gateway.plan import Plan, PlanConflict
@@ -60,6 +61,7 @@ class Worker:
         )
         self._store = Store(redis, self._keys, max_backlog=settings.max_backlog, dedupe_seconds=0, retries=1)
         self._records = RecordWriter(redis, self._keys, self._store, clients)
+        self.feed = Feed(redis, self._keys)
         self.name = name or consumer_name()
         self.processed = 0
 
@@ -69,7 +71,7 @@ class Worker:
         for configured in self._clients.tenants.keys() | {c.tenant for c in self._clients.clients}:
             await self.queue.ensure_group(configured)
         tenants: list[str] = []
-        next_refresh = next_reclaim = 0.0
+        next_refresh = next_reclaim = next_trim = 0.0
         while not stop.is_set():
             now = time.monotonic()
             try:
@@ -79,6 +81,10 @@ class Worker:
                     next_refresh = now + 0.25
                 for tenant in tenants:
                     await self.queue.promote_due(tenant)
+                if now >= next_trim:
+                    next_trim = now + 60.0
+                    for tenant in tenants:
+                        await self.feed.trim(tenant, self._settings.feed_retention_days * 86_400)
                 if now >= next_reclaim:
                     next_reclaim = now + max(self._settings.claim_idle_seconds / 2, 0.5)
                     for tenant in tenants:

@@ -22,6 +22,7 @@ EHR_A = "ehr-token-tenant-a-0123456789"
 PLATFORM_A = "platform-token-tenant-a-0123456789"
 EHR_B = "ehr-token-tenant-b-0123456789"
 PLATFORM_B = "platform-token-tenant-b-0123456789"
+PLATFORM_A_BASIC = "platform-basic-token-tenant-a-0123456789"  # no "sensitive" scope
 CORPUS = Path(os.environ.get("GATEWAY_CORPUS_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"))
 
 
@@ -72,6 +73,7 @@ CLIENTS = {
     "clients": [
         {"token": EHR_A, "tenant": "clinic-a", "role": "ehr"},
         {"token": PLATFORM_A, "tenant": "clinic-a", "role": "platform", "scopes": ["sensitive"]},
+        {"token": PLATFORM_A_BASIC, "tenant": "clinic-a", "role": "platform"},
         {"token": EHR_B, "tenant": "clinic-b", "role": "ehr"},
         {"token": PLATFORM_B, "tenant": "clinic-b", "role": "platform"},
     ],

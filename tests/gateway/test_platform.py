@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import Gateway
+from tests.conftest import PLATFORM_A_BASIC, Gateway
 from tests.gateway.fixtures import appointment
 
 
@@ -91,3 +91,73 @@ async def test_schema_publishes_every_record_type(gateway: Gateway) -> None:
     assert "appointment" in schemas
     assert "status" in schemas["appointment"]["properties"]
     assert (await gateway.platform("/nonsense/1")).status_code == 404
+
+
+async def test_updated_since_reports_changes_and_deletions(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Appointment/u1", json=appointment(id="u1"))
+    await gateway.ehr("PUT", "/Appointment/u2", json=appointment(id="u2"))
+    await gateway.drain()
+    mark = (await gateway.platform("/appointments/u2")).json()["source"]["last_updated"]
+    await asyncio.sleep(0.01)
+    await gateway.ehr("DELETE", "/Appointment/u1")
+    await gateway.ehr("PUT", "/Appointment/u3", json=appointment(id="u3"))
+    await gateway.drain()
+    changed = (await gateway.platform(f"/appointments?updated_since={mark}")).json()["records"]
+    assert sorted((r["id"], r["deleted"]) for r in changed) == [("u1", True), ("u3", False)]
+    live = (await gateway.platform("/appointments")).json()["records"]
+    assert sorted(r["id"] for r in live) == ["u2", "u3"]
+
+
+async def test_feed_filters_by_event_type_and_still_moves_on(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Appointment/t1", json=appointment(id="t1"))
+    await gateway.ehr("PUT", "/Appointment/t1", json=appointment(id="t1", status="cancelled"))
+    await gateway.drain()
+    cancelled = (await gateway.platform("/changes?types=appointment.cancelled")).json()
+    assert [e["type"] for e in cancelled["events"]] == ["appointment.cancelled"]
+    wildcard = (await gateway.platform("/changes?types=appointment.*")).json()
+    assert len(wildcard["events"]) == 2
+    nothing = (await gateway.platform("/changes?types=message.*")).json()
+    assert nothing["events"] == []
+    after = (await gateway.platform(f"/changes?cursor={nothing['next_cursor']}")).json()
+    assert after["events"] == []  # the filtered-out events were passed over, not handed out later
+
+
+async def test_a_cursor_older_than_retention_is_410_with_the_oldest_valid_cursor(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Appointment/r1", json=appointment(id="r1"))
+    await gateway.drain()
+    first = (await gateway.platform("/changes")).json()
+    await gateway.ehr("PUT", "/Appointment/r2", json=appointment(id="r2"))
+    await gateway.ehr("PUT", "/Appointment/r3", json=appointment(id="r3"))
+    await gateway.drain()
+    feed = gateway.app.state.worker.feed
+    await asyncio.sleep(0.05)
+    await feed.trim("clinic-a", retention_seconds=0.0)  # everything so far is past retention
+    stale = await gateway.platform(f"/changes?cursor={first['events'][0]['cursor']}")
+    assert stale.status_code == 410
+    oldest = stale.headers["gateway-oldest-cursor"]
+    assert oldest in stale.json()["issue"][0]["diagnostics"]
+    resumed = await gateway.platform(f"/changes?cursor={oldest}")
+    assert resumed.status_code == 200 and resumed.json()["events"] == []
+    await gateway.ehr("PUT", "/Appointment/r4", json=appointment(id="r4"))
+    await gateway.drain()
+    assert [e["record_id"] for e in (await gateway.platform(f"/changes?cursor={oldest}")).json()["events"]] == ["r4"]
+
+
+async def test_sensitive_records_are_withheld_from_clients_without_the_scope(gateway: Gateway) -> None:
+    labelled = appointment(
+        id="psy1",
+        description="Psychotherapy session",
+        meta={"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]},
+    )
+    await gateway.ehr("PUT", "/Appointment/psy1", json=labelled)
+    await gateway.ehr("PUT", "/Appointment/plain1", json=appointment(id="plain1"))
+    await gateway.drain()
+    full = (await gateway.platform("/appointments/psy1")).json()
+    assert full["description"] == "Psychotherapy session"
+
+    basic = (await gateway.platform("/appointments/psy1", token=PLATFORM_A_BASIC)).json()
+    assert basic == {"id": "psy1", "record_type": "appointment", "withheld": True}
+    listed = (await gateway.platform("/appointments", token=PLATFORM_A_BASIC)).json()["records"]
+    assert {r["id"]: r.get("withheld", False) for r in listed} == {"psy1": True, "plain1": False}
+    feed = (await gateway.platform("/changes", token=PLATFORM_A_BASIC)).text
+    assert "Psychotherapy" not in feed and '"withheld":true' in feed.replace(" ", "")
