@@ -10,12 +10,13 @@ OperationOutcome instead of stopping the rest.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from conformance.fhir_models import R4_RESOURCE_TYPES
-from conformance.outcome import Issue, has_errors, operation_outcome, prefixed
+from conformance.outcome import Issue, has_errors, operation_outcome
 from conformance.validator import validate_resource
 from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
 from gateway.metrics import VALIDATION_FAILURES
@@ -139,6 +140,15 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
                 entry.issues.append(Issue("error", "not-supported", f"{entry.path}.request.{where}", str(exc)))
 
 
+_ENTRY_PATH = re.compile(r"^Bundle\.entry\[(\d+)\]")
+
+
+def _declared_type(raw: object) -> str:
+    resource = raw.get("resource") if isinstance(raw, dict) else None
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    return rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else "unknown"
+
+
 def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bool) -> list[Entry]:
     """Check the Bundle and every entry; return the entries with their issues (none stored yet)."""
     entries = bundle.get("entry") or []
@@ -149,18 +159,22 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
         )
     if len(entries) > max_entries:
         raise PayloadTooLarge(f"the Bundle has {len(entries)} entries; the limit is {max_entries}")
-    shell = {k: v for k, v in bundle.items() if k != "entry"}
-    if entries:
-        shell["entry"] = [
-            {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e for e in entries
-        ]
-    shell_issues = [i for i in validate_resource(shell) if i.severity in ("error", "fatal")]
+    # The Bundle is validated whole (its invariants see every entry); each issue then goes to its entry, so a batch
+    # or an import can answer one bad entry without refusing the others.
+    by_entry: dict[int, list[Issue]] = defaultdict(list)
+    loose: list[Issue] = []
+    for issue in validate_resource(bundle):
+        match = _ENTRY_PATH.match(issue.expression or "")
+        if match:
+            by_entry[int(match.group(1))].append(issue)
+        elif issue.severity in ("error", "fatal"):
+            loose.append(issue)
     parsed: list[Entry] = []
     for index, raw in enumerate(entries):
         entry = Entry(index=index, method="POST")
-        entry.issues = [
-            i for i in shell_issues if (i.expression or "").startswith(f"{entry.path}.") or i.expression == entry.path
-        ]
+        entry.issues = by_entry.get(index, [])
+        if has_errors(entry.issues):
+            VALIDATION_FAILURES.labels(entry.rtype or _declared_type(raw)).inc()
         if not isinstance(raw, dict):
             entry.issues.append(Issue("error", "structure", entry.path, "an entry must be an object"))
             parsed.append(entry)
@@ -178,10 +192,6 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
                 entry.issues.append(Issue("error", "required", f"{entry.path}.resource", "a resource is required"))
             else:
                 entry.resource = resource
-                found = validate_resource(resource)
-                if has_errors(found):
-                    VALIDATION_FAILURES.labels(entry.rtype or "unknown").inc()
-                entry.issues += prefixed(found, f"{entry.path}.resource")
                 if entry.rtype and resource.get("resourceType") != entry.rtype:
                     entry.issues.append(
                         Issue(
@@ -197,7 +207,6 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
                     )
         parsed.append(entry)
     # Bundle-level problems not tied to one entry still count.
-    loose = [i for i in shell_issues if not (i.expression or "").startswith("Bundle.entry[")]
     if loose:
         raise InvalidResource("the Bundle is not valid", issues=loose)
     return parsed
