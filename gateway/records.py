@@ -109,7 +109,7 @@ class RecordWriter:
         if job.op != "refresh":
             await self._plan_refreshes(tenant, provided, source, plan)
         if family.aggregate is not None:
-            await self._plan_aggregate(tenant, family, record, ctx, plan)
+            await self._plan_aggregates(tenant, family, previous, record, ctx, plan)
         for event_type in events:
             event = {
                 "id": f"evt_{uuid.uuid4().hex}",
@@ -122,6 +122,17 @@ class RecordWriter:
             }
             plan.write("XADD", k.feed(tenant), "*", "e", json.dumps(event))
         return events
+
+    async def plan_dependents(self, job: Job, plan: Plan) -> None:
+        """Queue the re-mapping of every record that read this (unmapped) resource."""
+        provided = [f"{job.rtype}/{job.rid}"]
+        if job.op != "delete":
+            try:
+                resource = await self._store.vread(job.tenant, job.rtype, job.rid, job.vid)
+            except NotFound:
+                resource = {}
+            provided += [canonical_key(job.rtype, url) for url in canonical_urls(resource)]
+        await self._plan_refreshes(job.tenant, provided, f"{job.rtype}/{job.rid}", plan)
 
     async def _related(self, tenant: str, needs: list[str]) -> dict[str, Mapping[str, Any]]:
         """Read the stored resources a mapping needs; a key the gateway does not hold is left out."""
@@ -153,20 +164,30 @@ class RecordWriter:
                 "type", rtype, "id", rid, "vid", 0, "op", "refresh", "attempt", 0,
             )  # fmt: skip
 
-    async def _plan_aggregate(
-        self, tenant: str, family: Family[Any], record: Record, ctx: MapContext, plan: Plan
+    async def _plan_aggregates(
+        self, tenant: str, family: Family[Any], previous: Record | None, record: Record, ctx: MapContext, plan: Plan
+    ) -> None:
+        """Fold the record into its aggregate; if it moved from another one, fold it out of that one."""
+        aggregate = family.aggregate
+        assert aggregate is not None
+        new_key = aggregate.key(record)
+        old_key = aggregate.key(previous) if previous is not None and not previous.deleted else None
+        if old_key is not None and old_key != new_key:
+            await self._fold(tenant, family, old_key, previous.model_copy(update={"deleted": True}), ctx, plan)  # type: ignore[union-attr]
+        if new_key is not None:
+            await self._fold(tenant, family, new_key, record, ctx, plan)
+
+    async def _fold(
+        self, tenant: str, family: Family[Any], aid: str, record: Record, ctx: MapContext, plan: Plan
     ) -> None:
         aggregate = family.aggregate
         assert aggregate is not None
-        aid = aggregate.key(record)
-        if aid is None:
-            return
         agg_key = self._keys.record(tenant, aggregate.record_type, aid)
         held_rev, held_json = await self._redis.hmget(agg_key, ["rev", "json"])
         rev = int(held_rev or 0)
         plan.expect_field(agg_key, "rev", str(rev) if rev else None)
-        previous = aggregate.model.model_validate_json(held_json) if held_json else None
-        folded = aggregate.fold(previous, record, ctx)
+        held = aggregate.model.model_validate_json(held_json) if held_json else None
+        folded = aggregate.fold(held, record, ctx)
         plan.write("HSET", agg_key, "rev", rev + 1, "json", folded.model_dump_json())
 
     def _plan_indexes(

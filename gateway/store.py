@@ -178,6 +178,7 @@ class _Decision:
     rid: str
     current: Current | None = None
     match: str | None = None  # an existing id this create resolves to
+    watched: bool = False  # an unmapped resource some record's mapping read: a change must re-map that record
     stored: dict[str, Any] | None = None  # the current resource, for answers that write nothing
 
 
@@ -321,8 +322,11 @@ class Store:
         pipe = self._redis.pipeline(transaction=False)
         for d in decisions:
             pipe.hgetall(k.current(tenant, d.op.rtype, d.rid))
-        for d, raw in zip(decisions, await pipe.execute(), strict=True):
+            pipe.exists(k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))
+        replies = await pipe.execute()
+        for d, raw, watched in zip(decisions, replies[::2], replies[1::2], strict=True):
             d.current = Current.from_hash(raw)
+            d.watched = d.op.rtype not in MAPPED and bool(watched)
             if d.match is None and isinstance(d.op, Create):
                 d.current = None  # a fresh uuid: nothing there
 
@@ -410,7 +414,9 @@ class Store:
             plan.expect_field(cur_key, "vid", str(cur.vid) if cur else None)
             if cur is None or cur.deleted:
                 return Result(204, op.rtype, rid, outcome="absent"), False
-            return self._write_version(tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True)
+            return self._write_version(
+                tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True, watched=d.watched
+            )
 
         resource = rewrite_references(op.resource, mapping)
         content, evid, elu = _strip_meta(resource)
@@ -452,7 +458,9 @@ class Store:
 
         stored = {"resourceType": op.rtype, "id": rid, "meta": self._meta(content, evid, elu)}
         stored.update((key, value) for key, value in content.items() if key not in ("resourceType", "meta"))
-        return self._write_version(tenant, op.rtype, rid, stored, cur, plan, lu, lu_ms, digest_=dg, ehr=(evid, elu))
+        return self._write_version(
+            tenant, op.rtype, rid, stored, cur, plan, lu, lu_ms, digest_=dg, ehr=(evid, elu), watched=d.watched
+        )
 
     @staticmethod
     def _meta(content: Mapping[str, Any], evid: str | None, elu: str | None) -> dict[str, Any]:
@@ -480,6 +488,7 @@ class Store:
         deleted: bool = False,
         digest_: str = "",
         ehr: tuple[str | None, str | None] = (None, None),
+        watched: bool = False,
     ) -> tuple[Result, bool]:
         k = self._keys
         vid = (cur.vid if cur else 0) + 1
@@ -507,7 +516,8 @@ class Store:
             "vid", vid, "lu", lu, "hash", digest_, "deleted", "1" if deleted else "0",
             "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", json.dumps(new_index),
         )  # fmt: skip
-        job = rtype in MAPPED
+        # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
+        job = rtype in MAPPED or watched
         if job:
             plan.write(
                 "XADD",

@@ -26,6 +26,7 @@ from gateway.queue import Job, WorkQueue
 from gateway.records import RecordWriter
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Store
+from gateway.webhook_delivery import Dispatcher
 from mappers.registry import MAPPED
 
 log = logging.getLogger("gateway.worker")
@@ -64,12 +65,15 @@ class Worker:
         self.feed = Feed(redis, self._keys)
         self.name = name or consumer_name()
         self.processed = 0
+        self.webhooks = Dispatcher(redis, settings, clients, name=self.name)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; finish and acknowledge the batch in hand before returning."""
         log.info("worker started", extra={"consumer": self.name})
         for configured in self._clients.tenants.keys() | {c.tenant for c in self._clients.clients}:
             await self.queue.ensure_group(configured)
+        # Webhooks go out from their own tasks, so a slow receiver never holds up the jobs (nor they it).
+        webhooks = asyncio.create_task(self.webhooks.run(stop), name="webhooks")
         tenants: list[str] = []
         next_refresh = next_reclaim = next_trim = 0.0
         while not stop.is_set():
@@ -102,6 +106,7 @@ class Worker:
                 # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
                 log.exception("worker loop error")
                 await asyncio.sleep(1.0)
+        await webhooks
         log.info("worker stopped", extra={"consumer": self.name, "processed": self.processed})
 
     async def _reclaim(self, tenant: str) -> list[Job]:
@@ -151,6 +156,8 @@ class Worker:
             plan = Plan()
             self.queue.acknowledge(plan, job)
             if family is None:
+                # An unmapped resource that records depend on (a Binary body): re-map those records.
+                await self._records.plan_dependents(job, plan)
                 await self._commit(plan)
                 return Applied([], skipped=True)
             try:

@@ -1,0 +1,395 @@
+"""FHIR R4 Communication to the platform's Message and its MessageThread, and a Message back to a Communication.
+
+Thread rule (``thread_id``), deterministic: a function of the message and of the stored Communications it names.
+1. Follow the message's parent, the first literal ``Communication`` reference in ``partOf`` (a thread header)
+   else in ``inResponseTo``, up through the stored Communications the mapper is given; the thread is the id of
+   the last Communication reached (the root). A reply whose parent is not stored yet is threaded under the
+   parent's id, so a message and its replies share a thread whichever arrives first.
+2. A message that replies to a Communication it names only by identifier or display (so it has a thread but no id
+   to key it by) and has a ``topic`` is threaded by topic: ``topic-`` and a digest of its patient and its topic's
+   first coding (else its text), so two patients' "Refill" threads never meet.
+3. Otherwise the message starts its own thread: its own id.
+A root message is never threaded by its topic, or it and the replies that name it would land in two threads.
+The gateway gives a mapping only the resources it names (``needs``), so a chain is followed two levels up: a reply
+three or more levels below its root is threaded under its grandparent unless each message names the root in
+``partOf``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mappers.context import MapContext
+from mappers.elements import concept, concepts, identifiers, instant, items, ref, refs, security_labels, text, utc_text
+from mappers.errors import MissingId, TenantMismatch, WrongResourceType
+from mappers.family import Aggregate, Family, IndexFields
+from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
+from mappers.model import CodeableText, Identifier, Record, Ref, SecurityLabel, Source
+from mappers.vendors import profile
+
+FHIR_TYPE: Final = "Communication"
+# The business identifier of a platform-written message: what the connector's If-None-Exist matches on a retry.
+WRITEBACK_SYSTEM: Final = "urn:fhir-gateway:platform-message"
+
+MessageStatus = Literal["draft", "in_progress", "on_hold", "not_done", "stopped", "completed", "void", "unknown"]
+Priority = Literal["routine", "urgent", "asap", "stat"]
+
+STATUS: Final[Mapping[str, MessageStatus]] = {
+    "preparation": "draft",
+    "in-progress": "in_progress",
+    "on-hold": "on_hold",
+    "not-done": "not_done",
+    "stopped": "stopped",
+    "completed": "completed",
+    "entered-in-error": "void",
+    "unknown": "unknown",
+}
+_FHIR_STATUS: Final[Mapping[MessageStatus, str]] = {status: code for code, status in STATUS.items()}
+_PRIORITIES: Final[Mapping[str, Priority]] = {"routine": "routine", "urgent": "urgent", "asap": "asap", "stat": "stat"}
+
+# Elements this mapper reads; any other top-level element is listed in ``unmapped``.
+_MAPPED: Final = frozenset(
+    {"resourceType", "id", "meta", "identifier", "status", "category", "priority", "subject", "topic", "encounter",
+     "sent", "received", "recipient", "sender", "payload", "inResponseTo", "partOf"}
+)  # fmt: skip
+# Source fields that change with every stored version even when nothing the platform shows has changed.
+_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
+_LITERAL: Final = re.compile(
+    r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9.\-]{1,64})(?:/_history/[A-Za-z0-9.\-]{1,64})?$", re.ASCII
+)
+_MAX_CHAIN: Final = 64  # a reply chain deeper than this is data gone wrong, not a conversation
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(Record):
+    """One secure message as the messaging service shows it: who, when, thread and plain-text body."""
+
+    record_type: Literal["message"] = "message"
+    thread_id: str
+    status: MessageStatus
+    fhir_status: str
+    category: list[CodeableText] = Field(default_factory=list)
+    priority: Priority | None = None
+    patient: Ref | None = None
+    encounter: Ref | None = None
+    sender: Ref | None = None
+    recipients: list[Ref] = Field(default_factory=list)
+    sent_at: str | None = None
+    received_at: str | None = None
+    topic: CodeableText | None = None
+    body: str | None = None
+    attachments: list[MessageAttachment] = Field(default_factory=list)
+    # Payload references the gateway could not read as the body (never resolved beyond a stored Binary).
+    content_references: list[Ref] = Field(default_factory=list)
+    in_response_to: list[Ref] = Field(default_factory=list)
+    part_of: list[Ref] = Field(default_factory=list)
+    # Top-level elements of the Communication this record does not carry (they stay in the stored version).
+    unmapped: list[str] = Field(default_factory=list)
+
+
+class ThreadMessage(_Strict):
+    """What a thread keeps of each of its messages, so that an updated or deleted message refolds exactly."""
+
+    id: str
+    # Sent, else received (UTC with Z): where the message sits in the thread.
+    at: str | None = None
+    status: MessageStatus
+    sender: Ref | None = None
+    recipients: list[Ref] = Field(default_factory=list)
+    patient: Ref | None = None
+    topic: CodeableText | None = None
+    security: list[SecurityLabel] = Field(default_factory=list)
+    source: Source
+
+
+class MessageThread(Record):
+    """A conversation: its messages in order, who took part, and where it stands."""
+
+    record_type: Literal["message_thread"] = "message_thread"
+    patient: Ref | None = None
+    participants: list[Ref] = Field(default_factory=list)
+    topic: CodeableText | None = None
+    message_ids: list[str] = Field(default_factory=list)
+    message_count: int = 0
+    last_message_at: str | None = None
+    last_status: MessageStatus | None = None
+    messages: list[ThreadMessage] = Field(default_factory=list)
+
+
+def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Message:
+    """Map a FHIR R4 Communication, parsed from JSON, to the platform's Message record."""
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
+        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
+        raise WrongResourceType(f"expected a Communication, got {str(got)[:64]!r}")
+    fhir_id = resource.get("id")
+    if not isinstance(fhir_id, str) or not fhir_id:
+        raise MissingId("a Communication without an id cannot be mapped")
+
+    fhir_status = resource.get("status")
+    fhir_status = fhir_status if isinstance(fhir_status, str) else ""
+    subject = ref(resource.get("subject"))
+    # Communication.subject may be a Group; only a patient is the patient.
+    declared = resource.get("subject", {}).get("type") if isinstance(resource.get("subject"), Mapping) else None
+    is_group = subject is not None and "Group" in (_literal(resource.get("subject"))[0], declared)
+    patient = None if is_group else subject
+    topic = concept(resource.get("topic"))
+    thread_id, chain = _thread(resource, fhir_id, patient, topic, ctx)
+    payload = read_payload(resource.get("payload"), ctx.related)
+    unmapped = sorted(str(key) for key in resource if key not in _MAPPED)
+    return Message(
+        id=fhir_id,
+        thread_id=thread_id,
+        status=STATUS.get(fhir_status.strip().lower(), "unknown"),
+        fhir_status=fhir_status,
+        category=concepts(resource.get("category")),
+        priority=_PRIORITIES.get((text(resource.get("priority")) or "").strip().lower()),
+        patient=patient,
+        encounter=ref(resource.get("encounter")),
+        sender=ref(resource.get("sender")),
+        recipients=refs(resource.get("recipient")),
+        sent_at=utc_text(instant(resource.get("sent"), ctx.timezone)),
+        received_at=utc_text(instant(resource.get("received"), ctx.timezone)),
+        topic=topic,
+        body=payload.body,
+        attachments=payload.attachments,
+        content_references=payload.unread,
+        in_response_to=refs(resource.get("inResponseTo")),
+        part_of=refs(resource.get("partOf")),
+        unmapped=sorted({*unmapped, "subject"}) if is_group else unmapped,
+        # Labels of every stored resource this record read: a reply in a restricted thread is restricted too.
+        security=_union(security_labels(each) for each in (resource, *chain, *payload.binaries)),
+        source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
+    )
+
+
+def to_fhir(message: Message, ctx: MapContext) -> dict[str, Any]:
+    """Map a platform Message to a FHIR R4 Communication to create in the EHR (no id: the EHR assigns it)."""
+    if not isinstance(message, Message):
+        raise WrongResourceType(f"expected a Message record, got {type(message).__name__}")
+    if message.source.tenant != ctx.tenant:
+        raise TenantMismatch(f"Message/{message.id} belongs to another tenant")
+    if message.deleted:
+        raise WrongResourceType(f"Message/{message.id} is deleted; a delete is not written as a Communication")
+    known = message.fhir_status if STATUS.get(message.fhir_status) == message.status else None
+    resource: dict[str, Any] = {"resourceType": FHIR_TYPE}
+    if message.security:
+        # A label whose code was missing is kept as "" on the platform; FHIR wants it absent, not empty.
+        resource["meta"] = {"security": [_drop_none(label.model_dump(), "") for label in message.security]}
+    resource["identifier"] = [_drop_none(i.model_dump()) for i in _business_identifiers(message)]
+    resource["status"] = known or _FHIR_STATUS[message.status]
+    _put(resource, "category", [_concept(c) for c in message.category])
+    _put(resource, "priority", message.priority)
+    _put(resource, "subject", _ref(message.patient))
+    _put(resource, "topic", _concept(message.topic) if message.topic else None)
+    _put(resource, "encounter", _ref(message.encounter))
+    _put(resource, "sent", message.sent_at)
+    _put(resource, "received", message.received_at)
+    _put(resource, "recipient", [_ref(r) for r in message.recipients])
+    _put(resource, "sender", _ref(message.sender))
+    if message.body is not None:
+        resource["payload"] = [body_payload(message.body, profile(ctx.vendor).communication_body_as_attachment)]
+    _put(resource, "inResponseTo", [_ref(r) for r in message.in_response_to])
+    _put(resource, "partOf", [_ref(r) for r in message.part_of])
+    return resource
+
+
+def needs(resource: Mapping[str, Any]) -> list[str]:
+    """Name the stored resources the mapping reads: parent Communications (threading) and payload Binaries."""
+    wanted: dict[str, None] = {}
+    for field in ("partOf", "inResponseTo"):
+        for value in items(resource.get(field)):
+            rtype, rid = _literal(value)
+            if rtype == FHIR_TYPE and rid != resource.get("id"):
+                wanted[f"{FHIR_TYPE}/{rid}"] = None
+    wanted.update(dict.fromkeys(binary_keys(resource.get("payload"))))
+    return list(wanted)
+
+
+def deleted_record(previous: Message, ctx: MapContext) -> Message:
+    """Return the previous record as a tombstone of the stored version that deleted it."""
+    if previous.source.tenant != ctx.tenant:
+        raise TenantMismatch(f"Message/{previous.id} belongs to another tenant")
+    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
+    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
+
+
+def classify(previous: Message | None, current: Message) -> list[str]:
+    """Name the change events from previous to current ([] when the platform would see no change)."""
+    if current.deleted:
+        return ["message.deleted"] if previous is not None and not previous.deleted else []
+    if previous is None or previous.deleted:
+        return ["message.received"]
+    return ["message.updated"] if _visible(previous) != _visible(current) else []
+
+
+def index_fields(message: Message) -> IndexFields:
+    """Return the fields the platform API filters and sorts messages by (sorted by sent, else received)."""
+    moment = instant(message.sent_at or message.received_at, None)
+    return {
+        "patient": message.patient.reference if message.patient else None,
+        "sort": moment.timestamp() if moment else None,
+        "status": message.status,
+    }
+
+
+def thread_key(message: Message) -> str:
+    """Return the thread a message belongs to."""
+    return message.thread_id
+
+
+def fold(previous: MessageThread | None, message: Message, ctx: MapContext) -> MessageThread:
+    """Return the thread after this message version (idempotent; an updated or deleted message refolds)."""
+    entries = {entry.id: entry for entry in previous.messages} if previous is not None else {}
+    if message.deleted:
+        entries.pop(message.id, None)
+    else:
+        entries[message.id] = ThreadMessage(
+            id=message.id,
+            at=message.sent_at or message.received_at,
+            status=message.status,
+            sender=message.sender,
+            recipients=message.recipients,
+            patient=message.patient,
+            topic=message.topic,
+            security=message.security,
+            source=message.source,
+        )
+    # Everything below depends on the set of messages only, never on the order they were folded in.
+    ordered = sorted(entries.values(), key=lambda e: (e.at or "", e.id))
+    people: dict[tuple[str | None, str | None], Ref] = {}
+    for entry in ordered:
+        for who in (entry.sender, *entry.recipients):
+            if who is not None:
+                people.setdefault((who.reference, None if who.reference else who.display), who)
+    dated = [e.at for e in ordered if e.at]
+    # A thread keeps every label any of its messages ever had: withheld too long is safe, shown too early is not.
+    held = previous.security if previous is not None else []
+    return MessageThread(
+        id=message.thread_id,
+        deleted=not ordered,
+        patient=next((e.patient for e in ordered if e.patient is not None), None),
+        participants=list(people.values()),
+        topic=next((e.topic for e in ordered if e.topic is not None), None),
+        message_ids=[e.id for e in ordered],
+        message_count=len(ordered),
+        last_message_at=max(dated) if dated else None,
+        last_status=ordered[-1].status if ordered else None,
+        messages=ordered,
+        security=_union([held, *(e.security for e in ordered)]),
+        source=max(ordered, key=lambda e: (e.source.last_updated, e.id)).source if ordered else message.source,
+    )
+
+
+def _visible(message: Message) -> dict[str, Any]:
+    # What elements went unmapped is bookkeeping, not something a user of the message sees.
+    return message.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
+
+
+def _literal(value: object) -> tuple[str | None, str | None]:
+    """Return (type, id) of a literal reference (relative, absolute or versioned), else (None, None)."""
+    reference = text(value.get("reference")) if isinstance(value, Mapping) else None
+    match = _LITERAL.search(reference.strip()) if reference else None
+    return (match.group(1), match.group(2)) if match else (None, None)
+
+
+def _parent(resource: Mapping[str, Any]) -> str | None:
+    for field in ("partOf", "inResponseTo"):
+        for value in items(resource.get(field)):
+            rtype, rid = _literal(value)
+            if rtype == FHIR_TYPE and rid is not None:
+                return rid
+    return None
+
+
+def _thread(
+    resource: Mapping[str, Any], own_id: str, patient: Ref | None, topic: CodeableText | None, ctx: MapContext
+) -> tuple[str, list[Mapping[str, Any]]]:
+    """Return the thread id and the stored ancestors read to find it."""
+    seen, chain, root = {own_id}, [], None
+    current: Mapping[str, Any] = resource
+    while (parent := _parent(current)) is not None and parent not in seen and len(seen) < _MAX_CHAIN:
+        root = parent
+        seen.add(parent)
+        found = ctx.related.get(f"{FHIR_TYPE}/{parent}")
+        if not isinstance(found, Mapping):
+            break
+        chain.append(found)
+        current = found
+    if root is not None:
+        return root, chain
+    if topic is not None and _replies_without_id(resource):
+        coding = next((c for c in topic.codings if c.code), None)
+        key = f"{coding.system}|{coding.code}" if coding else " ".join((topic.text or "").casefold().split())
+        digest = hashlib.sha256(f"{patient.reference if patient else ''}\n{key}".encode()).hexdigest()
+        return f"topic-{digest[:24]}", chain
+    return own_id, chain
+
+
+def _replies_without_id(resource: Mapping[str, Any]) -> bool:
+    """Tell whether the message names a parent Communication only by identifier or display."""
+    replies = [v for v in items(resource.get("inResponseTo")) if isinstance(v, Mapping)]
+    replies += [v for v in items(resource.get("partOf")) if isinstance(v, Mapping) and v.get("type") == FHIR_TYPE]
+    return any(_literal(v)[0] is None and (ref(v) is not None or v.get("identifier")) for v in replies)
+
+
+def _union(groups: Iterable[Iterable[SecurityLabel]]) -> list[SecurityLabel]:
+    labels: dict[tuple[str | None, str], SecurityLabel] = {}
+    for group in groups:
+        for label in group:
+            labels.setdefault((label.system, label.code), label)
+    return sorted(labels.values(), key=lambda label: (label.system or "", label.code))
+
+
+def _business_identifiers(message: Message) -> list[Identifier]:
+    found = list(message.source.identifiers)
+    if not any(i.system == WRITEBACK_SYSTEM for i in found):
+        found.append(Identifier(system=WRITEBACK_SYSTEM, value=message.id))
+    return found
+
+
+def _put(resource: dict[str, Any], key: str, value: object) -> None:
+    if value is not None and value != []:
+        resource[key] = value
+
+
+def _drop_none(value: dict[str, Any], *also: object) -> dict[str, Any]:
+    return {k: v for k, v in value.items() if v is not None and v not in also}
+
+
+def _ref(value: Ref | None) -> dict[str, Any] | None:
+    return _drop_none(value.model_dump()) if value is not None else None
+
+
+def _concept(value: CodeableText) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if value.codings:
+        out["coding"] = [_drop_none(c.model_dump()) for c in value.codings]
+    if value.text is not None:
+        out["text"] = value.text
+    return out
+
+
+FAMILIES: Final = [
+    Family(
+        fhir_type=FHIR_TYPE,
+        record_type="message",
+        route="messages",
+        model=Message,
+        to_platform=to_platform,
+        classify=classify,
+        deleted_record=deleted_record,
+        index_fields=index_fields,
+        needs=needs,
+        aggregate=Aggregate(
+            record_type="message_thread", route="message-threads", model=MessageThread, key=thread_key, fold=fold
+        ),
+    )
+]
