@@ -1,9 +1,17 @@
-"""FHIR R4 Appointment to the platform's Appointment record, and the change a new version makes."""
+"""FHIR R4 Appointment to the platform's Appointment record and back, and the change a new version makes.
+
+Vendor quirks come from ``profile(ctx.vendor)``: Oracle Health's is-cancelable / is-reschedulable extensions and
+contained video rooms, athenahealth's practice and department. Two R5 elements that R4 lacks are read and written
+as HL7's cross-version extensions: ``Appointment.replaces`` (``rescheduled_from``; R4's ``basedOn`` only points
+at a ServiceRequest) and ``Appointment.virtualService`` (``modality`` and ``video_link``, see
+``mappers.modality``).
+"""
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -22,15 +30,31 @@ from mappers.elements import (
 )
 from mappers.errors import MissingId, TenantMismatch, WrongResourceType
 from mappers.family import Family, IndexFields
+from mappers.modality import (
+    VIRTUAL_SERVICE,
+    contained_links,
+    from_concepts,
+    strongest,
+    virtual_service,
+    virtual_service_extension,
+)
 from mappers.model import (
     Appointment,
     AppointmentStatus,
     CodeableText,
     Participant,
     ParticipantKind,
+    Ref,
+    SecurityLabel,
 )
+from mappers.vendors import VendorProfile, profile
+from mappers.writer import concept as concept_json
+from mappers.writer import concepts as concepts_json
+from mappers.writer import present, put
+from mappers.writer import reference as reference_json
 
 FHIR_TYPE: Final = "Appointment"
+REPLACES: Final = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.replaces"
 
 STATUS: Final[Mapping[str, AppointmentStatus]] = {
     "proposed": "requested",
@@ -44,6 +68,17 @@ STATUS: Final[Mapping[str, AppointmentStatus]] = {
     "cancelled": "cancelled",
     "entered-in-error": "void",
 }
+# The R4 code a platform status is written as, when the record's own fhir_status does not say it.
+FHIR_STATUS: Final[Mapping[AppointmentStatus, str]] = {
+    "requested": "proposed",
+    "waitlisted": "waitlist",
+    "scheduled": "booked",
+    "checked_in": "checked-in",
+    "completed": "fulfilled",
+    "no_show": "noshow",
+    "cancelled": "cancelled",
+    "void": "entered-in-error",
+}
 
 _KIND: Final[Mapping[str, ParticipantKind]] = {
     "Patient": "patient",
@@ -54,6 +89,7 @@ _KIND: Final[Mapping[str, ParticipantKind]] = {
     "Device": "device",
     "HealthcareService": "healthcare_service",
 }
+_TYPE_OF: Final[Mapping[ParticipantKind, str]] = {kind: rtype for rtype, kind in _KIND.items()}
 
 # Relative, absolute and versioned literal references all end in Type/id[/_history/vid].
 _REFERENCE: Final = re.compile(
@@ -70,6 +106,18 @@ _SETTLED: Final = frozenset({"cancelled", "no_show", "completed", "void"})
 # Source fields that change with every stored version even when nothing the platform shows has changed.
 _VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 
+# Top-level elements the record carries, or renders (``text``); ``extension``, ``contained`` and ``participant`` are
+# judged in detail.
+_MAPPED: Final = frozenset(
+    {
+        "resourceType", "id", "meta", "text", "identifier", "status", "cancelationReason", "cancellationReason",
+        "serviceCategory", "serviceType", "specialty", "appointmentType", "reasonCode", "reasonReference",
+        "description", "start", "end", "minutesDuration", "slot", "comment", "patientInstruction", "basedOn",
+        "virtualService", "replaces",
+    }
+)  # fmt: skip
+_PARTICIPANT_MAPPED: Final = frozenset({"actor", "required", "status", "type"})
+
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     """Map a FHIR R4 Appointment, parsed from JSON, to the platform's Appointment record."""
@@ -80,11 +128,23 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     if not isinstance(fhir_id, str) or not fhir_id:
         raise MissingId("an Appointment without an id cannot be mapped")
 
+    vendor = profile(ctx.vendor)
     fhir_status = resource.get("status")
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
     start = instant(resource.get("start"), ctx.timezone)
     end = instant(resource.get("end"), ctx.timezone)
     participants = [_participant(p) for p in items(resource.get("participant"))]
+    service_type = concepts(resource.get("serviceType"))
+    appointment_type = concept(resource.get("appointmentType"))
+    service_category = concepts(resource.get("serviceCategory"))
+    links, rooms = contained_links(resource, vendor)
+    service_modality, service_link = virtual_service(resource)
+    video_link = links.get("patient") or service_link
+    read = set(_READ_ALWAYS)
+    can_cancel = _flag(resource, vendor.appointment_cancelable_extension, read)
+    can_reschedule = _flag(resource, vendor.appointment_reschedulable_extension, read)
+    practice = _extension_ref(resource, vendor.practice_extension, read)
+    department = _department(resource, participants, vendor, read)
     return Appointment(
         id=fhir_id,
         status=STATUS.get(fhir_status.strip().lower(), "unknown"),
@@ -98,9 +158,9 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
             p.actor for p in participants if p.actor is not None and p.kind in ("practitioner", "practitioner_role")
         ],
         participants=participants,
-        service_type=concepts(resource.get("serviceType")),
-        appointment_type=concept(resource.get("appointmentType")),
-        service_category=concepts(resource.get("serviceCategory")),
+        service_type=service_type,
+        appointment_type=appointment_type,
+        service_category=service_category,
         specialty=concepts(resource.get("specialty")),
         reason=_reasons(resource),
         description=text(resource.get("description")),
@@ -110,9 +170,71 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
         cancellation_reason=concept(resource.get("cancelationReason") or resource.get("cancellationReason")),
         based_on=refs(resource.get("basedOn")),
         slot=refs(resource.get("slot")),
-        security=security_labels(resource),
+        modality=strongest(
+            from_concepts([*service_type, *([appointment_type] if appointment_type else []), *service_category]),
+            service_modality,
+            "video" if rooms or video_link else None,
+        ),
+        video_link=video_link,
+        can_cancel=can_cancel,
+        can_reschedule=can_reschedule,
+        rescheduled_from=_replaces(resource),
+        practice=practice,
+        department=department,
+        unmapped=_unmapped(resource, read, contained_read=rooms),
+        security=_security(resource),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
+
+
+def to_fhir(appointment: Appointment, ctx: MapContext) -> dict[str, Any]:
+    """Build the R4 Appointment the platform writes back: a request (proposed) or a booking (booked)."""
+    vendor = profile(ctx.vendor)
+    resource: dict[str, Any] = {"resourceType": FHIR_TYPE, "id": appointment.id}
+    if appointment.security:
+        # A write-back keeps every label of what it came from: the EHR must restrict it as the source did.
+        resource["meta"] = {"security": [present(label.model_dump()) for label in appointment.security]}
+    extensions = list(_extensions_of(appointment, vendor))
+    if extensions:
+        resource["extension"] = extensions
+    put(resource, "identifier", [present(i.model_dump()) for i in appointment.source.identifiers])
+    put(resource, "status", _fhir_status(appointment))
+    put(resource, "cancelationReason", concept_json(appointment.cancellation_reason))
+    put(resource, "serviceCategory", concepts_json(appointment.service_category))
+    put(resource, "serviceType", concepts_json(appointment.service_type))
+    put(resource, "specialty", concepts_json(appointment.specialty))
+    put(resource, "appointmentType", concept_json(appointment.appointment_type))
+    put(resource, "reasonCode", concepts_json(appointment.reason))
+    put(resource, "description", appointment.description)
+    put(resource, "start", appointment.start)
+    put(resource, "end", appointment.end)
+    put(resource, "minutesDuration", appointment.minutes_duration)
+    put(resource, "slot", [reference_json(r) for r in appointment.slot])
+    put(resource, "comment", appointment.comment)
+    put(resource, "patientInstruction", appointment.patient_instruction)
+    put(resource, "basedOn", [reference_json(r) for r in appointment.based_on])
+    put(resource, "participant", _participants_of(appointment))
+    return resource
+
+
+def cancellation(resource: Mapping[str, Any], reason: str | None) -> dict[str, Any]:
+    """Return the stored Appointment cancelled, with the platform's reason, for the EHR to store."""
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
+        raise WrongResourceType("only an Appointment can be cancelled")
+    cancelled = copy.deepcopy(dict(resource))
+    cancelled["status"] = "cancelled"
+    # R5's spelling, which some EHRs send, is not R4's: keep its value under R4's name.
+    r5_reason = cancelled.pop("cancellationReason", None)
+    if r5_reason is not None:
+        cancelled.setdefault("cancelationReason", r5_reason)
+    words = text(reason)
+    if words is not None:
+        cancelled["cancelationReason"] = {"text": words.strip()}
+    narrative = cancelled.get("text")
+    if isinstance(narrative, Mapping) and narrative.get("status") == "generated":
+        # A generated narrative still says "booked"; the EHR generates a new one.
+        del cancelled["text"]
+    return cancelled
 
 
 def deleted_record(previous: Appointment, ctx: MapContext) -> Appointment:
@@ -145,6 +267,7 @@ def _event(previous: Appointment | None, current: Appointment) -> str | None:
         and current.status not in _SETTLED
     ):
         return "appointment.rescheduled"
+    # A new video link, or a visit that became cancelable, is news; a narrative the EHR regenerated is not.
     if _visible(previous) != _visible(current):
         return "appointment.updated"
     return None
@@ -161,7 +284,7 @@ def index_fields(appointment: Appointment) -> IndexFields:
 
 
 def _visible(appointment: Appointment) -> dict[str, Any]:
-    return appointment.model_dump(exclude={"source": set(_VERSION_FIELDS)})
+    return appointment.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
 
 
 def _kind(value: object) -> ParticipantKind:
@@ -208,6 +331,138 @@ def _minutes(value: object, start: datetime | None, end: datetime | None) -> int
     if start is not None and end is not None and end > start:
         return int((end - start).total_seconds() // 60)
     return None
+
+
+def _security(resource: Mapping[str, Any]) -> list[SecurityLabel]:
+    # ``security_labels`` reads a lone Coding as an array but skips a lone bare code ("security": "R"), and a
+    # label is never to be dropped: present that slip as the one-element array it means.
+    def as_array(each: Any) -> Any:
+        meta = each.get("meta") if isinstance(each, Mapping) else None
+        if isinstance(meta, Mapping) and isinstance(meta.get("security"), str):
+            return {**each, "meta": {**meta, "security": [meta["security"]]}}
+        return each
+
+    view = as_array(resource)
+    if "contained" in resource:
+        view = {**view, "contained": [as_array(c) for c in items(resource["contained"])]}
+    return security_labels(view)
+
+
+# Extensions read for every vendor; a vendor's own are added as they are read, and the rest listed as unmapped.
+_READ_ALWAYS: Final = frozenset({REPLACES, VIRTUAL_SERVICE})
+
+
+def _extension(resource: Mapping[str, Any], url: str | None, read: set[str]) -> Mapping[str, Any] | None:
+    if url is None:
+        return None
+    read.add(url)
+    return next((e for e in items(resource.get("extension")) if isinstance(e, Mapping) and e.get("url") == url), None)
+
+
+def _flag(resource: Mapping[str, Any], url: str | None, read: set[str]) -> bool | None:
+    found = _extension(resource, url, read)
+    value = found.get("valueBoolean") if found is not None else None
+    # "true" as a string is a vendor slip that still says nothing reliable: only a boolean counts.
+    return value if isinstance(value, bool) else None
+
+
+def _extension_ref(resource: Mapping[str, Any], url: str | None, read: set[str]) -> Ref | None:
+    found = _extension(resource, url, read)
+    return ref(found.get("valueReference")) if found is not None else None
+
+
+def _replaces(resource: Mapping[str, Any]) -> Ref | None:
+    found = _extension_ref(resource, REPLACES, set())
+    # An R5 server, or a lenient feed, may send the element itself.
+    return found or next(iter(refs(resource.get("replaces"))), None)
+
+
+def _department(
+    resource: Mapping[str, Any], participants: list[Participant], vendor: VendorProfile, read: set[str]
+) -> Ref | None:
+    named = _extension_ref(resource, vendor.department_extension, read)
+    if named is not None or vendor.department_reference is None:
+        return named
+    pattern = re.compile(vendor.department_reference)
+    return next(
+        (p.actor for p in participants if p.actor and p.actor.reference and pattern.fullmatch(p.actor.reference)),
+        None,
+    )
+
+
+def _unmapped(resource: Mapping[str, Any], read: set[str], *, contained_read: bool) -> list[str]:
+    paths: set[str] = set()
+    for key in resource:
+        if key in ("extension", "modifierExtension"):
+            urls = {text(e.get("url")) or "" for e in items(resource[key]) if isinstance(e, Mapping)}
+            # A modifier extension changes what the resource means, so it is listed even when read.
+            paths |= {f"{key}('{url}')" for url in urls if key == "modifierExtension" or url not in read}
+        elif key == "contained":
+            # Security labels of contained resources are always read; the rest only as vendor telehealth data.
+            if not contained_read:
+                paths.add(key)
+        elif key == "participant":
+            paths |= {
+                f"participant.{name}"
+                for p in items(resource[key])
+                if isinstance(p, Mapping)
+                for name in p
+                if name not in _PARTICIPANT_MAPPED
+            }
+        elif key not in _MAPPED:
+            paths.add(key)
+    return sorted(paths)
+
+
+def _fhir_status(appointment: Appointment) -> str | None:
+    given = appointment.fhir_status.strip().lower()
+    if STATUS.get(given) == appointment.status:
+        return given
+    # An unknown status keeps whatever code the EHR sent; there is no R4 code for "unknown".
+    return FHIR_STATUS.get(appointment.status) or given or None
+
+
+def _extensions_of(appointment: Appointment, vendor: VendorProfile) -> Iterator[dict[str, Any]]:
+    # A link makes it a video visit whatever else the record says, as reading it back would.
+    remote = "video" if appointment.video_link else appointment.modality
+    if remote == "video" or remote == "phone":
+        yield virtual_service_extension(remote, appointment.video_link)
+    if appointment.rescheduled_from is not None:
+        yield {"url": REPLACES, "valueReference": reference_json(appointment.rescheduled_from)}
+    # Whether the patient may cancel is the EHR's decision, never written back: can_cancel, can_reschedule.
+    if vendor.practice_extension and appointment.practice is not None:
+        yield {"url": vendor.practice_extension, "valueReference": reference_json(appointment.practice)}
+    if vendor.department_extension and appointment.department is not None:
+        yield {"url": vendor.department_extension, "valueReference": reference_json(appointment.department)}
+
+
+def _participants_of(appointment: Appointment) -> list[dict[str, Any]]:
+    participants = list(appointment.participants)
+    named = [p.actor for p in participants if p.actor is not None]
+    # A platform request may name only the patient and clinicians; R4 carries them as participants.
+    if appointment.patient is not None and appointment.patient not in named:
+        participants.append(Participant(actor=appointment.patient, kind="patient"))
+    for who in appointment.practitioners:
+        if who not in named:
+            # A clinician's reference may say PractitionerRole; one that says nothing is a Practitioner.
+            kind = _kind(reference_json(who))
+            participants.append(Participant(actor=who, kind=kind if kind != "other" else "practitioner"))
+    # R4 requires a participant's status: a request still awaits every answer, a booking has them.
+    waiting = "needs-action" if appointment.status in ("requested", "waitlisted") else "accepted"
+    written: list[dict[str, Any]] = []
+    for participant in participants:
+        entry: dict[str, Any] = {}
+        put(entry, "type", concepts_json(participant.roles))
+        if participant.actor is not None:
+            actor = reference_json(participant.actor)
+            if participant.kind != "other" and _kind(actor) != participant.kind:
+                # urn:uuid: and display-only references say their type only this way.
+                actor["type"] = _TYPE_OF[participant.kind]
+            entry["actor"] = actor
+        put(entry, "required", participant.required)
+        entry["status"] = participant.status or waiting
+        written.append(entry)
+    return written
 
 
 FAMILIES: Final = [

@@ -88,7 +88,9 @@ def security_labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
         meta = each.get("meta")
         if not isinstance(meta, Mapping):
             continue
-        for coding in items(meta.get("security")):
+        raw = meta.get("security")
+        # A lone string where an array of Codings belongs still asks for restriction: read it as one code.
+        for coding in [raw] if isinstance(raw, str) else items(raw):
             if isinstance(coding, str):
                 # A bare code where a Coding belongs is malformed, but it still asks for restriction.
                 coding = {"code": coding}

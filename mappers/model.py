@@ -134,6 +134,20 @@ class Appointment(Record):
     cancellation_reason: CodeableText | None = None
     based_on: list[Ref] = Field(default_factory=list)
     slot: list[Ref] = Field(default_factory=list)
+    # How the visit happens, from its codes and any telehealth link (None when nothing says).
+    modality: Literal["in_person", "video", "phone"] | None = None
+    # The patient's own link to join a video visit, where the EHR gives one (never the clinician's).
+    video_link: str | None = None
+    # Whether the EHR lets the patient cancel or reschedule it; None when the EHR does not say.
+    can_cancel: bool | None = None
+    can_reschedule: bool | None = None
+    # The appointment this one replaces, when the EHR links it (an EHR that moves the visit in place does not).
+    rescheduled_from: Ref | None = None
+    # The practice (tenant) and department the EHR files it under, where the EHR names them (athenahealth).
+    practice: Ref | None = None
+    department: Ref | None = None
+    # Element paths of the FHIR resource that the record does not carry (read them from source.fhir_url).
+    unmapped: list[str] = Field(default_factory=list)
 
 
 class ChangeEvent(_Strict):
