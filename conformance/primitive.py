@@ -1,0 +1,258 @@
+"""R4 primitive values: their JSON kind, their lexical forms, and the date and time comparisons FHIRPath makes.
+
+Each checker takes a JSON value and returns None when it is valid, else a short text that never repeats the
+value (it may be PHI). The lexical forms are the specification's regexes (from the generated tables), plus what
+a regex cannot say: calendar dates, integer ranges, base64 and the forms of ``urn:uuid:`` and ``urn:oid:`` URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from conformance.definitions import PRIMITIVE_PATTERNS
+
+Checker = Callable[[object], str | None]
+
+_INT32 = 2**31
+_MAX_STRING = 1024 * 1024
+_DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_UUID = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_OID = PRIMITIVE_PATTERNS["oid"]
+_SPACE = re.compile(r"\s").search
+
+
+def _match(name: str) -> Callable[[str], object]:
+    return PRIMITIVE_PATTERNS[name].fullmatch
+
+
+_DATE = _match("date")
+_DATE_TIME = _match("dateTime")
+_INSTANT = _match("instant")
+_TIME = _match("time")
+_CODE = _match("code")
+_ID = _match("id")
+_BASE64 = _match("base64Binary")
+
+
+def _calendar(value: str) -> bool:
+    """Tell whether the day of a matched date exists in its month (29 February only in leap years)."""
+    if len(value) < 10 or value[8:10] <= "28":
+        return True
+    year, month, day = int(value[0:4]), int(value[5:7]), int(value[8:10])
+    if month == 2 and day == 29:
+        return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return day <= _DAYS[month]
+
+
+def _string(value: object) -> str | None:
+    if type(value) is not str:
+        return "The value must be a JSON string"
+    if not value:
+        return "A value must not be an empty string"
+    if len(value) > _MAX_STRING:
+        return "The string is longer than 1 MB"
+    return None
+
+
+def _code(value: object) -> str | None:
+    if type(value) is not str:
+        return "A code must be a JSON string"
+    if not _CODE(value):
+        return "A code must be non-empty, without leading, trailing or double whitespace"
+    return None
+
+
+def _id(value: object) -> str | None:
+    if type(value) is not str:
+        return "An id must be a JSON string"
+    if len(value) > 64:
+        return "An id must be at most 64 characters"
+    if not _ID(value):
+        return "An id may hold only letters, digits, '-' and '.'"
+    return None
+
+
+def _uri(value: object) -> str | None:
+    if type(value) is not str:
+        return "A URI must be a JSON string"
+    if not value:
+        return "A value must not be an empty string"
+    if value[0] == "u" and value.startswith("urn:"):
+        if value.startswith("urn:uuid:") and not _UUID.fullmatch(value):
+            return "UUIDs must be valid and lower case"
+        if value.startswith("urn:oid:") and not _OID.fullmatch(value):
+            return "An OID must be urn:oid: and a valid OID"
+    if _SPACE(value) is not None:
+        return "A URI must not contain whitespace"
+    return None
+
+
+def lenient_uri(value: object) -> str | None:
+    """Check a URI without the urn:uuid and urn:oid forms (for Bundle.entry.fullUrl, checked apart)."""
+    if type(value) is not str:
+        return "A URI must be a JSON string"
+    if not value:
+        return "A value must not be an empty string"
+    if _SPACE(value) is not None:
+        return "A URI must not contain whitespace"
+    return None
+
+
+def uuid_problem(value: str) -> str | None:
+    """Say what is wrong with a urn:uuid: or urn:oid: URI, if anything."""
+    if value.startswith("urn:uuid:") and not _UUID.fullmatch(value):
+        return "UUIDs must be valid and lower case"
+    if value.startswith("urn:oid:") and not _OID.fullmatch(value):
+        return "An OID must be urn:oid: and a valid OID"
+    return None
+
+
+def _date_like(match: Callable[[str], object], name: str) -> Checker:
+    def check(value: object) -> str | None:
+        if type(value) is not str:
+            return f"A {name} must be a JSON string"
+        if not match(value) or not _calendar(value):
+            return f"Not a valid {name}"
+        return None
+
+    return check
+
+
+def _time(value: object) -> str | None:
+    if type(value) is not str:
+        return "A time must be a JSON string"
+    if not _TIME(value):
+        return "Not a valid time"
+    return None
+
+
+def _boolean(value: object) -> str | None:
+    return None if type(value) is bool else "A boolean must be JSON true or false"
+
+
+def _integer(low: int, name: str) -> Checker:
+    def check(value: object) -> str | None:
+        if type(value) is not int:
+            return f"The value of this {name} must be a JSON integer"
+        if not low <= value < _INT32:
+            return f"The value is out of range for a {name}"
+        return None
+
+    return check
+
+
+def _decimal(value: object) -> str | None:
+    if isinstance(value, float):
+        return None if value == value and abs(value) != float("inf") else "Not a valid decimal"
+    kind = type(value)
+    if kind is int or kind is Decimal:
+        return None
+    return "A decimal must be a JSON number"
+
+
+def _base64(value: object) -> str | None:
+    if type(value) is not str:
+        return "base64Binary must be a JSON string"
+    if not value:
+        return "A value must not be an empty string"
+    compact = "".join(value.split())
+    if len(compact) % 4 or not _BASE64(compact):
+        return "Not valid base64 content"
+    try:
+        base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return "Not valid base64 content"
+    return None
+
+
+def _uuid(value: object) -> str | None:
+    if type(value) is not str or not _UUID.fullmatch(value):
+        return "A uuid must be urn:uuid: and a lower-case UUID"
+    return None
+
+
+def _oid(value: object) -> str | None:
+    if type(value) is not str or not _OID.fullmatch(value):
+        return "An oid must be urn:oid: and a valid OID"
+    return None
+
+
+CHECKERS: dict[str, Checker] = {
+    "string": _string,
+    "markdown": _string,
+    "xhtml": _string,
+    "code": _code,
+    "id": _id,
+    "uri": _uri,
+    "url": _uri,
+    "canonical": _uri,
+    "oid": _oid,
+    "uuid": _uuid,
+    "date": _date_like(_DATE, "date"),
+    "dateTime": _date_like(_DATE_TIME, "dateTime"),
+    "instant": _date_like(_INSTANT, "instant"),
+    "time": _time,
+    "boolean": _boolean,
+    "integer": _integer(-_INT32, "integer"),
+    "positiveInt": _integer(1, "positiveInt"),
+    "unsignedInt": _integer(0, "unsignedInt"),
+    "decimal": _decimal,
+    "base64Binary": _base64,
+}
+
+
+class Moment:
+    """A date, dateTime or instant value with its precision, comparable as FHIRPath compares them."""
+
+    __slots__ = ("parts", "precision", "utc")
+
+    def __init__(self, parts: tuple[int, ...], precision: int, utc: datetime | None) -> None:
+        self.parts = parts
+        self.precision = precision  # 1 year, 2 month, 3 day, 4 seconds (with a time and zone)
+        self.utc = utc
+
+
+_MOMENT = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?)?)?)?")
+
+
+def moment(value: object) -> Moment | None:
+    """Parse a date, dateTime or instant string, or return None."""
+    if type(value) is not str:
+        return None
+    found = _MOMENT.fullmatch(value)
+    if found is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = found.groups()
+    if hour is None:
+        parts = tuple(int(p) for p in (year, month, day) if p is not None)
+        return Moment(parts, len(parts), None)
+    if zone is None:
+        return None
+    offset = timedelta(0) if zone == "Z" else timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    if zone[0] == "-":
+        offset = -offset
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    try:
+        local = datetime(int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59), micro)
+    except ValueError:
+        return None
+    utc = (local - offset).replace(tzinfo=UTC)
+    return Moment((int(year), int(month), int(day)), 4, utc)
+
+
+def compare(left: Moment, right: Moment) -> int | None:
+    """Compare two moments as FHIRPath does: -1, 0 or 1, or None when precision leaves it undecided."""
+    if left.utc is not None and right.utc is not None:
+        return (left.utc > right.utc) - (left.utc < right.utc)
+    common = min(len(left.parts), len(right.parts))
+    a, b = left.parts[:common], right.parts[:common]
+    if a != b:
+        return (a > b) - (a < b)
+    if left.precision == right.precision:
+        return 0
+    return None

@@ -1,0 +1,108 @@
+"""Register the type-specific rules on the type tables (imported once, for its effect), and list the steps
+that run after the walk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from conformance import bundled, datatypes, profile, questionnaire, resources
+from conformance.definitions import TYPES, Invariant, TypeDef
+from conformance.engine import HOOKS, Run, prepare
+from conformance.narrative import anchors, internal_links
+from conformance.primitive import lenient_uri
+from conformance.reference import check_canonical_type, check_reference, finish_scope
+
+# Run after the walk, with the run and the validated JSON.
+FINISHERS: list[Callable[[Run, object], None]] = []
+
+
+def _register(type_name: str, *invariants: Invariant) -> None:
+    TYPES[type_name].invariants.extend(invariants)
+
+
+def _canonical_targets(spec: TypeDef) -> None:
+    for element in spec.elements.values():
+        if element.type != "canonical" or element.targets is None or element.targets & {"Resource"}:
+            continue
+        name, targets = element.name, element.targets
+
+        def check(run: Run, node: dict[str, Any], path: str, name: str = name, targets: Any = targets) -> None:
+            value = node.get(name)
+            if type(value) is list:
+                for index, item in enumerate(value):
+                    check_canonical_type(run, item, f"{path}.{name}[{index}]", targets)
+            else:
+                check_canonical_type(run, value, f"{path}.{name}", targets)
+
+        spec.invariants.append(check)
+
+
+def _nested_extensions() -> None:
+    """Give extensions inside extensions a type of their own: their url names a part, not a definition."""
+    top = TYPES["Extension"]
+    nested = TypeDef("Extension", dict(top.elements), top.required, top.choices)
+    nested.elements["extension"] = replace(top.elements["extension"], spec=nested)
+    top.elements["extension"] = replace(top.elements["extension"], spec=nested)
+    TYPES["Extension.extension"] = nested
+    top.invariants.append(datatypes.extension)
+    nested.invariants.append(datatypes.nested_extension)
+
+
+def _finish_scopes(run: Run, resource: object) -> None:
+    for scope in run.scopes:
+        finish_scope(run, scope)
+
+
+def _finish_links(run: Run, resource: object) -> None:
+    """A narrative's internal links (``href="#x"``) must land on an id or anchor in the resource or its Bundle."""
+    links = run.found.get("#links")
+    if not links:
+        return
+    targets: set[str] = set()
+    stack = [resource]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            for key, value in item.items():
+                if key == "id" and type(value) is str:
+                    targets.add(value)
+                elif key == "div" and type(value) is str:
+                    targets.update(anchors(value))
+                else:
+                    stack.append(value)
+        elif type(item) is list:
+            stack.extend(item)
+    for node, path in links:
+        for fragment in internal_links(node["div"]):
+            if fragment not in targets:
+                run.error("invalid", path, f"The narrative's link to '#{fragment[:64]}' does not resolve")
+
+
+_nested_extensions()
+_register("Period", datatypes.period)
+for _quantity in ("Quantity", "Age", "Count", "Distance", "Money"):
+    if _quantity != "Money":
+        _register(_quantity, datatypes.quantity)
+_register("Duration", datatypes.duration)
+_register("Attachment", datatypes.attachment)
+_register("ContactPoint", datatypes.contact_point)
+_register("Ratio", datatypes.ratio)
+_register("Timing.repeat", datatypes.timing_repeat)
+_register("Coding", datatypes.coding)
+_register("Narrative", datatypes.narrative)
+for _spec in list(TYPES.values()):
+    _canonical_targets(_spec)
+HOOKS["Reference"] = check_reference
+resources.register()
+bundled.register()
+questionnaire.register()
+prepare()
+TYPES["Bundle.entry"].elements["fullUrl"].check = lenient_uri
+
+FINISHERS.append(_finish_scopes)
+FINISHERS.append(_finish_links)
+FINISHERS.append(bundled.finish)
+FINISHERS.append(questionnaire.finish)
+FINISHERS.append(profile.finish)
