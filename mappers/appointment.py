@@ -28,8 +28,8 @@ from mappers.elements import (
     text,
     utc_text,
 )
-from mappers.errors import MissingId, TenantMismatch, WrongResourceType
-from mappers.family import Family, IndexFields
+from mappers.errors import MissingId, WrongResourceType
+from mappers.family import Family, IndexFields, tombstone
 from mappers.modality import (
     VIRTUAL_SERVICE,
     contained_links,
@@ -235,14 +235,6 @@ def cancellation(resource: Mapping[str, Any], reason: str | None) -> dict[str, A
         # A generated narrative still says "booked"; the EHR generates a new one.
         del cancelled["text"]
     return cancelled
-
-
-def deleted_record(previous: Appointment, ctx: MapContext) -> Appointment:
-    """Return the previous record as a tombstone of the stored version that deleted it."""
-    if previous.source.tenant != ctx.tenant:
-        raise TenantMismatch(f"Appointment/{previous.id} belongs to another tenant")
-    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
-    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
 
 
 def classify(previous: Appointment | None, current: Appointment) -> list[str]:
@@ -473,7 +465,7 @@ FAMILIES: Final = [
         model=Appointment,
         to_platform=to_platform,
         classify=classify,
-        deleted_record=deleted_record,
+        deleted_record=tombstone,
         index_fields=index_fields,
     )
 ]

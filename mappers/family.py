@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
 from mappers.context import MapContext
+from mappers.errors import TenantMismatch
 from mappers.model import Record
 
 R = TypeVar("R", bound=Record)
@@ -19,6 +20,14 @@ class IndexFields(TypedDict, total=False):
     patient: str | None  # "Patient/<id>"
     sort: float | None  # epoch seconds of the record's main date (start, sent, authored...)
     status: str | None
+
+
+def tombstone(previous: R, ctx: MapContext) -> R:
+    """Return the previous record as a tombstone of the stored version that deleted it."""
+    if previous.source.tenant != ctx.tenant:
+        raise TenantMismatch(f"{previous.source.fhir_type}/{previous.id} belongs to another tenant")
+    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
+    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
 
 
 def no_needs(resource: Mapping[str, Any]) -> list[str]:

@@ -22,8 +22,8 @@ from mappers.elements import (
     text,
     utc_text,
 )
-from mappers.errors import MissingId, TenantMismatch, WrongResourceType
-from mappers.family import Family, IndexFields
+from mappers.errors import MissingId, WrongResourceType
+from mappers.family import Family, IndexFields, tombstone
 from mappers.model import CodeableText, Record, Ref
 
 FHIR_TYPE: Final = "Goal"
@@ -364,14 +364,6 @@ def _note_text(value: object) -> str | None:
     return text(value.get("text")) if isinstance(value, Mapping) else None
 
 
-def deleted_record(previous: Goal, ctx: MapContext) -> Goal:
-    """Return the previous goal as a tombstone of the stored version that deleted it."""
-    if previous.source.tenant != ctx.tenant:
-        raise TenantMismatch(f"Goal/{previous.id} belongs to another tenant")
-    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
-    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
-
-
 def classify(previous: Goal | None, current: Goal) -> list[str]:
     """Name the change events from previous to current ([] when the platform would see no change)."""
     if current.deleted:
@@ -407,6 +399,6 @@ FAMILY: Final = Family(
     model=Goal,
     to_platform=to_platform,
     classify=classify,
-    deleted_record=deleted_record,
+    deleted_record=tombstone,
     index_fields=index_fields,
 )

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mappers.context import MapContext
 from mappers.elements import concept, concepts, identifiers, instant, items, ref, refs, security_labels, text, utc_text
 from mappers.errors import MissingId, TenantMismatch, WrongResourceType
-from mappers.family import Aggregate, Family, IndexFields
+from mappers.family import Aggregate, Family, IndexFields, tombstone
 from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
 from mappers.model import CodeableText, Identifier, Record, Ref, SecurityLabel, Source
 from mappers.vendors import profile
@@ -213,14 +213,6 @@ def needs(resource: Mapping[str, Any]) -> list[str]:
     return list(wanted)
 
 
-def deleted_record(previous: Message, ctx: MapContext) -> Message:
-    """Return the previous record as a tombstone of the stored version that deleted it."""
-    if previous.source.tenant != ctx.tenant:
-        raise TenantMismatch(f"Message/{previous.id} belongs to another tenant")
-    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
-    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
-
-
 def classify(previous: Message | None, current: Message) -> list[str]:
     """Name the change events from previous to current ([] when the platform would see no change)."""
     if current.deleted:
@@ -385,7 +377,7 @@ FAMILIES: Final = [
         model=Message,
         to_platform=to_platform,
         classify=classify,
-        deleted_record=deleted_record,
+        deleted_record=tombstone,
         index_fields=index_fields,
         needs=needs,
         aggregate=Aggregate(

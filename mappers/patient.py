@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import concept, identifiers, items, ref, refs, text
-from mappers.family import Family, IndexFields
+from mappers.family import Family, IndexFields, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -27,7 +27,6 @@ from mappers.person import (
     person_name,
     primary,
     resource_id,
-    tombstone,
     unmapped,
     visible,
 )
@@ -107,11 +106,6 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Patient:
     )
 
 
-def deleted_record(previous: Patient, ctx: MapContext) -> Patient:
-    """Return the previous record as a tombstone of the stored version that deleted it."""
-    return tombstone(previous, ctx)
-
-
 def classify(previous: Patient | None, current: Patient) -> list[str]:
     """Name the change events from previous to current ([] when the platform would see no change)."""
     if current.deleted or previous is None or previous.deleted:
@@ -160,7 +154,7 @@ FAMILIES: Final = [
         model=Patient,
         to_platform=to_platform,
         classify=classify,
-        deleted_record=deleted_record,
+        deleted_record=tombstone,
         index_fields=index_fields,
     )
 ]

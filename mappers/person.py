@@ -12,9 +12,8 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mappers.context import MapContext
 from mappers.elements import concept, items, ref, security_labels, text
-from mappers.errors import MissingId, TenantMismatch, WrongResourceType
+from mappers.errors import MissingId, WrongResourceType
 from mappers.model import CodeableText, Record, Ref, SecurityLabel
 from mappers.vendors import VendorProfile
 
@@ -251,14 +250,6 @@ def extension_ref(resource: Mapping[str, Any], url: str | None) -> Ref | None:
         return None
     found = next((e for e in items(resource.get("extension")) if isinstance(e, Mapping) and e.get("url") == url), None)
     return ref(found.get("valueReference")) if found is not None else None
-
-
-def tombstone(previous: R, ctx: MapContext) -> R:
-    """Return the previous record as a tombstone of the stored version that deleted it."""
-    if previous.source.tenant != ctx.tenant:
-        raise TenantMismatch(f"{previous.source.fhir_type}/{previous.id} belongs to another tenant")
-    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
-    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
 
 
 def lifecycle(prefix: str, previous: Record | None, current: Record) -> str | None:

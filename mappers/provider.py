@@ -14,7 +14,7 @@ from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import concept, concepts, identifiers, items, ref, refs
-from mappers.family import Family, IndexFields
+from mappers.family import Family, IndexFields, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -30,7 +30,6 @@ from mappers.person import (
     person_name,
     primary,
     resource_id,
-    tombstone,
     unmapped,
 )
 from mappers.vendors import profile
@@ -136,11 +135,6 @@ def role_to_platform(resource: Mapping[str, Any], ctx: MapContext) -> ProviderRo
     )
 
 
-def deleted_record(previous: P, ctx: MapContext) -> P:
-    """Return the previous provider or role as a tombstone of the stored version that deleted it."""
-    return tombstone(previous, ctx)
-
-
 def classify(previous: Provider | None, current: Provider) -> list[str]:
     """Name a provider's change events from previous to current ([] when the platform would see no change)."""
     event = lifecycle("provider", previous, current)
@@ -166,7 +160,7 @@ FAMILIES: Final = [
         model=Provider,
         to_platform=to_platform,
         classify=classify,
-        deleted_record=deleted_record,
+        deleted_record=tombstone,
         index_fields=index_fields,
     ),
     Family(
@@ -176,7 +170,7 @@ FAMILIES: Final = [
         model=ProviderRole,
         to_platform=role_to_platform,
         classify=classify_role,
-        deleted_record=deleted_record,
+        deleted_record=tombstone,
         index_fields=index_fields,
     ),
 ]

@@ -28,8 +28,8 @@ from mappers.answer import (
 )
 from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, security_labels, text
-from mappers.errors import MissingId, TenantMismatch, WrongResourceType
-from mappers.family import Family, IndexFields
+from mappers.errors import MissingId, WrongResourceType
+from mappers.family import Family, IndexFields, tombstone
 from mappers.instruments import InstrumentKey
 from mappers.model import Coding, Record
 
@@ -170,14 +170,6 @@ def _words(value: object) -> list[str]:
     # A lone code where R4 wants an array is a common slip; read it as one.
     found = [value] if isinstance(value, str) else list(items(value))
     return [t for t in map(text, found) if t is not None]
-
-
-def deleted_record(previous: Survey, ctx: MapContext) -> Survey:
-    """Return the previous record as a tombstone of the stored version that deleted it."""
-    if previous.source.tenant != ctx.tenant:
-        raise TenantMismatch(f"Questionnaire/{previous.id} belongs to another tenant")
-    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
-    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
 
 
 # Source fields that change with every stored version even when nothing the platform shows has changed.
@@ -349,7 +341,7 @@ FAMILIES: Final = [
         model=Survey,
         to_platform=to_platform,
         classify=classify,
-        deleted_record=deleted_record,
+        deleted_record=tombstone,
         index_fields=index_fields,
     )
 ]

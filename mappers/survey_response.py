@@ -35,8 +35,8 @@ from mappers.answer import (
 )
 from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, ref, refs, security_labels, text, utc_text
-from mappers.errors import MissingId, TenantMismatch, WrongResourceType
-from mappers.family import Family, IndexFields, canonical_key
+from mappers.errors import MissingId, WrongResourceType
+from mappers.family import Family, IndexFields, canonical_key, tombstone
 from mappers.instruments import InstrumentKey, Number, RiskFlag, ScoreReason, Severity
 from mappers.model import Coding, Record, Ref, SecurityLabel
 from mappers.survey import SurveyItem, items_of, unread
@@ -204,14 +204,6 @@ def if_none_exist(resource: Mapping[str, Any]) -> str | None:
         return None
     system = text(identifier.get("system"))
     return f"identifier={system}|{identifier['value']}" if system else f"identifier={identifier['value']}"
-
-
-def deleted_record(previous: SurveyResponse, ctx: MapContext) -> SurveyResponse:
-    """Return the previous record as a tombstone of the stored version that deleted it."""
-    if previous.source.tenant != ctx.tenant:
-        raise TenantMismatch(f"QuestionnaireResponse/{previous.id} belongs to another tenant")
-    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
-    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
 
 
 def classify(previous: SurveyResponse | None, current: SurveyResponse) -> list[str]:
@@ -467,7 +459,7 @@ FAMILIES: Final = [
         model=SurveyResponse,
         to_platform=to_platform,
         classify=classify,
-        deleted_record=deleted_record,
+        deleted_record=tombstone,
         index_fields=index_fields,
         needs=needs,
     )

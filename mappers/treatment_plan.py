@@ -17,7 +17,7 @@ from mappers import goal
 from mappers.context import MapContext
 from mappers.elements import concept, concepts, identifiers, items, ref, refs, security_labels, text
 from mappers.errors import TenantMismatch
-from mappers.family import Family, IndexFields
+from mappers.family import Family, IndexFields, tombstone
 from mappers.goal import GoalFacts, Part, epoch, literal, patient_key, require, visible, when
 from mappers.model import CodeableText, Identifier, Record, Ref, SecurityLabel
 from mappers.narrative import plain_text
@@ -244,14 +244,6 @@ def with_activity_status(careplan: Mapping[str, Any], index: int, status: str) -
     activities[index] = {**activity, "detail": changed}
     updated["activity"] = activities
     return updated
-
-
-def deleted_record(previous: TreatmentPlan, ctx: MapContext) -> TreatmentPlan:
-    """Return the previous plan as a tombstone of the stored version that deleted it."""
-    if previous.source.tenant != ctx.tenant:
-        raise TenantMismatch(f"CarePlan/{previous.id} belongs to another tenant")
-    source = ctx.source(previous.source.fhir_type, previous.source.fhir_id, previous.source.identifiers)
-    return previous.model_copy(update={"deleted": True, "source": source}, deep=True)
 
 
 def classify(previous: TreatmentPlan | None, current: TreatmentPlan) -> list[str]:
@@ -522,7 +514,7 @@ FAMILIES: Final = [
         model=TreatmentPlan,
         to_platform=to_platform,
         classify=classify,
-        deleted_record=deleted_record,
+        deleted_record=tombstone,
         index_fields=index_fields,
         needs=needs,
     ),

@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conformance.validator import validate_resource
-from mappers.appointment import STATUS, cancellation, classify, deleted_record, to_fhir, to_platform
+from mappers.appointment import STATUS, cancellation, classify, to_fhir, to_platform
 from mappers.context import MapContext
 from mappers.errors import MappingError
+from mappers.family import tombstone as deleted_record
 from mappers.model import Appointment, CodeableText, Coding, Identifier, Participant, Ref, SecurityLabel
 from mappers.registry import MAPPED
 from mappers.vendors import VENDORS

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from conformance.validator import validate_resource
 from mappers.context import MapContext
 from mappers.errors import MappingError
+from mappers.family import tombstone as deleted_record
 from mappers.message import (
     WRITEBACK_SYSTEM,
     Message,
     MessageAttachment,
     MessageThread,
     classify,
-    deleted_record,
     fold,
     needs,
     to_fhir,

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from mappers.context import MapContext
 from mappers.errors import MappingError, MissingId
+from mappers.family import tombstone as deleted_record
 from mappers.model import CodeableText, Coding, Ref, SecurityLabel
-from mappers.patient import Patient, classify, deleted_record, index_fields, to_platform
+from mappers.patient import Patient, classify, index_fields, to_platform
 from mappers.person import ContactPoint
 from mappers.registry import MAPPED
 from mappers.vendors import profile

@@ -10,6 +10,7 @@ import pytest
 
 from mappers.context import MapContext
 from mappers.errors import MappingError, MissingId
+from mappers.family import tombstone as deleted_record
 from mappers.model import CodeableText, Coding, Ref, SecurityLabel
 from mappers.person import ContactPoint
 from mappers.provider import (
@@ -17,7 +18,6 @@ from mappers.provider import (
     ProviderRole,
     classify,
     classify_role,
-    deleted_record,
     index_fields,
     role_to_platform,
     to_platform,

@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 from mappers.context import MapContext
 from mappers.errors import MappingError
+from mappers.family import tombstone as deleted_record
 from mappers.instruments import GAD7, PHQ2, PHQ9, Instrument
 from mappers.model import Coding, SecurityLabel
 from mappers.registry import MAPPED
-from mappers.survey import Survey, classify, deleted_record, to_platform
+from mappers.survey import Survey, classify, to_platform
 from tests.mappers.test_appointment import corpus_dir
 
 LOINC = "http://loinc.org"

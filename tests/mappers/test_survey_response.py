@@ -18,6 +18,7 @@ from mappers.answer import Answer, Attachment, Quantity
 from mappers.context import MapContext
 from mappers.errors import MappingError
 from mappers.family import canonical_key
+from mappers.family import tombstone as deleted_record
 from mappers.instruments import ANSWER_DISPLAYS, ANSWER_FOR_SCORE, GAD7, PHQ2, PHQ9, Instrument
 from mappers.model import Coding, Identifier, Ref, SecurityLabel
 from mappers.registry import MAPPED
@@ -25,7 +26,6 @@ from mappers.survey_response import (
     SurveyResponse,
     assess,
     classify,
-    deleted_record,
     if_none_exist,
     needs,
     to_fhir,

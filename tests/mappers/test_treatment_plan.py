@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from mappers import goal as goal_mapper
 from mappers.context import MapContext
 from mappers.errors import MappingError, TenantMismatch
+from mappers.family import tombstone as deleted_record
 from mappers.goal import Goal, GoalTarget, Quantity, QuantityRange
 from mappers.model import CodeableText, Coding, Identifier, Ref, SecurityLabel
 from mappers.registry import MAPPED, record_routes
@@ -28,7 +29,6 @@ from mappers.treatment_plan import (
     ProgressNote,
     TreatmentPlan,
     classify,
-    deleted_record,
     needs,
     to_fhir,
     to_platform,
@@ -547,7 +547,7 @@ def test_goal_events() -> None:
         == []
     )
     assert goal_mapper.classify(goal_record(), goal_record("2")) == []
-    tombstone = goal_mapper.deleted_record(goal_record(), ctx("2"))
+    tombstone = deleted_record(goal_record(), ctx("2"))
     assert goal_mapper.classify(goal_record(), tombstone) == ["goal.deleted"]
     assert goal_mapper.classify(tombstone, goal_record("3")) == ["goal.created"]
 
