@@ -1,4 +1,82 @@
-"""Outbound EHR FHIR clients (SMART Backend Services, retries, paging, incremental pull).
+"""Outbound EHR FHIR clients: SMART Backend Services auth, one retry policy, a circuit breaker and a rate limit per
+EHR, incremental pull and write-back delivery.
 
-Not built yet: see the connectors issue. Nothing in the gateway imports this package today.
+The gateway depends on this package, never the other way round: what the connectors need from the gateway (its
+Redis keys, the accept path of a push) they take through the protocols ``OutboundKeys``, ``PollKeys`` and ``Sink``.
 """
+
+from connectors.auth import ClientAssertion, TokenCache, jwks, load_signing_key, public_jwk
+from connectors.breaker import CircuitBreaker
+from connectors.client import EHRClient, URLGuard, Written
+from connectors.config import BearerAuth, EHRConfig, NoAuth, PollConfig, SmartBackendAuth
+from connectors.delivery import Delivery, deliver
+from connectors.errors import (
+    AuthError,
+    CircuitOpen,
+    ConfigError,
+    ConnectorError,
+    EHRError,
+    LeaseLost,
+    PreconditionFailed,
+    Rejected,
+    ServerError,
+    Timeout,
+    TransientStatus,
+    TransportError,
+    UnexpectedRedirect,
+    UnsafeURL,
+)
+from connectors.outbound import OutboundKeys, OutboundQueue
+from connectors.poll import Poller, PollKeys, Sink
+from connectors.pool import Connectors, Target, smart_auths
+from connectors.ratelimit import TokenBucket
+from connectors.retry import RetryPolicy
+from connectors.status import CountingObserver, Observer, RedisObserver, Status, read_status
+
+__all__ = [
+    "AuthError",
+    "BearerAuth",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "ClientAssertion",
+    "ConfigError",
+    "ConnectorError",
+    "Connectors",
+    "CountingObserver",
+    "Delivery",
+    "EHRClient",
+    "EHRConfig",
+    "EHRError",
+    "LeaseLost",
+    "NoAuth",
+    "Observer",
+    "OutboundKeys",
+    "OutboundQueue",
+    "PollConfig",
+    "PollKeys",
+    "Poller",
+    "PreconditionFailed",
+    "RedisObserver",
+    "Rejected",
+    "RetryPolicy",
+    "ServerError",
+    "Sink",
+    "SmartBackendAuth",
+    "Status",
+    "Target",
+    "Timeout",
+    "TokenBucket",
+    "TokenCache",
+    "TransientStatus",
+    "TransportError",
+    "URLGuard",
+    "UnexpectedRedirect",
+    "UnsafeURL",
+    "Written",
+    "deliver",
+    "jwks",
+    "load_signing_key",
+    "public_jwk",
+    "read_status",
+    "smart_auths",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,22 +13,23 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conformance.fhir_models import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
-from gateway import fhir_api, platform_api
+from connectors import Connectors, Poller, jwks, smart_auths
+from gateway import bundle, fhir_api, platform_api, writeback_api
 from gateway.connection import connect
 from gateway.errors import GatewayError
 from gateway.logs import request_id
-from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS, REGISTRY, render
+from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS, REGISTRY, connector_gauges, render
 from gateway.responses import FhirResponse, outcome_response
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
-from gateway.worker import Worker
+from gateway.worker import Worker, open_connectors
 
 log = logging.getLogger("gateway.http")
 
@@ -36,8 +38,22 @@ def _loc_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if part not in ("query", "path", "header", "body"))
 
 
-def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool = False) -> FastAPI:
-    """Build the app; Redis and (optionally) an in-process worker start in its lifespan."""
+def build_poller(services: Services, connectors: Connectors) -> Poller:
+    """Return a poller whose pulled resources go through the push's accept path (``bundle.accept``)."""
+
+    async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int]:
+        return await bundle.accept(services, tenant, resources)
+
+    keys = services.keys
+    settings = services.settings
+    return Poller(services.redis, keys, connectors, accept, name=socket.gethostname(),
+                  lease_seconds=settings.poll_lease_seconds)  # fmt: skip
+
+
+def create_app(
+    settings: Settings, clients: ClientsConfig, *, with_worker: bool = False, with_poller: bool = False
+) -> FastAPI:
+    """Build the app; Redis and (optionally) an in-process worker and poller start in its lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,18 +67,30 @@ def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool 
             except (RedisError, OSError):
                 log.warning("redis not reachable at start-up; readiness will say so")
                 break
+        app.state.jwks, unreadable = jwks(smart_auths(clients.connector_targets()))
+        if unreadable:
+            log.warning("SMART keys not published (unreadable)", extra={"kids": unreadable})
         stop = asyncio.Event()
-        worker_task = None
+        worker_task = poller_task = None
+        # One EHR client (pool, breaker, rate limit) per tenant, shared by the worker's write-backs and the poller.
+        connectors = open_connectors(redis, settings, clients) if with_worker or with_poller else None
         if with_worker:
-            worker = Worker(redis, settings, clients)
+            worker = Worker(redis, settings, clients, connectors=connectors)
             app.state.worker = worker
             worker_task = asyncio.create_task(worker.run(stop), name="worker")
+        if with_poller and connectors is not None:
+            app.state.poller = build_poller(app.state.services, connectors)
+            poller_task = asyncio.create_task(app.state.poller.run(stop), name="poller")
         try:
             yield
         finally:
             stop.set()
             if worker_task is not None:
                 await worker_task
+            if poller_task is not None:
+                await poller_task
+            if connectors is not None:
+                await connectors.aclose()
             await redis.aclose()
 
     app = FastAPI(
@@ -72,6 +100,7 @@ def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool 
         lifespan=lifespan,
     )
     app.include_router(fhir_api.router)
+    app.include_router(writeback_api.router)  # before platform_api's generic /{route}/{rid}
     app.include_router(platform_api.router)
 
     @app.get("/healthz", tags=["Operations"], summary="Liveness")
@@ -95,11 +124,21 @@ def create_app(settings: Settings, clients: ClientsConfig, *, with_worker: bool 
             return outcome_response(503, [issue])
         return FhirResponse({"status": "ready", "tenants": len(tenants)})
 
+    @app.get("/.well-known/jwks.json", tags=["Operations"], summary="Public keys of the SMART backend clients")
+    async def jwks_document(request: Request) -> Response:
+        """Publish the public keys of every tenant's SMART Backend Services client, for EHRs to register."""
+        return JSONResponse(
+            request.app.state.jwks,
+            media_type="application/jwk-set+json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         """Expose the gateway's metrics, with queue figures read from Redis now."""
         services: Services = request.app.state.services
         try:
+            await connector_gauges(services.redis, services.keys, sorted(services.clients.connector_targets()))
             body = await render(services.queue)
         except (RedisError, OSError):
             body = generate_latest(REGISTRY)

@@ -351,3 +351,14 @@ async def process(services: Services, tenant: str, bundle: Any, base: str, repre
     raise BadRequest(
         "Bundle.type must be transaction, batch, collection, searchset or history", expression="Bundle.type"
     )
+
+
+async def accept(services: Services, tenant: str, resources: list[dict[str, Any]]) -> list[int]:
+    """Accept resources pulled from an EHR exactly as a pushed import is: validated, stored idempotently, queued.
+
+    Return each resource's status, in order: 2xx accepted (stored, unchanged or stale), 4xx refused as invalid.
+    """
+    await services.queue.ensure_group(tenant)
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    answer = await batch(services, tenant, bundle, "", False, imported=True)
+    return [int(str(entry["response"]["status"]).split()[0]) for entry in answer["entry"]]

@@ -1,4 +1,4 @@
-"""The ``fhir-gateway`` command: run, api, worker, validate, dlq."""
+"""The ``fhir-gateway`` command: run, api, worker, poll, connectors, validate, dlq."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.outcome import has_errors, operation_outcome
-from conformance.validator import validate_resource
+from conformance.validator import Support, validate_resource
 from gateway.settings import ClientsConfig, Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -52,22 +52,69 @@ def _parser() -> argparse.ArgumentParser:
         description="Process inbound jobs until SIGTERM or SIGINT. Needs REDIS_URL.",
     )
 
+    poll = sub.add_parser(
+        "poll",
+        help="production: pull changes from the tenants' EHRs",
+        description="Poll every tenant whose EHR block has a 'poll' section (_lastUpdated since its cursor, all "
+        "pages) and accept what comes back as a push is accepted, until SIGTERM or SIGINT. Replicas are safe: one "
+        "lease per tenant in Redis. Needs REDIS_URL ('fhir-gateway run' polls in-process).",
+    )
+    poll.add_argument("--once", action="store_true", help="poll each tenant once (whose lease is free) and exit")
+    poll.add_argument("--tenant", action="append", help="only this tenant (repeatable; default all)")
+
+    connectors = sub.add_parser(
+        "connectors",
+        help="EHR connectors: status",
+        description="Show each tenant's EHR connector: last success and error, circuit state, retries, rate-limited "
+        "calls, poll cursors and the poller holding the tenant. Uses REDIS_URL, or --data-dir of 'fhir-gateway run'.",
+    )
+    connectors.add_argument("--data-dir", type=Path, default=None, help="the data folder of 'fhir-gateway run'")
+    connectors.add_argument("--tenant", action="append", help="only this tenant (repeatable; default all)")
+    connectors_sub = connectors.add_subparsers(dest="connectors_command", required=True, metavar="ACTION")
+    connectors_sub.add_parser("status", help="print one JSON line per tenant with an EHR block")
+
     validate = sub.add_parser(
         "validate",
         help="validate FHIR JSON files offline",
-        description="Validate FHIR R4 JSON files and print an OperationOutcome per file. Exit 0 when no "
-        "file has an error, 1 when one has, 2 on a usage error.",
+        description="Validate FHIR R4 JSON files offline and report each file's issues. Exit 0 when no file "
+        "has an error or fatal issue, 1 when one has, 2 on a usage error (a file or support that cannot be read).",
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    validate.add_argument(
+        "--support",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE_OR_DIR",
+        help="Questionnaires, StructureDefinitions, ValueSets and CodeSystems (alone or in Bundles; a folder is "
+        "read recursively) to validate against; other resources are ignored (repeatable)",
+    )
+    validate.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a profile (a StructureDefinition given with --support) every file must meet (repeatable)",
+    )
+    validate.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: a line per file and per issue (default); json: a JSON line per file, with an OperationOutcome",
+    )
 
     dlq = sub.add_parser(
         "dlq",
-        help="list or replay dead-lettered jobs",
-        description="Dead letters: jobs that failed every attempt. Uses REDIS_URL, or the embedded Redis "
-        "of a running 'fhir-gateway run' in --data-dir.",
+        help="list or replay dead-lettered jobs (or, with --webhooks, webhook deliveries)",
+        description="Dead letters: jobs that failed every attempt, or with --webhooks webhook deliveries that "
+        "did. Uses REDIS_URL, or the embedded Redis of a running 'fhir-gateway run' in --data-dir.",
     )
     dlq.add_argument("--data-dir", type=Path, default=None, help="the data folder of 'fhir-gateway run'")
     dlq.add_argument("--tenant", action="append", help="only this tenant (repeatable; default all)")
+    dlq.add_argument("--webhooks", action="store_true", help="webhook deliveries instead of inbound jobs")
+    dlq.add_argument(
+        "--subscription", action="append", help="with --webhooks: only this subscription (repeatable; default all)"
+    )
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_sub.add_parser("list", help="print each dead letter as a JSON line")
     replay = dlq_sub.add_parser("replay", help="put dead letters back on the inbound queue")
@@ -79,7 +126,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
-    command = {"run": _run, "api": _api, "worker": _worker, "validate": _validate, "dlq": _dlq}[args.command]
+    command = {
+        "run": _run, "api": _api, "worker": _worker, "validate": _validate, "dlq": _dlq, "poll": _poll,
+        "connectors": _connectors,
+    }[args.command]  # fmt: skip
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -137,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
             clients = settings.load_clients()
         print(f"FHIR base:    http://{args.host}:{args.port}/fhir/R4", flush=True)
         print(f"Platform API: http://{args.host}:{args.port}/platform/v1", flush=True)
-        app = create_app(settings, clients, with_worker=True)
+        app = create_app(settings, clients, with_worker=True, with_poller=True)
         _serve(uvicorn, app, args.host, args.port)
     finally:
         if embedded is not None:
@@ -214,11 +264,104 @@ def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _poll(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.app import build_poller
+    from gateway.connection import connect
+    from gateway.services import Services
+    from gateway.worker import open_connectors
+
+    logs.configure()
+    settings = _production_settings()
+    clients = settings.load_clients()
+    if args.tenant:
+        clients = clients.model_copy(update={"tenants": {t: v for t, v in clients.tenants.items() if t in args.tenant}})
+    if not clients.connector_targets():
+        raise RuntimeError("no tenant has an 'ehr' block in the clients file (GATEWAY_CLIENTS_FILE)")
+
+    async def work() -> int:
+        redis = connect(settings.redis_url or "")
+        connectors = open_connectors(redis, settings, clients)
+        poller = build_poller(Services.build(settings, clients, redis), connectors)
+        try:
+            if args.once:
+                failed = False
+                for tenant in poller.tenants:
+                    report = await poller.poll_once(tenant)
+                    if report is None:
+                        print(json.dumps({"tenant": tenant, "skipped": "another poller holds the tenant"}))
+                        continue
+                    for sweep in report.sweeps:
+                        failed = failed or sweep.error is not None
+                        print(json.dumps({"tenant": tenant, **vars(sweep)}))
+                return EXIT_INVALID if failed else EXIT_OK
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await poller.run(stop)
+            return EXIT_OK
+        finally:
+            await connectors.aclose()
+            await redis.aclose()
+
+    return asyncio.run(work())
+
+
+def _connectors(args: argparse.Namespace) -> int:
+    from connectors import read_status
+    from gateway.connection import connect
+    from gateway.embedded import EmbeddedRedis
+    from gateway.keys import Keyspace
+
+    settings = _settings(data_dir=args.data_dir)
+    url = settings.redis_url
+    if not url:
+        url = EmbeddedRedis.running_url(settings.data_dir / "redis")
+        if url is None:
+            raise RuntimeError("set REDIS_URL, or point --data-dir at a running 'fhir-gateway run'")
+    if settings.clients_file is None and (settings.data_dir / "demo-clients.json").exists():
+        clients = ClientsConfig.load(settings.data_dir / "demo-clients.json")
+    else:
+        clients = settings.load_clients()
+    targets = clients.connector_targets()
+    keys = Keyspace(settings.key_prefix)
+
+    async def show() -> int:
+        redis = connect(url)
+        try:
+            for tenant in sorted(args.tenant or targets):
+                target = targets.get(tenant)
+                if target is None:
+                    print(json.dumps({"tenant": tenant, "error": "no ehr block for this tenant"}))
+                    continue
+                status = await read_status(
+                    redis, tenant, status_key=keys.connector_status(tenant),
+                    cursor_key=keys.connector_cursor(tenant), lease_key=keys.connector_lease(tenant),
+                )  # fmt: skip
+                waiting = await redis.xlen(keys.outbound(tenant)) + await redis.zcard(keys.outbound_retry(tenant))
+                dead = await redis.xlen(keys.outbound_dead_letters(tenant))
+                print(json.dumps({
+                    **status.as_dict(), "vendor": target.vendor, **target.ehr.summary(),
+                    "writebacks_waiting": waiting, "writebacks_dead": dead,
+                }))  # fmt: skip
+        finally:
+            await redis.aclose()
+        return EXIT_OK
+
+    return asyncio.run(show())
+
+
 def _validate(args: argparse.Namespace) -> int:
     from gateway.body import parse_json
     from gateway.errors import GatewayError
 
     settings = Settings()
+    try:
+        support = Support.load(args.support) if args.support else None
+    except (OSError, ValueError) as exc:
+        print(f"fhir-gateway: cannot read the support: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     worst = EXIT_OK
     for path in args.files:
         try:
@@ -228,12 +371,20 @@ def _validate(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         try:
             resource = parse_json(raw, max_depth=settings.max_json_depth, max_string=settings.max_string_length)
-            issues = validate_resource(resource)
+            issues = validate_resource(resource, support=support, profiles=args.profile)
         except GatewayError as exc:
             issues = exc.issues
-        if has_errors(issues):
+        valid = not has_errors(issues)
+        if not valid:
             worst = EXIT_INVALID
-        print(json.dumps({"file": str(path), "valid": not has_errors(issues), "outcome": operation_outcome(issues)}))
+        if args.format == "json":
+            print(json.dumps({"file": str(path), "valid": valid, "outcome": operation_outcome(issues)}))
+            continue
+        failing = sum(1 for issue in issues if issue.severity in ("error", "fatal"))
+        summary = "valid" if valid else f"invalid ({failing} error{'s' if failing != 1 else ''})"
+        print(f"{path}: {summary}" + (f", {len(issues) - failing} other issue(s)" if len(issues) > failing else ""))
+        for issue in issues:
+            print(f"  {issue.severity:<11} {issue.code:<14} {issue.expression or '-'}: {issue.diagnostics}")
     return worst
 
 
@@ -259,6 +410,8 @@ def _dlq(args: argparse.Namespace) -> int:
             retry_base_seconds=settings.retry_base_seconds, retry_max_seconds=settings.retry_max_seconds,
         )  # fmt: skip
         try:
+            if args.webhooks:
+                return await _webhook_dead_letters(args, redis, Keyspace(settings.key_prefix))
             tenants = args.tenant or await queue.tenants()
             moved = 0
             for tenant in tenants:
@@ -283,6 +436,43 @@ def _dlq(args: argparse.Namespace) -> int:
             await redis.aclose()
 
     return asyncio.run(act())
+
+
+async def _webhook_dead_letters(args: argparse.Namespace, redis: Any, keys: Any) -> int:
+    """List (without the records) or replay webhook dead letters, per tenant and subscription."""
+    from gateway.errors import BadRequest
+    from gateway.webhooks import Subscriptions, stream_id
+
+    try:
+        wanted = [stream_id(i, "ID") for i in args.ids] if args.dlq_command == "replay" and not args.all else None
+    except BadRequest as exc:
+        raise RuntimeError(exc.message) from None
+    subs = Subscriptions(redis, keys)
+    moved: set[str] = set()
+    for tenant in args.tenant or await subs.tenants():
+        for sid in args.subscription or await subs.ids(tenant):
+            if args.dlq_command == "replay":
+                for entry_id in await subs.replay(tenant, sid, wanted):
+                    moved.add(entry_id)
+                    print(json.dumps({"tenant": tenant, "subscription": sid, "replayed": entry_id}))
+                continue
+            after: str | None = None
+            while True:
+                letters, after = await subs.dead_letters(tenant, sid, after=after)
+                for d in letters:
+                    print(json.dumps({
+                        "tenant": tenant, "subscription": sid, "id": d.id, "event_id": d.event.get("id"),
+                        "event_type": d.event.get("type"), "record_type": d.event.get("record_type"),
+                        "record_id": d.event.get("record_id"), "attempts": d.attempts,
+                        "last_status": d.last_status, "last_error": d.last_error, "failed_at": d.failed_at,
+                    }))  # fmt: skip
+                if after is None:
+                    break
+    if args.dlq_command == "replay":
+        print(f"replayed {len(moved)} webhook dead letter(s)", file=sys.stderr)
+        if wanted and len(moved) < len(set(wanted)):
+            return EXIT_INVALID
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -36,13 +36,59 @@ Normalized platform records and change feed:
   gw:{t}:feed                      stream change events: id, type, record_type, record_id, event JSON
   gw:{t}:feed:trimmed              string id of the newest event dropped by retention; cursors before it get 410
 
+Webhooks (gateway/webhooks.py, delivered by gateway/webhook_delivery.py):
+  gw:{t}:hooks                     zset   subscription id -> created_at (epoch seconds)
+  gw:{t}:hook:{id}                 hash   id, url, events (JSON patterns), secret (to sign; never returned or
+                                          logged), created_at, owner (the creating client), scopes (JSON, its scopes
+                                          then), cursor (the feed entry delivered or passed over last), and while a
+                                          delivery fails: pending ("feed:<entry>" | "replay:<entry>"), attempt,
+                                          next_at (epoch seconds), last_error
+  gw:{t}:hook:{id}:lease           string the token of the worker delivering this subscription; SET NX PX, renewed,
+                                          so one worker at a time delivers it; cursor moves check it
+  gw:{t}:hook:{id}:dlq             stream deliveries that failed every attempt: event (feed JSON), feed_id, attempts,
+                                          status, error, failed_at; capped at about 10000 entries
+  gw:{t}:hook:{id}:replay          stream dead letters put back for delivery (same fields); delivered before the feed
+
+Write-backs (gateway/writebacks.py creates them; the connectors deliver them to the tenant's EHR):
+  gw:{t}:outbound                  stream write-back jobs, consumer group "connectors" (created with id "0",
+                                          MKSTREAM): writeback_id, kind (message | survey_response | appointment |
+                                          appointment_cancel | treatment_plan_activity), attempt ("0"); an entry is
+                                          acknowledged and deleted (XACK + XDEL) in the step that records its outcome
+  gw:{t}:outbound:retry            zset   write-back jobs waiting to be tried again -> epoch seconds when due
+  gw:{t}:outbound:dlq              stream write-back jobs that failed GATEWAY_WRITEBACK_MAX_ATTEMPTS times
+  gw:{t}:writeback:{id}            hash   one write-back (id: a UUID4): status (queued | delivering | delivered |
+                                          failed | dead_lettered), kind, created_at, updated_at (ISO UTC, Z),
+                                          request (the platform's request as validated, canonical JSON), method
+                                          (create | update), resource_type, resource_id (update), if_match (the
+                                          EHR's versionId for an update; may be empty), if_none_exist (the identifier
+                                          search of a create), resource (the FHIR JSON to send), attempts; once known:
+                                          ehr_id, ehr_version (delivered), outcome (the EHR's OperationOutcome JSON,
+                                          failed), error (short text, no PHI); kept (never expires)
+  gw:{t}:writeback-key:{key}       string the write-back id an Idempotency-Key created; expires after
+                                          GATEWAY_WRITEBACK_IDEMPOTENCY_DAYS
+  (connectors/outbound.py: a delivery sets status delivering and attempts when it starts; on a transient failure
+  status goes back to queued with error, and the job to outbound:retry; the DLQ entry has writeback_id, kind,
+  attempt, error, original_id, failed_at)
+
+EHR connectors (connectors/poll.py, connectors/status.py):
+  gw:{t}:connector:cursor          hash   resource type -> the poll cursor (the newest meta.lastUpdated accepted, as
+                                          the EHR wrote it); _last_poll -> epoch seconds of the last complete poll
+  gw:{t}:connector:lease           string "<poller name>|<random>" of the poller replica polling the tenant; SET NX
+                                          PX, renewed while it polls and waits; cursor writes check it
+  gw:{t}:connector:status          hash   last_success, last_error (epoch seconds), last_error_kind (an error kind,
+                                          no data), circuit (closed | open | half_open), circuit_changed, and
+                                          counters: requests, errors, retries, rate_limited (429s), throttled
+                                          (calls the connector's own rate limit held back)
+
 Global (no tenant):
   gw:tenants                       set    tenants that have ever written; workers read their streams
+  gw:webhook-tenants               set    tenants that have ever had a subscription; workers scan their hooks
 """
 
 from __future__ import annotations
 
 GROUP = "workers"
+OUTBOUND_GROUP = "connectors"  # the consumer group of every tenant's outbound (write-back) stream
 
 
 def tenant_of(key: str) -> str:
@@ -56,6 +102,7 @@ class Keyspace:
     def __init__(self, prefix: str = "gw") -> None:
         self.prefix = prefix
         self.tenants = f"{prefix}:tenants"
+        self.webhook_tenants = f"{prefix}:webhook-tenants"
 
     def _t(self, tenant: str) -> str:
         return f"{self.prefix}:{{{tenant}}}"
@@ -113,3 +160,42 @@ class Keyspace:
 
     def feed_trimmed(self, tenant: str) -> str:
         return f"{self._t(tenant)}:feed:trimmed"
+
+    def webhooks(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:hooks"
+
+    def webhook(self, tenant: str, sid: str) -> str:
+        return f"{self._t(tenant)}:hook:{sid}"
+
+    def webhook_lease(self, tenant: str, sid: str) -> str:
+        return f"{self._t(tenant)}:hook:{sid}:lease"
+
+    def webhook_dead_letters(self, tenant: str, sid: str) -> str:
+        return f"{self._t(tenant)}:hook:{sid}:dlq"
+
+    def webhook_replay(self, tenant: str, sid: str) -> str:
+        return f"{self._t(tenant)}:hook:{sid}:replay"
+
+    def outbound(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:outbound"
+
+    def outbound_retry(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:outbound:retry"
+
+    def outbound_dead_letters(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:outbound:dlq"
+
+    def writeback(self, tenant: str, wid: str) -> str:
+        return f"{self._t(tenant)}:writeback:{wid}"
+
+    def writeback_key(self, tenant: str, idempotency_key: str) -> str:
+        return f"{self._t(tenant)}:writeback-key:{idempotency_key}"
+
+    def connector_cursor(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:connector:cursor"
+
+    def connector_lease(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:connector:lease"
+
+    def connector_status(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:connector:status"

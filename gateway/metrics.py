@@ -8,7 +8,11 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from redis.asyncio import Redis
 
+from connectors.poll import parse_instant
+from connectors.status import read_status
+from gateway.keys import Keyspace
 from gateway.queue import WorkQueue
 
 REGISTRY = CollectorRegistry()
@@ -52,3 +56,44 @@ async def render(queue: WorkQueue) -> bytes:
         DEAD_LETTERS.labels(tenant).set(stats.dead)
         OLDEST_PENDING.labels(tenant).set(max(now - stats.oldest, 0.0) if stats.oldest else 0.0)
     return generate_latest(REGISTRY)
+
+
+CONNECTOR_LAST_SUCCESS = Gauge(
+    "gateway_connector_last_success_timestamp_seconds", "when the tenant's EHR last answered a call with a 2xx",
+    ["tenant"], registry=REGISTRY,
+)  # fmt: skip
+CONNECTOR_LAST_ERROR = Gauge(
+    "gateway_connector_last_error_timestamp_seconds", "when a call to the tenant's EHR last failed, by error kind",
+    ["tenant"], registry=REGISTRY,
+)  # fmt: skip
+CONNECTOR_CIRCUIT = Gauge(
+    "gateway_connector_circuit_state", "1 for the state the EHR's circuit breaker is in (closed, open, half_open)",
+    ["tenant", "state"], registry=REGISTRY,
+)  # fmt: skip
+CONNECTOR_CALLS = Gauge(
+    "gateway_connector_calls", "EHR calls so far, by what happened: requests, errors, retries, rate_limited (429), "
+    "throttled (held back by the connector's own rate limit)", ["tenant", "kind"], registry=REGISTRY,
+)  # fmt: skip
+CONNECTOR_CURSOR = Gauge(
+    "gateway_connector_poll_cursor_timestamp_seconds", "the poll cursor (newest lastUpdated accepted) per type",
+    ["tenant", "type"], registry=REGISTRY,
+)  # fmt: skip
+
+
+async def connector_gauges(redis: Redis, keys: Keyspace, tenants: list[str]) -> None:
+    """Read every connector's status and poll cursors from Redis into the gauges."""
+    for tenant in tenants:
+        status = await read_status(
+            redis, tenant, status_key=keys.connector_status(tenant), cursor_key=keys.connector_cursor(tenant),
+            lease_key=keys.connector_lease(tenant),
+        )  # fmt: skip
+        CONNECTOR_LAST_SUCCESS.labels(tenant).set(status.last_success or 0)
+        CONNECTOR_LAST_ERROR.labels(tenant).set(status.last_error or 0)
+        for state in ("closed", "open", "half_open"):
+            CONNECTOR_CIRCUIT.labels(tenant, state).set(1 if status.circuit == state else 0)
+        for kind, count in status.counts.items():
+            CONNECTOR_CALLS.labels(tenant, kind).set(count)
+        for rtype, cursor in status.cursors.items():
+            moment = parse_instant(cursor)
+            if moment is not None:
+                CONNECTOR_CURSOR.labels(tenant, rtype).set(moment.timestamp())

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from gateway import queries
+from gateway import queries, webhook_api
 from gateway.auth import Principal
 from gateway.disclosure import visible, visible_event
 from gateway.errors import BadRequest, NotFound
@@ -17,6 +17,7 @@ from mappers.model import Record
 from mappers.registry import record_routes
 
 router = APIRouter(prefix="/platform/v1", tags=["Platform"])
+router.include_router(webhook_api.router)  # before the generic /{route} routes, which would take /subscriptions
 MAX_LIMIT = 1000
 
 

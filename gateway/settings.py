@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mappers.vendors import VENDORS
+from connectors.config import EHRConfig
+from connectors.pool import Target
+from connectors.search import check_rules
+from mappers.vendors import VENDORS, profile
 
 Role = Literal["ehr", "platform"]
 
@@ -35,12 +38,13 @@ class Client(BaseModel):
 
 
 class Tenant(BaseModel):
-    """Per-tenant settings; later issues add the EHR connector block."""
+    """Per-tenant settings, with the tenant's EHR connector block (``connectors.config.EHRConfig``)."""
 
     model_config = ConfigDict(extra="allow")
 
     vendor: str = "generic"
     timezone: str | None = None
+    ehr: EHRConfig | None = None
 
     @field_validator("vendor")
     @classmethod
@@ -48,6 +52,13 @@ class Tenant(BaseModel):
         if value not in VENDORS:
             raise ValueError(f"vendor must be one of {', '.join(VENDORS)}")
         return value
+
+    @model_validator(mode="after")
+    def _vendor_search_rules(self) -> Tenant:
+        # Refuse, when the file is read, a poll the vendor's EHR would refuse at every search.
+        if self.ehr is not None:
+            check_rules(profile(self.vendor), self.ehr)
+        return self
 
 
 class ClientsConfig(BaseModel):
@@ -78,6 +89,10 @@ class ClientsConfig(BaseModel):
     def tenant(self, name: str) -> Tenant:
         """Return the tenant's settings, defaults where it has no block."""
         return self.tenants.get(name) or Tenant()
+
+    def connector_targets(self) -> dict[str, Target]:
+        """Return the tenants that have an EHR block, as the connectors take them."""
+        return {name: Target(name, t.vendor, t.ehr) for name, t in self.tenants.items() if t.ehr is not None}
 
     @classmethod
     def load(cls, path: Path) -> ClientsConfig:
@@ -120,6 +135,18 @@ class Settings(BaseSettings):
     search_max_count: int = Field(default=1000, ge=1)
     feed_max_wait_seconds: float = Field(default=30.0, ge=0)
     feed_retention_days: float = Field(default=30.0, gt=0)
+
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_base_seconds: float = Field(default=1.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=300.0, gt=0)
+    webhook_lease_seconds: float = Field(default=30.0, ge=1)
+    webhook_concurrency: int = Field(default=256, ge=1)
+
+    # How long an Idempotency-Key of a write-back is remembered (the write-back itself is kept).
+    writeback_idempotency_days: float = Field(default=30.0, gt=0)
+    writeback_max_attempts: int = Field(default=8, ge=1)
+    poll_lease_seconds: float = Field(default=30.0, ge=1)
 
     def load_clients(self) -> ClientsConfig:
         """Read the clients file, or return an empty configuration when none is set."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from connectors import Connectors, Delivery, OutboundQueue, RedisObserver
 from gateway.feed import Feed
 from gateway.keys import Keyspace
 from gateway.metrics import EVENTS, JOB_SECONDS, JOBS
@@ -26,10 +27,16 @@ from gateway.queue import Job, WorkQueue
 from gateway.records import RecordWriter
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Store
-from gateway.webhook_delivery import Dispatcher
+from gateway.webhook_dispatch import Dispatcher
 from mappers.registry import MAPPED
 
 log = logging.getLogger("gateway.worker")
+
+
+def open_connectors(redis: Redis, settings: Settings, clients: ClientsConfig) -> Connectors:
+    """Open one EHR client per tenant with an EHR block, reporting its status into Redis."""
+    keys = Keyspace(settings.key_prefix)
+    return Connectors(clients.connector_targets(), observer=lambda t: RedisObserver(redis, keys.connector_status(t)))
 
 
 def consumer_name() -> str:
@@ -48,7 +55,15 @@ class Applied:
 class Worker:
     """Turn stored FHIR versions into platform records and change events."""
 
-    def __init__(self, redis: Redis, settings: Settings, clients: ClientsConfig, *, name: str | None = None):
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        clients: ClientsConfig,
+        *,
+        name: str | None = None,
+        connectors: Connectors | None = None,
+    ):
         self._redis = redis
         self._settings = settings
         self._clients = clients
@@ -66,6 +81,17 @@ class Worker:
         self.name = name or consumer_name()
         self.processed = 0
         self.webhooks = Dispatcher(redis, settings, clients, name=self.name)
+        # Write-backs go to the EHRs from their own task too; the app shares its connectors when it has them.
+        self._own_connectors = connectors is None
+        self.connectors = connectors if connectors is not None else open_connectors(redis, settings, clients)
+        outbound = OutboundQueue(
+            redis, self._keys, max_attempts=settings.writeback_max_attempts,
+            backoff_base=settings.retry_base_seconds, backoff_max=settings.retry_max_seconds,
+        )  # fmt: skip
+        self.writebacks = Delivery(
+            outbound, self.connectors, consumer=self.name, concurrency=settings.worker_concurrency,
+            block_ms=settings.worker_block_ms, claim_idle_seconds=settings.claim_idle_seconds,
+        )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; finish and acknowledge the batch in hand before returning."""
@@ -74,6 +100,7 @@ class Worker:
             await self.queue.ensure_group(configured)
         # Webhooks go out from their own tasks, so a slow receiver never holds up the jobs (nor they it).
         webhooks = asyncio.create_task(self.webhooks.run(stop), name="webhooks")
+        writebacks = asyncio.create_task(self.writebacks.run(stop), name="writebacks")
         tenants: list[str] = []
         next_refresh = next_reclaim = next_trim = 0.0
         while not stop.is_set():
@@ -107,6 +134,9 @@ class Worker:
                 log.exception("worker loop error")
                 await asyncio.sleep(1.0)
         await webhooks
+        await writebacks
+        if self._own_connectors:
+            await self.connectors.aclose()
         log.info("worker stopped", extra={"consumer": self.name, "processed": self.processed})
 
     async def _reclaim(self, tenant: str) -> list[Job]:

@@ -51,6 +51,12 @@ class VendorProfile:
     qr_numbers_as_decimal: bool = False
     # Write-back families the EHR accepts ("message", "survey_response", "appointment", "treatment_plan").
     writebacks: list[str] = field(default_factory=lambda: list(WRITEBACKS))
+    # Searches the EHR refuses without some parameters, by resource type: "one_of" (one of these must be given)
+    # and "all_of" (each must be). The connectors check a tenant's poll settings against them.
+    search_rules: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    # Parameters every search carries, by resource type ("*": every type), "{practice_id}" filled from the
+    # tenant's EHR settings.
+    search_params: dict[str, dict[str, str]] = field(default_factory=dict)
     # Where the vendor documents this (for maintainers), by topic.
     sources: dict[str, str] = field(default_factory=dict)
 

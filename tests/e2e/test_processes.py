@@ -292,13 +292,14 @@ def test_cli_contracts(tmp_path: Path) -> None:
     no_target = cli("dlq", "list", env=env)
     assert no_target.returncode != 0 and "REDIS_URL" in no_target.stderr
 
-    valid = cli("validate", str(corpus_dir() / "hl7-r4-spec-examples" / "Appointment-example.json"), env=env)
+    example = corpus_dir() / "hl7-r4-spec-examples" / "Appointment-example.json"
+    valid = cli("validate", "--format", "json", str(example), env=env)
     assert valid.returncode == 0, valid.stdout + valid.stderr
     assert json_lines(valid.stdout)[0]["valid"] is True
 
     bogus = tmp_path / "bogus.json"
     bogus.write_text(json.dumps({**appointment("bogus"), "status": "bogus"}), encoding="utf-8")
-    invalid = cli("validate", str(bogus), env=env)
+    invalid = cli("validate", "--format", "json", str(bogus), env=env)
     assert invalid.returncode == 1, invalid.stdout + invalid.stderr
     (report,) = json_lines(invalid.stdout)
     assert report["valid"] is False

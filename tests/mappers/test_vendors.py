@@ -39,6 +39,8 @@ TOPIC = {
     "careplan_description_in_narrative": "careplan.description",
     "qr_numbers_as_decimal": "qr_numbers_as_decimal",
     "writebacks": "writebacks",
+    "search_rules": "search",
+    "search_params": "search",
 }
 
 

@@ -1,0 +1,1051 @@
+#!/usr/bin/env python3
+"""Throughput benchmark of the FHIR gateway, run as real processes.
+
+Phase 1 (acceptance): ``fhir-gateway api`` runs alone (no worker), and concurrent clients POST transaction
+Bundles of synthetic Appointments (plus one Patient per Bundle that the Appointments reference by urn:uuid).
+Every accepted Appointment leaves a job on the tenant's inbound stream.
+
+Phase 2 (drain): ``fhir-gateway worker`` process(es) start and the backlog (XLEN of the inbound stream plus ZCARD
+of the retry set) is watched until it reaches 0. Then the platform change feed is paged through and must hold
+exactly one event per accepted Appointment.
+
+Run ``python bench/gateway_bench.py --help`` for the options; bench/README.md says what the figures mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+TENANT = "bench"
+EHR_TOKEN = "ehr-bench-" + uuid.uuid4().hex
+PLATFORM_TOKEN = "platform-bench-" + uuid.uuid4().hex
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+FEED_PAGE = 1000
+DEFAULT_BUNDLES = "1000,250"
+NOISE_PCT = 25  # "other" CPU above this (percent of one core) makes a phase's figures suspect
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _bundles_arg(text: str) -> tuple[str, list[float]]:
+    """``200`` is 200 Bundles per size; ``1000,250`` one count per size; ``30s`` 30 seconds per size."""
+    text = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*s", text)
+    if match:
+        if float(match.group(1)) <= 0:
+            raise argparse.ArgumentTypeError("the duration must be more than 0 seconds")
+        return "seconds", [float(match.group(1))]
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "give a count (200), one count per size (1000,250) or a duration in seconds (30s)"
+        ) from None
+    if any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError("a Bundle count must be at least 1")
+    return "count", [float(c) for c in counts]
+
+
+def _sizes_arg(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("sizes are whole numbers separated by commas, e.g. 20,100") from None
+    if not sizes or any(s < 2 for s in sizes):
+        raise argparse.ArgumentTypeError("each Bundle size must be at least 2 (one Patient and an Appointment)")
+    return sizes
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gateway_bench.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Benchmark the FHIR gateway as real processes on this machine.\n\n"
+            "Phase 1 (acceptance): starts 'fhir-gateway api' (one uvicorn process, a temporary clients file "
+            "with one\nehr and one platform client for tenant 'bench') with NO worker running, and POSTs "
+            "transaction Bundles\nfrom --concurrency concurrent clients (httpx.AsyncClient, one connection "
+            "pool). Each Bundle has one\nPatient (POST, fullUrl urn:uuid) and size-1 Appointments "
+            "(alternately PUT and POST, distinct\nidentifiers) that reference the Patient by its urn:uuid. "
+            "Prints accepted resources/s, Bundles/s and\np50/p95/p99 latency per Bundle size.\n\n"
+            "Phase 2 (drain): starts --workers 'fhir-gateway worker' process(es) and times how fast the "
+            "backlog\n(XLEN <prefix>:{bench}:inbound + ZCARD <prefix>:{bench}:retry) falls to 0 (jobs/s, "
+            "timed from the first\nworker's 'worker started' log line). Then pages GET "
+            "/platform/v1/changes?limit=1000 and checks it\nholds exactly one event per accepted Appointment.\n\n"
+            "Redis: REDIS_URL when set (keys under a unique GATEWAY_KEY_PREFIX 'gwbench-<hex>', deleted at the "
+            "end;\nthe server is never flushed), else an embedded redis-server (AOF, appendfsync always) in a "
+            "temporary\nfolder, stopped at the end. Prints a machine line and Markdown tables; --json-out "
+            "writes the results\nas JSON. Exits 0 on success, 1 if a Bundle failed, the drain timed out or the "
+            "feed check failed,\n2 on a setup error."
+        ),
+        epilog="Example: REDIS_URL=redis://127.0.0.1:6379 .venv/bin/python bench/gateway_bench.py "
+        "--json-out bench/results/external.json",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive, default=8, help="concurrent clients (and pooled connections) (default 8)"
+    )
+    parser.add_argument(
+        "--bundles",
+        type=_bundles_arg,
+        default=_bundles_arg(DEFAULT_BUNDLES),
+        metavar="N|N,M|Ss",
+        help="how much to send per Bundle size: a number of Bundles for every size (300), one number per "
+        f"size in --sizes order (1000,250), or a duration in seconds per size (20s; Bundles are then built "
+        f"while sending) (default {DEFAULT_BUNDLES})",
+    )
+    parser.add_argument(
+        "--sizes", type=_sizes_arg, default=[20, 100], metavar="A,B", help="Bundle sizes in entries (default 20,100)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        metavar="N",
+        help="Bundles per size sent one at a time before measuring; they are not timed but their "
+        "Appointments count in the drain and the feed check (default 2)",
+    )
+    parser.add_argument(
+        "--workers", type=_positive, default=1, help="'fhir-gateway worker' processes for phase 2 (default 1)"
+    )
+    parser.add_argument(
+        "--worker-concurrency",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="set GATEWAY_WORKER_CONCURRENCY for the workers (default: the gateway's default)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="give up on the drain after this many seconds (default 300)",
+    )
+    parser.add_argument(
+        "--request-timeout", type=float, default=120.0, metavar="S", help="per-request timeout (default 120)"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help=f"before starting, wait up to S seconds for other processes to use less than {NOISE_PCT}%% of a "
+        "core (default 0: measure one second, warn, and go on)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (default: a free one)")
+    parser.add_argument(
+        "--embedded", action="store_true", help="use an embedded redis-server even when REDIS_URL is set"
+    )
+    parser.add_argument("--json-out", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--profile-api",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run the API under cProfile and write its stats to FILE at the end (slows the API; the "
+        "figures are then not comparable)",
+    )
+    parser.add_argument(
+        "--keep-tmp", action="store_true", help="keep the temporary folder (clients file, process logs, Redis data)"
+    )
+    args = parser.parse_args(argv)
+    if len(args.bundles[1]) not in (1, len(args.sizes)):
+        parser.error(f"--bundles gives {len(args.bundles[1])} counts for {len(args.sizes)} sizes")
+    return args
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Synthetic Bundles
+
+
+def make_bundle(run: str, size: int, seq: int) -> tuple[bytes, int]:
+    """Return a transaction Bundle of ``size`` entries as JSON bytes, and how many Appointments it holds."""
+    patient_urn = f"urn:uuid:{uuid.uuid4()}"
+    tag = f"{run}-{size}-{seq}"
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": patient_urn,
+            "resource": {
+                "resourceType": "Patient",
+                "identifier": [{"system": "urn:gwbench:mrn", "value": f"mrn-{tag}"}],
+                "name": [{"family": "Bench", "given": [f"Synthetic{seq}"]}],
+                "birthDate": "1980-01-01",
+            },
+            "request": {"method": "POST", "url": "Patient"},
+        }
+    ]
+    day = datetime(2027, 1, 4, 14, 0, tzinfo=UTC) + timedelta(days=seq % 300)
+    for i in range(size - 1):
+        start = day + timedelta(minutes=15 * i)
+        appointment: dict[str, Any] = {
+            "resourceType": "Appointment",
+            "identifier": [{"system": "urn:gwbench:appt", "value": f"appt-{tag}-{i}"}],
+            "status": "booked",
+            "description": "Synthetic benchmark visit",
+            "start": start.isoformat().replace("+00:00", "Z"),
+            "end": (start + timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
+            "participant": [
+                {"actor": {"reference": patient_urn}, "status": "accepted"},
+                {"actor": {"reference": "Practitioner/bench-prac-1"}, "status": "accepted"},
+            ],
+        }
+        if i % 2 == 0:
+            rid = f"b{tag}-{i}"
+            appointment["id"] = rid
+            entries.append({"resource": appointment, "request": {"method": "PUT", "url": f"Appointment/{rid}"}})
+        else:
+            entries.append(
+                {
+                    "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                    "resource": appointment,
+                    "request": {"method": "POST", "url": "Appointment"},
+                }
+            )
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return json.dumps(bundle, separators=(",", ":")).encode(), size - 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Measurements
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def kernel_thread_seconds() -> float:
+    """CPU seconds of the kernel's own threads (children of kthreadd: I/O, journal, memory workers)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == "2" or entry.name == "2":  # ppid 2 (kthreadd), or kthreadd itself
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds all cores spent running user processes, CPU seconds of kernel work) since boot.
+
+    Busy is everything but idle and iowait in /proc/stat; kernel work is interrupt and softirq time plus the
+    kernel threads, so that "other processes" means other programs, not the fsyncs and loopback traffic
+    the benchmark itself causes.
+    """
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return 0.0, 0.0
+    ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    kernel = (ticks[5] + ticks[6]) / CLK_TCK + kernel_thread_seconds()
+    return busy - kernel, kernel
+
+
+def other_cpu_pct(window: float, own_pids: list[int]) -> float:
+    """Percent of one core that processes other than this one and ``own_pids`` used over ``window`` seconds."""
+    busy0, own0 = machine_cpu_seconds()[0], self_cpu_seconds() + sum(proc_cpu_seconds(p) for p in own_pids)
+    time.sleep(window)
+    busy1, own1 = machine_cpu_seconds()[0], self_cpu_seconds() + sum(proc_cpu_seconds(p) for p in own_pids)
+    return max(100 * ((busy1 - busy0) - (own1 - own0)) / window, 0.0)
+
+
+def wait_until_quiet(own_pids: list[int], patience: float) -> float:
+    """Measure other processes' CPU for a second, again and again up to ``patience`` seconds until it is low."""
+    deadline = time.monotonic() + patience
+    while True:
+        other = other_cpu_pct(1.0, own_pids)
+        if other <= NOISE_PCT or time.monotonic() >= deadline:
+            return other
+        print(f"waiting for a quiet machine: other processes use {other:.0f}% of a core", file=sys.stderr)
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info.get("used_cpu_user", 0)) + float(info.get("used_cpu_sys", 0))
+
+
+@dataclass
+class AcceptanceResult:
+    size: int
+    concurrency: int
+    bundles: int = 0
+    failed: int = 0
+    resources: int = 0
+    appointments: int = 0  # accepted Appointments, warm-up included
+    patients: int = 0  # accepted Patients, warm-up included
+    seconds: float = 0.0
+    resources_per_s: float = 0.0
+    bundles_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    mean_ms: float = 0.0
+    api_cpu_pct: float = 0.0
+    redis_cpu_pct: float = 0.0
+    client_cpu_pct: float = 0.0
+    other_cpu_pct: float = 0.0
+    kernel_cpu_pct: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DrainResult:
+    workers: int
+    jobs: int = 0
+    seconds: float = 0.0
+    jobs_per_s: float = 0.0
+    seconds_from_spawn: float = 0.0
+    startup_seconds: float = 0.0
+    worker_cpu_pct: float = 0.0
+    redis_cpu_pct: float = 0.0
+    other_cpu_pct: float = 0.0
+    kernel_cpu_pct: float = 0.0
+    drained: bool = False
+    dead_letters: int = 0
+    processed: int | None = None  # from the workers' "worker stopped" log lines
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+
+@dataclass
+class FeedResult:
+    expected: int = 0  # accepted Appointments
+    events: int = 0  # every event in the feed
+    appointment_events: int = 0  # events whose record_type is "appointment"
+    distinct_appointments: int = 0
+    other_events: int = 0  # events of other record types (e.g. a Patient family, once one is mapped)
+    pages: int = 0
+    seconds: float = 0.0
+    types: dict[str, int] = field(default_factory=dict)
+    unresolved_patient_refs: int = 0
+    ok: bool = False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gateway_command(args: list[str], profile: Path | None = None) -> list[str]:
+    """The ``fhir-gateway`` command of this interpreter's environment (``python -m gateway`` as a fallback)."""
+    if profile is not None:
+        return [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "gateway", *args]
+    script = Path(sys.executable).parent / "fhir-gateway"
+    if script.exists():
+        return [str(script), *args]
+    found = shutil.which("fhir-gateway")
+    return [found, *args] if found else [sys.executable, "-m", "gateway", *args]
+
+
+class Children:
+    """Child processes, each with its own log file, always terminated in the end."""
+
+    def __init__(self, folder: Path, env: dict[str, str]) -> None:
+        self.folder = folder
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log = self.folder / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                command,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C reaches the bench only; it stops the children itself
+                cwd=self.folder,
+            )
+        self.procs.append((name, proc, log))
+        return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> Path:
+        return next(log for _, p, log in self.procs if p is proc)
+
+    def stop(self, procs: list[subprocess.Popen[bytes]] | None = None, timeout: float = 25.0) -> None:
+        """SIGTERM, wait, then SIGKILL whatever is left."""
+        chosen = [p for _, p, _ in self.procs if procs is None or p in procs]
+        for proc in chosen:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in chosen:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def tail(self, proc: subprocess.Popen[bytes], lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_of(proc).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def wait_for_api(base: str, proc: subprocess.Popen[bytes], children: Children, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with status {proc.returncode}:\n{children.tail(proc)}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the API did not answer /healthz within {timeout:.0f}s:\n{children.tail(proc)}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Phase 1: acceptance
+
+
+class BundleSource:
+    """Bundles to send: pre-built for a count (kept out of the timed window), built on demand for a duration."""
+
+    def __init__(self, run: str, size: int, mode: str, amount: float, first_seq: int) -> None:
+        self.run, self.size, self.mode = run, size, mode
+        self.seq = first_seq
+        self.deadline = float("inf")
+        self.amount = amount
+        self._prebuilt: Iterator[tuple[bytes, int]] | None = None
+        if mode == "count":
+            built = [make_bundle(run, size, first_seq + i) for i in range(int(amount))]
+            self._prebuilt = iter(built)
+
+    def start(self) -> None:
+        if self.mode == "seconds":
+            self.deadline = time.perf_counter() + self.amount
+
+    def next(self) -> tuple[bytes, int] | None:
+        if self._prebuilt is not None:
+            return next(self._prebuilt, None)
+        if time.perf_counter() >= self.deadline:
+            return None
+        self.seq += 1
+        return make_bundle(self.run, self.size, self.seq)
+
+
+async def post_bundle(client: httpx.AsyncClient, body: bytes, entries: int) -> tuple[bool, int, str]:
+    """POST one Bundle; return (ok, resources accepted, error text)."""
+    response = await client.post("/fhir/R4", content=body)
+    if response.status_code != 200:
+        return False, 0, f"HTTP {response.status_code}: {response.text[:300]}"
+    answer = response.json()
+    statuses = [e.get("response", {}).get("status", "") for e in answer.get("entry", [])]
+    accepted = sum(1 for s in statuses if s[:1] == "2")
+    if len(statuses) != entries or accepted != entries:
+        return False, accepted, f"{accepted} of {entries} entries accepted: {Counter(statuses)}"
+    return True, accepted, ""
+
+
+async def acceptance(
+    client: httpx.AsyncClient,
+    source: BundleSource,
+    concurrency: int,
+    api_pid: int,
+    rclient: redis.Redis,
+) -> AcceptanceResult:
+    result = AcceptanceResult(size=source.size, concurrency=concurrency)
+    latencies: list[float] = []
+    cpu0 = (proc_cpu_seconds(api_pid), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
+
+    async def one_client() -> None:
+        while True:
+            item = source.next()
+            if item is None:
+                return
+            body, appointments = item
+            started = time.perf_counter()
+            try:
+                ok, accepted, error = await post_bundle(client, body, source.size)
+            except httpx.HTTPError as exc:
+                ok, accepted, error = False, 0, f"{type(exc).__name__}: {exc}"
+            latencies.append(time.perf_counter() - started)
+            if ok:
+                result.bundles += 1
+                result.resources += accepted
+                result.appointments += appointments
+                result.patients += 1
+            else:
+                result.failed += 1
+                if len(result.errors) < 5:
+                    result.errors.append(error)
+
+    started = time.perf_counter()
+    source.start()
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    cpu1 = (proc_cpu_seconds(api_pid), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
+    latencies.sort()
+    ms = [x * 1000 for x in latencies]
+    result.p50_ms, result.p95_ms, result.p99_ms = (percentile(ms, q) for q in (50, 95, 99))
+    result.max_ms = ms[-1] if ms else float("nan")
+    result.mean_ms = statistics.fmean(ms) if ms else float("nan")
+    if result.seconds > 0:
+        result.resources_per_s = result.resources / result.seconds
+        result.bundles_per_s = result.bundles / result.seconds
+        result.api_cpu_pct = 100 * (cpu1[0] - cpu0[0]) / result.seconds
+        result.redis_cpu_pct = 100 * (cpu1[1] - cpu0[1]) / result.seconds
+        result.client_cpu_pct = 100 * (cpu1[2] - cpu0[2]) / result.seconds
+        ours = sum(cpu1[i] - cpu0[i] for i in range(3))
+        result.other_cpu_pct = max(100 * ((cpu1[3] - cpu0[3]) - ours) / result.seconds, 0.0)
+        result.kernel_cpu_pct = 100 * (cpu1[4] - cpu0[4]) / result.seconds
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Phase 2: drain and the feed check
+
+
+def backlog(rclient: redis.Redis, prefix: str) -> int:
+    pipe = rclient.pipeline(transaction=False)
+    pipe.xlen(f"{prefix}:{{{TENANT}}}:inbound")
+    pipe.zcard(f"{prefix}:{{{TENANT}}}:retry")
+    queued, retrying = pipe.execute()
+    return int(queued) + int(retrying)
+
+
+def processed_by(log: Path) -> int | None:
+    """The job count a worker logs when it stops, if it did."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "worker stopped" in line:
+            try:
+                return int(json.loads(line)["processed"])
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+def started_at(log: Path) -> float | None:
+    """Epoch seconds of the worker's 'worker started' log line, if it is there yet."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if "worker started" in line:
+            try:
+                ts = json.loads(line)["ts"]
+                return datetime.fromisoformat(ts).timestamp()
+            except (ValueError, KeyError, TypeError):
+                return time.time()
+    return None
+
+
+def _drain_cpu(procs: list[subprocess.Popen[bytes]], api_pid: int, rclient: redis.Redis) -> tuple[float, ...]:
+    return (
+        sum(proc_cpu_seconds(p.pid) for p in procs),
+        redis_cpu_seconds(rclient),
+        proc_cpu_seconds(api_pid) + self_cpu_seconds(),
+        *machine_cpu_seconds(),
+    )
+
+
+def drain(
+    children: Children,
+    api_pid: int,
+    command: list[str],
+    workers: int,
+    rclient: redis.Redis,
+    prefix: str,
+    timeout: float,
+) -> tuple[DrainResult, list[subprocess.Popen[bytes]]]:
+    result = DrainResult(workers=workers)
+    result.jobs = backlog(rclient, prefix)
+    spawned = time.time()
+    procs = [children.start(f"worker-{i + 1}", command) for i in range(workers)]
+    ready: float | None = None
+    cpu_ready: tuple[float, ...] | None = None
+    deadline = time.monotonic() + timeout
+    last_sample = 0.0
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a worker exited with status {proc.returncode}:\n{children.tail(proc)}")
+        if ready is None:
+            stamps = [started_at(children.log_of(p)) for p in procs]
+            known = [s for s in stamps if s is not None]
+            if known:
+                ready = min(known)
+                cpu_ready = _drain_cpu(procs, api_pid, rclient)
+        left = backlog(rclient, prefix)
+        now = time.time()
+        if now - last_sample >= 0.5:
+            result.samples.append((round(now - spawned, 3), left))
+            last_sample = now
+        if left == 0 and ready is not None:
+            result.samples.append((round(now - spawned, 3), left))
+            result.drained = True
+            result.seconds = max(now - ready, 1e-9)
+            result.seconds_from_spawn = now - spawned
+            result.startup_seconds = ready - spawned
+            result.jobs_per_s = result.jobs / result.seconds
+            if cpu_ready is not None:
+                cpu = _drain_cpu(procs, api_pid, rclient)
+                result.worker_cpu_pct = 100 * (cpu[0] - cpu_ready[0]) / result.seconds
+                result.redis_cpu_pct = 100 * (cpu[1] - cpu_ready[1]) / result.seconds
+                ours = sum(cpu[i] - cpu_ready[i] for i in range(3))
+                result.other_cpu_pct = max(100 * ((cpu[3] - cpu_ready[3]) - ours) / result.seconds, 0.0)
+                result.kernel_cpu_pct = 100 * (cpu[4] - cpu_ready[4]) / result.seconds
+            break
+        time.sleep(0.02)
+    result.dead_letters = int(rclient.xlen(f"{prefix}:{{{TENANT}}}:dlq"))
+    return result, procs
+
+
+async def check_feed(client: httpx.AsyncClient, expected: int) -> FeedResult:
+    """Page through the whole feed; it must hold exactly one event per accepted Appointment."""
+    result = FeedResult(expected=expected)
+    appointments: set[str] = set()
+    types: Counter[str] = Counter()
+    cursor: str | None = None
+    started = time.perf_counter()
+    headers = {"Authorization": f"Bearer {PLATFORM_TOKEN}"}
+    while True:
+        params: dict[str, Any] = {"limit": FEED_PAGE}
+        if cursor:
+            params["cursor"] = cursor
+        response = await client.get("/platform/v1/changes", params=params, headers=headers)
+        response.raise_for_status()
+        page = response.json()
+        result.pages += 1
+        events = page["events"]
+        if not events:
+            break
+        for event in events:
+            types[event.get("type", "?")] += 1
+            if event.get("record_type") != "appointment":
+                result.other_events += 1
+                continue
+            result.appointment_events += 1
+            appointments.add(str(event.get("record_id")))
+            patient = ((event.get("record") or {}).get("patient") or {}).get("reference") or ""
+            if not patient.startswith("Patient/"):
+                result.unresolved_patient_refs += 1
+        result.events += len(events)
+        cursor = page["next_cursor"]
+    result.seconds = time.perf_counter() - started
+    result.types = dict(types)
+    result.distinct_appointments = len(appointments)
+    result.ok = (
+        result.appointment_events == expected
+        and result.distinct_appointments == expected
+        and result.unresolved_patient_refs == 0
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Machine and report
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(rclient: redis.Redis, embedded: bool) -> dict[str, Any]:
+    server = rclient.info("server")
+    config = {**rclient.config_get("appendonly"), **rclient.config_get("appendfsync")}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu_model(),
+        "cores": cores,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "redis_version": server.get("redis_version", "?"),
+        "redis": "embedded" if embedded else "external",
+        "redis_transport": "unix socket" if embedded else "tcp",
+        "appendonly": config.get("appendonly", "?"),
+        "appendfsync": config.get("appendfsync", "?"),
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['os']}; "
+        f"Redis {m['redis_version']} ({m['redis']}, {m['redis_transport']}, appendonly {m['appendonly']}, "
+        f"appendfsync {m['appendfsync']})"
+    )
+
+
+def _f(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def report(
+    m: dict[str, Any], accepted: list[AcceptanceResult], drained: DrainResult | None, feed: FeedResult | None
+) -> str:
+    lines = [machine_line(m), ""]
+    if "other_cpu_pct_before" in m:
+        lines[-1:] = [f"Before the run, other processes used {m['other_cpu_pct_before']:.0f}% of a core.", ""]
+    lines.append(
+        "| Phase 1: acceptance, no worker | Bundles | Resources | Clients | Resources/s | Bundles/s "
+        "| p50 ms | p95 ms | p99 ms | CPU % API / Redis / client / other |"
+    )
+    lines.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for r in accepted:
+        failed = f" ({r.failed} failed)" if r.failed else ""
+        lines.append(
+            f"| {r.size}-entry transaction | {r.bundles}{failed} | {_f(r.resources)} | {r.concurrency} "
+            f"| {_f(r.resources_per_s)} | {_f(r.bundles_per_s, 1)} | {_f(r.p50_ms)} | {_f(r.p95_ms)} "
+            f"| {_f(r.p99_ms)} | {_f(r.api_cpu_pct)} / {_f(r.redis_cpu_pct)} / {_f(r.client_cpu_pct)} "
+            f"/ {_f(r.other_cpu_pct)} |"
+        )
+    noisy = [f"{r.size}-entry Bundles" for r in accepted if r.other_cpu_pct > NOISE_PCT]
+    if drained is not None:
+        lines.append("")
+        lines.append(
+            "| Phase 2: drain | Workers | Jobs | Seconds | Jobs/s | CPU % workers / Redis / other "
+            "| Appointment events in feed |"
+        )
+        lines.append("|---|--:|--:|--:|--:|--:|--:|")
+        seconds = _f(drained.seconds, 2) if drained.drained else f"> {_f(drained.seconds_from_spawn, 0)}"
+        rate = _f(drained.jobs_per_s) if drained.drained else "n/a"
+        events = "n/a"
+        if feed is not None:
+            events = f"{_f(feed.appointment_events)} of {_f(feed.expected)} {'ok' if feed.ok else 'MISMATCH'}"
+        lines.append(
+            f"| inbound backlog to 0 | {drained.workers} | {_f(drained.jobs)} | {seconds} | {rate} "
+            f"| {_f(drained.worker_cpu_pct)} / {_f(drained.redis_cpu_pct)} / {_f(drained.other_cpu_pct)} "
+            f"| {events} |"
+        )
+        if drained.other_cpu_pct > NOISE_PCT:
+            noisy.append("the drain")
+    lines.append("")
+    lines.append(
+        "CPU is percent of one core over the timed window: API = the uvicorn process, client = this script, "
+        "Redis = INFO cpu (on a shared server it includes other clients' commands), other = every other "
+        "program on the machine (kernel threads and interrupts excluded; the JSON has them as kernel_cpu_pct)."
+    )
+    if noisy:
+        lines.append(
+            f"WARNING: other processes used more than {NOISE_PCT}% of a core during {', '.join(noisy)}: "
+            "those figures are disturbed; re-run on a quiet machine."
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Main
+
+
+def clients_file(folder: Path) -> Path:
+    path = folder / "clients.json"
+    config = {
+        "clients": [
+            {"token": EHR_TOKEN, "tenant": TENANT, "role": "ehr", "name": "bench-ehr"},
+            {"token": PLATFORM_TOKEN, "tenant": TENANT, "role": "platform", "scopes": ["sensitive"],
+             "name": "bench-platform"},
+        ],
+        "tenants": {TENANT: {"vendor": "generic"}},
+    }  # fmt: skip
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def delete_keys(url: str, prefix: str) -> int:
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.unlink(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+async def phase_one(
+    args: argparse.Namespace, base: str, run: str, api_pid: int, rclient: redis.Redis
+) -> list[AcceptanceResult]:
+    mode, amounts = args.bundles
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    headers = {"Authorization": f"Bearer {EHR_TOKEN}", "Content-Type": "application/fhir+json"}
+    results: list[AcceptanceResult] = []
+    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=args.request_timeout) as client:
+        for index, size in enumerate(args.sizes):
+            amount = amounts[index] if len(amounts) > 1 else amounts[0]
+            # Warm-up: one at a time, untimed, so lazy imports and model builds are not in the figures.
+            warm = AcceptanceResult(size=size, concurrency=1)
+            for i in range(args.warmup):
+                body, appointments = make_bundle(run, size, 10_000_000 + i)
+                ok, _, error = await post_bundle(client, body, size)
+                if not ok:
+                    raise RuntimeError(f"a warm-up Bundle of {size} entries failed: {error}")
+                warm.appointments += appointments
+                warm.patients += 1
+            source = BundleSource(run, size, mode, amount, first_seq=0)
+            print(
+                f"phase 1: {size}-entry Bundles, "
+                + (f"{int(amount)} Bundles" if mode == "count" else f"{amount:g}s")
+                + f", {args.concurrency} clients ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            result = await acceptance(client, source, args.concurrency, api_pid, rclient)
+            # They are in the queue and must reach the feed too.
+            result.appointments += warm.appointments
+            result.patients += warm.patients
+            results.append(result)
+            print(
+                f"  {result.bundles} Bundles in {result.seconds:.2f}s: {result.resources_per_s:,.0f} resources/s, "
+                f"p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms"
+                + (f", {result.failed} FAILED: {result.errors[0]}" if result.failed else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM (and SIGINT, even when inherited as ignored) unwind through the cleanup below.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    run = uuid.uuid4().hex[:10]
+    prefix = f"gwbench-{run}"
+    folder = Path(tempfile.mkdtemp(prefix="gwbench-"))
+    external_url = None if args.embedded else os.environ.get("REDIS_URL") or None
+    embedded = None
+    children: Children | None = None
+    rclient: redis.Redis | None = None
+    status = 0
+    out: dict[str, Any] = {}
+    try:
+        if external_url:
+            url = external_url
+        else:
+            from gateway.embedded import EmbeddedRedis
+
+            embedded = EmbeddedRedis(folder / "redis").start()
+            url = embedded.url
+        rclient = redis.Redis.from_url(url)
+        rclient.ping()
+        m = machine(rclient, embedded is not None)
+        print(machine_line(m), file=sys.stderr, flush=True)
+        own = [embedded.process.pid] if embedded is not None and embedded.process is not None else []
+        m["other_cpu_pct_before"] = round(wait_until_quiet(own, args.wait_quiet), 1)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(
+            {
+                "REDIS_URL": url,
+                "GATEWAY_KEY_PREFIX": prefix,
+                "GATEWAY_CLIENTS_FILE": str(clients_file(folder)),
+                "GATEWAY_DATA_DIR": str(folder / "data"),
+                "PYTHONUNBUFFERED": "1",
+                # No worker metrics HTTP port: several workers (and other gateways here) would contend for it.
+                "GATEWAY_WORKER_METRICS_PORT": "0",
+            }
+        )
+        if args.worker_concurrency:
+            env["GATEWAY_WORKER_CONCURRENCY"] = str(args.worker_concurrency)
+        children = Children(folder, env)
+        port = args.port or free_port()
+        base = f"http://127.0.0.1:{port}"
+        profile = args.profile_api.resolve() if args.profile_api else None
+        api = children.start("api", gateway_command(["api", "--host", "127.0.0.1", "--port", str(port)], profile))
+        wait_for_api(base, api, children)
+        print(f"API pid {api.pid} at {base}; key prefix {prefix}; logs in {folder}", file=sys.stderr, flush=True)
+
+        accepted = asyncio.run(phase_one(args, base, run, api.pid, rclient))
+        expected = sum(r.appointments for r in accepted)
+        patients = sum(r.patients for r in accepted)
+        queued = backlog(rclient, prefix)
+        if queued == expected + patients:
+            print(f"note: {patients} Patients made jobs too (a Patient family is mapped)", file=sys.stderr)
+        elif queued != expected:
+            print(
+                f"note: the backlog is {queued} jobs for {expected} Appointments and {patients} Patients accepted",
+                file=sys.stderr,
+            )
+
+        print(f"phase 2: draining {queued} jobs with {args.workers} worker(s) ...", file=sys.stderr, flush=True)
+        drained, worker_procs = drain(
+            children, api.pid, gateway_command(["worker"]), args.workers, rclient, prefix, args.drain_timeout
+        )
+        children.stop(worker_procs)
+        counts = [processed_by(children.log_of(p)) for p in worker_procs]
+        drained.processed = None if None in counts else sum(c or 0 for c in counts)
+        if drained.processed is not None and drained.processed != drained.jobs:
+            print(
+                f"note: the workers processed {drained.processed} jobs; the backlog held {drained.jobs} "
+                "(redeliveries, retries or follow-up jobs)",
+                file=sys.stderr,
+            )
+        feed: FeedResult | None = None
+        if drained.drained:
+            print(
+                f"  drained in {drained.seconds:.2f}s ({drained.jobs_per_s:,.0f} jobs/s); checking the feed ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            feed = asyncio.run(check_feed_with_client(base, expected, args.request_timeout))
+        else:
+            print(f"  the backlog did not reach 0 within {args.drain_timeout:g}s", file=sys.stderr)
+
+        text = report(m, accepted, drained, feed)
+        print(text)
+        if feed is not None:
+            print(
+                f"\nFeed check: {feed.appointment_events} appointment events for {feed.expected} accepted "
+                f"Appointments ({feed.distinct_appointments} distinct records, "
+                f"{feed.unresolved_patient_refs} with an unresolved patient reference); {feed.events} events "
+                f"in all, by type {feed.types}; {feed.pages} pages of {FEED_PAGE} read in {feed.seconds:.2f}s: "
+                f"{'OK' if feed.ok else 'MISMATCH'}"
+            )
+        if drained.dead_letters:
+            print(f"Dead letters: {drained.dead_letters}")
+
+        failed = sum(r.failed for r in accepted)
+        if failed:
+            errors = [e for r in accepted for e in r.errors][:3]
+            print(f"FAILED: {failed} Bundle(s) were not accepted; first errors: {errors}")
+            status = 1
+        if not drained.drained or feed is None or not feed.ok or drained.dead_letters:
+            status = 1
+
+        out = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": m,
+            "settings": {
+                "concurrency": args.concurrency,
+                "bundles": {"mode": args.bundles[0], "amount": args.bundles[1]},
+                "sizes": args.sizes,
+                "warmup": args.warmup,
+                "workers": args.workers,
+                "worker_concurrency": args.worker_concurrency,
+                "key_prefix": prefix,
+                "profiled": profile is not None,
+            },
+            "acceptance": [asdict(r) for r in accepted],
+            "drain": asdict(drained),
+            "feed": asdict(feed) if feed else None,
+            "ok": status == 0,
+        }
+    except (RuntimeError, OSError, redis.RedisError, httpx.HTTPError) as exc:
+        print(f"gateway_bench: {exc}", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        print("gateway_bench: interrupted", file=sys.stderr)
+        status = 130
+    finally:
+        if children is not None:
+            children.stop()
+        if rclient is not None:
+            rclient.close()
+        if external_url:
+            try:
+                removed = delete_keys(external_url, prefix)
+                print(f"deleted {removed} keys under {prefix}:", file=sys.stderr)
+            except redis.RedisError as exc:
+                print(f"gateway_bench: could not delete keys under {prefix}: ({exc})", file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+        if args.keep_tmp:
+            print(f"kept {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    if out and args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json_out}", file=sys.stderr)
+    return status
+
+
+async def check_feed_with_client(base: str, expected: int, request_timeout: float) -> FeedResult:
+    async with httpx.AsyncClient(base_url=base, timeout=request_timeout) as client:
+        return await check_feed(client, expected)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Deliver the platform's write-backs to each tenant's EHR, exactly once in effect.
+
+- A ``create`` is a conditional create: ``POST [base]/{type}`` with ``If-None-Exist`` on the write-back's business
+  identifier, so a retry (in the request, or a later attempt of the job) finds the copy already there instead of
+  making a second one.
+- An ``update`` is ``PUT [base]/{type}/{id}`` with ``If-Match`` on the EHR's version (read first when the
+  write-back does not know it). On 412 the resource is read again: when the EHR already holds what we send (an
+  earlier attempt landed and its answer was lost) the write-back is delivered; otherwise it fails with the reason
+  and nothing is overwritten.
+- An EHR 4xx with its OperationOutcome fails the write-back with the EHR's issues; transport errors, 408, 429 and
+  5xx (after the request's own retries), an open circuit and a lost token are retried later by the queue, and
+  dead-lettered after ``GATEWAY_WRITEBACK_MAX_ATTEMPTS``.
+- Delivered, the write-back records the EHR's resource id and version (from ``Location``, ``ETag`` or the body).
+
+Logs carry write-back ids, kinds, resource types and error kinds: never a resource or a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.client import EHRClient, Written
+from connectors.errors import AuthError, ConnectorError, EHRError, PreconditionFailed, retryable
+from connectors.outbound import OutboundJob, OutboundQueue
+from connectors.pool import Connectors
+
+log = logging.getLogger("connectors.delivery")
+
+_IGNORED = frozenset({"id", "meta", "text"})
+
+
+class Undeliverable(ConnectorError):
+    """The write-back cannot be delivered as it stands (a bad state, or a conflicting EHR version)."""
+
+    kind = "undeliverable"
+
+    def __init__(self, message: str, *, outcome: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The EHR's id and version of a delivered write-back."""
+
+    rid: str
+    version: str
+
+
+def holds(current: Mapping[str, Any], sent: Mapping[str, Any]) -> bool:
+    """Tell whether the EHR's ``current`` resource already has every element ``sent`` sets (meta, text aside)."""
+    return all(current.get(k) == v for k, v in sent.items() if k not in _IGNORED)
+
+
+def _version(resource: Mapping[str, Any]) -> str | None:
+    meta = resource.get("meta")
+    version = meta.get("versionId") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
+async def deliver(client: EHRClient, state: Mapping[str, str]) -> Delivered:
+    """Store the write-back described by ``state`` in the EHR; return what the EHR calls it."""
+    rtype, method = state.get("resource_type", ""), state.get("method", "")
+    try:
+        resource = json.loads(state.get("resource") or "")
+    except ValueError:
+        resource = None
+    if not rtype or not isinstance(resource, dict) or resource.get("resourceType") != rtype:
+        raise Undeliverable("the write-back holds no resource of its type")
+    if method == "create":
+        written = await client.create(rtype, resource, if_none_exist=state.get("if_none_exist") or None)
+        return _delivered(written, rtype)
+    if method == "update":
+        rid = state.get("resource_id", "")
+        if not rid:
+            raise Undeliverable("an update write-back names no resource id")
+        version = state.get("if_match") or _version(await client.read(rtype, rid))
+        try:
+            written = await client.update(rtype, rid, resource, if_match=version)
+        except PreconditionFailed as exc:
+            current = await client.read(rtype, rid)
+            if holds(current, resource):
+                return Delivered(rid, _version(current) or "")
+            raise Undeliverable(
+                f"the EHR's {rtype} changed since version {version} (now {_version(current)}); not overwritten",
+                outcome=exc.outcome,
+            ) from None
+        return _delivered(written, rtype, rid)
+    raise Undeliverable(f"unknown write-back method {method[:20]!r}")
+
+
+def _delivered(written: Written, rtype: str, rid: str | None = None) -> Delivered:
+    found = written.rid or rid
+    if not found:
+        raise Undeliverable(f"the EHR stored the {rtype} but said neither its id nor where (no Location)")
+    return Delivered(found, written.version or "")
+
+
+class Delivery:
+    """The worker's write-back delivery loop for every tenant with an EHR connector."""
+
+    def __init__(
+        self,
+        queue: OutboundQueue,
+        connectors: Connectors,
+        *,
+        consumer: str,
+        concurrency: int = 8,
+        block_ms: int = 250,
+        claim_idle_seconds: float = 30.0,
+    ) -> None:
+        self.queue = queue
+        self.connectors = connectors
+        self.consumer = consumer
+        self._concurrency = concurrency
+        self._block_ms = block_ms
+        self._claim_idle = claim_idle_seconds
+        self.delivered = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; finish the deliveries in hand first."""
+        tenants = self.connectors.tenants
+        if not tenants:
+            return
+        log.info("write-back delivery started", extra={"consumer": self.consumer, "tenants": len(tenants)})
+        next_reclaim = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                if loop.time() >= next_reclaim:
+                    next_reclaim = loop.time() + max(self._claim_idle / 2, 0.5)
+                    for tenant in tenants:
+                        await self._handle_all(await self._reclaim(tenant))
+                await self.step(tenants)
+            except Exception:
+                # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
+                log.exception("write-back delivery loop error")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+        log.info("write-back delivery stopped", extra={"consumer": self.consumer, "delivered": self.delivered})
+
+    async def step(self, tenants: list[str]) -> int:
+        """Promote due retries, read new jobs and deliver them; return how many were handled."""
+        for tenant in tenants:
+            await self.queue.ensure_group(tenant)
+            await self.queue.promote_due(tenant)
+        jobs = await self.queue.read(tenants, self.consumer, self._concurrency, self._block_ms)
+        await self._handle_all(jobs)
+        return len(jobs)
+
+    async def _reclaim(self, tenant: str) -> list[OutboundJob]:
+        await self.queue.ensure_group(tenant)
+        jobs = await self.queue.reclaim(tenant, self.consumer, int(self._claim_idle * 1000))
+        kept = []
+        for job in jobs:
+            if job.deliveries > self.queue.max_attempts:
+                error = f"handed out {job.deliveries} times without finishing"
+                await self.queue.settle(job, {"error": error}, "dead")
+                log.warning("write-back dead-lettered", extra={"writeback": job.writeback_id, "reason": "deliveries"})
+            else:
+                kept.append(job)
+        return kept
+
+    async def _handle_all(self, jobs: list[OutboundJob]) -> None:
+        if jobs:
+            await asyncio.gather(*(self.handle(job) for job in jobs))
+
+    async def handle(self, job: OutboundJob) -> str:
+        """Deliver one job and record its outcome; return the write-back's status after it."""
+        client = self.connectors.get(job.tenant)
+        if client is None:
+            return "queued"  # not this process's tenant: left pending for a worker that has its connector
+        started = await self.queue.start(job)
+        if started != "delivering":
+            # Gone, or settled by an earlier delivery of the same job: nothing to send again.
+            await self.queue.acknowledge(job)
+            return started
+        state = await self.queue.state(job)
+        extra = {"writeback": job.writeback_id, "kind": job.kind, "type": state.get("resource_type")}
+        try:
+            done = await deliver(client, state)
+        except Undeliverable as exc:
+            fields = {"status": "failed", "error": exc.message[:300]}
+            if exc.outcome:
+                fields["outcome"] = json.dumps(exc.outcome, separators=(",", ":"))
+            await self.queue.settle(job, fields, "done")
+            log.warning("write-back failed", extra={**extra, "error": exc.kind})
+            return "failed"
+        except Exception as exc:
+            return await self._failed(job, exc, extra)
+        await self.queue.settle(
+            job, {"status": "delivered", "ehr_id": done.rid, "ehr_version": done.version, "error": ""}, "done"
+        )
+        self.delivered += 1
+        log.info("write-back delivered", extra=extra)
+        return "delivered"
+
+    async def _failed(self, job: OutboundJob, exc: Exception, extra: dict[str, Any]) -> str:
+        error = exc.message if isinstance(exc, ConnectorError) else f"{type(exc).__name__}"
+        fields = {"error": error[:300]}
+        if isinstance(exc, EHRError) and exc.outcome:
+            fields["outcome"] = json.dumps(exc.outcome, separators=(",", ":"))
+        if isinstance(exc, ConnectorError) and not retryable(exc) and not isinstance(exc, AuthError):
+            # The EHR refused it (a 4xx and its OperationOutcome), or it can never be sent (an unsafe URL).
+            fields["status"] = "failed"
+            await self.queue.settle(job, fields, "done")
+            log.warning("write-back failed", extra={**extra, "error": exc.kind})
+            return "failed"
+        if not isinstance(exc, ConnectorError):  # a bug, not the EHR: logged whole, retried like a transient error
+            log.exception("write-back delivery error", extra=extra)
+        retry_after = getattr(exc, "retry_after", None)
+        _, then = await self.queue.settle(
+            job, fields, "retry", retry_after=float(retry_after) if isinstance(retry_after, int | float) else None
+        )
+        status = "dead_lettered" if then == "dead" else "queued"
+        log.warning("write-back not delivered yet", extra={**extra, "error": getattr(exc, "kind", "bug"),
+                                                           "outcome": status})  # fmt: skip
+        return status

@@ -1,0 +1,308 @@
+"""Incremental pull: search each tenant's EHR for what changed, and accept it the way a push is accepted.
+
+Per tenant and resource type a sweep searches ``_lastUpdated=gt<cursor - overlap>`` (see ``connectors.search``),
+follows ``Bundle.link[next]`` only while it stays on the EHR's base URL, and hands every page's resources to the
+gateway's accept path (``Sink``: validation, idempotent store, inbound queue). The cursor is the newest
+``meta.lastUpdated`` accepted, and moves only after its page is queued: page by page when the EHR confirms it
+sorted by ``_lastUpdated`` (its ``self`` link echoes ``_sort``), else once the whole sweep is queued. The overlap
+searches again a little behind the cursor, for clock skew and late commits; the accept path makes that repeat
+harmless (the same content is acknowledged, not stored again).
+
+Several poller replicas are safe: a tenant is polled only by the replica holding its lease in Redis (``SET NX
+PX``, renewed while it polls and waits), and a cursor is written only under that lease, so a replica that lost it
+stops without moving anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+from redis.asyncio import Redis
+
+from connectors.client import EHRClient
+from connectors.errors import ConnectorError, LeaseLost
+from connectors.pool import Connectors
+from connectors.search import search_params
+from mappers.vendors import profile
+
+log = logging.getLogger("connectors.poll")
+
+DEFAULT_LOOKBACK = timedelta(days=30)
+MAX_PAGES = 10_000  # per sweep: a bound on an EHR whose next links never end
+
+_TAKE = """
+local holder = redis.call("GET", KEYS[1])
+if holder == ARGV[1] then
+  redis.call("PEXPIRE", KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_MOVE = """
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call("HSET", KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+_RELEASE = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+"""
+
+
+class PollKeys(Protocol):
+    """The keys of the poller (``gateway.keys.Keyspace`` has them)."""
+
+    def connector_cursor(self, tenant: str) -> str: ...
+
+    def connector_lease(self, tenant: str) -> str: ...
+
+
+class Sink(Protocol):
+    """The gateway's accept path: take a page of resources for ``tenant``; return each one's HTTP-like status."""
+
+    async def __call__(self, tenant: str, resources: list[dict[str, Any]]) -> Sequence[int]: ...
+
+
+@dataclass
+class SweepReport:
+    """What one sweep of one type did."""
+
+    rtype: str
+    pages: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    cursor: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class PollReport:
+    """What one poll of one tenant did."""
+
+    tenant: str
+    sweeps: list[SweepReport] = field(default_factory=list)
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    """Return a FHIR instant as an aware datetime, or None."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _link(bundle: dict[str, Any], relation: str) -> str | None:
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == relation and isinstance(link.get("url"), str):
+            return str(link["url"])
+    return None
+
+
+def sorted_by_last_updated(bundle: dict[str, Any]) -> bool:
+    """Tell whether the EHR says (in its ``self`` link) that it sorted the search by ``_lastUpdated``."""
+    link = _link(bundle, "self")
+    if not link:
+        return False
+    sort = dict(parse_qsl(urlsplit(link).query)).get("_sort", "")
+    return sort.split(",")[0] == "_lastUpdated"
+
+
+def page_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the resources of a searchset page (search outcomes left out); nothing in them is fetched."""
+    found = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        mode = (entry.get("search") or {}).get("mode") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and mode != "outcome" and resource.get("resourceType") != "OperationOutcome":
+            found.append(resource)
+    return found
+
+
+def newest(resources: list[dict[str, Any]], rtype: str) -> tuple[datetime, str] | None:
+    """Return the latest ``meta.lastUpdated`` among the resources of ``rtype``, parsed and as given."""
+    best: tuple[datetime, str] | None = None
+    for resource in resources:
+        if resource.get("resourceType") != rtype:
+            continue
+        meta = resource.get("meta")
+        text = meta.get("lastUpdated") if isinstance(meta, dict) else None
+        moment = parse_instant(text) if isinstance(text, str) else None
+        if moment is not None and (best is None or moment > best[0]):
+            best = (moment, str(text))
+    return best
+
+
+class Poller:
+    """Poll every tenant whose EHR block has a ``poll`` section."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: PollKeys,
+        connectors: Connectors,
+        sink: Sink,
+        *,
+        name: str | None = None,
+        lease_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.connectors = connectors
+        self._sink = sink
+        self.token = f"{name or 'poller'}|{uuid.uuid4().hex[:12]}"
+        self._lease_ms = int(lease_seconds * 1000)
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._take = redis.register_script(_TAKE)
+        self._move = redis.register_script(_MOVE)
+        self._release = redis.register_script(_RELEASE)
+
+    @property
+    def tenants(self) -> list[str]:
+        """Return the tenants this poller polls."""
+        return [t for t in self.connectors.tenants if (c := self.connectors.get(t)) and c.config.poll]
+
+    async def take(self, tenant: str) -> bool:
+        """Take or renew the tenant's lease; tell whether this poller holds it."""
+        return bool(int(await self._take(keys=[self._keys.connector_lease(tenant)], args=[self.token, self._lease_ms])))
+
+    async def release(self, tenant: str) -> None:
+        """Give the tenant's lease up, if this poller holds it."""
+        await self._release(keys=[self._keys.connector_lease(tenant)], args=[self.token])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every tenant at its interval until ``stop`` is set."""
+        tenants = self.tenants
+        if not tenants:
+            return
+        log.info("poller started", extra={"tenants": len(tenants), "poller": self.token})
+        await asyncio.gather(*(self._tenant_loop(tenant, stop) for tenant in tenants))
+        log.info("poller stopped", extra={"poller": self.token})
+
+    async def _tenant_loop(self, tenant: str, stop: asyncio.Event) -> None:
+        client = self.connectors.get(tenant)
+        assert client is not None and client.config.poll is not None
+        interval = client.config.poll.interval_seconds
+        try:
+            while not stop.is_set():
+                held = False
+                try:
+                    held = await self.take(tenant)
+                    if held:
+                        await self.poll_tenant(tenant, client)
+                except Exception:
+                    log.exception("poll error", extra={"tenant": tenant})
+                # Wait for the next poll, renewing the lease so it never lapses between polls.
+                deadline = self._clock() + (interval if held else min(self.lease_seconds / 3, interval))
+                while not stop.is_set() and (left := deadline - self._clock()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=min(left, self.lease_seconds / 3))
+                    if held and not stop.is_set():
+                        try:
+                            held = await self.take(tenant)
+                        except Exception:
+                            log.exception("lease renewal error", extra={"tenant": tenant})
+        finally:
+            try:
+                await self.release(tenant)
+            except Exception:
+                log.warning("lease not released; it expires by itself", extra={"tenant": tenant})
+
+    async def poll_once(self, tenant: str) -> PollReport | None:
+        """Poll one tenant now if its lease is free (or ours), then let the lease go; None if another holds it."""
+        client = self.connectors.get(tenant)
+        if client is None or client.config.poll is None or not await self.take(tenant):
+            return None
+        try:
+            return await self.poll_tenant(tenant, client)
+        finally:
+            await self.release(tenant)
+
+    async def poll_tenant(self, tenant: str, client: EHRClient) -> PollReport:
+        """Sweep every configured type of a tenant whose lease this poller holds."""
+        assert client.config.poll is not None
+        report = PollReport(tenant)
+        for rtype in client.config.poll.types:
+            sweep = SweepReport(rtype)
+            report.sweeps.append(sweep)
+            try:
+                await self.sweep(tenant, client, rtype, sweep)
+            except LeaseLost:
+                sweep.error = LeaseLost.kind
+                log.warning("poll lease lost", extra={"tenant": tenant, "type": rtype})
+                return report
+            except ConnectorError as exc:
+                sweep.error = exc.kind
+                log.warning("poll failed", extra={"tenant": tenant, "type": rtype, "error": exc.kind})
+            except Exception as exc:  # the accept path refused the page (backpressure, say): try again next time
+                sweep.error = type(exc).__name__
+                log.warning("poll page not accepted", extra={"tenant": tenant, "type": rtype, "error": sweep.error})
+        await self._redis.hset(self._keys.connector_cursor(tenant), "_last_poll", self._clock())
+        return report
+
+    async def sweep(self, tenant: str, client: EHRClient, rtype: str, report: SweepReport) -> None:
+        """Search ``rtype`` from its cursor, page by page, accepting each page before moving the cursor."""
+        poll = client.config.poll
+        assert poll is not None
+        cursor_key = self._keys.connector_cursor(tenant)
+        stored = _text(await self._redis.hget(cursor_key, rtype))
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        cursor = parse_instant(stored) or poll.since or (now - DEFAULT_LOOKBACK)
+        report.cursor = stored
+        start = cursor - timedelta(seconds=poll.overlap_seconds)
+        bundle = await client.search(rtype, search_params(profile(client.vendor), client.config, rtype, start, now))
+        by_page = poll.sort and sorted_by_last_updated(bundle)
+        best: tuple[datetime, str] | None = None
+        seen: set[str] = set()
+        while True:
+            resources = page_resources(bundle)
+            statuses = await self._sink(tenant, resources) if resources else []
+            report.pages += 1
+            report.accepted += sum(1 for s in statuses if 200 <= s < 300)
+            report.rejected += sum(1 for s in statuses if not 200 <= s < 300)
+            page_best = newest(resources, rtype)
+            if page_best and (best is None or page_best[0] > best[0]):
+                best = page_best
+            if by_page and best and best[0] > cursor:
+                await self._advance(tenant, rtype, best, report)
+                cursor = best[0]
+            link = _link(bundle, "next")
+            if not link or link in seen or report.pages >= MAX_PAGES:
+                break
+            seen.add(link)
+            if not await self.take(tenant):
+                raise LeaseLost("another poller holds the tenant now")
+            bundle = await client.follow(link, rtype)
+        if best and best[0] > cursor:
+            await self._advance(tenant, rtype, best, report)
+
+    async def _advance(self, tenant: str, rtype: str, best: tuple[datetime, str], report: SweepReport) -> None:
+        keys = [self._keys.connector_lease(tenant), self._keys.connector_cursor(tenant)]
+        if not int(await self._move(keys=keys, args=[self.token, rtype, best[1]])):
+            raise LeaseLost("another poller holds the tenant now")
+        report.cursor = best[1]

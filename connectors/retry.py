@@ -1,0 +1,137 @@
+"""The retry policy, in one place: which requests may be repeated, on what, how long to wait, when to give up.
+
+Built from small tenacity strategies:
+
+- **what**: transport errors (connect, read, reset, a timed-out attempt) and the statuses 408, 429, 500, 502, 503,
+  504, and only for idempotent requests: GET, PUT with ``If-Match``, POST with ``If-None-Exist``. A plain POST is
+  never repeated (the EHR may have acted on it).
+- **wait**: the EHR's ``Retry-After`` (seconds or an HTTP date) when it sent one, else exponential backoff with
+  jitter, capped.
+- **stop**: after ``max_attempts``; before a wait longer than ``backoff_max_seconds`` (a long ``Retry-After`` is
+  honoured by the caller's queue instead, not by holding a connection slot); before the total passes
+  ``max_retry_seconds``.
+
+``sleep`` is injectable, so tests never wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_never,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from connectors.errors import retryable
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def is_idempotent(method: str, headers: Mapping[str, str]) -> bool:
+    """Tell whether repeating the request cannot do twice what it asks for."""
+    method = method.upper()
+    lowered = {k.lower() for k in headers}
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return True
+    if method == "PUT":
+        return "if-match" in lowered
+    if method == "POST":
+        return "if-none-exist" in lowered
+    return False
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Return the seconds a ``Retry-After`` value asks for (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - now, 0.0)
+
+
+class wait_retry_after(wait_base):
+    """Wait what the failed attempt's ``retry_after`` asks for, else what ``fallback`` says."""
+
+    def __init__(self, fallback: wait_base) -> None:
+        self.fallback = fallback
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        asked = getattr(exc, "retry_after", None)
+        if isinstance(asked, int | float):
+            return float(asked)
+        return self.fallback(retry_state)
+
+
+class stop_if_wait_exceeds(stop_base):
+    """Stop rather than wait longer than ``limit`` seconds before the next attempt."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.upcoming_sleep > self.limit
+
+
+class stop_before_budget(stop_base):
+    """Stop when the next attempt would start after ``budget`` seconds from the first."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        # Time spent is what the clock says, or what was slept when sleep is a test's stand-in.
+        spent = max(retry_state.seconds_since_start or 0.0, retry_state.idle_for)
+        return spent + retry_state.upcoming_sleep > self.budget
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one EHR's requests are retried."""
+
+    max_attempts: int = 4
+    max_seconds: float = 60.0
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+    sleep: Sleep | None = None
+
+    def retrying(
+        self, *, idempotent: bool, before_sleep: Callable[[RetryCallState], Awaitable[None]] | None = None
+    ) -> AsyncRetrying:
+        """Return the tenacity controller for one request."""
+        options: dict[str, object] = {}
+        if self.sleep is not None:
+            options["sleep"] = self.sleep
+        return AsyncRetrying(
+            retry=retry_if_exception(retryable) if idempotent else retry_never,
+            wait=wait_retry_after(
+                wait_exponential_jitter(multiplier=self.backoff_base, max=self.backoff_max, jitter=self.backoff_base)
+            ),
+            stop=(
+                stop_after_attempt(self.max_attempts)
+                | stop_if_wait_exceeds(self.backoff_max)
+                | stop_before_budget(self.max_seconds)
+            ),
+            before_sleep=before_sleep,
+            reraise=True,
+            **options,  # type: ignore[arg-type]
+        )

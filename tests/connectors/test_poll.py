@@ -1,0 +1,232 @@
+"""Incremental pull through the gateway's accept path: pages, cursors, overlap, leases, SSRF, visibility."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import respx
+
+from connectors import Connectors, Poller
+from gateway.app import build_poller
+from gateway.cli import main
+from gateway.keys import Keyspace
+from gateway.settings import ClientsConfig, Settings
+from tests.conftest import CLIENTS, Gateway, running
+from tests.connectors.conftest import BASE, FakeTime
+from tests.gateway.fixtures import appointment
+
+TENANT = "clinic-a"
+SINCE = "2026-01-01T00:00:00Z"
+
+
+def _appointment(rid: str, updated: str, **changes: Any) -> dict[str, Any]:
+    return appointment(id=rid, meta={"versionId": "1", "lastUpdated": updated}, **changes)
+
+
+def _page(resources: list[dict[str, Any]], *, next_url: str | None = None, sort: bool = True) -> dict[str, Any]:
+    self_url = f"{BASE}/Appointment?_count=2" + ("&_sort=_lastUpdated" if sort else "")
+    links = [{"relation": "self", "url": self_url}]
+    if next_url:
+        links.append({"relation": "next", "url": next_url})
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": f"{BASE}/Appointment/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in resources
+    ]
+    entries.append({"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "information",
+                    "code": "informational"}]}, "search": {"mode": "outcome"}})  # fmt: skip
+    return {"resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries}
+
+
+def clients_file_data(**poll: Any) -> dict[str, Any]:
+    ehr = {
+        "base_url": BASE, "auth": {"type": "bearer", "token": "static-ehr-token-0123456789"},
+        "poll": {"types": ["Appointment"], "since": SINCE, "page_size": 2, "overlap_seconds": 60, **poll},
+        "rate_limit_per_second": 1000,
+    }  # fmt: skip
+    return {**CLIENTS, "tenants": {TENANT: {"vendor": "generic", "ehr": ehr}}}
+
+
+def clients_with_ehr(**poll: Any) -> ClientsConfig:
+    return ClientsConfig.model_validate(clients_file_data(**poll))
+
+
+class Pulled:
+    def __init__(self, gw: Gateway, connectors: Connectors, keys: Keyspace) -> None:
+        self.gw = gw
+        self.connectors = connectors
+        self.keys = keys
+
+    def poller(self, name: str = "p1") -> Poller:
+        poller = build_poller(self.gw.app.state.services, self.connectors)
+        poller.token = f"{name}|{name}"
+        return poller
+
+    async def cursor(self) -> str | None:
+        value = await self.gw.app.state.services.redis.hget(self.keys.connector_cursor(TENANT), "Appointment")
+        return value.decode() if value else None
+
+    async def events(self) -> list[dict[str, Any]]:
+        await self.gw.drain()
+        response = await self.gw.platform("/changes?limit=100")
+        assert response.status_code == 200, response.text
+        events: list[dict[str, Any]] = response.json()["events"]
+        return events
+
+
+@pytest.fixture
+async def pulled(settings: Settings, fake_time: FakeTime) -> AsyncIterator[Pulled]:
+    clients = clients_with_ehr()
+    async with running(settings, clients, with_worker=True) as gw:
+        connectors = Connectors(clients.connector_targets(), sleep=fake_time.sleep)
+        yield Pulled(gw, connectors, Keyspace(settings.key_prefix))
+        await connectors.aclose()
+
+
+def _query(request: httpx.Request) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(str(request.url)).query)
+
+
+async def test_polled_pages_are_accepted_mapped_and_the_cursor_follows(pulled: Pulled) -> None:
+    page2_url = f"{BASE}/Appointment?_getpages=abc&page=2"
+    with respx.mock(assert_all_called=True) as ehr:
+        first = ehr.get(f"{BASE}/Appointment", params={"_lastUpdated": "gt2025-12-31T23:59:00Z"}).respond(
+            200, json=_page([_appointment("e-1", "2026-02-01T10:00:00Z"), _appointment("e-2", "2026-02-01T11:00:00Z")],
+                            next_url=page2_url),
+        )  # fmt: skip
+        second = ehr.get(page2_url).respond(200, json=_page([_appointment("e-3", "2026-02-02T09:00:00.5+00:00")]))
+        report = await pulled.poller().poll_once(TENANT)
+    assert report is not None
+    [sweep] = report.sweeps
+    assert (sweep.pages, sweep.accepted, sweep.rejected, sweep.error) == (2, 3, 0, None)
+    assert first.call_count == second.call_count == 1
+    query = _query(first.calls[0].request)
+    assert query["_count"] == ["2"] and query["_sort"] == ["_lastUpdated"]
+    assert await pulled.cursor() == "2026-02-02T09:00:00.5+00:00"
+
+    events = await pulled.events()
+    assert sorted(e["record_id"] for e in events if e["type"] == "appointment.created") == ["e-1", "e-2", "e-3"]
+
+    # The next poll searches from the cursor less the overlap; what comes back again changes nothing.
+    with respx.mock() as ehr:
+        again = ehr.get(f"{BASE}/Appointment", params={"_lastUpdated": "gt2026-02-02T08:59:00Z"}).respond(
+            200, json=_page([_appointment("e-3", "2026-02-02T09:00:00.5+00:00")])
+        )
+        await pulled.poller().poll_once(TENANT)
+    assert again.call_count == 1
+    assert len(await pulled.events()) == len(events)
+
+
+async def test_a_next_link_off_the_base_url_is_refused(pulled: Pulled) -> None:
+    with respx.mock(assert_all_called=False) as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(
+            200, json=_page([_appointment("e-1", "2026-02-01T10:00:00Z")], next_url="https://evil.test/steal?page=2",
+                            sort=False),
+        )  # fmt: skip
+        evil = ehr.get(url__startswith="https://evil.test").respond(200, json=_page([]))
+        report = await pulled.poller().poll_once(TENANT)
+        assert evil.call_count == 0
+    assert report is not None and report.sweeps[0].error == "unsafe-url"
+    assert report.sweeps[0].accepted == 1
+    assert await pulled.cursor() is None  # unsorted: the cursor moves only once the whole sweep is queued
+
+
+async def test_the_cursor_moves_only_after_its_page_is_queued(pulled: Pulled) -> None:
+    async def refuse(tenant: str, resources: list[dict[str, Any]]) -> Sequence[int]:
+        raise RuntimeError("backlog full")
+
+    poller = pulled.poller()
+    poller._sink = refuse
+    with respx.mock() as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(200, json=_page([_appointment("e-1", "2026-02-01T10:00:00Z")]))
+        report = await poller.poll_once(TENANT)
+    assert report is not None and report.sweeps[0].error == "RuntimeError"
+    assert await pulled.cursor() is None
+
+
+async def test_invalid_resources_are_refused_and_do_not_stop_the_feed(pulled: Pulled) -> None:
+    bad = _appointment("e-bad", "2026-02-01T12:00:00Z", status="not-a-status")
+    with respx.mock() as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(200, json=_page([_appointment("e-1", "2026-02-01T10:00:00Z"), bad]))
+        report = await pulled.poller().poll_once(TENANT)
+    assert report is not None and (report.sweeps[0].accepted, report.sweeps[0].rejected) == (1, 1)
+    assert await pulled.cursor() == "2026-02-01T12:00:00Z"  # past the refused one: it would be refused again
+
+
+async def test_one_poller_per_tenant_holds_the_lease(pulled: Pulled) -> None:
+    first, second = pulled.poller("p1"), pulled.poller("p2")
+    assert await first.take(TENANT)
+    assert await first.take(TENANT)  # renewing is taking again
+    assert await second.poll_once(TENANT) is None
+    await first.release(TENANT)
+    with respx.mock() as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(200, json=_page([]))
+        assert await second.poll_once(TENANT) is not None
+
+
+async def test_a_poller_that_lost_its_lease_stops_without_moving_the_cursor(pulled: Pulled) -> None:
+    poller = pulled.poller("p1")
+    redis = pulled.gw.app.state.services.redis
+    sink = poller._sink
+
+    async def lose_lease_after(tenant: str, resources: list[dict[str, Any]]) -> Sequence[int]:
+        statuses = await sink(tenant, resources)
+        await redis.set(pulled.keys.connector_lease(TENANT), "p2|other")
+        return statuses
+
+    poller._sink = lose_lease_after
+    page2 = f"{BASE}/Appointment?page=2"
+    with respx.mock(assert_all_called=False) as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(
+            200, json=_page([_appointment("e-1", "2026-02-01T10:00:00Z")], next_url=page2, sort=False)
+        )
+        second = ehr.get(page2).respond(200, json=_page([]))
+        report = await poller.poll_once(TENANT)
+        assert second.call_count == 0
+    assert report is not None and report.sweeps[0].error == "lease-lost"
+    assert await pulled.cursor() is None
+
+
+async def test_status_and_metrics_show_the_connector(
+    pulled: Pulled, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # The poller records its calls through the same observer the worker and the CLI use.
+    from connectors import RedisObserver
+
+    redis = pulled.gw.app.state.services.redis
+    for client in pulled.connectors.clients.values():
+        client.observer = RedisObserver(redis, pulled.keys.connector_status(TENANT))
+    with respx.mock() as ehr:
+        ehr.get(f"{BASE}/Appointment").mock(
+            side_effect=[
+                httpx.Response(503),
+                httpx.Response(200, json=_page([_appointment("e-1", "2026-02-01T10:00:00Z")])),
+            ]
+        )
+        await pulled.poller().poll_once(TENANT)
+
+    clients_file = tmp_path / "clients.json"
+    clients_file.write_text(json.dumps(clients_file_data()))
+    monkeypatch.setenv("REDIS_URL", settings.redis_url or "")
+    monkeypatch.setenv("GATEWAY_KEY_PREFIX", settings.key_prefix)
+    monkeypatch.setenv("GATEWAY_CLIENTS_FILE", str(clients_file))
+    assert await asyncio.to_thread(main, ["connectors", "status"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    status = json.loads(line)
+    assert status["tenant"] == TENANT and status["vendor"] == "generic" and status["auth"] == "bearer"
+    assert status["circuit"] == "closed" and status["retries"] == 1 and status["errors"] == 1
+    assert status["last_success"] and status["last_error"] and status["last_error_kind"] == "transient"
+    assert status["cursors"] == {"Appointment": "2026-02-01T10:00:00Z"} and status["last_poll"]
+    assert "static-ehr-token" not in line
+
+    metrics = (await pulled.gw.http.get("/metrics")).text
+    assert 'gateway_connector_poll_cursor_timestamp_seconds{tenant="clinic-a",type="Appointment"} 1.7699' in metrics
+    assert 'gateway_connector_calls{kind="retries",tenant="clinic-a"} 1.0' in metrics
+    assert 'gateway_connector_circuit_state{state="closed",tenant="clinic-a"} 1.0' in metrics
+    assert 'gateway_connector_last_success_timestamp_seconds{tenant="clinic-a"}' in metrics

@@ -1,0 +1,507 @@
+"""Webhooks: subscriptions, signed deliveries to a real local HTTP server, retries, dead letters and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from gateway import cli
+from gateway.connection import connect
+from gateway.logs import JsonFormatter
+from gateway.settings import ClientsConfig, Settings
+from gateway.webhook_delivery import retry_after
+from gateway.webhook_dispatch import Dispatcher
+from tests.conftest import EHR_A, PLATFORM_A, PLATFORM_A_BASIC, PLATFORM_B, Gateway, running
+from tests.gateway.fixtures import appointment
+
+SECRET = "whsec-test-0123456789abcdef"
+WAIT_LIMIT = 20.0
+PSY = {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}
+
+
+# ---- the receiver: a real HTTP server on a loopback port ------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: bool = False
+
+    @property
+    def event(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.body)
+        return data
+
+
+class Receiver:
+    """Record every POST; answer each path with a script of statuses, then its default; or hold it."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.scripts: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self.defaults: dict[str, int] = {}
+        self.held: set[str] = set()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                with receiver._lock:
+                    receiver.received.append(got)
+                    script = receiver.scripts.get(self.path)
+                    status, headers = script.pop(0) if script else (receiver.defaults.get(self.path, 200), {})
+                if self.path in receiver.held:
+                    receiver.release.wait(60)
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the gateway gave up waiting
+                got.answered = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.path == path]
+
+    def event_ids(self, path: str) -> list[str]:
+        return [r.event["id"] for r in self.at(path)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    server.thread.start()
+    yield server
+    server.release.set()
+    server.server.shutdown()
+    server.server.server_close()
+
+
+# ---- the gateway, in development mode, with small retry figures ------------------------------------------------
+
+
+@pytest.fixture
+def dev_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "development": True,
+            "webhook_max_attempts": 3,
+            "webhook_retry_base_seconds": 0.01,
+            "webhook_retry_max_seconds": 0.05,
+            "webhook_timeout_seconds": 2.0,
+            "webhook_lease_seconds": 3.0,
+        }
+    )
+
+
+@pytest.fixture
+async def hooks(dev_settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
+    async with running(dev_settings, clients, with_worker=True) as gw:
+        yield gw
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def subscribe(
+    gw: Gateway, url: str, events: list[str] | None = None, token: str = PLATFORM_A, secret: str = SECRET
+) -> dict[str, Any]:
+    body = {"url": url, "events": events or ["appointment.*"], "secret": secret}
+    answer = await gw.http.post("/platform/v1/subscriptions", json=body, headers=auth(token))
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    return created
+
+
+async def put(gw: Gateway, rid: str, **changes: Any) -> None:
+    answer = await gw.ehr("PUT", f"/Appointment/{rid}", json=appointment(id=rid, **changes))
+    assert answer.status_code in (200, 201), answer.text
+    await gw.drain()
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:
+    """Wait until ``check`` holds (WAIT_LIMIT bounds a hang; it is no claim about speed)."""
+    try:
+        async with asyncio.timeout(WAIT_LIMIT):
+            while True:
+                result = check()
+                if result if isinstance(result, bool) else await result:
+                    return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def feed_events(gw: Gateway) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = (await gw.platform("/changes?limit=1000")).json()["events"]
+    return events
+
+
+async def subscription(gw: Gateway, sid: str) -> dict[str, Any]:
+    answer = await gw.http.get(f"/platform/v1/subscriptions/{sid}", headers=auth(PLATFORM_A))
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()
+    return data
+
+
+def signature_ok(received: Received, secret: str = SECRET) -> bool:
+    """Verify the signature as a receiver would: recompute the HMAC over "<t>.<raw body>"."""
+    parts = dict(item.split("=", 1) for item in received.headers["gateway-signature"].split(","))
+    expected = hmac.new(secret.encode(), parts["t"].encode() + b"." + received.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"])
+
+
+# ---- deliveries ------------------------------------------------------------------------------------------------
+
+
+async def test_a_delivery_is_the_feed_event_signed_with_the_secret(
+    hooks: Gateway, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    answer = await hooks.http.post(
+        "/platform/v1/subscriptions",
+        json={"url": receiver.url("/hook"), "events": ["appointment.*"], "secret": SECRET},
+        headers=auth(PLATFORM_A),
+    )
+    assert answer.status_code == 201
+    created = answer.json()
+    assert SECRET not in answer.text and "secret" not in created
+    assert created["status"] == "active" and created["events"] == ["appointment.*"]
+    assert answer.headers["location"] == f"/platform/v1/subscriptions/{created['id']}"
+
+    await put(hooks, "sig1", description="Bring the intake forms")
+    await until(lambda: len(receiver.at("/hook")) == 1, "the delivery")
+    got = receiver.at("/hook")[0]
+    assert signature_ok(got)
+    assert not signature_ok(got, secret="another-secret-0123456789")
+    assert got.headers["content-type"] == "application/json"
+    assert got.headers["gateway-event-id"] == got.event["id"]
+    assert got.headers["gateway-subscription-id"] == created["id"]
+    [on_feed] = await feed_events(hooks)
+    assert got.event == on_feed  # the same shape as on the feed, with its id and cursor
+
+    listed = await hooks.http.get("/platform/v1/subscriptions", headers=auth(PLATFORM_A))
+    assert [s["id"] for s in listed.json()["subscriptions"]] == [created["id"]]
+    assert SECRET not in listed.text
+    lines = [JsonFormatter().format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+    assert not [line for line in lines if SECRET in line or "intake forms" in line or receiver.url("") in line]
+
+
+async def test_only_matching_event_types_are_delivered(hooks: Gateway, receiver: Receiver) -> None:
+    await subscribe(hooks, receiver.url("/cancelled"), ["appointment.cancelled"])
+    await subscribe(hooks, receiver.url("/all"), ["appointment.*"])
+    await subscribe(hooks, receiver.url("/messages"), ["message.*"])
+    await put(hooks, "m1")
+    await put(hooks, "m1", status="cancelled")
+    await until(lambda: len(receiver.at("/all")) == 2, "both events at /all")
+    assert [r.event["type"] for r in receiver.at("/all")] == ["appointment.created", "appointment.cancelled"]
+    await until(lambda: len(receiver.at("/cancelled")) == 1, "the cancellation")
+    assert receiver.at("/cancelled")[0].event["type"] == "appointment.cancelled"
+    assert receiver.at("/messages") == []
+
+
+async def test_a_failing_receiver_is_retried_until_it_answers(hooks: Gateway, receiver: Receiver) -> None:
+    receiver.scripts["/flaky"] = [(503, {"Retry-After": "1"}), (503, {}), (200, {})]
+    created = await subscribe(hooks, receiver.url("/flaky"))
+    await put(hooks, "r1")
+    await until(lambda: len(receiver.at("/flaky")) == 3, "three attempts")
+    attempts = receiver.at("/flaky")
+    assert len(set(receiver.event_ids("/flaky"))) == 1  # the same event each time
+    assert [r.headers["gateway-delivery-attempt"] for r in attempts] == ["1", "2", "3"]
+    assert all(signature_ok(r) for r in attempts)
+
+    async def settled() -> bool:
+        sub = await subscription(hooks, created["id"])
+        return bool(sub["status"] == "active" and sub["dead_letters"] == 0 and sub["failed_attempts"] == 0)
+
+    await until(settled, "the delivery to be recorded")
+    await put(hooks, "r2")  # the cursor moved on: the next event is the next delivery
+    await until(lambda: len(receiver.at("/flaky")) == 4, "the next event")
+    assert receiver.event_ids("/flaky")[3] != receiver.event_ids("/flaky")[0]
+
+
+async def test_a_dead_receiver_is_dead_lettered_while_a_healthy_one_gets_every_event_in_order(
+    hooks: Gateway, receiver: Receiver, dev_settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    receiver.defaults["/dead"] = 500
+    dead = await subscribe(hooks, receiver.url("/dead"))
+    await subscribe(hooks, receiver.url("/healthy"))
+    for i in range(4):
+        await put(hooks, f"d{i}")
+    feed_ids = [e["id"] for e in await feed_events(hooks)]
+    assert len(feed_ids) == 4
+    await until(lambda: len(receiver.at("/healthy")) == 4, "every event at the healthy receiver")
+    assert receiver.event_ids("/healthy") == feed_ids
+
+    async def all_dead() -> bool:
+        return bool((await subscription(hooks, dead["id"]))["dead_letters"] == 4)
+
+    await until(all_dead, "four dead letters")
+    assert [receiver.event_ids("/dead").count(i) for i in feed_ids] == [3, 3, 3, 3]  # max attempts each
+    page = await hooks.http.get(f"/platform/v1/subscriptions/{dead['id']}/dead-letters", headers=auth(PLATFORM_A))
+    letters = page.json()["dead_letters"]
+    assert [d["event_id"] for d in letters] == feed_ids
+    assert {(d["attempts"], d["last_status"], d["last_error"]) for d in letters} == {(3, 500, "HTTP 500")}
+    assert letters[0]["event"]["record_id"] == "d0"
+    two = await hooks.http.get(
+        f"/platform/v1/subscriptions/{dead['id']}/dead-letters?limit=2", headers=auth(PLATFORM_A)
+    )
+    rest = await hooks.http.get(
+        f"/platform/v1/subscriptions/{dead['id']}/dead-letters?cursor={two.json()['next_cursor']}",
+        headers=auth(PLATFORM_A),
+    )
+    assert [d["id"] for d in two.json()["dead_letters"] + rest.json()["dead_letters"]] == [d["id"] for d in letters]
+
+    # The operator's view: `fhir-gateway dlq --webhooks list` (no record content), then a replay from the API
+    # of one dead letter and from the command line of the rest, once the receiver is back.
+    monkeypatch.setenv("REDIS_URL", dev_settings.redis_url or "")
+    monkeypatch.setenv("GATEWAY_KEY_PREFIX", dev_settings.key_prefix)
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, ["dlq", "--webhooks", "list"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["event_id"] for row in listed] == feed_ids
+    assert {row["subscription"] for row in listed} == {dead["id"]} and "record" not in listed[0]
+
+    receiver.defaults["/dead"] = 200
+    before = len(receiver.at("/dead"))
+    replay = await hooks.http.post(
+        f"/platform/v1/subscriptions/{dead['id']}/dead-letters/replay",
+        json={"ids": [letters[0]["id"], "1-1"]},
+        headers=auth(PLATFORM_A),
+    )
+    assert replay.status_code == 202
+    assert replay.json() == {"replayed": [letters[0]["id"]], "not_found": ["1-1"]}
+    await until(lambda: len(receiver.at("/dead")) == before + 1, "the replayed delivery")
+    assert receiver.event_ids("/dead")[-1] == feed_ids[0]
+    assert await asyncio.to_thread(cli.main, ["dlq", "--webhooks", "replay", "--all"]) == 0
+    await until(lambda: len(receiver.at("/dead")) == before + 4, "the other replays")
+    assert receiver.event_ids("/dead")[-3:] == feed_ids[1:]
+
+    async def no_dead_letters() -> bool:
+        return bool((await subscription(hooks, dead["id"]))["dead_letters"] == 0)
+
+    await until(no_dead_letters, "the dead letters to be gone")
+
+
+async def test_a_receiver_that_hangs_does_not_hold_up_another(
+    dev_settings: Settings, clients: ClientsConfig, receiver: Receiver
+) -> None:
+    # The request timeout is far beyond WAIT_LIMIT: the healthy receiver can only get its events in time if
+    # nothing waits for the hanging one.
+    settings = dev_settings.model_copy(update={"webhook_timeout_seconds": 10 * WAIT_LIMIT})
+    receiver.held.add("/hang")
+    async with running(settings, clients, with_worker=True) as gw:
+        try:
+            await subscribe(gw, receiver.url("/hang"))
+            await subscribe(gw, receiver.url("/healthy"))
+            for i in range(3):
+                await put(gw, f"h{i}")
+            await until(lambda: len(receiver.at("/healthy")) == 3, "every event at the healthy receiver")
+            assert len(receiver.at("/hang")) == 1 and not receiver.at("/hang")[0].answered
+            assert receiver.event_ids("/healthy") == [e["id"] for e in await feed_events(gw)]
+        finally:
+            receiver.release.set()  # before the worker stops, or it would wait for the request in flight
+        await until(lambda: len(receiver.at("/hang")) == 3, "the hanging receiver to catch up")
+        assert receiver.event_ids("/hang") == receiver.event_ids("/healthy")
+
+
+async def test_a_request_past_the_timeout_is_retried_and_dead_lettered(
+    dev_settings: Settings, clients: ClientsConfig, receiver: Receiver
+) -> None:
+    receiver.held.add("/slow")
+    settings = dev_settings.model_copy(update={"webhook_timeout_seconds": 0.2})
+    try:
+        async with running(settings, clients, with_worker=True) as gw:
+            created = await subscribe(gw, receiver.url("/slow"))
+            await put(gw, "t1")
+
+            async def dead_lettered() -> bool:
+                return bool((await subscription(gw, created["id"]))["dead_letters"] == 1)
+
+            await until(dead_lettered, "the dead letter")
+            assert len(receiver.at("/slow")) == 3 and not any(r.answered for r in receiver.at("/slow"))
+            page = await gw.http.get(
+                f"/platform/v1/subscriptions/{created['id']}/dead-letters", headers=auth(PLATFORM_A)
+            )
+            [letter] = page.json()["dead_letters"]
+            assert (letter["last_status"], letter["last_error"]) == (None, "timeout")
+    finally:
+        receiver.release.set()
+
+
+async def test_deleting_a_subscription_stops_its_deliveries(hooks: Gateway, receiver: Receiver) -> None:
+    created = await subscribe(hooks, receiver.url("/gone"))
+    await put(hooks, "g1")
+    await until(lambda: len(receiver.at("/gone")) == 1, "the first delivery")
+    answer = await hooks.http.delete(f"/platform/v1/subscriptions/{created['id']}", headers=auth(PLATFORM_A))
+    assert answer.status_code == 204
+    assert (
+        await hooks.http.get(f"/platform/v1/subscriptions/{created['id']}", headers=auth(PLATFORM_A))
+    ).status_code == 404
+    await subscribe(hooks, receiver.url("/witness"))
+    await put(hooks, "g2")
+    await until(lambda: len(receiver.at("/witness")) == 1, "the witness's delivery")
+    assert len(receiver.at("/gone")) == 1
+    again = await hooks.http.delete(f"/platform/v1/subscriptions/{created['id']}", headers=auth(PLATFORM_A))
+    assert again.status_code == 404
+
+
+async def test_a_sensitive_record_is_withheld_from_a_subscription_without_the_scope(
+    hooks: Gateway, receiver: Receiver
+) -> None:
+    await subscribe(hooks, receiver.url("/basic"), token=PLATFORM_A_BASIC)
+    await subscribe(hooks, receiver.url("/full"), token=PLATFORM_A)
+    await put(hooks, "psy1", description="Psychotherapy session", meta=PSY)
+    await until(lambda: len(receiver.at("/basic")) == 1 and len(receiver.at("/full")) == 1, "both deliveries")
+    basic = receiver.at("/basic")[0]
+    assert basic.event["record"] == {"id": "psy1", "record_type": "appointment", "withheld": True}
+    assert b"Psychotherapy" not in basic.body and signature_ok(basic)
+    assert receiver.at("/full")[0].event["record"]["description"] == "Psychotherapy session"
+
+
+async def test_two_workers_never_deliver_one_subscription_at_once(
+    hooks: Gateway, receiver: Receiver, dev_settings: Settings, clients: ClientsConfig
+) -> None:
+    redis = connect(dev_settings.redis_url or "")
+    other = Dispatcher(redis, dev_settings, clients, name="second-worker")
+    stop = asyncio.Event()
+    running_other = asyncio.create_task(other.run(stop))
+    try:
+        created = await subscribe(hooks, receiver.url("/once"))
+        for i in range(5):
+            await put(hooks, f"o{i}")
+        await until(lambda: len(receiver.at("/once")) == 5, "five deliveries")
+        assert receiver.event_ids("/once") == [e["id"] for e in await feed_events(hooks)]  # once each, in order
+        holders = hooks.app.state.worker.webhooks.delivering + other.delivering
+        assert holders == [created["id"]]
+    finally:
+        stop.set()
+        await running_other
+        await redis.aclose()
+
+
+# ---- the API's rules -------------------------------------------------------------------------------------------
+
+
+async def test_receiver_urls_and_fields_are_checked(hooks: Gateway) -> None:
+    def body(**changes: Any) -> dict[str, Any]:
+        return {"url": "https://hooks.example.org/in", "events": ["appointment.*"], "secret": SECRET, **changes}
+
+    refused = {
+        "http://hooks.example.org/in": ("url", "loopback"),
+        "ftp://hooks.example.org/in": ("url", "https"),
+        "https://user:pw@hooks.example.org/in": ("url", "credentials"),
+        "https://hooks.example.org/in#part": ("url", "fragment"),
+        "https:///in": ("url", "host"),
+        "https://hooks.example.org:99999/in": ("url", "valid"),
+        "https://h\u00f6oks.example.org/in": ("url", "ASCII"),
+    }
+    for url, (expression, word) in refused.items():
+        answer = await hooks.http.post("/platform/v1/subscriptions", json=body(url=url), headers=auth(PLATFORM_A))
+        assert answer.status_code == 422, url
+        issue = answer.json()["issue"][0]
+        assert answer.json()["resourceType"] == "OperationOutcome"
+        assert issue["expression"] == [expression] and word in issue["diagnostics"], url
+    for changes, expression in [
+        ({"secret": "tiny-secret"}, "secret"),
+        ({"secret": "long-enough-but-not-\u00e9-ascii"}, "secret"),
+        ({"events": []}, "events"),
+        ({"events": ["appointment created"]}, "events[0]"),
+    ]:
+        answer = await hooks.http.post("/platform/v1/subscriptions", json=body(**changes), headers=auth(PLATFORM_A))
+        assert answer.status_code == 422 and answer.json()["issue"][0]["expression"] == [expression]
+        assert "tiny-secret" not in answer.text
+    raw = json.dumps(body(url="https://hooks.example.org/\udcff"))  # a lone surrogate, escaped in the JSON
+    headers = {**auth(PLATFORM_A), "Content-Type": "application/json"}
+    surrogate = await hooks.http.post("/platform/v1/subscriptions", content=raw.encode(), headers=headers)
+    assert surrogate.status_code == 422
+    missing = await hooks.http.post(
+        "/platform/v1/subscriptions", json={"url": "https://x.org"}, headers=auth(PLATFORM_A)
+    )
+    assert missing.status_code == 400
+    for url in ("https://hooks.example.org/in?k=1", "http://localhost:8000/in", "http://[::1]:8000/in"):
+        answer = await hooks.http.post("/platform/v1/subscriptions", json=body(url=url), headers=auth(PLATFORM_A))
+        assert answer.status_code == 201, url
+    assert (await hooks.http.post("/platform/v1/subscriptions", json=body(), headers=auth(EHR_A))).status_code == 403
+    assert (await hooks.http.post("/platform/v1/subscriptions", json=body())).status_code == 401
+
+
+async def test_plain_http_is_refused_outside_development(gateway: Gateway) -> None:
+    body = {"url": "http://127.0.0.1:9/in", "events": ["appointment.*"], "secret": SECRET}
+    answer = await gateway.http.post("/platform/v1/subscriptions", json=body, headers=auth(PLATFORM_A))
+    assert answer.status_code == 422
+    assert "development" in answer.json()["issue"][0]["diagnostics"]
+    body["url"] = "https://hooks.example.org/in"
+    assert (
+        await gateway.http.post("/platform/v1/subscriptions", json=body, headers=auth(PLATFORM_A))
+    ).status_code == 201
+
+
+async def test_a_tenant_sees_and_removes_only_its_own_subscriptions(hooks: Gateway, receiver: Receiver) -> None:
+    mine = await subscribe(hooks, receiver.url("/a"))
+    theirs = await subscribe(hooks, receiver.url("/b"), token=PLATFORM_B)
+    listed = (await hooks.http.get("/platform/v1/subscriptions", headers=auth(PLATFORM_B))).json()["subscriptions"]
+    assert [s["id"] for s in listed] == [theirs["id"]]
+    base = f"/platform/v1/subscriptions/{mine['id']}"
+    assert (await hooks.http.get(base, headers=auth(PLATFORM_B))).status_code == 404
+    assert (await hooks.http.get(f"{base}/dead-letters", headers=auth(PLATFORM_B))).status_code == 404
+    replay = await hooks.http.post(f"{base}/dead-letters/replay", json={"all": True}, headers=auth(PLATFORM_B))
+    assert replay.status_code == 404
+    assert (await hooks.http.delete(base, headers=auth(PLATFORM_B))).status_code == 404
+    assert (await hooks.http.get(base, headers=auth(PLATFORM_A))).status_code == 200
+    await put(hooks, "iso1")
+    await until(lambda: len(receiver.at("/a")) == 1, "tenant A's delivery")
+    assert receiver.at("/b") == []  # tenant B's subscription never sees tenant A's events
+
+
+async def test_bad_ids_are_answered_not_failed(hooks: Gateway) -> None:
+    created = await subscribe(hooks, "https://hooks.example.org/in")
+    base = f"/platform/v1/subscriptions/{created['id']}"
+    for path in ("/platform/v1/subscriptions/nope", "/platform/v1/subscriptions/sub_{x}"):
+        assert (await hooks.http.get(path, headers=auth(PLATFORM_A))).status_code == 404
+    bad_cursor = await hooks.http.get(f"{base}/dead-letters?cursor=99999999999999999999-0", headers=auth(PLATFORM_A))
+    assert bad_cursor.status_code == 400
+    last = "18446744073709551615-18446744073709551615"  # the largest stream id: nothing comes after it
+    past_the_end = await hooks.http.get(f"{base}/dead-letters?cursor={last}", headers=auth(PLATFORM_A))
+    assert past_the_end.status_code == 200 and past_the_end.json() == {"dead_letters": [], "next_cursor": None}
+    bad_id = await hooks.http.post(f"{base}/dead-letters/replay", json={"ids": ["x"]}, headers=auth(PLATFORM_A))
+    assert bad_id.status_code == 400
+    nothing = await hooks.http.post(f"{base}/dead-letters/replay", json={}, headers=auth(PLATFORM_A))
+    assert nothing.status_code == 400
+    paths = (await hooks.http.get("/openapi.json")).json()["paths"]
+    assert {"/platform/v1/subscriptions", "/platform/v1/subscriptions/{sid}/dead-letters/replay"} <= set(paths)
+
+
+def test_retry_after_is_read_in_seconds_or_as_a_date() -> None:
+    assert retry_after("7", now=0.0) == 7.0
+    assert retry_after("Thu, 01 Jan 1970 00:00:30 GMT", now=10.0) == 20.0
+    assert retry_after("soon", now=0.0) is None and retry_after(None, now=0.0) is None
