@@ -252,3 +252,17 @@ def test_redis_accepts_only_the_gateway_pods_and_sends_nothing() -> None:
         "app.kubernetes.io/instance": ("In", ["gw"]),
         "app.kubernetes.io/component": ("In", list(GATEWAY_COMPONENTS)),
     }
+
+
+def test_only_workers_reach_webhook_receivers() -> None:
+    release = render(
+        {
+            "poller": {"enabled": True},
+            "networkPolicy": {"webhookEgress": [{"cidrs": ["198.51.100.0/24"], "ports": [8443]}]},
+        }
+    )
+    worker = release.get("NetworkPolicy", "worker")
+    assert ("TCP", 8443) in _egress_ports(worker)
+    assert {"ipBlock": {"cidr": "198.51.100.0/24"}} in worker["spec"]["egress"][-1]["to"]
+    for name in ("api", "poller"):
+        assert ("TCP", 8443) not in _egress_ports(release.get("NetworkPolicy", name))

@@ -351,7 +351,17 @@ spec:
 
 {{/* Egress to the EHR FHIR endpoints (networkPolicy.ehrEgress), for worker and poller. */}}
 {{- define "fhir-gateway.ehrEgress" -}}
-{{- range .Values.networkPolicy.ehrEgress }}
+{{- include "fhir-gateway.egressRules" .Values.networkPolicy.ehrEgress }}
+{{- end }}
+
+{{/* Egress of worker pods to webhook receivers. */}}
+{{- define "fhir-gateway.webhookEgress" -}}
+{{- include "fhir-gateway.egressRules" .Values.networkPolicy.webhookEgress }}
+{{- end }}
+
+{{/* NetworkPolicy egress rules from a list of {cidrs, ports}. */}}
+{{- define "fhir-gateway.egressRules" -}}
+{{- range . }}
 - to:
     {{- range .cidrs }}
     - ipBlock:
