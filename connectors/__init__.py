@@ -7,7 +7,7 @@ Redis keys, the accept path of a push) they take through the protocols ``Outboun
 
 from connectors.auth import ClientAssertion, TokenCache, jwks, load_signing_key, public_jwk
 from connectors.breaker import CircuitBreaker
-from connectors.client import EHRClient, URLGuard, Written
+from connectors.client import EHRClient, Written
 from connectors.config import BearerAuth, EHRConfig, NoAuth, PollConfig, SmartBackendAuth
 from connectors.delivery import Delivery, deliver
 from connectors.errors import (
@@ -26,6 +26,7 @@ from connectors.errors import (
     UnexpectedRedirect,
     UnsafeURL,
 )
+from connectors.guard import URLGuard
 from connectors.outbound import OutboundKeys, OutboundQueue
 from connectors.poll import Poller, PollKeys, Sink
 from connectors.pool import Connectors, Target, smart_auths

@@ -234,7 +234,8 @@ class Handler(BaseHTTPRequestHandler):
                 token_url = f"http://{self.headers['Host']}/oauth2/token"
                 claims = jwt.decode(assertion, key.key, algorithms=["RS384", "ES384"], audience=token_url,
                                     options={"require": ["iss", "sub", "aud", "exp", "jti"]})  # fmt: skip
-                assert claims["iss"] == claims["sub"] and claims["exp"] - time.time() <= 300
+                received_at = time.time()
+                assert claims["iss"] == claims["sub"] and claims["exp"] <= received_at + 300
                 assert form["grant_type"] == "client_credentials"
                 with STATE.lock:
                     assert claims["jti"] not in STATE.jtis
