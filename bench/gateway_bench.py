@@ -722,6 +722,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def gateway_revision() -> str:
+    """The git commit of the checkout this script sits in, marked when tracked files have local changes."""
+    root = str(Path(__file__).resolve().parents[1])
+    try:
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{' with local changes' if dirty else ''}" if head else "unknown"
+
+
 def machine(rclient: redis.Redis, embedded: bool) -> dict[str, Any]:
     server = rclient.info("server")
     config = {**rclient.config_get("appendonly"), **rclient.config_get("appendfsync")}
@@ -736,6 +754,7 @@ def machine(rclient: redis.Redis, embedded: bool) -> dict[str, Any]:
         "redis_transport": "unix socket" if embedded else "tcp",
         "appendonly": config.get("appendonly", "?"),
         "appendfsync": config.get("appendfsync", "?"),
+        "gateway_commit": gateway_revision(),
     }
 
 
@@ -743,7 +762,7 @@ def machine_line(m: dict[str, Any]) -> str:
     return (
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['os']}; "
         f"Redis {m['redis_version']} ({m['redis']}, {m['redis_transport']}, appendonly {m['appendonly']}, "
-        f"appendfsync {m['appendfsync']})"
+        f"appendfsync {m['appendfsync']}); gateway commit {m['gateway_commit']}"
     )
 
 

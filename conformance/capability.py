@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 _SEARCH_TYPES = {"_id": "token", "identifier": "token", "patient": "reference", "_lastUpdated": "date"}
@@ -21,12 +21,15 @@ def capability_statement(
     base: str,
     routes: Iterable[tuple[str, str]],
     resource_types: Sequence[str],
-    search_params: Sequence[str],
+    search_params: Sequence[str] | Callable[[str], Sequence[str]],
     *,
     software: str = "fhir-gateway",
     version: str = "0.1.0",
 ) -> dict[str, Any]:
-    """Return an R4 CapabilityStatement for ``routes`` (method, path relative to the FHIR base)."""
+    """Return an R4 CapabilityStatement for ``routes`` (method, path relative to the FHIR base).
+
+    ``search_params`` names the search parameters of every type, or gives them per type.
+    """
     served = set(routes)
     type_interactions = [{"code": code} for key, code in _TYPE_INTERACTIONS.items() if key in served]
     system = []
@@ -52,7 +55,8 @@ def capability_statement(
             "conditionalDelete": "single" if ("DELETE", "/{rtype}") in served else "not-supported",
         }
         if searchable:
-            entry["searchParam"] = [{"name": p, "type": _SEARCH_TYPES.get(p, "string")} for p in search_params]
+            params = search_params(rtype) if callable(search_params) else search_params
+            entry["searchParam"] = [{"name": p, "type": _SEARCH_TYPES.get(p, "string")} for p in params]
         if operations:
             entry["operation"] = operations
         resources.append(entry)

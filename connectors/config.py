@@ -136,7 +136,7 @@ class PollConfig(BaseModel):
     @field_validator("types")
     @classmethod
     def _types(cls, value: list[str]) -> list[str]:
-        from conformance.fhir_models import R4_RESOURCE_TYPES
+        from conformance.definitions import R4_RESOURCE_TYPES
 
         unknown = [t for t in value if t not in R4_RESOURCE_TYPES]
         if unknown:

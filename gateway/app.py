@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conformance.fhir_models import R4_RESOURCE_TYPES
+from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
 from connectors import Connectors, Poller, jwks, smart_auths
 from gateway import bundle, fhir_api, platform_api, writeback_api
@@ -32,6 +33,11 @@ from gateway.settings import ClientsConfig, Settings
 from gateway.worker import Worker, open_connectors
 
 log = logging.getLogger("gateway.http")
+# For the OpenAPI document only (auto_error=False: they never answer): gateway.auth checks the token and its role.
+EHR_BEARER = HTTPBearer(scheme_name="ehrToken", description="an EHR client's static token", auto_error=False)
+PLATFORM_BEARER = HTTPBearer(
+    scheme_name="platformToken", description="a platform client's static token", auto_error=False
+)
 
 
 def _loc_path(loc: tuple[Any, ...]) -> str:
@@ -99,9 +105,10 @@ def create_app(
         summary="FHIR R4 edge for EHRs and a normalized API for the engagement platform.",
         lifespan=lifespan,
     )
-    app.include_router(fhir_api.router)
-    app.include_router(writeback_api.router)  # before platform_api's generic /{route}/{rid}
-    app.include_router(platform_api.router)
+    app.include_router(fhir_api.router, dependencies=[Security(EHR_BEARER)])
+    # writeback_api before platform_api's generic /{route}/{rid}
+    app.include_router(writeback_api.router, dependencies=[Security(PLATFORM_BEARER)])
+    app.include_router(platform_api.router, dependencies=[Security(PLATFORM_BEARER)])
 
     @app.get("/healthz", tags=["Operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

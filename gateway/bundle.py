@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from conformance.fhir_models import R4_RESOURCE_TYPES
+from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome
 from conformance.validator import validate_resource
 from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
 from gateway.metrics import VALIDATION_FAILURES
+from gateway.policy import accepts
 from gateway.responses import status_line
 from gateway.search import parse_condition
 from gateway.services import Services
@@ -45,6 +46,7 @@ class Entry:
     if_match: str | None = None
     criteria: str | None = None
     issues: list[Issue] = field(default_factory=list)
+    lenient: list[Issue] = field(default_factory=list)  # the resource's errors a lenient policy accepted
 
     @property
     def path(self) -> str:
@@ -64,9 +66,15 @@ class Entry:
                 full_url=self.full_url,
                 criteria=self.criteria,
                 path=self.path,
+                issues=self.lenient,
             )
         return Create(
-            self.rtype, self.resource, if_none_exist=self.if_none_exist, full_url=self.full_url, path=self.path
+            self.rtype,
+            self.resource,
+            if_none_exist=self.if_none_exist,
+            full_url=self.full_url,
+            path=self.path,
+            issues=self.lenient,
         )
 
 
@@ -149,8 +157,14 @@ def _declared_type(raw: object) -> str:
     return rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else "unknown"
 
 
-def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bool) -> list[Entry]:
-    """Check the Bundle and every entry; return the entries with their issues (none stored yet)."""
+def parse_entries(
+    bundle: dict[str, Any], max_entries: int, *, with_requests: bool, policy: str = "strict"
+) -> list[Entry]:
+    """Check the Bundle and every entry; return the entries with their issues (none stored yet).
+
+    Under a ``lenient`` policy an entry whose resource errors all pass ``gateway.policy.accepts`` keeps them in
+    ``lenient`` instead of ``issues``, and is stored with them.
+    """
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise InvalidResource(
@@ -173,6 +187,12 @@ def parse_entries(bundle: dict[str, Any], max_entries: int, *, with_requests: bo
     for index, raw in enumerate(entries):
         entry = Entry(index=index, method="POST")
         entry.issues = by_entry.get(index, [])
+        if (
+            policy != "strict"
+            and has_errors(entry.issues)
+            and accepts(policy, _declared_type(raw), entry.issues, f"{entry.path}.resource")
+        ):
+            entry.lenient, entry.issues = entry.issues, []
         if has_errors(entry.issues):
             VALIDATION_FAILURES.labels(entry.rtype or _declared_type(raw)).inc()
         if not isinstance(raw, dict):
@@ -248,7 +268,8 @@ async def transaction(
     services: Services, tenant: str, bundle: dict[str, Any], base: str, representation: bool
 ) -> dict[str, Any]:
     """Process a transaction Bundle: validate all, then apply every write atomically."""
-    entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=True)
+    policy = services.clients.tenant(tenant).validation
+    entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=True, policy=policy)
     issues = [i for e in entries for i in e.issues]
     if has_errors(issues):
         raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
@@ -280,7 +301,8 @@ async def batch(
     imported: bool = False,
 ) -> dict[str, Any]:
     """Process a batch Bundle (or import a collection): each entry answered on its own."""
-    entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=not imported)
+    policy = services.clients.tenant(tenant).validation
+    entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=not imported, policy=policy)
     answers: dict[int, dict[str, Any]] = {}
     good: list[Entry] = []
     for e in entries:

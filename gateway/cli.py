@@ -1,4 +1,4 @@
-"""The ``fhir-gateway`` command: run, api, worker, poll, connectors, validate, dlq."""
+"""The ``fhir-gateway`` command: run, api, worker, poll, connectors, validate, dlq, conformance."""
 
 from __future__ import annotations
 
@@ -120,7 +120,29 @@ def _parser() -> argparse.ArgumentParser:
     replay = dlq_sub.add_parser("replay", help="put dead letters back on the inbound queue")
     replay.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids, as 'dlq list' prints them")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    _conformance_parser(sub)
     return parser
+
+
+def _conformance_parser(sub: Any) -> None:
+    conformance = sub.add_parser(
+        "conformance",
+        help="replay a corpus of FHIR files through a running gateway and write a Markdown report",
+        description="Push every JSON file of a corpus through a running gateway, read what it stored back, and "
+        "write a report: accepted and rejected files with their defects, read-back mismatches, the validator's "
+        "verdicts and mapping coverage. Tokens may come from GATEWAY_EHR_TOKEN and GATEWAY_PLATFORM_TOKEN.",
+    )
+    conformance_sub = conformance.add_subparsers(dest="conformance_command", required=True, metavar="ACTION")
+    run = conformance_sub.add_parser("run", help="run the corpus and write the report")
+    run.add_argument("--corpus", type=Path, required=True, help="folder of FHIR JSON files (searched recursively)")
+    run.add_argument("--url", required=True, help="the gateway's root URL, e.g. http://127.0.0.1:8080")
+    run.add_argument("--out", type=Path, required=True, help="where to write the Markdown report")
+    run.add_argument("--ehr-token", "--token", dest="ehr_token", help="an 'ehr' client's token (GATEWAY_EHR_TOKEN)")
+    run.add_argument("--platform-token", help="a 'platform' client's token of the same tenant (GATEWAY_PLATFORM_TOKEN)")
+    run.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="skip files whose path below --corpus matches"
+    )
+    run.add_argument("--command-line", default="", help="the command to name in the report as how to regenerate it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = {
         "run": _run, "api": _api, "worker": _worker, "validate": _validate, "dlq": _dlq, "poll": _poll,
-        "connectors": _connectors,
+        "connectors": _connectors, "conformance": _conformance,
     }[args.command]  # fmt: skip
     try:
         return command(args)
@@ -477,3 +499,40 @@ async def _webhook_dead_letters(args: argparse.Namespace, redis: Any, keys: Any)
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    from conformance.report import run_report
+    from mappers.registry import record_routes
+
+    ehr = args.ehr_token or os.environ.get("GATEWAY_EHR_TOKEN")
+    platform = args.platform_token or os.environ.get("GATEWAY_PLATFORM_TOKEN")
+    if not ehr or not platform:
+        print("fhir-gateway: give --ehr-token and --platform-token (or GATEWAY_*_TOKEN)", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.corpus.is_dir():
+        print(f"fhir-gateway: {args.corpus} is not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    root = args.url.rstrip("/").removesuffix("/fhir/R4")
+
+    async def go() -> int:
+        async with httpx.AsyncClient(base_url=root, timeout=120.0) as client:
+            report = await run_report(
+                args.corpus,
+                args.out,
+                client,
+                ehr_token=ehr,
+                platform_token=platform,
+                exclude=args.exclude,
+                record_routes=sorted(record_routes()),
+                command=args.command_line,
+            )
+        accepted = sum(f.accepted for f in report.files)
+        print(f"{args.out}: {accepted}/{len(report.files)} files accepted", flush=True)
+        return EXIT_OK
+
+    return asyncio.run(go())

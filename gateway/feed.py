@@ -18,6 +18,10 @@ from gateway.errors import BadRequest, Gone, NotFound
 from gateway.keys import Keyspace
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_MAX_PART = 2**64 - 1
+# A blocking read longer than the client's socket timeout (5 s by default in redis-py) fails with a timeout, so a
+# long poll waits in steps no longer than this, or half that timeout when it is shorter.
+_BLOCK_STEP_SECONDS = 2.0
 START = "0-0"
 
 
@@ -40,9 +44,15 @@ def decode_cursor(cursor: str | None) -> str:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadRequest("cursor is not one this gateway issued", expression="cursor") from None
     prefix, _, entry_id = text.partition(":")
-    if prefix != "f1" or not _STREAM_ID.match(entry_id):
+    if prefix != "f1" or not _STREAM_ID.match(entry_id) or not _readable_after(entry_id):
         raise BadRequest("cursor is not one this gateway issued", expression="cursor")
     return entry_id
+
+
+def _readable_after(entry_id: str) -> bool:
+    """Tell whether Redis can read a stream after this id (each part is 64-bit, and the last id has no after)."""
+    ms, seq = _id_tuple(entry_id)
+    return ms <= _MAX_PART and seq <= _MAX_PART and (ms, seq) != (_MAX_PART, _MAX_PART)
 
 
 @dataclass
@@ -59,6 +69,8 @@ class Feed:
     def __init__(self, redis: Redis, keys: Keyspace) -> None:
         self._redis = redis
         self._keys = keys
+        timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._block_step = min(_BLOCK_STEP_SECONDS, float(timeout) / 2) if timeout else _BLOCK_STEP_SECONDS
 
     async def changes(
         self, tenant: str, cursor: str | None, limit: int, wait_seconds: float, types: list[str] | None = None
@@ -86,8 +98,9 @@ class Feed:
             if events or remaining <= 0:
                 return Page(events, next_cursor)
             if not entries:
-                reply: Any = await self._redis.xread({key: position}, count=1, block=max(int(remaining * 1000), 1))
-                if not reply:
+                step = min(remaining, self._block_step)
+                reply: Any = await self._redis.xread({key: position}, count=1, block=max(int(step * 1000), 1))
+                if not reply and time.monotonic() >= deadline:
                     return Page([], next_cursor)
 
     async def _check_retained(self, tenant: str, after: str) -> None:

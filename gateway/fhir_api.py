@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from conformance.capability import capability_statement
-from conformance.fhir_models import R4_RESOURCE_TYPES
+from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome
 from conformance.validator import validate_resource
+from gateway import api_docs
 from gateway import bundle as bundles
 from gateway.auth import Principal
 from gateway.body import check_content_type, parse_json, read_limited
 from gateway.errors import BadRequest, InvalidResource, NotFound, UnsupportedMediaType
 from gateway.metrics import VALIDATION_FAILURES
+from gateway.policy import accepts
 from gateway.responses import FhirResponse, base_url, http_date
-from gateway.search import SEARCH_PARAMS, parse_query, run_search
+from gateway.search import parse_query, run_search, search_params_for
 from gateway.services import Services, ServicesDep
 from gateway.store import Create, Delete, Result, Update
 
-router = APIRouter(prefix="/fhir/R4", tags=["FHIR R4"])
+# Every handler answers a Response itself: the default class only tells the OpenAPI document the media type.
+router = APIRouter(
+    prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse, responses=api_docs.FHIR_ERRORS
+)
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
@@ -57,16 +62,21 @@ async def _body(services: Services, request: Request) -> Any:
     return parse_json(raw, max_depth=services.settings.max_json_depth, max_string=services.settings.max_string_length)
 
 
-def _validated(resource: Any, rtype: str | None) -> dict[str, Any]:
+def _validated(resource: Any, rtype: str, policy: str = "strict") -> tuple[dict[str, Any], list[Issue]]:
+    """Return the resource and, when the tenant's lenient policy accepted it with errors, its issues."""
     if not isinstance(resource, dict):
         raise BadRequest("the body must be a FHIR resource (a JSON object)", expression="resourceType")
-    if rtype is not None and resource.get("resourceType") != rtype:
+    if resource.get("resourceType") != rtype:
         raise BadRequest(f"resourceType must be {rtype}", expression="resourceType")
     issues = validate_resource(resource)
-    if has_errors(issues):
-        VALIDATION_FAILURES.labels(str(resource.get("resourceType"))[:64] if rtype is None else rtype).inc()
+    if not accepts(policy, rtype, issues):
+        VALIDATION_FAILURES.labels(rtype).inc()
         raise InvalidResource("the resource is not valid FHIR R4", issues=issues)
-    return resource
+    return resource, issues if has_errors(issues) else []
+
+
+def _policy(services: Services, principal: Principal) -> str:
+    return services.clients.tenant(principal.tenant).validation
 
 
 def _prefers_representation(request: Request, default: bool) -> bool:
@@ -146,14 +156,14 @@ def served_routes() -> list[tuple[str, str]]:
     return served
 
 
-@router.get("/metadata", summary="CapabilityStatement")
+@router.get("/metadata", summary="CapabilityStatement", **api_docs.METADATA)
 async def metadata(request: Request) -> FhirResponse:
     """Describe what this server really serves."""
-    statement = capability_statement(base_url(request), served_routes(), sorted(R4_RESOURCE_TYPES), SEARCH_PARAMS)
+    statement = capability_statement(base_url(request), served_routes(), sorted(R4_RESOURCE_TYPES), search_params_for)
     return FhirResponse(statement)
 
 
-@router.post("", summary="Process a Bundle (transaction, batch, or an import)")
+@router.post("", summary="Process a Bundle (transaction, batch, or an import)", **api_docs.BUNDLE)
 async def process_bundle(request: Request, services: ServicesDep) -> FhirResponse:
     """Take a transaction, batch, collection, searchset or history Bundle."""
     principal = _principal(services, request)
@@ -166,8 +176,8 @@ async def process_bundle(request: Request, services: ServicesDep) -> FhirRespons
     return FhirResponse(answer)
 
 
-@router.post("/{rtype}/$validate", summary="Validate a resource without storing it")
-async def validate(rtype: str, request: Request, services: ServicesDep) -> FhirResponse:
+@router.post("/{rtype}/$validate", summary="Validate a resource without storing it", **api_docs.VALIDATE)
+async def validate(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> FhirResponse:
     """Answer an OperationOutcome with every issue the validator finds."""
     _principal(services, request)
     _check_type(rtype)
@@ -180,25 +190,28 @@ async def validate(rtype: str, request: Request, services: ServicesDep) -> FhirR
     return FhirResponse(operation_outcome(issues), status_code=400 if has_errors(issues) else 200)
 
 
-@router.post("/{rtype}", summary="Create a resource (If-None-Exist for a conditional create)", status_code=201)
+@router.post(
+    "/{rtype}", summary="Create a resource (If-None-Exist for a conditional create)", status_code=201, **api_docs.CREATE
+)
 async def create(
-    rtype: str,
+    rtype: api_docs.ResourceType,
     request: Request,
     services: ServicesDep,
-    if_none_exist: Annotated[str | None, Header()] = None,
+    if_none_exist: api_docs.IfNoneExist = None,
 ) -> Response:
     """Create a resource; an identical create retried within the dedupe window answers with the first one."""
     principal = _principal(services, request)
     _check_type(rtype)
     _check_format(request)
-    resource = _validated(await _body(services, request), rtype)
+    resource, issues = _validated(await _body(services, request), rtype, _policy(services, principal))
     await services.queue.ensure_group(principal.tenant)
-    [result] = await services.store.apply(principal.tenant, [Create(rtype, resource, if_none_exist=if_none_exist)])
+    create = Create(rtype, resource, if_none_exist=if_none_exist, issues=issues)
+    [result] = await services.store.apply(principal.tenant, [create])
     return _written(result, request)
 
 
-@router.get("/{rtype}", summary="Search")
-async def search(rtype: str, request: Request, services: ServicesDep) -> FhirResponse:
+@router.get("/{rtype}", summary="Search", **api_docs.SEARCH)
+async def search(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> FhirResponse:
     """Search by _id, identifier, patient and _lastUpdated, paged by _count."""
     principal = _principal(services, request)
     _check_type(rtype)
@@ -207,8 +220,10 @@ async def search(rtype: str, request: Request, services: ServicesDep) -> FhirRes
     return FhirResponse(await searchset(services, principal.tenant, rtype, params, base_url(request)))
 
 
-@router.get("/{rtype}/{rid}", summary="Read the current version")
-async def read(rtype: str, rid: str, request: Request, services: ServicesDep) -> FhirResponse:
+@router.get("/{rtype}/{rid}", summary="Read the current version", **api_docs.READ)
+async def read(
+    rtype: api_docs.ResourceType, rid: api_docs.ResourceId, request: Request, services: ServicesDep
+) -> FhirResponse:
     """Return the current version; 404 if unknown, 410 if deleted."""
     principal = _principal(services, request)
     _check_type(rtype)
@@ -216,8 +231,14 @@ async def read(rtype: str, rid: str, request: Request, services: ServicesDep) ->
     return _read_response(await services.store.read(principal.tenant, rtype, rid))
 
 
-@router.get("/{rtype}/{rid}/_history/{vid}", summary="Read one version")
-async def vread(rtype: str, rid: str, vid: str, request: Request, services: ServicesDep) -> FhirResponse:
+@router.get("/{rtype}/{rid}/_history/{vid}", summary="Read one version", **api_docs.VREAD)
+async def vread(
+    rtype: api_docs.ResourceType,
+    rid: api_docs.ResourceId,
+    vid: api_docs.VersionId,
+    request: Request,
+    services: ServicesDep,
+) -> FhirResponse:
     """Return one version of a resource."""
     principal = _principal(services, request)
     _check_type(rtype)
@@ -227,30 +248,36 @@ async def vread(rtype: str, rid: str, vid: str, request: Request, services: Serv
     return _read_response(await services.store.vread(principal.tenant, rtype, rid, int(vid)))
 
 
-@router.put("/{rtype}/{rid}", summary="Create or update a resource by id (If-Match for optimistic locking)")
+@router.put(
+    "/{rtype}/{rid}", summary="Create or update a resource by id (If-Match for optimistic locking)", **api_docs.UPDATE
+)
 async def update(
-    rtype: str,
-    rid: str,
+    rtype: api_docs.ResourceType,
+    rid: api_docs.ResourceId,
     request: Request,
     services: ServicesDep,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: api_docs.IfMatch = None,
 ) -> Response:
     """Create or update; content equal to the current version makes no new version."""
     principal = _principal(services, request)
     _check_type(rtype)
     _check_id(rid)
     _check_format(request)
-    resource = _validated(await _body(services, request), rtype)
+    resource, issues = _validated(await _body(services, request), rtype, _policy(services, principal))
     if resource.get("id") not in (None, rid):
         raise BadRequest("the id in the body does not match the URL", expression=f"{rtype}.id")
     await services.queue.ensure_group(principal.tenant)
     version = bundles.etag_version(if_match)
-    [result] = await services.store.apply(principal.tenant, [Update(rtype, rid, resource, if_match=version)])
+    [result] = await services.store.apply(
+        principal.tenant, [Update(rtype, rid, resource, if_match=version, issues=issues)]
+    )
     return _written(result, request)
 
 
-@router.delete("/{rtype}/{rid}", summary="Delete (leaves a tombstone)")
-async def delete(rtype: str, rid: str, request: Request, services: ServicesDep) -> Response:
+@router.delete("/{rtype}/{rid}", summary="Delete (leaves a tombstone)", **api_docs.DELETE)
+async def delete(
+    rtype: api_docs.ResourceType, rid: api_docs.ResourceId, request: Request, services: ServicesDep
+) -> Response:
     """Delete a resource; deleting an absent or deleted one is not an error."""
     principal = _principal(services, request)
     _check_type(rtype)
@@ -267,20 +294,22 @@ def _condition(request: Request) -> str:
     return query
 
 
-@router.put("/{rtype}", summary="Conditional update (?identifier=system|value)")
-async def conditional_update(rtype: str, request: Request, services: ServicesDep) -> Response:
+@router.put("/{rtype}", summary="Conditional update (?identifier=system|value)", **api_docs.CONDITIONAL_UPDATE)
+async def conditional_update(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> Response:
     """Update the one resource the condition matches, or create it when none does; 412 when several do."""
     principal = _principal(services, request)
     _check_type(rtype)
     condition = _condition(request)
-    resource = _validated(await _body(services, request), rtype)
+    resource, issues = _validated(await _body(services, request), rtype, _policy(services, principal))
     await services.queue.ensure_group(principal.tenant)
-    [result] = await services.store.apply(principal.tenant, [Update(rtype, "", resource, criteria=condition)])
+    [result] = await services.store.apply(
+        principal.tenant, [Update(rtype, "", resource, criteria=condition, issues=issues)]
+    )
     return _written(result, request)
 
 
-@router.delete("/{rtype}", summary="Conditional delete (?identifier=system|value)")
-async def conditional_delete(rtype: str, request: Request, services: ServicesDep) -> Response:
+@router.delete("/{rtype}", summary="Conditional delete (?identifier=system|value)", **api_docs.CONDITIONAL_DELETE)
+async def conditional_delete(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> Response:
     """Delete the one resource the condition matches; 412 when several do."""
     principal = _principal(services, request)
     _check_type(rtype)

@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from conformance.definitions import TYPES
+
 _RELATIVE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 # Elements that point at the patient a resource is about, by resource type; every other type falls back to
 # ``patient`` and ``subject``, which is where R4 puts it in most clinical resources.
@@ -36,6 +38,24 @@ def _walk(node: Any, parts: list[str]) -> Iterator[Any]:
         return
     if isinstance(node, Mapping):
         yield from _walk(node.get(parts[0]), parts[1:])
+
+
+def indexes_patient(rtype: str) -> bool:
+    """Tell whether a resource of ``rtype`` can be in the patient index (an element it is read from may hold a
+    Patient reference, per the R4 definitions)."""
+    for path in _PATIENT_PATHS.get(rtype, _DEFAULT_PATIENT_PATHS):
+        spec = TYPES.get(rtype)
+        element = None
+        for name in path.split("."):
+            element = spec.elements.get(name) if spec is not None else None
+            spec = element.spec if element is not None else None
+        if (
+            element is not None
+            and element.type == "Reference"
+            and (element.targets is None or element.targets & {"Patient", "Resource"})
+        ):
+            return True
+    return False
 
 
 def patient_references(resource: Mapping[str, Any]) -> set[str]:

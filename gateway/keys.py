@@ -11,6 +11,8 @@ FHIR store (what EHRs pushed, as FHIR):
                                           deleted ("1" for a tombstone), evid / elu (the EHR's meta as received),
                                           idx (JSON list of the search-index keys this version is in)
   gw:{t}:hist:{type}:{id}          hash   vid -> the stored resource JSON of that version ("" for a tombstone)
+  gw:{t}:issues:{type}:{id}        hash   vid -> the OperationOutcome JSON of the errors a tenant's lenient
+                                          validation policy accepted that version with (gateway/policy.py)
   gw:{t}:idx:{type}:lu             zset   id -> gateway lastUpdated (epoch ms); every live resource of the type
   gw:{t}:idx:{type}:ident:{s}|{v}  set    ids with identifier system|value (and "*|{v}" for value-only search)
   gw:{t}:idx:{type}:patient:{ref}  set    ids whose patient/subject is {ref} ("Patient/123")
@@ -112,6 +114,9 @@ class Keyspace:
 
     def history(self, tenant: str, rtype: str, rid: str) -> str:
         return f"{self._t(tenant)}:hist:{rtype}:{rid}"
+
+    def issues(self, tenant: str, rtype: str, rid: str) -> str:
+        return f"{self._t(tenant)}:issues:{rtype}:{rid}"
 
     def last_updated_index(self, tenant: str, rtype: str) -> str:
         return f"{self._t(tenant)}:idx:{rtype}:lu"

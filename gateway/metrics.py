@@ -30,6 +30,12 @@ RESOURCES = Counter(
 VALIDATION_FAILURES = Counter(
     "gateway_validation_failures", "resources refused as invalid FHIR, by type", ["type"], registry=REGISTRY
 )
+LENIENT_ACCEPTED = Counter(
+    "gateway_lenient_accepted",
+    "resources accepted with errors under a tenant's lenient validation policy, by type",
+    ["type"],
+    registry=REGISTRY,
+)
 JOBS = Counter(
     "gateway_jobs", "inbound jobs handled, by FHIR type and outcome (applied, skipped, retry, dead)",
     ["type", "outcome"], registry=REGISTRY,

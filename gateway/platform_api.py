@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import queries, webhook_api
+from gateway.api_docs import AUTH_ERRORS, OTHER_ERRORS, errors
 from gateway.auth import Principal
 from gateway.disclosure import visible, visible_event
 from gateway.errors import BadRequest, NotFound
@@ -16,23 +17,60 @@ from gateway.services import Services, ServicesDep
 from mappers.model import Record
 from mappers.registry import record_routes
 
-router = APIRouter(prefix="/platform/v1", tags=["Platform"])
+router = APIRouter(prefix="/platform/v1", tags=["Platform"], responses={**errors(400), **AUTH_ERRORS, **OTHER_ERRORS})
 router.include_router(webhook_api.router)  # before the generic /{route} routes, which would take /subscriptions
 MAX_LIMIT = 1000
+
+
+_APPOINTMENT_RECORD: dict[str, Any] = {
+    "id": "appt-1", "record_type": "appointment", "status": "scheduled", "start": "2026-12-10T14:00:00Z",
+    "end": "2026-12-10T14:50:00Z", "patient": {"reference": "Patient/pat-1"},
+    "source": {"resource_type": "Appointment", "fhir_id": "appt-1", "version_id": "1"},
+}  # fmt: skip
 
 
 class ChangesPage(BaseModel):
     """A page of the change feed."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"events": [{"id": "1767261600000-0", "type": "appointment.created", "record_type": "appointment",
+                             "record_id": "appt-1", "occurred_at": "2026-12-01T10:00:00.000Z",
+                             "record": _APPOINTMENT_RECORD, "cursor": "MTc2NzI2MTYwMDAwMC0w"}],
+                 "next_cursor": "MTc2NzI2MTYwMDAwMC0w"}
+            ]
+        }
+    )  # fmt: skip
+
     events: list[dict[str, Any]]
-    next_cursor: str
+    next_cursor: str = Field(description="pass as cursor to read on; the same cursor when nothing is new")
 
 
 class RecordsPage(BaseModel):
     """A page of records."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"records": [_APPOINTMENT_RECORD], "next_cursor": None}]})
+
     records: list[dict[str, Any]]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
+
+
+RecordKind = Annotated[
+    str,
+    Path(
+        description="the kind of record; any other name is 404",
+        openapi_examples={"appointments": {"value": "appointments"}, "patients": {"value": "patients"}},
+        json_schema_extra={"enum": sorted(record_routes())},
+    ),
+]
+_CURSOR = Query(
+    description="the next_cursor of the previous page",
+    openapi_examples={"next page": {"value": "cjF8MTc2NzI2MTYwMHxhcHB0LTE"}},
+)
+_LIMIT = Query(
+    ge=1, description=f"page size (at most {MAX_LIMIT} are returned)", openapi_examples={"page": {"value": 50}}
+)
 
 
 def _principal(services: Services, request: Request) -> Principal:
@@ -60,14 +98,38 @@ def _epoch(value: str | None, name: str) -> float | None:
     return moment.timestamp()
 
 
-@router.get("/changes", response_model=ChangesPage, summary="Read the change feed")
+@router.get(
+    "/changes",
+    response_model=ChangesPage,
+    summary="Read the change feed",
+    responses=errors(410, why={410: "the cursor is older than the feed's retention; the issue names the oldest valid"}),
+)
 async def changes(
     request: Request,
     services: ServicesDep,
-    cursor: str | None = None,
-    limit: Annotated[int, Query(ge=1)] = 100,
-    wait: Annotated[float, Query(ge=0)] = 0,
-    types: Annotated[list[str] | None, Query(description="event types; * matches, e.g. appointment.*")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="the next_cursor of the previous page; absent to read from the oldest retained event",
+            openapi_examples={"next page": {"value": "MTc2NzI2MTYwMDAwMC0w"}},
+        ),
+    ] = None,
+    limit: Annotated[int, _LIMIT] = 100,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            description="seconds to long-poll for an event when there is none (capped by the gateway)",
+            openapi_examples={"long poll": {"value": 25}},
+        ),
+    ] = 0,
+    types: Annotated[
+        list[str] | None,
+        Query(
+            description="event types; * matches, e.g. appointment.*",
+            openapi_examples={"appointments": {"value": ["appointment.*"]}},
+        ),
+    ] = None,
 ) -> ChangesPage:
     """Return the tenant's events after ``cursor`` in order; ``wait`` long-polls up to that many seconds.
 
@@ -88,18 +150,46 @@ async def schema(request: Request, services: ServicesDep) -> dict[str, Any]:
     return {record_type: model.model_json_schema() for record_type, model in record_routes().values()}
 
 
-@router.get("/{route}", response_model=RecordsPage, summary="Query records of one kind")
+@router.get(
+    "/{route}",
+    response_model=RecordsPage,
+    summary="Query records of one kind",
+    responses=errors(404, why={404: "no such kind of record"}),
+)
 async def query(
-    route: str,
+    route: RecordKind,
     request: Request,
     services: ServicesDep,
-    patient: str | None = None,
-    status: str | None = None,
-    from_: Annotated[str | None, Query(alias="from", description="main date on or after (ISO 8601)")] = None,
-    to: Annotated[str | None, Query(description="main date before (ISO 8601)")] = None,
-    updated_since: Annotated[str | None, Query(description="changed after; deleted records included")] = None,
-    limit: Annotated[int, Query(ge=1)] = 100,
-    cursor: str | None = None,
+    patient: Annotated[
+        str | None,
+        Query(
+            description="the patient: Patient/<id> or <id>", openapi_examples={"patient": {"value": "Patient/pat-1"}}
+        ),
+    ] = None,
+    status: Annotated[
+        str | None, Query(description="the record's status", openapi_examples={"scheduled": {"value": "scheduled"}})
+    ] = None,
+    from_: Annotated[
+        str | None,
+        Query(
+            alias="from",
+            description="main date on or after (ISO 8601)",
+            openapi_examples={"date": {"value": "2026-12-01"}, "instant": {"value": "2026-12-01T00:00:00Z"}},
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(description="main date before (ISO 8601)", openapi_examples={"date": {"value": "2027-01-01"}}),
+    ] = None,
+    updated_since: Annotated[
+        str | None,
+        Query(
+            description="changed after; deleted records included",
+            openapi_examples={"instant": {"value": "2026-12-01T10:00:00Z"}},
+        ),
+    ] = None,
+    limit: Annotated[int, _LIMIT] = 100,
+    cursor: Annotated[str | None, _CURSOR] = None,
 ) -> RecordsPage:
     """Query records (appointments, messages, ...) by patient, status, main date and update time, in date order."""
     principal = _principal(services, request)
@@ -119,8 +209,21 @@ async def query(
     return RecordsPage(records=records, next_cursor=next_cursor)
 
 
-@router.get("/{route}/{rid}", summary="Read one record")
-async def record(route: str, rid: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+@router.get(
+    "/{route}/{rid}",
+    summary="Read one record",
+    responses={
+        200: {"description": "the record (withheld when sensitive and the client may not see it)",
+              "content": {"application/json": {"example": _APPOINTMENT_RECORD}}},
+        **errors(404, why={404: "no such kind of record, or no record with that id"}),
+    },
+)  # fmt: skip
+async def record(
+    route: RecordKind,
+    rid: Annotated[str, Path(description="the record's id", openapi_examples={"id": {"value": "appt-1"}})],
+    request: Request,
+    services: ServicesDep,
+) -> dict[str, Any]:
     """Return the record of that kind whose id is ``rid``."""
     principal = _principal(services, request)
     record_type, _ = _kind(route)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ def decode_cursor(value: str | None) -> tuple[float, str] | None:
         return None
     try:
         prefix, score, rid = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().split("|", 2)
-        if prefix != "r1":
+        if prefix != "r1" or not math.isfinite(float(score)):
             raise ValueError
         return float(score), rid
     except (binascii.Error, UnicodeDecodeError, ValueError):

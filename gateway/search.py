@@ -15,10 +15,18 @@ from redis.asyncio import Redis
 from conformance.outcome import Issue
 from gateway.connection import text
 from gateway.errors import BadRequest
+from gateway.indexing import indexes_patient
 from gateway.keys import Keyspace
 
 SEARCH_PARAMS = ("_id", "identifier", "patient", "_lastUpdated")
 CONTROL_PARAMS = ("_count", "_cursor", "_format", "_pretty")
+
+
+def search_params_for(rtype: str) -> tuple[str, ...]:
+    """Return the search parameters that can match a resource of ``rtype`` (``patient`` only where it can)."""
+    return SEARCH_PARAMS if indexes_patient(rtype) else tuple(p for p in SEARCH_PARAMS if p != "patient")
+
+
 _DATE = re.compile(
     r"^(?P<prefix>eq|ne|gt|lt|ge|le|sa|eb|ap)?(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
     r"(T(?P<h>\d{2}):(?P<m>\d{2})(:(?P<s>\d{2})(?P<frac>\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
@@ -44,20 +52,21 @@ def _date_range(raw: str) -> tuple[str, float, float]:
             int(g["h"] or 0), int(g["m"] or 0), int(g["s"] or 0),
             int(float(g["frac"] or 0) * 1_000_000), tzinfo=UTC,
         ) - offset  # fmt: skip
-    except ValueError:
+        if g["frac"]:
+            end = start + timedelta(milliseconds=1)
+        elif g["s"]:
+            end = start + timedelta(seconds=1)
+        elif g["m"]:
+            end = start + timedelta(minutes=1)
+        elif g["day"]:
+            end = start + timedelta(days=1)
+        elif g["month"]:
+            end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+        else:
+            end = start.replace(year=start.year + 1)
+    except (ValueError, OverflowError):
+        # Out of the calendar (a 13th month) or of datetime's range (the end of year 9999).
         raise BadRequest(f"_lastUpdated value is not a valid date: {raw[:40]!r}", expression="_lastUpdated") from None
-    if g["frac"]:
-        end = start + timedelta(milliseconds=1)
-    elif g["s"]:
-        end = start + timedelta(seconds=1)
-    elif g["m"]:
-        end = start + timedelta(minutes=1)
-    elif g["day"]:
-        end = start + timedelta(days=1)
-    elif g["month"]:
-        end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-    else:
-        end = start.replace(year=start.year + 1)
     return prefix, start.timestamp() * 1000, end.timestamp() * 1000
 
 

@@ -45,6 +45,8 @@ class Tenant(BaseModel):
     vendor: str = "generic"
     timezone: str | None = None
     ehr: EHRConfig | None = None
+    # strict: refuse a resource with any error; lenient: accept one whose errors no mapping reads (gateway/policy.py)
+    validation: Literal["strict", "lenient"] = "strict"
 
     @field_validator("vendor")
     @classmethod

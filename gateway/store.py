@@ -18,12 +18,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from conformance.outcome import Issue
+from conformance.outcome import Issue, operation_outcome
 from gateway.connection import text
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.indexing import canonical_urls, identifiers, patient_references
 from gateway.keys import Keyspace
-from gateway.metrics import RESOURCES
+from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.reference import reference_targets, rewrite_references
 from gateway.search import parse_condition
@@ -117,6 +117,7 @@ class Create:
     if_none_exist: str | None = None
     full_url: str | None = None
     path: str | None = None
+    issues: list[Issue] = field(default_factory=list)  # errors a lenient policy accepted; kept with the version
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Update:
     full_url: str | None = None
     criteria: str | None = None
     path: str | None = None
+    issues: list[Issue] = field(default_factory=list)  # errors a lenient policy accepted; kept with the version
 
 
 @dataclass
@@ -229,6 +231,11 @@ class Store:
         result: dict[str, Any] = json.loads(raw)
         return result
 
+    async def issues(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any] | None:
+        """Return the OperationOutcome a version was accepted with under a lenient policy, or None."""
+        raw = await self._redis.hget(self._keys.issues(tenant, rtype, rid), str(vid))
+        return json.loads(raw) if raw else None
+
     async def read_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the current versions of ``ids`` that exist and are not deleted, in order."""
         pipe = self._redis.pipeline(transaction=False)
@@ -257,8 +264,10 @@ class Store:
             except PlanOverloaded as exc:
                 raise Overloaded(f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5) from None
             await self._replicated()
-            for result in results:
+            for result, op in zip(results, ops, strict=True):
                 RESOURCES.labels(result.rtype, result.outcome).inc()
+                if not isinstance(op, Delete) and op.issues:
+                    LENIENT_ACCEPTED.labels(result.rtype).inc()
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
 
@@ -436,7 +445,7 @@ class Store:
                     expression=op.rtype,
                 )
             if cur and not cur.deleted and cur.digest == dg:
-                return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated), False
+                return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=op.issues), False
             new_lu, old_lu = _parse_instant(elu), _parse_instant(cur.ehr_last_updated if cur else None)
             if cur and not cur.deleted and new_lu and old_lu and new_lu < old_lu:
                 note = Issue(
@@ -458,9 +467,14 @@ class Store:
 
         stored = {"resourceType": op.rtype, "id": rid, "meta": self._meta(content, evid, elu)}
         stored.update((key, value) for key, value in content.items() if key not in ("resourceType", "meta"))
-        return self._write_version(
+        result, job = self._write_version(
             tenant, op.rtype, rid, stored, cur, plan, lu, lu_ms, digest_=dg, ehr=(evid, elu), watched=d.watched
         )
+        if op.issues:
+            outcome = json.dumps(operation_outcome(op.issues))
+            plan.write("HSET", k.issues(tenant, op.rtype, rid), str(result.vid), outcome)
+            result.issues = list(op.issues)
+        return result, job
 
     @staticmethod
     def _meta(content: Mapping[str, Any], evid: str | None, elu: str | None) -> dict[str, Any]:

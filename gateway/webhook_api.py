@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from gateway.api_docs import errors
 from gateway.auth import Principal
 from gateway.disclosure import visible_event
 from gateway.errors import BadRequest, NotFound, Unprocessable
@@ -26,6 +27,13 @@ from gateway.webhooks import (
 )
 
 router = APIRouter(prefix="/subscriptions", tags=["Webhooks"])
+SubscriptionId = Annotated[
+    str,
+    Path(
+        description="the subscription's id", openapi_examples={"id": {"value": "sub_5f0c3e7a9b1d4c2e8f6a0b3d5c7e9f1a"}}
+    ),
+]
+_NO_SUBSCRIPTION = errors(404, why={404: "no such subscription for this tenant"})
 
 
 class SubscriptionRequest(BaseModel):
@@ -86,6 +94,8 @@ class SubscriptionView(BaseModel):
 class SubscriptionList(BaseModel):
     """The tenant's subscriptions, oldest first."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"subscriptions": []}]})
+
     subscriptions: list[SubscriptionView]
 
 
@@ -105,6 +115,18 @@ class DeadLetterView(BaseModel):
 class DeadLetterPage(BaseModel):
     """A page of dead letters, oldest first."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"dead_letters": [{"id": "1767261600000-0", "event_id": "1767261500000-0",
+                                   "event_type": "appointment.updated", "attempts": 8, "last_status": 503,
+                                   "last_error": "HTTP 503", "failed_at": "2026-12-01T10:00:00.000Z",
+                                   "event": {"id": "1767261500000-0", "type": "appointment.updated"}}],
+                 "next_cursor": None}
+            ]
+        }
+    )  # fmt: skip
+
     dead_letters: list[DeadLetterView]
     next_cursor: str | None
 
@@ -120,6 +142,8 @@ class ReplayRequest(BaseModel):
 
 class ReplayResult(BaseModel):
     """The dead letters queued for delivery again, and the ids that were not dead letters of the subscription."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"replayed": ["1767261600000-0"], "not_found": []}]})
 
     replayed: list[str]
     not_found: list[str]
@@ -171,7 +195,16 @@ def _check(body: SubscriptionRequest, development: bool) -> list[str]:
     return events
 
 
-@router.post("", status_code=201, response_model=SubscriptionView, summary="Register a webhook")
+@router.post(
+    "",
+    status_code=201,
+    response_model=SubscriptionView,
+    summary="Register a webhook",
+    responses=errors(
+        422,
+        why={422: "the url, secret or events are refused (for example plain http, or more than 100 subscriptions)"},
+    ),
+)
 async def create_subscription(
     body: SubscriptionRequest, request: Request, response: Response, services: ServicesDep
 ) -> SubscriptionView:
@@ -202,8 +235,8 @@ async def list_subscriptions(request: Request, services: ServicesDep) -> Subscri
     return SubscriptionList(subscriptions=[_view(s, counts[s.id]) for s in subs])
 
 
-@router.get("/{sid}", response_model=SubscriptionView, summary="Read one webhook")
-async def read_subscription(sid: str, request: Request, services: ServicesDep) -> SubscriptionView:
+@router.get("/{sid}", response_model=SubscriptionView, summary="Read one webhook", responses=_NO_SUBSCRIPTION)
+async def read_subscription(sid: SubscriptionId, request: Request, services: ServicesDep) -> SubscriptionView:
     """Return one subscription of the tenant, with its delivery status."""
     principal = _principal(services, request)
     store = _store(services)
@@ -211,8 +244,10 @@ async def read_subscription(sid: str, request: Request, services: ServicesDep) -
     return _view(sub, (await store.dead_letter_count(principal.tenant, [sid]))[sid])
 
 
-@router.delete("/{sid}", status_code=204, response_class=Response, summary="Remove a webhook")
-async def delete_subscription(sid: str, request: Request, services: ServicesDep) -> Response:
+@router.delete(
+    "/{sid}", status_code=204, response_class=Response, summary="Remove a webhook", responses=_NO_SUBSCRIPTION
+)
+async def delete_subscription(sid: SubscriptionId, request: Request, services: ServicesDep) -> Response:
     """Remove the subscription with its dead letters; no delivery starts after this answer."""
     principal = _principal(services, request)
     if not await _store(services).delete(principal.tenant, sid):
@@ -220,13 +255,25 @@ async def delete_subscription(sid: str, request: Request, services: ServicesDep)
     return Response(status_code=204)
 
 
-@router.get("/{sid}/dead-letters", response_model=DeadLetterPage, summary="List a webhook's dead letters")
+@router.get(
+    "/{sid}/dead-letters",
+    response_model=DeadLetterPage,
+    summary="List a webhook's dead letters",
+    responses=_NO_SUBSCRIPTION,
+)
 async def list_dead_letters(
-    sid: str,
+    sid: SubscriptionId,
     request: Request,
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1)] = 100,
-    cursor: str | None = None,
+    limit: Annotated[
+        int, Query(ge=1, description="page size (at most 1000)", openapi_examples={"page": {"value": 50}})
+    ] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="the next_cursor of the previous page", openapi_examples={"next": {"value": "1767261600000-0"}}
+        ),
+    ] = None,
 ) -> DeadLetterPage:
     """Return deliveries that failed every attempt, oldest first; sensitive records are withheld as elsewhere."""
     principal = _principal(services, request)
@@ -239,9 +286,15 @@ async def list_dead_letters(
 
 
 @router.post(
-    "/{sid}/dead-letters/replay", status_code=202, response_model=ReplayResult, summary="Deliver dead letters again"
+    "/{sid}/dead-letters/replay",
+    status_code=202,
+    response_model=ReplayResult,
+    summary="Deliver dead letters again",
+    responses=_NO_SUBSCRIPTION,
 )
-async def replay_dead_letters(sid: str, body: ReplayRequest, request: Request, services: ServicesDep) -> ReplayResult:
+async def replay_dead_letters(
+    sid: SubscriptionId, body: ReplayRequest, request: Request, services: ServicesDep
+) -> ReplayResult:
     """Queue dead letters (``ids``, or ``all``) for delivery again, ahead of the feed; each gets fresh attempts.
 
     Replayed events arrive after events delivered since they failed; receivers order by ``occurred_at`` if needed.

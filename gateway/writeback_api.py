@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from conformance.outcome import Issue
 from conformance.validator import Support, validate_resource
+from gateway.api_docs import errors
 from gateway.auth import Principal
 from gateway.connection import text
 from gateway.errors import BadRequest, GatewayError, NotFound, Unprocessable
@@ -56,22 +57,6 @@ FHIR_TYPE: Final[Mapping[str, str]] = {
 }  # fmt: skip
 _ID: Final = r"[A-Za-z0-9\-.]{1,64}"
 _UNCANCELLABLE: Final = frozenset({"cancelled", "fulfilled", "noshow", "entered-in-error"})
-
-
-class OutcomeIssue(BaseModel):
-    """One issue of an OperationOutcome."""
-
-    severity: str
-    code: str
-    diagnostics: str | None = None
-    expression: list[str] | None = Field(default=None, description="the request field or FHIR element concerned")
-
-
-class OperationOutcome(BaseModel):
-    """The body of every error: an R4 OperationOutcome."""
-
-    resourceType: Literal["OperationOutcome"]
-    issue: list[OutcomeIssue]
 
 
 class _Route(APIRoute):
@@ -121,15 +106,20 @@ router = APIRouter(
     prefix=PREFIX,
     tags=["Write-backs"],
     route_class=_Route,
-    responses={
-        401: {"model": OperationOutcome, "description": "no or an unknown bearer token"},
-        403: {"model": OperationOutcome, "description": "not a platform client"},
-        422: {
-            "model": OperationOutcome,
-            "description": "the request, or the FHIR built from it, is not valid; or "
-            "the tenant's EHR cannot take it (no EHR connector, or a kind its vendor does not accept)",
+    responses=errors(
+        400,
+        401,
+        403,
+        422,
+        503,
+        why={
+            400: "the request body is not JSON",
+            403: "not a platform client",
+            422: "the request, or the FHIR built from it, is not valid; or the tenant's EHR cannot take it (no EHR "
+            "connector, or a kind its vendor does not accept); or the Idempotency-Key was used for another request",
+            503: "the tenant's outbound queue is full; retry after Retry-After seconds",
         },
-    },
+    ),
 )
 
 
@@ -162,6 +152,7 @@ IdempotencyKey = Annotated[
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="a key of the client's choosing (1 to 255 visible ASCII characters): the same key with the same "
         "request returns the first write-back and queues nothing new; with a different request it is 422",
+        openapi_examples={"a uuid": {"value": "9b2c6f1e-0d4a-4f3b-8c7e-5a1d2e3f4b6c"}},
     ),
 ]
 
@@ -571,15 +562,22 @@ async def post_appointment(
     status_code=202,
     response_model=WritebackAccepted,
     summary="Cancel an appointment",
-    responses={404: {"model": OperationOutcome, "description": "no such appointment"}},
+    responses=errors(404, why={404: "no such appointment"}),
 )
 async def cancel_appointment(
-    appointment_id: Annotated[str, Path(pattern=rf"^{_ID}$", description="the appointment's id")],
+    appointment_id: Annotated[
+        str, Path(pattern=rf"^{_ID}$", description="the appointment's id", openapi_examples={"id": {"value": "appt-1"}})
+    ],
     response: Response,
     services: ServicesDep,
     principal: PrincipalDep,
     store: WritebacksDep,
-    body: CancelRequest | None = None,
+    body: Annotated[
+        CancelRequest | None,
+        Body(
+            openapi_examples={"with a reason": {"value": {"reason": "Patient is unwell"}}, "no reason": {"value": {}}}
+        ),
+    ] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> WritebackAccepted:
     """Queue the stored Appointment with status ``cancelled`` (and the reason) as an update with ``If-Match`` on
@@ -605,11 +603,22 @@ async def cancel_appointment(
     status_code=202,
     response_model=WritebackAccepted,
     summary="Set a treatment-plan activity's status",
-    responses={404: {"model": OperationOutcome, "description": "no such treatment plan"}},
+    responses=errors(404, why={404: "no such treatment plan"}),
 )
 async def patch_activity(
-    plan_id: Annotated[str, Path(pattern=rf"^{_ID}$", description="the treatment plan's id")],
-    index: Annotated[int, Path(ge=0, le=10_000, description="the activity's index (``activities[].index``)")],
+    plan_id: Annotated[
+        str,
+        Path(pattern=rf"^{_ID}$", description="the treatment plan's id", openapi_examples={"id": {"value": "plan-1"}}),
+    ],
+    index: Annotated[
+        int,
+        Path(
+            ge=0,
+            le=10_000,
+            description="the activity's index (``activities[].index``)",
+            openapi_examples={"first": {"value": 0}},
+        ),
+    ],
     body: ActivityStatusRequest,
     response: Response,
     services: ServicesDep,
@@ -638,9 +647,19 @@ async def patch_activity(
     "/writebacks/{wid}",
     response_model=WritebackView,
     summary="Read a write-back's delivery status",
-    responses={404: {"model": OperationOutcome, "description": "no such write-back for this tenant"}},
+    responses=errors(404, why={404: "no such write-back for this tenant"}),
 )
-async def read_writeback(wid: str, principal: PrincipalDep, store: WritebacksDep) -> WritebackView:
+async def read_writeback(
+    wid: Annotated[
+        str,
+        Path(
+            description="the write-back's id (from the 202 answer)",
+            openapi_examples={"id": {"value": "6f0e3c1a-2b4d-4e5f-8a9b-0c1d2e3f4a5b"}},
+        ),
+    ],
+    principal: PrincipalDep,
+    store: WritebacksDep,
+) -> WritebackView:
     """Return the write-back: ``queued``, ``delivering``, ``delivered`` (with the EHR's id and version), ``failed``
     (with the EHR's OperationOutcome) or ``dead_lettered``."""
     found = await store.get(principal.tenant, wid)

@@ -1,0 +1,309 @@
+"""The CapabilityStatement is true: every interaction, search parameter and operation it declares answers.
+
+The test reads ``GET /fhir/R4/metadata`` from the running app and, for every mapped type and a few others,
+exercises over HTTP exactly what the statement declares for that type (and the system interactions), asserting the
+answer a client would rely on. A declared capability this test does not know how to exercise fails the test, so
+the statement cannot grow a promise nobody checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from mappers.registry import MAPPED
+from tests.conftest import Gateway
+
+PATIENT_REF = {"reference": "Patient/cap-pat-1"}
+SUBJECT = {"subject": PATIENT_REF}
+CONCEPT = {"text": "capability check"}
+
+# One small valid resource per sampled type. ``subject``/``participant.actor`` point at a patient where the type has
+# such an element, so ``patient`` search has something to find.
+SAMPLES: dict[str, dict[str, Any]] = {
+    "Appointment": {
+        "status": "booked",
+        "start": "2026-12-10T09:00:00-05:00",
+        "end": "2026-12-10T09:30:00-05:00",
+        "participant": [{"actor": PATIENT_REF, "status": "accepted"}],
+    },
+    "Patient": {"name": [{"family": "Capability"}]},
+    "Practitioner": {"name": [{"family": "Capability"}]},
+    "PractitionerRole": {"active": True},
+    "Communication": {"status": "completed", **SUBJECT, "payload": [{"contentString": "hello"}]},
+    "CarePlan": {"status": "active", "intent": "plan", **SUBJECT},
+    "Goal": {"lifecycleStatus": "active", "description": CONCEPT, **SUBJECT},
+    "Questionnaire": {"status": "active", "item": [{"linkId": "q1", "type": "string", "text": "Q1"}]},
+    "QuestionnaireResponse": {"status": "completed", **SUBJECT},
+    "Observation": {"status": "final", "code": CONCEPT, **SUBJECT},
+    "Condition": {"code": CONCEPT, **SUBJECT},
+    "Encounter": {"status": "finished", "class": {"code": "AMB"}, **SUBJECT},
+    "Organization": {"name": "Capability clinic"},
+}
+SAMPLED = sorted(SAMPLES)
+# Types whose samples carry a Patient reference where the patient index reads it.
+ABOUT_A_PATIENT = {t for t, s in SAMPLES.items() if "subject" in s or "participant" in s}
+
+
+def test_the_sample_covers_every_mapped_type() -> None:
+    assert set(MAPPED) <= set(SAMPLES)
+
+
+def _resource(rtype: str, key: str, **changes: Any) -> dict[str, Any]:
+    """Return the sample of ``rtype`` with an identifier ``key`` (a list, or one Identifier where R4 says 0..1)."""
+    identifier = {"system": "urn:example:capability", "value": key}
+    resource: dict[str, Any] = {"resourceType": rtype, **copy.deepcopy(SAMPLES[rtype])}
+    resource["identifier"] = identifier if rtype == "QuestionnaireResponse" else [identifier]
+    resource.update(changes)
+    return resource
+
+
+@dataclass
+class Exercise:
+    """What one type's checks share: the app, the type, and the resource created first."""
+
+    gw: Gateway
+    rtype: str
+    key: str
+    created: dict[str, Any]
+
+    @property
+    def rid(self) -> str:
+        return str(self.created["id"])
+
+    async def search(self, **params: str) -> list[dict[str, Any]]:
+        response = await self.gw.ehr("GET", f"/{self.rtype}", params=params)
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        assert bundle["resourceType"] == "Bundle"
+        assert bundle["type"] == "searchset"
+        return [e["resource"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "match"]
+
+
+Check = Callable[[Exercise], Awaitable[None]]
+
+
+async def _read(ex: Exercise) -> None:
+    response = await ex.gw.ehr("GET", f"/{ex.rtype}/{ex.rid}")
+    assert response.status_code == 200
+    assert response.json() == ex.created
+    assert response.headers["etag"] == 'W/"1"'
+
+
+async def _vread(ex: Exercise) -> None:
+    response = await ex.gw.ehr("GET", f"/{ex.rtype}/{ex.rid}/_history/1")
+    assert response.status_code == 200
+    assert response.json() == ex.created
+
+
+async def _update(ex: Exercise) -> None:
+    changed = _resource(ex.rtype, ex.key, id=ex.rid, language="en")
+    response = await ex.gw.ehr("PUT", f"/{ex.rtype}/{ex.rid}", json=changed, headers={"If-Match": 'W/"1"'})
+    assert response.status_code == 200, response.text
+    assert response.json()["meta"]["versionId"] == "2"
+    assert response.json()["language"] == "en"
+    # updateCreate: a PUT at a new id creates
+    fresh = f"cap-{uuid.uuid4().hex[:12]}"
+    created = await ex.gw.ehr("PUT", f"/{ex.rtype}/{fresh}", json=_resource(ex.rtype, f"{ex.key}-put", id=fresh))
+    assert created.status_code == 201, created.text
+    stale = await ex.gw.ehr("PUT", f"/{ex.rtype}/{ex.rid}", json=changed, headers={"If-Match": 'W/"1"'})
+    assert stale.status_code == 412
+
+
+async def _delete(ex: Exercise) -> None:
+    fresh = (await ex.gw.ehr("POST", f"/{ex.rtype}", json=_resource(ex.rtype, f"{ex.key}-del"))).json()
+    response = await ex.gw.ehr("DELETE", f"/{ex.rtype}/{fresh['id']}")
+    assert response.status_code == 204
+    assert (await ex.gw.ehr("GET", f"/{ex.rtype}/{fresh['id']}")).status_code == 410
+
+
+async def _search_type(ex: Exercise) -> None:
+    found = await ex.search(_count="100")
+    assert ex.rid in {r["id"] for r in found}
+
+
+async def _create(ex: Exercise) -> None:
+    assert ex.created["meta"]["versionId"] == "1"  # the create itself ran (201) when the exercise was set up
+
+
+async def _by_id(ex: Exercise) -> None:
+    assert [r["id"] for r in await ex.search(_id=ex.rid)] == [ex.rid]
+
+
+async def _by_identifier(ex: Exercise) -> None:
+    assert ex.rid in {r["id"] for r in await ex.search(identifier=f"urn:example:capability|{ex.key}")}
+    assert ex.rid in {r["id"] for r in await ex.search(identifier=ex.key)}
+    assert await ex.search(identifier=f"urn:example:capability|{ex.key}-absent") == []
+
+
+async def _by_patient(ex: Exercise) -> None:
+    assert ex.rid in {r["id"] for r in await ex.search(patient="Patient/cap-pat-1")}
+    assert ex.rid in {r["id"] for r in await ex.search(patient="cap-pat-1")}
+    assert ex.rid not in {r["id"] for r in await ex.search(patient="Patient/someone-else")}
+
+
+async def _by_last_updated(ex: Exercise) -> None:
+    lu = ex.created["meta"]["lastUpdated"]
+    assert ex.rid in {r["id"] for r in await ex.search(_lastUpdated=f"ge{lu}")}
+    assert ex.rid not in {r["id"] for r in await ex.search(_lastUpdated=f"gt{lu[:4]}-12-31T23:59:59Z")}
+
+
+async def _validate(ex: Exercise) -> None:
+    good = await ex.gw.ehr("POST", f"/{ex.rtype}/$validate", json=_resource(ex.rtype, "v"))
+    assert good.status_code == 200, good.text
+    assert good.json()["resourceType"] == "OperationOutcome"
+    bad = await ex.gw.ehr("POST", f"/{ex.rtype}/$validate", json=_resource(ex.rtype, "v", notAnElement=1))
+    assert bad.status_code == 400
+    assert any(i["severity"] == "error" for i in bad.json()["issue"])
+
+
+INTERACTIONS: dict[str, Check] = {
+    "create": _create,
+    "read": _read,
+    "vread": _vread,
+    "update": _update,
+    "search-type": _search_type,
+    "delete": _delete,
+}
+SEARCH: dict[str, Check] = {
+    "_id": _by_id,
+    "identifier": _by_identifier,
+    "patient": _by_patient,
+    "_lastUpdated": _by_last_updated,
+}
+OPERATIONS: dict[str, Check] = {"validate": _validate}
+
+
+async def _conditional(ex: Exercise, declared: dict[str, Any]) -> None:
+    """Exercise conditionalCreate, conditionalUpdate and conditionalDelete as declared."""
+    condition = f"identifier=urn:example:capability|{ex.key}"
+    if declared.get("conditionalCreate"):
+        again = await ex.gw.ehr(
+            "POST",
+            f"/{ex.rtype}",
+            json=_resource(ex.rtype, ex.key, language="de"),
+            headers={"If-None-Exist": condition},
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == ex.rid
+    if declared.get("conditionalUpdate"):
+        response = await ex.gw.ehr("PUT", f"/{ex.rtype}?{condition}", json=_resource(ex.rtype, ex.key, language="fr"))
+        assert response.status_code in (200, 201), response.text
+        assert response.json()["id"] == ex.rid
+        assert response.json()["language"] == "fr"
+        new_key = f"{ex.key}-cu"
+        made = await ex.gw.ehr(
+            "PUT", f"/{ex.rtype}?identifier=urn:example:capability|{new_key}", json=_resource(ex.rtype, new_key)
+        )
+        assert made.status_code == 201, made.text
+    if declared.get("conditionalDelete", "not-supported") != "not-supported":
+        gone_key = f"{ex.key}-cd"
+        made = (await ex.gw.ehr("POST", f"/{ex.rtype}", json=_resource(ex.rtype, gone_key))).json()
+        response = await ex.gw.ehr("DELETE", f"/{ex.rtype}?identifier=urn:example:capability|{gone_key}")
+        assert response.status_code == 204
+        assert (await ex.gw.ehr("GET", f"/{ex.rtype}/{made['id']}")).status_code == 410
+
+
+async def _statement(gw: Gateway) -> dict[str, Any]:
+    response = await gw.http.get("/fhir/R4/metadata")
+    assert response.status_code == 200
+    statement: dict[str, Any] = response.json()
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert statement["fhirVersion"] == "4.0.1"
+    return statement
+
+
+@pytest.mark.parametrize("rtype", SAMPLED)
+async def test_every_declared_interaction_answers(gateway: Gateway, rtype: str) -> None:
+    [rest] = (await _statement(gateway))["rest"]
+    declared = next(r for r in rest["resource"] if r["type"] == rtype)
+    interactions = [i["code"] for i in declared.get("interaction", [])]
+    params = [p["name"] for p in declared.get("searchParam", [])]
+    operations = [o["name"] for o in declared.get("operation", [])]
+    assert set(interactions) <= set(INTERACTIONS), "the statement declares an interaction this test cannot check"
+    assert set(params) <= set(SEARCH), "the statement declares a search parameter this test cannot check"
+    assert set(operations) <= set(OPERATIONS), "the statement declares an operation this test cannot check"
+    assert "create" in interactions  # every other check starts from a created resource
+
+    key = f"cap-{rtype}-{uuid.uuid4().hex[:8]}"
+    created = await gateway.ehr("POST", f"/{rtype}", json=_resource(rtype, key))
+    assert created.status_code == 201, created.text
+    ex = Exercise(gateway, rtype, key, created.json())
+    for code in interactions:
+        await INTERACTIONS[code](ex)
+    if declared.get("readHistory"):
+        await _vread(ex)
+    for name in params:
+        await SEARCH[name](ex)
+    for name in operations:
+        await OPERATIONS[name](ex)
+    await _conditional(ex, declared)
+
+
+async def test_patient_search_is_declared_exactly_for_types_about_a_patient(gateway: Gateway) -> None:
+    [rest] = (await _statement(gateway))["rest"]
+    declared = {r["type"]: {p["name"] for p in r.get("searchParam", [])} for r in rest["resource"]}
+    assert {t for t in SAMPLED if "patient" in declared[t]} == ABOUT_A_PATIENT
+    assert all({"_id", "identifier", "_lastUpdated"} <= params for params in declared.values())
+
+
+async def test_every_r4_type_is_declared(gateway: Gateway) -> None:
+    from conformance.fhir_models import R4_RESOURCE_TYPES
+
+    [rest] = (await _statement(gateway))["rest"]
+    assert {r["type"] for r in rest["resource"]} == set(R4_RESOURCE_TYPES)
+
+
+async def test_declared_system_interactions_answer(gateway: Gateway) -> None:
+    [rest] = (await _statement(gateway))["rest"]
+    codes = {i["code"] for i in rest.get("interaction", [])}
+    assert codes <= {"transaction", "batch"}
+    if "transaction" in codes:
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "fullUrl": "urn:uuid:6a3f0c1e-0000-4000-8000-000000000001",
+                    "resource": _resource("Patient", "tx-pat"),
+                    "request": {"method": "POST", "url": "Patient"},
+                },
+                {
+                    "resource": _resource(
+                        "Observation", "tx-obs", subject={"reference": "urn:uuid:6a3f0c1e-0000-4000-8000-000000000001"}
+                    ),
+                    "request": {"method": "POST", "url": "Observation"},
+                },
+            ],
+        }
+        response = await gateway.ehr("POST", "", json=bundle)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["type"] == "transaction-response"
+        assert [e["response"]["status"][:3] for e in answer["entry"]] == ["201", "201"]
+        patient_id = answer["entry"][0]["response"]["location"].split("/")[1]
+        obs_id = answer["entry"][1]["response"]["location"].split("/")[1]
+        obs = (await gateway.ehr("GET", f"/Observation/{obs_id}")).json()
+        assert obs["subject"]["reference"] == f"Patient/{patient_id}"
+    if "batch" in codes:
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [
+                {
+                    "resource": _resource("Organization", "batch-org"),
+                    "request": {"method": "POST", "url": "Organization"},
+                },
+                {"request": {"method": "GET", "url": "Organization/does-not-exist"}},
+            ],
+        }
+        response = await gateway.ehr("POST", "", json=bundle)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["type"] == "batch-response"
+        assert [e["response"]["status"][:3] for e in answer["entry"]] == ["201", "404"]
