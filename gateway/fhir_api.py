@@ -11,11 +11,12 @@ from fastapi.responses import Response
 from conformance.capability import capability_statement
 from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome
-from conformance.validator import validate_resource
+from conformance.validator import Support, validate_resource
 from gateway import api_docs
 from gateway import bundle as bundles
 from gateway.auth import Principal
 from gateway.body import check_content_type, parse_json, read_limited
+from gateway.connection import text
 from gateway.errors import BadRequest, InvalidResource, NotFound, UnsupportedMediaType
 from gateway.metrics import VALIDATION_FAILURES
 from gateway.policy import accepts
@@ -179,15 +180,45 @@ async def process_bundle(request: Request, services: ServicesDep) -> FhirRespons
 @router.post("/{rtype}/$validate", summary="Validate a resource without storing it", **api_docs.VALIDATE)
 async def validate(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> FhirResponse:
     """Answer an OperationOutcome with every issue the validator finds."""
-    _principal(services, request)
+    principal = _principal(services, request)
     _check_type(rtype)
     body = await _body(services, request)
+    profiles = list(request.query_params.getlist("profile"))
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        body = next((p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"), None)
+        parameters = [p for p in body.get("parameter", []) if isinstance(p, dict)]
+        for p in parameters:
+            if p.get("name") == "profile":
+                value = p.get("valueCanonical") or p.get("valueUri") or p.get("valueString")
+                if isinstance(value, str):
+                    profiles.append(value)
+        body = next((p.get("resource") for p in parameters if p.get("name") == "resource"), None)
     if not isinstance(body, dict):
         raise BadRequest("$validate takes a resource, or Parameters with a 'resource' parameter", expression="resource")
-    issues = validate_resource(body)
+    support = await _stored_support(services, principal.tenant, body, profiles)
+    # A profile neither stored nor known is a warning from the validator, not an error.
+    issues = validate_resource(body, support=support, profiles=profiles)
     return FhirResponse(operation_outcome(issues), status_code=400 if has_errors(issues) else 200)
+
+
+async def _stored_support(
+    services: Services, tenant: str, resource: dict[str, Any], profiles: list[str]
+) -> Support | None:
+    """Return the stored Questionnaire and StructureDefinitions a validation can use, by canonical URL."""
+    wanted: list[tuple[str, str]] = [("StructureDefinition", url) for url in profiles]
+    claimed = resource.get("meta", {}).get("profile") if isinstance(resource.get("meta"), dict) else None
+    wanted += [("StructureDefinition", url) for url in claimed or [] if isinstance(url, str)]
+    if resource.get("resourceType") == "QuestionnaireResponse" and isinstance(resource.get("questionnaire"), str):
+        wanted.append(("Questionnaire", resource["questionnaire"]))
+    found: list[dict[str, Any]] = []
+    for rtype, url in wanted:
+        ids = sorted(text(m) for m in await services.redis.smembers(services.keys.url_index(tenant, rtype, url)))
+        if not ids and "|" in url:
+            ids = sorted(
+                text(m)
+                for m in await services.redis.smembers(services.keys.url_index(tenant, rtype, url.split("|", 1)[0]))
+            )
+        found += await services.store.read_many(tenant, rtype, ids)
+    return Support(found) if found else None
 
 
 @router.post(

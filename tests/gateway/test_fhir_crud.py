@@ -186,3 +186,31 @@ async def test_conditional_update_and_delete_by_identifier(gateway: Gateway) -> 
     assert (await gateway.ehr("GET", f"/Appointment/{rid}")).status_code == 410
     unsupported = await gateway.ehr("DELETE", "/Appointment?status=booked")
     assert unsupported.status_code == 400
+
+
+async def test_validate_warns_on_an_unknown_profile_and_uses_stored_questionnaires(gateway: Gateway) -> None:
+    unknown = await gateway.ehr(
+        "POST", "/Appointment/$validate?profile=http://example.org/StructureDefinition/nope", json=appointment()
+    )
+    assert unknown.status_code == 200
+    assert any(i["severity"] == "warning" for i in unknown.json()["issue"])
+
+    questionnaire = {
+        "resourceType": "Questionnaire",
+        "id": "q-int",
+        "url": "http://example.org/Questionnaire/q-int",
+        "status": "active",
+        "item": [{"linkId": "age", "type": "integer", "text": "Age"}],
+    }
+    response = {
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": "http://example.org/Questionnaire/q-int",
+        "status": "completed",
+        "item": [{"linkId": "age", "answer": [{"valueString": "forty"}]}],
+    }
+    before = await gateway.ehr("POST", "/QuestionnaireResponse/$validate", json=response)
+    assert before.status_code == 200  # the Questionnaire is not known yet: nothing to check the answer against
+    await gateway.ehr("PUT", "/Questionnaire/q-int", json=questionnaire)
+    after = await gateway.ehr("POST", "/QuestionnaireResponse/$validate", json=response)
+    assert after.status_code == 400
+    assert any("item[0].answer[0]" in p for i in after.json()["issue"] for p in i.get("expression", []))
