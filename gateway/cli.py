@@ -24,15 +24,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fhir-gateway",
         description="FHIR R4 integration gateway: an EHR-facing FHIR edge, a durable Redis work queue, "
-        "workers that map FHIR to the platform model, and the platform API.",
+        "workers that map FHIR to the platform model, the platform API with webhooks, and EHR connectors.",
         epilog="Settings come from GATEWAY_* environment variables and REDIS_URL; see the README.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
-        help="development: the API and a worker in one process",
-        description="Run the API and a worker in one process (development mode). Without REDIS_URL an "
+        help="development: the API, a worker and the poller in one process",
+        description="Run the API, a worker (inbound jobs, webhooks, write-back delivery) and the EHR poller in one "
+        "process (development mode: plain-HTTP loopback webhooks allowed). Without REDIS_URL an "
         "embedded Redis starts with its data under --data-dir; without GATEWAY_CLIENTS_FILE a 'demo' "
         "tenant with one ehr and one platform token is created there and the tokens are printed.",
     )
@@ -48,8 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "worker",
-        help="production: process the inbound queue",
-        description="Process inbound jobs until SIGTERM or SIGINT. Needs REDIS_URL.",
+        help="production: inbound jobs, webhook deliveries and write-back delivery",
+        description="Process inbound jobs, deliver webhooks and deliver write-backs to the EHRs until SIGTERM or "
+        "SIGINT, then finish and acknowledge what is in hand. Needs REDIS_URL.",
     )
 
     poll = sub.add_parser(
