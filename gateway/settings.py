@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
     claim_idle_seconds: float = Field(default=30.0, gt=0)
-    worker_concurrency: int = Field(default=8, ge=1)
+    worker_concurrency: int = Field(default=32, ge=1)
     worker_block_ms: int = Field(default=250, ge=10)
     worker_metrics_port: int = Field(default=9091, ge=0, le=65535)
     conditional_retries: int = Field(default=20, ge=1)
