@@ -182,6 +182,17 @@ class _Decision:
     match: str | None = None  # an existing id this create resolves to
     watched: bool = False  # an unmapped resource some record's mapping read: a change must re-map that record
     stored: dict[str, Any] | None = None  # the current resource, for answers that write nothing
+    targets: frozenset[str] | None = None  # the references the resource holds, once computed
+    # A create's content as ``_resolve`` rewrote and digested it, with the ids its references were given then:
+    # ``_decide_one`` reuses it while those ids still hold, instead of rewriting and hashing the resource again.
+    prepared: tuple[dict[str, Any], str | None, str | None, str, dict[str, str | None]] | None = None
+
+    def references(self) -> frozenset[str]:
+        """Return (once) the references the operation's resource holds."""
+        if self.targets is None:
+            resource = getattr(self.op, "resource", None)
+            self.targets = frozenset(reference_targets(resource)) if resource is not None else frozenset()
+        return self.targets
 
 
 class Store:
@@ -378,16 +389,16 @@ class Store:
         urls_pending = {getattr(d.op, "full_url", None) for d in plain} - {None}
         while pending:
             ready = [
-                d
-                for d in pending.values()
-                if not (reference_targets(d.op.resource) & (urls_pending - {getattr(d.op, "full_url", None)}))  # type: ignore[union-attr]
+                d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
             ] or list(pending.values())
             pipe = self._redis.pipeline(transaction=False)
             digests = []
             for d in ready:
                 assert isinstance(d.op, Create)
-                content, _, _ = _strip_meta(rewrite_references(d.op.resource, mapping))
+                content, evid, elu = _strip_meta(rewrite_references(d.op.resource, mapping))
                 digests.append(digest(content))
+                ids_then = {ref: mapping.get(ref) for ref in d.references()}
+                d.prepared = (content, evid, elu, digests[-1], ids_then)
                 pipe.get(self._keys.dedupe(tenant, d.op.rtype, digests[-1]))
             hits = await pipe.execute()
             check = self._redis.pipeline(transaction=False)
@@ -427,9 +438,11 @@ class Store:
                 tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True, watched=d.watched
             )
 
-        resource = rewrite_references(op.resource, mapping)
-        content, evid, elu = _strip_meta(resource)
-        dg = digest(content)
+        if d.prepared is not None and all(mapping.get(r) == i for r, i in d.prepared[4].items()):
+            content, evid, elu, dg, _ = d.prepared
+        else:
+            content, evid, elu = _strip_meta(rewrite_references(op.resource, mapping))
+            dg = digest(content)
 
         if d.match is not None:  # a conditional create or a retried create that found its resource
             vid = d.current.vid if d.current else None
