@@ -100,8 +100,8 @@ class RecordWriter:
             provided += [canonical_key(job.rtype, url) for url in canonical_urls(resource)]
 
         events = family.classify(previous, record)
-        body = record.model_dump(mode="json")
-        plan.write("HSET", rec_key, "vid", version, "rev", rev + 1, "json", json.dumps(body))
+        body = json.dumps(record.model_dump(mode="json"))
+        plan.write("HSET", rec_key, "vid", version, "rev", rev + 1, "json", body)
         self._plan_indexes(tenant, family, previous, record, plan)
         source = f"{job.rtype}/{job.rid}"
         for need in needs:
@@ -118,9 +118,10 @@ class RecordWriter:
                 "occurred_at": _now(),
                 "record_type": family.record_type,
                 "record_id": record.id,
-                "record": body,
             }
-            plan.write("XADD", k.feed(tenant), "*", "e", json.dumps(event))
+            # The record is serialised once, above, and spliced in rather than encoded again for every event.
+            encoded = json.dumps(event)[:-1] + ', "record": ' + body + "}"
+            plan.write("XADD", k.feed(tenant), "*", "e", encoded)
         return events
 
     async def plan_dependents(self, job: Job, plan: Plan) -> None:
