@@ -69,7 +69,7 @@ return #due
 
 
 class OutboundKeys(Protocol):
-    """The keys of the outbound queue (``gateway.keys.Keyspace`` has them)."""
+    """The keys of the outbound queue (``gateway.store.keys.Keyspace`` has them)."""
 
     def outbound(self, tenant: str) -> str: ...
 

@@ -65,7 +65,7 @@ return 0
 
 
 class PollKeys(Protocol):
-    """The keys of the poller (``gateway.keys.Keyspace`` has them)."""
+    """The keys of the poller (``gateway.store.keys.Keyspace`` has them)."""
 
     def connector_cursor(self, tenant: str) -> str: ...
 

@@ -22,15 +22,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
 from connectors import Connectors, Poller, jwks, smart_auths
-from gateway import bundle, fhir_api, platform_api, writeback_api
-from gateway.connection import connect
 from gateway.errors import GatewayError
+from gateway.fhir import bundle
+from gateway.fhir import routes as fhir_api
 from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS, REGISTRY, connector_gauges, render
-from gateway.responses import FhirResponse, outcome_response
+from gateway.platform import routes as platform_api
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
-from gateway.worker import Worker, open_connectors
+from gateway.store.connection import connect
+from gateway.web.openapi import AUTH_ERRORS, OTHER_ERRORS, errors
+from gateway.web.responses import FhirResponse, outcome_response
+from gateway.webhooks import routes as webhook_api
+from gateway.work.worker import Worker, open_connectors
+from gateway.writebacks import routes as writeback_api
 
 log = logging.getLogger("gateway.http")
 # For the OpenAPI document only (auto_error=False: they never answer): gateway.auth checks the token and its role.
@@ -108,6 +113,13 @@ def create_app(
     app.include_router(fhir_api.router, dependencies=[Security(EHR_BEARER)])
     # writeback_api before platform_api's generic /{route}/{rid}
     app.include_router(writeback_api.router, dependencies=[Security(PLATFORM_BEARER)])
+    # before platform_api's generic /{route}, which would take /subscriptions
+    app.include_router(
+        webhook_api.router,
+        prefix="/platform/v1",
+        dependencies=[Security(PLATFORM_BEARER)],
+        responses={**errors(400), **AUTH_ERRORS, **OTHER_ERRORS},
+    )
     app.include_router(platform_api.router, dependencies=[Security(PLATFORM_BEARER)])
 
     @app.get("/healthz", tags=["Operations"], summary="Liveness")

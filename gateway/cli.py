@@ -253,8 +253,8 @@ def _api(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from gateway import logs
-    from gateway.connection import connect
-    from gateway.worker import Worker
+    from gateway.store.connection import connect
+    from gateway.work.worker import Worker
 
     logs.configure()
     settings = _production_settings()
@@ -269,7 +269,7 @@ def _worker(args: argparse.Namespace) -> int:
             start_http_server(settings.worker_metrics_port, registry=REGISTRY)
         except OSError as exc:
             # Metrics are worth having, not worth refusing to work for (another worker may hold the port).
-            logging.getLogger("gateway.worker").warning(
+            logging.getLogger("gateway.work.worker").warning(
                 "metrics port unavailable", extra={"port": settings.worker_metrics_port, "error": exc.strerror}
             )
 
@@ -291,9 +291,9 @@ def _worker(args: argparse.Namespace) -> int:
 def _poll(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.app import build_poller
-    from gateway.connection import connect
     from gateway.services import Services
-    from gateway.worker import open_connectors
+    from gateway.store.connection import connect
+    from gateway.work.worker import open_connectors
 
     logs.configure()
     settings = _production_settings()
@@ -334,9 +334,9 @@ def _poll(args: argparse.Namespace) -> int:
 
 def _connectors(args: argparse.Namespace) -> int:
     from connectors import read_status
-    from gateway.connection import connect
     from gateway.embedded import EmbeddedRedis
-    from gateway.keys import Keyspace
+    from gateway.store.connection import connect
+    from gateway.store.keys import Keyspace
 
     settings = _settings(data_dir=args.data_dir)
     url = settings.redis_url
@@ -377,8 +377,8 @@ def _connectors(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from gateway.body import parse_json
     from gateway.errors import GatewayError
+    from gateway.web.body import parse_json
 
     settings = Settings()
     try:
@@ -413,10 +413,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from gateway.connection import connect
     from gateway.embedded import EmbeddedRedis
-    from gateway.keys import Keyspace
-    from gateway.queue import WorkQueue
+    from gateway.store.connection import connect
+    from gateway.store.keys import Keyspace
+    from gateway.work.inbound import WorkQueue
 
     settings = _settings(data_dir=args.data_dir)
     url = settings.redis_url
@@ -465,7 +465,7 @@ def _dlq(args: argparse.Namespace) -> int:
 async def _webhook_dead_letters(args: argparse.Namespace, redis: Any, keys: Any) -> int:
     """List (without the records) or replay webhook dead letters, per tenant and subscription."""
     from gateway.errors import BadRequest
-    from gateway.webhooks import Subscriptions, stream_id
+    from gateway.webhooks.subscriptions import Subscriptions, stream_id
 
     try:
         wanted = [stream_id(i, "ID") for i in args.ids] if args.dlq_command == "replay" and not args.all else None

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from connectors.poll import parse_instant
 from connectors.status import read_status
-from gateway.keys import Keyspace
-from gateway.queue import WorkQueue
+from gateway.store.keys import Keyspace
+from gateway.work.inbound import WorkQueue
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)

@@ -9,11 +9,11 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from gateway.auth import Authenticator
-from gateway.feed import Feed
-from gateway.keys import Keyspace
-from gateway.queue import WorkQueue
+from gateway.platform.feed import Feed
 from gateway.settings import ClientsConfig, Settings
-from gateway.store import Store
+from gateway.store.keys import Keyspace
+from gateway.store.store import Store
+from gateway.work.inbound import WorkQueue
 
 
 @dataclass

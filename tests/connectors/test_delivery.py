@@ -15,8 +15,8 @@ import respx
 from redis.asyncio import Redis
 
 from connectors import Connectors, Delivery, OutboundQueue, Target
-from gateway.connection import connect
-from gateway.keys import Keyspace
+from gateway.store.connection import connect
+from gateway.store.keys import Keyspace
 from tests.connectors.conftest import BASE, TOKEN_URL, FakeTime, ehr_config, outcome, token_answer
 
 TENANT = "clinic-a"

@@ -16,8 +16,8 @@ import respx
 from connectors import Connectors, Poller
 from gateway.app import build_poller
 from gateway.cli import main
-from gateway.keys import Keyspace
 from gateway.settings import ClientsConfig, Settings
+from gateway.store.keys import Keyspace
 from tests.conftest import CLIENTS, Gateway, running
 from tests.connectors.conftest import BASE, FakeTime
 from tests.gateway.fixtures import appointment

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conformance.outcome import Issue
-from gateway.policy import MAPPED_ELEMENTS, accepts, touched_element
+from gateway.fhir.policy import MAPPED_ELEMENTS, accepts, touched_element
 from gateway.settings import ClientsConfig
 from mappers.context import MapContext
 from mappers.registry import MAPPED

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from gateway import cli
-from gateway.connection import connect
 from gateway.logs import JsonFormatter
 from gateway.settings import ClientsConfig, Settings
-from gateway.webhook_delivery import retry_after
-from gateway.webhook_dispatch import Dispatcher
+from gateway.store.connection import connect
+from gateway.webhooks.delivery import retry_after
+from gateway.webhooks.dispatch import Dispatcher
 from tests.conftest import EHR_A, PLATFORM_A, PLATFORM_A_BASIC, PLATFORM_B, Gateway, running
 from tests.gateway.fixtures import appointment
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from gateway.connection import connect
-from gateway.queue import Job
 from gateway.settings import ClientsConfig, Settings
-from gateway.worker import Worker
+from gateway.store.connection import connect
+from gateway.work.inbound import Job
+from gateway.work.worker import Worker
 from mappers import registry
 from tests.conftest import Gateway, running
 from tests.gateway.fixtures import appointment

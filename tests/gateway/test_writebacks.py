@@ -12,8 +12,8 @@ import pytest
 
 from conformance.outcome import has_errors
 from conformance.validator import validate_resource
-from gateway.keys import OUTBOUND_GROUP
 from gateway.settings import ClientsConfig, Settings
+from gateway.store.keys import OUTBOUND_GROUP
 from tests.conftest import EHR_A, EHR_B, PLATFORM_A, PLATFORM_B, Gateway, running
 from tests.gateway.fixtures import appointment
 

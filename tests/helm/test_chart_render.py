@@ -11,7 +11,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from gateway.keys import GROUP, Keyspace
+from gateway.store.keys import GROUP, Keyspace
 from tests.helm.rendering import CRD_KINDS, Release, kind_of_template, lint, render
 from tests.helm.scenarios import SCENARIO_IDS, SCENARIOS, TENANTS, Scenario
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.connection import text
 from gateway.errors import BadRequest, Gone, NotFound
-from gateway.keys import Keyspace
+from gateway.store.connection import text
+from gateway.store.keys import Keyspace
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _MAX_PART = 2**64 - 1

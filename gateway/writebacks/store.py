@@ -1,11 +1,11 @@
 """Write-backs in Redis: what the platform asked the tenant's EHR to store, queued on the outbound stream.
 
-A write-back is a FHIR resource the gateway built from a platform request (``gateway.writeback_api``) and the
+A write-back is a FHIR resource the gateway built from a platform request (``gateway.writebacks.routes``) and the
 interaction that stores it in the EHR: a conditional create (``If-None-Exist`` on a business identifier) or an
 update with ``If-Match`` on the EHR's version, so a retried delivery never duplicates. Creating one is a single
 atomic plan: the ``Idempotency-Key`` claimed (when given), the state hash written with status ``queued``, and the
 job appended to ``gw:{t}:outbound``. The connectors (not this module) deliver it and move its status on to
-``delivering``, ``delivered``, ``failed`` or ``dead_lettered``; the keys and fields are in ``gateway.keys``.
+``delivering``, ``delivered``, ``failed`` or ``dead_lettered``; the keys and fields are in ``gateway.store.keys``.
 
 An ``Idempotency-Key`` is scoped to the tenant: the same key with the same request (kind and canonical JSON)
 returns the write-back it made and queues nothing; with another request it is refused.
@@ -23,12 +23,12 @@ from typing import Any, Final, Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from gateway.connection import text
 from gateway.errors import NotFound, Overloaded, Unprocessable
-from gateway.keys import OUTBOUND_GROUP, Keyspace
-from gateway.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.store.connection import text
+from gateway.store.keys import OUTBOUND_GROUP, Keyspace
+from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
 
-log = logging.getLogger("gateway.writebacks")
+log = logging.getLogger("gateway.writebacks.store")
 
 Kind = Literal["message", "survey_response", "appointment", "appointment_cancel", "treatment_plan_activity"]
 Status = Literal["queued", "delivering", "delivered", "failed", "dead_lettered"]

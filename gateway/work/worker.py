@@ -19,18 +19,18 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from connectors import Connectors, Delivery, OutboundQueue, RedisObserver
-from gateway.feed import Feed
-from gateway.keys import Keyspace
 from gateway.metrics import EVENTS, JOB_SECONDS, JOBS
-from gateway.plan import Plan, PlanConflict
-from gateway.queue import Job, WorkQueue
-from gateway.records import RecordWriter
+from gateway.platform.feed import Feed
 from gateway.settings import ClientsConfig, Settings
-from gateway.store import Store
-from gateway.webhook_dispatch import Dispatcher
+from gateway.store.keys import Keyspace
+from gateway.store.plan import Plan, PlanConflict
+from gateway.store.store import Store
+from gateway.webhooks.dispatch import Dispatcher
+from gateway.work.inbound import Job, WorkQueue
+from gateway.work.records import RecordWriter
 from mappers.registry import MAPPED
 
-log = logging.getLogger("gateway.worker")
+log = logging.getLogger("gateway.work.worker")
 
 
 def open_connectors(redis: Redis, settings: Settings, clients: ClientsConfig) -> Connectors:

@@ -19,12 +19,12 @@ from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome
 from conformance.validator import validate_resource
 from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
+from gateway.fhir.policy import accepts
+from gateway.fhir.search import parse_condition
 from gateway.metrics import VALIDATION_FAILURES
-from gateway.policy import accepts
-from gateway.responses import status_line
-from gateway.search import parse_condition
 from gateway.services import Services
-from gateway.store import Create, Delete, Operation, Result, Update
+from gateway.store.store import Create, Delete, Operation, Result, Update
+from gateway.web.responses import status_line
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -162,7 +162,7 @@ def parse_entries(
 ) -> list[Entry]:
     """Check the Bundle and every entry; return the entries with their issues (none stored yet).
 
-    Under a ``lenient`` policy an entry whose resource errors all pass ``gateway.policy.accepts`` keeps them in
+    Under a ``lenient`` policy an entry whose resource errors all pass ``gateway.fhir.policy.accepts`` keeps them in
     ``lenient`` instead of ``issues``, and is stored with them.
     """
     entries = bundle.get("entry") or []
@@ -254,7 +254,7 @@ def _error_entry(status: int, issues: list[Issue]) -> dict[str, Any]:
 
 
 async def _read_entry(services: Services, tenant: str, entry: Entry, base: str) -> dict[str, Any]:
-    from gateway.fhir_api import searchset  # the search answer is built in one place
+    from gateway.fhir.routes import searchset  # the search answer is built in one place
 
     if entry.rid is not None:
         resource = await services.store.read(tenant, entry.rtype, entry.rid)

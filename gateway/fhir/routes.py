@@ -12,22 +12,22 @@ from conformance.capability import capability_statement
 from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome
 from conformance.validator import Support, validate_resource
-from gateway import api_docs
-from gateway import bundle as bundles
 from gateway.auth import Principal
-from gateway.body import check_content_type, parse_json, read_limited
-from gateway.connection import text
 from gateway.errors import BadRequest, InvalidResource, NotFound, UnsupportedMediaType
+from gateway.fhir import bundle as bundles
+from gateway.fhir.policy import accepts
+from gateway.fhir.search import parse_query, run_search, search_params_for
 from gateway.metrics import VALIDATION_FAILURES
-from gateway.policy import accepts
-from gateway.responses import FhirResponse, base_url, http_date
-from gateway.search import parse_query, run_search, search_params_for
 from gateway.services import Services, ServicesDep
-from gateway.store import Create, Delete, Result, Update
+from gateway.store.connection import text
+from gateway.store.store import Create, Delete, Result, Update
+from gateway.web import openapi
+from gateway.web.body import check_content_type, parse_json, read_limited
+from gateway.web.responses import FhirResponse, base_url, http_date
 
 # Every handler answers a Response itself: the default class only tells the OpenAPI document the media type.
 router = APIRouter(
-    prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse, responses=api_docs.FHIR_ERRORS
+    prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse, responses=openapi.FHIR_ERRORS
 )
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -157,14 +157,14 @@ def served_routes() -> list[tuple[str, str]]:
     return served
 
 
-@router.get("/metadata", summary="CapabilityStatement", **api_docs.METADATA)
+@router.get("/metadata", summary="CapabilityStatement", **openapi.METADATA)
 async def metadata(request: Request) -> FhirResponse:
     """Describe what this server really serves."""
     statement = capability_statement(base_url(request), served_routes(), sorted(R4_RESOURCE_TYPES), search_params_for)
     return FhirResponse(statement)
 
 
-@router.post("", summary="Process a Bundle (transaction, batch, or an import)", **api_docs.BUNDLE)
+@router.post("", summary="Process a Bundle (transaction, batch, or an import)", **openapi.BUNDLE)
 async def process_bundle(request: Request, services: ServicesDep) -> FhirResponse:
     """Take a transaction, batch, collection, searchset or history Bundle."""
     principal = _principal(services, request)
@@ -177,8 +177,8 @@ async def process_bundle(request: Request, services: ServicesDep) -> FhirRespons
     return FhirResponse(answer)
 
 
-@router.post("/{rtype}/$validate", summary="Validate a resource without storing it", **api_docs.VALIDATE)
-async def validate(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> FhirResponse:
+@router.post("/{rtype}/$validate", summary="Validate a resource without storing it", **openapi.VALIDATE)
+async def validate(rtype: openapi.ResourceType, request: Request, services: ServicesDep) -> FhirResponse:
     """Answer an OperationOutcome with every issue the validator finds."""
     principal = _principal(services, request)
     _check_type(rtype)
@@ -222,13 +222,13 @@ async def _stored_support(
 
 
 @router.post(
-    "/{rtype}", summary="Create a resource (If-None-Exist for a conditional create)", status_code=201, **api_docs.CREATE
+    "/{rtype}", summary="Create a resource (If-None-Exist for a conditional create)", status_code=201, **openapi.CREATE
 )
 async def create(
-    rtype: api_docs.ResourceType,
+    rtype: openapi.ResourceType,
     request: Request,
     services: ServicesDep,
-    if_none_exist: api_docs.IfNoneExist = None,
+    if_none_exist: openapi.IfNoneExist = None,
 ) -> Response:
     """Create a resource; an identical create retried within the dedupe window answers with the first one."""
     principal = _principal(services, request)
@@ -241,8 +241,8 @@ async def create(
     return _written(result, request)
 
 
-@router.get("/{rtype}", summary="Search", **api_docs.SEARCH)
-async def search(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> FhirResponse:
+@router.get("/{rtype}", summary="Search", **openapi.SEARCH)
+async def search(rtype: openapi.ResourceType, request: Request, services: ServicesDep) -> FhirResponse:
     """Search by _id, identifier, patient and _lastUpdated, paged by _count."""
     principal = _principal(services, request)
     _check_type(rtype)
@@ -251,9 +251,9 @@ async def search(rtype: api_docs.ResourceType, request: Request, services: Servi
     return FhirResponse(await searchset(services, principal.tenant, rtype, params, base_url(request)))
 
 
-@router.get("/{rtype}/{rid}", summary="Read the current version", **api_docs.READ)
+@router.get("/{rtype}/{rid}", summary="Read the current version", **openapi.READ)
 async def read(
-    rtype: api_docs.ResourceType, rid: api_docs.ResourceId, request: Request, services: ServicesDep
+    rtype: openapi.ResourceType, rid: openapi.ResourceId, request: Request, services: ServicesDep
 ) -> FhirResponse:
     """Return the current version; 404 if unknown, 410 if deleted."""
     principal = _principal(services, request)
@@ -262,11 +262,11 @@ async def read(
     return _read_response(await services.store.read(principal.tenant, rtype, rid))
 
 
-@router.get("/{rtype}/{rid}/_history/{vid}", summary="Read one version", **api_docs.VREAD)
+@router.get("/{rtype}/{rid}/_history/{vid}", summary="Read one version", **openapi.VREAD)
 async def vread(
-    rtype: api_docs.ResourceType,
-    rid: api_docs.ResourceId,
-    vid: api_docs.VersionId,
+    rtype: openapi.ResourceType,
+    rid: openapi.ResourceId,
+    vid: openapi.VersionId,
     request: Request,
     services: ServicesDep,
 ) -> FhirResponse:
@@ -280,14 +280,14 @@ async def vread(
 
 
 @router.put(
-    "/{rtype}/{rid}", summary="Create or update a resource by id (If-Match for optimistic locking)", **api_docs.UPDATE
+    "/{rtype}/{rid}", summary="Create or update a resource by id (If-Match for optimistic locking)", **openapi.UPDATE
 )
 async def update(
-    rtype: api_docs.ResourceType,
-    rid: api_docs.ResourceId,
+    rtype: openapi.ResourceType,
+    rid: openapi.ResourceId,
     request: Request,
     services: ServicesDep,
-    if_match: api_docs.IfMatch = None,
+    if_match: openapi.IfMatch = None,
 ) -> Response:
     """Create or update; content equal to the current version makes no new version."""
     principal = _principal(services, request)
@@ -305,9 +305,9 @@ async def update(
     return _written(result, request)
 
 
-@router.delete("/{rtype}/{rid}", summary="Delete (leaves a tombstone)", **api_docs.DELETE)
+@router.delete("/{rtype}/{rid}", summary="Delete (leaves a tombstone)", **openapi.DELETE)
 async def delete(
-    rtype: api_docs.ResourceType, rid: api_docs.ResourceId, request: Request, services: ServicesDep
+    rtype: openapi.ResourceType, rid: openapi.ResourceId, request: Request, services: ServicesDep
 ) -> Response:
     """Delete a resource; deleting an absent or deleted one is not an error."""
     principal = _principal(services, request)
@@ -325,8 +325,8 @@ def _condition(request: Request) -> str:
     return query
 
 
-@router.put("/{rtype}", summary="Conditional update (?identifier=system|value)", **api_docs.CONDITIONAL_UPDATE)
-async def conditional_update(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> Response:
+@router.put("/{rtype}", summary="Conditional update (?identifier=system|value)", **openapi.CONDITIONAL_UPDATE)
+async def conditional_update(rtype: openapi.ResourceType, request: Request, services: ServicesDep) -> Response:
     """Update the one resource the condition matches, or create it when none does; 412 when several do."""
     principal = _principal(services, request)
     _check_type(rtype)
@@ -339,8 +339,8 @@ async def conditional_update(rtype: api_docs.ResourceType, request: Request, ser
     return _written(result, request)
 
 
-@router.delete("/{rtype}", summary="Conditional delete (?identifier=system|value)", **api_docs.CONDITIONAL_DELETE)
-async def conditional_delete(rtype: api_docs.ResourceType, request: Request, services: ServicesDep) -> Response:
+@router.delete("/{rtype}", summary="Conditional delete (?identifier=system|value)", **openapi.CONDITIONAL_DELETE)
+async def conditional_delete(rtype: openapi.ResourceType, request: Request, services: ServicesDep) -> Response:
     """Delete the one resource the condition matches; 412 when several do."""
     principal = _principal(services, request)
     _check_type(rtype)

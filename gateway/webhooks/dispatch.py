@@ -1,7 +1,7 @@
 """The webhook dispatcher, run by the worker process next to its job loop.
 
 - **Isolation.** Every subscription this worker delivers runs in its own asyncio task with its own cursor on the
-  tenant's change feed and its own retry state (``gateway.webhook_delivery``), so a slow or failing receiver only
+  tenant's change feed and its own retry state (``gateway.webhooks.delivery``), so a slow or failing receiver only
   ever delays itself. Requests share one pooled ``httpx.AsyncClient`` that follows no redirect, keeps no cookies,
   reads no proxy or ``.netrc`` settings from the environment, and only ever calls a registered URL.
 - **One deliverer per subscription.** A worker delivers a subscription only while it holds its lease in Redis
@@ -29,14 +29,14 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from gateway.connection import text
-from gateway.keys import Keyspace, tenant_of
-from gateway.plan import Committer, PlanConflict
 from gateway.settings import ClientsConfig, Settings
-from gateway.webhook_delivery import Leases, Shared, SubscriptionDelivery, pause
-from gateway.webhooks import Subscription, Subscriptions, url_refusal
+from gateway.store.connection import text
+from gateway.store.keys import Keyspace, tenant_of
+from gateway.store.plan import Committer, PlanConflict
+from gateway.webhooks.delivery import Leases, Shared, SubscriptionDelivery, pause
+from gateway.webhooks.subscriptions import Subscription, Subscriptions, url_refusal
 
-log = logging.getLogger("gateway.webhooks")
+log = logging.getLogger("gateway.webhooks.subscriptions")
 
 SCAN_SECONDS = 0.25  # how soon a new subscription, or one another worker let go, is picked up
 USER_AGENT = "fhir-gateway-webhooks/0.1"

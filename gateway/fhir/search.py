@@ -13,10 +13,10 @@ from urllib.parse import unquote
 from redis.asyncio import Redis
 
 from conformance.outcome import Issue
-from gateway.connection import text
 from gateway.errors import BadRequest
-from gateway.indexing import indexes_patient
-from gateway.keys import Keyspace
+from gateway.store.connection import text
+from gateway.store.indexing import indexes_patient
+from gateway.store.keys import Keyspace
 
 SEARCH_PARAMS = ("_id", "identifier", "patient", "_lastUpdated")
 CONTROL_PARAMS = ("_count", "_cursor", "_format", "_pretty")

@@ -1,12 +1,12 @@
 """Webhook subscriptions in Redis: registration, the URL policy, the signature, dead letters and replay.
 
 A subscription is a receiver URL, event-type patterns (``appointment.*``, as the feed's ``types=``) and a shared
-secret, owned by the platform client that created it. The worker delivers to it (``gateway.webhook_dispatch`` runs
-one ``gateway.webhook_delivery`` task per subscription): every feed event whose type matches, in feed order, each as
+secret, owned by the platform client that created it. The worker delivers to it (``gateway.webhooks.dispatch`` runs
+one ``gateway.webhooks.delivery`` task per subscription): every feed event whose type matches, in feed order, each as
 one POST signed with the secret. Delivery is at-least-once, so receivers dedupe on the event id. A delivery that
 fails every attempt is dead-lettered on the subscription and can be replayed.
 
-The routes are in ``gateway.webhook_api``. The secret is stored in Redis, because signing needs it; it is never
+The routes are in ``gateway.webhooks.routes``. The secret is stored in Redis, because signing needs it; it is never
 returned by the API and never logged. Sensitive records are withheld from a subscription unless its owner has the
 ``sensitive`` scope, both when it was created and now (a scope taken away in the clients file is taken away from its
 webhooks too).
@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 import httpx
 from redis.asyncio import Redis
 
-from gateway.connection import text
 from gateway.errors import BadRequest, NotFound, Unprocessable
-from gateway.keys import Keyspace
-from gateway.plan import Committer, Plan
+from gateway.store.connection import text
+from gateway.store.keys import Keyspace
+from gateway.store.plan import Committer, Plan
 
 MAX_PER_TENANT = 100
 MIN_SECRET, MAX_SECRET = 16, 512

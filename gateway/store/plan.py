@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-_SCRIPT = resources.files("gateway").joinpath("commit.lua").read_text(encoding="utf-8")
+_SCRIPT = resources.files("gateway.store").joinpath("commit.lua").read_text(encoding="utf-8")
 
 
 class PlanConflict(Exception):

@@ -18,8 +18,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from gateway.keys import GROUP, Keyspace, tenant_of
-from gateway.plan import Committer, Plan
+from gateway.store.keys import GROUP, Keyspace, tenant_of
+from gateway.store.plan import Committer, Plan
 
 # Move due retries back onto the inbound stream, atomically, so two workers never both re-queue one job.
 _PROMOTE = """

@@ -8,17 +8,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import queries, webhook_api
-from gateway.api_docs import AUTH_ERRORS, OTHER_ERRORS, errors
 from gateway.auth import Principal
-from gateway.disclosure import visible, visible_event
 from gateway.errors import BadRequest, NotFound
+from gateway.platform import queries
+from gateway.platform.disclosure import visible, visible_event
 from gateway.services import Services, ServicesDep
+from gateway.web.openapi import AUTH_ERRORS, OTHER_ERRORS, errors
 from mappers.model import Record
 from mappers.registry import record_routes
 
 router = APIRouter(prefix="/platform/v1", tags=["Platform"], responses={**errors(400), **AUTH_ERRORS, **OTHER_ERRORS})
-router.include_router(webhook_api.router)  # before the generic /{route} routes, which would take /subscriptions
 MAX_LIMIT = 1000
 
 

@@ -17,14 +17,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.connection import text
 from gateway.errors import NotFound
-from gateway.indexing import canonical_urls
-from gateway.keys import Keyspace
-from gateway.plan import Plan
-from gateway.queue import Job
 from gateway.settings import ClientsConfig
-from gateway.store import EXT_EHR_LAST_UPDATED, EXT_EHR_VERSION_ID, Store
+from gateway.store.connection import text
+from gateway.store.indexing import canonical_urls
+from gateway.store.keys import Keyspace
+from gateway.store.plan import Plan
+from gateway.store.store import EXT_EHR_LAST_UPDATED, EXT_EHR_VERSION_ID, Store
+from gateway.work.inbound import Job
 from mappers.context import MapContext
 from mappers.family import Family, canonical_key
 from mappers.model import Record

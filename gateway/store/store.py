@@ -19,14 +19,14 @@ from typing import Any
 from redis.asyncio import Redis
 
 from conformance.outcome import Issue, operation_outcome
-from gateway.connection import text
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
-from gateway.indexing import canonical_urls, identifiers, patient_references
-from gateway.keys import Keyspace
+from gateway.fhir.search import parse_condition
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.plan import Committer, Plan, PlanConflict, PlanOverloaded
-from gateway.reference import reference_targets, rewrite_references
-from gateway.search import parse_condition
+from gateway.store.connection import text
+from gateway.store.indexing import canonical_urls, identifiers, patient_references
+from gateway.store.keys import Keyspace
+from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.store.references import reference_targets, rewrite_references
 from mappers.registry import MAPPED
 
 EXT_EHR_VERSION_ID = "urn:fhir-gateway:extension:ehr-versionId"

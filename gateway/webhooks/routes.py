@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from gateway.api_docs import errors
 from gateway.auth import Principal
-from gateway.disclosure import visible_event
 from gateway.errors import BadRequest, NotFound, Unprocessable
+from gateway.platform.disclosure import visible_event
 from gateway.services import Services, ServicesDep
-from gateway.webhooks import (
+from gateway.web.openapi import errors
+from gateway.webhooks.subscriptions import (
     MAX_PATTERNS,
     MAX_SECRET,
     MIN_SECRET,

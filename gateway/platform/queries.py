@@ -15,9 +15,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.connection import text
 from gateway.errors import BadRequest
-from gateway.keys import Keyspace
+from gateway.store.connection import text
+from gateway.store.keys import Keyspace
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The write-back routes at ``/platform/v1``: what patients and clinicians do on the platform, sent to the EHR.
 
 Each route validates its request, maps it to FHIR R4 with the tenant's vendor profile, validates that resource,
-and queues it on the tenant's outbound stream for the connectors (``gateway.writebacks``), answering 202 with the
+and queues it on the tenant's outbound stream for the connectors (``gateway.writebacks.store``), answering 202 with the
 write-back's id. A tenant with no EHR connector (no ``ehr`` block in the clients file), or whose vendor's EHR does
 not take that kind of write, is refused with 422 before anything is queued. Request and FHIR errors are 422
 OperationOutcomes naming the field or element; an ``Idempotency-Key`` makes a retry return the first write-back.
@@ -26,13 +26,13 @@ from fastapi.routing import APIRoute
 
 from conformance.outcome import Issue
 from conformance.validator import Support, validate_resource
-from gateway.api_docs import errors
 from gateway.auth import Principal
-from gateway.connection import text
 from gateway.errors import BadRequest, GatewayError, NotFound, Unprocessable
 from gateway.services import Services, ServicesDep
-from gateway.store import EXT_EHR_LAST_UPDATED, EXT_EHR_VERSION_ID, now_instant
-from gateway.writeback_models import (
+from gateway.store.connection import text
+from gateway.store.store import EXT_EHR_LAST_UPDATED, EXT_EHR_VERSION_ID, now_instant
+from gateway.web.openapi import errors
+from gateway.writebacks.models import (
     ID_PATTERN,
     ActivityStatusRequest,
     AppointmentRequest,
@@ -42,7 +42,7 @@ from gateway.writeback_models import (
     WritebackAccepted,
     WritebackView,
 )
-from gateway.writebacks import FAMILY, IDEMPOTENCY_KEY_PATTERN, Draft, Kind, Writeback, Writebacks, canonical
+from gateway.writebacks.store import FAMILY, IDEMPOTENCY_KEY_PATTERN, Draft, Kind, Writeback, Writebacks, canonical
 from mappers import appointment as appointment_mapper
 from mappers import message as message_mapper
 from mappers import survey_response as survey_mapper

@@ -33,16 +33,16 @@ import httpx
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from gateway.connection import text
-from gateway.disclosure import visible_event
-from gateway.feed import encode_cursor
-from gateway.keys import Keyspace
 from gateway.metrics import REGISTRY
-from gateway.plan import Committer, Plan
+from gateway.platform.disclosure import visible_event
+from gateway.platform.feed import encode_cursor
 from gateway.settings import Settings
-from gateway.webhooks import DEAD_LETTER_MAXLEN, Subscription, sign
+from gateway.store.connection import text
+from gateway.store.keys import Keyspace
+from gateway.store.plan import Committer, Plan
+from gateway.webhooks.subscriptions import DEAD_LETTER_MAXLEN, Subscription, sign
 
-log = logging.getLogger("gateway.webhooks")
+log = logging.getLogger("gateway.webhooks.subscriptions")
 
 DELIVERIES = Counter(
     "gateway_webhook_deliveries", "webhook delivery attempts, by outcome (delivered, retry, dead)", ["outcome"],
