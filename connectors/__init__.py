@@ -2,14 +2,15 @@
 EHR, incremental pull and write-back delivery.
 
 The gateway depends on this package, never the other way round: what the connectors need from the gateway (its
-Redis keys, the accept path of a push) they take through the protocols ``OutboundKeys``, ``PollKeys`` and ``Sink``.
+outbound queue, its Redis keys, the accept path of a push) they take through the protocols ``OutboundQueue``,
+``PollKeys`` and ``Sink``.
 """
 
 from connectors.auth import ClientAssertion, TokenCache, jwks, load_signing_key, public_jwk
 from connectors.breaker import CircuitBreaker
 from connectors.client import EHRClient, Written
 from connectors.config import BearerAuth, EHRConfig, NoAuth, PollConfig, SmartBackendAuth
-from connectors.delivery import Delivery, deliver
+from connectors.delivery import Delivery, OutboundJob, OutboundQueue, Settle, deliver
 from connectors.errors import (
     AuthError,
     CircuitOpen,
@@ -27,7 +28,6 @@ from connectors.errors import (
     UnsafeURL,
 )
 from connectors.guard import URLGuard
-from connectors.outbound import OutboundKeys, OutboundQueue
 from connectors.poll import Poller, PollKeys, Sink
 from connectors.pool import Connectors, Target, smart_auths
 from connectors.ratelimit import TokenBucket
@@ -51,7 +51,7 @@ __all__ = [
     "LeaseLost",
     "NoAuth",
     "Observer",
-    "OutboundKeys",
+    "OutboundJob",
     "OutboundQueue",
     "PollConfig",
     "PollKeys",
@@ -61,6 +61,7 @@ __all__ = [
     "Rejected",
     "RetryPolicy",
     "ServerError",
+    "Settle",
     "Sink",
     "SmartBackendAuth",
     "Status",

@@ -21,18 +21,61 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from connectors.client import EHRClient, Written
 from connectors.errors import AuthError, ConnectorError, EHRError, PreconditionFailed, retryable
-from connectors.outbound import OutboundJob, OutboundQueue
 from connectors.pool import Connectors
 
 log = logging.getLogger("connectors.delivery")
 
 _IGNORED = frozenset({"id", "meta", "text"})
+
+
+Settle = Literal["done", "retry", "dead"]
+
+
+class OutboundJob(Protocol):
+    """A job of the outbound queue: deliver write-back ``writeback_id`` of ``tenant``."""
+
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def writeback_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def deliveries(self) -> int: ...
+
+
+J = TypeVar("J", bound=OutboundJob)
+
+
+class OutboundQueue(Protocol[J]):
+    """The gateway's outbound queue (``gateway.writebacks.queue``), as delivery consumes it."""
+
+    max_attempts: int
+
+    async def promote_due(self, tenant: str) -> int: ...
+
+    async def read(self, tenants: Sequence[str], consumer: str, count: int, block_ms: int) -> list[J]: ...
+
+    async def reclaim(self, tenant: str, consumer: str, min_idle_ms: int) -> list[J]: ...
+
+    async def start(self, job: J) -> str: ...
+
+    async def state(self, job: J) -> dict[str, str]: ...
+
+    async def record(
+        self, job: J, fields: dict[str, str], then: Settle, *, retry_after: float | None = None
+    ) -> tuple[str, Settle]: ...
+
+    async def acknowledge(self, job: J) -> None: ...
 
 
 class Undeliverable(ConnectorError):
@@ -102,12 +145,12 @@ def _delivered(written: Written, rtype: str, rid: str | None = None) -> Delivere
     return Delivered(found, written.version or "")
 
 
-class Delivery:
+class Delivery(Generic[J]):
     """The worker's write-back delivery loop for every tenant with an EHR connector."""
 
     def __init__(
         self,
-        queue: OutboundQueue,
+        queue: OutboundQueue[J],
         connectors: Connectors,
         *,
         consumer: str,
@@ -148,30 +191,28 @@ class Delivery:
     async def step(self, tenants: list[str]) -> int:
         """Promote due retries, read new jobs and deliver them; return how many were handled."""
         for tenant in tenants:
-            await self.queue.ensure_group(tenant)
             await self.queue.promote_due(tenant)
         jobs = await self.queue.read(tenants, self.consumer, self._concurrency, self._block_ms)
         await self._handle_all(jobs)
         return len(jobs)
 
-    async def _reclaim(self, tenant: str) -> list[OutboundJob]:
-        await self.queue.ensure_group(tenant)
+    async def _reclaim(self, tenant: str) -> list[J]:
         jobs = await self.queue.reclaim(tenant, self.consumer, int(self._claim_idle * 1000))
         kept = []
         for job in jobs:
             if job.deliveries > self.queue.max_attempts:
                 error = f"handed out {job.deliveries} times without finishing"
-                await self.queue.settle(job, {"error": error}, "dead")
+                await self.queue.record(job, {"error": error}, "dead")
                 log.warning("write-back dead-lettered", extra={"writeback": job.writeback_id, "reason": "deliveries"})
             else:
                 kept.append(job)
         return kept
 
-    async def _handle_all(self, jobs: list[OutboundJob]) -> None:
+    async def _handle_all(self, jobs: list[J]) -> None:
         if jobs:
             await asyncio.gather(*(self.handle(job) for job in jobs))
 
-    async def handle(self, job: OutboundJob) -> str:
+    async def handle(self, job: J) -> str:
         """Deliver one job and record its outcome; return the write-back's status after it."""
         client = self.connectors.get(job.tenant)
         if client is None:
@@ -189,19 +230,19 @@ class Delivery:
             fields = {"status": "failed", "error": exc.message[:300]}
             if exc.outcome:
                 fields["outcome"] = json.dumps(exc.outcome, separators=(",", ":"))
-            await self.queue.settle(job, fields, "done")
+            await self.queue.record(job, fields, "done")
             log.warning("write-back failed", extra={**extra, "error": exc.kind})
             return "failed"
         except Exception as exc:
             return await self._failed(job, exc, extra)
-        await self.queue.settle(
+        await self.queue.record(
             job, {"status": "delivered", "ehr_id": done.rid, "ehr_version": done.version, "error": ""}, "done"
         )
         self.delivered += 1
         log.info("write-back delivered", extra=extra)
         return "delivered"
 
-    async def _failed(self, job: OutboundJob, exc: Exception, extra: dict[str, Any]) -> str:
+    async def _failed(self, job: J, exc: Exception, extra: dict[str, Any]) -> str:
         error = exc.message if isinstance(exc, ConnectorError) else f"{type(exc).__name__}"
         fields = {"error": error[:300]}
         if isinstance(exc, EHRError) and exc.outcome:
@@ -209,13 +250,13 @@ class Delivery:
         if isinstance(exc, ConnectorError) and not retryable(exc) and not isinstance(exc, AuthError):
             # The EHR refused it (a 4xx and its OperationOutcome), or it can never be sent (an unsafe URL).
             fields["status"] = "failed"
-            await self.queue.settle(job, fields, "done")
+            await self.queue.record(job, fields, "done")
             log.warning("write-back failed", extra={**extra, "error": exc.kind})
             return "failed"
         if not isinstance(exc, ConnectorError):  # a bug, not the EHR: logged whole, retried like a transient error
             log.exception("write-back delivery error", extra=extra)
         retry_after = getattr(exc, "retry_after", None)
-        _, then = await self.queue.settle(
+        _, then = await self.queue.record(
             job, fields, "retry", retry_after=float(retry_after) if isinstance(retry_after, int | float) else None
         )
         status = "dead_lettered" if then == "dead" else "queued"

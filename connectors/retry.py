@@ -5,17 +5,21 @@ Built from small tenacity strategies:
 - **what**: transport errors (connect, read, reset, a timed-out attempt) and the statuses 408, 429, 500, 502, 503,
   504, and only for idempotent requests: GET, PUT with ``If-Match``, POST with ``If-None-Exist``. A plain POST is
   never repeated (the EHR may have acted on it).
-- **wait**: the EHR's ``Retry-After`` (seconds or an HTTP date) when it sent one, else exponential backoff with
-  jitter, capped.
+- **wait**: the EHR's ``Retry-After`` (seconds or an HTTP date) when it sent one, else ``backoff``: exponential,
+  capped, with equal jitter.
 - **stop**: after ``max_attempts``; before a wait longer than ``backoff_max_seconds`` (a long ``Retry-After`` is
   honoured by the caller's queue instead, not by holding a connection slot); before the total passes
   ``max_retry_seconds``.
 
 ``sleep`` is injectable, so tests never wait.
+
+``backoff`` and ``parse_retry_after`` are the project's only backoff and only ``Retry-After`` parser: the
+gateway's work queues and webhook deliveries use them too.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -27,7 +31,6 @@ from tenacity import (
     retry_if_exception,
     retry_never,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
@@ -61,11 +64,33 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(when.timestamp() - now, 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - now, 0.0)
+
+
+class backoff(wait_base):
+    """Exponential from ``base`` (doubling per attempt), capped at ``cap``, with equal jitter.
+
+    After failed attempt ``n`` the wait is uniformly random in ``[c/2, c]`` where ``c = min(cap, base * 2**n)``
+    (the first wait is ``base`` to ``2 * base``): half the delay is guaranteed, so the EHR or receiver gets its
+    breather, and half is spread, so that retries of many jobs that failed together do not arrive together again.
+    """
+
+    def __init__(self, base: float, cap: float, *, uniform: Callable[[float, float], float] = random.uniform) -> None:
+        self.base = base
+        self.cap = cap
+        self._uniform = uniform
+
+    def delay(self, attempt: int) -> float:
+        """Return the wait after failed attempt number ``attempt`` (1 for the first failure)."""
+        ceiling = min(self.cap, self.base * 2 ** max(attempt, 1))
+        return self._uniform(ceiling / 2, ceiling)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return self.delay(retry_state.attempt_number)
 
 
 class wait_retry_after(wait_base):
@@ -123,9 +148,7 @@ class RetryPolicy:
             options["sleep"] = self.sleep
         return AsyncRetrying(
             retry=retry_if_exception(retryable) if idempotent else retry_never,
-            wait=wait_retry_after(
-                wait_exponential_jitter(multiplier=self.backoff_base, max=self.backoff_max, jitter=self.backoff_base)
-            ),
+            wait=wait_retry_after(backoff(self.backoff_base, self.backoff_max)),
             stop=(
                 stop_after_attempt(self.max_attempts)
                 | stop_if_wait_exceeds(self.backoff_max)

@@ -1,4 +1,5 @@
-"""The ``fhir-gateway`` command: run, api, worker, poll, connectors, validate, dlq, conformance."""
+"""The ``fhir-gateway`` command: run, api, worker, poll (the processes), and the operator commands of
+``gateway.admin`` (connectors, validate, dlq, conformance)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance.outcome import has_errors, operation_outcome
-from conformance.validator import Support, validate_resource
+from gateway import admin
+from gateway.admin import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from gateway.settings import ClientsConfig, Settings
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     command = {
-        "run": _run, "api": _api, "worker": _worker, "validate": _validate, "dlq": _dlq, "poll": _poll,
-        "connectors": _connectors, "conformance": _conformance,
+        "run": _run, "api": _api, "worker": _worker, "poll": _poll, "validate": admin.validate, "dlq": admin.dlq,
+        "connectors": admin.connectors, "conformance": admin.conformance,
     }[args.command]  # fmt: skip
     try:
         return command(args)
@@ -163,11 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"fhir-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
-
-def _settings(**overrides: object) -> Settings:
-    settings = Settings()
-    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
 def _demo_clients(data_dir: Path) -> tuple[Path, ClientsConfig]:
@@ -195,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
     from gateway.embedded import EmbeddedRedis
 
     logs.configure()
-    settings = _settings(development=True, data_dir=args.data_dir)
+    settings = admin.settings(development=True, data_dir=args.data_dir)
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.data_dir / "redis").start()
@@ -228,7 +222,7 @@ def _serve(uvicorn: Any, app: Any, host: str, port: int) -> None:
 
 
 def _production_settings() -> Settings:
-    settings = _settings()
+    settings = admin.settings()
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL must be set (use 'fhir-gateway run' for an embedded Redis)")
     return settings
@@ -251,15 +245,20 @@ def _api(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _until_signalled() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def _worker(args: argparse.Namespace) -> int:
     from gateway import logs
-    from gateway.store.connection import connect
-    from gateway.work.worker import Worker
+    from gateway.services import Services
 
     logs.configure()
     settings = _production_settings()
-    clients = settings.load_clients()
-
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 
@@ -269,20 +268,16 @@ def _worker(args: argparse.Namespace) -> int:
             start_http_server(settings.worker_metrics_port, registry=REGISTRY)
         except OSError as exc:
             # Metrics are worth having, not worth refusing to work for (another worker may hold the port).
-            logging.getLogger("gateway.work.worker").warning(
+            logging.getLogger("gateway.worker").warning(
                 "metrics port unavailable", extra={"port": settings.worker_metrics_port, "error": exc.strerror}
             )
 
     async def work() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        redis = connect(settings.redis_url or "")
+        services = Services.build(settings)
         try:
-            await Worker(redis, settings, clients).run(stop)
+            await services.worker().run(await _until_signalled())
         finally:
-            await redis.aclose()
+            await services.aclose()
 
     asyncio.run(work())
     return EXIT_OK
@@ -290,10 +285,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _poll(args: argparse.Namespace) -> int:
     from gateway import logs
-    from gateway.app import build_poller
     from gateway.services import Services
-    from gateway.store.connection import connect
-    from gateway.work.worker import open_connectors
 
     logs.configure()
     settings = _production_settings()
@@ -304,237 +296,27 @@ def _poll(args: argparse.Namespace) -> int:
         raise RuntimeError("no tenant has an 'ehr' block in the clients file (GATEWAY_CLIENTS_FILE)")
 
     async def work() -> int:
-        redis = connect(settings.redis_url or "")
-        connectors = open_connectors(redis, settings, clients)
-        poller = build_poller(Services.build(settings, clients, redis), connectors)
+        services = Services.build(settings, clients)
+        poller = services.poller()
         try:
-            if args.once:
-                failed = False
-                for tenant in poller.tenants:
-                    report = await poller.poll_once(tenant)
-                    if report is None:
-                        print(json.dumps({"tenant": tenant, "skipped": "another poller holds the tenant"}))
-                        continue
-                    for sweep in report.sweeps:
-                        failed = failed or sweep.error is not None
-                        print(json.dumps({"tenant": tenant, **vars(sweep)}))
-                return EXIT_INVALID if failed else EXIT_OK
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            await poller.run(stop)
-            return EXIT_OK
+            if not args.once:
+                await poller.run(await _until_signalled())
+                return EXIT_OK
+            failed = False
+            for tenant in poller.tenants:
+                report = await poller.poll_once(tenant)
+                if report is None:
+                    print(json.dumps({"tenant": tenant, "skipped": "another poller holds the tenant"}))
+                    continue
+                for sweep in report.sweeps:
+                    failed = failed or sweep.error is not None
+                    print(json.dumps({"tenant": tenant, **vars(sweep)}))
+            return EXIT_INVALID if failed else EXIT_OK
         finally:
-            await connectors.aclose()
-            await redis.aclose()
+            await services.aclose()
 
     return asyncio.run(work())
 
 
-def _connectors(args: argparse.Namespace) -> int:
-    from connectors import read_status
-    from gateway.embedded import EmbeddedRedis
-    from gateway.store.connection import connect
-    from gateway.store.keys import Keyspace
-
-    settings = _settings(data_dir=args.data_dir)
-    url = settings.redis_url
-    if not url:
-        url = EmbeddedRedis.running_url(settings.data_dir / "redis")
-        if url is None:
-            raise RuntimeError("set REDIS_URL, or point --data-dir at a running 'fhir-gateway run'")
-    if settings.clients_file is None and (settings.data_dir / "demo-clients.json").exists():
-        clients = ClientsConfig.load(settings.data_dir / "demo-clients.json")
-    else:
-        clients = settings.load_clients()
-    targets = clients.connector_targets()
-    keys = Keyspace(settings.key_prefix)
-
-    async def show() -> int:
-        redis = connect(url)
-        try:
-            for tenant in sorted(args.tenant or targets):
-                target = targets.get(tenant)
-                if target is None:
-                    print(json.dumps({"tenant": tenant, "error": "no ehr block for this tenant"}))
-                    continue
-                status = await read_status(
-                    redis, tenant, status_key=keys.connector_status(tenant),
-                    cursor_key=keys.connector_cursor(tenant), lease_key=keys.connector_lease(tenant),
-                )  # fmt: skip
-                waiting = await redis.xlen(keys.outbound(tenant)) + await redis.zcard(keys.outbound_retry(tenant))
-                dead = await redis.xlen(keys.outbound_dead_letters(tenant))
-                print(json.dumps({
-                    **status.as_dict(), "vendor": target.vendor, **target.ehr.summary(),
-                    "writebacks_waiting": waiting, "writebacks_dead": dead,
-                }))  # fmt: skip
-        finally:
-            await redis.aclose()
-        return EXIT_OK
-
-    return asyncio.run(show())
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from gateway.errors import GatewayError
-    from gateway.web.body import parse_json
-
-    settings = Settings()
-    try:
-        support = Support.load(args.support) if args.support else None
-    except (OSError, ValueError) as exc:
-        print(f"fhir-gateway: cannot read the support: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    worst = EXIT_OK
-    for path in args.files:
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            print(f"fhir-gateway: cannot read {path}: {exc.strerror}", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            resource = parse_json(raw, max_depth=settings.max_json_depth, max_string=settings.max_string_length)
-            issues = validate_resource(resource, support=support, profiles=args.profile)
-        except GatewayError as exc:
-            issues = exc.issues
-        valid = not has_errors(issues)
-        if not valid:
-            worst = EXIT_INVALID
-        if args.format == "json":
-            print(json.dumps({"file": str(path), "valid": valid, "outcome": operation_outcome(issues)}))
-            continue
-        failing = sum(1 for issue in issues if issue.severity in ("error", "fatal"))
-        summary = "valid" if valid else f"invalid ({failing} error{'s' if failing != 1 else ''})"
-        print(f"{path}: {summary}" + (f", {len(issues) - failing} other issue(s)" if len(issues) > failing else ""))
-        for issue in issues:
-            print(f"  {issue.severity:<11} {issue.code:<14} {issue.expression or '-'}: {issue.diagnostics}")
-    return worst
-
-
-def _dlq(args: argparse.Namespace) -> int:
-    from gateway.embedded import EmbeddedRedis
-    from gateway.store.connection import connect
-    from gateway.store.keys import Keyspace
-    from gateway.work.inbound import WorkQueue
-
-    settings = _settings(data_dir=args.data_dir)
-    url = settings.redis_url
-    if not url:
-        url = EmbeddedRedis.running_url(settings.data_dir / "redis")
-        if url is None:
-            raise RuntimeError("set REDIS_URL, or point --data-dir at a running 'fhir-gateway run'")
-    if args.dlq_command == "replay" and not args.ids and not args.all:
-        raise RuntimeError("name dead-letter ids to replay, or pass --all")
-
-    async def act() -> int:
-        redis = connect(url)
-        queue = WorkQueue(
-            redis, Keyspace(settings.key_prefix), max_attempts=settings.max_attempts,
-            retry_base_seconds=settings.retry_base_seconds, retry_max_seconds=settings.retry_max_seconds,
-        )  # fmt: skip
-        try:
-            if args.webhooks:
-                return await _webhook_dead_letters(args, redis, Keyspace(settings.key_prefix))
-            tenants = args.tenant or await queue.tenants()
-            moved = 0
-            for tenant in tenants:
-                letters = await queue.dead_letters(tenant)
-                if args.dlq_command == "list":
-                    for letter in letters:
-                        job = {("resource_id" if k == "id" else k): v for k, v in letter.fields.items()}
-                        print(json.dumps({"tenant": tenant, "id": letter.entry_id, **job}))
-                    continue
-                wanted = [d.entry_id for d in letters if args.all or d.entry_id in args.ids]
-                if wanted:
-                    replayed = await queue.replay(tenant, wanted)
-                    moved += len(replayed)
-                    for entry_id in replayed:
-                        print(json.dumps({"tenant": tenant, "replayed": entry_id}))
-            if args.dlq_command == "replay":
-                print(f"replayed {moved} dead letter(s)", file=sys.stderr)
-                if args.ids and moved < len(set(args.ids)):
-                    return EXIT_INVALID
-            return EXIT_OK
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(act())
-
-
-async def _webhook_dead_letters(args: argparse.Namespace, redis: Any, keys: Any) -> int:
-    """List (without the records) or replay webhook dead letters, per tenant and subscription."""
-    from gateway.errors import BadRequest
-    from gateway.webhooks.subscriptions import Subscriptions, stream_id
-
-    try:
-        wanted = [stream_id(i, "ID") for i in args.ids] if args.dlq_command == "replay" and not args.all else None
-    except BadRequest as exc:
-        raise RuntimeError(exc.message) from None
-    subs = Subscriptions(redis, keys)
-    moved: set[str] = set()
-    for tenant in args.tenant or await subs.tenants():
-        for sid in args.subscription or await subs.ids(tenant):
-            if args.dlq_command == "replay":
-                for entry_id in await subs.replay(tenant, sid, wanted):
-                    moved.add(entry_id)
-                    print(json.dumps({"tenant": tenant, "subscription": sid, "replayed": entry_id}))
-                continue
-            after: str | None = None
-            while True:
-                letters, after = await subs.dead_letters(tenant, sid, after=after)
-                for d in letters:
-                    print(json.dumps({
-                        "tenant": tenant, "subscription": sid, "id": d.id, "event_id": d.event.get("id"),
-                        "event_type": d.event.get("type"), "record_type": d.event.get("record_type"),
-                        "record_id": d.event.get("record_id"), "attempts": d.attempts,
-                        "last_status": d.last_status, "last_error": d.last_error, "failed_at": d.failed_at,
-                    }))  # fmt: skip
-                if after is None:
-                    break
-    if args.dlq_command == "replay":
-        print(f"replayed {len(moved)} webhook dead letter(s)", file=sys.stderr)
-        if wanted and len(moved) < len(set(wanted)):
-            return EXIT_INVALID
-    return EXIT_OK
-
-
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _conformance(args: argparse.Namespace) -> int:
-    import os
-
-    import httpx
-
-    from conformance.report import run_report
-    from mappers.registry import record_routes
-
-    ehr = args.ehr_token or os.environ.get("GATEWAY_EHR_TOKEN")
-    platform = args.platform_token or os.environ.get("GATEWAY_PLATFORM_TOKEN")
-    if not ehr or not platform:
-        print("fhir-gateway: give --ehr-token and --platform-token (or GATEWAY_*_TOKEN)", file=sys.stderr)
-        return EXIT_USAGE
-    if not args.corpus.is_dir():
-        print(f"fhir-gateway: {args.corpus} is not a folder", file=sys.stderr)
-        return EXIT_USAGE
-    root = args.url.rstrip("/").removesuffix("/fhir/R4")
-
-    async def go() -> int:
-        async with httpx.AsyncClient(base_url=root, timeout=120.0) as client:
-            report = await run_report(
-                args.corpus,
-                args.out,
-                client,
-                ehr_token=ehr,
-                platform_token=platform,
-                exclude=args.exclude,
-                record_routes=sorted(record_routes()),
-                command=args.command_line,
-            )
-        accepted = sum(f.accepted for f in report.files)
-        print(f"{args.out}: {accepted}/{len(report.files)} files accepted", flush=True)
-        return EXIT_OK
-
-    return asyncio.run(go())

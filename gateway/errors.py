@@ -18,7 +18,8 @@ GatewayError
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from conformance.outcome import Issue
 
@@ -117,3 +118,38 @@ class Overloaded(GatewayError):
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
         self.headers["Retry-After"] = str(retry_after)
+
+
+def request_invalid(errors: Sequence[Mapping[str, Any]]) -> GatewayError:
+    """Translate FastAPI's request-validation errors into ours: the one policy for every route.
+
+    A body that is not JSON is 400; a JSON body whose fields are wrong or missing is 422, each issue naming the
+    field (``answers[0].value``); a bad query parameter, path segment or header is 400, naming it (headers as
+    HTTP spells them: ``Idempotency-Key``).
+    """
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return BadRequest("the request body is not valid JSON")
+    issues = [
+        Issue(
+            "error",
+            "required" if e.get("type") == "missing" else "invalid",
+            _field_path(tuple(e.get("loc", ()))),
+            str(e.get("msg", "invalid")),
+        )
+        for e in errors
+    ]
+    if any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors):
+        return Unprocessable("the request is not valid", issues=issues)
+    return BadRequest("the request is not valid", issues=issues)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str | None:
+    """Return ``answers[0].value`` for pydantic's ``("body", "answers", 0, "value")``."""
+    if len(loc) == 2 and loc[0] == "header":
+        return "-".join(word.capitalize() for word in str(loc[1]).split("-"))
+    path = ""
+    for i, part in enumerate(loc):
+        if i == 0 and part in ("body", "path", "query", "header"):
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or None

@@ -1,19 +1,12 @@
 """Prometheus metrics: one registry for the API and the worker, rendered at ``/metrics``.
 
-Labels carry routes, resource types, outcomes and tenant names, never ids or data.
+Labels carry routes, resource types, outcomes and tenant names, never ids or data. This module is a leaf: it
+declares every metric and imports nothing of the gateway; ``gateway.ops`` fills the gauges read from Redis.
 """
 
 from __future__ import annotations
 
-import time
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from redis.asyncio import Redis
-
-from connectors.poll import parse_instant
-from connectors.status import read_status
-from gateway.store.keys import Keyspace
-from gateway.work.inbound import WorkQueue
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
@@ -49,19 +42,10 @@ OLDEST_PENDING = Gauge(
     "gateway_queue_oldest_pending_seconds", "age of the oldest job not yet done", ["tenant"], registry=REGISTRY
 )
 DEAD_LETTERS = Gauge("gateway_dead_letters", "jobs in the dead-letter stream", ["tenant"], registry=REGISTRY)
-
-
-async def render(queue: WorkQueue) -> bytes:
-    """Read the queue gauges from Redis and return the exposition text."""
-    now = time.time()
-    for tenant in await queue.known_tenants():
-        stats = await queue.stats(tenant)
-        BACKLOG.labels(tenant).set(stats.backlog)
-        PENDING.labels(tenant).set(stats.pending)
-        RETRYING.labels(tenant).set(stats.retrying)
-        DEAD_LETTERS.labels(tenant).set(stats.dead)
-        OLDEST_PENDING.labels(tenant).set(max(now - stats.oldest, 0.0) if stats.oldest else 0.0)
-    return generate_latest(REGISTRY)
+WEBHOOK_DELIVERIES = Counter(
+    "gateway_webhook_deliveries", "webhook delivery attempts, by outcome (delivered, retry, dead)", ["outcome"],
+    registry=REGISTRY,
+)  # fmt: skip
 
 
 CONNECTOR_LAST_SUCCESS = Gauge(
@@ -84,22 +68,3 @@ CONNECTOR_CURSOR = Gauge(
     "gateway_connector_poll_cursor_timestamp_seconds", "the poll cursor (newest lastUpdated accepted) per type",
     ["tenant", "type"], registry=REGISTRY,
 )  # fmt: skip
-
-
-async def connector_gauges(redis: Redis, keys: Keyspace, tenants: list[str]) -> None:
-    """Read every connector's status and poll cursors from Redis into the gauges."""
-    for tenant in tenants:
-        status = await read_status(
-            redis, tenant, status_key=keys.connector_status(tenant), cursor_key=keys.connector_cursor(tenant),
-            lease_key=keys.connector_lease(tenant),
-        )  # fmt: skip
-        CONNECTOR_LAST_SUCCESS.labels(tenant).set(status.last_success or 0)
-        CONNECTOR_LAST_ERROR.labels(tenant).set(status.last_error or 0)
-        for state in ("closed", "open", "half_open"):
-            CONNECTOR_CIRCUIT.labels(tenant, state).set(1 if status.circuit == state else 0)
-        for kind, count in status.counts.items():
-            CONNECTOR_CALLS.labels(tenant, kind).set(count)
-        for rtype, cursor in status.cursors.items():
-            moment = parse_instant(cursor)
-            if moment is not None:
-                CONNECTOR_CURSOR.labels(tenant, rtype).set(moment.timestamp())

@@ -1,66 +1,142 @@
-"""The long-lived objects a request needs, built once in the app's lifespan."""
+"""The composition root: every long-lived object, built once, for the app, the worker and each CLI command.
+
+``Services.build(settings)`` opens nothing: the Redis client connects on first use and the EHR clients' pools
+open on first request, so building is cheap and the same for every process kind. ``aclose`` closes them.
+"""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Any
 
-from fastapi import Depends, Request
+import httpx
 from redis.asyncio import Redis
 
+from connectors import Connectors, Delivery, Poller, RedisObserver
+from connectors.retry import backoff
 from gateway.auth import Authenticator
+from gateway.clock import Clock, system_clock
+from gateway.fhir import bundle
+from gateway.fhir.edge import Edge
 from gateway.platform.feed import Feed
 from gateway.settings import ClientsConfig, Settings
-from gateway.store.keys import Keyspace
-from gateway.store.store import Store
-from gateway.work.inbound import WorkQueue
+from gateway.store import Keyspace, Store, connect
+from gateway.webhooks.dispatch import Dispatcher
+from gateway.webhooks.subscriptions import Subscriptions
+from gateway.work.inbound import InboundQueue, inbound_queue
+from gateway.work.records import RecordWriter
+from gateway.work.worker import Worker, consumer_name
+from gateway.writebacks.queue import OutboundQueue
+from gateway.writebacks.store import Writebacks
 
 
 @dataclass
 class Services:
-    """Everything shared by the routes of one app."""
+    """Everything the gateway's processes share."""
 
     settings: Settings
     clients: ClientsConfig
+    clock: Clock
     redis: Redis
     keys: Keyspace
-    store: Store
-    queue: WorkQueue
-    feed: Feed
     auth: Authenticator
+    store: Store
+    edge: Edge
+    inbound: InboundQueue
+    outbound: OutboundQueue
+    feed: Feed
+    subscriptions: Subscriptions
+    writebacks: Writebacks
+    connectors: Connectors
 
     @classmethod
-    def build(cls, settings: Settings, clients: ClientsConfig, redis: Redis) -> Services:
+    def build(
+        cls,
+        settings: Settings,
+        clients: ClientsConfig | None = None,
+        *,
+        clock: Clock = system_clock,
+        connector_options: dict[str, Any] | None = None,
+    ) -> Services:
+        """Build every service from the settings (and the clients file they name, unless ``clients`` is given)."""
+        if not settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set (use 'fhir-gateway run' for an embedded Redis)")
+        clients = clients if clients is not None else settings.load_clients()
+        redis = connect(settings.redis_url)
         keys = Keyspace(settings.key_prefix)
+        retry_wait = backoff(settings.retry_base_seconds, settings.retry_max_seconds)
+        store = Store(
+            redis,
+            keys,
+            max_backlog=settings.max_backlog,
+            dedupe_seconds=settings.dedupe_window_seconds,
+            retries=settings.conditional_retries,
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_ms=settings.wait_timeout_ms,
+            clock=clock,
+        )
         return cls(
             settings=settings,
             clients=clients,
+            clock=clock,
             redis=redis,
             keys=keys,
-            store=Store(
+            auth=Authenticator(clients),
+            store=store,
+            edge=Edge(store, settings, clients),
+            inbound=inbound_queue(redis, keys, max_attempts=settings.max_attempts, wait=retry_wait, clock=clock),
+            outbound=OutboundQueue(
+                redis, keys, max_attempts=settings.writeback_max_attempts, wait=retry_wait, clock=clock
+            ),
+            feed=Feed(redis, keys, clock=clock),
+            subscriptions=Subscriptions(redis, keys, clock=clock),
+            writebacks=Writebacks(
                 redis,
                 keys,
+                idempotency_seconds=int(settings.writeback_idempotency_days * 86_400),
                 max_backlog=settings.max_backlog,
-                dedupe_seconds=settings.dedupe_window_seconds,
-                retries=settings.conditional_retries,
                 wait_replicas=settings.wait_replicas,
                 wait_timeout_ms=settings.wait_timeout_ms,
             ),
-            queue=WorkQueue(
-                redis,
-                keys,
-                max_attempts=settings.max_attempts,
-                retry_base_seconds=settings.retry_base_seconds,
-                retry_max_seconds=settings.retry_max_seconds,
+            # One EHR client (pool, breaker, rate limit) per tenant, shared by write-back delivery and the poller.
+            connectors=Connectors(
+                clients.connector_targets(),
+                observer=lambda t: RedisObserver(redis, keys.connector_status(t)),
+                clock=clock,
+                **(connector_options or {}),
             ),
-            feed=Feed(redis, keys),
-            auth=Authenticator(clients),
         )
 
+    def worker(self, name: str | None = None, *, webhook_transport: httpx.AsyncBaseTransport | None = None) -> Worker:
+        """Return a worker (inbound jobs) with its companions: webhook delivery and write-back delivery."""
+        name = name or consumer_name()
+        settings = self.settings
+        dispatcher = Dispatcher(
+            self.subscriptions, settings, self.clients, name=name, clock=self.clock, transport=webhook_transport
+        )
+        delivery = Delivery(
+            self.outbound, self.connectors, consumer=name, concurrency=settings.worker_concurrency,
+            block_ms=settings.worker_block_ms, claim_idle_seconds=settings.claim_idle_seconds,
+        )  # fmt: skip
+        records = RecordWriter(self.redis, self.keys, self.store, self.clients, clock=self.clock)
+        configured = sorted(set(self.clients.tenants) | {c.tenant for c in self.clients.clients})
+        return Worker(
+            self.inbound, records, self.feed, settings, tenants=configured, name=name, companions=[dispatcher, delivery]
+        )
 
-async def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+    def poller(self, name: str | None = None) -> Poller:
+        """Return a poller whose pulled resources go through the push's accept path (``bundle.accept``)."""
 
+        async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int]:
+            return await bundle.accept(self.edge, tenant, resources)
 
-ServicesDep = Annotated[Services, Depends(_services)]
+        return Poller(
+            self.redis, self.keys, self.connectors, accept, name=name or socket.gethostname(),
+            lease_seconds=self.settings.poll_lease_seconds,
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        """Close the EHR clients and the Redis client."""
+        await self.connectors.aclose()
+        await self.redis.aclose()

@@ -15,8 +15,12 @@ import pytest
 from redis import Redis as SyncRedis
 
 from gateway.app import create_app
+from gateway.clock import Clock
 from gateway.embedded import EmbeddedRedis
+from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
+from gateway.work.inbound import known_tenants
+from tests.support import ShiftedClock, until
 
 EHR_A = "ehr-token-tenant-a-0123456789"
 PLATFORM_A = "platform-token-tenant-a-0123456789"
@@ -115,35 +119,49 @@ class Gateway:
     async def platform(self, path: str, token: str = PLATFORM_A, **kwargs: Any) -> httpx.Response:
         return await self.http.get(f"/platform/v1{path}", headers=self.headers(token), **kwargs)
 
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    async def backlog(self) -> int:
+        """Return the inbound jobs not yet done, over every tenant."""
+        services = self.services
+        return sum([await services.inbound.backlog(t) for t in await known_tenants(services.redis, services.keys)])
+
     async def drain(self) -> None:
         """Let the in-process worker finish everything queued."""
-        import asyncio
+        await until(lambda: self._drained(), "the worker to drain the queue")
 
-        worker = self.app.state.worker
-        services = self.app.state.services
-        for _ in range(400):
-            tenants = await worker.queue.tenants()
-            backlog = sum([await services.queue.backlog(t) for t in tenants])
-            if backlog == 0:
-                return
-            await asyncio.sleep(0.025)
-        raise AssertionError("the worker did not drain the queue")
+    async def _drained(self) -> bool:
+        return await self.backlog() == 0
 
 
 @asynccontextmanager
-async def running(settings: Settings, clients: ClientsConfig, *, with_worker: bool) -> AsyncIterator[Gateway]:
+async def running(
+    settings: Settings, clients: ClientsConfig, *, with_worker: bool, clock: Clock | None = None
+) -> AsyncIterator[Gateway]:
     """Run the app's lifespan and drive it over httpx's ASGI transport."""
-    app = create_app(settings, clients, with_worker=with_worker)
+    services = Services.build(settings, clients, clock=clock) if clock is not None else None
+    app = create_app(settings, clients, with_worker=with_worker, services=services)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client,
     ):
         yield Gateway(client, app)
+    if services is not None:
+        await services.aclose()
 
 
 @pytest.fixture
-async def gateway(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
+def clock() -> ShiftedClock:
+    """Yield the clock the ``gateway`` fixture's services read; a test moves it on instead of sleeping."""
+    return ShiftedClock()
+
+
+@pytest.fixture
+async def gateway(settings: Settings, clients: ClientsConfig, clock: ShiftedClock) -> AsyncIterator[Gateway]:
     """Yield the app with an in-process worker."""
-    async with running(settings, clients, with_worker=True) as gw:
+    async with running(settings, clients, with_worker=True, clock=clock) as gw:
         yield gw

@@ -19,10 +19,11 @@ from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome
 from conformance.validator import validate_resource
 from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
+from gateway.fhir.edge import Edge
 from gateway.fhir.policy import accepts
-from gateway.fhir.search import parse_condition
+from gateway.fhir.searchset import searchset
 from gateway.metrics import VALIDATION_FAILURES
-from gateway.services import Services
+from gateway.store import parse_condition
 from gateway.store.store import Create, Delete, Operation, Result, Update
 from gateway.web.responses import status_line
 
@@ -253,35 +254,33 @@ def _error_entry(status: int, issues: list[Issue]) -> dict[str, Any]:
     return {"response": {"status": status_line(status), "outcome": operation_outcome(issues)}}
 
 
-async def _read_entry(services: Services, tenant: str, entry: Entry, base: str) -> dict[str, Any]:
-    from gateway.fhir.routes import searchset  # the search answer is built in one place
-
+async def _read_entry(edge: Edge, tenant: str, entry: Entry, base: str) -> dict[str, Any]:
     if entry.rid is not None:
-        resource = await services.store.read(tenant, entry.rtype, entry.rid)
+        resource = await edge.store.read(tenant, entry.rtype, entry.rid)
         return {"fullUrl": f"{base}/{entry.rtype}/{entry.rid}", "resource": resource,
                 "response": {"status": "200 OK", "etag": f'W/"{resource["meta"]["versionId"]}"'}}  # fmt: skip
-    bundle = await searchset(services, tenant, entry.rtype, entry.query or [], base)
+    bundle = await searchset(edge, tenant, entry.rtype, entry.query or [], base)
     return {"resource": bundle, "response": {"status": "200 OK"}}
 
 
 async def transaction(
-    services: Services, tenant: str, bundle: dict[str, Any], base: str, representation: bool
+    edge: Edge, tenant: str, bundle: dict[str, Any], base: str, representation: bool
 ) -> dict[str, Any]:
     """Process a transaction Bundle: validate all, then apply every write atomically."""
-    policy = services.clients.tenant(tenant).validation
-    entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=True, policy=policy)
+    policy = edge.policy(tenant)
+    entries = parse_entries(bundle, edge.settings.max_bundle_entries, with_requests=True, policy=policy)
     issues = [i for e in entries for i in e.issues]
     if has_errors(issues):
         raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
     writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: (_ORDER[e.method], e.index))
-    results = await services.store.apply(tenant, [e.operation() for e in writes])
+    results = await edge.store.apply(tenant, [e.operation() for e in writes])
     answers: dict[int, dict[str, Any]] = {
         e.index: _response_entry(r, base, representation) for e, r in zip(writes, results, strict=True)
     }
     for e in entries:
         if e.method == "GET":
             try:
-                answers[e.index] = await _read_entry(services, tenant, e, base)
+                answers[e.index] = await _read_entry(edge, tenant, e, base)
             except GatewayError as exc:
                 answers[e.index] = _error_entry(exc.status, exc.issues)
     return {
@@ -292,7 +291,7 @@ async def transaction(
 
 
 async def batch(
-    services: Services,
+    edge: Edge,
     tenant: str,
     bundle: dict[str, Any],
     base: str,
@@ -301,8 +300,8 @@ async def batch(
     imported: bool = False,
 ) -> dict[str, Any]:
     """Process a batch Bundle (or import a collection): each entry answered on its own."""
-    policy = services.clients.tenant(tenant).validation
-    entries = parse_entries(bundle, services.settings.max_bundle_entries, with_requests=not imported, policy=policy)
+    policy = edge.policy(tenant)
+    entries = parse_entries(bundle, edge.settings.max_bundle_entries, with_requests=not imported, policy=policy)
     answers: dict[int, dict[str, Any]] = {}
     good: list[Entry] = []
     for e in entries:
@@ -314,7 +313,7 @@ async def batch(
             answers[e.index] = _error_entry(400, e.issues)
         elif e.method == "GET":
             try:
-                answers[e.index] = await _read_entry(services, tenant, e, base)
+                answers[e.index] = await _read_entry(edge, tenant, e, base)
             except GatewayError as exc:
                 answers[e.index] = _error_entry(exc.status, exc.issues)
         elif e.method in ("POST", "PUT", "DELETE") and (e.resource is not None or e.method == "DELETE"):
@@ -325,14 +324,14 @@ async def batch(
         # An import is applied in as few atomic steps as it can: its entries may reference each other by fullUrl.
         # The same resource listed again (a later version of it, say) goes in a later step, so none is lost.
         for step in _rounds(good):
-            results = await services.store.apply(tenant, [e.operation() for e in step])
+            results = await edge.store.apply(tenant, [e.operation() for e in step])
             answers.update(
                 {e.index: _response_entry(r, base, representation) for e, r in zip(step, results, strict=True)}
             )
     else:
         for e in good:
             try:
-                [result] = await services.store.apply(tenant, [e.operation()])
+                [result] = await edge.store.apply(tenant, [e.operation()])
                 answers[e.index] = _response_entry(result, base, representation)
             except GatewayError as exc:
                 answers[e.index] = _error_entry(exc.status, exc.issues)
@@ -354,17 +353,17 @@ def _rounds(entries: list[Entry]) -> list[list[Entry]]:
     return rounds
 
 
-async def process(services: Services, tenant: str, bundle: Any, base: str, representation: bool) -> dict[str, Any]:
+async def process(edge: Edge, tenant: str, bundle: Any, base: str, representation: bool) -> dict[str, Any]:
     """Route a Bundle posted to the base by its type."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("the FHIR base accepts a Bundle", expression="resourceType")
     kind = bundle.get("type")
     if kind == "transaction":
-        return await transaction(services, tenant, bundle, base, representation)
+        return await transaction(edge, tenant, bundle, base, representation)
     if kind == "batch":
-        return await batch(services, tenant, bundle, base, representation)
+        return await batch(edge, tenant, bundle, base, representation)
     if kind in IMPORT_TYPES:
-        return await batch(services, tenant, bundle, base, representation, imported=True)
+        return await batch(edge, tenant, bundle, base, representation, imported=True)
     if kind in ("document", "message"):
         raise Unprocessable(
             f"a {kind} Bundle is stored by POST /Bundle; it is not processed at the base",
@@ -375,12 +374,11 @@ async def process(services: Services, tenant: str, bundle: Any, base: str, repre
     )
 
 
-async def accept(services: Services, tenant: str, resources: list[dict[str, Any]]) -> list[int]:
+async def accept(edge: Edge, tenant: str, resources: list[dict[str, Any]]) -> list[int]:
     """Accept resources pulled from an EHR exactly as a pushed import is: validated, stored idempotently, queued.
 
     Return each resource's status, in order: 2xx accepted (stored, unchanged or stale), 4xx refused as invalid.
     """
-    await services.queue.ensure_group(tenant)
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
-    answer = await batch(services, tenant, bundle, "", False, imported=True)
+    answer = await batch(edge, tenant, bundle, "", False, imported=True)
     return [int(str(entry["response"]["status"]).split()[0]) for entry in answer["entry"]]

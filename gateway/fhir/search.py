@@ -131,21 +131,6 @@ def parse_query(params: list[tuple[str, str]], default_count: int, max_count: in
     return q
 
 
-def parse_condition(criteria: str) -> tuple[str | None, str]:
-    """Return (system, value) of a conditional-operation query; only one ``identifier`` is indexed for this.
-
-    Accepts ``identifier=system|value``, ``identifier=value`` and the ``Type?identifier=...`` form.
-    Raises ValueError saying what is not supported.
-    """
-    query = criteria.split("?", 1)[1] if "?" in criteria else criteria
-    name, _, value = query.partition("=")
-    if name != "identifier" or not value or "&" in value or "," in value:
-        raise ValueError("conditional operations support one identifier=[system|]value criterion")
-    value = unquote(value)
-    system, bar, code = value.rpartition("|")
-    return (system if bar else None), (code if bar else value)
-
-
 def encode_cursor(score: float, rid: str) -> str:
     """Return an opaque paging cursor after (score, id)."""
     return base64.urlsafe_b64encode(f"{score!r}|{rid}".encode()).decode().rstrip("=")

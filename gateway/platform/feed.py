@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, Gone, NotFound
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
@@ -66,9 +67,10 @@ class Page:
 class Feed:
     """The tenant's change feed and its records."""
 
-    def __init__(self, redis: Redis, keys: Keyspace) -> None:
+    def __init__(self, redis: Redis, keys: Keyspace, *, clock: Clock = system_clock) -> None:
         self._redis = redis
         self._keys = keys
+        self._clock = clock
         timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
         self._block_step = min(_BLOCK_STEP_SECONDS, float(timeout) / 2) if timeout else _BLOCK_STEP_SECONDS
 
@@ -123,7 +125,7 @@ class Feed:
         A cursor before that event missed something and is answered 410; any later cursor, and a reader that
         starts from the beginning, lose nothing.
         """
-        threshold = int((time.time() - retention_seconds) * 1000)
+        threshold = int((self._clock() - retention_seconds) * 1000)
         key = self._keys.feed(tenant)
         newest_old: Any = await self._redis.xrevrange(key, max=f"({threshold}-0", min="-", count=1)
         if threshold <= 0 or not newest_old:

@@ -8,11 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.auth import Principal
+from gateway.deps import PlatformPrincipal, ServicesDep
 from gateway.errors import BadRequest, NotFound
 from gateway.platform import queries
 from gateway.platform.disclosure import visible, visible_event
-from gateway.services import Services, ServicesDep
 from gateway.web.openapi import AUTH_ERRORS, OTHER_ERRORS, errors
 from mappers.model import Record
 from mappers.registry import record_routes
@@ -72,10 +71,6 @@ _LIMIT = Query(
 )
 
 
-def _principal(services: Services, request: Request) -> Principal:
-    return services.auth.require(request.headers.get("authorization"), "platform")
-
-
 def _kind(route: str) -> tuple[str, type[Record]]:
     served = record_routes()
     if route not in served:
@@ -106,6 +101,7 @@ def _epoch(value: str | None, name: str) -> float | None:
 async def changes(
     request: Request,
     services: ServicesDep,
+    principal: PlatformPrincipal,
     cursor: Annotated[
         str | None,
         Query(
@@ -134,7 +130,6 @@ async def changes(
 
     A cursor from before the feed's retention window is answered 410, naming the oldest valid cursor.
     """
-    principal = _principal(services, request)
     wanted = [t.strip() for raw in types or [] for t in raw.split(",") if t.strip()]
     wait = min(wait, services.settings.feed_max_wait_seconds)
     page = await services.feed.changes(principal.tenant, cursor, min(limit, MAX_LIMIT), wait, wanted or None)
@@ -143,9 +138,8 @@ async def changes(
 
 
 @router.get("/schema", summary="JSON Schema of every record type")
-async def schema(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def schema(principal: PlatformPrincipal) -> dict[str, Any]:
     """Return the JSON Schema of each normalized record, by record type."""
-    _principal(services, request)
     return {record_type: model.model_json_schema() for record_type, model in record_routes().values()}
 
 
@@ -159,6 +153,7 @@ async def query(
     route: RecordKind,
     request: Request,
     services: ServicesDep,
+    principal: PlatformPrincipal,
     patient: Annotated[
         str | None,
         Query(
@@ -191,7 +186,6 @@ async def query(
     cursor: Annotated[str | None, _CURSOR] = None,
 ) -> RecordsPage:
     """Query records (appointments, messages, ...) by patient, status, main date and update time, in date order."""
-    principal = _principal(services, request)
     record_type, _ = _kind(route)
     q = queries.RecordQuery(
         patient=(patient if "/" in patient else f"Patient/{patient}") if patient else None,
@@ -222,8 +216,8 @@ async def record(
     rid: Annotated[str, Path(description="the record's id", openapi_examples={"id": {"value": "appt-1"}})],
     request: Request,
     services: ServicesDep,
+    principal: PlatformPrincipal,
 ) -> dict[str, Any]:
     """Return the record of that kind whose id is ``rid``."""
-    principal = _principal(services, request)
     record_type, _ = _kind(route)
     return visible(await services.feed.record(principal.tenant, record_type, rid), principal.scopes)

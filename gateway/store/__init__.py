@@ -1,1 +1,31 @@
-"""TODO"""
+"""The FHIR resource store on Redis: versions, tombstones, search indexes and the inbound job, written atomically.
+
+Owns the whole keyspace (``keys``), the one atomic write primitive (``plan`` and ``commit.lua``), what a resource
+is indexed by (``indexing``), reference rewriting (``references``), the EHR's version convention (``ehr_meta``)
+and the Redis connection (``connection``). Imports no other gateway package.
+"""
+
+from gateway.store.connection import connect, text
+from gateway.store.indexing import parse_condition
+from gateway.store.keys import Keyspace
+from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.store.store import Create, Current, Delete, Operation, Result, Store, Update, digest
+
+__all__ = [
+    "Committer",
+    "Create",
+    "Current",
+    "Delete",
+    "Keyspace",
+    "Operation",
+    "Plan",
+    "PlanConflict",
+    "PlanOverloaded",
+    "Result",
+    "Store",
+    "Update",
+    "connect",
+    "digest",
+    "parse_condition",
+    "text",
+]

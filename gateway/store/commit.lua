@@ -3,7 +3,8 @@
 --   {"checks": [[op, key_index, field_or_nil, expected], ...],
 --    "backlog": [[key_index, ...], max] or nil,
 --    "writes": [[command, key_index, arg, ...], ...]}
--- Check ops: "hget" (expected "" means absent), "get" (likewise), "members" (sorted members joined by "\n").
+-- Check ops: "hget" (expected "" means absent), "get" (likewise), "members" (sorted members joined by "\n"),
+--   "hget_not" (the field's value, "" when absent, is none of the "\n"-joined values).
 -- Returns {"ok", xadd_id...} or {"conflict", check_index} or {"overloaded", backlog}.
 local plan = cjson.decode(ARGV[1])
 
@@ -18,6 +19,14 @@ for i, check in ipairs(plan.checks) do
     local members = redis.call("SMEMBERS", key)
     table.sort(members)
     actual = table.concat(members, "\n")
+  elseif op == "hget_not" then
+    local value = redis.call("HGET", KEYS[check[2]], check[3]) or ""
+    for forbidden in string.gmatch(check[4] .. "\n", "([^\n]*)\n") do
+      if value == forbidden then
+        return {"conflict", tostring(i)}
+      end
+    end
+    actual = check[4]
   else
     return redis.error_reply("unknown check " .. tostring(op))
   end

@@ -1,10 +1,12 @@
-"""What a stored resource is findable by: its identifiers and the patient it is about."""
+"""What a stored resource is findable by (its identifiers, the patient it is about, its canonical URL), and the
+conditions of conditional interactions that these indexes answer."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from conformance.definitions import TYPES
 
@@ -90,3 +92,18 @@ def identifiers(resource: Mapping[str, Any]) -> list[tuple[str | None, str]]:
             system = item.get("system")
             pairs.append((system if isinstance(system, str) else None, item["value"]))
     return pairs
+
+
+def parse_condition(criteria: str) -> tuple[str | None, str]:
+    """Return (system, value) of a conditional-operation query; only one ``identifier`` is indexed for this.
+
+    Accepts ``identifier=system|value``, ``identifier=value`` and the ``Type?identifier=...`` form.
+    Raises ValueError saying what is not supported.
+    """
+    query = criteria.split("?", 1)[1] if "?" in criteria else criteria
+    name, _, value = query.partition("=")
+    if name != "identifier" or not value or "&" in value or "," in value:
+        raise ValueError("conditional operations support one identifier=[system|]value criterion")
+    value = unquote(value)
+    system, bar, code = value.rpartition("|")
+    return (system if bar else None), (code if bar else value)

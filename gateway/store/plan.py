@@ -51,6 +51,10 @@ class Plan:
         """Require a hash field to hold ``value`` (None: absent)."""
         self.checks.append(["hget", self.key(key), field_name, value or ""])
 
+    def expect_field_not(self, key: str, field_name: str, values: list[str | None]) -> None:
+        """Require a hash field to hold none of ``values`` (None: absent)."""
+        self.checks.append(["hget_not", self.key(key), field_name, "\n".join(v or "" for v in values)])
+
     def expect_value(self, key: str, value: str | None) -> None:
         """Require a string key to hold ``value`` (None: absent)."""
         self.checks.append(["get", self.key(key), None, value or ""])

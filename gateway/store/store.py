@@ -19,26 +19,16 @@ from typing import Any
 from redis.asyncio import Redis
 
 from conformance.outcome import Issue, operation_outcome
+from gateway.clock import Clock, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
-from gateway.fhir.search import parse_condition
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
+from gateway.store import ehr_meta
 from gateway.store.connection import text
-from gateway.store.indexing import canonical_urls, identifiers, patient_references
+from gateway.store.indexing import canonical_urls, identifiers, parse_condition, patient_references
 from gateway.store.keys import Keyspace
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.store.references import reference_targets, rewrite_references
 from mappers.registry import MAPPED
-
-EXT_EHR_VERSION_ID = "urn:fhir-gateway:extension:ehr-versionId"
-EXT_EHR_LAST_UPDATED = "urn:fhir-gateway:extension:ehr-lastUpdated"
-_OWN_EXTENSIONS = (EXT_EHR_VERSION_ID, EXT_EHR_LAST_UPDATED)
-
-
-def now_instant() -> tuple[str, int]:
-    """Return the current time as a FHIR instant (UTC, milliseconds) and as epoch milliseconds."""
-    moment = datetime.now(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return text, int(moment.timestamp() * 1000)
 
 
 def _parse_instant(value: str | None) -> datetime | None:
@@ -49,29 +39,6 @@ def _parse_instant(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _strip_meta(resource: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
-    """Split a resource into its content (no id, no version meta) and the EHR's versionId and lastUpdated."""
-    content = {k: v for k, v in resource.items() if k != "id"}
-    meta = content.get("meta")
-    evid = elu = None
-    if isinstance(meta, Mapping):
-        meta = dict(meta)
-        evid = meta.pop("versionId", None)
-        elu = meta.pop("lastUpdated", None)
-        extensions = [
-            e for e in meta.get("extension", []) if not (isinstance(e, Mapping) and e.get("url") in _OWN_EXTENSIONS)
-        ]
-        if extensions:
-            meta["extension"] = extensions
-        else:
-            meta.pop("extension", None)
-        if meta:
-            content["meta"] = meta
-        else:
-            content.pop("meta")
-    return content, (evid if isinstance(evid, str) else None), (elu if isinstance(elu, str) else None)
 
 
 def digest(content: Mapping[str, Any]) -> str:
@@ -208,9 +175,14 @@ class Store:
         retries: int,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        clock: Clock = system_clock,
     ) -> None:
+        self.redis = redis
+        self.keys = keys
         self._redis = redis
         self._keys = keys
+        self._clock = clock
+        self._registered: set[str] = set()
         self._committer = Committer(redis)
         self._max_backlog = max_backlog
         self._dedupe_seconds = dedupe_seconds
@@ -247,6 +219,14 @@ class Store:
         raw = await self._redis.hget(self._keys.issues(tenant, rtype, rid), str(vid))
         return json.loads(raw) if raw else None
 
+    async def by_canonical(self, tenant: str, rtype: str, url: str) -> list[dict[str, Any]]:
+        """Return the live resources whose canonical URL is ``url`` (``url|version``, or failing that ``url``)."""
+        for candidate in dict.fromkeys([url, url.partition("|")[0]]):
+            members = await self._redis.smembers(self._keys.url_index(tenant, rtype, candidate))
+            if found := await self.read_many(tenant, rtype, sorted(text(m) for m in members)):
+                return found
+        return []
+
     async def read_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the current versions of ``ids`` that exist and are not deleted, in order."""
         pipe = self._redis.pipeline(transaction=False)
@@ -266,6 +246,7 @@ class Store:
 
     async def apply(self, tenant: str, ops: Sequence[Operation]) -> list[Result]:
         """Apply ``ops`` atomically (all or none) and return one Result each, in order."""
+        await self._register(tenant)
         for _ in range(self._retries):
             plan, results = await self._decide(tenant, ops)
             try:
@@ -281,6 +262,15 @@ class Store:
                     LENIENT_ACCEPTED.labels(result.rtype).inc()
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
+
+    async def _register(self, tenant: str) -> None:
+        """List the tenant among those that have written, for the workers (once per process and tenant).
+
+        The list is outside every tenant's slot, so it cannot be written by the commit script on a Redis Cluster.
+        """
+        if tenant not in self._registered:
+            await self._redis.sadd(self._keys.tenants, tenant)
+            self._registered.add(tenant)
 
     async def _replicated(self) -> None:
         """Wait until enough replicas hold the write, when configured; else answer 503 so the client retries.
@@ -354,7 +344,8 @@ class Store:
         mapping = await self._resolve(tenant, decisions, plan)
 
         results: list[Result] = []
-        lu, lu_ms = now_instant()
+        now = self._clock()
+        lu, lu_ms = instant(now), int(now * 1000)
         jobs = False
         for d in decisions:
             result, wrote_job = self._decide_one(tenant, d, mapping, plan, lu, lu_ms)
@@ -395,7 +386,7 @@ class Store:
             digests = []
             for d in ready:
                 assert isinstance(d.op, Create)
-                content, evid, elu = _strip_meta(rewrite_references(d.op.resource, mapping))
+                content, evid, elu = ehr_meta.split(rewrite_references(d.op.resource, mapping))
                 digests.append(digest(content))
                 ids_then = {ref: mapping.get(ref) for ref in d.references()}
                 d.prepared = (content, evid, elu, digests[-1], ids_then)
@@ -441,7 +432,7 @@ class Store:
         if d.prepared is not None and all(mapping.get(r) == i for r, i in d.prepared[4].items()):
             content, evid, elu, dg, _ = d.prepared
         else:
-            content, evid, elu = _strip_meta(rewrite_references(op.resource, mapping))
+            content, evid, elu = ehr_meta.split(rewrite_references(op.resource, mapping))
             dg = digest(content)
 
         if d.match is not None:  # a conditional create or a retried create that found its resource
@@ -478,7 +469,7 @@ class Store:
             if self._dedupe_seconds > 0 and not op.if_none_exist:
                 plan.write("SET", k.dedupe(tenant, op.rtype, dg), rid, "EX", self._dedupe_seconds)
 
-        stored = {"resourceType": op.rtype, "id": rid, "meta": self._meta(content, evid, elu)}
+        stored = {"resourceType": op.rtype, "id": rid, "meta": ehr_meta.stamp(content, evid, elu)}
         stored.update((key, value) for key, value in content.items() if key not in ("resourceType", "meta"))
         result, job = self._write_version(
             tenant, op.rtype, rid, stored, cur, plan, lu, lu_ms, digest_=dg, ehr=(evid, elu), watched=d.watched
@@ -488,18 +479,6 @@ class Store:
             plan.write("HSET", k.issues(tenant, op.rtype, rid), str(result.vid), outcome)
             result.issues = list(op.issues)
         return result, job
-
-    @staticmethod
-    def _meta(content: Mapping[str, Any], evid: str | None, elu: str | None) -> dict[str, Any]:
-        meta = dict(content.get("meta") or {})
-        extensions = list(meta.get("extension", []))
-        if evid:
-            extensions.append({"url": EXT_EHR_VERSION_ID, "valueId": evid})
-        if elu:
-            extensions.append({"url": EXT_EHR_LAST_UPDATED, "valueInstant": elu})
-        if extensions:
-            meta["extension"] = extensions
-        return meta
 
     def _write_version(
         self,

@@ -21,19 +21,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
 import httpx
-from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from gateway.metrics import REGISTRY
+from connectors.retry import backoff, parse_retry_after
+from gateway.metrics import WEBHOOK_DELIVERIES
 from gateway.platform.disclosure import visible_event
 from gateway.platform.feed import encode_cursor
 from gateway.settings import Settings
@@ -41,13 +39,9 @@ from gateway.store.connection import text
 from gateway.store.keys import Keyspace
 from gateway.store.plan import Committer, Plan
 from gateway.webhooks.subscriptions import DEAD_LETTER_MAXLEN, Subscription, sign
+from gateway.work.streams import DeadLetters
 
 log = logging.getLogger("gateway.webhooks.subscriptions")
-
-DELIVERIES = Counter(
-    "gateway_webhook_deliveries", "webhook delivery attempts, by outcome (delivered, retry, dead)", ["outcome"],
-    registry=REGISTRY,
-)  # fmt: skip
 
 IDLE_POLL_SECONDS = 1.0  # an idle delivery looks again this often (replays queued by the API), woken or not
 
@@ -151,25 +145,6 @@ class Outcome:
         return f"HTTP {self.status}" if self.status is not None else self.error
 
 
-def retry_after(value: str | None, now: float) -> float | None:
-    """Return the delay a ``Retry-After`` header asks for (seconds or an HTTP-date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """Return the delay before the attempt after ``attempt``: exponential from ``base``, capped, with jitter."""
-    ceiling = min(cap, base * (2 ** max(attempt - 1, 0)))
-    return random.uniform(ceiling / 2, ceiling)
-
-
 async def pause(event: asyncio.Event, seconds: float) -> bool:
     """Wait up to ``seconds`` for ``event``; tell whether it was set."""
     try:
@@ -242,20 +217,20 @@ class SubscriptionDelivery:
             attempts += 1
             if outcome.ok:
                 await self._commit(self._done(Plan(), item))
-                DELIVERIES.labels("delivered").inc()
+                WEBHOOK_DELIVERIES.labels("delivered").inc()
                 return True
             if attempts >= settings.webhook_max_attempts:
                 await self._commit(self._dead_letter(item, attempts, outcome))
-                DELIVERIES.labels("dead").inc()
+                WEBHOOK_DELIVERIES.labels("dead").inc()
                 log.warning("webhook dead-lettered", extra=self._log_fields(item, attempts, outcome))
                 return True
             cap = settings.webhook_retry_max_seconds
             if outcome.retry_after is not None:
                 delay = min(outcome.retry_after, cap)
             else:
-                delay = backoff(attempts, settings.webhook_retry_base_seconds, cap)
+                delay = backoff(settings.webhook_retry_base_seconds, cap).delay(attempts)
             await self._commit(self._retry(item, attempts, shared.clock() + delay, outcome))
-            DELIVERIES.labels("retry").inc()
+            WEBHOOK_DELIVERIES.labels("retry").inc()
             log.info("webhook delivery failed", extra=self._log_fields(item, attempts, outcome))
             if await pause(shared.stopping, delay):
                 return False
@@ -287,7 +262,7 @@ class SubscriptionDelivery:
             return Outcome(True, response.status_code)
         wait = None
         if response.status_code in (429, 503):
-            wait = retry_after(response.headers.get("retry-after"), self.shared.clock())
+            wait = parse_retry_after(response.headers.get("retry-after"), self.shared.clock())
         return Outcome(False, response.status_code, retry_after=wait)
 
     # ---- writes: each one atomic, and only while the lease is ours and the subscription exists ----------------
@@ -322,12 +297,12 @@ class SubscriptionDelivery:
 
     def _dead_letter(self, item: Item, attempts: int, outcome: Outcome) -> Plan:
         plan = Plan()
-        plan.write(
-            "XADD", self.shared.keys.webhook_dead_letters(self.sub.tenant, self.sub.id),
-            "MAXLEN", "~", DEAD_LETTER_MAXLEN, "*",
-            "event", json.dumps(item.event), "feed_id", item.feed_id, "attempts", attempts,
-            "status", outcome.status or "", "error", outcome.reason, "failed_at", repr(self.shared.clock()),
-        )  # fmt: skip
+        fields = {
+            "event": json.dumps(item.event), "feed_id": item.feed_id, "attempts": attempts,
+            "status": outcome.status or "", "error": outcome.reason, "failed_at": repr(self.shared.clock()),
+        }  # fmt: skip
+        key = self.shared.keys.webhook_dead_letters(self.sub.tenant, self.sub.id)
+        DeadLetters.add(plan, key, fields, maxlen=DEAD_LETTER_MAXLEN)
         return self._done(plan, item)
 
     async def _commit(self, plan: Plan) -> None:

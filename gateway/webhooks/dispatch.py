@@ -21,17 +21,17 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
+from gateway.clock import Clock, system_clock
 from gateway.settings import ClientsConfig, Settings
 from gateway.store.connection import text
-from gateway.store.keys import Keyspace, tenant_of
+from gateway.store.keys import tenant_of
 from gateway.store.plan import Committer, PlanConflict
 from gateway.webhooks.delivery import Leases, Shared, SubscriptionDelivery, pause
 from gateway.webhooks.subscriptions import Subscription, Subscriptions, url_refusal
@@ -56,19 +56,19 @@ class Dispatcher:
 
     def __init__(
         self,
-        redis: Redis,
+        subscriptions: Subscriptions,
         settings: Settings,
         clients: ClientsConfig,
         *,
         name: str,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = system_clock,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._redis = redis
+        self._redis = subscriptions.redis
         self._settings = settings
-        self._keys = Keyspace(settings.key_prefix)
-        self._subs = Subscriptions(redis, self._keys)
-        self._leases = Leases(redis, self._keys, f"{name}:{uuid.uuid4().hex[:8]}", settings.webhook_lease_seconds)
+        self._keys = subscriptions.keys
+        self._subs = subscriptions
+        self._leases = Leases(self._redis, self._keys, f"{name}:{uuid.uuid4().hex[:8]}", settings.webhook_lease_seconds)
         self._owners = owner_scopes(clients)
         self._clock = clock
         self._transport = transport

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from gateway.auth import Principal
+from gateway.deps import PlatformPrincipal, ServicesDep
 from gateway.errors import BadRequest, NotFound, Unprocessable
 from gateway.platform.disclosure import visible_event
-from gateway.services import Services, ServicesDep
 from gateway.web.openapi import errors
 from gateway.webhooks.subscriptions import (
     MAX_PATTERNS,
@@ -20,7 +19,6 @@ from gateway.webhooks.subscriptions import (
     PATTERN,
     DeadLetter,
     Subscription,
-    Subscriptions,
     iso,
     stream_id,
     url_refusal,
@@ -149,14 +147,6 @@ class ReplayResult(BaseModel):
     not_found: list[str]
 
 
-def _principal(services: Services, request: Request) -> Principal:
-    return services.auth.require(request.headers.get("authorization"), "platform")
-
-
-def _store(services: Services) -> Subscriptions:
-    return Subscriptions(services.redis, services.keys)
-
-
 def _view(sub: Subscription, dead_letters: int) -> SubscriptionView:
     retrying = bool(sub.pending)
     return SubscriptionView(
@@ -206,7 +196,11 @@ def _check(body: SubscriptionRequest, development: bool) -> list[str]:
     ),
 )
 async def create_subscription(
-    body: SubscriptionRequest, request: Request, response: Response, services: ServicesDep
+    body: SubscriptionRequest,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PlatformPrincipal,
 ) -> SubscriptionView:
     """Register a receiver for the tenant's change events whose type matches ``events``.
 
@@ -215,9 +209,8 @@ async def create_subscription(
     be https (plain http only to a loopback host, and only under ``fhir-gateway run``), without credentials or a
     fragment; anything else is 422. The secret is never shown again.
     """
-    principal = _principal(services, request)
     events = _check(body, services.settings.development)
-    sub = await _store(services).create(
+    sub = await services.subscriptions.create(
         principal.tenant, url=body.url, events=events, secret=body.secret.get_secret_value(),
         owner=principal.client, scopes=principal.scopes,
     )  # fmt: skip
@@ -226,20 +219,20 @@ async def create_subscription(
 
 
 @router.get("", response_model=SubscriptionList, summary="List webhooks")
-async def list_subscriptions(request: Request, services: ServicesDep) -> SubscriptionList:
+async def list_subscriptions(services: ServicesDep, principal: PlatformPrincipal) -> SubscriptionList:
     """Return the tenant's subscriptions, oldest first (at most 100 per tenant), with their delivery status."""
-    principal = _principal(services, request)
-    store = _store(services)
+    store = services.subscriptions
     subs = await store.all(principal.tenant)
     counts = await store.dead_letter_count(principal.tenant, [s.id for s in subs])
     return SubscriptionList(subscriptions=[_view(s, counts[s.id]) for s in subs])
 
 
 @router.get("/{sid}", response_model=SubscriptionView, summary="Read one webhook", responses=_NO_SUBSCRIPTION)
-async def read_subscription(sid: SubscriptionId, request: Request, services: ServicesDep) -> SubscriptionView:
+async def read_subscription(
+    sid: SubscriptionId, services: ServicesDep, principal: PlatformPrincipal
+) -> SubscriptionView:
     """Return one subscription of the tenant, with its delivery status."""
-    principal = _principal(services, request)
-    store = _store(services)
+    store = services.subscriptions
     sub = await store.get(principal.tenant, sid)
     return _view(sub, (await store.dead_letter_count(principal.tenant, [sid]))[sid])
 
@@ -247,10 +240,9 @@ async def read_subscription(sid: SubscriptionId, request: Request, services: Ser
 @router.delete(
     "/{sid}", status_code=204, response_class=Response, summary="Remove a webhook", responses=_NO_SUBSCRIPTION
 )
-async def delete_subscription(sid: SubscriptionId, request: Request, services: ServicesDep) -> Response:
+async def delete_subscription(sid: SubscriptionId, services: ServicesDep, principal: PlatformPrincipal) -> Response:
     """Remove the subscription with its dead letters; no delivery starts after this answer."""
-    principal = _principal(services, request)
-    if not await _store(services).delete(principal.tenant, sid):
+    if not await services.subscriptions.delete(principal.tenant, sid):
         raise NotFound("no such subscription", expression="id")
     return Response(status_code=204)
 
@@ -265,6 +257,7 @@ async def list_dead_letters(
     sid: SubscriptionId,
     request: Request,
     services: ServicesDep,
+    principal: PlatformPrincipal,
     limit: Annotated[
         int, Query(ge=1, description="page size (at most 1000)", openapi_examples={"page": {"value": 50}})
     ] = 100,
@@ -276,8 +269,7 @@ async def list_dead_letters(
     ] = None,
 ) -> DeadLetterPage:
     """Return deliveries that failed every attempt, oldest first; sensitive records are withheld as elsewhere."""
-    principal = _principal(services, request)
-    store = _store(services)
+    store = services.subscriptions
     await store.get(principal.tenant, sid)
     after = stream_id(cursor, "cursor") if cursor else None
     letters, next_cursor = await store.dead_letters(principal.tenant, sid, after=after, limit=min(limit, 1000))
@@ -293,14 +285,13 @@ async def list_dead_letters(
     responses=_NO_SUBSCRIPTION,
 )
 async def replay_dead_letters(
-    sid: SubscriptionId, body: ReplayRequest, request: Request, services: ServicesDep
+    sid: SubscriptionId, body: ReplayRequest, services: ServicesDep, principal: PlatformPrincipal
 ) -> ReplayResult:
     """Queue dead letters (``ids``, or ``all``) for delivery again, ahead of the feed; each gets fresh attempts.
 
     Replayed events arrive after events delivered since they failed; receivers order by ``occurred_at`` if needed.
     """
-    principal = _principal(services, request)
-    store = _store(services)
+    store = services.subscriptions
     await store.get(principal.tenant, sid)
     if not body.all and not body.ids:
         raise BadRequest("name dead-letter ids to replay, or pass all: true", expression="ids")

@@ -19,7 +19,6 @@ import hmac
 import ipaddress
 import json
 import re
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,10 +28,12 @@ from urllib.parse import urlsplit
 import httpx
 from redis.asyncio import Redis
 
+from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, NotFound, Unprocessable
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
 from gateway.store.plan import Committer, Plan
+from gateway.work.streams import DeadLetters
 
 MAX_PER_TENANT = 100
 MIN_SECRET, MAX_SECRET = 16, 512
@@ -43,21 +44,6 @@ PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,100}$")
 _SUBSCRIPTION_ID = re.compile(r"^sub_[0-9a-f]{32}$")
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-
-# Move dead letters to the replay stream, where delivery takes them before it goes on with the feed.
-_REPLAY = """
-local moved = {}
-for i = 1, #ARGV do
-  local entry = redis.call("XRANGE", KEYS[1], ARGV[i], ARGV[i])
-  if #entry == 1 then
-    local fields = entry[1][2]
-    redis.call("XADD", KEYS[2], "*", unpack(fields))
-    redis.call("XDEL", KEYS[1], ARGV[i])
-    moved[#moved + 1] = ARGV[i]
-  end
-end
-return moved
-"""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -118,14 +104,6 @@ def stream_id(value: str, name: str) -> str:
     return value
 
 
-def _successor(entry_id: str) -> str | None:
-    """Return the stream id right after ``entry_id``, None after the last possible one."""
-    ms, seq = (int(part) for part in entry_id.split("-"))
-    if seq < 2**64 - 1:
-        return f"{ms}-{seq + 1}"
-    return f"{ms + 1}-0" if ms < 2**64 - 1 else None
-
-
 @dataclass(frozen=True)
 class Subscription:
     """A stored subscription and where its delivery stands."""
@@ -181,11 +159,12 @@ class DeadLetter:
 class Subscriptions:
     """The tenant's subscriptions in Redis."""
 
-    def __init__(self, redis: Redis, keys: Keyspace) -> None:
-        self._redis = redis
-        self._keys = keys
+    def __init__(self, redis: Redis, keys: Keyspace, *, clock: Clock = system_clock) -> None:
+        self.redis = self._redis = redis
+        self.keys = self._keys = keys
+        self._clock = clock
         self._committer = Committer(redis)
-        self._replay = redis.register_script(_REPLAY)
+        self._letters = DeadLetters(redis)
 
     async def create(
         self, tenant: str, *, url: str, events: list[str], secret: str, owner: str, scopes: frozenset[str]
@@ -197,7 +176,7 @@ class Subscriptions:
         tail: Any = await self._redis.xrevrange(k.feed(tenant), count=1)
         sub = Subscription(
             tenant=tenant, id=f"sub_{uuid.uuid4().hex}", url=url, events=tuple(events), secret=secret,
-            created_at=time.time(), owner=owner, scopes=scopes, cursor=text(tail[0][0]) if tail else "0-0",
+            created_at=self._clock(), owner=owner, scopes=scopes, cursor=text(tail[0][0]) if tail else "0-0",
         )  # fmt: skip
         # First the global list the workers scan (it never shrinks, so a concurrent delete cannot hide a tenant).
         await self._redis.sadd(k.webhook_tenants, tenant)
@@ -273,12 +252,9 @@ class Subscriptions:
         self, tenant: str, sid: str, *, after: str | None = None, limit: int = 1000
     ) -> tuple[list[DeadLetter], str | None]:
         """Return dead letters after ``after``, oldest first, and the id to continue from (None at the end)."""
-        low = _successor(after) if after else "-"
-        if low is None:
-            return [], None
-        entries: Any = await self._redis.xrange(self._keys.webhook_dead_letters(tenant, sid), min=low, count=limit + 1)
-        letters = [DeadLetter.from_entry(entry_id, fields) for entry_id, fields in entries[:limit]]
-        return letters, (letters[-1].id if len(entries) > limit else None)
+        key = self._keys.webhook_dead_letters(tenant, sid)
+        page, next_id = await self._letters.page(key, after=after, limit=limit)
+        return [DeadLetter.from_entry(entry_id, fields) for entry_id, fields in page], next_id
 
     async def replay(self, tenant: str, sid: str, ids: list[str] | None) -> list[str]:
         """Queue dead letters (all when ``ids`` is None) for delivery again; return the ids moved."""
@@ -293,5 +269,4 @@ class Subscriptions:
                     break
         if not ids:
             return []
-        keys = [k.webhook_dead_letters(tenant, sid), k.webhook_replay(tenant, sid)]
-        return [text(x) for x in await self._replay(keys=keys, args=ids)]
+        return await self._letters.replay(k.webhook_dead_letters(tenant, sid), k.webhook_replay(tenant, sid), ids)

@@ -12,48 +12,40 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import NotFound
 from gateway.settings import ClientsConfig
+from gateway.store import Store, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import canonical_urls
 from gateway.store.keys import Keyspace
 from gateway.store.plan import Plan
-from gateway.store.store import EXT_EHR_LAST_UPDATED, EXT_EHR_VERSION_ID, Store
 from gateway.work.inbound import Job
 from mappers.context import MapContext
 from mappers.family import Family, canonical_key
 from mappers.model import Record
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _epoch(instant: str) -> float:
-    try:
-        return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return datetime.now(UTC).timestamp()
-
-
-def _ehr_meta(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    found = {e.get("url"): e for e in meta.get("extension", []) if isinstance(e, dict)}
-    return found.get(EXT_EHR_VERSION_ID, {}).get("valueId"), found.get(EXT_EHR_LAST_UPDATED, {}).get("valueInstant")
+def _epoch(value: str, clock: Clock) -> float:
+    found = epoch_of(value)
+    return found if found is not None else clock()
 
 
 class RecordWriter:
     """Plan the effect of one job on the platform records."""
 
-    def __init__(self, redis: Redis, keys: Keyspace, store: Store, clients: ClientsConfig) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keyspace, store: Store, clients: ClientsConfig, *, clock: Clock = system_clock
+    ) -> None:
         self._redis = redis
-        self._keys = keys
+        self.keys = self._keys = keys
         self._store = store
         self._clients = clients
+        self._clock = clock
 
     async def plan(self, job: Job, family: Family[Any], plan: Plan) -> list[str]:
         """Add the job's effect to ``plan``; return the event types it publishes."""
@@ -83,13 +75,13 @@ class RecordWriter:
                 return []
             ctx = MapContext(
                 tenant=tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
-                version_id=str(version), last_updated=_now(),
+                version_id=str(version), last_updated=instant(self._clock()),
             )  # fmt: skip
             record = family.deleted_record(previous, ctx)
         else:
             resource = await self._store.vread(tenant, job.rtype, job.rid, version)
             meta = resource.get("meta", {})
-            evid, elu = _ehr_meta(meta)
+            evid, elu = ehr_meta.read(meta)
             needs = family.needs(resource)
             ctx = MapContext(
                 tenant=tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
@@ -115,7 +107,7 @@ class RecordWriter:
                 "id": f"evt_{uuid.uuid4().hex}",
                 "type": event_type,
                 "tenant": tenant,
-                "occurred_at": _now(),
+                "occurred_at": instant(self._clock()),
                 "record_type": family.record_type,
                 "record_id": record.id,
             }
@@ -141,8 +133,7 @@ class RecordWriter:
         for need in needs:
             rtype, sep, query = need.partition("?url=")
             if sep:
-                ids = sorted(text(m) for m in await self._redis.smembers(self._keys.url_index(tenant, rtype, query)))
-                candidates = await self._store.read_many(tenant, rtype, ids)
+                candidates = await self._store.by_canonical(tenant, rtype, query)
                 if candidates:
                     # Several resources may claim one canonical URL: the most recently stored wins.
                     found[need] = max(candidates, key=lambda r: str(r.get("meta", {}).get("lastUpdated", "")))
@@ -211,4 +202,4 @@ class RecordWriter:
             sort = new.get("sort")
             plan.write("ZADD", sort_key, sort if sort is not None else 0, rid)
         # Deleted records stay here, so that a consumer syncing with updated_since learns of the deletion.
-        plan.write("ZADD", k.record_updated_index(tenant, rt), _epoch(record.source.last_updated), rid)
+        plan.write("ZADD", k.record_updated_index(tenant, rt), _epoch(record.source.last_updated, self._clock), rid)

@@ -4,6 +4,9 @@ Applying a job is one compare-and-set on the record's FHIR version: the new reco
 change event and the acknowledgement of the job are written together, and only if the record still holds the
 version the change was classified against. An older version arriving after a newer one changes nothing, and a
 job re-delivered after a crash finds its effect already there and is only acknowledged.
+
+Beside its job loop the worker runs its companions (webhook delivery, write-back delivery), each in its own task,
+so that a slow receiver or EHR never holds up the jobs, nor they it.
 """
 
 from __future__ import annotations
@@ -14,34 +17,30 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from redis.asyncio import Redis
-
-from connectors import Connectors, Delivery, OutboundQueue, RedisObserver
 from gateway.metrics import EVENTS, JOB_SECONDS, JOBS
 from gateway.platform.feed import Feed
-from gateway.settings import ClientsConfig, Settings
-from gateway.store.keys import Keyspace
-from gateway.store.plan import Plan, PlanConflict
-from gateway.store.store import Store
-from gateway.webhooks.dispatch import Dispatcher
-from gateway.work.inbound import Job, WorkQueue
+from gateway.settings import Settings
+from gateway.store import Committer, Plan, PlanConflict
+from gateway.work.inbound import InboundQueue, Job, known_tenants
 from gateway.work.records import RecordWriter
 from mappers.registry import MAPPED
 
-log = logging.getLogger("gateway.work.worker")
-
-
-def open_connectors(redis: Redis, settings: Settings, clients: ClientsConfig) -> Connectors:
-    """Open one EHR client per tenant with an EHR block, reporting its status into Redis."""
-    keys = Keyspace(settings.key_prefix)
-    return Connectors(clients.connector_targets(), observer=lambda t: RedisObserver(redis, keys.connector_status(t)))
+log = logging.getLogger("gateway.worker")
 
 
 def consumer_name() -> str:
     """Return a consumer name unique to this process."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Companion(Protocol):
+    """A loop that runs beside the job loop until ``stop`` is set (webhook and write-back delivery)."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 @dataclass
@@ -57,57 +56,39 @@ class Worker:
 
     def __init__(
         self,
-        redis: Redis,
+        queue: InboundQueue,
+        records: RecordWriter,
+        feed: Feed,
         settings: Settings,
-        clients: ClientsConfig,
         *,
+        tenants: Sequence[str] = (),
         name: str | None = None,
-        connectors: Connectors | None = None,
-    ):
-        self._redis = redis
+        companions: Sequence[Companion] = (),
+    ) -> None:
+        self.queue = queue
+        self.feed = feed
+        self._records = records
         self._settings = settings
-        self._clients = clients
-        self._keys = Keyspace(settings.key_prefix)
-        self.queue = WorkQueue(
-            redis,
-            self._keys,
-            max_attempts=settings.max_attempts,
-            retry_base_seconds=settings.retry_base_seconds,
-            retry_max_seconds=settings.retry_max_seconds,
-        )
-        self._store = Store(redis, self._keys, max_backlog=settings.max_backlog, dedupe_seconds=0, retries=1)
-        self._records = RecordWriter(redis, self._keys, self._store, clients)
-        self.feed = Feed(redis, self._keys)
+        self._configured = list(tenants)
+        self._committer = Committer(queue.redis)
         self.name = name or consumer_name()
+        self.companions = list(companions)
         self.processed = 0
-        self.webhooks = Dispatcher(redis, settings, clients, name=self.name)
-        # Write-backs go to the EHRs from their own task too; the app shares its connectors when it has them.
-        self._own_connectors = connectors is None
-        self.connectors = connectors if connectors is not None else open_connectors(redis, settings, clients)
-        outbound = OutboundQueue(
-            redis, self._keys, max_attempts=settings.writeback_max_attempts,
-            backoff_base=settings.retry_base_seconds, backoff_max=settings.retry_max_seconds,
-        )  # fmt: skip
-        self.writebacks = Delivery(
-            outbound, self.connectors, consumer=self.name, concurrency=settings.worker_concurrency,
-            block_ms=settings.worker_block_ms, claim_idle_seconds=settings.claim_idle_seconds,
-        )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; finish and acknowledge the batch in hand before returning."""
         log.info("worker started", extra={"consumer": self.name})
-        for configured in self._clients.tenants.keys() | {c.tenant for c in self._clients.clients}:
+        for configured in self._configured:
             await self.queue.ensure_group(configured)
-        # Webhooks go out from their own tasks, so a slow receiver never holds up the jobs (nor they it).
-        webhooks = asyncio.create_task(self.webhooks.run(stop), name="webhooks")
-        writebacks = asyncio.create_task(self.writebacks.run(stop), name="writebacks")
+        companions = [asyncio.create_task(c.run(stop), name=type(c).__name__) for c in self.companions]
         tenants: list[str] = []
         next_refresh = next_reclaim = next_trim = 0.0
+        settings = self._settings
         while not stop.is_set():
             now = time.monotonic()
             try:
                 if now >= next_refresh:
-                    tenants = await self.queue.tenants()
+                    tenants = await known_tenants(self.queue.redis, self._records.keys)
                     # A new tenant's first job waits at most this long; SMEMBERS on a small set is cheap.
                     next_refresh = now + 0.25
                 for tenant in tenants:
@@ -115,17 +96,15 @@ class Worker:
                 if now >= next_trim:
                     next_trim = now + 60.0
                     for tenant in tenants:
-                        await self.feed.trim(tenant, self._settings.feed_retention_days * 86_400)
+                        await self.feed.trim(tenant, settings.feed_retention_days * 86_400)
                 if now >= next_reclaim:
-                    next_reclaim = now + max(self._settings.claim_idle_seconds / 2, 0.5)
+                    next_reclaim = now + max(settings.claim_idle_seconds / 2, 0.5)
                     for tenant in tenants:
                         await self._handle_all(await self._reclaim(tenant))
                 if not tenants:
                     await asyncio.wait_for(stop.wait(), timeout=0.25)
                     continue
-                jobs = await self.queue.read(
-                    tenants, self.name, self._settings.worker_concurrency, self._settings.worker_block_ms
-                )
+                jobs = await self.queue.read(tenants, self.name, settings.worker_concurrency, settings.worker_block_ms)
                 await self._handle_all(jobs)
             except TimeoutError:
                 continue
@@ -133,10 +112,8 @@ class Worker:
                 # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
                 log.exception("worker loop error")
                 await asyncio.sleep(1.0)
-        await webhooks
-        await writebacks
-        if self._own_connectors:
-            await self.connectors.aclose()
+        for task in companions:
+            await task
         log.info("worker stopped", extra={"consumer": self.name, "processed": self.processed})
 
     async def _reclaim(self, tenant: str) -> list[Job]:
@@ -158,13 +135,12 @@ class Worker:
         try:
             applied = await self.apply(job)
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            outcome = await self.queue.fail(job, reason)
-            JOBS.labels(job.rtype, outcome).inc()
+            outcome = await self.queue.fail(job, f"{type(exc).__name__}: {exc}")
+            JOBS.labels(job.fields.get("type", "unknown"), outcome).inc()
             log.warning(
                 "job failed",
-                extra={"type": job.rtype, "job": job.entry_id, "attempt": job.attempt + 1, "outcome": outcome,
-                       "error": type(exc).__name__},
+                extra={"type": job.fields.get("type"), "job": job.entry_id, "attempt": job.attempt + 1,
+                       "outcome": outcome, "error": type(exc).__name__},
             )  # fmt: skip
             return
         self.processed += 1
@@ -175,28 +151,24 @@ class Worker:
             EVENTS.labels(event).inc()
         log.debug(
             "job done",
-            extra={"type": job.rtype, "job": job.entry_id, "events": applied.events,
-                   "ms": round(elapsed * 1000, 2)},
-        )  # fmt: skip
+            extra={"type": job.rtype, "job": job.entry_id, "events": applied.events, "ms": round(elapsed * 1000, 2)},
+        )
 
     async def apply(self, job: Job) -> Applied:
         """Apply ``job`` exactly once in effect; return the events it published."""
         family = MAPPED.get(job.rtype)
         for _ in range(self._settings.conditional_retries):
             plan = Plan()
-            self.queue.acknowledge(plan, job)
+            self.queue.settle(plan, job)
             if family is None:
                 # An unmapped resource that records depend on (a Binary body): re-map those records.
                 await self._records.plan_dependents(job, plan)
-                await self._commit(plan)
+                await self._committer.commit(plan)
                 return Applied([], skipped=True)
             try:
                 events = await self._records.plan(job, family, plan)
-                await self._commit(plan)
+                await self._committer.commit(plan)
             except PlanConflict:
                 continue
             return Applied(events, skipped=not events)
         raise RuntimeError("record kept changing under the job")
-
-    async def _commit(self, plan: Plan) -> None:
-        await self.queue._committer.commit(plan)

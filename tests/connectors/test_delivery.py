@@ -14,9 +14,11 @@ import pytest
 import respx
 from redis.asyncio import Redis
 
-from connectors import Connectors, Delivery, OutboundQueue, Target
+from connectors import Connectors, Delivery, Target
+from connectors.retry import backoff
 from gateway.store.connection import connect
 from gateway.store.keys import Keyspace
+from gateway.writebacks.queue import OutboundQueue
 from tests.connectors.conftest import BASE, TOKEN_URL, FakeTime, ehr_config, outcome, token_answer
 
 TENANT = "clinic-a"
@@ -32,7 +34,7 @@ APPOINTMENT = {"resourceType": "Appointment", "status": "cancelled", "participan
 class Outbound:
     redis: Redis
     keys: Keyspace
-    delivery: Delivery
+    delivery: Delivery[Any]
     time: FakeTime
 
     async def enqueue(self, method: str, resource: dict[str, Any], **state: str) -> str:
@@ -45,7 +47,6 @@ class Outbound:
             "resource": json.dumps(resource), "attempts": "0", **state,
         }  # fmt: skip
         await self.redis.hset(self.keys.writeback(TENANT, wid), mapping=fields)
-        await self.delivery.queue.ensure_group(TENANT)
         await self.redis.xadd(self.keys.outbound(TENANT), {"writeback_id": wid, "kind": fields["kind"], "attempt": 0})
         return wid
 
@@ -71,7 +72,7 @@ async def outbound(redis_url: str, key_prefix: str, key_file: Path, fake_time: F
     keys = Keyspace(key_prefix)
     config = ehr_config(key_file, max_attempts=3, breaker_failures=50)
     connectors = Connectors({TENANT: Target(TENANT, "generic", config)}, sleep=fake_time.sleep, clock=fake_time.clock)
-    queue = OutboundQueue(redis, keys, max_attempts=3, backoff_base=1, backoff_max=4, clock=fake_time.clock)
+    queue = OutboundQueue(redis, keys, max_attempts=3, wait=backoff(1, 4), clock=fake_time.clock)
     delivery = Delivery(queue, connectors, consumer="test-consumer", block_ms=10)
     yield Outbound(redis, keys, delivery, fake_time)
     await connectors.aclose()

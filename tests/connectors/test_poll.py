@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -14,7 +15,6 @@ import pytest
 import respx
 
 from connectors import Connectors, Poller
-from gateway.app import build_poller
 from gateway.cli import main
 from gateway.settings import ClientsConfig, Settings
 from gateway.store.keys import Keyspace
@@ -63,7 +63,7 @@ class Pulled:
         self.keys = keys
 
     def poller(self, name: str = "p1") -> Poller:
-        poller = build_poller(self.gw.app.state.services, self.connectors)
+        poller = dataclasses.replace(self.gw.services, connectors=self.connectors).poller()
         poller.token = f"{name}|{name}"
         return poller
 

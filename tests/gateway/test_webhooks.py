@@ -8,24 +8,26 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from connectors.retry import parse_retry_after
 from gateway import cli
 from gateway.logs import JsonFormatter
 from gateway.settings import ClientsConfig, Settings
+from gateway.store import Keyspace
 from gateway.store.connection import connect
-from gateway.webhooks.delivery import retry_after
 from gateway.webhooks.dispatch import Dispatcher
+from gateway.webhooks.subscriptions import Subscriptions
 from tests.conftest import EHR_A, PLATFORM_A, PLATFORM_A_BASIC, PLATFORM_B, Gateway, running
 from tests.gateway.fixtures import appointment
+from tests.support import WAIT_LIMIT, until
 
 SECRET = "whsec-test-0123456789abcdef"
-WAIT_LIMIT = 20.0
 PSY = {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}
 
 
@@ -145,19 +147,6 @@ async def put(gw: Gateway, rid: str, **changes: Any) -> None:
     answer = await gw.ehr("PUT", f"/Appointment/{rid}", json=appointment(id=rid, **changes))
     assert answer.status_code in (200, 201), answer.text
     await gw.drain()
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:
-    """Wait until ``check`` holds (WAIT_LIMIT bounds a hang; it is no claim about speed)."""
-    try:
-        async with asyncio.timeout(WAIT_LIMIT):
-            while True:
-                result = check()
-                if result if isinstance(result, bool) else await result:
-                    return
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def feed_events(gw: Gateway) -> list[dict[str, Any]]:
@@ -392,7 +381,8 @@ async def test_two_workers_never_deliver_one_subscription_at_once(
     hooks: Gateway, receiver: Receiver, dev_settings: Settings, clients: ClientsConfig
 ) -> None:
     redis = connect(dev_settings.redis_url or "")
-    other = Dispatcher(redis, dev_settings, clients, name="second-worker")
+    subscriptions = Subscriptions(redis, Keyspace(dev_settings.key_prefix))
+    other = Dispatcher(subscriptions, dev_settings, clients, name="second-worker")
     stop = asyncio.Event()
     running_other = asyncio.create_task(other.run(stop))
     try:
@@ -401,7 +391,8 @@ async def test_two_workers_never_deliver_one_subscription_at_once(
             await put(hooks, f"o{i}")
         await until(lambda: len(receiver.at("/once")) == 5, "five deliveries")
         assert receiver.event_ids("/once") == [e["id"] for e in await feed_events(hooks)]  # once each, in order
-        holders = hooks.app.state.worker.webhooks.delivering + other.delivering
+        [mine] = [c for c in hooks.app.state.worker.companions if isinstance(c, Dispatcher)]
+        holders = mine.delivering + other.delivering
         assert holders == [created["id"]]
     finally:
         stop.set()
@@ -447,7 +438,7 @@ async def test_receiver_urls_and_fields_are_checked(hooks: Gateway) -> None:
     missing = await hooks.http.post(
         "/platform/v1/subscriptions", json={"url": "https://x.org"}, headers=auth(PLATFORM_A)
     )
-    assert missing.status_code == 400
+    assert missing.status_code == 422 and missing.json()["issue"][0]["expression"] == ["events"]
     for url in ("https://hooks.example.org/in?k=1", "http://localhost:8000/in", "http://[::1]:8000/in"):
         answer = await hooks.http.post("/platform/v1/subscriptions", json=body(url=url), headers=auth(PLATFORM_A))
         assert answer.status_code == 201, url
@@ -502,6 +493,6 @@ async def test_bad_ids_are_answered_not_failed(hooks: Gateway) -> None:
 
 
 def test_retry_after_is_read_in_seconds_or_as_a_date() -> None:
-    assert retry_after("7", now=0.0) == 7.0
-    assert retry_after("Thu, 01 Jan 1970 00:00:30 GMT", now=10.0) == 20.0
-    assert retry_after("soon", now=0.0) is None and retry_after(None, now=0.0) is None
+    assert parse_retry_after("7", now=0.0) == 7.0
+    assert parse_retry_after("Thu, 01 Jan 1970 00:00:30 GMT", now=10.0) == 20.0
+    assert parse_retry_after("soon", now=0.0) is None and parse_retry_after(None, now=0.0) is None

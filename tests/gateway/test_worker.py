@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
-from gateway.store.connection import connect
 from gateway.work.inbound import Job
 from gateway.work.worker import Worker
 from mappers import registry
@@ -27,13 +27,13 @@ async def edge(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gate
 
 @pytest.fixture
 async def worker(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Worker]:
-    redis = connect(settings.redis_url or "")
-    yield Worker(redis, settings, clients, name="test-worker")
-    await redis.aclose()
+    services = Services.build(settings, clients)
+    yield services.worker(name="test-worker")
+    await services.aclose()
 
 
 async def _read_all(worker: Worker, consumer: str = "test-worker") -> list[Job]:
-    tenants = await worker.queue.tenants()
+    tenants = ["clinic-a"]
     jobs: list[Job] = []
     while batch := await worker.queue.read(tenants, consumer, 100, 10):
         jobs += batch

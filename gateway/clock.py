@@ -1,0 +1,32 @@
+"""Time, from one place: code that reads the time takes a ``Clock``; ``services.py`` hands out the system's.
+
+A clock is any zero-argument callable returning epoch seconds (``time.time`` is one), so a test passes its own
+and never sleeps to make two timestamps differ.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], float]
+
+system_clock: Clock = time.time
+
+
+def instant(epoch: float) -> str:
+    """Return epoch seconds as a FHIR instant: UTC, milliseconds, ``Z``."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+    return f"{whole}.{int(epoch * 1000) % 1000:03d}Z"
+
+
+def epoch_of(value: str | None) -> float | None:
+    """Return the epoch seconds of an ISO 8601 date-time (no zone means UTC), or None when it is not one."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

@@ -1,0 +1,35 @@
+"""``GET /fhir/R4/metadata``: the CapabilityStatement, built from the FHIR operations the app really serves (its
+OpenAPI document, which FastAPI derives from the mounted routes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from conformance.capability import capability_statement
+from conformance.definitions import R4_RESOURCE_TYPES
+from gateway.fhir.search import search_params_for
+from gateway.web import openapi
+from gateway.web.responses import FhirResponse, base_url
+
+PREFIX = "/fhir/R4"
+_METHODS = ("get", "post", "put", "patch", "delete")
+router = APIRouter(prefix=PREFIX, tags=["FHIR R4"], default_response_class=FhirResponse)
+
+
+def served_routes(paths: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """Return (method, path below the FHIR base) for every FHIR operation of an OpenAPI ``paths`` object."""
+    served = []
+    for path, operations in paths.items():
+        if (path.startswith(f"{PREFIX}/") or path == PREFIX) and path != f"{PREFIX}/metadata":
+            served += [(method.upper(), path[len(PREFIX) :]) for method in operations if method in _METHODS]
+    return served
+
+
+@router.get("/metadata", summary="CapabilityStatement", **openapi.METADATA)
+async def metadata(request: Request) -> FhirResponse:
+    """Describe what this server really serves."""
+    served = served_routes(request.app.openapi()["paths"])
+    return FhirResponse(capability_statement(base_url(request), served, sorted(R4_RESOURCE_TYPES), search_params_for))

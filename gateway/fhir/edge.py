@@ -1,0 +1,21 @@
+"""What every FHIR interaction needs, whether it came over HTTP, in a Bundle, or from the EHR poller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.settings import ClientsConfig, Settings
+from gateway.store import Store
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The store, the limits, and each tenant's validation policy."""
+
+    store: Store
+    settings: Settings
+    clients: ClientsConfig
+
+    def policy(self, tenant: str) -> str:
+        """Return the tenant's validation policy: ``strict`` or ``lenient``."""
+        return self.clients.tenant(tenant).validation

@@ -1,0 +1,68 @@
+"""What every FHIR route checks of a request: the type and id in the path, ``_format``, and the body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from conformance.definitions import R4_RESOURCE_TYPES
+from conformance.outcome import Issue, has_errors
+from conformance.validator import validate_resource
+from gateway.errors import BadRequest, InvalidResource, NotFound, UnsupportedMediaType
+from gateway.fhir.policy import accepts
+from gateway.metrics import VALIDATION_FAILURES
+from gateway.settings import Settings
+from gateway.web.body import check_content_type, parse_json, read_limited
+
+_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir")
+
+
+def check_format(request: Request) -> None:
+    """Refuse a ``_format`` other than JSON."""
+    fmt = request.query_params.get("_format")
+    if fmt and fmt.lower() not in _JSON_FORMATS:
+        raise UnsupportedMediaType("only JSON is served (_format=json)", expression="_format")
+
+
+def check_type(rtype: str) -> None:
+    """Refuse a path type that is not an R4 resource type (404)."""
+    if rtype not in R4_RESOURCE_TYPES:
+        raise NotFound(f"{rtype[:64]} is not an R4 resource type", expression="type")
+
+
+def check_id(rid: str) -> None:
+    """Refuse a path id that is not a FHIR id."""
+    if not rid or len(rid) > 64 or not set(rid) <= _ID_CHARS:
+        raise BadRequest("the id is not a valid FHIR id", expression="id")
+
+
+async def read_body(settings: Settings, request: Request) -> Any:
+    """Read and parse the JSON body within the configured limits."""
+    check_content_type(request.headers.get("content-type"))
+    raw = await read_limited(request.stream(), request.headers.get("content-length"), settings.max_body_bytes)
+    return parse_json(raw, max_depth=settings.max_json_depth, max_string=settings.max_string_length)
+
+
+def validated(resource: Any, rtype: str, policy: str = "strict") -> tuple[dict[str, Any], list[Issue]]:
+    """Return the resource and, when the tenant's lenient policy accepted it with errors, its issues."""
+    if not isinstance(resource, dict):
+        raise BadRequest("the body must be a FHIR resource (a JSON object)", expression="resourceType")
+    if resource.get("resourceType") != rtype:
+        raise BadRequest(f"resourceType must be {rtype}", expression="resourceType")
+    issues = validate_resource(resource)
+    if not accepts(policy, rtype, issues):
+        VALIDATION_FAILURES.labels(rtype).inc()
+        raise InvalidResource("the resource is not valid FHIR R4", issues=issues)
+    return resource, issues if has_errors(issues) else []
+
+
+def prefers_representation(request: Request, default: bool) -> bool:
+    """Tell whether the client's ``Prefer`` header asks for the resource in the answer."""
+    prefer = request.headers.get("prefer", "")
+    if "return=minimal" in prefer:
+        return False
+    if "return=representation" in prefer:
+        return True
+    return default

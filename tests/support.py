@@ -1,0 +1,51 @@
+"""Helpers every test package shares: waiting for a condition, and a clock a test moves by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+WAIT_LIMIT = 20.0  # bounds a hang; no claim about speed
+
+
+async def until(check: Callable[[], Any | Awaitable[Any]], what: str, *, limit: float = WAIT_LIMIT) -> Any:
+    """Wait until ``check`` (plain or async) returns something truthy, and return it; fail after ``limit`` s."""
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                result = check()
+                if isinstance(result, Awaitable):
+                    result = await result
+                if result:
+                    return result
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def wait_until(check: Callable[[], Any], what: str, *, limit: float = 60.0, every: float = 0.05) -> Any:
+    """Wait (blocking) until ``check`` returns something truthy, and return it; fail after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+class ShiftedClock:
+    """The system's time plus an offset the test moves on with ``advance``, so it never sleeps for time to pass."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on by ``seconds``."""
+        self.offset += seconds
