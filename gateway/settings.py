@@ -109,46 +109,120 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
 
-    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL"))
-    clients_file: Path | None = None
-    data_dir: Path = Path(".gateway-data")
-    key_prefix: str = Field(default="gw", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    development: bool = False
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL"),
+        description="the Redis to use (`redis://`, `rediss://`, `unix://`); `run` starts an embedded one when unset",
+    )
+    clients_file: Path | None = Field(
+        default=None, description="JSON or YAML file of API clients and tenants (docs/configuration.md)"
+    )
+    data_dir: Path = Field(
+        default=Path(".gateway-data"), description="where `run` keeps the embedded Redis and demo tokens"
+    )
+    key_prefix: str = Field(
+        default="gw",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="prefix of every Redis key (several gateways can share one Redis)",
+    )
+    development: bool = Field(
+        default=False, description="development behaviour (plain-http loopback webhooks); `fhir-gateway run` sets it"
+    )
 
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    max_bundle_entries: int = Field(default=10_000, ge=1)
-    max_json_depth: int = Field(default=64, ge=8)
-    max_string_length: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")
+    max_bundle_entries: int = Field(default=10_000, ge=1, description="most entries in a Bundle (413 beyond)")
+    max_json_depth: int = Field(default=64, ge=8, description="deepest JSON nesting (400 beyond)")
+    max_string_length: int = Field(default=8 * 1024 * 1024, ge=1024, description="longest JSON string (400 beyond)")
 
-    max_backlog: int = Field(default=100_000, ge=1)
-    max_attempts: int = Field(default=5, ge=1)
-    retry_base_seconds: float = Field(default=1.0, gt=0)
-    retry_max_seconds: float = Field(default=300.0, gt=0)
-    claim_idle_seconds: float = Field(default=30.0, gt=0)
-    worker_concurrency: int = Field(default=32, ge=1)
-    worker_block_ms: int = Field(default=250, ge=10)
-    worker_metrics_port: int = Field(default=9091, ge=0, le=65535)
-    conditional_retries: int = Field(default=20, ge=1)
-    dedupe_window_seconds: int = Field(default=86_400, ge=0)
-    wait_replicas: int = Field(default=0, ge=0)
-    wait_timeout_ms: int = Field(default=1000, ge=1)
+    max_backlog: int = Field(
+        default=100_000, ge=1, description="waiting jobs per tenant before the edge answers 503 with Retry-After"
+    )
+    max_attempts: int = Field(default=5, ge=1, description="attempts at an inbound job before it is dead-lettered")
+    retry_base_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="first wait before a failed job is tried again (doubling per attempt, with jitter)",
+    )
+    retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="longest wait between attempts of a job or a write-back"
+    )
+    claim_idle_seconds: float = Field(
+        default=30.0, gt=0, description="how long a job may sit with a silent worker before another takes it"
+    )
+    worker_concurrency: int = Field(default=32, ge=1, description="jobs a worker handles at once")
+    worker_block_ms: int = Field(
+        default=250,
+        ge=10,
+        description="how long a worker's read waits for new jobs before it looks for retries and new tenants",
+    )
+    worker_metrics_port: int = Field(
+        default=9091,
+        ge=0,
+        le=65535,
+        description="where `fhir-gateway worker` serves `/metrics` (0: off); the API serves its own on its port",
+    )
+    conditional_retries: int = Field(
+        default=20,
+        ge=1,
+        description="times a write is decided again when a concurrent write changed what it read, before 503",
+    )
+    dedupe_window_seconds: int = Field(
+        default=86_400, ge=0, description="how long an identical plain POST is recognized as a retry (0: never)"
+    )
+    wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="with a replicated Redis: replicas that must confirm a write (`WAIT`) before the 2xx (0: none)",
+    )
+    wait_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="how long to wait for those replicas; past it the answer is 503 (a retry finds the write)",
+    )
 
-    search_default_count: int = Field(default=50, ge=1)
-    search_max_count: int = Field(default=1000, ge=1)
-    feed_max_wait_seconds: float = Field(default=30.0, ge=0)
-    feed_retention_days: float = Field(default=30.0, gt=0)
+    search_default_count: int = Field(default=50, ge=1, description="FHIR search page size when `_count` is not given")
+    search_max_count: int = Field(default=1000, ge=1, description="largest FHIR search page")
+    feed_max_wait_seconds: float = Field(default=30.0, ge=0, description="longest long-poll on `/changes`")
+    feed_retention_days: float = Field(
+        default=30.0, gt=0, description="how long change events are kept; an older cursor is answered 410"
+    )
 
-    webhook_max_attempts: int = Field(default=8, ge=1)
-    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    webhook_retry_base_seconds: float = Field(default=1.0, gt=0)
-    webhook_retry_max_seconds: float = Field(default=300.0, gt=0)
-    webhook_lease_seconds: float = Field(default=30.0, ge=1)
-    webhook_concurrency: int = Field(default=256, ge=1)
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="attempts at one webhook delivery before it is dead-lettered"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="longest one webhook request may take, all told (connect, send, answer)"
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="first wait before a failed webhook delivery is tried again (doubling, with jitter)",
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="longest wait between webhook attempts; it also bounds a receiver's `Retry-After`",
+    )
+    webhook_lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description="how long a worker's claim on a subscription lasts unless renewed (every third of it)",
+    )
+    webhook_concurrency: int = Field(
+        default=256, ge=1, description="subscriptions one worker delivers at once (also its connection pool size)"
+    )
 
-    # How long an Idempotency-Key of a write-back is remembered (the write-back itself is kept).
-    writeback_idempotency_days: float = Field(default=30.0, gt=0)
-    writeback_max_attempts: int = Field(default=8, ge=1)
-    poll_lease_seconds: float = Field(default=30.0, ge=1)
+    writeback_idempotency_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long a write-back's `Idempotency-Key` is remembered (the write-back itself is kept)",
+    )
+    writeback_max_attempts: int = Field(
+        default=8, ge=1, description="delivery attempts of one write-back before it is dead-lettered"
+    )
+    poll_lease_seconds: float = Field(
+        default=30.0, ge=1, description="how long a poller's lease on a tenant lasts unless renewed"
+    )
 
     def load_clients(self) -> ClientsConfig:
         """Read the clients file, or return an empty configuration when none is set."""

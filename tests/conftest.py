@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 from redis import Redis as SyncRedis
 
@@ -21,6 +22,14 @@ from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
 from gateway.work.inbound import known_tenants
 from tests.support import ShiftedClock, until
+
+# Property tests: "dev" by default; CI (.ci/run) sets HYPOTHESIS_PROFILE=ci: no per-example deadline on a loaded
+# machine, and a failing example printed so that it can be reproduced.
+hypothesis.settings.register_profile("dev", max_examples=50)
+hypothesis.settings.register_profile(
+    "ci", max_examples=100, deadline=None, print_blob=True, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 EHR_A = "ehr-token-tenant-a-0123456789"
 PLATFORM_A = "platform-token-tenant-a-0123456789"

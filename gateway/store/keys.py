@@ -38,7 +38,7 @@ Normalized platform records and change feed:
   gw:{t}:feed                      stream change events: id, type, record_type, record_id, event JSON
   gw:{t}:feed:trimmed              string id of the newest event dropped by retention; cursors before it get 410
 
-Webhooks (gateway/webhooks.py, delivered by gateway/webhook_delivery.py):
+Webhooks (gateway/webhooks/subscriptions.py, delivered by gateway/webhooks/delivery.py):
   gw:{t}:hooks                     zset   subscription id -> created_at (epoch seconds)
   gw:{t}:hook:{id}                 hash   id, url, events (JSON patterns), secret (to sign; never returned or
                                           logged), created_at, owner (the creating client), scopes (JSON, its scopes
@@ -51,7 +51,8 @@ Webhooks (gateway/webhooks.py, delivered by gateway/webhook_delivery.py):
                                           status, error, failed_at; capped at about 10000 entries
   gw:{t}:hook:{id}:replay          stream dead letters put back for delivery (same fields); delivered before the feed
 
-Write-backs (gateway/writebacks.py creates them; the connectors deliver them to the tenant's EHR):
+Write-backs (gateway/writebacks/store.py creates them; connectors/delivery.py delivers them through
+gateway/writebacks/queue.py):
   gw:{t}:outbound                  stream write-back jobs, consumer group "connectors" (created with id "0",
                                           MKSTREAM): writeback_id, kind (message | survey_response | appointment |
                                           appointment_cancel | treatment_plan_activity), attempt ("0"); an entry is
@@ -68,7 +69,7 @@ Write-backs (gateway/writebacks.py creates them; the connectors deliver them to 
                                           failed), error (short text, no PHI); kept (never expires)
   gw:{t}:writeback-key:{key}       string the write-back id an Idempotency-Key created; expires after
                                           GATEWAY_WRITEBACK_IDEMPOTENCY_DAYS
-  (connectors/outbound.py: a delivery sets status delivering and attempts when it starts; on a transient failure
+  (gateway/writebacks/queue.py: a delivery sets status delivering and attempts when it starts; on a transient failure
   status goes back to queued with error, and the job to outbound:retry; the DLQ entry has writeback_id, kind,
   attempt, error, original_id, failed_at)
 

@@ -41,7 +41,7 @@ from gateway.store.plan import Committer, Plan
 from gateway.webhooks.subscriptions import DEAD_LETTER_MAXLEN, Subscription, sign
 from gateway.work.streams import DeadLetters
 
-log = logging.getLogger("gateway.webhooks.subscriptions")
+log = logging.getLogger("gateway.webhooks")
 
 IDLE_POLL_SECONDS = 1.0  # an idle delivery looks again this often (replays queued by the API), woken or not
 

@@ -36,7 +36,7 @@ from gateway.store.plan import Committer, PlanConflict
 from gateway.webhooks.delivery import Leases, Shared, SubscriptionDelivery, pause
 from gateway.webhooks.subscriptions import Subscription, Subscriptions, url_refusal
 
-log = logging.getLogger("gateway.webhooks.subscriptions")
+log = logging.getLogger("gateway.webhooks")
 
 SCAN_SECONDS = 0.25  # how soon a new subscription, or one another worker let go, is picked up
 USER_AGENT = "fhir-gateway-webhooks/0.1"

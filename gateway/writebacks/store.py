@@ -28,7 +28,7 @@ from gateway.store.connection import text
 from gateway.store.keys import OUTBOUND_GROUP, Keyspace
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
 
-log = logging.getLogger("gateway.writebacks.store")
+log = logging.getLogger("gateway.writebacks")
 
 Kind = Literal["message", "survey_response", "appointment", "appointment_cancel", "treatment_plan_activity"]
 Status = Literal["queued", "delivering", "delivered", "failed", "dead_lettered"]

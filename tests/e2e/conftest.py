@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import httpx
 import pytest
 from redis import Redis
 
+from tests import support
 from tests.conftest import corpus_dir
 
 BIN = Path(sys.executable).parent / "fhir-gateway"
@@ -155,14 +155,7 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT, every: float = 0.05) -> Any:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
+    return support.wait_until(condition, what, limit=timeout, every=every)
 
 
 def wait_http(proc: Proc, port: int) -> str:

@@ -6,6 +6,7 @@ import asyncio
 
 from tests.conftest import PLATFORM_A_BASIC, Gateway
 from tests.gateway.fixtures import appointment
+from tests.support import ShiftedClock
 
 
 async def test_feed_classifies_the_appointment_lifecycle(gateway: Gateway) -> None:
@@ -93,12 +94,12 @@ async def test_schema_publishes_every_record_type(gateway: Gateway) -> None:
     assert (await gateway.platform("/nonsense/1")).status_code == 404
 
 
-async def test_updated_since_reports_changes_and_deletions(gateway: Gateway) -> None:
+async def test_updated_since_reports_changes_and_deletions(gateway: Gateway, clock: ShiftedClock) -> None:
     await gateway.ehr("PUT", "/Appointment/u1", json=appointment(id="u1"))
     await gateway.ehr("PUT", "/Appointment/u2", json=appointment(id="u2"))
     await gateway.drain()
     mark = (await gateway.platform("/appointments/u2")).json()["source"]["last_updated"]
-    await asyncio.sleep(0.01)
+    clock.advance(1)
     await gateway.ehr("DELETE", "/Appointment/u1")
     await gateway.ehr("PUT", "/Appointment/u3", json=appointment(id="u3"))
     await gateway.drain()
@@ -122,7 +123,9 @@ async def test_feed_filters_by_event_type_and_still_moves_on(gateway: Gateway) -
     assert after["events"] == []  # the filtered-out events were passed over, not handed out later
 
 
-async def test_a_cursor_older_than_retention_is_410_with_the_oldest_valid_cursor(gateway: Gateway) -> None:
+async def test_a_cursor_older_than_retention_is_410_with_the_oldest_valid_cursor(
+    gateway: Gateway, clock: ShiftedClock
+) -> None:
     await gateway.ehr("PUT", "/Appointment/r1", json=appointment(id="r1"))
     await gateway.drain()
     first = (await gateway.platform("/changes")).json()
@@ -130,7 +133,7 @@ async def test_a_cursor_older_than_retention_is_410_with_the_oldest_valid_cursor
     await gateway.ehr("PUT", "/Appointment/r3", json=appointment(id="r3"))
     await gateway.drain()
     feed = gateway.app.state.worker.feed
-    await asyncio.sleep(0.05)
+    clock.advance(1)
     await feed.trim("clinic-a", retention_seconds=0.0)  # everything so far is past retention
     stale = await gateway.platform(f"/changes?cursor={first['events'][0]['cursor']}")
     assert stale.status_code == 410

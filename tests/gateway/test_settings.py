@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,23 @@ def test_api_refuses_placeholder_tokens(
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")
     assert main(["api"]) == 2
     assert "placeholder" in capsys.readouterr().err
+
+
+def test_the_settings_reference_in_the_docs_is_current() -> None:
+    tool = Path(__file__).resolve().parents[2] / "tools" / "settings_doc.py"
+    spec = importlib.util.spec_from_file_location("settings_doc", tool)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    held = module.documented(module.DOC.read_text(encoding="utf-8"))
+    assert held == module.table(), "run `python tools/settings_doc.py --write`"
+
+
+def test_python_dash_m_gateway_cli_validates_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "patient.json"
+    path.write_text('{"resourceType": "Patient", "id": "p1", "gender": "female"}', encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "validate", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "valid" in done.stdout

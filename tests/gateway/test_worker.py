@@ -16,6 +16,7 @@ from gateway.work.worker import Worker
 from mappers import registry
 from tests.conftest import Gateway, running
 from tests.gateway.fixtures import appointment
+from tests.support import until
 
 
 @pytest.fixture
@@ -38,6 +39,10 @@ async def _read_all(worker: Worker, consumer: str = "test-worker") -> list[Job]:
     while batch := await worker.queue.read(tenants, consumer, 100, 10):
         jobs += batch
     return jobs
+
+
+async def _drained(worker: Worker) -> bool:
+    return await worker.queue.backlog("clinic-a") == 0
 
 
 async def _events(edge: Gateway) -> list[dict[str, Any]]:
@@ -91,11 +96,7 @@ async def test_a_failing_job_retries_then_dead_letters_and_replays(
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
-        for _ in range(400):
-            if await worker.queue.dead_letters("clinic-a"):
-                break
-            await asyncio.sleep(0.025)
-        [letter] = await worker.queue.dead_letters("clinic-a")
+        [letter] = await until(lambda: worker.queue.dead_letters("clinic-a"), "the dead letter")
         assert letter.fields["attempt"] == str(worker.queue.max_attempts)
         assert "mapper bug" in letter.fields["error"]
         assert letter.fields["id"] == "poison"
@@ -104,10 +105,7 @@ async def test_a_failing_job_retries_then_dead_letters_and_replays(
 
         monkeypatch.setitem(registry.MAPPED, "Appointment", family)
         assert await worker.queue.replay("clinic-a", [letter.entry_id]) == [letter.entry_id]
-        for _ in range(400):
-            if await _events(edge):
-                break
-            await asyncio.sleep(0.025)
+        await until(lambda: _events(edge), "the replayed job's event")
         assert [e["record_id"] for e in await _events(edge)] == ["poison"]
         assert await worker.queue.dead_letters("clinic-a") == []
     finally:
@@ -123,10 +121,7 @@ async def test_jobs_of_a_crashed_consumer_are_reclaimed_and_applied_once(edge: G
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     try:
-        for _ in range(400):
-            if await worker.queue.backlog("clinic-a") == 0:
-                break
-            await asyncio.sleep(0.025)
+        await until(lambda: _drained(worker), "the reclaimed jobs to be applied")
     finally:
         stop.set()
         await running
