@@ -67,6 +67,12 @@ class Plan:
         """Append a write command on ``key``."""
         self.writes.append([command, self.key(key), *(str(a) for a in args)])
 
+    def absorb(self, other: Plan) -> None:
+        """Append ``other``'s checks and writes to this plan (its backlog limit is not taken over)."""
+        index = {i + 1: self.key(name) for i, name in enumerate(other.keys)}
+        self.checks += [[op, index[key], *rest] for op, key, *rest in other.checks]
+        self.writes += [[command, index[key], *rest] for command, key, *rest in other.writes]
+
     def limit_backlog(self, keys: list[str], maximum: int) -> None:
         """Refuse the plan when these streams and sets together hold ``maximum`` entries or more."""
         self.backlog = (keys, maximum)

@@ -1,17 +1,27 @@
-"""Apply one inbound job to the platform records: map, classify, index, publish, in one compare-and-set.
+"""Apply a batch of inbound jobs to the platform records: map, classify, index, publish, in one compare-and-set.
 
-A record is a Redis hash ``{vid, rev, json}``: ``vid`` is the FHIR version it came from (an older version never
-replaces a newer one), ``rev`` is bumped by every write and is what the compare-and-set checks, so a job that
-raced another is decided again from the state it really replaces. The record, its query indexes, its change
-events, its aggregate (a message's thread), the re-mapping of records that read this resource, and the job's
-acknowledgement are written together by one Lua script, or not at all.
+A record is a Redis hash ``{vid, rev, json}``: ``vid`` is the FHIR version it came from, ``rev`` is bumped by every
+write and is what the compare-and-set checks, so a batch that raced another worker is decided again from the
+state it really replaces.
+
+**Every accepted version yields its events, in version order.** A job names one stored version, but jobs of one
+resource may be handled together, by two workers, or out of order after a reclaim. So a job for version ``v`` of a
+record that holds version ``h`` maps every version ``h+1 .. v`` in turn, each classified against the one before
+it (a quick cancel-then-rebook publishes ``appointment.cancelled`` and then ``appointment.rescheduled``); a job
+for a version already applied is only acknowledged. A deleted version (an empty history entry) is mapped as the
+deletion of the record.
+
+The records, their query indexes, their change events, their aggregates (a message's thread), the re-mapping of
+records that read a changed resource, and the acknowledgement of every job are written by one Lua script, or not
+at all. A job whose mapping fails is left out of the batch (the worker schedules its retry); the rest go on.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -19,113 +29,247 @@ from redis.asyncio import Redis
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import NotFound
 from gateway.settings import ClientsConfig
-from gateway.store import Store, ehr_meta
-from gateway.store.connection import text
+from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
 from gateway.store.keys import Keyspace
-from gateway.store.plan import Plan
 from gateway.work.inbound import Job
 from mappers.context import MapContext
-from mappers.family import Family, canonical_key
+from mappers.family import Aggregate, Family, canonical_key
 from mappers.model import Record
+from mappers.registry import MAPPED
 
 
-def _epoch(value: str, clock: Clock) -> float:
-    found = epoch_of(value)
-    return found if found is not None else clock()
+@dataclass
+class _Held:
+    """A record (or an aggregate) as the batch found it, and as the batch has changed it so far."""
+
+    key: str
+    rev: int
+    vid: int
+    raw: bytes | None
+    model: type[Record]
+    current: Record | None = None
+    parsed: bool = False
+    changed: bool = False
+
+    def record(self) -> Record | None:
+        if not self.parsed:
+            self.current = self.model.model_validate_json(self.raw) if self.raw else None
+            self.parsed = True
+        return self.current
+
+
+@dataclass
+class Outcome:
+    """What a batch does: its atomic plan, the events of each applied job, and the jobs that failed."""
+
+    plan: Plan
+    events: dict[str, list[str]] = field(default_factory=dict)  # job entry id -> event types
+    failed: dict[str, Exception] = field(default_factory=dict)  # job entry id -> why
 
 
 class RecordWriter:
-    """Plan the effect of one job on the platform records."""
+    """Plan the effect of a batch of jobs on the platform records."""
 
     def __init__(
         self, redis: Redis, keys: Keyspace, store: Store, clients: ClientsConfig, *, clock: Clock = system_clock
     ) -> None:
         self._redis = redis
-        self.keys = self._keys = keys
+        self.keys = keys
         self._store = store
         self._clients = clients
         self._clock = clock
 
-    async def plan(self, job: Job, family: Family[Any], plan: Plan) -> list[str]:
-        """Add the job's effect to ``plan``; return the event types it publishes."""
-        k, tenant = self._keys, job.tenant
-        rec_key = k.record(tenant, family.record_type, job.rid)
-        held_vid, held_rev, held_json = await self._redis.hmget(rec_key, ["vid", "rev", "json"])
-        vid, rev = int(held_vid or 0), int(held_rev or 0)
-        plan.expect_field(rec_key, "rev", str(rev) if rev else None)
-        previous: Record | None = family.model.model_validate_json(held_json) if held_json else None
+    async def plan(self, jobs: Sequence[Job]) -> Outcome:
+        """Decide what ``jobs`` do; the caller settles the applied ones in ``outcome.plan`` and commits it."""
+        outcome = Outcome(Plan())
+        groups: dict[tuple[str, str, str], list[Job]] = {}
+        for job in jobs:
+            groups.setdefault((job.tenant, job.rtype, job.rid), []).append(job)
+        held = await self._read_held([(t, MAPPED[rtype], rid) for (t, rtype, rid) in groups if rtype in MAPPED])
+        versions = await self._read_versions({g: held[self._record_key(g)] for g in groups if g[1] in MAPPED}, groups)
+        aggregates: dict[str, _Held] = {}
+        provided: list[tuple[str, str, set[str]]] = []  # (tenant, source, keys): whose dependents to re-map
+        for group, members in groups.items():
+            tenant, rtype, rid = group
+            draft = Plan()
+            try:
+                family = MAPPED.get(rtype)
+                if family is None:
+                    # An unmapped resource that records depend on (a Binary body): re-map those records.
+                    events, gives = await self._dependents(members)
+                else:
+                    events, gives = await self._apply(
+                        tenant,
+                        family,
+                        held[self._record_key(group)],
+                        versions.get(group, []),
+                        members,
+                        draft,
+                        aggregates,
+                    )
+            except Exception as exc:
+                for job in members:
+                    outcome.failed[job.entry_id] = exc
+                continue
+            outcome.plan.absorb(draft)
+            for job, job_events in zip(members, events, strict=True):
+                outcome.events[job.entry_id] = job_events
+            if gives:
+                provided.append((tenant, f"{rtype}/{rid}", gives))
+        await self._refreshes(provided, outcome.plan)
+        for agg in aggregates.values():
+            if agg.changed:
+                outcome.plan.expect_field(agg.key, "rev", str(agg.rev) if agg.rev else None)
+                current = agg.record()
+                assert current is not None
+                outcome.plan.write("HSET", agg.key, "rev", agg.rev + 1, "json", current.model_dump_json())
+        return outcome
 
-        if job.op == "refresh":
-            # Something this record read changed: map the version it holds again.
-            if previous is None or previous.deleted:
-                return []
-            version = vid
-        elif job.vid <= vid:
-            return []  # a newer version is already applied, or this very one (a redelivery)
-        else:
-            version = job.vid
+    # -- reads, one round trip each for the whole batch ---------------------------------------------------
 
-        tenant_cfg = self._clients.tenant(tenant)
-        provided = [f"{job.rtype}/{job.rid}"]
-        needs: list[str] = []
-        if job.op == "delete":
-            if previous is None or previous.deleted:
-                plan.write("HSET", rec_key, "vid", version, "rev", rev + 1)
-                return []
-            ctx = MapContext(
-                tenant=tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
-                version_id=str(version), last_updated=instant(self._clock()),
-            )  # fmt: skip
-            record = family.deleted_record(previous, ctx)
-        else:
-            resource = await self._store.vread(tenant, job.rtype, job.rid, version)
-            meta = resource.get("meta", {})
-            evid, elu = ehr_meta.read(meta)
-            needs = family.needs(resource)
-            ctx = MapContext(
-                tenant=tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
-                version_id=str(version), last_updated=meta.get("lastUpdated", ""),
-                ehr_version_id=evid, ehr_last_updated=elu, related=await self._related(tenant, needs),
-            )  # fmt: skip
-            record = family.to_platform(resource, ctx)
-            provided += [canonical_key(job.rtype, url) for url in canonical_urls(resource)]
+    def _record_key(self, group: tuple[str, str, str]) -> str:
+        tenant, rtype, rid = group
+        return self.keys.record(tenant, MAPPED[rtype].record_type, rid)
 
-        events = family.classify(previous, record)
-        body = json.dumps(record.model_dump(mode="json"))
-        plan.write("HSET", rec_key, "vid", version, "rev", rev + 1, "json", body)
-        self._plan_indexes(tenant, family, previous, record, plan)
-        source = f"{job.rtype}/{job.rid}"
-        for need in needs:
-            plan.write("SADD", k.dependents(tenant, need), source)
-        if job.op != "refresh":
-            await self._plan_refreshes(tenant, provided, source, plan)
-        if family.aggregate is not None:
-            await self._plan_aggregates(tenant, family, previous, record, ctx, plan)
-        for event_type in events:
-            event = {
-                "id": f"evt_{uuid.uuid4().hex}",
-                "type": event_type,
-                "tenant": tenant,
-                "occurred_at": instant(self._clock()),
-                "record_type": family.record_type,
-                "record_id": record.id,
-            }
-            # The record is serialised once, above, and spliced in rather than encoded again for every event.
-            encoded = json.dumps(event)[:-1] + ', "record": ' + body + "}"
-            plan.write("XADD", k.feed(tenant), "*", "e", encoded)
-        return events
+    async def _read_held(self, wanted: Sequence[tuple[str, Family[Any], str]]) -> dict[str, _Held]:
+        pipe = self._redis.pipeline(transaction=False)
+        keys = [self.keys.record(tenant, family.record_type, rid) for tenant, family, rid in wanted]
+        for key in keys:
+            pipe.hmget(key, ["vid", "rev", "json"])
+        held = {}
+        for key, (_, family, _), (vid, rev, raw) in zip(keys, wanted, await pipe.execute(), strict=True):
+            held[key] = _Held(key, int(rev or 0), int(vid or 0), raw, family.model)
+        return held
 
-    async def plan_dependents(self, job: Job, plan: Plan) -> None:
-        """Queue the re-mapping of every record that read this (unmapped) resource."""
-        provided = [f"{job.rtype}/{job.rid}"]
+    async def _read_versions(
+        self, held: Mapping[tuple[str, str, str], _Held], groups: Mapping[tuple[str, str, str], list[Job]]
+    ) -> dict[tuple[str, str, str], list[tuple[int, bytes | None]]]:
+        """Return, per resource, the stored versions its jobs ask to map: each one after the record's."""
+        wanted: list[tuple[tuple[str, str, str], int]] = []
+        for group, record in held.items():
+            newest = max((j.vid for j in groups[group] if j.op != "refresh"), default=0)
+            if newest > record.vid:
+                wanted += [(group, v) for v in range(record.vid + 1, newest + 1)]
+            elif any(j.op == "refresh" for j in groups[group]) and record.vid:
+                wanted.append((group, record.vid))  # something it read changed: map the version it holds again
+        pipe = self._redis.pipeline(transaction=False)
+        for (tenant, rtype, rid), version in wanted:
+            pipe.hget(self.keys.history(tenant, rtype, rid), str(version))
+        found: dict[tuple[str, str, str], list[tuple[int, bytes | None]]] = {}
+        for (group, version), raw in zip(wanted, await pipe.execute(), strict=True):
+            found.setdefault(group, []).append((version, raw))
+        return found
+
+    # -- one resource's versions ---------------------------------------------------------------------------
+
+    async def _apply(
+        self,
+        tenant: str,
+        family: Family[Any],
+        held: _Held,
+        versions: list[tuple[int, bytes | None]],
+        jobs: list[Job],
+        plan: Plan,
+        aggregates: dict[str, _Held],
+    ) -> tuple[list[list[str]], set[str]]:
+        """Plan the record through ``versions``; return each job's events (all of them on the newest job) and the
+        keys (``Type/id``, canonical URLs) whose dependent records must be mapped again."""
+        plan.expect_field(held.key, "rev", str(held.rev) if held.rev else None)
+        refresh_only = all(j.op == "refresh" for j in jobs)
+        first = held.record()
+        if refresh_only and (first is None or first.deleted):
+            versions = []
+        previous, events, provided, last_vid = first, [], set(), held.vid
+        folds: dict[str, _Held] = {}
+        rtype, rid = jobs[0].rtype, jobs[0].rid
+        source = f"{rtype}/{rid}"
+        for version, raw in versions:
+            if raw is None:  # a job for a version the store never held: an inconsistency an operator must see
+                raise NotFound(f"{source} has no stored version {version}")
+            last_vid = version
+            if raw == b"":  # a deletion
+                if previous is None or previous.deleted:
+                    continue
+                ctx = self._context(tenant, version, instant(self._clock()))
+                record = family.deleted_record(previous, ctx)
+            else:
+                resource = json.loads(raw)
+                meta = resource.get("meta", {})
+                evid, elu = ehr_meta.read(meta)
+                needs = family.needs(resource)
+                ctx = self._context(
+                    tenant, version, meta.get("lastUpdated", ""), evid, elu, await self._related(tenant, needs)
+                )
+                record = family.to_platform(resource, ctx)
+                provided |= {source, *(canonical_key(rtype, url) for url in canonical_urls(resource))}
+                for need in needs:
+                    plan.write("SADD", self.keys.dependents(tenant, need), source)
+            if family.aggregate is not None:
+                await self._fold(tenant, family.aggregate, previous, record, ctx, aggregates, folds)
+            events += [(event_type, record) for event_type in family.classify(previous, record)]
+            previous = record
+        if last_vid != held.vid or (refresh_only and versions):
+            self._write_record(tenant, family, held, previous, last_vid, plan)
+            body = {id(r): r.model_dump_json() for _, r in events}
+            for event_type, record in events:
+                self._publish(tenant, family, event_type, record, body[id(record)], plan)
+        aggregates.update(folds)
+        newest = max(jobs, key=lambda j: j.vid)
+        gives = provided | {source} if last_vid != held.vid and not refresh_only else set()
+        return [[e for e, _ in events] if job is newest else [] for job in jobs], gives
+
+    def _context(
+        self,
+        tenant: str,
+        version: int,
+        last_updated: str,
+        ehr_version_id: str | None = None,
+        ehr_last_updated: str | None = None,
+        related: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> MapContext:
+        config = self._clients.tenant(tenant)
+        return MapContext(
+            tenant=tenant, vendor=config.vendor, timezone=config.timezone, version_id=str(version),
+            last_updated=last_updated, ehr_version_id=ehr_version_id, ehr_last_updated=ehr_last_updated,
+            related=related or {},
+        )  # fmt: skip
+
+    def _write_record(
+        self, tenant: str, family: Family[Any], held: _Held, record: Record | None, vid: int, plan: Plan
+    ) -> None:
+        if record is None:  # deleted before it was ever mapped
+            plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1)
+            return
+        plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", record.model_dump_json())
+        self._plan_indexes(tenant, family, held.record(), record, plan)
+
+    def _publish(
+        self, tenant: str, family: Family[Any], event_type: str, record: Record, body: str, plan: Plan
+    ) -> None:
+        event = {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "type": event_type,
+            "tenant": tenant,
+            "occurred_at": instant(self._clock()),
+            "record_type": family.record_type,
+            "record_id": record.id,
+        }
+        # The record is serialised once and spliced in rather than encoded again for every event.
+        encoded = json.dumps(event)[:-1] + ', "record": ' + body + "}"
+        plan.write("XADD", self.keys.feed(tenant), "*", "e", encoded)
+
+    async def _dependents(self, jobs: list[Job]) -> tuple[list[list[str]], set[str]]:
+        """Return the keys of an unmapped resource (a Binary body) whose dependent records must be mapped again."""
+        job = max(jobs, key=lambda j: j.vid)
+        provided = {f"{job.rtype}/{job.rid}"}
         if job.op != "delete":
             try:
                 resource = await self._store.vread(job.tenant, job.rtype, job.rid, job.vid)
             except NotFound:
                 resource = {}
-            provided += [canonical_key(job.rtype, url) for url in canonical_urls(resource)]
-        await self._plan_refreshes(job.tenant, provided, f"{job.rtype}/{job.rid}", plan)
+            provided |= {canonical_key(job.rtype, url) for url in canonical_urls(resource)}
+        return [[] for _ in jobs], provided
 
     async def _related(self, tenant: str, needs: list[str]) -> dict[str, Mapping[str, Any]]:
         """Read the stored resources a mapping needs; a key the gateway does not hold is left out."""
@@ -145,47 +289,68 @@ class RecordWriter:
                 continue
         return found
 
-    async def _plan_refreshes(self, tenant: str, provided: list[str], source: str, plan: Plan) -> None:
-        """Queue a re-mapping of every record that read one of ``provided``."""
-        keys = [self._keys.dependents(tenant, key) for key in provided]
-        members = {text(m) for m in await self._redis.sunion(keys)} - {source}
-        for dependent in sorted(members):
-            rtype, _, rid = dependent.partition("/")
-            plan.write(
-                "XADD", self._keys.inbound(tenant), "*",
-                "type", rtype, "id", rid, "vid", 0, "op", "refresh", "attempt", 0,
-            )  # fmt: skip
+    async def _refreshes(self, provided: list[tuple[str, str, set[str]]], plan: Plan) -> None:
+        """Queue a re-mapping of every record that read one of the keys a resource provides (one round trip)."""
+        if not provided:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, _, gives in provided:
+            pipe.sunion([self.keys.dependents(tenant, key) for key in sorted(gives)])
+        for (tenant, source, _), members in zip(provided, await pipe.execute(), strict=True):
+            for dependent in sorted({text(m) for m in members} - {source}):
+                rtype, _, rid = dependent.partition("/")
+                plan.write(
+                    "XADD", self.keys.inbound(tenant), "*",
+                    "type", rtype, "id", rid, "vid", 0, "op", "refresh", "attempt", 0,
+                )  # fmt: skip
 
-    async def _plan_aggregates(
-        self, tenant: str, family: Family[Any], previous: Record | None, record: Record, ctx: MapContext, plan: Plan
+    async def _fold(
+        self,
+        tenant: str,
+        aggregate: Aggregate[Any],
+        previous: Record | None,
+        record: Record,
+        ctx: MapContext,
+        batch: dict[str, _Held],
+        folds: dict[str, _Held],
     ) -> None:
         """Fold the record into its aggregate; if it moved from another one, fold it out of that one."""
-        aggregate = family.aggregate
-        assert aggregate is not None
         new_key = aggregate.key(record)
         old_key = aggregate.key(previous) if previous is not None and not previous.deleted else None
         if old_key is not None and old_key != new_key:
-            await self._fold(tenant, family, old_key, previous.model_copy(update={"deleted": True}), ctx, plan)  # type: ignore[union-attr]
+            assert previous is not None
+            await self._fold_one(tenant, aggregate, old_key, previous.model_copy(update={"deleted": True}), ctx,
+                                 batch, folds)  # fmt: skip
         if new_key is not None:
-            await self._fold(tenant, family, new_key, record, ctx, plan)
+            await self._fold_one(tenant, aggregate, new_key, record, ctx, batch, folds)
 
-    async def _fold(
-        self, tenant: str, family: Family[Any], aid: str, record: Record, ctx: MapContext, plan: Plan
+    async def _fold_one(
+        self,
+        tenant: str,
+        aggregate: Aggregate[Any],
+        aid: str,
+        record: Record,
+        ctx: MapContext,
+        batch: dict[str, _Held],
+        folds: dict[str, _Held],
     ) -> None:
-        aggregate = family.aggregate
-        assert aggregate is not None
-        agg_key = self._keys.record(tenant, aggregate.record_type, aid)
-        held_rev, held_json = await self._redis.hmget(agg_key, ["rev", "json"])
-        rev = int(held_rev or 0)
-        plan.expect_field(agg_key, "rev", str(rev) if rev else None)
-        held = aggregate.model.model_validate_json(held_json) if held_json else None
-        folded = aggregate.fold(held, record, ctx)
-        plan.write("HSET", agg_key, "rev", rev + 1, "json", folded.model_dump_json())
+        key = self.keys.record(tenant, aggregate.record_type, aid)
+        state = folds.get(key)
+        if state is None:
+            found = batch.get(key)
+            if found is None:
+                rev, raw = await self._redis.hmget(key, ["rev", "json"])
+                found = _Held(key, int(rev or 0), 0, raw if isinstance(raw, bytes) else None, aggregate.model)
+            # This resource's folds go on a copy, kept only if all of its versions map.
+            state = _Held(found.key, found.rev, 0, found.raw, found.model, found.record(), True, found.changed)
+            folds[key] = state
+        state.current = aggregate.fold(state.record(), record, ctx)
+        state.changed = True
 
     def _plan_indexes(
         self, tenant: str, family: Family[Any], previous: Record | None, record: Record, plan: Plan
     ) -> None:
-        k, rt, rid = self._keys, family.record_type, record.id
+        k, rt, rid = self.keys, family.record_type, record.id
         old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
         new = family.index_fields(record) if not record.deleted else {}
         for name, key_of in (("patient", k.record_patient_index), ("status", k.record_status_index)):
@@ -202,4 +367,5 @@ class RecordWriter:
             sort = new.get("sort")
             plan.write("ZADD", sort_key, sort if sort is not None else 0, rid)
         # Deleted records stay here, so that a consumer syncing with updated_since learns of the deletion.
-        plan.write("ZADD", k.record_updated_index(tenant, rt), _epoch(record.source.last_updated, self._clock), rid)
+        updated = epoch_of(record.source.last_updated)
+        plan.write("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)

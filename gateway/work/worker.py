@@ -18,16 +18,14 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.metrics import EVENTS, JOB_SECONDS, JOBS
 from gateway.platform.feed import Feed
 from gateway.settings import Settings
-from gateway.store import Committer, Plan, PlanConflict
+from gateway.store import Committer, PlanConflict
 from gateway.work.inbound import InboundQueue, Job, known_tenants
 from gateway.work.records import RecordWriter
-from mappers.registry import MAPPED
 
 log = logging.getLogger("gateway.worker")
 
@@ -41,14 +39,6 @@ class Companion(Protocol):
     """A loop that runs beside the job loop until ``stop`` is set (webhook and write-back delivery)."""
 
     async def run(self, stop: asyncio.Event) -> None: ...
-
-
-@dataclass
-class Applied:
-    """What handling one job did."""
-
-    events: list[str]
-    skipped: bool = False
 
 
 class Worker:
@@ -127,48 +117,47 @@ class Worker:
 
     async def _handle_all(self, jobs: list[Job]) -> None:
         if jobs:
-            await asyncio.gather(*(self.handle(job) for job in jobs))
+            await self.handle(*jobs)
 
-    async def handle(self, job: Job) -> None:
-        """Apply one job, or schedule its retry (dead-lettering it after the last attempt)."""
+    async def handle(self, *jobs: Job) -> None:
+        """Apply jobs as one batch; schedule the retry of each one that failed (dead-lettering it at the last)."""
         started = time.perf_counter()
+        failed: dict[str, Exception] = {}
+        events: dict[str, list[str]] = {}
         try:
-            applied = await self.apply(job)
-        except Exception as exc:
-            outcome = await self.queue.fail(job, f"{type(exc).__name__}: {exc}")
-            JOBS.labels(job.fields.get("type", "unknown"), outcome).inc()
-            log.warning(
-                "job failed",
-                extra={"type": job.fields.get("type"), "job": job.entry_id, "attempt": job.attempt + 1,
-                       "outcome": outcome, "error": type(exc).__name__},
-            )  # fmt: skip
-            return
-        self.processed += 1
-        elapsed = time.perf_counter() - started
-        JOBS.labels(job.rtype, "skipped" if applied.skipped else "applied").inc()
-        JOB_SECONDS.labels(job.rtype).observe(elapsed)
-        for event in applied.events:
-            EVENTS.labels(event).inc()
-        log.debug(
-            "job done",
-            extra={"type": job.rtype, "job": job.entry_id, "events": applied.events, "ms": round(elapsed * 1000, 2)},
-        )
-
-    async def apply(self, job: Job) -> Applied:
-        """Apply ``job`` exactly once in effect; return the events it published."""
-        family = MAPPED.get(job.rtype)
-        for _ in range(self._settings.conditional_retries):
-            plan = Plan()
-            self.queue.settle(plan, job)
-            if family is None:
-                # An unmapped resource that records depend on (a Binary body): re-map those records.
-                await self._records.plan_dependents(job, plan)
-                await self._committer.commit(plan)
-                return Applied([], skipped=True)
-            try:
-                events = await self._records.plan(job, family, plan)
-                await self._committer.commit(plan)
-            except PlanConflict:
+            for _ in range(self._settings.conditional_retries):
+                outcome = await self._records.plan(jobs)
+                for job in jobs:
+                    if job.entry_id not in outcome.failed:
+                        self.queue.settle(outcome.plan, job)
+                try:
+                    await self._committer.commit(outcome.plan)
+                except PlanConflict:
+                    continue  # another worker changed a record this batch read: decide again
+                failed, events = outcome.failed, outcome.events
+                break
+            else:
+                failed = {job.entry_id: RuntimeError("records kept changing under the batch") for job in jobs}
+        except Exception as exc:  # Redis, or a bug outside one job's mapping: every job is tried again
+            failed = {job.entry_id: exc for job in jobs}
+        elapsed = (time.perf_counter() - started) / len(jobs)
+        for job in jobs:
+            if job.entry_id in failed:
+                await self._failed(job, failed[job.entry_id])
                 continue
-            return Applied(events, skipped=not events)
-        raise RuntimeError("record kept changing under the job")
+            self.processed += 1
+            applied = events.get(job.entry_id, [])
+            JOBS.labels(job.rtype, "applied" if applied else "skipped").inc()
+            JOB_SECONDS.labels(job.rtype).observe(elapsed)
+            for event in applied:
+                EVENTS.labels(event).inc()
+        log.debug("batch done", extra={"jobs": len(jobs), "failed": len(failed), "ms": round(elapsed * 1000, 2)})
+
+    async def _failed(self, job: Job, exc: Exception) -> None:
+        outcome = await self.queue.fail(job, f"{type(exc).__name__}: {exc}")
+        JOBS.labels(job.fields.get("type", "unknown"), outcome).inc()
+        log.warning(
+            "job failed",
+            extra={"type": job.fields.get("type"), "job": job.entry_id, "attempt": job.attempt + 1,
+                   "outcome": outcome, "error": type(exc).__name__},
+        )  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from redis import Redis
 
 from tests import support
@@ -285,13 +286,17 @@ class Queue:
         return int(self.redis.xlen(self.inbound)) + int(self.redis.zcard(self.retry))
 
     def pending(self) -> int:
-        if not self.redis.exists(self.inbound):
+        try:
+            return int(self.redis.xpending(self.inbound, GROUP)["pending"])
+        except redis.ResponseError:  # no stream, or no worker has created the group yet
             return 0
-        return int(self.redis.xpending(self.inbound, GROUP)["pending"])
 
     def pending_of_pid(self, pid: int) -> list[str]:
         """The ids pending for the consumer of process ``pid`` (consumer names are host-pid-random)."""
-        summary = self.redis.xpending(self.inbound, GROUP)
+        try:
+            summary = self.redis.xpending(self.inbound, GROUP)
+        except redis.ResponseError:  # no worker has created the group yet
+            return []
         names = [c["name"] for c in summary.get("consumers") or [] if f"-{pid}-" in c["name"]]
         held: list[str] = []
         for name in names:

@@ -50,7 +50,9 @@ async def _events(edge: Gateway) -> list[dict[str, Any]]:
     return events
 
 
-async def test_an_older_version_processed_last_never_overwrites_a_newer_one(edge: Gateway, worker: Worker) -> None:
+async def test_versions_handled_newest_first_still_yield_every_event_in_version_order(
+    edge: Gateway, worker: Worker
+) -> None:
     for description in ("one", "two", "three"):
         await edge.ehr("PUT", "/Appointment/ord", json=appointment(id="ord", description=description))
     jobs = await _read_all(worker)
@@ -59,27 +61,59 @@ async def test_an_older_version_processed_last_never_overwrites_a_newer_one(edge
         await worker.handle(job)
     record = (await edge.platform("/appointments/ord")).json()
     assert record["description"] == "three"
-    assert [e["type"] for e in await _events(edge)] == ["appointment.created"]
+    events = await _events(edge)
+    assert [e["type"] for e in events] == ["appointment.created", "appointment.updated", "appointment.updated"]
+    assert [e["record"]["description"] for e in events] == ["one", "two", "three"]
     assert await worker.queue.backlog("clinic-a") == 0
 
 
-async def test_classification_compares_with_the_state_it_replaces(edge: Gateway, worker: Worker) -> None:
+async def test_each_version_is_classified_against_the_version_it_replaced(edge: Gateway, worker: Worker) -> None:
     moved = {"start": "2026-12-12T09:00:00Z", "end": "2026-12-12T09:30:00Z"}
     await edge.ehr("PUT", "/Appointment/cls", json=appointment(id="cls"))
     await edge.ehr("PUT", "/Appointment/cls", json=appointment(id="cls", description="v2"))
     await edge.ehr("PUT", "/Appointment/cls", json=appointment(id="cls", description="v2", **moved))
     v1, v2, v3 = await _read_all(worker)
     await worker.handle(v1)
-    await worker.handle(v3)  # v2 is late: v3 is compared with v1, the state it replaces
+    await worker.handle(v3)  # v2 is late: v3's job maps v2 (against v1), then v3 (against v2)
+    await worker.handle(v2)  # already applied: only acknowledged
+    types = [e["type"] for e in await _events(edge)]
+    assert types == ["appointment.created", "appointment.updated", "appointment.rescheduled"]
+
+
+async def test_a_quick_cancel_then_rebook_never_loses_the_cancellation(edge: Gateway, worker: Worker) -> None:
+    await edge.ehr("PUT", "/Appointment/qc", json=appointment(id="qc"))
+    await edge.ehr("PUT", "/Appointment/qc", json=appointment(id="qc", status="cancelled"))
+    rebooked = {"status": "booked", "start": "2026-12-14T09:00:00Z", "end": "2026-12-14T09:30:00Z"}
+    await edge.ehr("PUT", "/Appointment/qc", json=appointment(id="qc", **rebooked))
+    v1, v2, v3 = await _read_all(worker)
+    await worker.handle(v3, v1)  # one batch holding the first and the last version; the middle one comes later
     await worker.handle(v2)
-    assert [e["type"] for e in await _events(edge)] == ["appointment.created", "appointment.rescheduled"]
+    types = [e["type"] for e in await _events(edge)]
+    assert types[:2] == ["appointment.created", "appointment.cancelled"]
+    assert len(types) == 3 and (await edge.platform("/appointments/qc")).json()["status"] == "scheduled"
+
+
+async def test_two_workers_racing_on_one_resource_publish_each_version_once(
+    edge: Gateway, worker: Worker, settings: Settings, clients: ClientsConfig
+) -> None:
+    for status in ("booked", "cancelled", "booked", "cancelled"):
+        await edge.ehr("PUT", "/Appointment/race", json=appointment(id="race", status=status))
+    jobs = await _read_all(worker)
+    other_services = Services.build(settings, clients)
+    other = other_services.worker(name="other-worker")
+    try:
+        await asyncio.gather(worker.handle(*jobs[::2]), other.handle(*jobs[1::2]))
+    finally:
+        await other_services.aclose()
+    types = [e["type"] for e in await _events(edge)]
+    assert types[0] == "appointment.created" and types.count("appointment.cancelled") == 2 and len(types) == 4
 
 
 async def test_a_redelivered_job_has_no_second_effect(edge: Gateway, worker: Worker) -> None:
     await edge.ehr("PUT", "/Appointment/again", json=appointment(id="again"))
     [job] = await _read_all(worker)
-    await worker.apply(job)
-    await worker.apply(job)
+    await worker.handle(job)
+    await worker.handle(job)
     assert len(await _events(edge)) == 1
 
 
