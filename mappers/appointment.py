@@ -45,7 +45,6 @@ from mappers.model import (
     Participant,
     ParticipantKind,
     Ref,
-    SecurityLabel,
 )
 from mappers.vendors import VendorProfile, profile
 from mappers.writer import concept as concept_json
@@ -182,7 +181,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
         practice=practice,
         department=department,
         unmapped=_unmapped(resource, read, contained_read=rooms),
-        security=_security(resource),
+        security=security_labels(resource),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -323,21 +322,6 @@ def _minutes(value: object, start: datetime | None, end: datetime | None) -> int
     if start is not None and end is not None and end > start:
         return int((end - start).total_seconds() // 60)
     return None
-
-
-def _security(resource: Mapping[str, Any]) -> list[SecurityLabel]:
-    # ``security_labels`` reads a lone Coding as an array but skips a lone bare code ("security": "R"), and a
-    # label is never to be dropped: present that slip as the one-element array it means.
-    def as_array(each: Any) -> Any:
-        meta = each.get("meta") if isinstance(each, Mapping) else None
-        if isinstance(meta, Mapping) and isinstance(meta.get("security"), str):
-            return {**each, "meta": {**meta, "security": [meta["security"]]}}
-        return each
-
-    view = as_array(resource)
-    if "contained" in resource:
-        view = {**view, "contained": [as_array(c) for c in items(resource["contained"])]}
-    return security_labels(view)
 
 
 # Extensions read for every vendor; a vendor's own are added as they are read, and the rest listed as unmapped.

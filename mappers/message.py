@@ -19,13 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mappers.context import MapContext
-from mappers.elements import concept, concepts, identifiers, instant, items, ref, refs, security_labels, text, utc_text
+from mappers.elements import (
+    concept,
+    concepts,
+    identifiers,
+    instant,
+    items,
+    merge_labels,
+    ref,
+    refs,
+    security_labels,
+    text,
+    utc_text,
+)
 from mappers.errors import MissingId, TenantMismatch, WrongResourceType
 from mappers.family import Aggregate, Family, IndexFields, tombstone
 from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
@@ -165,7 +177,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Message:
         part_of=refs(resource.get("partOf")),
         unmapped=sorted({*unmapped, "subject"}) if is_group else unmapped,
         # Labels of every stored resource this record read: a reply in a restricted thread is restricted too.
-        security=_union(security_labels(each) for each in (resource, *chain, *payload.binaries)),
+        security=merge_labels(security_labels(each) for each in (resource, *chain, *payload.binaries)),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -275,7 +287,7 @@ def fold(previous: MessageThread | None, message: Message, ctx: MapContext) -> M
         last_message_at=max(dated) if dated else None,
         last_status=ordered[-1].status if ordered else None,
         messages=ordered,
-        security=_union([held, *(e.security for e in ordered)]),
+        security=merge_labels([held, *(e.security for e in ordered)]),
         source=max(ordered, key=lambda e: (e.source.last_updated, e.id)).source if ordered else message.source,
     )
 
@@ -330,14 +342,6 @@ def _replies_without_id(resource: Mapping[str, Any]) -> bool:
     replies = [v for v in items(resource.get("inResponseTo")) if isinstance(v, Mapping)]
     replies += [v for v in items(resource.get("partOf")) if isinstance(v, Mapping) and v.get("type") == FHIR_TYPE]
     return any(_literal(v)[0] is None and (ref(v) is not None or v.get("identifier")) for v in replies)
-
-
-def _union(groups: Iterable[Iterable[SecurityLabel]]) -> list[SecurityLabel]:
-    labels: dict[tuple[str | None, str], SecurityLabel] = {}
-    for group in groups:
-        for label in group:
-            labels.setdefault((label.system, label.code), label)
-    return sorted(labels.values(), key=lambda label: (label.system or "", label.code))
 
 
 def _business_identifiers(message: Message) -> list[Identifier]:

@@ -8,7 +8,7 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from mappers.context import MapContext
-from mappers.elements import concept, identifiers, items, ref, refs, text
+from mappers.elements import concept, identifiers, items, ref, refs, security_labels, text
 from mappers.family import Family, IndexFields, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
@@ -21,7 +21,6 @@ from mappers.person import (
     fhir_date,
     gender,
     is_active,
-    labels,
     lifecycle,
     person_identifiers,
     person_name,
@@ -101,7 +100,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Patient:
         practice=extension_ref(resource, vendor.practice_extension),
         department=extension_ref(resource, vendor.department_extension),
         unmapped=unmapped(resource, _MAPPED, read=_vendor_extensions(vendor)),
-        security=labels(resource),
+        security=security_labels(resource),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
 

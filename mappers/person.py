@@ -1,6 +1,6 @@
 """What Patient, Practitioner and PractitionerRole records share: names, contact points, typed identifiers.
 
-Also the plumbing every people record uses: the id check, the security labels, the tombstone, the
+Also the plumbing every people record uses: the id check, the tombstone, the
 created/updated/deleted events and the list of element paths a mapper left unmapped.
 """
 
@@ -12,9 +12,9 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mappers.elements import concept, items, ref, security_labels, text
+from mappers.elements import concept, items, ref, text
 from mappers.errors import MissingId, WrongResourceType
-from mappers.model import CodeableText, Record, Ref, SecurityLabel
+from mappers.model import CodeableText, Record, Ref
 from mappers.vendors import VendorProfile
 
 R = TypeVar("R", bound=Record)
@@ -82,23 +82,6 @@ def resource_id(resource: Mapping[str, Any], fhir_type: str) -> str:
     if not isinstance(fhir_id, str) or not fhir_id:
         raise MissingId(f"a {fhir_type} without an id cannot be mapped")
     return fhir_id
-
-
-def labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
-    """Collect every ``meta.security`` label of a resource and its contained ones, a lone bare code included."""
-
-    # elements.security_labels reads a bare code inside the array but skips one given instead of the array;
-    # a malformed label still asks for restriction, so wrap it before reading.
-    def wrapped(each: Mapping[str, Any]) -> Mapping[str, Any]:
-        meta = each.get("meta")
-        if isinstance(meta, Mapping) and isinstance(meta.get("security"), str):
-            return {**each, "meta": {**meta, "security": [meta["security"]]}}
-        return each
-
-    contained = resource.get("contained")
-    if isinstance(contained, list):
-        resource = {**resource, "contained": [wrapped(c) if isinstance(c, Mapping) else c for c in contained]}
-    return security_labels(wrapped(resource))
 
 
 def is_active(value: object) -> bool:

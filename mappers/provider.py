@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import Field
 
 from mappers.context import MapContext
-from mappers.elements import concept, concepts, identifiers, items, ref, refs
+from mappers.elements import concept, concepts, identifiers, items, ref, refs, security_labels
 from mappers.family import Family, IndexFields, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
@@ -24,7 +24,6 @@ from mappers.person import (
     contact_points,
     gender,
     is_active,
-    labels,
     lifecycle,
     person_identifiers,
     person_name,
@@ -108,7 +107,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Provider:
             if isinstance(q, Mapping) and (code := concept(q.get("code"))) is not None
         ],
         unmapped=unmapped(resource, _PRACTITIONER_MAPPED),
-        security=labels(resource),
+        security=security_labels(resource),
         source=ctx.source(PRACTITIONER, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -130,7 +129,7 @@ def role_to_platform(resource: Mapping[str, Any], ctx: MapContext) -> ProviderRo
         identifiers=found,
         telecom=contact_points(resource.get("telecom")),
         unmapped=unmapped(resource, _ROLE_MAPPED),
-        security=labels(resource),
+        security=security_labels(resource),
         source=ctx.source(PRACTITIONER_ROLE, fhir_id, identifiers(resource.get("identifier"))),
     )
 

@@ -34,11 +34,11 @@ from mappers.answer import (
     read_value,
 )
 from mappers.context import MapContext
-from mappers.elements import identifiers, instant, items, ref, refs, security_labels, text, utc_text
+from mappers.elements import identifiers, instant, items, merge_labels, ref, refs, security_labels, text, utc_text
 from mappers.errors import MissingId, WrongResourceType
 from mappers.family import Family, IndexFields, canonical_key, tombstone
 from mappers.instruments import InstrumentKey, Number, RiskFlag, ScoreReason, Severity
-from mappers.model import Coding, Record, Ref, SecurityLabel
+from mappers.model import Coding, Record, Ref
 from mappers.survey import SurveyItem, items_of, unread
 from mappers.vendors import profile
 
@@ -162,7 +162,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
         score_reason=assessment.score_reason,
         unscored_items=list(assessment.unscored_items),
         unmapped=sorted(reader.unread | unread(resource, _READ_CONTAINED if inline else _READ)),
-        security=_union(security_labels(resource), *(security_labels(r) for r in read)),
+        security=merge_labels(security_labels(r) for r in (resource, *read)),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -432,14 +432,6 @@ def _is_patient(value: object) -> bool:
         return True
     declared = text(value.get("type")) or ""
     return declared.rsplit("/", 1)[-1] == "Patient"
-
-
-def _union(*groups: list[SecurityLabel]) -> list[SecurityLabel]:
-    labels: dict[tuple[str | None, str], SecurityLabel] = {}
-    for group in groups:
-        for label in group:
-            labels.setdefault((label.system, label.code), label)
-    return list(labels.values())
 
 
 def _writeback_identifier(response: SurveyResponse, ctx: MapContext) -> dict[str, str]:

@@ -8,14 +8,14 @@ mapped again.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from pydantic import Field
 
 from mappers import goal
 from mappers.context import MapContext
-from mappers.elements import concept, concepts, identifiers, items, ref, refs, security_labels, text
+from mappers.elements import concept, concepts, identifiers, items, merge_labels, ref, refs, security_labels, text
 from mappers.errors import TenantMismatch
 from mappers.family import Family, IndexFields, tombstone
 from mappers.goal import GoalFacts, Part, epoch, literal, patient_key, require, visible, when
@@ -189,7 +189,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> TreatmentPlan:
             for index, value in enumerate(items(resource.get("activity")))
             if isinstance(value, Mapping)
         ],
-        security=_union([security_labels(resource), *goal_labels]),
+        security=merge_labels([security_labels(resource), *goal_labels]),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
         unmapped=_unmapped(resource),
     )
@@ -309,14 +309,6 @@ def _unmapped(resource: Mapping[str, Any]) -> list[str]:
     ):
         paths.add("contained")
     return sorted(paths)
-
-
-def _union(groups: Iterable[list[SecurityLabel]]) -> list[SecurityLabel]:
-    labels: dict[tuple[str | None, str], SecurityLabel] = {}
-    for group in groups:
-        for label in group:
-            labels.setdefault((label.system, label.code), label)
-    return list(labels.values())
 
 
 def _period(value: object, zone_name: str | None) -> Period | None:
