@@ -17,6 +17,7 @@ from mappers import instruments
 from mappers.elements import items, ref, text
 from mappers.instruments import Number
 from mappers.model import Coding, Ref
+from mappers.writer import present
 
 # Deeper nesting than any real form; a cap keeps a hostile payload from exhausting the stack.
 MAX_DEPTH: Final = 40
@@ -165,7 +166,7 @@ def write_value(value_type: ValueType, value: Value, prefix: str = "value") -> d
     """Write a typed value back as FHIR ``<prefix>[x]`` (the inverse of ``read_value``)."""
     key = prefix + _SUFFIX_OF[value_type]
     if isinstance(value, Coding | Quantity | Ref):
-        return {key: value.model_dump(exclude_none=True)}
+        return {key: present(value.model_dump())}
     if isinstance(value, Attachment):
         fields = {"contentType": value.content_type, "url": value.url, "title": value.title, "size": value.size}
         return {key: {k: v for k, v in fields.items() if v is not None}}

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
 
+from mappers import writer
 from mappers.context import MapContext
 from mappers.elements import (
     concept,
@@ -47,10 +48,7 @@ from mappers.model import (
     Ref,
 )
 from mappers.vendors import VendorProfile, profile
-from mappers.writer import concept as concept_json
-from mappers.writer import concepts as concepts_json
-from mappers.writer import present, put
-from mappers.writer import reference as reference_json
+from mappers.writer import put
 
 FHIR_TYPE: Final = "Appointment"
 REPLACES: Final = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.replaces"
@@ -190,28 +188,26 @@ def to_fhir(appointment: Appointment, ctx: MapContext) -> dict[str, Any]:
     """Build the R4 Appointment the platform writes back: a request (proposed) or a booking (booked)."""
     vendor = profile(ctx.vendor)
     resource: dict[str, Any] = {"resourceType": FHIR_TYPE, "id": appointment.id}
-    if appointment.security:
-        # A write-back keeps every label of what it came from: the EHR must restrict it as the source did.
-        resource["meta"] = {"security": [present(label.model_dump()) for label in appointment.security]}
+    put(resource, "meta", writer.meta(appointment.security))
     extensions = list(_extensions_of(appointment, vendor))
     if extensions:
         resource["extension"] = extensions
-    put(resource, "identifier", [present(i.model_dump()) for i in appointment.source.identifiers])
+    put(resource, "identifier", writer.identifiers(appointment.source.identifiers))
     put(resource, "status", _fhir_status(appointment))
-    put(resource, "cancelationReason", concept_json(appointment.cancellation_reason))
-    put(resource, "serviceCategory", concepts_json(appointment.service_category))
-    put(resource, "serviceType", concepts_json(appointment.service_type))
-    put(resource, "specialty", concepts_json(appointment.specialty))
-    put(resource, "appointmentType", concept_json(appointment.appointment_type))
-    put(resource, "reasonCode", concepts_json(appointment.reason))
+    put(resource, "cancelationReason", writer.concept(appointment.cancellation_reason))
+    put(resource, "serviceCategory", writer.concepts(appointment.service_category))
+    put(resource, "serviceType", writer.concepts(appointment.service_type))
+    put(resource, "specialty", writer.concepts(appointment.specialty))
+    put(resource, "appointmentType", writer.concept(appointment.appointment_type))
+    put(resource, "reasonCode", writer.concepts(appointment.reason))
     put(resource, "description", appointment.description)
     put(resource, "start", appointment.start)
     put(resource, "end", appointment.end)
     put(resource, "minutesDuration", appointment.minutes_duration)
-    put(resource, "slot", [reference_json(r) for r in appointment.slot])
+    put(resource, "slot", writer.references(appointment.slot))
     put(resource, "comment", appointment.comment)
     put(resource, "patientInstruction", appointment.patient_instruction)
-    put(resource, "basedOn", [reference_json(r) for r in appointment.based_on])
+    put(resource, "basedOn", writer.references(appointment.based_on))
     put(resource, "participant", _participants_of(appointment))
     return resource
 
@@ -404,12 +400,12 @@ def _extensions_of(appointment: Appointment, vendor: VendorProfile) -> Iterator[
     if remote == "video" or remote == "phone":
         yield virtual_service_extension(remote, appointment.video_link)
     if appointment.rescheduled_from is not None:
-        yield {"url": REPLACES, "valueReference": reference_json(appointment.rescheduled_from)}
+        yield {"url": REPLACES, "valueReference": writer.reference(appointment.rescheduled_from)}
     # Whether the patient may cancel is the EHR's decision, never written back: can_cancel, can_reschedule.
     if vendor.practice_extension and appointment.practice is not None:
-        yield {"url": vendor.practice_extension, "valueReference": reference_json(appointment.practice)}
+        yield {"url": vendor.practice_extension, "valueReference": writer.reference(appointment.practice)}
     if vendor.department_extension and appointment.department is not None:
-        yield {"url": vendor.department_extension, "valueReference": reference_json(appointment.department)}
+        yield {"url": vendor.department_extension, "valueReference": writer.reference(appointment.department)}
 
 
 def _participants_of(appointment: Appointment) -> list[dict[str, Any]]:
@@ -421,16 +417,16 @@ def _participants_of(appointment: Appointment) -> list[dict[str, Any]]:
     for who in appointment.practitioners:
         if who not in named:
             # A clinician's reference may say PractitionerRole; one that says nothing is a Practitioner.
-            kind = _kind(reference_json(who))
+            kind = _kind(writer.reference(who))
             participants.append(Participant(actor=who, kind=kind if kind != "other" else "practitioner"))
     # R4 requires a participant's status: a request still awaits every answer, a booking has them.
     waiting = "needs-action" if appointment.status in ("requested", "waitlisted") else "accepted"
     written: list[dict[str, Any]] = []
     for participant in participants:
         entry: dict[str, Any] = {}
-        put(entry, "type", concepts_json(participant.roles))
+        put(entry, "type", writer.concepts(participant.roles))
         if participant.actor is not None:
-            actor = reference_json(participant.actor)
+            actor = writer.reference(participant.actor)
             if participant.kind != "other" and _kind(actor) != participant.kind:
                 # urn:uuid: and display-only references say their type only this way.
                 actor["type"] = _TYPE_OF[participant.kind]

@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mappers import writer
 from mappers.context import MapContext
 from mappers.elements import (
     concept,
@@ -43,6 +44,7 @@ from mappers.family import Aggregate, Family, IndexFields, tombstone
 from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
 from mappers.model import CodeableText, Identifier, Record, Ref, SecurityLabel, Source
 from mappers.vendors import profile
+from mappers.writer import put
 
 FHIR_TYPE: Final = "Communication"
 # The business identifier of a platform-written message: what the connector's If-None-Exist matches on a retry.
@@ -192,24 +194,22 @@ def to_fhir(message: Message, ctx: MapContext) -> dict[str, Any]:
         raise WrongResourceType(f"Message/{message.id} is deleted; a delete is not written as a Communication")
     known = message.fhir_status if STATUS.get(message.fhir_status) == message.status else None
     resource: dict[str, Any] = {"resourceType": FHIR_TYPE}
-    if message.security:
-        # A label whose code was missing is kept as "" on the platform; FHIR wants it absent, not empty.
-        resource["meta"] = {"security": [_drop_none(label.model_dump(), "") for label in message.security]}
-    resource["identifier"] = [_drop_none(i.model_dump()) for i in _business_identifiers(message)]
+    put(resource, "meta", writer.meta(message.security))
+    resource["identifier"] = writer.identifiers(_business_identifiers(message))
     resource["status"] = known or _FHIR_STATUS[message.status]
-    _put(resource, "category", [_concept(c) for c in message.category])
-    _put(resource, "priority", message.priority)
-    _put(resource, "subject", _ref(message.patient))
-    _put(resource, "topic", _concept(message.topic) if message.topic else None)
-    _put(resource, "encounter", _ref(message.encounter))
-    _put(resource, "sent", message.sent_at)
-    _put(resource, "received", message.received_at)
-    _put(resource, "recipient", [_ref(r) for r in message.recipients])
-    _put(resource, "sender", _ref(message.sender))
+    put(resource, "category", writer.concepts(message.category))
+    put(resource, "priority", message.priority)
+    put(resource, "subject", writer.reference(message.patient))
+    put(resource, "topic", writer.concept(message.topic))
+    put(resource, "encounter", writer.reference(message.encounter))
+    put(resource, "sent", message.sent_at)
+    put(resource, "received", message.received_at)
+    put(resource, "recipient", writer.references(message.recipients))
+    put(resource, "sender", writer.reference(message.sender))
     if message.body is not None:
         resource["payload"] = [body_payload(message.body, profile(ctx.vendor).communication_body_as_attachment)]
-    _put(resource, "inResponseTo", [_ref(r) for r in message.in_response_to])
-    _put(resource, "partOf", [_ref(r) for r in message.part_of])
+    put(resource, "inResponseTo", writer.references(message.in_response_to))
+    put(resource, "partOf", writer.references(message.part_of))
     return resource
 
 
@@ -349,28 +349,6 @@ def _business_identifiers(message: Message) -> list[Identifier]:
     if not any(i.system == WRITEBACK_SYSTEM for i in found):
         found.append(Identifier(system=WRITEBACK_SYSTEM, value=message.id))
     return found
-
-
-def _put(resource: dict[str, Any], key: str, value: object) -> None:
-    if value is not None and value != []:
-        resource[key] = value
-
-
-def _drop_none(value: dict[str, Any], *also: object) -> dict[str, Any]:
-    return {k: v for k, v in value.items() if v is not None and v not in also}
-
-
-def _ref(value: Ref | None) -> dict[str, Any] | None:
-    return _drop_none(value.model_dump()) if value is not None else None
-
-
-def _concept(value: CodeableText) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if value.codings:
-        out["coding"] = [_drop_none(c.model_dump()) for c in value.codings]
-    if value.text is not None:
-        out["text"] = value.text
-    return out
 
 
 FAMILIES: Final = [

@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field
 
-from mappers import instruments
+from mappers import instruments, writer
 from mappers.answer import (
     MAX_DEPTH,
     VALUE_SUFFIXES,
@@ -41,6 +41,7 @@ from mappers.instruments import InstrumentKey, Number, RiskFlag, ScoreReason, Se
 from mappers.model import Coding, Record, Ref
 from mappers.survey import SurveyItem, items_of, unread
 from mappers.vendors import profile
+from mappers.writer import put
 
 FHIR_TYPE: Final = "QuestionnaireResponse"
 
@@ -171,8 +172,7 @@ def to_fhir(response: SurveyResponse, ctx: MapContext) -> dict[str, Any]:
     """Map a platform SurveyResponse to a FHIR R4 QuestionnaireResponse to write back to the EHR."""
     decimals = profile(ctx.vendor).qr_numbers_as_decimal
     resource: dict[str, Any] = {"resourceType": FHIR_TYPE, "id": response.id}
-    if response.security:
-        resource["meta"] = {"security": [label.model_dump(exclude_none=True) for label in response.security]}
+    put(resource, "meta", writer.meta(response.security))
     resource["identifier"] = _writeback_identifier(response, ctx)
     if response.survey is not None:
         resource["questionnaire"] = response.survey
@@ -184,16 +184,12 @@ def to_fhir(response: SurveyResponse, ctx: MapContext) -> dict[str, Any]:
         "author": response.author,
         "source": response.answered_by,
     }
-    resource |= {key: r.model_dump(exclude_none=True) for key, r in references.items() if r is not None}
-    if response.based_on:
-        resource["basedOn"] = [r.model_dump(exclude_none=True) for r in response.based_on]
-    if response.part_of:
-        resource["partOf"] = [r.model_dump(exclude_none=True) for r in response.part_of]
-    if response.authored_at is not None:
-        resource["authored"] = response.authored_at
-    tree = nest(response.answers, numbers_as_decimal=decimals)
-    if tree:
-        resource["item"] = tree
+    for key, value in references.items():
+        put(resource, key, writer.reference(value))
+    put(resource, "basedOn", writer.references(response.based_on))
+    put(resource, "partOf", writer.references(response.part_of))
+    put(resource, "authored", response.authored_at)
+    put(resource, "item", nest(response.answers, numbers_as_decimal=decimals))
     return resource
 
 
