@@ -30,7 +30,7 @@ from mappers.elements import (
     utc_text,
 )
 from mappers.errors import MissingId, WrongResourceType
-from mappers.family import Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, tombstone
 from mappers.modality import (
     VIRTUAL_SERVICE,
     contained_links,
@@ -447,5 +447,6 @@ FAMILIES: Final = [
         classify=classify,
         deleted_record=tombstone,
         index_fields=index_fields,
+        reads=FRAME | _MAPPED | {"extension", "participant"},
     )
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import Any, Final, Generic, TypedDict, TypeVar
 
 from mappers.context import MapContext
 from mappers.errors import TenantMismatch
@@ -12,6 +12,10 @@ from mappers.model import Record
 
 R = TypeVar("R", bound=Record)
 A = TypeVar("A", bound=Record)
+
+# What every family's ``to_platform`` reads: the type, the id, and the security labels of the resource (``meta``)
+# and of its contained resources, which travel to the record.
+FRAME: Final = frozenset({"resourceType", "id", "meta", "contained"})
 
 
 class IndexFields(TypedDict, total=False):
@@ -68,6 +72,9 @@ class Family(Generic[R]):
     classify: Callable[[R | None, R], list[str]]
     deleted_record: Callable[[R, MapContext], R]
     index_fields: Callable[[R], IndexFields]
+    # The top-level elements ``to_platform`` reads (``FRAME`` among them); removing any other element of a resource
+    # leaves its record as it is. The lenient validation policy tolerates errors only outside these.
+    reads: frozenset[str]
     # Keys of other stored resources the mapping reads (put in ``MapContext.related``); when one of them
     # changes, the record is mapped again.
     needs: Callable[[Mapping[str, Any]], list[str]] = no_needs

@@ -23,7 +23,7 @@ from mappers.elements import (
     utc_text,
 )
 from mappers.errors import MissingId, WrongResourceType
-from mappers.family import Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, tombstone
 from mappers.model import CodeableText, Record, Ref
 
 FHIR_TYPE: Final = "Goal"
@@ -401,4 +401,5 @@ FAMILY: Final = Family(
     classify=classify,
     deleted_record=tombstone,
     index_fields=index_fields,
+    reads=FRAME | _READ | _FRAME,
 )

@@ -40,7 +40,7 @@ from mappers.elements import (
     utc_text,
 )
 from mappers.errors import MissingId, TenantMismatch, WrongResourceType
-from mappers.family import Aggregate, Family, IndexFields, tombstone
+from mappers.family import FRAME, Aggregate, Family, IndexFields, tombstone
 from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
 from mappers.model import CodeableText, Identifier, Record, Ref, SecurityLabel, Source
 from mappers.vendors import profile
@@ -361,6 +361,7 @@ FAMILIES: Final = [
         classify=classify,
         deleted_record=tombstone,
         index_fields=index_fields,
+        reads=FRAME | _MAPPED,
         needs=needs,
         aggregate=Aggregate(
             record_type="message_thread", route="message-threads", model=MessageThread, key=thread_key, fold=fold

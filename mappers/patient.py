@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import concept, identifiers, items, ref, refs, security_labels, text
-from mappers.family import Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -155,5 +155,6 @@ FAMILIES: Final = [
         classify=classify,
         deleted_record=tombstone,
         index_fields=index_fields,
+        reads=FRAME | _MAPPED | {"extension"},
     )
 ]

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import concept, concepts, identifiers, items, ref, refs, security_labels
-from mappers.family import Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -161,6 +161,7 @@ FAMILIES: Final = [
         classify=classify,
         deleted_record=tombstone,
         index_fields=index_fields,
+        reads=FRAME | _PRACTITIONER_MAPPED,
     ),
     Family(
         fhir_type=PRACTITIONER_ROLE,
@@ -171,5 +172,6 @@ FAMILIES: Final = [
         classify=classify_role,
         deleted_record=tombstone,
         index_fields=index_fields,
+        reads=FRAME | _ROLE_MAPPED,
     ),
 ]

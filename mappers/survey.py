@@ -29,7 +29,7 @@ from mappers.answer import (
 from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, security_labels, text
 from mappers.errors import MissingId, WrongResourceType
-from mappers.family import Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, tombstone
 from mappers.instruments import InstrumentKey
 from mappers.model import Coding, Record
 
@@ -343,5 +343,6 @@ FAMILIES: Final = [
         classify=classify,
         deleted_record=tombstone,
         index_fields=index_fields,
+        reads=FRAME | _READ,
     )
 ]

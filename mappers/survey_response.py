@@ -36,7 +36,7 @@ from mappers.answer import (
 from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, merge_labels, ref, refs, security_labels, text, utc_text
 from mappers.errors import MissingId, WrongResourceType
-from mappers.family import Family, IndexFields, canonical_key, tombstone
+from mappers.family import FRAME, Family, IndexFields, canonical_key, tombstone
 from mappers.instruments import InstrumentKey, Number, RiskFlag, ScoreReason, Severity
 from mappers.model import Coding, Record, Ref
 from mappers.survey import SurveyItem, items_of, unread
@@ -449,6 +449,7 @@ FAMILIES: Final = [
         classify=classify,
         deleted_record=tombstone,
         index_fields=index_fields,
+        reads=FRAME | _READ_CONTAINED,
         needs=needs,
     )
 ]

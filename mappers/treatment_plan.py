@@ -17,7 +17,7 @@ from mappers import goal, writer
 from mappers.context import MapContext
 from mappers.elements import concept, concepts, identifiers, items, merge_labels, ref, refs, security_labels, text
 from mappers.errors import TenantMismatch
-from mappers.family import Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, tombstone
 from mappers.goal import GoalFacts, Part, epoch, literal, patient_key, require, visible, when
 from mappers.model import CodeableText, Record, Ref, SecurityLabel
 from mappers.narrative import plain_text
@@ -475,6 +475,7 @@ FAMILIES: Final = [
         classify=classify,
         deleted_record=tombstone,
         index_fields=index_fields,
+        reads=FRAME | _READ,
         needs=needs,
     ),
     goal.FAMILY,
