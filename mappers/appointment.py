@@ -437,16 +437,14 @@ def _participants_of(appointment: Appointment) -> list[dict[str, Any]]:
     return written
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="appointment",
-        route="appointments",
-        model=Appointment,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        reads=FRAME | _MAPPED | {"extension", "participant"},
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="appointment",
+    route="appointments",
+    model=Appointment,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _MAPPED | {"extension", "participant"},
+)

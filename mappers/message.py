@@ -351,20 +351,18 @@ def _business_identifiers(message: Message) -> list[Identifier]:
     return found
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="message",
-        route="messages",
-        model=Message,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        reads=FRAME | _MAPPED,
-        needs=needs,
-        aggregate=Aggregate(
-            record_type="message_thread", route="message-threads", model=MessageThread, key=thread_key, fold=fold
-        ),
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="message",
+    route="messages",
+    model=Message,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _MAPPED,
+    needs=needs,
+    aggregate=Aggregate(
+        record_type="message_thread", route="message-threads", model=MessageThread, key=thread_key, fold=fold
+    ),
+)

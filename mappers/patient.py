@@ -145,16 +145,14 @@ def _merged_into(value: object) -> Ref | None:
     return None
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="patient",
-        route="patients",
-        model=Patient,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        reads=FRAME | _MAPPED | {"extension"},
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="patient",
+    route="patients",
+    model=Patient,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _MAPPED | {"extension"},
+)

@@ -151,27 +151,25 @@ def index_fields(record: Provider | ProviderRole) -> IndexFields:
     return {"patient": None, "sort": None, "status": "active" if record.active else "inactive"}
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=PRACTITIONER,
-        record_type="provider",
-        route="providers",
-        model=Provider,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        reads=FRAME | _PRACTITIONER_MAPPED,
-    ),
-    Family(
-        fhir_type=PRACTITIONER_ROLE,
-        record_type="provider_role",
-        route="provider-roles",
-        model=ProviderRole,
-        to_platform=role_to_platform,
-        classify=classify_role,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        reads=FRAME | _ROLE_MAPPED,
-    ),
-]
+FAMILY: Final = Family(
+    fhir_type=PRACTITIONER,
+    record_type="provider",
+    route="providers",
+    model=Provider,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _PRACTITIONER_MAPPED,
+)
+ROLE_FAMILY: Final = Family(
+    fhir_type=PRACTITIONER_ROLE,
+    record_type="provider_role",
+    route="provider-roles",
+    model=ProviderRole,
+    to_platform=role_to_platform,
+    classify=classify_role,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _ROLE_MAPPED,
+)

@@ -333,16 +333,14 @@ def _enable_when(condition: object) -> EnableWhen | None:
     )
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="survey",
-        route="surveys",
-        model=Survey,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        reads=FRAME | _READ,
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="survey",
+    route="surveys",
+    model=Survey,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _READ,
+)

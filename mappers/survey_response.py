@@ -439,17 +439,15 @@ def _writeback_identifier(response: SurveyResponse, ctx: MapContext) -> dict[str
     return {"system": WRITEBACK_SYSTEM, "value": f"urn:uuid:{derived}"}
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="survey_response",
-        route="survey-responses",
-        model=SurveyResponse,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        reads=FRAME | _READ_CONTAINED,
-        needs=needs,
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="survey_response",
+    route="survey-responses",
+    model=SurveyResponse,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _READ_CONTAINED,
+    needs=needs,
+)

@@ -465,18 +465,15 @@ def _activity_fhir(activity: Activity) -> dict[str, Any]:
     return compact(reference=writer.reference(activity.reference), progress=progress, detail=detail)
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="treatment_plan",
-        route="treatment-plans",
-        model=TreatmentPlan,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        reads=FRAME | _READ,
-        needs=needs,
-    ),
-    goal.FAMILY,
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="treatment_plan",
+    route="treatment-plans",
+    model=TreatmentPlan,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _READ,
+    needs=needs,
+)
