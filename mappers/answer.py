@@ -11,12 +11,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mappers import instruments
 from mappers.elements import items, ref, text
 from mappers.instruments import Number
-from mappers.model import Coding, Ref
+from mappers.model import Coding, Part, Ref
 from mappers.writer import present
 
 # Deeper nesting than any real form; a cap keeps a hostile payload from exhausting the stack.
@@ -24,12 +24,6 @@ MAX_DEPTH: Final = 40
 # An R4 response item has no code; its ``definition`` can name one as a LOINC data-element URL.
 LOINC_DEFINITION: Final = "http://loinc.org/fhir/DataElement/{code}"
 _LOINC_URL: Final = re.compile(r"https?://(?:fhir\.)?loinc\.org/(?:[^?#]*/|[^?#]*#)?(\d{1,8}-\d)/?", re.ASCII)
-
-
-class Part(BaseModel):
-    """A part of a survey or response record: strict, like every platform model."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Quantity(Part):

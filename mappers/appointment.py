@@ -13,7 +13,9 @@ import copy
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
+
+from pydantic import Field
 
 from mappers import writer
 from mappers.context import MapContext
@@ -39,18 +41,88 @@ from mappers.modality import (
     virtual_service,
     virtual_service_extension,
 )
-from mappers.model import (
-    Appointment,
-    AppointmentStatus,
-    CodeableText,
-    Participant,
-    ParticipantKind,
-    Ref,
-)
+from mappers.model import CodeableText, Part, Record, Ref
 from mappers.vendors import VendorProfile, profile
 from mappers.writer import put
 
 FHIR_TYPE: Final = "Appointment"
+
+
+ParticipantKind = Literal[
+    "patient",
+    "practitioner",
+    "practitioner_role",
+    "related_person",
+    "location",
+    "device",
+    "healthcare_service",
+    "other",
+]
+
+
+class Participant(Part):
+    """One participant of an appointment, its kind taken from the reference's resource type."""
+
+    actor: Ref | None = None
+    kind: ParticipantKind = "other"
+    required: str | None = None
+    status: str | None = None
+    roles: list[CodeableText] = Field(default_factory=list)
+
+
+AppointmentStatus = Literal[
+    "requested",
+    "waitlisted",
+    "scheduled",
+    "checked_in",
+    "completed",
+    "no_show",
+    "cancelled",
+    "void",
+    "unknown",
+]
+
+
+class Appointment(Record):
+    """A visit as a reminder, check-in or scheduling service sees it, times in UTC plus the clinic's zone."""
+
+    record_type: Literal["appointment"] = "appointment"
+    status: AppointmentStatus
+    fhir_status: str
+    start: str | None = None
+    end: str | None = None
+    timezone: str | None = None
+    minutes_duration: int | None = None
+    patient: Ref | None = None
+    practitioners: list[Ref] = Field(default_factory=list)
+    participants: list[Participant] = Field(default_factory=list)
+    service_type: list[CodeableText] = Field(default_factory=list)
+    appointment_type: CodeableText | None = None
+    service_category: list[CodeableText] = Field(default_factory=list)
+    specialty: list[CodeableText] = Field(default_factory=list)
+    reason: list[CodeableText] = Field(default_factory=list)
+    description: str | None = None
+    patient_instruction: str | None = None
+    comment: str | None = None
+    cancellation_reason: CodeableText | None = None
+    based_on: list[Ref] = Field(default_factory=list)
+    slot: list[Ref] = Field(default_factory=list)
+    # How the visit happens, from its codes and any telehealth link (None when nothing says).
+    modality: Literal["in_person", "video", "phone"] | None = None
+    # The patient's own link to join a video visit, where the EHR gives one (never the clinician's).
+    video_link: str | None = None
+    # Whether the EHR lets the patient cancel or reschedule it; None when the EHR does not say.
+    can_cancel: bool | None = None
+    can_reschedule: bool | None = None
+    # The appointment this one replaces, when the EHR links it (an EHR that moves the visit in place does not).
+    rescheduled_from: Ref | None = None
+    # The practice (tenant) and department the EHR files it under, where the EHR names them (athenahealth).
+    practice: Ref | None = None
+    department: Ref | None = None
+    # Element paths of the FHIR resource that the record does not carry (read them from source.fhir_url).
+    unmapped: list[str] = Field(default_factory=list)
+
+
 REPLACES: Final = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.replaces"
 
 STATUS: Final[Mapping[str, AppointmentStatus]] = {

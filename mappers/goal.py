@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import (
@@ -24,7 +24,7 @@ from mappers.elements import (
 )
 from mappers.errors import MissingId, WrongResourceType
 from mappers.family import FRAME, Family, IndexFields, tombstone
-from mappers.model import CodeableText, Record, Ref
+from mappers.model import CodeableText, Part, Record, Ref
 
 FHIR_TYPE: Final = "Goal"
 
@@ -95,12 +95,6 @@ _TARGET_READ: Final = frozenset(
 )  # fmt: skip
 # Source fields that change with every stored version even when nothing the platform shows has changed.
 VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
-
-
-class Part(BaseModel):
-    """A piece of a record; like records, it refuses fields it does not know."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Quantity(Part):

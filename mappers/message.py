@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mappers import writer
 from mappers.context import MapContext
@@ -42,7 +42,7 @@ from mappers.elements import (
 from mappers.errors import MissingId, TenantMismatch, WrongResourceType
 from mappers.family import FRAME, Aggregate, Family, IndexFields, tombstone
 from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
-from mappers.model import CodeableText, Identifier, Record, Ref, SecurityLabel, Source
+from mappers.model import CodeableText, Identifier, Part, Record, Ref, SecurityLabel, Source
 from mappers.vendors import profile
 from mappers.writer import put
 
@@ -79,10 +79,6 @@ _LITERAL: Final = re.compile(
 _MAX_CHAIN: Final = 64  # a reply chain deeper than this is data gone wrong, not a conversation
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class Message(Record):
     """One secure message as the messaging service shows it: who, when, thread and plain-text body."""
 
@@ -109,7 +105,7 @@ class Message(Record):
     unmapped: list[str] = Field(default_factory=list)
 
 
-class ThreadMessage(_Strict):
+class ThreadMessage(Part):
     """What a thread keeps of each of its messages, so that an updated or deleted message refolds exactly."""
 
     id: str

@@ -10,11 +10,11 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mappers.elements import concept, items, ref, text
 from mappers.errors import MissingId, WrongResourceType
-from mappers.model import CodeableText, Record, Ref
+from mappers.model import CodeableText, Part, Record, Ref
 from mappers.vendors import VendorProfile
 
 R = TypeVar("R", bound=Record)
@@ -38,12 +38,7 @@ _FRAME: Final = frozenset({"resourceType", "id", "meta", "text"})
 _NAME_USE_RANK: Final[Mapping[str | None, int]] = {"official": 0, "usual": 1, None: 2, "temp": 3, "nickname": 4}
 
 
-class _Part(BaseModel):
-    # Like the records: a field the model does not know is a bug, not data to keep silently.
-    model_config = ConfigDict(extra="forbid")
-
-
-class PersonName(_Part):
+class PersonName(Part):
     """The name to address a person by: display text and its parts."""
 
     text: str
@@ -54,7 +49,7 @@ class PersonName(_Part):
     use: str | None = None
 
 
-class ContactPoint(_Part):
+class ContactPoint(Part):
     """A phone number, email address or other way to reach a person."""
 
     system: str | None = None
@@ -63,7 +58,7 @@ class ContactPoint(_Part):
     rank: int | None = None
 
 
-class PersonIdentifier(_Part):
+class PersonIdentifier(Part):
     """A business identifier with its kind: "mrn", "npi", a vendor profile's role ("csn", "patient"...), or None."""
 
     kind: str | None = None

@@ -17,7 +17,6 @@ from mappers import instruments
 from mappers.answer import (
     MAX_DEPTH,
     VALUE_SUFFIXES,
-    Part,
     Value,
     ValueType,
     answer_weight,
@@ -31,7 +30,7 @@ from mappers.elements import identifiers, instant, items, security_labels, text
 from mappers.errors import MissingId, WrongResourceType
 from mappers.family import FRAME, Family, IndexFields, tombstone
 from mappers.instruments import InstrumentKey
-from mappers.model import Coding, Record
+from mappers.model import Coding, Part, Record
 
 FHIR_TYPE: Final = "Questionnaire"
 

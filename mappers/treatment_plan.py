@@ -18,8 +18,8 @@ from mappers.context import MapContext
 from mappers.elements import concept, concepts, identifiers, items, merge_labels, ref, refs, security_labels, text
 from mappers.errors import TenantMismatch
 from mappers.family import FRAME, Family, IndexFields, tombstone
-from mappers.goal import GoalFacts, Part, epoch, literal, patient_key, require, visible, when
-from mappers.model import CodeableText, Record, Ref, SecurityLabel
+from mappers.goal import GoalFacts, epoch, literal, patient_key, require, visible, when
+from mappers.model import CodeableText, Part, Record, Ref, SecurityLabel
 from mappers.narrative import plain_text
 from mappers.vendors import profile
 from mappers.writer import compact, put

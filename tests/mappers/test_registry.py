@@ -22,3 +22,10 @@ def test_each_fhir_type_route_and_record_type_belongs_to_one_family() -> None:
     assert len(MAPPED) == len(FAMILIES)
     assert len({f.record_type for f in FAMILIES}) == len(FAMILIES)
     assert len(record_routes()) == len(FAMILIES) + sum(f.aggregate is not None for f in FAMILIES)
+
+
+def test_each_record_class_lives_in_its_mapper_module() -> None:
+    for family in FAMILIES:
+        assert family.model.__module__ == family.to_platform.__module__, family.record_type
+        if family.aggregate is not None:
+            assert family.aggregate.model.__module__ == family.to_platform.__module__
