@@ -186,7 +186,7 @@ def defined_code(definition: object) -> Coding | None:
 
 def loinc_code(coding: Coding | None) -> str | None:
     """Return the code of a LOINC coding (or of a coding without a system), else None."""
-    if coding is None or coding.system not in (None, instruments.LOINC):
+    if coding is None or not instruments.is_loinc(coding.system):
         return None
     return coding.code
 
@@ -194,7 +194,7 @@ def loinc_code(coding: Coding | None) -> str | None:
 def best_code(found: list[Coding]) -> Coding | None:
     """Return the LOINC coding of a list when there is one, else the first coding with a code."""
     coded = [c for c in found if c.code]
-    return next((c for c in coded if c.system == instruments.LOINC), coded[0] if coded else None)
+    return next((c for c in coded if c.system in instruments.LOINC_SYSTEMS), coded[0] if coded else None)
 
 
 def answer_weight(item_code: Coding | None, value: Value, element: Mapping[str, Any]) -> Number | None:

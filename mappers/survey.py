@@ -2,7 +2,8 @@
 
 Nested items are flattened in document order; each item's ``path`` lists the linkIds of the items that enclose
 it, outermost first (linkIds are unique within a Questionnaire, so the path rebuilds the tree). A survey is an
-``instrument`` ("phq-9", "phq-2", "gad-7") when its LOINC codes say so, never because of its linkIds.
+``instrument`` ("phq-9", "phq-2", "gad-7") when its LOINC codes say so, never because of its linkIds; codes the
+tenant or its vendor reads as LOINC (``ctx.codes()``) count as LOINC codes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mappers.answer import (
     loinc_code,
     read_value,
 )
+from mappers.codes import NO_CODES, LocalCodes
 from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, security_labels, text
 from mappers.errors import MissingId, WrongResourceType
@@ -130,7 +132,9 @@ class Survey(Record):
     description: str | None = None
     codes: list[Coding] = Field(default_factory=list)
     subject_type: list[str] = Field(default_factory=list)
+    # The main instrument the form is, and every instrument it holds (the main one first).
     instrument: InstrumentKey | None = None
+    instruments: list[InstrumentKey] = Field(default_factory=list)
     items: list[SurveyItem] = Field(default_factory=list)
     # Element paths of the Questionnaire the record does not carry (read them from source.fhir_url).
     unmapped: list[str] = Field(default_factory=list)
@@ -144,8 +148,10 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Survey:
     fhir_id = resource.get("id")
     if not isinstance(fhir_id, str) or not fhir_id:
         raise MissingId("a Questionnaire without an id cannot be mapped")
-    survey_items = items_of(resource)
+    local = ctx.codes()
+    survey_items = items_of(resource, local)
     codes = codings(resource.get("code"))
+    held = instruments_of(resource, survey_items, local)
     return Survey(
         id=fhir_id,
         url=text(resource.get("url")),
@@ -157,7 +163,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Survey:
         description=text(resource.get("description")),
         codes=codes,
         subject_type=_words(resource.get("subjectType")),
-        instrument=instrument_of(resource, survey_items),
+        instrument=held[0] if held else None,
+        instruments=held,
         items=survey_items,
         unmapped=_unmapped(resource),
         security=security_labels(resource),
@@ -209,11 +216,12 @@ def date_epoch(value: str | None) -> float | None:
     return day.timestamp()
 
 
-def instrument_of(resource: Mapping[str, Any], survey_items: list[SurveyItem]) -> InstrumentKey | None:
-    """Return the instrument a Questionnaire is, from its own and its items' LOINC codes."""
-    codes = {loinc_code(c) for c in codings(resource.get("code"))} | {loinc_code(i.code) for i in survey_items}
-    found = instruments.recognize({c for c in codes if c})
-    return found.key if found else None
+def instruments_of(
+    resource: Mapping[str, Any], survey_items: list[SurveyItem], codes: LocalCodes = NO_CODES
+) -> list[InstrumentKey]:
+    """Return the instruments a Questionnaire holds, the main one first, from its own and its items' LOINC codes."""
+    found = {codes.loinc_of(c) for c in codings(resource.get("code"))} | {loinc_code(i.code) for i in survey_items}
+    return [instrument.key for instrument in instruments.recognize_all({c for c in found if c})]
 
 
 # What this mapper reads; the narrative only renders the rest. Everything else is listed in ``unmapped``.
@@ -270,24 +278,27 @@ def _every_item(value: object, depth: int) -> Iterator[Mapping[str, Any]]:
             yield from _every_item(item.get("item"), depth + 1)
 
 
-def items_of(questionnaire: Mapping[str, Any]) -> list[SurveyItem]:
-    """Return a Questionnaire's items flattened in document order, each with its enclosing linkIds."""
-    return list(_walk(questionnaire.get("item"), []))
+def items_of(questionnaire: Mapping[str, Any], codes: LocalCodes = NO_CODES) -> list[SurveyItem]:
+    """Return a Questionnaire's items flattened in document order, each with its enclosing linkIds.
+
+    An item's code is its LOINC one, where it has one or ``codes`` reads one of its codes as LOINC.
+    """
+    return list(_walk(questionnaire.get("item"), [], codes))
 
 
-def _walk(value: object, path: list[str]) -> Iterator[SurveyItem]:
+def _walk(value: object, path: list[str], codes: LocalCodes) -> Iterator[SurveyItem]:
     if len(path) >= MAX_DEPTH:
         return
     for item in items(value):
         if not isinstance(item, Mapping):
             continue
-        survey_item = _item(item, path)
+        survey_item = _item(item, path, codes)
         yield survey_item
-        yield from _walk(item.get("item"), [*path, survey_item.link_id or ""])
+        yield from _walk(item.get("item"), [*path, survey_item.link_id or ""], codes)
 
 
-def _item(item: Mapping[str, Any], path: list[str]) -> SurveyItem:
-    code = best_code(codings(item.get("code")))
+def _item(item: Mapping[str, Any], path: list[str], codes: LocalCodes) -> SurveyItem:
+    code = best_code([codes.normalized(c) for c in codings(item.get("code"))])
     return SurveyItem(
         link_id=text(item.get("linkId")),
         path=path,
@@ -299,13 +310,13 @@ def _item(item: Mapping[str, Any], path: list[str]) -> SurveyItem:
         repeats=item.get("repeats") is True,
         read_only=item.get("readOnly") is True,
         answer_value_set=text(item.get("answerValueSet")),
-        answer_options=[o for o in (_option(each, code) for each in items(item.get("answerOption"))) if o],
+        answer_options=[o for o in (_option(each, code, codes) for each in items(item.get("answerOption"))) if o],
         enable_when=[e for e in map(_enable_when, items(item.get("enableWhen"))) if e],
         enable_behavior=_BEHAVIOR.get(text(item.get("enableBehavior")) or ""),
     )
 
 
-def _option(option: object, item_code: Coding | None) -> AnswerOption | None:
+def _option(option: object, item_code: Coding | None, codes: LocalCodes) -> AnswerOption | None:
     if not isinstance(option, Mapping):
         return None
     found = read_value(option, "value")
@@ -315,7 +326,8 @@ def _option(option: object, item_code: Coding | None) -> AnswerOption | None:
     return AnswerOption(
         value_type=value_type,
         value=value,
-        weight=answer_weight(item_code, value, option),
+        # A local answer code the tenant reads as a LOINC answer scores as that answer.
+        weight=answer_weight(item_code, codes.normalized(value) if isinstance(value, Coding) else value, option),
         initial_selected=option.get("initialSelected") is True,
     )
 

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mappers import instruments
-from mappers.answer import Answer, Attachment, Quantity
+from mappers.answer import Answer, Attachment, Quantity, loinc_code
+from mappers.answer_reader import may_score
 from mappers.elements import merge_labels
 from mappers.errors import MappingError
 from mappers.family import canonical_key
@@ -21,9 +22,9 @@ from mappers.family import tombstone as deleted_record
 from mappers.instruments import ANSWER_DISPLAYS, ANSWER_FOR_SCORE, GAD7, PHQ2, PHQ9, Instrument
 from mappers.model import Coding, Identifier, Ref, SecurityLabel
 from mappers.registry import MAPPED
+from mappers.scoring import assess
 from mappers.survey_response import (
     SurveyResponse,
-    assess,
     classify,
     if_none_exist,
     needs,
@@ -298,11 +299,12 @@ def test_a_contained_questionnaire_is_read_and_an_uncoded_one_leaves_the_respons
     record = to_platform(resource, ctx())
     assert (record.instrument, record.total_score, record.survey_id) == ("phq-2", 2, None)
 
-    # SDC's adaptive PHQ-9 codes only its group (with the total's code): a PHQ-9 whose answers cannot be placed.
+    # SDC's adaptive PHQ-9 codes only its group (with the total's code): a PHQ-9 whose answers cannot be placed,
+    # which is not the patient skipping questions.
     sdc = to_platform(
         corpus_file("sdc-ig-examples/QuestionnaireResponse-adaptive-questionnaireresponse-sdc-example-phq9.json"), ctx()
     )
-    assert (sdc.instrument, sdc.total_score, sdc.score_reason) == ("phq-9", None, "missing_answers")
+    assert (sdc.instrument, sdc.total_score, sdc.score_reason) == ("phq-9", None, "unrecognized_items")
     assert len(sdc.unscored_items) == 9
 
 
@@ -576,7 +578,9 @@ def survey_responses(draw: st.DrawFn, vendor: str) -> SurveyResponse:
             answers.append(Answer(link_id=next(ids), path=[link_id], value_type=value_type, value=value, weight=weight))
     status = draw(st.sampled_from(["in_progress", "completed", "amended", "entered_in_error", "stopped"]))
     survey = draw(st.none() | text.map(lambda t: f"https://forms.example/Questionnaire/{t}"))
-    assessment = assess(answers, status, questionnaire_missing=survey is not None)
+    # Scored as the gateway scores a response it holds no Questionnaire of.
+    uncoded = any(loinc_code(a.item_code) is None and may_score(a) for a in answers)
+    assessment = assess(answers, status, questionnaire_missing=survey is not None, uncoded=uncoded)
     subject = Ref(reference=f"Patient/{draw(st.from_regex(r'[A-Za-z0-9]{1,12}', fullmatch=True))}")
     security = draw(
         st.lists(
@@ -596,14 +600,7 @@ def survey_responses(draw: st.DrawFn, vendor: str) -> SurveyResponse:
         answered_by=draw(st.none() | st.just(subject)),
         authored_at=draw(st.none() | moments.map(lambda m: m.strftime("%Y-%m-%dT%H:%M:%SZ"))),
         answers=answers,
-        instrument=assessment.instrument,
-        total_score=assessment.total_score,
-        ehr_total_score=assessment.ehr_total_score,
-        score_mismatch=assessment.score_mismatch,
-        severity=assessment.severity,
-        risk_flags=list(assessment.risk_flags),
-        score_reason=assessment.score_reason,
-        unscored_items=list(assessment.unscored_items),
+        **assessment.record_fields(),
         security=security,
         source=ctx().source("QuestionnaireResponse", "placeholder", [Identifier(system="urn:x", value="1")]),
     )
