@@ -95,6 +95,7 @@ class RecordWriter:
                 tenant=tenant, vendor=tenant_cfg.vendor, timezone=tenant_cfg.timezone,
                 version_id=str(version), last_updated=meta.get("lastUpdated", ""),
                 ehr_version_id=evid, ehr_last_updated=elu, related=await self._related(tenant, needs),
+                local_codes=tenant_cfg.local_codes,
             )  # fmt: skip
             record = family.to_platform(resource, ctx)
             provided += [canonical_key(job.rtype, url) for url in canonical_urls(resource)]
