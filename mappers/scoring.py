@@ -21,20 +21,25 @@ SurveyResponseStatus = Literal["in_progress", "completed", "amended", "entered_i
 FINISHED: Final = frozenset({"completed", "amended"})
 
 
-class InstrumentScore(Part):
-    """One instrument's score of a response: the gateway's total and the EHR's, severity, flags, or why none."""
+class Scored(Part):
+    """What a score says: the gateway's total and the EHR's, severity, risk flags, or why there is no total."""
 
-    instrument: InstrumentKey
     total_score: int | None = None
     # The EHR's own total item (PHQ-9 44261-6, GAD-7 70274-6, PHQ-2 55758-7), kept beside ours.
     ehr_total_score: int | float | None = None
     score_mismatch: bool = False
     severity: Severity | None = None
-    # The flags this instrument's own risk items raise.
+    # The flags raised: by an instrument's own risk items; on a response, by any answer.
     risk_flags: list[RiskFlag] = Field(default_factory=list)
     # Why total_score is null; with the instrument's items that could not be scored.
     score_reason: ScoreReason | None = None
     unscored_items: list[str] = Field(default_factory=list)
+
+
+class InstrumentScore(Scored):
+    """One instrument's score of a response."""
+
+    instrument: InstrumentKey
 
 
 @dataclass(frozen=True)
@@ -50,17 +55,12 @@ class Assessment:
     def record_fields(self) -> dict[str, Any]:
         """Return the SurveyResponse fields: the main instrument's score at the top, every score in ``scores``."""
         main = self.scores[0] if self.scores else None
-        return {
-            "instrument": main.instrument if main else None,
-            "total_score": main.total_score if main else None,
-            "ehr_total_score": main.ehr_total_score if main else None,
-            "score_mismatch": main.score_mismatch if main else False,
-            "severity": main.severity if main else None,
-            "risk_flags": list(self.risk_flags),
-            "score_reason": main.score_reason if main else self.reason,
-            "unscored_items": list(main.unscored_items) if main else [],
-            "scores": list(self.scores),
-        }
+        scored: dict[str, Any] = (
+            main.model_dump(include=set(Scored.model_fields)) if main else {"score_reason": self.reason}
+        )
+        # Every flag the answers raise, also those of an instrument the form is not mainly.
+        scored["risk_flags"] = list(self.risk_flags)
+        return scored | {"instrument": main.instrument if main else None, "scores": list(self.scores)}
 
 
 def assess(

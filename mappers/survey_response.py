@@ -25,10 +25,10 @@ from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, merge_labels, ref, refs, security_labels, text, utc_text
 from mappers.errors import MissingId, WrongResourceType
 from mappers.family import FRAME, Family, IndexFields, canonical_key, tombstone
-from mappers.instruments import InstrumentKey, RiskFlag, ScoreReason, Severity
+from mappers.instruments import InstrumentKey
 from mappers.model import Record, Ref
 from mappers.recognition import is_question, recognized
-from mappers.scoring import FINISHED, InstrumentScore, SurveyResponseStatus, assess
+from mappers.scoring import FINISHED, InstrumentScore, Scored, SurveyResponseStatus, assess
 from mappers.survey import SurveyItem, items_of, unread
 from mappers.vendors import profile
 from mappers.writer import put
@@ -53,7 +53,7 @@ _WRITEBACK_NAMESPACE: Final = uuid.UUID("6f1c7d8e-3b1a-5e0c-9a42-1f0d3c5b7a90")
 _VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 
 
-class SurveyResponse(Record):
+class SurveyResponse(Scored, Record):
     """A patient's answers to a survey, with the instrument's score, severity and risk flags computed here."""
 
     record_type: Literal["survey_response"] = "survey_response"
@@ -70,18 +70,9 @@ class SurveyResponse(Record):
     part_of: list[Ref] = Field(default_factory=list)
     authored_at: str | None = None
     answers: list[Answer] = Field(default_factory=list)
-    # The main instrument's score (the one the form asks most of); every instrument's is in ``scores``.
+    # The main instrument (the one the form asks most of), whose score the ``Scored`` fields are; every
+    # instrument's is in ``scores``.
     instrument: InstrumentKey | None = None
-    total_score: int | None = None
-    # The EHR's own total item (PHQ-9 44261-6, GAD-7 70274-6, PHQ-2 55758-7), kept beside ours.
-    ehr_total_score: int | float | None = None
-    score_mismatch: bool = False
-    severity: Severity | None = None
-    # Every flag the answers raise, whichever instrument asked.
-    risk_flags: list[RiskFlag] = Field(default_factory=list)
-    # Why total_score is null; with the instrument's items that could not be scored.
-    score_reason: ScoreReason | None = None
-    unscored_items: list[str] = Field(default_factory=list)
     # A score per instrument the response holds, the main one first (a PHQ-9 and a GAD-7 in one form: two).
     scores: list[InstrumentScore] = Field(default_factory=list)
     # Element paths of the response the record does not carry (read them from source.fhir_url).
