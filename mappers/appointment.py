@@ -31,8 +31,8 @@ from mappers.elements import (
     text,
     utc_text,
 )
-from mappers.errors import MissingId, WrongResourceType
-from mappers.family import FRAME, Family, IndexFields, tombstone
+from mappers.errors import WrongResourceType
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.modality import (
     VIRTUAL_SERVICE,
     contained_links,
@@ -172,8 +172,6 @@ _EVENT_FOR_STATUS: Final[Mapping[str, str]] = {
 }
 # A start that moves on an appointment in one of these states is a correction, not a new time to attend.
 _SETTLED: Final = frozenset({"cancelled", "no_show", "completed", "void"})
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 
 # Top-level elements the record carries, or renders (``text``); ``extension``, ``contained`` and ``participant`` are
 # judged in detail.
@@ -190,12 +188,7 @@ _PARTICIPANT_MAPPED: Final = frozenset({"actor", "required", "status", "type"})
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     """Map a FHIR R4 Appointment, parsed from JSON, to the platform's Appointment record."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected an Appointment, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId("an Appointment without an id cannot be mapped")
+    fhir_id = resource_id(resource, FHIR_TYPE)
 
     vendor = profile(ctx.vendor)
     fhir_status = resource.get("status")
@@ -327,7 +320,7 @@ def _event(previous: Appointment | None, current: Appointment) -> str | None:
     ):
         return "appointment.rescheduled"
     # A new video link, or a visit that became cancelable, is news; a narrative the EHR regenerated is not.
-    if _visible(previous) != _visible(current):
+    if visible(previous) != visible(current):
         return "appointment.updated"
     return None
 
@@ -340,10 +333,6 @@ def index_fields(appointment: Appointment) -> IndexFields:
         "sort": start.timestamp() if start else None,
         "status": appointment.status,
     }
-
-
-def _visible(appointment: Appointment) -> dict[str, Any]:
-    return appointment.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
 
 
 def _kind(value: object) -> ParticipantKind:

@@ -39,8 +39,8 @@ from mappers.elements import (
     text,
     utc_text,
 )
-from mappers.errors import MissingId, TenantMismatch, WrongResourceType
-from mappers.family import FRAME, Aggregate, Family, IndexFields, tombstone
+from mappers.errors import TenantMismatch, WrongResourceType
+from mappers.family import FRAME, Aggregate, Family, IndexFields, resource_id, tombstone, visible
 from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
 from mappers.model import CodeableText, Identifier, Part, Record, Ref, SecurityLabel, Source
 from mappers.vendors import profile
@@ -71,8 +71,6 @@ _MAPPED: Final = frozenset(
     {"resourceType", "id", "meta", "identifier", "status", "category", "priority", "subject", "topic", "encounter",
      "sent", "received", "recipient", "sender", "payload", "inResponseTo", "partOf"}
 )  # fmt: skip
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 _LITERAL: Final = re.compile(
     r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9.\-]{1,64})(?:/_history/[A-Za-z0-9.\-]{1,64})?$", re.ASCII
 )
@@ -136,12 +134,7 @@ class MessageThread(Record):
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Message:
     """Map a FHIR R4 Communication, parsed from JSON, to the platform's Message record."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a Communication, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId("a Communication without an id cannot be mapped")
+    fhir_id = resource_id(resource, FHIR_TYPE)
 
     fhir_status = resource.get("status")
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
@@ -227,7 +220,7 @@ def classify(previous: Message | None, current: Message) -> list[str]:
         return ["message.deleted"] if previous is not None and not previous.deleted else []
     if previous is None or previous.deleted:
         return ["message.received"]
-    return ["message.updated"] if _visible(previous) != _visible(current) else []
+    return ["message.updated"] if visible(previous) != visible(current) else []
 
 
 def index_fields(message: Message) -> IndexFields:
@@ -286,11 +279,6 @@ def fold(previous: MessageThread | None, message: Message, ctx: MapContext) -> M
         security=merge_labels([held, *(e.security for e in ordered)]),
         source=max(ordered, key=lambda e: (e.source.last_updated, e.id)).source if ordered else message.source,
     )
-
-
-def _visible(message: Message) -> dict[str, Any]:
-    # What elements went unmapped is bookkeeping, not something a user of the message sees.
-    return message.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
 
 
 def _literal(value: object) -> tuple[str | None, str | None]:

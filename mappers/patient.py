@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import concept, identifiers, items, ref, refs, security_labels, text
-from mappers.family import FRAME, Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -25,9 +25,7 @@ from mappers.person import (
     person_identifiers,
     person_name,
     primary,
-    resource_id,
     unmapped,
-    visible,
 )
 from mappers.vendors import VendorProfile, profile
 

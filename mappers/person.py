@@ -1,7 +1,7 @@
 """What Patient, Practitioner and PractitionerRole records share: names, contact points, typed identifiers.
 
-Also the plumbing every people record uses: the id check, the tombstone, the
-created/updated/deleted events and the list of element paths a mapper left unmapped.
+Also the plumbing every people record uses: the created/updated/deleted events and the list of element paths a
+mapper left unmapped.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import Field
 
 from mappers.elements import concept, items, ref, text
-from mappers.errors import MissingId, WrongResourceType
+from mappers.family import visible
 from mappers.model import CodeableText, Part, Record, Ref
 from mappers.vendors import VendorProfile
 
@@ -31,8 +31,6 @@ _DATE: Final = re.compile(r"\d{4}(?:-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12]\d|3[01]
 # Which identifier the platform shows first when there are several of one kind.
 _USE_RANK: Final[Mapping[str | None, int]] = {"official": 0, "usual": 1, None: 2, "secondary": 3, "temp": 4}
 _OLD_RANK: Final = 5
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 # Elements that are not data to map: the resource's own framing, and the narrative (a rendering of the data).
 _FRAME: Final = frozenset({"resourceType", "id", "meta", "text"})
 _NAME_USE_RANK: Final[Mapping[str | None, int]] = {"official": 0, "usual": 1, None: 2, "temp": 3, "nickname": 4}
@@ -66,17 +64,6 @@ class PersonIdentifier(Part):
     value: str | None = None
     use: str | None = None
     type: CodeableText | None = None
-
-
-def resource_id(resource: Mapping[str, Any], fhir_type: str) -> str:
-    """Return the id of a resource of that type, or raise when it is another type or has no id."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != fhir_type:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a {fhir_type}, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId(f"a {fhir_type} without an id cannot be mapped")
-    return fhir_id
 
 
 def is_active(value: object) -> bool:
@@ -238,11 +225,6 @@ def lifecycle(prefix: str, previous: Record | None, current: Record) -> str | No
     if previous is None or previous.deleted:
         return f"{prefix}.created"
     return f"{prefix}.updated" if visible(previous) != visible(current) else None
-
-
-def visible(record: Record, *, besides: Collection[str] = ()) -> dict[str, Any]:
-    """Return what the platform sees of a record: all but version bookkeeping, the unmapped list and ``besides``."""
-    return record.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True, **dict.fromkeys(besides, True)})
 
 
 def _words(value: object) -> str | None:

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import concept, concepts, identifiers, items, ref, refs, security_labels
-from mappers.family import FRAME, Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -28,7 +28,6 @@ from mappers.person import (
     person_identifiers,
     person_name,
     primary,
-    resource_id,
     unmapped,
 )
 from mappers.vendors import profile

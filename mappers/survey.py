@@ -29,8 +29,7 @@ from mappers.answer import (
 from mappers.codes import NO_CODES, LocalCodes
 from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, security_labels, text
-from mappers.errors import MissingId, WrongResourceType
-from mappers.family import FRAME, Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.instruments import InstrumentKey
 from mappers.model import Coding, Part, Record
 
@@ -142,12 +141,7 @@ class Survey(Record):
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Survey:
     """Map a FHIR R4 Questionnaire, parsed from JSON, to the platform's Survey record."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a Questionnaire, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId("a Questionnaire without an id cannot be mapped")
+    fhir_id = resource_id(resource, FHIR_TYPE)
     local = ctx.codes()
     survey_items = items_of(resource, local)
     codes = codings(resource.get("code"))
@@ -178,10 +172,6 @@ def _words(value: object) -> list[str]:
     return [t for t in map(text, found) if t is not None]
 
 
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
-
-
 def classify(previous: Survey | None, current: Survey) -> list[str]:
     """Name the change events from previous to current ([] when the platform would see no change)."""
     if current.deleted:
@@ -189,14 +179,9 @@ def classify(previous: Survey | None, current: Survey) -> list[str]:
     first = previous is None or previous.deleted
     if current.status == "active" and (first or previous is None or previous.status != "active"):
         return ["survey.published"]
-    if first or previous is None or _visible(previous) != _visible(current):
+    if first or previous is None or visible(previous) != visible(current):
         return ["survey.updated"]
     return []
-
-
-def _visible(survey: Survey) -> dict[str, Any]:
-    # What went unmapped is bookkeeping, not something a user of the survey sees.
-    return survey.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
 
 
 def index_fields(survey: Survey) -> IndexFields:

@@ -23,8 +23,7 @@ from mappers.answer import Answer, codings, loinc_code, nest
 from mappers.answer_reader import AnswerReader, may_score
 from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, merge_labels, ref, refs, security_labels, text, utc_text
-from mappers.errors import MissingId, WrongResourceType
-from mappers.family import FRAME, Family, IndexFields, canonical_key, tombstone
+from mappers.family import FRAME, Family, IndexFields, canonical_key, resource_id, tombstone, visible
 from mappers.instruments import InstrumentKey
 from mappers.model import Record, Ref
 from mappers.recognition import is_question, recognized
@@ -49,8 +48,6 @@ _LITERAL: Final = re.compile(r"Questionnaire/([A-Za-z0-9.\-]{1,64})(?:/_history/
 # The identifier system of write-backs that carry no business identifier of their own (If-None-Exist needs one).
 WRITEBACK_SYSTEM: Final = "urn:ietf:rfc:3986"
 _WRITEBACK_NAMESPACE: Final = uuid.UUID("6f1c7d8e-3b1a-5e0c-9a42-1f0d3c5b7a90")
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 
 
 class SurveyResponse(Scored, Record):
@@ -96,12 +93,7 @@ def needs(resource: Mapping[str, Any]) -> list[str]:
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
     """Map a FHIR R4 QuestionnaireResponse, parsed from JSON, to the platform's scored SurveyResponse record."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a QuestionnaireResponse, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId("a QuestionnaireResponse without an id cannot be mapped")
+    fhir_id = resource_id(resource, FHIR_TYPE)
 
     codes = ctx.codes()
     form, form_id, read = _questionnaire(resource, ctx.related)
@@ -193,7 +185,7 @@ def classify(previous: SurveyResponse | None, current: SurveyResponse) -> list[s
         events.append("survey_response.completed")
     elif _amended(before, current):
         events.append("survey_response.amended")
-    elif before is None or _visible(before) != _visible(current):
+    elif before is None or visible(before) != visible(current):
         # Also a late score: the Questionnaire arrived and the same answers now carry a total.
         events.append("survey_response.updated")
     if set(current.risk_flags) - set(before.risk_flags if before else ()):
@@ -213,11 +205,6 @@ def _amended(before: SurveyResponse | None, current: SurveyResponse) -> bool:
         return True
     # A finished response whose answers change has been amended, whatever status the EHR says.
     return before is not None and current.status in FINISHED and _said(before) != _said(current)
-
-
-def _visible(response: SurveyResponse) -> dict[str, Any]:
-    # What went unmapped is bookkeeping, not something a user of the response sees.
-    return response.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
 
 
 def _said(response: SurveyResponse) -> list[tuple[Any, ...]]:

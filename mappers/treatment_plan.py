@@ -17,8 +17,8 @@ from mappers import goal, writer
 from mappers.context import MapContext
 from mappers.elements import concept, concepts, identifiers, items, merge_labels, ref, refs, security_labels, text
 from mappers.errors import TenantMismatch
-from mappers.family import FRAME, Family, IndexFields, tombstone
-from mappers.goal import GoalFacts, epoch, literal, patient_key, require, visible, when
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
+from mappers.goal import GoalFacts, epoch, literal, patient_key, when
 from mappers.model import CodeableText, Part, Record, Ref, SecurityLabel
 from mappers.narrative import plain_text
 from mappers.vendors import profile
@@ -165,7 +165,7 @@ def needs(resource: Mapping[str, Any]) -> list[str]:
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> TreatmentPlan:
     """Map a FHIR R4 CarePlan, parsed from JSON, with the Goals in ``ctx.related``, to a TreatmentPlan."""
-    fhir_id = require(resource, FHIR_TYPE)
+    fhir_id = resource_id(resource, FHIR_TYPE)
     fhir_status = resource.get("status")
     intent = resource.get("intent")
     goals, goal_labels = _goals(resource, ctx)
@@ -223,7 +223,7 @@ def with_activity_status(careplan: Mapping[str, Any], index: int, status: str) -
     ``status`` is an R4 CarePlanActivityStatus code (``in-progress``) or its platform spelling (``in_progress``);
     a ValueError says why a status or an index cannot be applied.
     """
-    require(careplan, FHIR_TYPE)
+    resource_id(careplan, FHIR_TYPE)
     code = (status if status in ACTIVITY_STATUS else _ACTIVITY_CODE.get(status)) if isinstance(status, str) else None
     if code is None:
         raise ValueError(f"{str(status)[:40]!r} is not an R4 CarePlan activity status ({', '.join(ACTIVITY_STATUS)})")
