@@ -41,33 +41,12 @@ from mappers.modality import (
     virtual_service,
     virtual_service_extension,
 )
-from mappers.model import CodeableText, Part, Record, Ref
+from mappers.model import CodeableText, Record, Ref
+from mappers.participant import Participant, kind_of, participant, participant_json
 from mappers.vendors import VendorProfile, profile
 from mappers.writer import put
 
 FHIR_TYPE: Final = "Appointment"
-
-
-ParticipantKind = Literal[
-    "patient",
-    "practitioner",
-    "practitioner_role",
-    "related_person",
-    "location",
-    "device",
-    "healthcare_service",
-    "other",
-]
-
-
-class Participant(Part):
-    """One participant of an appointment, its kind taken from the reference's resource type."""
-
-    actor: Ref | None = None
-    kind: ParticipantKind = "other"
-    required: str | None = None
-    status: str | None = None
-    roles: list[CodeableText] = Field(default_factory=list)
 
 
 AppointmentStatus = Literal[
@@ -149,22 +128,6 @@ FHIR_STATUS: Final[Mapping[AppointmentStatus, str]] = {
     "void": "entered-in-error",
 }
 
-_KIND: Final[Mapping[str, ParticipantKind]] = {
-    "Patient": "patient",
-    "Practitioner": "practitioner",
-    "PractitionerRole": "practitioner_role",
-    "RelatedPerson": "related_person",
-    "Location": "location",
-    "Device": "device",
-    "HealthcareService": "healthcare_service",
-}
-_TYPE_OF: Final[Mapping[ParticipantKind, str]] = {kind: rtype for rtype, kind in _KIND.items()}
-
-# Relative, absolute and versioned literal references all end in Type/id[/_history/vid].
-_REFERENCE: Final = re.compile(
-    r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9.\-]{1,64}(?:/_history/[A-Za-z0-9.\-]{1,64})?$", re.ASCII
-)
-
 _EVENT_FOR_STATUS: Final[Mapping[str, str]] = {
     "cancelled": "appointment.cancelled",
     "no_show": "appointment.no_show",
@@ -195,7 +158,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
     start = instant(resource.get("start"), ctx.timezone)
     end = instant(resource.get("end"), ctx.timezone)
-    participants = [_participant(p) for p in items(resource.get("participant"))]
+    participants = [participant(p) for p in items(resource.get("participant"))]
     service_type = concepts(resource.get("serviceType"))
     appointment_type = concept(resource.get("appointmentType"))
     service_category = concepts(resource.get("serviceCategory"))
@@ -335,32 +298,6 @@ def index_fields(appointment: Appointment) -> IndexFields:
     }
 
 
-def _kind(value: object) -> ParticipantKind:
-    if not isinstance(value, Mapping):
-        return "other"
-    reference = text(value.get("reference"))
-    match = _REFERENCE.search(reference) if reference else None
-    if match is not None:
-        return _KIND.get(match.group(1), "other")
-    # urn:uuid: and identifier-only references may still say their type, as a name or a profile URL.
-    declared = text(value.get("type"))
-    return _KIND.get(declared.rsplit("/", 1)[-1], "other") if declared else "other"
-
-
-def _participant(value: object) -> Participant:
-    if not isinstance(value, Mapping):
-        return Participant()
-    actor = value.get("actor")
-    who = ref(actor)
-    return Participant(
-        actor=who,
-        kind=_kind(actor) if who is not None else "other",
-        required=text(value.get("required")),
-        status=text(value.get("status")),
-        roles=concepts(value.get("type")),
-    )
-
-
 def _reasons(resource: Mapping[str, Any]) -> list[CodeableText]:
     reasons = concepts(resource.get("reasonCode"))
     # A reminder shows a reason's words; a referenced Condition is never resolved, so show its display.
@@ -478,24 +415,11 @@ def _participants_of(appointment: Appointment) -> list[dict[str, Any]]:
     for who in appointment.practitioners:
         if who not in named:
             # A clinician's reference may say PractitionerRole; one that says nothing is a Practitioner.
-            kind = _kind(writer.reference(who))
+            kind = kind_of(writer.reference(who))
             participants.append(Participant(actor=who, kind=kind if kind != "other" else "practitioner"))
     # R4 requires a participant's status: a request still awaits every answer, a booking has them.
     waiting = "needs-action" if appointment.status in ("requested", "waitlisted") else "accepted"
-    written: list[dict[str, Any]] = []
-    for participant in participants:
-        entry: dict[str, Any] = {}
-        put(entry, "type", writer.concepts(participant.roles))
-        if participant.actor is not None:
-            actor = writer.reference(participant.actor)
-            if participant.kind != "other" and _kind(actor) != participant.kind:
-                # urn:uuid: and display-only references say their type only this way.
-                actor["type"] = _TYPE_OF[participant.kind]
-            entry["actor"] = actor
-        put(entry, "required", participant.required)
-        entry["status"] = participant.status or waiting
-        written.append(entry)
-    return written
+    return [participant_json(participant, waiting) for participant in participants]
 
 
 FAMILY: Final = Family(

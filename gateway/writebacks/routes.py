@@ -47,11 +47,12 @@ from mappers import appointment as appointment_mapper
 from mappers import message as message_mapper
 from mappers import survey_response as survey_mapper
 from mappers import treatment_plan as plan_mapper
-from mappers.appointment import Appointment, Participant
+from mappers.appointment import Appointment
 from mappers.context import MapContext
 from mappers.errors import MappingError
 from mappers.message import Message, MessageThread
 from mappers.model import CodeableText, Coding, Identifier, Ref
+from mappers.participant import Participant
 from mappers.survey_response import SurveyResponse
 from mappers.vendors import profile
 

@@ -12,11 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conformance.validator import validate_resource
-from mappers.appointment import STATUS, Appointment, Participant, cancellation, classify, to_fhir, to_platform
+from mappers.appointment import STATUS, Appointment, cancellation, classify, to_fhir, to_platform
 from mappers.elements import merge_labels
 from mappers.errors import MappingError
 from mappers.family import tombstone as deleted_record
 from mappers.model import CodeableText, Coding, Identifier, Ref, SecurityLabel
+from mappers.participant import Participant
 from mappers.registry import MAPPED
 from mappers.vendors import VENDORS
 from tests.mappers.conftest import corpus_params, ctx, hl7_example
