@@ -21,8 +21,8 @@ from mappers.instruments import Instrument, Number
 from mappers.model import Coding
 from mappers.survey import AnswerOption, SurveyItem
 
-# Items a patient does not answer: they are never one of an instrument's questions.
-_NOT_QUESTIONS: Final = frozenset({"group", "display"})
+# The item types an instrument's question can have ("question" is STU3's, "unknown" an item without a type).
+_SCORED_TYPES: Final = frozenset({"choice", "open_choice", "question", "integer", "decimal", "unknown"})
 # The list's own words, for options coded locally without a score.
 _SCORE_OF_WORDS: Final = {
     words.casefold(): instruments.ANSWER_SCORES[code] for code, words in instruments.ANSWER_DISPLAYS.items()
@@ -47,9 +47,12 @@ def recognized(form: Mapping[str, Any], survey_items: Sequence[SurveyItem], code
     return found
 
 
-def is_question(item: SurveyItem) -> bool:
-    """Tell whether a patient answers this item (not a group, a display text or a calculated read-only item)."""
-    return item.type not in _NOT_QUESTIONS and not item.read_only
+def scored_question(item: SurveyItem) -> bool:
+    """Tell whether an item could be an instrument's question: one a patient answers with a choice or a number.
+
+    Groups, display texts, calculated (read-only) items and free-text, date or yes/no questions never are.
+    """
+    return item.type in _SCORED_TYPES and not item.read_only
 
 
 def _panels(
@@ -72,7 +75,7 @@ def _panels(
 def _asks(item: SurveyItem, instrument: Instrument, group: str | None, others: set[str]) -> bool:
     """Tell whether an item is a question of the panel (the group, or the form outside other panels' groups)."""
     inside = group in item.path if group is not None else not others.intersection(item.path)
-    return inside and is_question(item) and loinc_code(item.code) != instrument.total_code
+    return inside and scored_question(item) and loinc_code(item.code) != instrument.total_code
 
 
 def _answer_scores(item: SurveyItem, codes: LocalCodes) -> tuple[Number | None, ...]:

@@ -26,7 +26,7 @@ from mappers.elements import identifiers, instant, items, merge_labels, ref, ref
 from mappers.family import FRAME, Family, IndexFields, canonical_key, resource_id, tombstone, visible
 from mappers.instruments import InstrumentKey
 from mappers.model import Record, Ref
-from mappers.recognition import is_question, recognized
+from mappers.recognition import recognized, scored_question
 from mappers.scoring import FINISHED, InstrumentScore, Scored, SurveyResponseStatus, assess
 from mappers.survey import SurveyItem, items_of, unread
 from mappers.vendors import profile
@@ -106,7 +106,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
             if item.link_id is not None:
                 definitions.setdefault(item.link_id, item)
             form_codes.add(loinc_code(item.code) or "")
-            uncoded = uncoded or (is_question(item) and loinc_code(item.code) is None)
+            uncoded = uncoded or (scored_question(item) and loinc_code(item.code) is None)
         form_codes |= {codes.loinc_of(c) or "" for c in codings(form.get("code"))}
     reader = AnswerReader(definitions, profile(ctx.vendor).qr_numbers_as_decimal, codes)
     reader.walk(resource.get("item"), [])

@@ -107,11 +107,12 @@ def test_the_answer_list_is_recognized_however_the_form_offers_it(options: list[
     assert (record.total_score, record.risk_flags, record.score_reason) == (8, ["self_harm"], None)
 
 
-def test_groups_displays_and_a_calculated_total_do_not_count_as_questions() -> None:
+def test_groups_displays_free_text_and_a_calculated_total_do_not_count_as_questions() -> None:
     questions = [
         {"linkId": "intro", "type": "display", "text": "Over the last 2 weeks..."},
         {"linkId": "g", "type": "group", "item": [question(f"q{n}") for n in range(1, 10)]},
         {"linkId": "sum", "type": "integer", "readOnly": True},
+        {"linkId": "comments", "type": "text"},
     ]
     record = mapped(panel_form(questions=questions), answers(POINTS))
     assert (record.total_score, record.score_reason) == (8, None)
