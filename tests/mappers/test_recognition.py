@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mappers.codes import LocalCodes
 from mappers.instruments import ANSWER_DISPLAYS, ANSWER_LIST, GAD7, PHQ9, Instrument
@@ -66,6 +68,14 @@ def test_a_phq9_coded_only_at_the_panel_is_scored_and_flagged_by_position() -> N
     assert (record.score_reason, record.risk_flags) == (None, ["self_harm"])
     assert [a.item_code.code for a in record.answers if a.item_code] == list(PHQ9.item_codes)
     assert classify(None, record) == ["survey_response.completed", "risk.flagged"]
+
+
+@given(st.lists(st.integers(0, 3), min_size=9, max_size=9), st.permutations([f"local-{n}" for n in range(9)]))
+def test_any_panel_only_phq9_scores_the_sum_and_flags_item_nine(points: list[int], link_ids: list[str]) -> None:
+    questionnaire = panel_form(questions=[question(link_id) for link_id in link_ids])
+    record = mapped(questionnaire, response([(link_id, coded(p)) for link_id, p in zip(link_ids, points, strict=True)]))
+    assert (record.total_score, record.score_reason) == (sum(points), None)
+    assert record.risk_flags == (["self_harm"] if points[8] > 0 else [])
 
 
 @pytest.mark.parametrize(
