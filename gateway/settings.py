@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.config import EHRConfig
 from connectors.pool import Target
 from connectors.search import check_rules
+from mappers.codes import LocalCodes
 from mappers.vendors import VENDORS, profile
 
 Role = Literal["ehr", "platform"]
@@ -47,6 +48,9 @@ class Tenant(BaseModel):
     ehr: EHRConfig | None = None
     # strict: refuse a resource with any error; lenient: accept one whose errors no mapping reads (gateway/policy.py)
     validation: Literal["strict", "lenient"] = "strict"
+    # The tenant's own codes read as LOINC (flowsheet rows, local answer codes) and forms' item maps; over its
+    # vendor profile's (mappers.codes.LocalCodes).
+    local_codes: LocalCodes = Field(default_factory=LocalCodes)
 
     @field_validator("vendor")
     @classmethod

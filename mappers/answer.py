@@ -11,24 +11,19 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mappers import instruments
 from mappers.elements import items, ref, text
 from mappers.instruments import Number
-from mappers.model import Coding, Ref
+from mappers.model import Coding, Part, Ref
+from mappers.writer import present
 
 # Deeper nesting than any real form; a cap keeps a hostile payload from exhausting the stack.
 MAX_DEPTH: Final = 40
 # An R4 response item has no code; its ``definition`` can name one as a LOINC data-element URL.
 LOINC_DEFINITION: Final = "http://loinc.org/fhir/DataElement/{code}"
 _LOINC_URL: Final = re.compile(r"https?://(?:fhir\.)?loinc\.org/(?:[^?#]*/|[^?#]*#)?(\d{1,8}-\d)/?", re.ASCII)
-
-
-class Part(BaseModel):
-    """A part of a survey or response record: strict, like every platform model."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Quantity(Part):
@@ -165,7 +160,7 @@ def write_value(value_type: ValueType, value: Value, prefix: str = "value") -> d
     """Write a typed value back as FHIR ``<prefix>[x]`` (the inverse of ``read_value``)."""
     key = prefix + _SUFFIX_OF[value_type]
     if isinstance(value, Coding | Quantity | Ref):
-        return {key: value.model_dump(exclude_none=True)}
+        return {key: present(value.model_dump())}
     if isinstance(value, Attachment):
         fields = {"contentType": value.content_type, "url": value.url, "title": value.title, "size": value.size}
         return {key: {k: v for k, v in fields.items() if v is not None}}
@@ -191,7 +186,7 @@ def defined_code(definition: object) -> Coding | None:
 
 def loinc_code(coding: Coding | None) -> str | None:
     """Return the code of a LOINC coding (or of a coding without a system), else None."""
-    if coding is None or coding.system not in (None, instruments.LOINC):
+    if coding is None or not instruments.is_loinc(coding.system):
         return None
     return coding.code
 
@@ -199,7 +194,7 @@ def loinc_code(coding: Coding | None) -> str | None:
 def best_code(found: list[Coding]) -> Coding | None:
     """Return the LOINC coding of a list when there is one, else the first coding with a code."""
     coded = [c for c in found if c.code]
-    return next((c for c in coded if c.system == instruments.LOINC), coded[0] if coded else None)
+    return next((c for c in coded if c.system in instruments.LOINC_SYSTEMS), coded[0] if coded else None)
 
 
 def answer_weight(item_code: Coding | None, value: Value, element: Mapping[str, Any]) -> Number | None:

@@ -13,8 +13,11 @@ import copy
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+from pydantic import Field
+
+from mappers import writer
 from mappers.context import MapContext
 from mappers.elements import (
     concept,
@@ -28,8 +31,8 @@ from mappers.elements import (
     text,
     utc_text,
 )
-from mappers.errors import MissingId, WrongResourceType
-from mappers.family import Family, IndexFields, tombstone
+from mappers.errors import WrongResourceType
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.modality import (
     VIRTUAL_SERVICE,
     contained_links,
@@ -38,22 +41,67 @@ from mappers.modality import (
     virtual_service,
     virtual_service_extension,
 )
-from mappers.model import (
-    Appointment,
-    AppointmentStatus,
-    CodeableText,
-    Participant,
-    ParticipantKind,
-    Ref,
-    SecurityLabel,
-)
+from mappers.model import CodeableText, Record, Ref
+from mappers.participant import Participant, kind_of, participant, participant_json
 from mappers.vendors import VendorProfile, profile
-from mappers.writer import concept as concept_json
-from mappers.writer import concepts as concepts_json
-from mappers.writer import present, put
-from mappers.writer import reference as reference_json
+from mappers.writer import put
 
 FHIR_TYPE: Final = "Appointment"
+
+
+AppointmentStatus = Literal[
+    "requested",
+    "waitlisted",
+    "scheduled",
+    "checked_in",
+    "completed",
+    "no_show",
+    "cancelled",
+    "void",
+    "unknown",
+]
+
+
+class Appointment(Record):
+    """A visit as a reminder, check-in or scheduling service sees it, times in UTC plus the clinic's zone."""
+
+    record_type: Literal["appointment"] = "appointment"
+    status: AppointmentStatus
+    fhir_status: str
+    start: str | None = None
+    end: str | None = None
+    timezone: str | None = None
+    minutes_duration: int | None = None
+    patient: Ref | None = None
+    practitioners: list[Ref] = Field(default_factory=list)
+    participants: list[Participant] = Field(default_factory=list)
+    service_type: list[CodeableText] = Field(default_factory=list)
+    appointment_type: CodeableText | None = None
+    service_category: list[CodeableText] = Field(default_factory=list)
+    specialty: list[CodeableText] = Field(default_factory=list)
+    reason: list[CodeableText] = Field(default_factory=list)
+    description: str | None = None
+    patient_instruction: str | None = None
+    comment: str | None = None
+    cancellation_reason: CodeableText | None = None
+    based_on: list[Ref] = Field(default_factory=list)
+    slot: list[Ref] = Field(default_factory=list)
+    # How the visit happens, from its codes and any telehealth link (None when nothing says).
+    modality: Literal["in_person", "video", "phone"] | None = None
+    # The patient's own link to join a video visit, where the EHR gives one (never the clinician's).
+    video_link: str | None = None
+    # Whether the EHR lets the patient cancel or reschedule it; None when the EHR does not say.
+    can_cancel: bool | None = None
+    can_reschedule: bool | None = None
+    # The appointment this one replaces, when the EHR links it (an EHR that moves the visit in place does not).
+    rescheduled_from: Ref | None = None
+    # The practice (tenant) and department the EHR files it under, where the EHR names them (athenahealth).
+    practice: Ref | None = None
+    department: Ref | None = None
+    # Element paths of the FHIR resource that the record does not carry (read them from source.fhir_url).
+    unmapped: list[str] = Field(default_factory=list)
+
+
 REPLACES: Final = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.replaces"
 
 STATUS: Final[Mapping[str, AppointmentStatus]] = {
@@ -80,22 +128,6 @@ FHIR_STATUS: Final[Mapping[AppointmentStatus, str]] = {
     "void": "entered-in-error",
 }
 
-_KIND: Final[Mapping[str, ParticipantKind]] = {
-    "Patient": "patient",
-    "Practitioner": "practitioner",
-    "PractitionerRole": "practitioner_role",
-    "RelatedPerson": "related_person",
-    "Location": "location",
-    "Device": "device",
-    "HealthcareService": "healthcare_service",
-}
-_TYPE_OF: Final[Mapping[ParticipantKind, str]] = {kind: rtype for rtype, kind in _KIND.items()}
-
-# Relative, absolute and versioned literal references all end in Type/id[/_history/vid].
-_REFERENCE: Final = re.compile(
-    r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9.\-]{1,64}(?:/_history/[A-Za-z0-9.\-]{1,64})?$", re.ASCII
-)
-
 _EVENT_FOR_STATUS: Final[Mapping[str, str]] = {
     "cancelled": "appointment.cancelled",
     "no_show": "appointment.no_show",
@@ -103,8 +135,6 @@ _EVENT_FOR_STATUS: Final[Mapping[str, str]] = {
 }
 # A start that moves on an appointment in one of these states is a correction, not a new time to attend.
 _SETTLED: Final = frozenset({"cancelled", "no_show", "completed", "void"})
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 
 # Top-level elements the record carries, or renders (``text``); ``extension``, ``contained`` and ``participant`` are
 # judged in detail.
@@ -121,19 +151,14 @@ _PARTICIPANT_MAPPED: Final = frozenset({"actor", "required", "status", "type"})
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     """Map a FHIR R4 Appointment, parsed from JSON, to the platform's Appointment record."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected an Appointment, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId("an Appointment without an id cannot be mapped")
+    fhir_id = resource_id(resource, FHIR_TYPE)
 
     vendor = profile(ctx.vendor)
     fhir_status = resource.get("status")
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
     start = instant(resource.get("start"), ctx.timezone)
     end = instant(resource.get("end"), ctx.timezone)
-    participants = [_participant(p) for p in items(resource.get("participant"))]
+    participants = [participant(p) for p in items(resource.get("participant"))]
     service_type = concepts(resource.get("serviceType"))
     appointment_type = concept(resource.get("appointmentType"))
     service_category = concepts(resource.get("serviceCategory"))
@@ -182,7 +207,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
         practice=practice,
         department=department,
         unmapped=_unmapped(resource, read, contained_read=rooms),
-        security=_security(resource),
+        security=security_labels(resource),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -191,28 +216,26 @@ def to_fhir(appointment: Appointment, ctx: MapContext) -> dict[str, Any]:
     """Build the R4 Appointment the platform writes back: a request (proposed) or a booking (booked)."""
     vendor = profile(ctx.vendor)
     resource: dict[str, Any] = {"resourceType": FHIR_TYPE, "id": appointment.id}
-    if appointment.security:
-        # A write-back keeps every label of what it came from: the EHR must restrict it as the source did.
-        resource["meta"] = {"security": [present(label.model_dump()) for label in appointment.security]}
+    put(resource, "meta", writer.meta(appointment.security))
     extensions = list(_extensions_of(appointment, vendor))
     if extensions:
         resource["extension"] = extensions
-    put(resource, "identifier", [present(i.model_dump()) for i in appointment.source.identifiers])
+    put(resource, "identifier", writer.identifiers(appointment.source.identifiers))
     put(resource, "status", _fhir_status(appointment))
-    put(resource, "cancelationReason", concept_json(appointment.cancellation_reason))
-    put(resource, "serviceCategory", concepts_json(appointment.service_category))
-    put(resource, "serviceType", concepts_json(appointment.service_type))
-    put(resource, "specialty", concepts_json(appointment.specialty))
-    put(resource, "appointmentType", concept_json(appointment.appointment_type))
-    put(resource, "reasonCode", concepts_json(appointment.reason))
+    put(resource, "cancelationReason", writer.concept(appointment.cancellation_reason))
+    put(resource, "serviceCategory", writer.concepts(appointment.service_category))
+    put(resource, "serviceType", writer.concepts(appointment.service_type))
+    put(resource, "specialty", writer.concepts(appointment.specialty))
+    put(resource, "appointmentType", writer.concept(appointment.appointment_type))
+    put(resource, "reasonCode", writer.concepts(appointment.reason))
     put(resource, "description", appointment.description)
     put(resource, "start", appointment.start)
     put(resource, "end", appointment.end)
     put(resource, "minutesDuration", appointment.minutes_duration)
-    put(resource, "slot", [reference_json(r) for r in appointment.slot])
+    put(resource, "slot", writer.references(appointment.slot))
     put(resource, "comment", appointment.comment)
     put(resource, "patientInstruction", appointment.patient_instruction)
-    put(resource, "basedOn", [reference_json(r) for r in appointment.based_on])
+    put(resource, "basedOn", writer.references(appointment.based_on))
     put(resource, "participant", _participants_of(appointment))
     return resource
 
@@ -260,7 +283,7 @@ def _event(previous: Appointment | None, current: Appointment) -> str | None:
     ):
         return "appointment.rescheduled"
     # A new video link, or a visit that became cancelable, is news; a narrative the EHR regenerated is not.
-    if _visible(previous) != _visible(current):
+    if visible(previous) != visible(current):
         return "appointment.updated"
     return None
 
@@ -273,36 +296,6 @@ def index_fields(appointment: Appointment) -> IndexFields:
         "sort": start.timestamp() if start else None,
         "status": appointment.status,
     }
-
-
-def _visible(appointment: Appointment) -> dict[str, Any]:
-    return appointment.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
-
-
-def _kind(value: object) -> ParticipantKind:
-    if not isinstance(value, Mapping):
-        return "other"
-    reference = text(value.get("reference"))
-    match = _REFERENCE.search(reference) if reference else None
-    if match is not None:
-        return _KIND.get(match.group(1), "other")
-    # urn:uuid: and identifier-only references may still say their type, as a name or a profile URL.
-    declared = text(value.get("type"))
-    return _KIND.get(declared.rsplit("/", 1)[-1], "other") if declared else "other"
-
-
-def _participant(value: object) -> Participant:
-    if not isinstance(value, Mapping):
-        return Participant()
-    actor = value.get("actor")
-    who = ref(actor)
-    return Participant(
-        actor=who,
-        kind=_kind(actor) if who is not None else "other",
-        required=text(value.get("required")),
-        status=text(value.get("status")),
-        roles=concepts(value.get("type")),
-    )
 
 
 def _reasons(resource: Mapping[str, Any]) -> list[CodeableText]:
@@ -323,21 +316,6 @@ def _minutes(value: object, start: datetime | None, end: datetime | None) -> int
     if start is not None and end is not None and end > start:
         return int((end - start).total_seconds() // 60)
     return None
-
-
-def _security(resource: Mapping[str, Any]) -> list[SecurityLabel]:
-    # ``security_labels`` reads a lone Coding as an array but skips a lone bare code ("security": "R"), and a
-    # label is never to be dropped: present that slip as the one-element array it means.
-    def as_array(each: Any) -> Any:
-        meta = each.get("meta") if isinstance(each, Mapping) else None
-        if isinstance(meta, Mapping) and isinstance(meta.get("security"), str):
-            return {**each, "meta": {**meta, "security": [meta["security"]]}}
-        return each
-
-    view = as_array(resource)
-    if "contained" in resource:
-        view = {**view, "contained": [as_array(c) for c in items(resource["contained"])]}
-    return security_labels(view)
 
 
 # Extensions read for every vendor; a vendor's own are added as they are read, and the rest listed as unmapped.
@@ -420,12 +398,12 @@ def _extensions_of(appointment: Appointment, vendor: VendorProfile) -> Iterator[
     if remote == "video" or remote == "phone":
         yield virtual_service_extension(remote, appointment.video_link)
     if appointment.rescheduled_from is not None:
-        yield {"url": REPLACES, "valueReference": reference_json(appointment.rescheduled_from)}
+        yield {"url": REPLACES, "valueReference": writer.reference(appointment.rescheduled_from)}
     # Whether the patient may cancel is the EHR's decision, never written back: can_cancel, can_reschedule.
     if vendor.practice_extension and appointment.practice is not None:
-        yield {"url": vendor.practice_extension, "valueReference": reference_json(appointment.practice)}
+        yield {"url": vendor.practice_extension, "valueReference": writer.reference(appointment.practice)}
     if vendor.department_extension and appointment.department is not None:
-        yield {"url": vendor.department_extension, "valueReference": reference_json(appointment.department)}
+        yield {"url": vendor.department_extension, "valueReference": writer.reference(appointment.department)}
 
 
 def _participants_of(appointment: Appointment) -> list[dict[str, Any]]:
@@ -437,35 +415,21 @@ def _participants_of(appointment: Appointment) -> list[dict[str, Any]]:
     for who in appointment.practitioners:
         if who not in named:
             # A clinician's reference may say PractitionerRole; one that says nothing is a Practitioner.
-            kind = _kind(reference_json(who))
+            kind = kind_of(writer.reference(who))
             participants.append(Participant(actor=who, kind=kind if kind != "other" else "practitioner"))
     # R4 requires a participant's status: a request still awaits every answer, a booking has them.
     waiting = "needs-action" if appointment.status in ("requested", "waitlisted") else "accepted"
-    written: list[dict[str, Any]] = []
-    for participant in participants:
-        entry: dict[str, Any] = {}
-        put(entry, "type", concepts_json(participant.roles))
-        if participant.actor is not None:
-            actor = reference_json(participant.actor)
-            if participant.kind != "other" and _kind(actor) != participant.kind:
-                # urn:uuid: and display-only references say their type only this way.
-                actor["type"] = _TYPE_OF[participant.kind]
-            entry["actor"] = actor
-        put(entry, "required", participant.required)
-        entry["status"] = participant.status or waiting
-        written.append(entry)
-    return written
+    return [participant_json(participant, waiting) for participant in participants]
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="appointment",
-        route="appointments",
-        model=Appointment,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="appointment",
+    route="appointments",
+    model=Appointment,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _MAPPED | {"extension", "participant"},
+)

@@ -1,4 +1,4 @@
-"""What a mapper needs to know besides the FHIR resource: tenant, vendor, clinic zone and version."""
+"""What a mapper needs to know besides the FHIR resource: tenant, vendor, clinic zone, version and local codes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mappers.codes import LocalCodes
 from mappers.model import Identifier, Source
+from mappers.vendors import profile
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,6 +28,12 @@ class MapContext:
     # Stored resources the mapping asked for (its family's ``needs``), by key: ``Goal/123`` for a literal
     # reference, ``Questionnaire?url=<canonical>`` for a canonical one. A key the gateway does not hold is absent.
     related: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The tenant's own codes read as LOINC (its ``local_codes`` in the clients file).
+    local_codes: LocalCodes = field(default_factory=LocalCodes)
+
+    def codes(self) -> LocalCodes:
+        """Return the codes this mapping reads as LOINC: the tenant's, over its vendor profile's."""
+        return profile(self.vendor).local_codes.under(self.local_codes)
 
     def source(self, fhir_type: str, fhir_id: str, identifiers: Sequence[Identifier] = ()) -> Source:
         """Build the source reference of a record made from this stored version."""

@@ -7,7 +7,7 @@ UTC datetimes only when they name a point in time (a local time needs the clinic
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -81,28 +81,41 @@ def identifiers(value: object) -> list[Identifier]:
 
 
 def security_labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
-    """Collect every `meta.security` label of a resource and its contained resources, once each."""
-    labels: dict[tuple[str | None, str], SecurityLabel] = {}
+    """Collect every `meta.security` label of a resource and its contained resources (see ``merge_labels``)."""
     contained = [c for c in items(resource.get("contained")) if isinstance(c, Mapping)]
-    for each in (resource, *contained):
-        meta = each.get("meta")
-        if not isinstance(meta, Mapping):
+    return merge_labels(_own_labels(each) for each in (resource, *contained))
+
+
+def merge_labels(groups: Iterable[Iterable[SecurityLabel]]) -> list[SecurityLabel]:
+    """Return every label of every group once, by (system, code), sorted by system then code.
+
+    The one rule for every record's ``security``: a label is never dropped, the first display seen is kept, and
+    the order says nothing about where a label came from, so the same labels in another order (a re-sent
+    resource, messages folded into a thread in another order) make the same record.
+    """
+    labels: dict[tuple[str | None, str], SecurityLabel] = {}
+    for group in groups:
+        for label in group:
+            labels.setdefault((label.system, label.code), label)
+    return sorted(labels.values(), key=lambda label: (label.system or "", label.code))
+
+
+def _own_labels(resource: Mapping[str, Any]) -> Iterator[SecurityLabel]:
+    meta = resource.get("meta")
+    if not isinstance(meta, Mapping):
+        return
+    raw = meta.get("security")
+    # A lone string where an array of Codings belongs still asks for restriction: read it as one code.
+    for coding in [raw] if isinstance(raw, str) else items(raw):
+        if isinstance(coding, str):
+            # A bare code where a Coding belongs is malformed, but it still asks for restriction.
+            coding = {"code": coding}
+        if not isinstance(coding, Mapping):
             continue
-        raw = meta.get("security")
-        # A lone string where an array of Codings belongs still asks for restriction: read it as one code.
-        for coding in [raw] if isinstance(raw, str) else items(raw):
-            if isinstance(coding, str):
-                # A bare code where a Coding belongs is malformed, but it still asks for restriction.
-                coding = {"code": coding}
-            if not isinstance(coding, Mapping):
-                continue
-            system = text(coding.get("system"))
-            # A label without a code is still a sign the source meant to restrict: keep it, never drop it.
-            code = text(coding.get("code")) or ""
-            labels.setdefault(
-                (system, code), SecurityLabel(system=system, code=code, display=text(coding.get("display")))
-            )
-    return list(labels.values())
+        # A label without a code is still a sign the source meant to restrict: keep it, never drop it.
+        yield SecurityLabel(
+            system=text(coding.get("system")), code=text(coding.get("code")) or "", display=text(coding.get("display"))
+        )
 
 
 def zone(name: str | None) -> tzinfo | None:

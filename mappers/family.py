@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import Any, Final, Generic, TypedDict, TypeVar
 
 from mappers.context import MapContext
-from mappers.errors import TenantMismatch
+from mappers.errors import MissingId, TenantMismatch, WrongResourceType
 from mappers.model import Record
 
 R = TypeVar("R", bound=Record)
 A = TypeVar("A", bound=Record)
+
+# What every family's ``to_platform`` reads: the type, the id, and the security labels of the resource (``meta``)
+# and of its contained resources, which travel to the record.
+FRAME: Final = frozenset({"resourceType", "id", "meta", "contained"})
 
 
 class IndexFields(TypedDict, total=False):
@@ -20,6 +24,29 @@ class IndexFields(TypedDict, total=False):
     patient: str | None  # "Patient/<id>"
     sort: float | None  # epoch seconds of the record's main date (start, sent, authored...)
     status: str | None
+
+
+# Source fields that change with every stored version even when nothing the platform shows has changed.
+VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
+
+
+def resource_id(resource: Mapping[str, Any], fhir_type: str) -> str:
+    """Return the id of a resource of ``fhir_type``, or raise the MappingError that says why there is none."""
+    if not isinstance(resource, Mapping) or resource.get("resourceType") != fhir_type:
+        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
+        raise WrongResourceType(f"expected a resource of type {fhir_type}, got {str(got)[:64]!r}")
+    fhir_id = resource.get("id")
+    if not isinstance(fhir_id, str) or not fhir_id:
+        raise MissingId(f"a {fhir_type} without an id cannot be mapped")
+    return fhir_id
+
+
+def visible(record: Record, *, besides: Collection[str] = ()) -> dict[str, Any]:
+    """Return what the platform sees of a record: all but version bookkeeping, the unmapped list and ``besides``.
+
+    Two versions of a record whose visible parts are equal are no change to classify.
+    """
+    return record.model_dump(exclude={"source": set(VERSION_FIELDS), "unmapped": True, **dict.fromkeys(besides, True)})
 
 
 def tombstone(previous: R, ctx: MapContext) -> R:
@@ -68,6 +95,9 @@ class Family(Generic[R]):
     classify: Callable[[R | None, R], list[str]]
     deleted_record: Callable[[R, MapContext], R]
     index_fields: Callable[[R], IndexFields]
+    # The top-level elements ``to_platform`` reads (``FRAME`` among them); removing any other element of a resource
+    # leaves its record as it is. The lenient validation policy tolerates errors only outside these.
+    reads: frozenset[str]
     # Keys of other stored resources the mapping reads (put in ``MapContext.related``); when one of them
     # changes, the record is mapped again.
     needs: Callable[[Mapping[str, Any]], list[str]] = no_needs

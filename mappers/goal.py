@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import (
@@ -22,9 +22,8 @@ from mappers.elements import (
     text,
     utc_text,
 )
-from mappers.errors import MissingId, WrongResourceType
-from mappers.family import Family, IndexFields, tombstone
-from mappers.model import CodeableText, Record, Ref
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
+from mappers.model import CodeableText, Part, Record, Ref
 
 FHIR_TYPE: Final = "Goal"
 
@@ -93,14 +92,6 @@ _TARGET_READ: Final = frozenset(
         "detailInteger", "detailRatio", "dueDate", "dueDuration",
     }
 )  # fmt: skip
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
-
-
-class Part(BaseModel):
-    """A piece of a record; like records, it refuses fields it does not know."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Quantity(Part):
@@ -161,17 +152,6 @@ class Goal(Record):
     notes: list[str] = Field(default_factory=list)
     # Element paths of the FHIR resource the record does not carry (read them from source.fhir_url).
     unmapped: list[str] = Field(default_factory=list)
-
-
-def require(resource: Mapping[str, Any], fhir_type: str) -> str:
-    """Return the id of a resource of ``fhir_type``, or raise the MappingError that says why not."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != fhir_type:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a {fhir_type}, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId(f"a {fhir_type} without an id cannot be mapped")
-    return fhir_id
 
 
 def when(value: object, zone_name: str | None) -> str | None:
@@ -338,7 +318,7 @@ def goal_facts(resource: Mapping[str, Any], zone_name: str | None) -> GoalFacts:
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Goal:
     """Map a FHIR R4 Goal, parsed from JSON, to the platform's Goal record."""
-    fhir_id = require(resource, FHIR_TYPE)
+    fhir_id = resource_id(resource, FHIR_TYPE)
     facts = goal_facts(resource, ctx.timezone)
     return Goal(
         id=fhir_id,
@@ -387,11 +367,6 @@ def index_fields(goal: Goal) -> IndexFields:
     }
 
 
-def visible(record: Record) -> dict[str, Any]:
-    """Return what the platform shows of a record: all but the per-version source fields and the unmapped list."""
-    return record.model_dump(exclude={"source": set(VERSION_FIELDS), "unmapped": True})
-
-
 FAMILY: Final = Family(
     fhir_type=FHIR_TYPE,
     record_type="goal",
@@ -401,4 +376,5 @@ FAMILY: Final = Family(
     classify=classify,
     deleted_record=tombstone,
     index_fields=index_fields,
+    reads=FRAME | _READ | _FRAME,
 )

@@ -1,8 +1,9 @@
 """The scored instruments (PHQ-9, PHQ-2, GAD-7) as data: LOINC codes, answer scores, severity bands, risk items.
 
 An instrument is recognized by LOINC code only (its panel, its total-score item or its question items), never by
-linkId: linkIds are local to each EHR's form. Scores come from the LOINC answer codes of the "Not at all ...
-Nearly every day" list (LL358-3) or, for other codes, from the ``ordinalValue`` / ``itemWeight`` extensions.
+linkId alone: linkIds are local to each EHR's form (``mappers.recognition`` maps a form's items to these codes).
+Scores come from the LOINC answer codes of the "Not at all ... Nearly every day" list (LL358-3) or, for other
+codes, from the ``ordinalValue`` / ``itemWeight`` extensions. A form may hold several instruments; each is scored.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 LOINC: Final = "http://loinc.org"
+# LOINC's OID (HL7's OID registry) is another spelling of the same code system.
+LOINC_OID: Final = "urn:oid:2.16.840.1.113883.6.1"
+LOINC_SYSTEMS: Final = frozenset({LOINC, LOINC_OID})
 
 InstrumentKey = Literal["phq-9", "phq-2", "gad-7"]
 Severity = Literal["minimal", "mild", "moderate", "moderately_severe", "severe", "negative", "positive"]
@@ -22,6 +26,7 @@ ScoreReason = Literal[
     "questionnaire_not_found",  # items carry no codes and the gateway does not hold the Questionnaire (yet)
     "not_completed",  # in-progress or stopped
     "entered_in_error",
+    "unrecognized_items",  # the form is the instrument, but which of its items are the instrument's is unknown
     "missing_answers",  # an instrument item has no answer
     "unscorable_answers",  # an instrument item's answer has no score in 0-3, or its answers disagree
 ]
@@ -35,6 +40,8 @@ ANSWER_DISPLAYS: Final[Mapping[str, str]] = {
     "LA6571-9": "Nearly every day",
 }
 ANSWER_FOR_SCORE: Final[Mapping[int, str]] = {score: code for code, score in ANSWER_SCORES.items()}
+# The answer list's value set, which a form may name instead of listing the options.
+ANSWER_LIST: Final = "http://loinc.org/vs/LL358-3"
 
 ORDINAL_VALUE: Final = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 # The R5 extension pack's successor of ordinalValue, and the DSTU2-era one some forms still carry.
@@ -59,6 +66,8 @@ class Instrument:
     bands: tuple[tuple[int, Severity], ...]
     # Item code -> the flag its answer raises when scored above 0, whatever the total.
     risk_items: Mapping[str, RiskFlag] = field(default_factory=dict)
+    # The scores of each item's answers, in the order the form lists them (LL358-3: 0 to 3).
+    answer_scores: tuple[int, ...] = (0, 1, 2, 3)
 
     @property
     def max_score(self) -> int:
@@ -117,24 +126,35 @@ def _own_items(instrument: Instrument) -> frozenset[str]:
     return frozenset(instrument.item_codes) - others
 
 
-def recognize(codes: Collection[str]) -> Instrument | None:
-    """Return the instrument a form is, from the LOINC codes of the form and its items, or None."""
+def recognize_all(codes: Collection[str]) -> list[Instrument]:
+    """Return every instrument a form holds, from the LOINC codes of the form and its items, the main one first.
+
+    The main one is the instrument the form asks most questions of; on a tie, the earlier in ``INSTRUMENTS``.
+    """
     present = set(codes)
+
+    def asked(instrument: Instrument) -> int:
+        return len(present.intersection(instrument.item_codes))
+
     # Evidence that names one instrument: its panel, its total, or a question no other instrument asks.
-    candidates = [
-        i for i in INSTRUMENTS if i.panel_codes & present or i.total_code in present or _own_items(i) & present
-    ]
-    if not candidates:
-        # Only shared questions (PHQ-9's first two are PHQ-2): the instrument they complete best.
-        candidates = [i for i in INSTRUMENTS if present.intersection(i.item_codes)]
-    if not candidates:
-        return None
+    found = [i for i in INSTRUMENTS if i.panel_codes & present or i.total_code in present or _own_items(i) & present]
+    # Questions none of those asks are shared ones (PHQ-9's first two are PHQ-2): the instrument they complete best.
+    rest = present - {code for i in found for code in i.item_codes}
+    shared = [i for i in INSTRUMENTS if i not in found and rest.intersection(i.item_codes)]
+    if shared:
+        found.append(min(shared, key=lambda i: len(i.item_codes) - len(rest.intersection(i.item_codes))))
+    return sorted(found, key=lambda i: (-asked(i), INSTRUMENTS.index(i)))
 
-    def rank(instrument: Instrument) -> tuple[int, int, int]:
-        asked = len(present.intersection(instrument.item_codes))
-        return (-asked, len(instrument.item_codes) - asked, INSTRUMENTS.index(instrument))
 
-    return min(candidates, key=rank)
+def recognize(codes: Collection[str]) -> Instrument | None:
+    """Return the main instrument a form is (see ``recognize_all``), or None."""
+    found = recognize_all(codes)
+    return found[0] if found else None
+
+
+def is_loinc(system: str | None) -> bool:
+    """Tell whether codes of that system are LOINC codes (a code without a system is read as one)."""
+    return system is None or system in LOINC_SYSTEMS
 
 
 def whole(value: object) -> Number | None:
@@ -151,7 +171,7 @@ def whole(value: object) -> Number | None:
 
 def answer_score(system: str | None, code: str | None) -> int | None:
     """Return the score of a LOINC answer code of the instruments' answer list, or None."""
-    if code is None or system not in (None, LOINC):
+    if code is None or not is_loinc(system):
         return None
     return ANSWER_SCORES.get(code)
 
@@ -204,10 +224,15 @@ def score(instrument: Instrument, weights: Mapping[str, Sequence[Number | None]]
     return Score(total, instrument.severity(total), None)
 
 
-def risk_flags(weights: Mapping[str, Sequence[Number | None]]) -> list[RiskFlag]:
-    """Return the risk flags the answers raise (PHQ-9 item 9 above 0 is self-harm), whatever the total."""
+def risk_flags(
+    weights: Mapping[str, Sequence[Number | None]], items: Mapping[str, RiskFlag] = RISK_ITEMS
+) -> list[RiskFlag]:
+    """Return the risk flags the answers raise (PHQ-9 item 9 above 0 is self-harm), whatever the total.
+
+    ``items`` narrows the risk items to one instrument's (``Instrument.risk_items``).
+    """
     flags: list[RiskFlag] = []
-    for code, flag in RISK_ITEMS.items():
+    for code, flag in items.items():
         if any(w is not None and w > 0 for w in weights.get(code, ())) and flag not in flags:
             flags.append(flag)
     return flags

@@ -19,18 +19,32 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from mappers import writer
 from mappers.context import MapContext
-from mappers.elements import concept, concepts, identifiers, instant, items, ref, refs, security_labels, text, utc_text
-from mappers.errors import MissingId, TenantMismatch, WrongResourceType
-from mappers.family import Aggregate, Family, IndexFields, tombstone
+from mappers.elements import (
+    concept,
+    concepts,
+    identifiers,
+    instant,
+    items,
+    merge_labels,
+    ref,
+    refs,
+    security_labels,
+    text,
+    utc_text,
+)
+from mappers.errors import TenantMismatch, WrongResourceType
+from mappers.family import FRAME, Aggregate, Family, IndexFields, resource_id, tombstone, visible
 from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
-from mappers.model import CodeableText, Identifier, Record, Ref, SecurityLabel, Source
+from mappers.model import CodeableText, Identifier, Part, Record, Ref, SecurityLabel, Source
 from mappers.vendors import profile
+from mappers.writer import put
 
 FHIR_TYPE: Final = "Communication"
 # The business identifier of a platform-written message: what the connector's If-None-Exist matches on a retry.
@@ -57,16 +71,10 @@ _MAPPED: Final = frozenset(
     {"resourceType", "id", "meta", "identifier", "status", "category", "priority", "subject", "topic", "encounter",
      "sent", "received", "recipient", "sender", "payload", "inResponseTo", "partOf"}
 )  # fmt: skip
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 _LITERAL: Final = re.compile(
     r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9.\-]{1,64})(?:/_history/[A-Za-z0-9.\-]{1,64})?$", re.ASCII
 )
 _MAX_CHAIN: Final = 64  # a reply chain deeper than this is data gone wrong, not a conversation
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Message(Record):
@@ -95,7 +103,7 @@ class Message(Record):
     unmapped: list[str] = Field(default_factory=list)
 
 
-class ThreadMessage(_Strict):
+class ThreadMessage(Part):
     """What a thread keeps of each of its messages, so that an updated or deleted message refolds exactly."""
 
     id: str
@@ -126,12 +134,7 @@ class MessageThread(Record):
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Message:
     """Map a FHIR R4 Communication, parsed from JSON, to the platform's Message record."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a Communication, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId("a Communication without an id cannot be mapped")
+    fhir_id = resource_id(resource, FHIR_TYPE)
 
     fhir_status = resource.get("status")
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
@@ -165,7 +168,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Message:
         part_of=refs(resource.get("partOf")),
         unmapped=sorted({*unmapped, "subject"}) if is_group else unmapped,
         # Labels of every stored resource this record read: a reply in a restricted thread is restricted too.
-        security=_union(security_labels(each) for each in (resource, *chain, *payload.binaries)),
+        security=merge_labels(security_labels(each) for each in (resource, *chain, *payload.binaries)),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -180,24 +183,22 @@ def to_fhir(message: Message, ctx: MapContext) -> dict[str, Any]:
         raise WrongResourceType(f"Message/{message.id} is deleted; a delete is not written as a Communication")
     known = message.fhir_status if STATUS.get(message.fhir_status) == message.status else None
     resource: dict[str, Any] = {"resourceType": FHIR_TYPE}
-    if message.security:
-        # A label whose code was missing is kept as "" on the platform; FHIR wants it absent, not empty.
-        resource["meta"] = {"security": [_drop_none(label.model_dump(), "") for label in message.security]}
-    resource["identifier"] = [_drop_none(i.model_dump()) for i in _business_identifiers(message)]
+    put(resource, "meta", writer.meta(message.security))
+    resource["identifier"] = writer.identifiers(_business_identifiers(message))
     resource["status"] = known or _FHIR_STATUS[message.status]
-    _put(resource, "category", [_concept(c) for c in message.category])
-    _put(resource, "priority", message.priority)
-    _put(resource, "subject", _ref(message.patient))
-    _put(resource, "topic", _concept(message.topic) if message.topic else None)
-    _put(resource, "encounter", _ref(message.encounter))
-    _put(resource, "sent", message.sent_at)
-    _put(resource, "received", message.received_at)
-    _put(resource, "recipient", [_ref(r) for r in message.recipients])
-    _put(resource, "sender", _ref(message.sender))
+    put(resource, "category", writer.concepts(message.category))
+    put(resource, "priority", message.priority)
+    put(resource, "subject", writer.reference(message.patient))
+    put(resource, "topic", writer.concept(message.topic))
+    put(resource, "encounter", writer.reference(message.encounter))
+    put(resource, "sent", message.sent_at)
+    put(resource, "received", message.received_at)
+    put(resource, "recipient", writer.references(message.recipients))
+    put(resource, "sender", writer.reference(message.sender))
     if message.body is not None:
         resource["payload"] = [body_payload(message.body, profile(ctx.vendor).communication_body_as_attachment)]
-    _put(resource, "inResponseTo", [_ref(r) for r in message.in_response_to])
-    _put(resource, "partOf", [_ref(r) for r in message.part_of])
+    put(resource, "inResponseTo", writer.references(message.in_response_to))
+    put(resource, "partOf", writer.references(message.part_of))
     return resource
 
 
@@ -219,7 +220,7 @@ def classify(previous: Message | None, current: Message) -> list[str]:
         return ["message.deleted"] if previous is not None and not previous.deleted else []
     if previous is None or previous.deleted:
         return ["message.received"]
-    return ["message.updated"] if _visible(previous) != _visible(current) else []
+    return ["message.updated"] if visible(previous) != visible(current) else []
 
 
 def index_fields(message: Message) -> IndexFields:
@@ -275,14 +276,9 @@ def fold(previous: MessageThread | None, message: Message, ctx: MapContext) -> M
         last_message_at=max(dated) if dated else None,
         last_status=ordered[-1].status if ordered else None,
         messages=ordered,
-        security=_union([held, *(e.security for e in ordered)]),
+        security=merge_labels([held, *(e.security for e in ordered)]),
         source=max(ordered, key=lambda e: (e.source.last_updated, e.id)).source if ordered else message.source,
     )
-
-
-def _visible(message: Message) -> dict[str, Any]:
-    # What elements went unmapped is bookkeeping, not something a user of the message sees.
-    return message.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
 
 
 def _literal(value: object) -> tuple[str | None, str | None]:
@@ -332,14 +328,6 @@ def _replies_without_id(resource: Mapping[str, Any]) -> bool:
     return any(_literal(v)[0] is None and (ref(v) is not None or v.get("identifier")) for v in replies)
 
 
-def _union(groups: Iterable[Iterable[SecurityLabel]]) -> list[SecurityLabel]:
-    labels: dict[tuple[str | None, str], SecurityLabel] = {}
-    for group in groups:
-        for label in group:
-            labels.setdefault((label.system, label.code), label)
-    return sorted(labels.values(), key=lambda label: (label.system or "", label.code))
-
-
 def _business_identifiers(message: Message) -> list[Identifier]:
     found = list(message.source.identifiers)
     if not any(i.system == WRITEBACK_SYSTEM for i in found):
@@ -347,41 +335,18 @@ def _business_identifiers(message: Message) -> list[Identifier]:
     return found
 
 
-def _put(resource: dict[str, Any], key: str, value: object) -> None:
-    if value is not None and value != []:
-        resource[key] = value
-
-
-def _drop_none(value: dict[str, Any], *also: object) -> dict[str, Any]:
-    return {k: v for k, v in value.items() if v is not None and v not in also}
-
-
-def _ref(value: Ref | None) -> dict[str, Any] | None:
-    return _drop_none(value.model_dump()) if value is not None else None
-
-
-def _concept(value: CodeableText) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if value.codings:
-        out["coding"] = [_drop_none(c.model_dump()) for c in value.codings]
-    if value.text is not None:
-        out["text"] = value.text
-    return out
-
-
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="message",
-        route="messages",
-        model=Message,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        needs=needs,
-        aggregate=Aggregate(
-            record_type="message_thread", route="message-threads", model=MessageThread, key=thread_key, fold=fold
-        ),
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="message",
+    route="messages",
+    model=Message,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _MAPPED,
+    needs=needs,
+    aggregate=Aggregate(
+        record_type="message_thread", route="message-threads", model=MessageThread, key=thread_key, fold=fold
+    ),
+)

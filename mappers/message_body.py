@@ -15,20 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict
-
 from mappers.elements import items, ref, text
-from mappers.model import Ref
+from mappers.model import Part, Ref
 from mappers.narrative import plain_text
 
 _TEXT_TYPES: Final = frozenset({"text/plain", "text/html", "application/xhtml+xml"})
 _BINARY: Final = re.compile(r"(?:^|/)Binary/([A-Za-z0-9.\-]{1,64})(?:/_history/[A-Za-z0-9.\-]{1,64})?$", re.ASCII)
 
 
-class MessageAttachment(BaseModel):
+class MessageAttachment(Part):
     """An attachment's metadata as given; its content is never fetched nor copied into the record."""
-
-    model_config = ConfigDict(extra="forbid")
 
     content_type: str | None = None
     title: str | None = None

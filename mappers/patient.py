@@ -8,8 +8,8 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from mappers.context import MapContext
-from mappers.elements import concept, identifiers, items, ref, refs, text
-from mappers.family import Family, IndexFields, tombstone
+from mappers.elements import concept, identifiers, items, ref, refs, security_labels, text
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -21,14 +21,11 @@ from mappers.person import (
     fhir_date,
     gender,
     is_active,
-    labels,
     lifecycle,
     person_identifiers,
     person_name,
     primary,
-    resource_id,
     unmapped,
-    visible,
 )
 from mappers.vendors import VendorProfile, profile
 
@@ -101,7 +98,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Patient:
         practice=extension_ref(resource, vendor.practice_extension),
         department=extension_ref(resource, vendor.department_extension),
         unmapped=unmapped(resource, _MAPPED, read=_vendor_extensions(vendor)),
-        security=labels(resource),
+        security=security_labels(resource),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -146,15 +143,14 @@ def _merged_into(value: object) -> Ref | None:
     return None
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="patient",
-        route="patients",
-        model=Patient,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="patient",
+    route="patients",
+    model=Patient,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _MAPPED | {"extension"},
+)

@@ -1,7 +1,7 @@
 """What Patient, Practitioner and PractitionerRole records share: names, contact points, typed identifiers.
 
-Also the plumbing every people record uses: the id check, the security labels, the tombstone, the
-created/updated/deleted events and the list of element paths a mapper left unmapped.
+Also the plumbing every people record uses: the created/updated/deleted events and the list of element paths a
+mapper left unmapped.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mappers.elements import concept, items, ref, security_labels, text
-from mappers.errors import MissingId, WrongResourceType
-from mappers.model import CodeableText, Record, Ref, SecurityLabel
+from mappers.elements import concept, items, ref, text
+from mappers.family import visible
+from mappers.model import CodeableText, Part, Record, Ref
 from mappers.vendors import VendorProfile
 
 R = TypeVar("R", bound=Record)
@@ -31,19 +31,12 @@ _DATE: Final = re.compile(r"\d{4}(?:-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12]\d|3[01]
 # Which identifier the platform shows first when there are several of one kind.
 _USE_RANK: Final[Mapping[str | None, int]] = {"official": 0, "usual": 1, None: 2, "secondary": 3, "temp": 4}
 _OLD_RANK: Final = 5
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 # Elements that are not data to map: the resource's own framing, and the narrative (a rendering of the data).
 _FRAME: Final = frozenset({"resourceType", "id", "meta", "text"})
 _NAME_USE_RANK: Final[Mapping[str | None, int]] = {"official": 0, "usual": 1, None: 2, "temp": 3, "nickname": 4}
 
 
-class _Part(BaseModel):
-    # Like the records: a field the model does not know is a bug, not data to keep silently.
-    model_config = ConfigDict(extra="forbid")
-
-
-class PersonName(_Part):
+class PersonName(Part):
     """The name to address a person by: display text and its parts."""
 
     text: str
@@ -54,7 +47,7 @@ class PersonName(_Part):
     use: str | None = None
 
 
-class ContactPoint(_Part):
+class ContactPoint(Part):
     """A phone number, email address or other way to reach a person."""
 
     system: str | None = None
@@ -63,7 +56,7 @@ class ContactPoint(_Part):
     rank: int | None = None
 
 
-class PersonIdentifier(_Part):
+class PersonIdentifier(Part):
     """A business identifier with its kind: "mrn", "npi", a vendor profile's role ("csn", "patient"...), or None."""
 
     kind: str | None = None
@@ -71,34 +64,6 @@ class PersonIdentifier(_Part):
     value: str | None = None
     use: str | None = None
     type: CodeableText | None = None
-
-
-def resource_id(resource: Mapping[str, Any], fhir_type: str) -> str:
-    """Return the id of a resource of that type, or raise when it is another type or has no id."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != fhir_type:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a {fhir_type}, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId(f"a {fhir_type} without an id cannot be mapped")
-    return fhir_id
-
-
-def labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
-    """Collect every ``meta.security`` label of a resource and its contained ones, a lone bare code included."""
-
-    # elements.security_labels reads a bare code inside the array but skips one given instead of the array;
-    # a malformed label still asks for restriction, so wrap it before reading.
-    def wrapped(each: Mapping[str, Any]) -> Mapping[str, Any]:
-        meta = each.get("meta")
-        if isinstance(meta, Mapping) and isinstance(meta.get("security"), str):
-            return {**each, "meta": {**meta, "security": [meta["security"]]}}
-        return each
-
-    contained = resource.get("contained")
-    if isinstance(contained, list):
-        resource = {**resource, "contained": [wrapped(c) if isinstance(c, Mapping) else c for c in contained]}
-    return security_labels(wrapped(resource))
 
 
 def is_active(value: object) -> bool:
@@ -260,11 +225,6 @@ def lifecycle(prefix: str, previous: Record | None, current: Record) -> str | No
     if previous is None or previous.deleted:
         return f"{prefix}.created"
     return f"{prefix}.updated" if visible(previous) != visible(current) else None
-
-
-def visible(record: Record, *, besides: Collection[str] = ()) -> dict[str, Any]:
-    """Return what the platform sees of a record: all but version bookkeeping, the unmapped list and ``besides``."""
-    return record.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True, **dict.fromkeys(besides, True)})
 
 
 def _words(value: object) -> str | None:

@@ -13,8 +13,8 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import Field
 
 from mappers.context import MapContext
-from mappers.elements import concept, concepts, identifiers, items, ref, refs
-from mappers.family import Family, IndexFields, tombstone
+from mappers.elements import concept, concepts, identifiers, items, ref, refs, security_labels
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -24,12 +24,10 @@ from mappers.person import (
     contact_points,
     gender,
     is_active,
-    labels,
     lifecycle,
     person_identifiers,
     person_name,
     primary,
-    resource_id,
     unmapped,
 )
 from mappers.vendors import profile
@@ -108,7 +106,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Provider:
             if isinstance(q, Mapping) and (code := concept(q.get("code"))) is not None
         ],
         unmapped=unmapped(resource, _PRACTITIONER_MAPPED),
-        security=labels(resource),
+        security=security_labels(resource),
         source=ctx.source(PRACTITIONER, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -130,7 +128,7 @@ def role_to_platform(resource: Mapping[str, Any], ctx: MapContext) -> ProviderRo
         identifiers=found,
         telecom=contact_points(resource.get("telecom")),
         unmapped=unmapped(resource, _ROLE_MAPPED),
-        security=labels(resource),
+        security=security_labels(resource),
         source=ctx.source(PRACTITIONER_ROLE, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -152,25 +150,25 @@ def index_fields(record: Provider | ProviderRole) -> IndexFields:
     return {"patient": None, "sort": None, "status": "active" if record.active else "inactive"}
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=PRACTITIONER,
-        record_type="provider",
-        route="providers",
-        model=Provider,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-    ),
-    Family(
-        fhir_type=PRACTITIONER_ROLE,
-        record_type="provider_role",
-        route="provider-roles",
-        model=ProviderRole,
-        to_platform=role_to_platform,
-        classify=classify_role,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-    ),
-]
+FAMILY: Final = Family(
+    fhir_type=PRACTITIONER,
+    record_type="provider",
+    route="providers",
+    model=Provider,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _PRACTITIONER_MAPPED,
+)
+ROLE_FAMILY: Final = Family(
+    fhir_type=PRACTITIONER_ROLE,
+    record_type="provider_role",
+    route="provider-roles",
+    model=ProviderRole,
+    to_platform=role_to_platform,
+    classify=classify_role,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _ROLE_MAPPED,
+)

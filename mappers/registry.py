@@ -1,30 +1,29 @@
-"""The FHIR types the worker maps: every family module's ``FAMILIES``, by FHIR type, and the records served."""
+"""The FHIR types the worker maps: every family, listed here by hand, by FHIR type, and the records served."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import Any, Final
 
+from mappers import appointment, goal, message, patient, provider, survey, survey_response, treatment_plan
 from mappers.family import Aggregate, Family, IndexFields, canonical_key, no_needs
 from mappers.model import Record
 
-__all__ = ["MAPPED", "Aggregate", "Family", "IndexFields", "canonical_key", "no_needs", "record_routes"]
+__all__ = ["FAMILIES", "MAPPED", "Aggregate", "Family", "IndexFields", "canonical_key", "no_needs", "record_routes"]
 
-_MODULES = ("appointment", "patient", "provider", "message", "treatment_plan", "survey", "survey_response")
+# Every mapped family, by hand: a new family is added here; nothing is discovered at import time.
+FAMILIES: Final[tuple[Family[Any], ...]] = (
+    appointment.FAMILY,
+    patient.FAMILY,
+    provider.FAMILY,
+    provider.ROLE_FAMILY,
+    message.FAMILY,
+    treatment_plan.FAMILY,
+    goal.FAMILY,
+    survey.FAMILY,
+    survey_response.FAMILY,
+)
 
-
-def _gather() -> dict[str, Family[Any]]:
-    modules: list[Any] = []
-    for name in _MODULES:
-        try:
-            modules.append(importlib.import_module(f"mappers.{name}"))
-        except ModuleNotFoundError as exc:  # pragma: no cover - only while the families are being written
-            if exc.name != f"mappers.{name}":
-                raise
-    return {family.fhir_type: family for module in modules for family in module.FAMILIES}
-
-
-MAPPED: dict[str, Family[Any]] = _gather()
+MAPPED: Final[dict[str, Family[Any]]] = {family.fhir_type: family for family in FAMILIES}
 
 
 def record_routes() -> dict[str, tuple[str, type[Record]]]:

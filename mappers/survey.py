@@ -2,7 +2,8 @@
 
 Nested items are flattened in document order; each item's ``path`` lists the linkIds of the items that enclose
 it, outermost first (linkIds are unique within a Questionnaire, so the path rebuilds the tree). A survey is an
-``instrument`` ("phq-9", "phq-2", "gad-7") when its LOINC codes say so, never because of its linkIds.
+``instrument`` ("phq-9", "phq-2", "gad-7") when its LOINC codes say so, never because of its linkIds; codes the
+tenant or its vendor reads as LOINC (``ctx.codes()``) count as LOINC codes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from mappers import instruments
 from mappers.answer import (
     MAX_DEPTH,
     VALUE_SUFFIXES,
-    Part,
     Value,
     ValueType,
     answer_weight,
@@ -26,12 +26,12 @@ from mappers.answer import (
     loinc_code,
     read_value,
 )
+from mappers.codes import NO_CODES, LocalCodes
 from mappers.context import MapContext
 from mappers.elements import identifiers, instant, items, security_labels, text
-from mappers.errors import MissingId, WrongResourceType
-from mappers.family import Family, IndexFields, tombstone
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.instruments import InstrumentKey
-from mappers.model import Coding, Record
+from mappers.model import Coding, Part, Record
 
 FHIR_TYPE: Final = "Questionnaire"
 
@@ -131,7 +131,9 @@ class Survey(Record):
     description: str | None = None
     codes: list[Coding] = Field(default_factory=list)
     subject_type: list[str] = Field(default_factory=list)
+    # The main instrument the form is, and every instrument it holds (the main one first).
     instrument: InstrumentKey | None = None
+    instruments: list[InstrumentKey] = Field(default_factory=list)
     items: list[SurveyItem] = Field(default_factory=list)
     # Element paths of the Questionnaire the record does not carry (read them from source.fhir_url).
     unmapped: list[str] = Field(default_factory=list)
@@ -139,14 +141,11 @@ class Survey(Record):
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Survey:
     """Map a FHIR R4 Questionnaire, parsed from JSON, to the platform's Survey record."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a Questionnaire, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId("a Questionnaire without an id cannot be mapped")
-    survey_items = items_of(resource)
+    fhir_id = resource_id(resource, FHIR_TYPE)
+    local = ctx.codes()
+    survey_items = items_of(resource, local)
     codes = codings(resource.get("code"))
+    held = instruments_of(resource, survey_items, local)
     return Survey(
         id=fhir_id,
         url=text(resource.get("url")),
@@ -158,7 +157,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Survey:
         description=text(resource.get("description")),
         codes=codes,
         subject_type=_words(resource.get("subjectType")),
-        instrument=instrument_of(resource, survey_items),
+        instrument=held[0] if held else None,
+        instruments=held,
         items=survey_items,
         unmapped=_unmapped(resource),
         security=security_labels(resource),
@@ -172,10 +172,6 @@ def _words(value: object) -> list[str]:
     return [t for t in map(text, found) if t is not None]
 
 
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
-
-
 def classify(previous: Survey | None, current: Survey) -> list[str]:
     """Name the change events from previous to current ([] when the platform would see no change)."""
     if current.deleted:
@@ -183,14 +179,9 @@ def classify(previous: Survey | None, current: Survey) -> list[str]:
     first = previous is None or previous.deleted
     if current.status == "active" and (first or previous is None or previous.status != "active"):
         return ["survey.published"]
-    if first or previous is None or _visible(previous) != _visible(current):
+    if first or previous is None or visible(previous) != visible(current):
         return ["survey.updated"]
     return []
-
-
-def _visible(survey: Survey) -> dict[str, Any]:
-    # What went unmapped is bookkeeping, not something a user of the survey sees.
-    return survey.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
 
 
 def index_fields(survey: Survey) -> IndexFields:
@@ -210,11 +201,12 @@ def date_epoch(value: str | None) -> float | None:
     return day.timestamp()
 
 
-def instrument_of(resource: Mapping[str, Any], survey_items: list[SurveyItem]) -> InstrumentKey | None:
-    """Return the instrument a Questionnaire is, from its own and its items' LOINC codes."""
-    codes = {loinc_code(c) for c in codings(resource.get("code"))} | {loinc_code(i.code) for i in survey_items}
-    found = instruments.recognize({c for c in codes if c})
-    return found.key if found else None
+def instruments_of(
+    resource: Mapping[str, Any], survey_items: list[SurveyItem], codes: LocalCodes = NO_CODES
+) -> list[InstrumentKey]:
+    """Return the instruments a Questionnaire holds, the main one first, from its own and its items' LOINC codes."""
+    found = {codes.loinc_of(c) for c in codings(resource.get("code"))} | {loinc_code(i.code) for i in survey_items}
+    return [instrument.key for instrument in instruments.recognize_all({c for c in found if c})]
 
 
 # What this mapper reads; the narrative only renders the rest. Everything else is listed in ``unmapped``.
@@ -271,24 +263,27 @@ def _every_item(value: object, depth: int) -> Iterator[Mapping[str, Any]]:
             yield from _every_item(item.get("item"), depth + 1)
 
 
-def items_of(questionnaire: Mapping[str, Any]) -> list[SurveyItem]:
-    """Return a Questionnaire's items flattened in document order, each with its enclosing linkIds."""
-    return list(_walk(questionnaire.get("item"), []))
+def items_of(questionnaire: Mapping[str, Any], codes: LocalCodes = NO_CODES) -> list[SurveyItem]:
+    """Return a Questionnaire's items flattened in document order, each with its enclosing linkIds.
+
+    An item's code is its LOINC one, where it has one or ``codes`` reads one of its codes as LOINC.
+    """
+    return list(_walk(questionnaire.get("item"), [], codes))
 
 
-def _walk(value: object, path: list[str]) -> Iterator[SurveyItem]:
+def _walk(value: object, path: list[str], codes: LocalCodes) -> Iterator[SurveyItem]:
     if len(path) >= MAX_DEPTH:
         return
     for item in items(value):
         if not isinstance(item, Mapping):
             continue
-        survey_item = _item(item, path)
+        survey_item = _item(item, path, codes)
         yield survey_item
-        yield from _walk(item.get("item"), [*path, survey_item.link_id or ""])
+        yield from _walk(item.get("item"), [*path, survey_item.link_id or ""], codes)
 
 
-def _item(item: Mapping[str, Any], path: list[str]) -> SurveyItem:
-    code = best_code(codings(item.get("code")))
+def _item(item: Mapping[str, Any], path: list[str], codes: LocalCodes) -> SurveyItem:
+    code = best_code([codes.normalized(c) for c in codings(item.get("code"))])
     return SurveyItem(
         link_id=text(item.get("linkId")),
         path=path,
@@ -300,13 +295,13 @@ def _item(item: Mapping[str, Any], path: list[str]) -> SurveyItem:
         repeats=item.get("repeats") is True,
         read_only=item.get("readOnly") is True,
         answer_value_set=text(item.get("answerValueSet")),
-        answer_options=[o for o in (_option(each, code) for each in items(item.get("answerOption"))) if o],
+        answer_options=[o for o in (_option(each, code, codes) for each in items(item.get("answerOption"))) if o],
         enable_when=[e for e in map(_enable_when, items(item.get("enableWhen"))) if e],
         enable_behavior=_BEHAVIOR.get(text(item.get("enableBehavior")) or ""),
     )
 
 
-def _option(option: object, item_code: Coding | None) -> AnswerOption | None:
+def _option(option: object, item_code: Coding | None, codes: LocalCodes) -> AnswerOption | None:
     if not isinstance(option, Mapping):
         return None
     found = read_value(option, "value")
@@ -316,7 +311,8 @@ def _option(option: object, item_code: Coding | None) -> AnswerOption | None:
     return AnswerOption(
         value_type=value_type,
         value=value,
-        weight=answer_weight(item_code, value, option),
+        # A local answer code the tenant reads as a LOINC answer scores as that answer.
+        weight=answer_weight(item_code, codes.normalized(value) if isinstance(value, Coding) else value, option),
         initial_selected=option.get("initialSelected") is True,
     )
 
@@ -333,15 +329,14 @@ def _enable_when(condition: object) -> EnableWhen | None:
     )
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="survey",
-        route="surveys",
-        model=Survey,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="survey",
+    route="surveys",
+    model=Survey,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _READ,
+)

@@ -1,50 +1,39 @@
 """FHIR R4 QuestionnaireResponse to the platform's SurveyResponse record with its scores, and back for write-backs.
 
-Answers are flattened in document order; each answer's ``path`` lists the linkIds of the items enclosing it,
-outermost first. An answer's item code comes from its Questionnaire (contained, or held by the gateway and
-delivered in ``ctx.related``), else from the response item's LOINC ``definition``: R4 response items carry no
-codes of their own, and linkIds never identify an instrument. When the Questionnaire arrives after the response,
-the worker maps the response again and it is scored then.
+Answers are flattened in document order (``mappers.answer_reader``). An answer's item code comes from its
+Questionnaire (contained, or held by the gateway and delivered in ``ctx.related``), else from the response item's
+LOINC ``definition``: R4 response items carry no codes of their own. A form coded only at the panel has its
+questions recognized by the tenant's item map or by position (``mappers.recognition``), and the tenant's and
+vendor's local codes count as LOINC (``ctx.codes()``). Each instrument the form holds is scored
+(``mappers.scoring``). When the Questionnaire arrives after the response, the worker maps the response again and
+it is scored then.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from pydantic import Field
 
-from mappers import instruments
-from mappers.answer import (
-    MAX_DEPTH,
-    VALUE_SUFFIXES,
-    Answer,
-    Quantity,
-    Value,
-    ValueType,
-    answer_weight,
-    best_code,
-    codings,
-    defined_code,
-    loinc_code,
-    nest,
-    read_value,
-)
+from mappers import writer
+from mappers.answer import Answer, codings, loinc_code, nest
+from mappers.answer_reader import AnswerReader, may_score
 from mappers.context import MapContext
-from mappers.elements import identifiers, instant, items, ref, refs, security_labels, text, utc_text
-from mappers.errors import MissingId, WrongResourceType
-from mappers.family import Family, IndexFields, canonical_key, tombstone
-from mappers.instruments import InstrumentKey, Number, RiskFlag, ScoreReason, Severity
-from mappers.model import Coding, Record, Ref, SecurityLabel
+from mappers.elements import identifiers, instant, items, merge_labels, ref, refs, security_labels, text, utc_text
+from mappers.family import FRAME, Family, IndexFields, canonical_key, resource_id, tombstone, visible
+from mappers.instruments import InstrumentKey
+from mappers.model import Record, Ref
+from mappers.recognition import recognized, scored_question
+from mappers.scoring import FINISHED, InstrumentScore, Scored, SurveyResponseStatus, assess
 from mappers.survey import SurveyItem, items_of, unread
 from mappers.vendors import profile
+from mappers.writer import put
 
 FHIR_TYPE: Final = "QuestionnaireResponse"
 
-SurveyResponseStatus = Literal["in_progress", "completed", "amended", "entered_in_error", "stopped", "unknown"]
 STATUS: Final[Mapping[str, SurveyResponseStatus]] = {
     "in-progress": "in_progress",
     "completed": "completed",
@@ -53,18 +42,15 @@ STATUS: Final[Mapping[str, SurveyResponseStatus]] = {
     "stopped": "stopped",
 }
 _FHIR_STATUS: Final = {status: code for code, status in STATUS.items()}
-_FINISHED: Final = frozenset({"completed", "amended"})
 
 # A relative literal reference to a Questionnaire (a canonical may be one, e.g. "Questionnaire/gcs").
 _LITERAL: Final = re.compile(r"Questionnaire/([A-Za-z0-9.\-]{1,64})(?:/_history/[A-Za-z0-9.\-]{1,64})?", re.ASCII)
 # The identifier system of write-backs that carry no business identifier of their own (If-None-Exist needs one).
 WRITEBACK_SYSTEM: Final = "urn:ietf:rfc:3986"
 _WRITEBACK_NAMESPACE: Final = uuid.UUID("6f1c7d8e-3b1a-5e0c-9a42-1f0d3c5b7a90")
-# Source fields that change with every stored version even when nothing the platform shows has changed.
-_VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "ehr_version_id", "ehr_last_updated"})
 
 
-class SurveyResponse(Record):
+class SurveyResponse(Scored, Record):
     """A patient's answers to a survey, with the instrument's score, severity and risk flags computed here."""
 
     record_type: Literal["survey_response"] = "survey_response"
@@ -81,16 +67,11 @@ class SurveyResponse(Record):
     part_of: list[Ref] = Field(default_factory=list)
     authored_at: str | None = None
     answers: list[Answer] = Field(default_factory=list)
+    # The main instrument (the one the form asks most of), whose score the ``Scored`` fields are; every
+    # instrument's is in ``scores``.
     instrument: InstrumentKey | None = None
-    total_score: int | None = None
-    # The EHR's own total item (PHQ-9 44261-6, GAD-7 70274-6, PHQ-2 55758-7), kept beside ours.
-    ehr_total_score: int | float | None = None
-    score_mismatch: bool = False
-    severity: Severity | None = None
-    risk_flags: list[RiskFlag] = Field(default_factory=list)
-    # Why total_score is null; with the instrument's items that could not be scored.
-    score_reason: ScoreReason | None = None
-    unscored_items: list[str] = Field(default_factory=list)
+    # A score per instrument the response holds, the main one first (a PHQ-9 and a GAD-7 in one form: two).
+    scores: list[InstrumentScore] = Field(default_factory=list)
     # Element paths of the response the record does not carry (read them from source.fhir_url).
     unmapped: list[str] = Field(default_factory=list)
 
@@ -112,24 +93,22 @@ def needs(resource: Mapping[str, Any]) -> list[str]:
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
     """Map a FHIR R4 QuestionnaireResponse, parsed from JSON, to the platform's scored SurveyResponse record."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
-        raise WrongResourceType(f"expected a QuestionnaireResponse, got {str(got)[:64]!r}")
-    fhir_id = resource.get("id")
-    if not isinstance(fhir_id, str) or not fhir_id:
-        raise MissingId("a QuestionnaireResponse without an id cannot be mapped")
+    fhir_id = resource_id(resource, FHIR_TYPE)
 
+    codes = ctx.codes()
     form, form_id, read = _questionnaire(resource, ctx.related)
     inline = form is not None and form_id is None
     definitions: dict[str, SurveyItem] = {}
     form_codes: set[str] = set()
+    uncoded = False
     if form is not None:
-        for item in items_of(form):
+        for item in recognized(form, items_of(form, codes), codes):
             if item.link_id is not None:
                 definitions.setdefault(item.link_id, item)
             form_codes.add(loinc_code(item.code) or "")
-        form_codes |= {loinc_code(c) or "" for c in codings(form.get("code"))}
-    reader = _Reader(definitions, profile(ctx.vendor).qr_numbers_as_decimal)
+            uncoded = uncoded or (scored_question(item) and loinc_code(item.code) is None)
+        form_codes |= {codes.loinc_of(c) or "" for c in codings(form.get("code"))}
+    reader = AnswerReader(definitions, profile(ctx.vendor).qr_numbers_as_decimal, codes)
     reader.walk(resource.get("item"), [])
     status = STATUS.get(text(resource.get("status")) or "", "unknown")
     assessment = assess(
@@ -137,6 +116,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
         status,
         form_codes | reader.codes,
         questionnaire_missing=form is None and text(resource.get("questionnaire")) is not None,
+        uncoded=uncoded or any(loinc_code(a.item_code) is None and may_score(a) for a in reader.answers),
     )
     subject = ref(resource.get("subject"))
     return SurveyResponse(
@@ -153,16 +133,9 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
         part_of=refs(resource.get("partOf")),
         authored_at=utc_text(instant(resource.get("authored"), ctx.timezone)),
         answers=reader.answers,
-        instrument=assessment.instrument,
-        total_score=assessment.total_score,
-        ehr_total_score=assessment.ehr_total_score,
-        score_mismatch=assessment.score_mismatch,
-        severity=assessment.severity,
-        risk_flags=list(assessment.risk_flags),
-        score_reason=assessment.score_reason,
-        unscored_items=list(assessment.unscored_items),
+        **assessment.record_fields(),
         unmapped=sorted(reader.unread | unread(resource, _READ_CONTAINED if inline else _READ)),
-        security=_union(security_labels(resource), *(security_labels(r) for r in read)),
+        security=merge_labels(security_labels(r) for r in (resource, *read)),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
     )
 
@@ -171,8 +144,7 @@ def to_fhir(response: SurveyResponse, ctx: MapContext) -> dict[str, Any]:
     """Map a platform SurveyResponse to a FHIR R4 QuestionnaireResponse to write back to the EHR."""
     decimals = profile(ctx.vendor).qr_numbers_as_decimal
     resource: dict[str, Any] = {"resourceType": FHIR_TYPE, "id": response.id}
-    if response.security:
-        resource["meta"] = {"security": [label.model_dump(exclude_none=True) for label in response.security]}
+    put(resource, "meta", writer.meta(response.security))
     resource["identifier"] = _writeback_identifier(response, ctx)
     if response.survey is not None:
         resource["questionnaire"] = response.survey
@@ -184,16 +156,12 @@ def to_fhir(response: SurveyResponse, ctx: MapContext) -> dict[str, Any]:
         "author": response.author,
         "source": response.answered_by,
     }
-    resource |= {key: r.model_dump(exclude_none=True) for key, r in references.items() if r is not None}
-    if response.based_on:
-        resource["basedOn"] = [r.model_dump(exclude_none=True) for r in response.based_on]
-    if response.part_of:
-        resource["partOf"] = [r.model_dump(exclude_none=True) for r in response.part_of]
-    if response.authored_at is not None:
-        resource["authored"] = response.authored_at
-    tree = nest(response.answers, numbers_as_decimal=decimals)
-    if tree:
-        resource["item"] = tree
+    for key, value in references.items():
+        put(resource, key, writer.reference(value))
+    put(resource, "basedOn", writer.references(response.based_on))
+    put(resource, "partOf", writer.references(response.part_of))
+    put(resource, "authored", response.authored_at)
+    put(resource, "item", nest(response.answers, numbers_as_decimal=decimals))
     return resource
 
 
@@ -207,33 +175,36 @@ def if_none_exist(resource: Mapping[str, Any]) -> str | None:
 
 
 def classify(previous: SurveyResponse | None, current: SurveyResponse) -> list[str]:
-    """Name the change events from previous to current, ``risk.flagged`` last when a flag is new."""
+    """Name the change events from previous to current, then ``risk.flagged`` when a flag is new and
+    ``risk.unscored`` when an instrument's items newly cannot be recognized (so a person reads the answers)."""
     if current.deleted:
         return ["survey_response.deleted"] if previous is not None and not previous.deleted else []
     before = None if previous is None or previous.deleted else previous
     events: list[str] = []
-    if current.status == "completed" and (before is None or before.status not in _FINISHED):
+    if current.status == "completed" and (before is None or before.status not in FINISHED):
         events.append("survey_response.completed")
     elif _amended(before, current):
         events.append("survey_response.amended")
-    elif before is None or _visible(before) != _visible(current):
+    elif before is None or visible(before) != visible(current):
         # Also a late score: the Questionnaire arrived and the same answers now carry a total.
         events.append("survey_response.updated")
     if set(current.risk_flags) - set(before.risk_flags if before else ()):
         events.append("risk.flagged")
+    if _unrecognized(current) - _unrecognized(before):
+        events.append("risk.unscored")
     return events
+
+
+def _unrecognized(response: SurveyResponse | None) -> set[str]:
+    scores = response.scores if response is not None else []
+    return {s.instrument for s in scores if s.score_reason == "unrecognized_items"}
 
 
 def _amended(before: SurveyResponse | None, current: SurveyResponse) -> bool:
     if current.status == "amended" and (before is None or before.status != "amended"):
         return True
     # A finished response whose answers change has been amended, whatever status the EHR says.
-    return before is not None and current.status in _FINISHED and _said(before) != _said(current)
-
-
-def _visible(response: SurveyResponse) -> dict[str, Any]:
-    # What went unmapped is bookkeeping, not something a user of the response sees.
-    return response.model_dump(exclude={"source": set(_VERSION_FIELDS), "unmapped": True})
+    return before is not None and current.status in FINISHED and _said(before) != _said(current)
 
 
 def _said(response: SurveyResponse) -> list[tuple[Any, ...]]:
@@ -251,62 +222,6 @@ def index_fields(response: SurveyResponse) -> IndexFields:
     }
 
 
-@dataclass(frozen=True)
-class Assessment:
-    """What the gateway computes from a response's answers: instrument, scores, severity and risk flags."""
-
-    instrument: InstrumentKey | None = None
-    total_score: int | None = None
-    ehr_total_score: Number | None = None
-    score_mismatch: bool = False
-    severity: Severity | None = None
-    risk_flags: tuple[RiskFlag, ...] = ()
-    score_reason: ScoreReason | None = None
-    unscored_items: tuple[str, ...] = ()
-
-
-def assess(
-    answers: Sequence[Answer],
-    status: SurveyResponseStatus,
-    form_codes: Iterable[str] = (),
-    *,
-    questionnaire_missing: bool = False,
-) -> Assessment:
-    """Recognize the instrument by LOINC code and score the answers; risk flags whatever the total."""
-    weights: dict[str, list[Number | None]] = {}
-    for answer in answers:
-        code = loinc_code(answer.item_code)
-        if code is not None:
-            weights.setdefault(code, []).append(answer.weight)
-    found = instruments.recognize({c for c in (*form_codes, *weights) if c})
-    if status == "entered_in_error":
-        return Assessment(instrument=found.key if found else None, score_reason="entered_in_error")
-    # A patient who reports thoughts of self-harm is flagged even mid-form and even when nothing else scores.
-    flags = tuple(instruments.risk_flags(weights))
-    if found is None:
-        reason: ScoreReason = "questionnaire_not_found" if questionnaire_missing else "not_an_instrument"
-        return Assessment(risk_flags=flags, score_reason=reason)
-    totals = [n for a in answers if loinc_code(a.item_code) == found.total_code and (n := _number(a)) is not None]
-    ehr_total = totals[0] if totals else None
-    if status not in _FINISHED:
-        return Assessment(found.key, ehr_total_score=ehr_total, risk_flags=flags, score_reason="not_completed")
-    scored = instruments.score(found, weights)
-    return Assessment(
-        found.key,
-        total_score=scored.total,
-        ehr_total_score=ehr_total,
-        score_mismatch=scored.total is not None and ehr_total is not None and scored.total != ehr_total,
-        severity=scored.severity,
-        risk_flags=flags,
-        score_reason=scored.reason,
-        unscored_items=scored.unscored_items,
-    )
-
-
-def _number(answer: Answer) -> Number | None:
-    return instruments.whole(answer.value.value if isinstance(answer.value, Quantity) else answer.value)
-
-
 # What this mapper reads; the narrative only renders the rest. Everything else is listed in ``unmapped``.
 _READ: Final = frozenset(
     {"resourceType", "id", "meta", "text", "identifier", "questionnaire", "status", "subject", "encounter"}
@@ -314,92 +229,6 @@ _READ: Final = frozenset(
 )
 # A contained Questionnaire the response names is read; other contained resources only for their labels.
 _READ_CONTAINED: Final = _READ | {"contained"}
-# ``code`` is not R4 on a response item, but is read where an export put it.
-_ITEM_READ: Final = frozenset({"id", "linkId", "text", "answer", "item", "definition", "code"})
-_ANSWER_READ: Final = frozenset({"id", "item", *(f"value{suffix}" for suffix in VALUE_SUFFIXES)})
-
-
-class _Reader:
-    """Flatten a response's items into answers, reading codes and weights from its Questionnaire."""
-
-    def __init__(self, definitions: Mapping[str, SurveyItem], numbers_as_decimal: bool) -> None:
-        self.definitions = definitions
-        self.numbers_as_decimal = numbers_as_decimal
-        self.answers: list[Answer] = []
-        self.codes: set[str] = set()
-        self.unread: set[str] = set()
-
-    def walk(self, value: object, path: list[str]) -> None:
-        if len(path) >= MAX_DEPTH:
-            return
-        for item in items(value):
-            if not isinstance(item, Mapping):
-                continue
-            self.unread |= unread(item, _ITEM_READ, "item.")
-            link_id = text(item.get("linkId"))
-            definition = self.definitions.get(link_id) if link_id is not None else None
-            code = _item_code(item, definition)
-            self.codes.add(loinc_code(code) or "")
-            question = text(item.get("text")) or (definition.text if definition else None)
-            inner = [*path, link_id or ""]
-            for element in items(item.get("answer")):
-                if not isinstance(element, Mapping):
-                    continue
-                self.unread |= unread(element, _ANSWER_READ, "item.answer.")
-                found = read_value(element, "value")
-                if found is not None:
-                    value_type, answer_value = self._declared(*found, definition)
-                    self.answers.append(
-                        Answer(
-                            link_id=link_id,
-                            path=path,
-                            item_code=code,
-                            question=question,
-                            value_type=value_type,
-                            value=answer_value,
-                            weight=_weight(code, value_type, answer_value, element, definition),
-                        )
-                    )
-                self.walk(element.get("item"), inner)
-            self.walk(item.get("item"), inner)
-
-    def _declared(self, value_type: ValueType, value: Value, definition: SurveyItem | None) -> tuple[ValueType, Value]:
-        # Epic sends integer answers as valueDecimal; a whole decimal is an integer unless the form asks a decimal.
-        declared = definition.type if definition else "unknown"
-        whole = value_type == "decimal" and isinstance(value, int) and not isinstance(value, bool)
-        if whole and (declared == "integer" or (self.numbers_as_decimal and declared not in ("decimal", "quantity"))):
-            return "integer", value
-        return value_type, value
-
-
-def _item_code(item: Mapping[str, Any], definition: SurveyItem | None) -> Coding | None:
-    if definition is not None and definition.code is not None:
-        return definition.code
-    # Not R4 on a response item, but some exports copy the Questionnaire's codes there.
-    own = best_code(codings(item.get("code")))
-    if own is not None:
-        return own
-    return defined_code(item.get("definition"))
-
-
-def _weight(
-    code: Coding | None, value_type: ValueType, value: Value, element: Mapping[str, Any], definition: SurveyItem | None
-) -> Number | None:
-    if loinc_code(code) in instruments.ITEM_CODES and value_type in ("integer", "decimal"):
-        return instruments.whole(value)
-    if not isinstance(value, Coding):
-        return None
-    weight = answer_weight(code, value, element)
-    if weight is None and definition is not None:
-        for option in definition.answer_options:
-            chosen = option.value
-            if (
-                isinstance(chosen, Coding)
-                and chosen.code == value.code
-                and (chosen.system is None or value.system is None or chosen.system == value.system)
-            ):
-                return option.weight
-    return weight
 
 
 def _questionnaire(
@@ -434,14 +263,6 @@ def _is_patient(value: object) -> bool:
     return declared.rsplit("/", 1)[-1] == "Patient"
 
 
-def _union(*groups: list[SecurityLabel]) -> list[SecurityLabel]:
-    labels: dict[tuple[str | None, str], SecurityLabel] = {}
-    for group in groups:
-        for label in group:
-            labels.setdefault((label.system, label.code), label)
-    return list(labels.values())
-
-
 def _writeback_identifier(response: SurveyResponse, ctx: MapContext) -> dict[str, str]:
     for identifier in response.source.identifiers:
         if identifier.system and identifier.value:
@@ -451,16 +272,15 @@ def _writeback_identifier(response: SurveyResponse, ctx: MapContext) -> dict[str
     return {"system": WRITEBACK_SYSTEM, "value": f"urn:uuid:{derived}"}
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="survey_response",
-        route="survey-responses",
-        model=SurveyResponse,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        needs=needs,
-    )
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="survey_response",
+    route="survey-responses",
+    model=SurveyResponse,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _READ_CONTAINED,
+    needs=needs,
+)

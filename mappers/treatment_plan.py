@@ -8,20 +8,21 @@ mapped again.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from pydantic import Field
 
-from mappers import goal
+from mappers import goal, writer
 from mappers.context import MapContext
-from mappers.elements import concept, concepts, identifiers, items, ref, refs, security_labels, text
+from mappers.elements import concept, concepts, identifiers, items, merge_labels, ref, refs, security_labels, text
 from mappers.errors import TenantMismatch
-from mappers.family import Family, IndexFields, tombstone
-from mappers.goal import GoalFacts, Part, epoch, literal, patient_key, require, visible, when
-from mappers.model import CodeableText, Identifier, Record, Ref, SecurityLabel
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
+from mappers.goal import GoalFacts, epoch, literal, patient_key, when
+from mappers.model import CodeableText, Part, Record, Ref, SecurityLabel
 from mappers.narrative import plain_text
 from mappers.vendors import profile
+from mappers.writer import compact, put
 
 FHIR_TYPE: Final = "CarePlan"
 
@@ -164,7 +165,7 @@ def needs(resource: Mapping[str, Any]) -> list[str]:
 
 def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> TreatmentPlan:
     """Map a FHIR R4 CarePlan, parsed from JSON, with the Goals in ``ctx.related``, to a TreatmentPlan."""
-    fhir_id = require(resource, FHIR_TYPE)
+    fhir_id = resource_id(resource, FHIR_TYPE)
     fhir_status = resource.get("status")
     intent = resource.get("intent")
     goals, goal_labels = _goals(resource, ctx)
@@ -189,7 +190,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> TreatmentPlan:
             for index, value in enumerate(items(resource.get("activity")))
             if isinstance(value, Mapping)
         ],
-        security=_union([security_labels(resource), *goal_labels]),
+        security=merge_labels([security_labels(resource), *goal_labels]),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
         unmapped=_unmapped(resource),
     )
@@ -200,20 +201,19 @@ def to_fhir(plan: TreatmentPlan, ctx: MapContext) -> dict[str, Any]:
     if plan.source.tenant != ctx.tenant:
         raise TenantMismatch(f"CarePlan/{plan.id} belongs to another tenant")
     resource: dict[str, Any] = {"resourceType": FHIR_TYPE, "id": plan.id}
-    if plan.security:
-        resource["meta"] = {"security": [_label_fhir(label) for label in plan.security]}
-    _put(resource, "identifier", [_identifier_fhir(i) for i in plan.source.identifiers])
+    put(resource, "meta", writer.meta(plan.security))
+    put(resource, "identifier", writer.identifiers(plan.source.identifiers))
     resource["status"] = _PLAN_CODE[plan.status]
-    _put(resource, "intent", plan.intent)
-    _put(resource, "category", [_concept_fhir(c) for c in plan.category])
-    _put(resource, "title", plan.title)
-    _put(resource, "description", plan.description)
-    _put(resource, "subject", _ref_fhir(plan.patient))
-    _put(resource, "period", _period_fhir(plan.period))
-    _put(resource, "careTeam", [_ref_fhir(r) for r in plan.care_team])
-    _put(resource, "addresses", [_ref_fhir(r) for r in plan.addresses])
-    _put(resource, "goal", [_ref_fhir(g.reference) for g in plan.goals])
-    _put(resource, "activity", [_activity_fhir(a) for a in sorted(plan.activities, key=lambda a: a.index)])
+    put(resource, "intent", plan.intent)
+    put(resource, "category", writer.concepts(plan.category))
+    put(resource, "title", plan.title)
+    put(resource, "description", plan.description)
+    put(resource, "subject", writer.reference(plan.patient))
+    put(resource, "period", _period_fhir(plan.period))
+    put(resource, "careTeam", writer.references(plan.care_team))
+    put(resource, "addresses", writer.references(plan.addresses))
+    put(resource, "goal", writer.references(g.reference for g in plan.goals))
+    put(resource, "activity", [_activity_fhir(a) for a in sorted(plan.activities, key=lambda a: a.index)])
     return resource
 
 
@@ -223,7 +223,7 @@ def with_activity_status(careplan: Mapping[str, Any], index: int, status: str) -
     ``status`` is an R4 CarePlanActivityStatus code (``in-progress``) or its platform spelling (``in_progress``);
     a ValueError says why a status or an index cannot be applied.
     """
-    require(careplan, FHIR_TYPE)
+    resource_id(careplan, FHIR_TYPE)
     code = (status if status in ACTIVITY_STATUS else _ACTIVITY_CODE.get(status)) if isinstance(status, str) else None
     if code is None:
         raise ValueError(f"{str(status)[:40]!r} is not an R4 CarePlan activity status ({', '.join(ACTIVITY_STATUS)})")
@@ -309,14 +309,6 @@ def _unmapped(resource: Mapping[str, Any]) -> list[str]:
     ):
         paths.add("contained")
     return sorted(paths)
-
-
-def _union(groups: Iterable[list[SecurityLabel]]) -> list[SecurityLabel]:
-    labels: dict[tuple[str | None, str], SecurityLabel] = {}
-    for group in groups:
-        for label in group:
-            labels.setdefault((label.system, label.code), label)
-    return list(labels.values())
 
 
 def _period(value: object, zone_name: str | None) -> Period | None:
@@ -434,41 +426,8 @@ def _note(value: object, zone_name: str | None) -> ProgressNote | None:
     return ProgressNote(text=value["text"], time=when(value.get("time"), zone_name), author=author)
 
 
-def _put(resource: dict[str, Any], key: str, value: object) -> None:
-    # FHIR has no empty values: an absent element is left out, never written as null, "" or [].
-    if value is not None and value != [] and value != {}:
-        resource[key] = value
-
-
-def _compact(**elements: object) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in elements.items():
-        _put(found, key, value)
-    return found
-
-
-def _label_fhir(label: SecurityLabel) -> dict[str, Any]:
-    # A label read without a code keeps none: "" is not a FHIR code, and the reader turns absence back into "".
-    return _compact(system=label.system, code=label.code or None, display=label.display)
-
-
-def _identifier_fhir(identifier: Identifier) -> dict[str, Any]:
-    return _compact(use=identifier.use, system=identifier.system, value=identifier.value)
-
-
-def _ref_fhir(value: Ref | None) -> dict[str, Any] | None:
-    return _compact(reference=value.reference, display=value.display) if value else None
-
-
-def _concept_fhir(value: CodeableText | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    codings = [_compact(system=c.system, code=c.code, display=c.display) for c in value.codings]
-    return _compact(coding=codings, text=value.text)
-
-
 def _period_fhir(value: Period | None) -> dict[str, Any] | None:
-    return _compact(start=value.start, end=value.end) if value else None
+    return compact(start=value.start, end=value.end) if value else None
 
 
 def _activity_fhir(activity: Activity) -> dict[str, Any]:
@@ -476,47 +435,45 @@ def _activity_fhir(activity: Activity) -> dict[str, Any]:
     if activity.scheduled is not None:
         planned = activity.scheduled
         if planned.kind == "string":
-            schedule = _compact(scheduledString=planned.text)
+            schedule = compact(scheduledString=planned.text)
         elif planned.kind == "period":
-            schedule = _compact(scheduledPeriod=_compact(start=planned.start, end=planned.end))
+            schedule = compact(scheduledPeriod=compact(start=planned.start, end=planned.end))
         else:
             # The summary travels as the timing's text; the EHR's coded repeat was not kept, so none is invented.
-            bounds = _compact(start=planned.start, end=planned.end)
-            timing = _compact(code=_compact(text=planned.text), repeat=_compact(boundsPeriod=bounds))
+            bounds = compact(start=planned.start, end=planned.end)
+            timing = compact(code=compact(text=planned.text), repeat=compact(boundsPeriod=bounds))
             schedule = {"scheduledTiming": timing}
-    detail = _compact(
-        code=_concept_fhir(activity.code),
+    detail = compact(
+        code=writer.concept(activity.code),
         status=_ACTIVITY_CODE[activity.status] if activity.status else None,
         doNotPerform=True if activity.do_not_perform else None,
         description=activity.description,
         **schedule,
     )
     # The kind is written when a detail carries it, or when the reference alone would say another kind.
-    if activity.kind is not None and (detail or activity.kind != _kind(_ref_fhir(activity.reference))):
+    if activity.kind is not None and (detail or activity.kind != _kind(writer.reference(activity.reference))):
         detail = {"kind": activity.kind, **detail}
     progress = [
-        _compact(
+        compact(
             text=note.text,
             time=note.time,
-            authorReference=_ref_fhir(note.author) if note.author and note.author.reference else None,
+            authorReference=writer.reference(note.author) if note.author and note.author.reference else None,
             authorString=note.author.display if note.author and not note.author.reference else None,
         )
         for note in activity.progress
     ]
-    return _compact(reference=_ref_fhir(activity.reference), progress=progress, detail=detail)
+    return compact(reference=writer.reference(activity.reference), progress=progress, detail=detail)
 
 
-FAMILIES: Final = [
-    Family(
-        fhir_type=FHIR_TYPE,
-        record_type="treatment_plan",
-        route="treatment-plans",
-        model=TreatmentPlan,
-        to_platform=to_platform,
-        classify=classify,
-        deleted_record=tombstone,
-        index_fields=index_fields,
-        needs=needs,
-    ),
-    goal.FAMILY,
-]
+FAMILY: Final = Family(
+    fhir_type=FHIR_TYPE,
+    record_type="treatment_plan",
+    route="treatment-plans",
+    model=TreatmentPlan,
+    to_platform=to_platform,
+    classify=classify,
+    deleted_record=tombstone,
+    index_fields=index_fields,
+    reads=FRAME | _READ,
+    needs=needs,
+)

@@ -12,8 +12,9 @@ names (``Appointment.priority`` touches ``priority``; ``Bundle.entry[3].resource
   ``text`` (narrative safety: unsafe XHTML is never stored), ``implicitRules`` and ``modifierExtension`` (they
   change what the resource means);
 - for a mapped type, the element is not one its mapper reads (``MAPPED_ELEMENTS``: the top-level elements each
-  family's ``to_platform`` reads, kept in step with the mappers by ``tests/gateway/test_policy.py``, which
-  removes every other element of real resources and checks the record does not change);
+  family declares its ``to_platform`` reads, ``Family.reads``; ``tests/gateway/test_policy.py`` removes every
+  other element of real resources and checks the record does not change). Every family reads ``contained``: the
+  labels of contained resources travel to the record;
 - for a type no family maps, the error is not structural: an unknown element, a wrong JSON shape or a missing
   required element (issue codes ``structure``, ``required``) make the resource something other than what the
   sender meant, so it is refused; a bad value, code, invariant or reference inside an element is kept with
@@ -23,10 +24,11 @@ names (``Appointment.priority`` touches ``priority``; ``Bundle.entry[3].resource
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from conformance.outcome import Issue
+from mappers.registry import MAPPED
 
 Policy = Literal["strict", "lenient"]
 
@@ -34,61 +36,8 @@ _ALWAYS_READ = frozenset({"id", "meta", "text", "implicitRules", "modifierExtens
 _STRUCTURAL = frozenset({"structure", "required", "exception"})
 _ELEMENT = re.compile(r"^_?([A-Za-z][A-Za-z0-9]*)")
 
-# The top-level elements each mapped family's mapper reads (besides _ALWAYS_READ). ``extension`` is listed where
-# the mapper reads top-level extensions (vendor practice/department, Appointment replaces/virtualService).
-MAPPED_ELEMENTS: dict[str, frozenset[str]] = {
-    "Appointment": frozenset(
-        {
-            "appointmentType", "basedOn", "cancelationReason", "cancellationReason", "comment", "description",
-            "end", "extension", "identifier", "minutesDuration", "participant", "patientInstruction", "reasonCode",
-            "reasonReference", "replaces", "serviceCategory", "serviceType", "slot", "specialty", "start",
-            "status", "virtualService",
-        }
-    ),
-    "Patient": frozenset(
-        {
-            "active", "birthDate", "communication", "deceasedBoolean", "deceasedDateTime", "extension", "gender",
-            "generalPractitioner", "identifier", "link", "managingOrganization", "name", "telecom",
-        }
-    ),
-    "Practitioner": frozenset({"active", "gender", "identifier", "name", "qualification", "telecom"}),
-    "PractitionerRole": frozenset(
-        {
-            "active", "code", "healthcareService", "identifier", "location", "organization", "practitioner",
-            "specialty", "telecom",
-        }
-    ),
-    "Communication": frozenset(
-        {
-            "category", "encounter", "identifier", "inResponseTo", "partOf", "payload", "priority", "received",
-            "recipient", "sender", "sent", "status", "subject", "topic",
-        }
-    ),
-    "CarePlan": frozenset(
-        {
-            "activity", "addresses", "careTeam", "category", "contained", "description", "goal", "identifier",
-            "intent", "language", "period", "status", "subject", "title",
-        }
-    ),
-    "Goal": frozenset(
-        {
-            "achievementStatus", "addresses", "category", "description", "identifier", "language",
-            "lifecycleStatus", "note", "priority", "startDate", "statusDate", "subject", "target",
-        }
-    ),
-    "Questionnaire": frozenset(
-        {
-            "code", "date", "description", "identifier", "item", "name", "status", "subjectType", "title", "url",
-            "version",
-        }
-    ),
-    "QuestionnaireResponse": frozenset(
-        {
-            "author", "authored", "basedOn", "contained", "encounter", "identifier", "item", "partOf",
-            "questionnaire", "source", "status", "subject",
-        }
-    ),
-}  # fmt: skip
+# The top-level elements each mapped family's ``to_platform`` reads, as the family declares them (``Family.reads``).
+MAPPED_ELEMENTS: Mapping[str, frozenset[str]] = {rtype: family.reads for rtype, family in MAPPED.items()}
 
 
 def touched_element(expression: str | None, root: str) -> str | None:

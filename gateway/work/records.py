@@ -232,7 +232,7 @@ class RecordWriter:
         return MapContext(
             tenant=tenant, vendor=config.vendor, timezone=config.timezone, version_id=str(version),
             last_updated=last_updated, ehr_version_id=ehr_version_id, ehr_last_updated=ehr_last_updated,
-            related=related or {},
+            related=related or {}, local_codes=config.local_codes,
         )  # fmt: skip
 
     def _write_record(

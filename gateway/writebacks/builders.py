@@ -24,9 +24,11 @@ from mappers import appointment as appointment_mapper
 from mappers import message as message_mapper
 from mappers import survey_response as survey_mapper
 from mappers import treatment_plan as plan_mapper
+from mappers.appointment import Appointment
 from mappers.context import MapContext
 from mappers.message import Message, MessageThread
-from mappers.model import Appointment, CodeableText, Coding, Identifier, Participant, Ref
+from mappers.model import CodeableText, Coding, Identifier, Ref
+from mappers.participant import Participant
 from mappers.survey_response import SurveyResponse
 
 # The business identifier of a platform-requested appointment: what the connector's If-None-Exist matches.

@@ -14,6 +14,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from mappers.codes import LocalCodes
+
 VENDORS = ("generic", "epic", "oracle-health", "athenahealth")
 WRITEBACKS = ("message", "survey_response", "appointment", "treatment_plan")
 
@@ -57,6 +59,9 @@ class VendorProfile:
     # Parameters every search carries, by resource type ("*": every type), "{practice_id}" filled from the
     # tenant's EHR settings.
     search_params: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The vendor's own codes read as LOINC, under every tenant's (``mappers.codes.LocalCodes``): codes that mean
+    # the same at every customer of the vendor. Codes that differ per customer go in the tenant's block.
+    local_codes: LocalCodes = field(default_factory=LocalCodes)
     # Where the vendor documents this (for maintainers), by topic.
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -91,4 +96,6 @@ def profile(name: str) -> VendorProfile:
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"vendor profile {name} has unknown fields: {', '.join(sorted(unknown))}")
+    if "local_codes" in raw:
+        raw["local_codes"] = LocalCodes.model_validate(raw["local_codes"])
     return VendorProfile(**{"name": name, **raw})

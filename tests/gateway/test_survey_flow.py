@@ -1,10 +1,15 @@
-"""Surveys through the gateway: a PHQ-9 response that arrives before its Questionnaire is scored when it comes."""
+"""Surveys through the gateway: a PHQ-9 response that arrives before its Questionnaire is scored when it comes;
+forms coded only at the panel, coded with a clinic's flowsheet rows, or holding two instruments."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from tests.conftest import Gateway
+import pytest
+
+from gateway.settings import ClientsConfig
+from tests.conftest import CLIENTS, EHR_B, PLATFORM_B, Gateway
 
 LOINC = "http://loinc.org"
 CANONICAL = "https://forms.clinic-a.example/Questionnaire/phq9|3"
@@ -113,3 +118,119 @@ async def test_a_response_after_its_questionnaire_is_scored_at_once_and_flagged_
     tombstone = (await gateway.platform("/survey-responses/qr-now")).json()
     assert tombstone["deleted"] is True
     assert tombstone["total_score"] == 16
+
+
+# --- instruments however forms code them (issue #14 items 7-9) --------------------------------------------------
+
+FLOWSHEET = "urn:oid:1.2.840.114350.1.13.0.1.7.2.707679"
+GAD7 = ["69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"]
+LIST = [{"valueCoding": {"system": LOINC, "code": code}} for code in ANSWER.values()]
+
+
+@pytest.fixture
+def clients() -> ClientsConfig:
+    """Clinic-a reads its flowsheet rows q1..q9 as PHQ-9's questions (its ``local_codes``)."""
+    config = copy.deepcopy(CLIENTS)
+    rows = {f"{FLOWSHEET}|row-{n}": code for n, code in enumerate(PHQ9, start=1)}
+    config["tenants"]["clinic-a"]["local_codes"] = {"loinc": rows}
+    return ClientsConfig.model_validate(config)
+
+
+def panel_form(fid: str, questions: int, **elements: Any) -> dict[str, Any]:
+    """Return a PHQ-9 coded only at the panel: uncoded questions q1, q2... offering LOINC's answer list."""
+    items = [{"linkId": f"q{n}", "type": "choice", "answerOption": LIST} for n in range(1, questions + 1)]
+    url = f"https://forms.clinic-a.example/Questionnaire/{fid}"
+    return {"resourceType": "Questionnaire", "id": fid, "url": url, "status": "active",
+            "code": [{"system": LOINC, "code": "44249-1"}], "item": items, **elements}  # fmt: skip
+
+
+def answers_to(form: dict[str, Any], rid: str, scores: list[int], prefix: str = "q") -> dict[str, Any]:
+    items = [
+        {"linkId": f"{prefix}{n}", "answer": [{"valueCoding": {"system": LOINC, "code": ANSWER[score]}}]}
+        for n, score in enumerate(scores, start=1)
+    ]
+    return response(rid, []) | {"questionnaire": form["url"], "item": items}
+
+
+async def _put_all(gateway: Gateway, *resources: dict[str, Any]) -> None:
+    for resource in resources:
+        put = await gateway.ehr("PUT", f"/{resource['resourceType']}/{resource['id']}", json=resource)
+        assert put.status_code in (200, 201), put.text
+    await gateway.drain()
+
+
+async def test_a_phq9_coded_only_at_the_panel_is_scored_and_flagged(gateway: Gateway) -> None:
+    form = panel_form("phq9-panel", 9)
+    await _put_all(gateway, form, answers_to(form, "qr-panel", [0, 1, 0, 0, 1, 0, 0, 0, 3]))
+    record = (await gateway.platform("/survey-responses/qr-panel")).json()
+    assert (record["instrument"], record["total_score"], record["score_reason"]) == ("phq-9", 5, None)
+    assert record["risk_flags"] == ["self_harm"]
+    events = [(e["type"], e["record_id"]) for e in await _events(gateway)]
+    assert events == [
+        ("survey.published", "phq9-panel"),
+        ("survey_response.completed", "qr-panel"),
+        ("risk.flagged", "qr-panel"),
+    ]
+
+
+async def test_a_panel_whose_questions_cannot_be_recognized_raises_risk_unscored(gateway: Gateway) -> None:
+    # Ten questions where PHQ-9 has nine: which is item 9 is not for the gateway to guess.
+    form = panel_form("phq9-ten", 10)
+    await _put_all(gateway, form, answers_to(form, "qr-ten", [0] * 8 + [3, 0]))
+    record = (await gateway.platform("/survey-responses/qr-ten")).json()
+    assert (record["instrument"], record["total_score"], record["score_reason"]) == (
+        "phq-9",
+        None,
+        "unrecognized_items",
+    )
+    events = await _events(gateway)
+    assert [(e["type"], e["record_id"]) for e in events] == [
+        ("survey.published", "phq9-ten"),
+        ("survey_response.completed", "qr-ten"),
+        ("risk.unscored", "qr-ten"),
+    ]
+    assert events[-1]["record"]["scores"][0]["score_reason"] == "unrecognized_items"
+    filtered = (await gateway.platform("/changes", params={"types": "risk.*"})).json()["events"]
+    assert [e["type"] for e in filtered] == ["risk.unscored"]
+
+
+async def test_a_flowsheet_coded_form_scores_through_the_tenants_local_codes(gateway: Gateway) -> None:
+    form = questionnaire() | {"id": "phq9-flowsheet", "url": "https://forms.clinic-a.example/Questionnaire/flow"}
+    for n, item in enumerate(form["item"], start=1):
+        item["code"] = [{"system": FLOWSHEET, "code": f"row-{n}"}]
+    answered = answers_to(form, "qr-flow", [1] * 8 + [2])
+    await _put_all(gateway, form, answered)
+    record = (await gateway.platform("/survey-responses/qr-flow")).json()
+    assert (record["total_score"], record["severity"], record["risk_flags"]) == (10, "moderate", ["self_harm"])
+    # Another tenant without the map: the same form is no instrument to it.
+    for resource in (form, answered):
+        await gateway.ehr("PUT", f"/{resource['resourceType']}/{resource['id']}", token=EHR_B, json=resource)
+    await gateway.drain()
+    other = (await gateway.platform("/survey-responses/qr-flow", token=PLATFORM_B)).json()
+    assert (other["instrument"], other["risk_flags"]) == (None, [])
+
+
+async def test_a_phq9_and_a_gad7_in_one_response_each_get_a_score(gateway: Gateway) -> None:
+    items = [
+        {"linkId": f"{prefix}{n}", "type": "choice", "code": [{"system": LOINC, "code": code}]}
+        for prefix, codes in (("p", PHQ9), ("g", GAD7))
+        for n, code in enumerate(codes, start=1)
+    ]
+    form = questionnaire() | {
+        "id": "intake",
+        "url": "https://forms.clinic-a.example/Questionnaire/intake",
+        "item": items,
+    }
+    answered = answers_to(form, "qr-intake", [0] * 8 + [1], prefix="p")
+    answered["item"] += answers_to(form, "qr-intake", [2] * 7, prefix="g")["item"]
+    await _put_all(gateway, form, answered)
+    record = (await gateway.platform("/survey-responses/qr-intake")).json()
+    assert [(s["instrument"], s["total_score"], s["severity"]) for s in record["scores"]] == [
+        ("phq-9", 1, "minimal"),
+        ("gad-7", 14, "moderate"),
+    ]
+    assert (record["instrument"], record["total_score"], record["risk_flags"]) == ("phq-9", 1, ["self_harm"])
+    survey = (await gateway.platform("/surveys/intake")).json()
+    assert survey["instruments"] == ["phq-9", "gad-7"]
+    events = [(e["type"], e["record_id"]) for e in await _events(gateway)]
+    assert events[-2:] == [("survey_response.completed", "qr-intake"), ("risk.flagged", "qr-intake")]

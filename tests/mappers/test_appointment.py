@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,33 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conformance.validator import validate_resource
-from mappers.appointment import STATUS, cancellation, classify, to_fhir, to_platform
-from mappers.context import MapContext
+from mappers.appointment import STATUS, Appointment, cancellation, classify, to_fhir, to_platform
+from mappers.elements import merge_labels
 from mappers.errors import MappingError
 from mappers.family import tombstone as deleted_record
-from mappers.model import Appointment, CodeableText, Coding, Identifier, Participant, Ref, SecurityLabel
+from mappers.model import CodeableText, Coding, Identifier, Ref, SecurityLabel
+from mappers.participant import Participant
 from mappers.registry import MAPPED
 from mappers.vendors import VENDORS
+from tests.mappers.conftest import corpus_params, ctx, hl7_example
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-
-
-def corpus_dir() -> Path:
-    """Return the shared FHIR corpus folder, from GATEWAY_CORPUS_DIR or beside the repository."""
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
-    return Path(os.environ.get("GATEWAY_CORPUS_DIR", default))
-
-
-def ctx(version: str = "1", **overrides: Any) -> MapContext:
-    fields: dict[str, Any] = {
-        "tenant": "clinic-a",
-        "vendor": "generic",
-        "timezone": "America/New_York",
-        "version_id": version,
-        "last_updated": f"2024-01-0{version}T12:00:00Z",
-    }
-    return MapContext(**(fields | overrides))
 
 
 def appointment(**elements: Any) -> dict[str, Any]:
@@ -57,14 +39,6 @@ def appointment(**elements: Any) -> dict[str, Any]:
         ],
     }
     return resource | elements
-
-
-def hl7_example(name: str) -> dict[str, Any]:
-    path = corpus_dir() / "hl7-r4-spec-examples" / name
-    if not path.is_file():
-        pytest.skip(f"FHIR corpus not found at {path.parent}; set GATEWAY_CORPUS_DIR")
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8-sig"))
-    return loaded
 
 
 @pytest.mark.parametrize(
@@ -169,12 +143,13 @@ def test_security_labels_are_all_kept() -> None:
         {"system": ACT_CODE, "code": "PSY"},
     ]
     record = to_platform(appointment(meta={"versionId": "7", "security": labels}), ctx())
+    # Sorted by system and code, whatever order the EHR sent them in.
     assert record.security == [
-        SecurityLabel(system=CONFIDENTIALITY, code="R", display="restricted"),
         SecurityLabel(system=ACT_CODE, code="PSY"),
+        SecurityLabel(system=CONFIDENTIALITY, code="R", display="restricted"),
     ]
     assert deleted_record(record, ctx("2")).security == record.security
-    assert json.loads(record.model_dump_json())["security"][1] == {
+    assert json.loads(record.model_dump_json())["security"][0] == {
         "system": ACT_CODE,
         "code": "PSY",
         "display": None,
@@ -205,7 +180,7 @@ def test_messy_optional_elements_never_raise() -> None:
     assert record.service_type[0].codings[0].code == "52"
     assert record.reason == []
     # A label with its code missing, or a bare code, still marks the record as restricted.
-    assert record.security == [SecurityLabel(system=ACT_CODE, code=""), SecurityLabel(system=None, code="R")]
+    assert record.security == [SecurityLabel(system=None, code="R"), SecurityLabel(system=ACT_CODE, code="")]
 
 
 @pytest.mark.parametrize(
@@ -272,37 +247,8 @@ def test_registry_gives_the_worker_appointment_index_fields() -> None:
     assert family.model.model_validate_json(record.model_dump_json()) == record
 
 
-def corpus_appointments() -> Iterator[Any]:
-    root = corpus_dir()
-    if not root.is_dir():
-        yield pytest.param(
-            None,
-            id="no-corpus",
-            marks=pytest.mark.skip(reason=f"FHIR corpus not found at {root}; set GATEWAY_CORPUS_DIR"),
-        )
-        return
-    for path in sorted(root.rglob("*.json")):
-        text = path.read_text(encoding="utf-8-sig")
-        if '"Appointment"' not in text:
-            continue
-        for where, resource in _find_appointments(json.loads(text), ""):
-            yield pytest.param(resource, id=f"{path.relative_to(root)}{where}")
-
-
-def _find_appointments(node: object, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    # Appointments sit at the top, in Bundle entries, in nested Bundles and in `contained`.
-    if isinstance(node, dict):
-        if node.get("resourceType") == "Appointment":
-            yield where, node
-        for key, value in node.items():
-            yield from _find_appointments(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _find_appointments(value, f"{where}[{index}]")
-
-
 @pytest.mark.corpus
-@pytest.mark.parametrize("resource", list(corpus_appointments()))
+@pytest.mark.parametrize("resource", corpus_params("Appointment"))
 def test_every_corpus_appointment_maps(resource: dict[str, Any]) -> None:
     original = copy.deepcopy(resource)
     record = to_platform(resource, ctx())
@@ -904,7 +850,7 @@ def platform_records(draw: st.DrawFn, vendor: str, timezone: str | None) -> Appo
                 ),
                 max_size=4,
                 unique_by=lambda label: (label.system, label.code),
-            )
+            ).map(lambda found: merge_labels([found]))
         ),
     }
     identifiers_ = draw(

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mappers import instruments
-from mappers.instruments import GAD7, PHQ2, PHQ9, recognize, risk_flags, score
+from mappers.instruments import GAD7, PHQ2, PHQ9, recognize, recognize_all, risk_flags, score
 
 
 def test_the_instruments_carry_the_published_loinc_codes() -> None:
@@ -81,6 +81,15 @@ def test_the_two_shared_questions_alone_are_a_phq2_and_with_more_a_phq9() -> Non
 def test_a_combined_form_is_read_as_the_instrument_it_asks_most_of() -> None:
     assert recognize({"44249-1", "69737-5", *PHQ9.item_codes, *GAD7.item_codes}) is PHQ9
     assert recognize({"44249-1", "69737-5", *GAD7.item_codes, "44250-9"}) is GAD7
+
+
+def test_every_instrument_a_form_holds_is_recognized_the_main_one_first() -> None:
+    assert recognize_all({"44249-1", "69737-5"}) == [PHQ9, GAD7]
+    assert recognize_all({*GAD7.item_codes, *PHQ9.item_codes}) == [PHQ9, GAD7]
+    # PHQ-2's questions inside a PHQ-9 are the PHQ-9's; beside a GAD-7 they are a PHQ-2 of their own.
+    assert recognize_all(set(PHQ9.item_codes)) == [PHQ9]
+    assert recognize_all({*GAD7.item_codes, *PHQ2.item_codes}) == [GAD7, PHQ2]
+    assert recognize_all({"72166-2"}) == []
 
 
 def weights_for(instrument: instruments.Instrument, points: list[int]) -> dict[str, list[int | float | None]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conformance.validator import validate_resource
-from mappers.context import MapContext
 from mappers.errors import MappingError
 from mappers.family import tombstone as deleted_record
 from mappers.message import (
@@ -30,22 +28,11 @@ from mappers.message import (
 )
 from mappers.model import CodeableText, Coding, Ref, SecurityLabel
 from mappers.registry import MAPPED, record_routes
-from tests.conftest import CORPUS
+from tests.mappers.conftest import corpus_params, ctx, hl7_example
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CERNER = "https://fhir-ehr.cerner.com/r4/StructureDefinition"
-
-
-def ctx(version: str = "1", **overrides: Any) -> MapContext:
-    fields: dict[str, Any] = {
-        "tenant": "clinic-a",
-        "vendor": "generic",
-        "timezone": "America/New_York",
-        "version_id": version,
-        "last_updated": f"2024-01-0{version}T12:00:00Z",
-    }
-    return MapContext(**(fields | overrides))
 
 
 def communication(**elements: Any) -> dict[str, Any]:
@@ -639,31 +626,8 @@ def test_fhir_to_platform_never_drops_a_security_label(
 # Corpus
 
 
-def corpus_communications() -> Iterator[Any]:
-    if not CORPUS.is_dir():
-        yield pytest.param(None, id="no-corpus", marks=pytest.mark.skip(reason=f"FHIR corpus not found at {CORPUS}"))
-        return
-    for path in sorted(CORPUS.rglob("*.json")):
-        raw = path.read_text(encoding="utf-8-sig")
-        if '"Communication"' not in raw:
-            continue
-        for where, resource in _find(json.loads(raw), ""):
-            yield pytest.param(resource, id=f"{path.relative_to(CORPUS)}{where}")
-
-
-def _find(node: object, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if isinstance(node, dict):
-        if node.get("resourceType") == "Communication" and isinstance(node.get("id"), str):
-            yield where, node
-        for key, value in node.items():
-            yield from _find(value, f"{where}/{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _find(value, f"{where}[{index}]")
-
-
 @pytest.mark.corpus
-@pytest.mark.parametrize("resource", list(corpus_communications()))
+@pytest.mark.parametrize("resource", corpus_params("Communication", with_id=True))
 def test_every_corpus_communication_maps(resource: dict[str, Any]) -> None:
     original = copy.deepcopy(resource)
     record = to_platform(resource, ctx())
@@ -677,16 +641,8 @@ def test_every_corpus_communication_maps(resource: dict[str, Any]) -> None:
     assert fold(None, record, ctx()).message_ids == [record.id]
 
 
-def hl7(name: str) -> dict[str, Any]:
-    path = CORPUS / "hl7-r4-spec-examples" / name
-    if not path.is_file():
-        pytest.skip(f"FHIR corpus not found at {path.parent}; set GATEWAY_CORPUS_DIR")
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8-sig"))
-    return loaded
-
-
 def test_hl7_example_maps_to_an_alert_with_its_text_and_times() -> None:
-    record = to_platform(hl7("Communication-example.json"), ctx())
+    record = to_platform(hl7_example("Communication-example.json"), ctx())
     assert record.body == "Patient 1 has a very high serum potassium value (7.2 mmol/L on 2014-Dec-12 at 5:55 pm)"
     assert (record.sent_at, record.received_at) == ("2014-12-13T02:01:10Z", "2014-12-13T02:01:11Z")
     assert (record.sender, record.recipients) == (Ref(reference="Device/f001"), [Ref(reference="Practitioner/example")])
@@ -700,7 +656,7 @@ def test_hl7_example_maps_to_an_alert_with_its_text_and_times() -> None:
 
 
 def test_hl7_attachment_example_lists_its_files_without_a_body() -> None:
-    record = to_platform(hl7("Communication-fm-attachment.json"), ctx())
+    record = to_platform(hl7_example("Communication-fm-attachment.json"), ctx())
     assert record.body is None
     assert record.attachments == [
         MessageAttachment(content_type="application/pdf", title="accident notes 20100201.pdf", inline=True),

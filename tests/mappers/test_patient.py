@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mappers.context import MapContext
 from mappers.errors import MappingError, MissingId
 from mappers.family import tombstone as deleted_record
 from mappers.model import CodeableText, Coding, Ref, SecurityLabel
@@ -19,7 +16,7 @@ from mappers.patient import Patient, classify, index_fields, to_platform
 from mappers.person import ContactPoint
 from mappers.registry import MAPPED
 from mappers.vendors import profile
-from tests.conftest import CORPUS, corpus_dir
+from tests.mappers.conftest import corpus_params, ctx, hl7_example
 
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
@@ -27,17 +24,6 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 EPIC_MRN = "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.14"
 EPIC_EPI = "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.0"
 EPIC_OTHER = "urn:oid:1.2.840.114350.1.13.0.1.7.5.737384.99"
-
-
-def ctx(version: str = "1", **overrides: Any) -> MapContext:
-    fields: dict[str, Any] = {
-        "tenant": "clinic-a",
-        "vendor": "generic",
-        "timezone": "America/New_York",
-        "version_id": version,
-        "last_updated": f"2024-01-0{version}T12:00:00Z",
-    }
-    return MapContext(**(fields | overrides))
 
 
 def patient(**elements: Any) -> dict[str, Any]:
@@ -55,11 +41,6 @@ def patient(**elements: Any) -> dict[str, Any]:
 
 def mapped(version: str = "1", **elements: Any) -> Patient:
     return to_platform(patient(**elements), ctx(version))
-
-
-def hl7_example(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((corpus_dir() / "hl7-r4-spec-examples" / name).read_text(encoding="utf-8"))
-    return loaded
 
 
 def mr(system: str, value: str, **extra: Any) -> dict[str, Any]:
@@ -311,8 +292,8 @@ def test_security_labels_are_all_kept_also_from_contained_resources() -> None:
         ],
     )
     assert record.security == [
-        SecurityLabel(system=CONFIDENTIALITY, code="R", display="restricted"),
         SecurityLabel(system=ACT_CODE, code="PSY"),
+        SecurityLabel(system=CONFIDENTIALITY, code="R", display="restricted"),
     ]
     assert deleted_record(record, ctx("2")).security == record.security
 
@@ -469,42 +450,13 @@ def test_registry_serves_patients_with_their_status() -> None:
 # The corpus
 
 
-def corpus_resources(*types: str) -> Iterator[Any]:
-    """Yield a pytest param for every resource of those types in the corpus, at the top or nested."""
-    if not CORPUS.is_dir():
-        yield pytest.param(None, id="no-corpus", marks=pytest.mark.skip(reason=f"FHIR corpus not found at {CORPUS}"))
-        return
-    needles = tuple(f'"{t}"' for t in types)
-    for path in sorted(CORPUS.rglob("*.json")):
-        # The validator's manifest lists test cases by resourceType; its entries are not resources.
-        if path.name == "index.json":
-            continue
-        text = path.read_text(encoding="utf-8-sig")
-        if not any(needle in text for needle in needles):
-            continue
-        for where, resource in _find(json.loads(text), types, ""):
-            yield pytest.param(resource, id=f"{path.relative_to(CORPUS)}{where}")
-
-
-def _find(node: object, types: tuple[str, ...], where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    # Resources sit at the top, in Bundle entries, in nested Bundles and in `contained`.
-    if isinstance(node, dict):
-        if node.get("resourceType") in types:
-            yield where, node
-        for key, value in node.items():
-            yield from _find(value, types, f"{where}/{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _find(value, types, f"{where}[{index}]")
-
-
 def with_id(resource: dict[str, Any]) -> dict[str, Any]:
     """Return the resource as the gateway maps it: an entry posted without an id gets one assigned first."""
     return resource if resource.get("id") else {**resource, "id": "assigned-by-gateway"}
 
 
 @pytest.mark.corpus
-@pytest.mark.parametrize("resource", list(corpus_resources("Patient")))
+@pytest.mark.parametrize("resource", corpus_params("Patient"))
 def test_every_corpus_patient_maps(resource: dict[str, Any]) -> None:
     original = copy.deepcopy(resource)
     if not resource.get("id"):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import pytest
 
-from mappers.context import MapContext
 from mappers.errors import MappingError, MissingId
 from mappers.family import tombstone as deleted_record
 from mappers.model import CodeableText, Coding, Ref, SecurityLabel
@@ -23,22 +21,12 @@ from mappers.provider import (
     to_platform,
 )
 from mappers.registry import MAPPED, record_routes
-from tests.conftest import corpus_dir
-from tests.mappers.test_patient import corpus_resources, with_id
+from tests.mappers.conftest import corpus_file, corpus_params, ctx
+from tests.mappers.test_patient import with_id
 
 NPI = "http://hl7.org/fhir/sid/us-npi"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-
-
-def ctx(version: str = "1", **overrides: Any) -> MapContext:
-    fields: dict[str, Any] = {
-        "tenant": "clinic-a",
-        "vendor": "generic",
-        "version_id": version,
-        "last_updated": f"2024-01-0{version}T12:00:00Z",
-    }
-    return MapContext(**(fields | overrides))
 
 
 def practitioner(**elements: Any) -> dict[str, Any]:
@@ -73,16 +61,11 @@ def mapped_role(version: str = "1", **elements: Any) -> ProviderRole:
     return role_to_platform(role(**elements), ctx(version))
 
 
-def example(folder: str, name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((corpus_dir() / folder / name).read_text(encoding="utf-8"))
-    return loaded
-
-
 # Practitioner
 
 
 def test_us_core_practitioner_maps_name_npi_and_other_identifiers() -> None:
-    record = to_platform(example("us-core-examples", "practitioner-1.json"), ctx())
+    record = to_platform(corpus_file("us-core-examples/practitioner-1.json"), ctx())
     assert record.id == "practitioner-1"
     assert record.name is not None and record.name.text == "Dr Ronald Bone"
     assert record.npi == "9941339100"
@@ -91,7 +74,7 @@ def test_us_core_practitioner_maps_name_npi_and_other_identifiers() -> None:
 
 
 def test_hl7_practitioner_keeps_qualifications_and_telecom() -> None:
-    record = to_platform(example("hl7-r4-spec-examples", "Practitioner-example.json"), ctx())
+    record = to_platform(corpus_file("hl7-r4-spec-examples/Practitioner-example.json"), ctx())
     assert record.name is not None and record.name.text == "Dr Adam Careful"
     assert record.qualifications[0].text == "Bachelor of Science"
     assert record.qualifications[0].codings[0].code == "BS"
@@ -133,7 +116,7 @@ def test_practitioner_fields_active_gender_and_telecom() -> None:
 
 
 def test_hl7_practitioner_role_maps_its_people_places_roles_and_specialties() -> None:
-    record = role_to_platform(example("hl7-r4-spec-examples", "PractitionerRole-example.json"), ctx())
+    record = role_to_platform(corpus_file("hl7-r4-spec-examples/PractitionerRole-example.json"), ctx())
     assert record.record_type == "provider_role"
     assert record.practitioner == Ref(reference="Practitioner/example", display="Dr Adam Careful")
     assert record.organization == Ref(reference="Organization/f001")
@@ -171,7 +154,7 @@ def test_a_practitioner_and_a_role_with_one_id_are_different_records() -> None:
 
 def test_security_labels_are_kept_on_providers_and_roles() -> None:
     meta = {"security": [{"system": ACT_CODE, "code": "PSY"}, "R"]}
-    expected = [SecurityLabel(system=ACT_CODE, code="PSY"), SecurityLabel(system=None, code="R")]
+    expected = [SecurityLabel(system=None, code="R"), SecurityLabel(system=ACT_CODE, code="PSY")]
     assert mapped(meta=meta).security == expected
     assert mapped_role(meta=meta).security == expected
     assert deleted_record(mapped_role(meta=meta), ctx("2")).security == expected
@@ -268,7 +251,7 @@ def test_registry_gives_the_worker_both_families() -> None:
 
 
 @pytest.mark.corpus
-@pytest.mark.parametrize("resource", list(corpus_resources("Practitioner")))
+@pytest.mark.parametrize("resource", corpus_params("Practitioner"))
 def test_every_corpus_practitioner_maps(resource: dict[str, Any]) -> None:
     original = copy.deepcopy(resource)
     if not resource.get("id"):
@@ -283,7 +266,7 @@ def test_every_corpus_practitioner_maps(resource: dict[str, Any]) -> None:
 
 
 @pytest.mark.corpus
-@pytest.mark.parametrize("resource", list(corpus_resources("PractitionerRole")))
+@pytest.mark.parametrize("resource", corpus_params("PractitionerRole"))
 def test_every_corpus_practitioner_role_maps(resource: dict[str, Any]) -> None:
     original = copy.deepcopy(resource)
     if not resource.get("id"):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,30 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mappers.context import MapContext
 from mappers.errors import MappingError
 from mappers.family import tombstone as deleted_record
 from mappers.instruments import GAD7, PHQ2, PHQ9, Instrument
 from mappers.model import Coding, SecurityLabel
 from mappers.registry import MAPPED
 from mappers.survey import Survey, classify, to_platform
-from tests.mappers.test_appointment import corpus_dir
+from tests.conftest import corpus_dir
+from tests.mappers.conftest import corpus_file, corpus_params, ctx
 
 LOINC = "http://loinc.org"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-
-
-def ctx(version: str = "1", **overrides: Any) -> MapContext:
-    fields: dict[str, Any] = {"tenant": "clinic-a", "version_id": version, "last_updated": "2024-01-01T12:00:00Z"}
-    return MapContext(**(fields | overrides))
-
-
-def corpus_file(relative: str) -> dict[str, Any]:
-    path = corpus_dir() / relative
-    if not path.is_file():
-        pytest.skip(f"FHIR corpus not found at {path.parent}; set GATEWAY_CORPUS_DIR")
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8-sig"))
-    return loaded
 
 
 def questionnaire(**elements: Any) -> dict[str, Any]:
@@ -229,7 +214,7 @@ def test_security_labels_are_kept_also_from_contained_resources() -> None:
         contained=[{"resourceType": "ValueSet", "id": "vs", "meta": {"security": [{"code": "R"}]}}],
     )
     record = to_platform(resource, ctx())
-    assert record.security == [SecurityLabel(system=ACT_CODE, code="PSY"), SecurityLabel(system=None, code="R")]
+    assert record.security == [SecurityLabel(system=None, code="R"), SecurityLabel(system=ACT_CODE, code="PSY")]
     assert deleted_record(record, ctx("2")).security == record.security
 
 
@@ -300,33 +285,8 @@ def test_registry_serves_surveys_sorted_by_date() -> None:
     assert family.model.model_validate_json(record.model_dump_json()) == record
 
 
-def corpus_questionnaires() -> Iterator[Any]:
-    root = corpus_dir()
-    if not root.is_dir():
-        yield pytest.param(None, id="no-corpus", marks=pytest.mark.skip(reason=f"FHIR corpus not found at {root}"))
-        return
-    for path in sorted(root.rglob("*.json")):
-        text = path.read_text(encoding="utf-8-sig")
-        if '"Questionnaire"' not in text:
-            continue
-        for where, resource in find(json.loads(text), "Questionnaire", ""):
-            yield pytest.param(resource, id=f"{path.relative_to(root)}{where}")
-
-
-def find(node: object, rtype: str, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield every resource of ``rtype`` at the top, in Bundle entries, nested Bundles and ``contained``."""
-    if isinstance(node, dict):
-        if node.get("resourceType") == rtype:
-            yield where, node
-        for key, value in node.items():
-            yield from find(value, rtype, f"{where}/{key}")
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from find(value, rtype, f"{where}[{index}]")
-
-
 @pytest.mark.corpus
-@pytest.mark.parametrize("resource", list(corpus_questionnaires()))
+@pytest.mark.parametrize("resource", corpus_params("Questionnaire"))
 def test_every_corpus_questionnaire_maps(resource: dict[str, Any]) -> None:
     if not resource.get("id"):
         resource = resource | {"id": "assigned-by-gateway"}  # the gateway assigns an id before mapping
@@ -341,5 +301,5 @@ def test_the_corpus_holds_questionnaires() -> None:
     root = corpus_dir()
     if not root.is_dir():
         pytest.skip(f"FHIR corpus not found at {root}")
-    folders = {Path(str(p.id)).parts[0] for p in corpus_questionnaires()}
+    folders = {Path(str(p.id)).parts[0] for p in corpus_params("Questionnaire")}
     assert {"hl7-r4-spec-examples", "us-core-examples", "sdc-ig-examples", "lforms-fhir-app-r4"} <= folders

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -14,40 +13,29 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mappers import instruments
-from mappers.answer import Answer, Attachment, Quantity
-from mappers.context import MapContext
+from mappers.answer import Answer, Attachment, Quantity, loinc_code
+from mappers.answer_reader import may_score
+from mappers.elements import merge_labels
 from mappers.errors import MappingError
 from mappers.family import canonical_key
 from mappers.family import tombstone as deleted_record
 from mappers.instruments import ANSWER_DISPLAYS, ANSWER_FOR_SCORE, GAD7, PHQ2, PHQ9, Instrument
 from mappers.model import Coding, Identifier, Ref, SecurityLabel
 from mappers.registry import MAPPED
+from mappers.scoring import assess
 from mappers.survey_response import (
     SurveyResponse,
-    assess,
     classify,
     if_none_exist,
     needs,
     to_fhir,
     to_platform,
 )
-from tests.mappers.test_appointment import corpus_dir
-from tests.mappers.test_survey import corpus_file, find
+from tests.mappers.conftest import corpus_file, corpus_found, corpus_params, ctx
 
 LOINC = "http://loinc.org"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CANONICAL = "https://forms.example/Questionnaire/mood"
-
-
-def ctx(version: str = "1", related: Mapping[str, Mapping[str, Any]] | None = None, **overrides: Any) -> MapContext:
-    fields: dict[str, Any] = {
-        "tenant": "clinic-a",
-        "timezone": "America/New_York",
-        "version_id": version,
-        "last_updated": "2024-01-01T12:00:00Z",
-        "related": related or {},
-    }
-    return MapContext(**(fields | overrides))
 
 
 def form(instrument: Instrument, link_ids: list[str] | None = None, **elements: Any) -> dict[str, Any]:
@@ -311,11 +299,12 @@ def test_a_contained_questionnaire_is_read_and_an_uncoded_one_leaves_the_respons
     record = to_platform(resource, ctx())
     assert (record.instrument, record.total_score, record.survey_id) == ("phq-2", 2, None)
 
-    # SDC's adaptive PHQ-9 codes only its group (with the total's code): a PHQ-9 whose answers cannot be placed.
+    # SDC's adaptive PHQ-9 codes only its group (with the total's code): a PHQ-9 whose answers cannot be placed,
+    # which is not the patient skipping questions.
     sdc = to_platform(
         corpus_file("sdc-ig-examples/QuestionnaireResponse-adaptive-questionnaireresponse-sdc-example-phq9.json"), ctx()
     )
-    assert (sdc.instrument, sdc.total_score, sdc.score_reason) == ("phq-9", None, "missing_answers")
+    assert (sdc.instrument, sdc.total_score, sdc.score_reason) == ("phq-9", None, "unrecognized_items")
     assert len(sdc.unscored_items) == 9
 
 
@@ -375,9 +364,9 @@ def test_labels_of_the_response_its_contained_and_its_questionnaire_are_all_kept
     )
     record = to_platform(resource, ctx(related=held(questionnaire)))
     assert record.security == [
-        SecurityLabel(system=ACT_CODE, code="ETH"),
-        SecurityLabel(system=None, code="R"),
         SecurityLabel(system=None, code="42CFRPart2"),
+        SecurityLabel(system=None, code="R"),
+        SecurityLabel(system=ACT_CODE, code="ETH"),
         SecurityLabel(system=ACT_CODE, code="PSY"),
     ]
     assert deleted_record(record, ctx("2")).security == record.security
@@ -589,14 +578,16 @@ def survey_responses(draw: st.DrawFn, vendor: str) -> SurveyResponse:
             answers.append(Answer(link_id=next(ids), path=[link_id], value_type=value_type, value=value, weight=weight))
     status = draw(st.sampled_from(["in_progress", "completed", "amended", "entered_in_error", "stopped"]))
     survey = draw(st.none() | text.map(lambda t: f"https://forms.example/Questionnaire/{t}"))
-    assessment = assess(answers, status, questionnaire_missing=survey is not None)
+    # Scored as the gateway scores a response it holds no Questionnaire of.
+    uncoded = any(loinc_code(a.item_code) is None and may_score(a) for a in answers)
+    assessment = assess(answers, status, questionnaire_missing=survey is not None, uncoded=uncoded)
     subject = Ref(reference=f"Patient/{draw(st.from_regex(r'[A-Za-z0-9]{1,12}', fullmatch=True))}")
     security = draw(
         st.lists(
             st.builds(SecurityLabel, system=maybe_text, code=text, display=maybe_text),
             max_size=3,
             unique_by=lambda s: (s.system, s.code),
-        )
+        ).map(lambda found: merge_labels([found]))
     )
     return SurveyResponse(
         id=draw(st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)),
@@ -609,14 +600,7 @@ def survey_responses(draw: st.DrawFn, vendor: str) -> SurveyResponse:
         answered_by=draw(st.none() | st.just(subject)),
         authored_at=draw(st.none() | moments.map(lambda m: m.strftime("%Y-%m-%dT%H:%M:%SZ"))),
         answers=answers,
-        instrument=assessment.instrument,
-        total_score=assessment.total_score,
-        ehr_total_score=assessment.ehr_total_score,
-        score_mismatch=assessment.score_mismatch,
-        severity=assessment.severity,
-        risk_flags=list(assessment.risk_flags),
-        score_reason=assessment.score_reason,
-        unscored_items=list(assessment.unscored_items),
+        **assessment.record_fields(),
         security=security,
         source=ctx().source("QuestionnaireResponse", "placeholder", [Identifier(system="urn:x", value="1")]),
     )
@@ -687,32 +671,19 @@ def test_registry_serves_survey_responses_by_patient_and_authored_time() -> None
 def corpus_questionnaires() -> dict[str, dict[str, Any]]:
     """Every corpus Questionnaire by the keys the worker delivers it under."""
     held: dict[str, dict[str, Any]] = {}
-    for path in sorted(corpus_dir().rglob("*.json")):
-        for _, resource in find(json.loads(path.read_text(encoding="utf-8-sig")), "Questionnaire", ""):
-            url, version = resource.get("url"), resource.get("version")
-            if isinstance(url, str):
-                held.setdefault(canonical_key("Questionnaire", url), resource)
-                if isinstance(version, str):
-                    held.setdefault(canonical_key("Questionnaire", f"{url}|{version}"), resource)
-            if isinstance(resource.get("id"), str):
-                held.setdefault(f"Questionnaire/{resource['id']}", resource)
+    for _, (_, resource, _) in corpus_found("Questionnaire"):
+        url, version = resource.get("url"), resource.get("version")
+        if isinstance(url, str):
+            held.setdefault(canonical_key("Questionnaire", url), resource)
+            if isinstance(version, str):
+                held.setdefault(canonical_key("Questionnaire", f"{url}|{version}"), resource)
+        if isinstance(resource.get("id"), str):
+            held.setdefault(f"Questionnaire/{resource['id']}", resource)
     return held
 
 
-def corpus_responses() -> Iterator[Any]:
-    root = corpus_dir()
-    if not root.is_dir():
-        yield pytest.param(None, id="no-corpus", marks=pytest.mark.skip(reason=f"FHIR corpus not found at {root}"))
-        return
-    for path in sorted(root.rglob("*.json")):
-        text = path.read_text(encoding="utf-8-sig")
-        if '"QuestionnaireResponse"' in text:
-            for where, resource in find(json.loads(text), "QuestionnaireResponse", ""):
-                yield pytest.param(resource, id=f"{path.relative_to(root)}{where}")
-
-
 @pytest.mark.corpus
-@pytest.mark.parametrize("resource", list(corpus_responses()))
+@pytest.mark.parametrize("resource", corpus_params("QuestionnaireResponse"))
 def test_every_corpus_questionnaire_response_maps(resource: dict[str, Any]) -> None:
     if not resource.get("id"):
         resource = resource | {"id": "assigned-by-gateway"}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import copy
-import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
@@ -14,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mappers import goal as goal_mapper
-from mappers.context import MapContext
+from mappers.elements import merge_labels
 from mappers.errors import MappingError, TenantMismatch
 from mappers.family import tombstone as deleted_record
 from mappers.goal import Goal, GoalTarget, Quantity, QuantityRange
@@ -35,23 +34,13 @@ from mappers.treatment_plan import (
     with_activity_status,
 )
 from tests.conftest import CORPUS
+from tests.mappers.conftest import corpus_params, ctx, hl7_example
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
 LOINC = "http://loinc.org"
 US_CORE_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
-
-
-def ctx(version: str = "1", **overrides: Any) -> MapContext:
-    fields: dict[str, Any] = {
-        "tenant": "clinic-a",
-        "vendor": "generic",
-        "timezone": "America/New_York",
-        "version_id": version,
-        "last_updated": f"2024-01-0{version}T12:00:00Z",
-    }
-    return MapContext(**(fields | overrides))
 
 
 def careplan(**elements: Any) -> dict[str, Any]:
@@ -100,14 +89,6 @@ def goal(**elements: Any) -> dict[str, Any]:
 
 def related(*goals: dict[str, Any]) -> dict[str, Any]:
     return {f"Goal/{g['id']}": g for g in goals}
-
-
-def hl7_example(name: str) -> dict[str, Any]:
-    path = CORPUS / "hl7-r4-spec-examples" / name
-    if not path.is_file():
-        pytest.skip(f"FHIR corpus not found at {path.parent}; set GATEWAY_CORPUS_DIR")
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8-sig"))
-    return loaded
 
 
 # --- the plan's own fields ---------------------------------------------------------------------------------------
@@ -308,9 +289,9 @@ def test_labels_of_the_plan_its_contained_goals_and_its_held_goals_are_all_kept(
     held = goal(meta={"security": [{"system": ACT_CODE, "code": "PSY"}, {"system": CONFIDENTIALITY, "code": "R"}]})
     record = to_platform(resource, ctx(related=related(held)))
     assert [(label.system, label.code) for label in record.security] == [
-        (CONFIDENTIALITY, "R"),
         (ACT_CODE, "ETH"),
         (ACT_CODE, "PSY"),
+        (CONFIDENTIALITY, "R"),
     ]
     assert deleted_record(record, ctx("2")).security == record.security
     assert to_platform(to_fhir(record, ctx()), ctx()).security == record.security
@@ -667,7 +648,7 @@ labels = st.lists(
     st.builds(SecurityLabel, system=opt(words), code=st.just("") | words, display=opt(words)),
     max_size=4,
     unique_by=lambda label: (label.system, label.code),
-)
+).map(lambda found: merge_labels([found]))
 periods = st.builds(Period, start=opt(moments), end=opt(moments)).filter(lambda p: bool(p.start or p.end))
 schedules = st.one_of(
     st.builds(ActivitySchedule, kind=st.just("string"), text=words),
@@ -801,19 +782,6 @@ def test_fhir_to_platform_never_drops_a_security_label(
 # --- the corpus -----------------------------------------------------------------------------------------------
 
 
-def _walk(node: object, where: str, bundle: Mapping[str, Any] | None) -> Iterator[tuple[str, dict[str, Any], Any]]:
-    if isinstance(node, dict):
-        if node.get("resourceType") in ("CarePlan", "Goal") and isinstance(node.get("id"), str):
-            yield where, node, bundle
-        if node.get("resourceType") == "Bundle":
-            bundle = node
-        for key, value in node.items():
-            yield from _walk(value, f"{where}/{key}", bundle)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, f"{where}[{index}]", bundle)
-
-
 def _as_stored(resource: dict[str, Any], bundle: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return the CarePlan as the gateway stores it from its Bundle (urn:uuid goal references rewritten) and the
     Goals it would hold for it."""
@@ -832,19 +800,7 @@ def _as_stored(resource: dict[str, Any], bundle: Mapping[str, Any] | None) -> tu
     return stored, held
 
 
-def corpus_resources() -> Iterator[Any]:
-    if not CORPUS.is_dir():
-        yield pytest.param(None, None, id="no-corpus", marks=pytest.mark.skip(reason=f"no FHIR corpus at {CORPUS}"))
-        return
-    for path in sorted(CORPUS.rglob("*.json")):
-        raw = path.read_text(encoding="utf-8-sig")
-        if '"CarePlan"' not in raw and '"Goal"' not in raw:
-            continue
-        for where, resource, bundle in _walk(json.loads(raw), "", None):
-            yield pytest.param(resource, bundle, id=f"{path.relative_to(CORPUS)}{where}")
-
-
-CORPUS_RESOURCES = list(corpus_resources())
+CORPUS_RESOURCES = corpus_params("CarePlan", "Goal", with_id=True, with_bundle=True)
 
 
 def test_the_corpus_has_the_careplans_and_goals_it_promises() -> None:
