@@ -26,6 +26,7 @@ from gateway.errors import GatewayError, request_invalid
 from gateway.fhir import routes as fhir_routes
 from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from gateway.platform import risk_routes
 from gateway.platform import routes as platform_routes
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
@@ -83,17 +84,16 @@ def create_app(
         lifespan=lifespan,
     )
     platform_errors = {**errors(400), **AUTH_ERRORS, **OTHER_ERRORS}
+    platform_bearer = [Security(PLATFORM_BEARER)]
     for fhir_router in fhir_routes.ROUTERS:
         app.include_router(fhir_router, dependencies=[Security(EHR_BEARER)], responses=FHIR_ERRORS)
-    # Write-backs and webhooks before the platform's generic /{route}/{rid}, which would take their paths.
-    app.include_router(writeback_routes.router, dependencies=[Security(PLATFORM_BEARER)])
+    # Write-backs, webhooks and risk flags before the platform's generic /{route}/{rid}, which would take them.
+    app.include_router(writeback_routes.router, dependencies=platform_bearer)
     app.include_router(
-        webhook_routes.router,
-        prefix="/platform/v1",
-        dependencies=[Security(PLATFORM_BEARER)],
-        responses=platform_errors,
+        webhook_routes.router, prefix="/platform/v1", dependencies=platform_bearer, responses=platform_errors
     )
-    app.include_router(platform_routes.router, dependencies=[Security(PLATFORM_BEARER)])
+    app.include_router(risk_routes.router, dependencies=platform_bearer, responses=platform_errors)
+    app.include_router(platform_routes.router, dependencies=platform_bearer)
     app.include_router(ops.router)
 
     @app.exception_handler(GatewayError)

@@ -20,8 +20,10 @@ from gateway.clock import Clock, system_clock
 from gateway.fhir import bundle
 from gateway.fhir.edge import Edge
 from gateway.platform.feed import Feed
+from gateway.platform.risk import RiskFlags
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Keyspace, Store, connect
+from gateway.store.keys import RISK_LANE
 from gateway.webhooks.dispatch import Dispatcher
 from gateway.webhooks.subscriptions import Subscriptions
 from gateway.work.inbound import InboundQueue, inbound_queue
@@ -44,6 +46,8 @@ class Services:
     store: Store
     edge: Edge
     inbound: InboundQueue
+    risk_inbound: InboundQueue
+    risks: RiskFlags
     outbound: OutboundQueue
     feed: Feed
     subscriptions: Subscriptions
@@ -86,6 +90,10 @@ class Services:
             store=store,
             edge=Edge(store, settings, clients),
             inbound=inbound_queue(redis, keys, max_attempts=settings.max_attempts, wait=retry_wait, clock=clock),
+            risk_inbound=inbound_queue(
+                redis, keys, lane=RISK_LANE, max_attempts=settings.max_attempts, wait=retry_wait, clock=clock
+            ),
+            risks=RiskFlags(redis, keys, clock=clock),
             outbound=OutboundQueue(
                 redis, keys, max_attempts=settings.writeback_max_attempts, wait=retry_wait, clock=clock
             ),
@@ -119,11 +127,12 @@ class Services:
             self.outbound, self.connectors, consumer=name, concurrency=settings.worker_concurrency,
             block_ms=settings.worker_block_ms, claim_idle_seconds=settings.claim_idle_seconds,
         )  # fmt: skip
-        records = RecordWriter(self.redis, self.keys, self.store, self.clients, clock=self.clock)
+        records = RecordWriter(self.redis, self.keys, self.store, self.clients, self.risks, clock=self.clock)
         configured = sorted(set(self.clients.tenants) | {c.tenant for c in self.clients.clients})
         return Worker(
-            self.inbound, records, self.feed, settings, tenants=configured, name=name, companions=[dispatcher, delivery]
-        )
+            [self.inbound, self.risk_inbound], records, self.feed, self.risks, settings, tenants=configured,
+            name=name, companions=[dispatcher, delivery],
+        )  # fmt: skip
 
     def poller(self, name: str | None = None) -> Poller:
         """Return a poller whose pulled resources go through the push's accept path (``bundle.accept``)."""

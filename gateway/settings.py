@@ -187,6 +187,11 @@ class Settings(BaseSettings):
     search_default_count: int = Field(default=50, ge=1, description="FHIR search page size when `_count` is not given")
     search_max_count: int = Field(default=1000, ge=1, description="largest FHIR search page")
     feed_max_wait_seconds: float = Field(default=30.0, ge=0, description="longest long-poll on `/changes`")
+    risk_escalate_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="how long a risk flag may stay unacknowledged before the worker publishes `risk.escalated`",
+    )
     feed_retention_days: float = Field(
         default=30.0, gt=0, description="how long change events are kept; an older cursor is answered 410"
     )

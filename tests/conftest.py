@@ -136,7 +136,8 @@ class Gateway:
     async def backlog(self) -> int:
         """Return the inbound jobs not yet done, over every tenant."""
         services = self.services
-        return sum([await services.inbound.backlog(t) for t in await known_tenants(services.redis, services.keys)])
+        tenants = await known_tenants(services.redis, services.keys)
+        return sum([await lane.backlog(t) for lane in (services.inbound, services.risk_inbound) for t in tenants])
 
     async def drain(self) -> None:
         """Let the in-process worker finish everything queued."""

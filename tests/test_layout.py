@@ -109,7 +109,7 @@ def test_gateway_packages_depend_one_way() -> None:
     for module, targets in graph.items():
         package = next((p for p in allowed if module == p or module.startswith(f"{p}.")), None)
         for target in targets:
-            at_boundary = module in boundary or module.endswith(".routes")
+            at_boundary = module in boundary or module.rsplit(".", 1)[-1].endswith("routes")
             if (
                 target in composition
                 and module not in composition

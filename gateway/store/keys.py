@@ -24,7 +24,11 @@ Work queue (Redis Streams, consumer group "workers"):
   gw:{t}:inbound                   stream jobs: type, id, vid, op (upsert|delete), attempt, first_id; an entry is
                                           deleted once acknowledged, so XLEN is the backlog
   gw:{t}:retry                     zset   job JSON -> epoch seconds when it is due again (backoff)
-  gw:{t}:dlq                       stream jobs that failed max-attempts times, with their error and original id
+  gw:{t}:inbound:risk              stream the risk lane: jobs of QuestionnaireResponses (``lane``), read by a consumer
+                                          of their own so a risk flag never waits behind other work
+  gw:{t}:retry:risk                zset   the risk lane's jobs waiting to be tried again
+  gw:{t}:dlq                       stream jobs of every lane that failed max-attempts times, with their error and
+                                          original id (replayed onto the default lane)
 
 Normalized platform records and change feed:
   gw:{t}:rec:{record_type}:{id}    hash   vid (the FHIR version it came from), rev (bumped by every write;
@@ -37,6 +41,10 @@ Normalized platform records and change feed:
                                           "Questionnaire?url=..."); a change to {key} maps them again
   gw:{t}:feed                      stream change events: id, type, record_type, record_id, event JSON
   gw:{t}:feed:trimmed              string id of the newest event dropped by retention; cursors before it get 410
+  gw:{t}:risk:{flag}               hash   a risk flag (gateway/platform/risk.py): id (the risk.flagged event's id),
+                                          record_type, record_id, flags (JSON), raised_at (epoch s), and once they
+                                          happen acknowledged_at, acknowledged_by (client), escalated_at
+  gw:{t}:risk:open                 zset   flags neither acknowledged nor escalated -> raised_at (epoch s)
 
 Webhooks (gateway/webhooks/subscriptions.py, delivered by gateway/webhooks/delivery.py):
   gw:{t}:hooks                     zset   subscription id -> created_at (epoch seconds)
@@ -91,6 +99,15 @@ Global (no tenant):
 from __future__ import annotations
 
 GROUP = "workers"
+RISK_LANE = "risk"
+_LANES = {"QuestionnaireResponse": RISK_LANE}
+
+
+def lane(rtype: str) -> str:
+    """Return the inbound lane of a resource type's jobs: ``risk`` for QuestionnaireResponses, else ``""``."""
+    return _LANES.get(rtype, "")
+
+
 OUTBOUND_GROUP = "connectors"  # the consumer group of every tenant's outbound (write-back) stream
 
 
@@ -137,11 +154,11 @@ class Keyspace:
     def dedupe(self, tenant: str, rtype: str, digest: str) -> str:
         return f"{self._t(tenant)}:dedupe:{rtype}:{digest}"
 
-    def inbound(self, tenant: str) -> str:
-        return f"{self._t(tenant)}:inbound"
+    def inbound(self, tenant: str, lane: str = "") -> str:
+        return f"{self._t(tenant)}:inbound" + (f":{lane}" if lane else "")
 
-    def retry(self, tenant: str) -> str:
-        return f"{self._t(tenant)}:retry"
+    def retry(self, tenant: str, lane: str = "") -> str:
+        return f"{self._t(tenant)}:retry" + (f":{lane}" if lane else "")
 
     def dead_letters(self, tenant: str) -> str:
         return f"{self._t(tenant)}:dlq"
@@ -166,6 +183,12 @@ class Keyspace:
 
     def feed_trimmed(self, tenant: str) -> str:
         return f"{self._t(tenant)}:feed:trimmed"
+
+    def risk_flag(self, tenant: str, flag: str) -> str:
+        return f"{self._t(tenant)}:risk:{flag}"
+
+    def risk_open(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:risk:open"
 
     def webhooks(self, tenant: str) -> str:
         return f"{self._t(tenant)}:hooks"

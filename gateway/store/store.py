@@ -25,7 +25,7 @@ from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import canonical_urls, identifiers, parse_condition, patient_references
-from gateway.store.keys import Keyspace
+from gateway.store.keys import Keyspace, lane
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.store.references import reference_targets, rewrite_references
 from mappers.registry import MAPPED
@@ -346,13 +346,16 @@ class Store:
         results: list[Result] = []
         now = self._clock()
         lu, lu_ms = instant(now), int(now * 1000)
-        jobs = False
+        lanes: set[str] = set()
         for d in decisions:
             result, wrote_job = self._decide_one(tenant, d, mapping, plan, lu, lu_ms)
-            jobs = jobs or wrote_job
+            if wrote_job:
+                lanes.add(lane(d.op.rtype))
             results.append(result)
-        if jobs:
-            plan.limit_backlog([k.inbound(tenant), k.retry(tenant)], self._max_backlog)
+        if lanes:
+            # The risk lane has a backlog of its own: a backlog of other work never refuses a risk-bearing write.
+            busiest = "" if "" in lanes else lanes.pop()
+            plan.limit_backlog([k.inbound(tenant, busiest), k.retry(tenant, busiest)], self._max_backlog)
 
         # Answers that write nothing return the stored resource; read those versions now, under the same checks.
         quiet = [(r, d) for r, d in zip(results, decisions, strict=True) if r.resource is None and r.vid]
@@ -527,7 +530,7 @@ class Store:
         if job:
             plan.write(
                 "XADD",
-                k.inbound(tenant),
+                k.inbound(tenant, lane(rtype)),
                 "*",
                 "type", rtype, "id", rid, "vid", vid, "op", "delete" if deleted else "upsert", "attempt", 0,
             )  # fmt: skip

@@ -3,11 +3,15 @@
 A job ``{type, id, vid, op, attempt, first_id}`` names a stored resource version (``op`` upsert, delete, or
 refresh: map the held version again because something it read changed). The store's commit appends it; the worker
 reads it through the stream queue of ``gateway.work.streams`` and acknowledges it in the step that applies it.
-Tenants that have written are listed in ``gw:tenants`` (outside any tenant's slot); the worker reads it to know
+QuestionnaireResponse jobs go on a lane of their own (``gw:{t}:inbound:risk``, ``keys.lane``), which the worker
+consumes apart, so a risk flag never waits behind a backlog of other work. Tenants that have written are listed
+in ``gw:tenants`` (outside any tenant's slot); the worker reads it to know
 whose streams to consume.
 """
 
 from __future__ import annotations
+
+import functools
 
 from redis.asyncio import Redis
 
@@ -43,10 +47,18 @@ InboundQueue = StreamQueue[Job]
 
 
 def inbound_queue(
-    redis: Redis, keys: Keyspace, *, max_attempts: int, wait: backoff, clock: Clock = system_clock
+    redis: Redis, keys: Keyspace, *, lane: str = "", max_attempts: int, wait: backoff, clock: Clock = system_clock
 ) -> InboundQueue:
-    """Return the tenants' inbound streams, as the worker consumes them."""
-    where = QueueKeys(stream=keys.inbound, retry=keys.retry, dead=keys.dead_letters)
+    """Return one lane of the tenants' inbound streams, as the worker consumes it.
+
+    Every lane dead-letters into the one dead-letter stream, and a replay puts a job back on the queue it is
+    replayed through (the default lane, for the ``dlq`` command).
+    """
+    where = QueueKeys(
+        stream=functools.partial(keys.inbound, lane=lane),
+        retry=functools.partial(keys.retry, lane=lane),
+        dead=keys.dead_letters,
+    )
     return StreamQueue(redis, where, GROUP, Job, max_attempts=max_attempts, wait=wait, clock=clock)
 
 

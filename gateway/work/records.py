@@ -28,10 +28,11 @@ from redis.asyncio import Redis
 
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import NotFound
+from gateway.platform.risk import Flag, RiskFlags
 from gateway.settings import ClientsConfig
 from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
-from gateway.store.keys import Keyspace
+from gateway.store.keys import Keyspace, lane
 from gateway.work.inbound import Job
 from mappers.context import MapContext
 from mappers.family import Aggregate, Family, canonical_key
@@ -72,12 +73,20 @@ class RecordWriter:
     """Plan the effect of a batch of jobs on the platform records."""
 
     def __init__(
-        self, redis: Redis, keys: Keyspace, store: Store, clients: ClientsConfig, *, clock: Clock = system_clock
+        self,
+        redis: Redis,
+        keys: Keyspace,
+        store: Store,
+        clients: ClientsConfig,
+        risks: RiskFlags,
+        *,
+        clock: Clock = system_clock,
     ) -> None:
         self._redis = redis
         self.keys = keys
         self._store = store
         self._clients = clients
+        self._risks = risks
         self._clock = clock
 
     async def plan(self, jobs: Sequence[Job]) -> Outcome:
@@ -213,7 +222,10 @@ class RecordWriter:
             self._write_record(tenant, family, held, previous, last_vid, plan)
             body = {id(r): r.model_dump_json() for _, r in events}
             for event_type, record in events:
-                self._publish(tenant, family, event_type, record, body[id(record)], plan)
+                event_id = self._publish(tenant, family.record_type, event_type, record.id, body[id(record)], plan)
+                if event_type == "risk.flagged":
+                    flags = list(getattr(record, "risk_flags", []))
+                    self._risks.raise_in(plan, tenant, event_id, family.record_type, record.id, flags)
         aggregates.update(folds)
         newest = max(jobs, key=lambda j: j.vid)
         gives = provided | {source} if last_vid != held.vid and not refresh_only else set()
@@ -245,19 +257,40 @@ class RecordWriter:
         self._plan_indexes(tenant, family, held.record(), record, plan)
 
     def _publish(
-        self, tenant: str, family: Family[Any], event_type: str, record: Record, body: str, plan: Plan
-    ) -> None:
+        self,
+        tenant: str,
+        record_type: str,
+        event_type: str,
+        record_id: str,
+        body: str,
+        plan: Plan,
+        **extra: Any,
+    ) -> str:
+        """Add the change event to the tenant's feed in ``plan``; return its id."""
         event = {
             "id": f"evt_{uuid.uuid4().hex}",
             "type": event_type,
             "tenant": tenant,
             "occurred_at": instant(self._clock()),
-            "record_type": family.record_type,
-            "record_id": record.id,
+            "record_type": record_type,
+            "record_id": record_id,
+            **extra,
         }
         # The record is serialised once and spliced in rather than encoded again for every event.
         encoded = json.dumps(event)[:-1] + ', "record": ' + body + "}"
         plan.write("XADD", self.keys.feed(tenant), "*", "e", encoded)
+        return str(event["id"])
+
+    async def escalate(self, tenant: str, flag: Flag) -> Plan | None:
+        """Return the plan that escalates an unacknowledged flag (``risk.escalated`` with the record), or None."""
+        body = await self._redis.hget(self.keys.record(tenant, flag.record_type, flag.record_id), "json")
+        if body is None:
+            return None
+        plan = Plan()
+        self._risks.escalate_in(plan, tenant, flag)
+        raised = {"id": flag.id, "flags": flag.flags, "raised_at": instant(flag.raised_at)}
+        self._publish(tenant, flag.record_type, "risk.escalated", flag.record_id, text(body), plan, flag=raised)
+        return plan
 
     async def _dependents(self, jobs: list[Job]) -> tuple[list[list[str]], set[str]]:
         """Return the keys of an unmapped resource (a Binary body) whose dependent records must be mapped again."""
@@ -300,7 +333,7 @@ class RecordWriter:
             for dependent in sorted({text(m) for m in members} - {source}):
                 rtype, _, rid = dependent.partition("/")
                 plan.write(
-                    "XADD", self.keys.inbound(tenant), "*",
+                    "XADD", self.keys.inbound(tenant, lane(rtype)), "*",
                     "type", rtype, "id", rid, "vid", 0, "op", "refresh", "attempt", 0,
                 )  # fmt: skip
 

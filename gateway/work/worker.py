@@ -12,6 +12,7 @@ so that a slow receiver or EHR never holds up the jobs, nor they it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from typing import Protocol
 
 from gateway.metrics import EVENTS, JOB_SECONDS, JOBS
 from gateway.platform.feed import Feed
+from gateway.platform.risk import RiskFlags
 from gateway.settings import Settings
 from gateway.store import Committer, PlanConflict
 from gateway.work.inbound import InboundQueue, Job, known_tenants
@@ -46,81 +48,118 @@ class Worker:
 
     def __init__(
         self,
-        queue: InboundQueue,
+        lanes: Sequence[InboundQueue],
         records: RecordWriter,
         feed: Feed,
+        risks: RiskFlags,
         settings: Settings,
         *,
         tenants: Sequence[str] = (),
         name: str | None = None,
         companions: Sequence[Companion] = (),
     ) -> None:
-        self.queue = queue
+        self.lanes = list(lanes)
+        self.queue = self.lanes[0]  # the default lane
         self.feed = feed
         self._records = records
+        self._risks = risks
         self._settings = settings
         self._configured = list(tenants)
-        self._committer = Committer(queue.redis)
+        self._tenants: list[str] = []
+        self._committer = Committer(self.queue.redis)
         self.name = name or consumer_name()
         self.companions = list(companions)
         self.processed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set; finish and acknowledge the batch in hand before returning."""
+        """Work until ``stop`` is set; finish and acknowledge the batches in hand before returning."""
         log.info("worker started", extra={"consumer": self.name})
-        for configured in self._configured:
-            await self.queue.ensure_group(configured)
+        for queue in self.lanes:
+            for configured in self._configured:
+                await queue.ensure_group(configured)
         companions = [asyncio.create_task(c.run(stop), name=type(c).__name__) for c in self.companions]
-        tenants: list[str] = []
-        next_refresh = next_reclaim = next_trim = 0.0
-        settings = self._settings
-        while not stop.is_set():
-            now = time.monotonic()
-            try:
-                if now >= next_refresh:
-                    tenants = await known_tenants(self.queue.redis, self._records.keys)
-                    # A new tenant's first job waits at most this long; SMEMBERS on a small set is cheap.
-                    next_refresh = now + 0.25
-                for tenant in tenants:
-                    await self.queue.promote_due(tenant)
-                if now >= next_trim:
-                    next_trim = now + 60.0
-                    for tenant in tenants:
-                        await self.feed.trim(tenant, settings.feed_retention_days * 86_400)
-                if now >= next_reclaim:
-                    next_reclaim = now + max(settings.claim_idle_seconds / 2, 0.5)
-                    for tenant in tenants:
-                        await self._handle_all(await self._reclaim(tenant))
-                if not tenants:
-                    await asyncio.wait_for(stop.wait(), timeout=0.25)
-                    continue
-                jobs = await self.queue.read(tenants, self.name, settings.worker_concurrency, settings.worker_block_ms)
-                await self._handle_all(jobs)
-            except TimeoutError:
-                continue
-            except Exception:
-                # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
-                log.exception("worker loop error")
-                await asyncio.sleep(1.0)
+        # Each lane has a loop of its own: a risk-bearing job never waits behind a batch of other work.
+        await asyncio.gather(self._housekeeping(stop), *(self._consume(queue, stop) for queue in self.lanes))
         for task in companions:
             await task
         log.info("worker stopped", extra={"consumer": self.name, "processed": self.processed})
 
-    async def _reclaim(self, tenant: str) -> list[Job]:
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Keep the list of tenants fresh, trim the feeds, escalate risk flags nobody acknowledged."""
+        next_trim = next_escalation = 0.0
+        settings = self._settings
+        while not stop.is_set():
+            now = time.monotonic()
+            try:
+                # A new tenant's first job waits at most this long; SMEMBERS on a small set is cheap.
+                self._tenants = await known_tenants(self.queue.redis, self._records.keys)
+                if now >= next_trim:
+                    next_trim = now + 60.0
+                    for tenant in self._tenants:
+                        await self.feed.trim(tenant, settings.feed_retention_days * 86_400)
+                if now >= next_escalation:
+                    next_escalation = now + 1.0
+                    for tenant in self._tenants:
+                        await self._escalate(tenant)
+            except Exception:
+                log.exception("worker housekeeping error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+
+    async def _escalate(self, tenant: str) -> None:
+        for flag in await self._risks.due(tenant, self._settings.risk_escalate_seconds):
+            plan = await self._records.escalate(tenant, flag)
+            if plan is None:
+                continue
+            try:
+                await self._committer.commit(plan)
+            except PlanConflict:
+                continue  # acknowledged, or escalated by another worker, meanwhile
+            EVENTS.labels("risk.escalated").inc()
+            log.warning("risk flag escalated", extra={"flag": flag.id, "record_type": flag.record_type})
+
+    async def _consume(self, queue: InboundQueue, stop: asyncio.Event) -> None:
+        """Read and apply one lane's jobs, with its due retries and the jobs of crashed workers."""
+        next_reclaim = 0.0
+        settings = self._settings
+        while not stop.is_set():
+            now = time.monotonic()
+            tenants = self._tenants
+            try:
+                if not tenants:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=0.1)
+                    continue
+                for tenant in tenants:
+                    await queue.promote_due(tenant)
+                if now >= next_reclaim:
+                    next_reclaim = now + max(settings.claim_idle_seconds / 2, 0.5)
+                    for tenant in tenants:
+                        await self._handle_all(queue, await self._reclaim(queue, tenant))
+                jobs = await queue.read(tenants, self.name, settings.worker_concurrency, settings.worker_block_ms)
+                await self._handle_all(queue, jobs)
+            except Exception:
+                # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
+                log.exception("worker loop error")
+                await asyncio.sleep(1.0)
+
+    async def _reclaim(self, queue: InboundQueue, tenant: str) -> list[Job]:
         idle_ms = int(self._settings.claim_idle_seconds * 1000)
-        jobs = await self.queue.reclaim(tenant, self.name, idle_ms)
-        poisoned = [j for j in jobs if j.deliveries > self.queue.max_attempts]
+        jobs = await queue.reclaim(tenant, self.name, idle_ms)
+        poisoned = [j for j in jobs if j.deliveries > queue.max_attempts]
         for job in poisoned:
-            await self.queue.fail(job, f"delivered {job.deliveries} times without completing")
+            await queue.fail(job, f"delivered {job.deliveries} times without completing")
             log.warning("job dead-lettered", extra={"type": job.rtype, "job": job.entry_id, "reason": "deliveries"})
         return [j for j in jobs if j not in poisoned]
 
-    async def _handle_all(self, jobs: list[Job]) -> None:
+    async def _handle_all(self, queue: InboundQueue, jobs: list[Job]) -> None:
         if jobs:
-            await self.handle(*jobs)
+            await self.handle(*jobs, queue=queue)
 
-    async def handle(self, *jobs: Job) -> None:
-        """Apply jobs as one batch; schedule the retry of each one that failed (dead-lettering it at the last)."""
+    async def handle(self, *jobs: Job, queue: InboundQueue | None = None) -> None:
+        """Apply jobs read from ``queue`` (the default lane) as one batch; schedule the retry of each one that
+        failed (dead-lettering it at the last)."""
+        queue = queue or self.queue
         started = time.perf_counter()
         failed: dict[str, Exception] = {}
         events: dict[str, list[str]] = {}
@@ -129,7 +168,7 @@ class Worker:
                 outcome = await self._records.plan(jobs)
                 for job in jobs:
                     if job.entry_id not in outcome.failed:
-                        self.queue.settle(outcome.plan, job)
+                        queue.settle(outcome.plan, job)
                 try:
                     await self._committer.commit(outcome.plan)
                 except PlanConflict:
@@ -143,7 +182,7 @@ class Worker:
         elapsed = (time.perf_counter() - started) / len(jobs)
         for job in jobs:
             if job.entry_id in failed:
-                await self._failed(job, failed[job.entry_id])
+                await self._failed(queue, job, failed[job.entry_id])
                 continue
             self.processed += 1
             applied = events.get(job.entry_id, [])
@@ -153,8 +192,8 @@ class Worker:
                 EVENTS.labels(event).inc()
         log.debug("batch done", extra={"jobs": len(jobs), "failed": len(failed), "ms": round(elapsed * 1000, 2)})
 
-    async def _failed(self, job: Job, exc: Exception) -> None:
-        outcome = await self.queue.fail(job, f"{type(exc).__name__}: {exc}")
+    async def _failed(self, queue: InboundQueue, job: Job, exc: Exception) -> None:
+        outcome = await queue.fail(job, f"{type(exc).__name__}: {exc}")
         JOBS.labels(job.fields.get("type", "unknown"), outcome).inc()
         log.warning(
             "job failed",
