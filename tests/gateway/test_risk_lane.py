@@ -92,9 +92,7 @@ async def _escalations(gateway: Gateway, record_id: str) -> list[dict[str, Any]]
     return [e for e in await _events(gateway) if e["type"] == "risk.escalated" and e["record_id"] == record_id]
 
 
-async def test_an_unacknowledged_flag_is_escalated_once_with_its_record(
-    gateway: Gateway, clock: ShiftedClock
-) -> None:
+async def test_an_unacknowledged_flag_is_escalated_once_with_its_record(gateway: Gateway, clock: ShiftedClock) -> None:
     await gateway.ehr("PUT", "/Questionnaire/phq9-clinic", json=questionnaire())
     await gateway.ehr("PUT", "/QuestionnaireResponse/esc", json=response("esc", [0] * 8 + [2]))
     [flagged] = await until(lambda: _flagged(gateway), "the risk.flagged event")
