@@ -144,3 +144,11 @@ def create_app(
             request_id.reset(token)
 
     return app
+
+
+def from_environment() -> FastAPI:
+    """Build the app from the environment's settings and clients file (each process of ``api --workers N``)."""
+    from gateway import logs
+
+    logs.configure()
+    return create_app(Settings())

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -45,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     api.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     api.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    api.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="API processes sharing the port (default: the CPU count); each one is stateless",
+    )
 
     sub.add_parser(
         "worker",
@@ -241,7 +249,16 @@ def _api(args: argparse.Namespace) -> int:
         raise RuntimeError("no API clients are configured: set GATEWAY_CLIENTS_FILE to a clients file")
     if placeholders := clients.placeholder_clients():
         raise RuntimeError(f"placeholder tokens are refused outside 'run': {', '.join(placeholders)}")
-    _serve(uvicorn, create_app(settings, clients), args.host, args.port)
+    if args.workers < 1:
+        raise RuntimeError("--workers must be at least 1")
+    if args.workers == 1:
+        _serve(uvicorn, create_app(settings, clients), args.host, args.port)
+        return EXIT_OK
+    # Several processes on one port: uvicorn's supervisor starts each one, which builds its app from the environment.
+    uvicorn.run(
+        "gateway.app:from_environment", factory=True, host=args.host, port=args.port, workers=args.workers,
+        log_config=None, timeout_graceful_shutdown=20,
+    )  # fmt: skip
     return EXIT_OK
 
 

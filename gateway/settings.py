@@ -153,7 +153,9 @@ class Settings(BaseSettings):
     claim_idle_seconds: float = Field(
         default=30.0, gt=0, description="how long a job may sit with a silent worker before another takes it"
     )
-    worker_concurrency: int = Field(default=32, ge=1, description="jobs a worker handles at once")
+    worker_concurrency: int = Field(
+        default=128, ge=1, description="jobs a worker reads and applies as one batch (one atomic commit), per lane"
+    )
     worker_block_ms: int = Field(
         default=250,
         ge=10,

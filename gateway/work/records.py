@@ -18,12 +18,12 @@ at all. A job whose mapping fails is left out of the batch (the worker schedules
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from gateway.clock import Clock, epoch_of, instant, system_clock
@@ -203,7 +203,7 @@ class RecordWriter:
                 ctx = self._context(tenant, version, instant(self._clock()))
                 record = family.deleted_record(previous, ctx)
             else:
-                resource = json.loads(raw)
+                resource = orjson.loads(raw)
                 meta = resource.get("meta", {})
                 evid, elu = ehr_meta.read(meta)
                 needs = family.needs(resource)
@@ -277,8 +277,8 @@ class RecordWriter:
             **extra,
         }
         # The record is serialised once and spliced in rather than encoded again for every event.
-        encoded = json.dumps(event)[:-1] + ', "record": ' + body + "}"
-        plan.write("XADD", self.keys.feed(tenant), "*", "e", encoded)
+        encoded = orjson.dumps(event)[:-1] + b',"record":' + body.encode() + b"}"
+        plan.write("XADD", self.keys.feed(tenant), "*", "e", encoded.decode())
         return str(event["id"])
 
     async def escalate(self, tenant: str, flag: Flag) -> Plan | None:

@@ -207,7 +207,7 @@ def test_api_probes_are_healthz_and_readyz_on_the_api_port() -> None:
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert container["args"] == ["api", "--host", "0.0.0.0", "--port", "8080"]
+    assert container["args"] == ["api", "--host", "0.0.0.0", "--port", "8080", "--workers", "1"]
 
 
 def test_processes_run_their_commands() -> None:
