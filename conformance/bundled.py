@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conformance.definitions import R4_RESOURCE_TYPES, TYPES, as_list
+from conformance.definitions import TypeDef, as_list, tables
 from conformance.engine import Run, Scope
 from conformance.primitive import uuid_problem
 from conformance.reference import split
 
 _RESTFUL = re.compile(r"(.*/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 _ONCE = ("self", "first", "previous", "next", "last")
-_TYPES = TYPES["Bundle"].elements["type"].codes or frozenset()
 _SELF_TYPE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)(?:/_search)?(?:\?.*)?")
 _TYPES_PARAMETER = re.compile(r"[?&]_type=([^&]+)")
 
@@ -27,7 +26,7 @@ def bundle(run: Run, node: dict[str, Any], path: str) -> None:
     """bdl-1 to bdl-4 and bdl-9 to bdl-12; the rest is checked once the entries are walked."""
     kind = node.get("type")
     run.bundles.append((node, path))
-    if type(kind) is not str or kind not in _TYPES:
+    if type(kind) is not str or kind not in (run.types["Bundle"].elements["type"].codes or ()):
         return  # the walk has reported the type; rules that depend on it would only repeat that
     entries = [e for e in as_list(node.get("entry")) if type(e) is dict] if type(node.get("entry")) is list else []
     if "total" in node and kind not in ("searchset", "history"):
@@ -73,10 +72,10 @@ def entry(run: Run, node: dict[str, Any], path: str) -> None:
             run.warning("value", f"{path}.fullUrl", problem)
 
 
-def register() -> None:
+def register(types: dict[str, TypeDef]) -> None:
     """Register the Bundle invariants on the type tables."""
-    TYPES["Bundle"].invariants.append(bundle)
-    TYPES["Bundle.entry"].invariants.append(entry)
+    types["Bundle"].invariants.append(bundle)
+    types["Bundle.entry"].invariants.append(entry)
 
 
 class _Entry:
@@ -133,7 +132,7 @@ def _full_urls(run: Run, entries: list[_Entry], path: str, kind: object) -> None
         found = _RESTFUL.fullmatch(full_url)
         if (
             found is not None
-            and found.group(2) in R4_RESOURCE_TYPES
+            and found.group(2) in run.resource_types
             and item.type_id is not None
             and (found.group(2), found.group(3)) != item.type_id
             and full_url.startswith(("http:", "https:"))
@@ -191,9 +190,9 @@ def _searched_types(node: dict[str, Any]) -> set[str]:
             url = link["url"]
             listed = _TYPES_PARAMETER.search(url)
             if listed is not None:
-                return {t for t in listed.group(1).split(",") if t in R4_RESOURCE_TYPES}
+                return {t for t in listed.group(1).split(",") if t in tables().resource_types}
             found = _SELF_TYPE.fullmatch(url.split("?", 1)[0])
-            if found is not None and found.group(1) in R4_RESOURCE_TYPES:
+            if found is not None and found.group(1) in tables().resource_types:
                 return {found.group(1)}
     return set()
 

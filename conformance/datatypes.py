@@ -10,7 +10,7 @@ import base64
 import binascii
 from typing import Any
 
-from conformance.definitions import EXTENSION_TYPES, PRIMITIVE_TYPES, TYPES, as_list
+from conformance.definitions import PRIMITIVE_TYPES, as_list, tables
 from conformance.engine import Run
 from conformance.narrative import div_problems
 from conformance.primitive import compare, moment
@@ -137,7 +137,7 @@ def extension(run: Run, node: dict[str, Any], path: str) -> None:
     if "|" in url:
         run.error("invalid", f"{path}.url", "The extension URL must not contain a version")
         return
-    allowed = EXTENSION_TYPES.get(url)
+    allowed = tables().extension_types.get(url)
     if allowed is None:
         found = run.support.profile(url) if run.support is not None else None
         if found is None:
@@ -145,7 +145,7 @@ def extension(run: Run, node: dict[str, Any], path: str) -> None:
             return
         allowed = _profile_value_types(found)
     if allowed and values:
-        if values[0].lstrip("_") not in TYPES["Extension"].elements:
+        if values[0].lstrip("_") not in run.types["Extension"].elements:
             return  # an unknown property, which the walk has reported
         value_type = values[0].lstrip("_")[5:]
         primitive = value_type[:1].lower() + value_type[1:]

@@ -16,9 +16,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from conformance.definitions import COMPLEX, PRIMITIVE, R4_RESOURCE_TYPES, TYPES, Element, TypeDef
+from conformance.definitions import COMPLEX, PRIMITIVE, Element, TypeDef, tables
 from conformance.outcome import Issue
-from conformance.primitive import CHECKERS
+from conformance.primitive import checkers
 from conformance.support import Support
 
 # Unknown keys and resource types are echoed in paths only when they look like element names.
@@ -32,7 +32,6 @@ _PLAIN_STRINGS = frozenset({"string", "markdown"})
 
 # Called when the walk leaves an object of a property: run, object, path, property.
 Hook = Callable[["Run", dict[str, Any], str, Element], None]
-HOOKS: dict[str, Hook] = {}
 
 
 class Scope:
@@ -53,9 +52,12 @@ class Scope:
 class Run:
     """The state of one validation: the issues found and the resources being walked."""
 
-    __slots__ = ("bundles", "found", "issues", "profiles", "scope", "scopes", "support")
+    __slots__ = ("bundles", "found", "issues", "profiles", "resource_types", "scope", "scopes", "support", "types")
 
     def __init__(self, support: Support | None, profiles: tuple[str, ...] = ()) -> None:
+        known = tables()
+        self.types = known.types
+        self.resource_types = known.resource_types
         self.issues: list[Issue] = []
         self.support = support
         self.profiles = profiles
@@ -92,12 +94,12 @@ class Run:
         if type(resource_type) is not str:
             self.error("structure", path, "resourceType must be a string")
             return None
-        if resource_type not in R4_RESOURCE_TYPES:
+        if resource_type not in self.resource_types:
             shown = resource_type if path is None and _TYPE_NAME.fullmatch(resource_type) else path
             self.error("not-supported", shown, "resourceType is not a FHIR R4 resource type")
             return None
         here = path or resource_type
-        spec = TYPES[resource_type]
+        spec = self.types[resource_type]
         if not owner:
             self.walk(node, spec, here)
             return None
@@ -125,7 +127,7 @@ class Run:
             # full check, which says what is wrong.
             mode = element.mode
             if mode == _STRING:
-                if type(value) is str and value:
+                if type(value) is str and value and value.isascii():
                     continue
                 self._primitive(element, value, f"{path}.{key}")
             elif mode == _TOKEN:
@@ -323,9 +325,10 @@ def _choice_check(spec: TypeDef) -> Callable[[Run, dict[str, Any], str], None]:
     return check
 
 
-def prepare() -> None:
-    """Set each property's walk mode, checker and hook, and each type's after-walk checks."""
-    for spec in TYPES.values():
+def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
+    """Set each property's walk mode, checker and hook (by its type), and each type's after-walk checks."""
+    checks = checkers()
+    for spec in types.values():
         for element in spec.elements.values():
             if element.max != 1:
                 element.mode = _COMPLEX_ARRAY if element.kind == COMPLEX else _ARRAY
@@ -341,8 +344,8 @@ def prepare() -> None:
                 element.mode = _COMPLEX
             else:
                 element.mode = _RESOURCE
-            element.check = CHECKERS.get(element.type)
-            element.hook = HOOKS.get(element.type)
+            element.check = checks.get(element.type)
+            element.hook = hooks.get(element.type)
             element.local = element.type in _URI_TYPES
         after: list[Any] = []
         if spec.required:
@@ -351,6 +354,3 @@ def prepare() -> None:
             after.append(_choice_check(spec))
         after.extend(spec.invariants)
         spec.after = tuple(after) if after else None
-
-
-prepare()

