@@ -19,10 +19,10 @@ _UCUM = "http://unitsofmeasure.org"
 
 
 def period(run: Run, node: dict[str, Any], path: str) -> None:
-    """per-1: if present, start SHALL have a lower value than end.
+    """per-1: if present, start SHALL have a lower value than end (an error, as the reference validator has it).
 
-    A warning, not an error: real feeds (one of Medplum's examples among them) carry reversed periods, and the
-    gateway must not stop a feed on them; the reference validator makes it an error.
+    Values of different precision that FHIRPath cannot order (2024 against 2024-05-01) fail it too, as there.
+    A lenient tenant still accepts a reversed period in an element no mapping reads (``gateway/policy.py``).
     """
     start, end = node.get("start"), node.get("end")
     if start is None or end is None:
@@ -32,16 +32,15 @@ def period(run: Run, node: dict[str, Any], path: str) -> None:
         return
     order = compare(left, right)
     if order is None or order > 0:
-        run.warning("invariant", path, "per-1: if present, start SHALL have a lower value than end")
+        run.error("invariant", path, "per-1: if present, start SHALL have a lower value than end")
 
 
 def quantity(run: Run, node: dict[str, Any], path: str) -> None:
-    """qty-3: if a code for the unit is present, the system SHALL also be present.
-
-    A warning, not an error: EHR exports (Medplum's among them) send local unit codes without a system.
-    """
+    """qty-3: if a code for the unit is present, the system SHALL also be present (an error, as the reference
+    validator has it; EHR exports that send local unit codes without a system fail it, and a lenient tenant still
+    accepts them in elements no mapping reads)."""
     if "code" in node and "system" not in node:
-        run.warning("invariant", path, "qty-3: if a code for the unit is present, the system SHALL also be present")
+        run.error("invariant", path, "qty-3: if a code for the unit is present, the system SHALL also be present")
 
 
 def duration(run: Run, node: dict[str, Any], path: str) -> None:

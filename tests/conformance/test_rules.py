@@ -248,3 +248,22 @@ def test_new_diagnostics_never_carry_the_offending_values() -> None:
     issues = validate_resource(resource)
     assert len(errors(resource)) >= 4
     assert SECRET not in json.dumps([i.diagnostics for i in issues])
+
+
+def test_a_reversed_period_and_a_unit_code_without_a_system_are_errors() -> None:
+    reversed_period = appointment(requestedPeriod=[{"start": "2024-05-02", "end": "2024-05-01"}])
+    assert codes(reversed_period) == [("invariant", "Appointment.requestedPeriod[0]")]
+    duration = {"value": 30, "code": "min"}
+    timing = {"repeat": {"boundsDuration": duration}}
+    request = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "occurrenceTiming": timing,
+    }
+    found = errors(request)
+    assert [(i.code, i.expression) for i in found] == [
+        ("invariant", "ServiceRequest.occurrenceTiming.repeat.boundsDuration")
+    ]
+    assert found[0].diagnostics.startswith("qty-3")
