@@ -3,7 +3,9 @@
 References inside a Bundle resolve by the specification's rules: an absolute reference (``urn:uuid:``, a URL)
 matches an entry's fullUrl; a relative one (``Type/id``) is made absolute against the RESTful base of the
 referring entry's fullUrl; ``/_history/vid`` must also match the entry's ``meta.versionId``. In a document or a
-message every reference must resolve to one entry when the Bundle holds a resource of that type and id.
+message every reference must resolve to one entry when the Bundle holds a resource of that type and id; in a
+transaction, document or message a ``urn:`` reference must name an entry's fullUrl. A RESTful fullUrl
+(``http://x/fhir/Patient/1``) must end with its resource's type and id.
 """
 
 from __future__ import annotations
@@ -137,8 +139,8 @@ def _full_urls(run: Run, entries: list[_Entry], path: str, kind: object) -> None
             and (found.group(2), found.group(3)) != item.type_id
             and full_url.startswith(("http:", "https:"))
         ):
-            # A warning: HL7's own examples carry fullUrls that name another id.
-            run.warning(
+            # An error, as in the reference validator (three of HL7's own R4 examples fail it).
+            run.error(
                 "invalid",
                 f"{here}.fullUrl",
                 "The fullUrl looks like a RESTful server URL, so it must end with the resource's type and id",
@@ -206,14 +208,16 @@ def _resolve(run: Run, entries: list[_Entry], kind: object) -> None:
         if item.type_id is not None:
             by_type_id.setdefault(item.type_id, []).append(item)
     strict = kind in ("document", "message")
+    # A urn: reference names an entry of the Bundle (or nothing at all) in these kinds.
+    local_names = strict or kind == "transaction"
     for item in entries:
-        if item.scope is None or (item.base is None and not strict):
+        if item.scope is None or (item.base is None and not local_names):
             continue  # nothing to resolve: only a RESTful fullUrl gives relative references a base
         for path, reference, _targets in item.scope.references:
             if reference[0] == "#" or "?" in reference:
                 continue
             if ":" in reference.split("/", 1)[0]:
-                if strict and reference.startswith("urn:") and reference not in by_url:
+                if local_names and reference.startswith("urn:") and reference not in by_url:
                     run.error("not-found", path, "The reference cannot be found in the bundle")
                 continue
             parts = split(reference)

@@ -267,3 +267,22 @@ def test_a_reversed_period_and_a_unit_code_without_a_system_are_errors() -> None
         ("invariant", "ServiceRequest.occurrenceTiming.repeat.boundsDuration")
     ]
     assert found[0].diagnostics.startswith("qty-3")
+
+
+def test_a_restful_full_url_must_name_its_resource_and_urn_references_must_resolve_in_a_transaction() -> None:
+    entry = {"fullUrl": "http://x.org/fhir/Patient/p2", "resource": PATIENT}
+    assert codes(bundle("collection", entry)) == [("invalid", "Bundle.entry[0].fullUrl")]
+    assert codes(bundle("collection", dict(entry, fullUrl="http://x.org/fhir/Patient/p1"))) == []
+    patient_url = "urn:uuid:0b7e8e30-42f4-4b37-9c2b-c3c7b4a7f8a1"
+    booked = appointment()
+    booked["participant"][0]["actor"]["reference"] = patient_url
+    entries = [
+        {"fullUrl": patient_url, "resource": PATIENT, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": booked, "request": {"method": "POST", "url": "Appointment"}},
+    ]
+    assert codes(bundle("transaction", *entries)) == []
+    dangling = copy.deepcopy(entries)
+    dangling[0]["fullUrl"] = "urn:uuid:1b7e8e30-42f4-4b37-9c2b-c3c7b4a7f8a1"
+    assert codes(bundle("transaction", *dangling)) == [
+        ("not-found", "Bundle.entry[1].resource.participant[0].actor.reference")
+    ]

@@ -31,6 +31,20 @@ KNOWN_DEFECTIVE = {
         "nested items have no linkId (Questionnaire.item.linkId is 1..1)",
         "Questionnaire.item[0].item[0].linkId",
     ),
+    # A RESTful fullUrl must end with its resource's type and id (the reference validator's rule): these three
+    # HL7 examples name another id (pat12 for pat2, lri-gramstain1 for gramstain1).
+    "hl7-r4-spec-examples/Bundle-10bb101f-a121-4264-a920-67be9cb82c74.json": (
+        "entry 2's fullUrl ends with Patient/pat12, its resource's id is pat2",
+        "Bundle.entry[2].fullUrl",
+    ),
+    "hl7-r4-spec-examples/Bundle-3a0707d3-549e-4467-b8b8-5a2ab3800efe.json": (
+        "entry 3's fullUrl ends with Patient/pat12, its resource's id is pat2",
+        "Bundle.entry[3].fullUrl",
+    ),
+    "hl7-r4-spec-examples/Bundle-lri-example.json": (
+        "the Observations' fullUrls end with lri-gramstain1 and so on, their ids are gramstain1 and so on",
+        "Bundle.entry[1].fullUrl",
+    ),
     "lforms-fhir-app-r4/phq9.json": (
         "an optionPrefix valueString is the JSON number 1, and variable names such as q1_value are not ids"
         " (Expression.name is an id, which has no '_')",
