@@ -220,8 +220,10 @@ def _resolve(run: Run, entries: list[_Entry], kind: object) -> None:
                 if local_names and reference.startswith("urn:") and reference not in by_url:
                     run.error("not-found", path, "The reference cannot be found in the bundle")
                 continue
+            if item.base is None:
+                continue
             parts = split(reference)
-            if parts is None or item.base is None:
+            if parts is None:
                 continue
             resource_type, resource_id, version = parts
             candidates = by_url.get(f"{item.base}{resource_type}/{resource_id}", [])

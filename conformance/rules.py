@@ -11,7 +11,7 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from conformance import bundled, datatypes, profile, questionnaire, resources
+from conformance import bundled, coded, datatypes, profile, questionnaire, resources
 from conformance.definitions import Invariant, TypeDef, tables
 from conformance.engine import Run, prepare
 from conformance.narrative import anchors, internal_links
@@ -105,5 +105,6 @@ def finishers() -> tuple[Finisher, ...]:
     bundled.register(types)
     questionnaire.register(types)
     prepare(types, {"Reference": check_reference})
+    coded.install(types, tables())
     types["Bundle.entry"].elements["fullUrl"].check = lenient_uri
     return (_finish_scopes, _finish_links, bundled.finish, questionnaire.finish, profile.finish)
