@@ -12,7 +12,7 @@ from typing import Any
 
 from conformance.definitions import PRIMITIVE_TYPES, as_list, tables
 from conformance.engine import Run
-from conformance.narrative import div_problems
+from conformance.narrative import div_problems, has_content
 from conformance.primitive import compare, moment
 
 _UCUM = "http://unitsofmeasure.org"
@@ -115,12 +115,16 @@ def coding(run: Run, node: dict[str, Any], path: str) -> None:
 
 
 def narrative(run: Run, node: dict[str, Any], path: str) -> None:
-    """txt-1: the narrative SHALL contain only the basic HTML formatting elements and attributes."""
+    """txt-1: the narrative SHALL contain only the basic HTML formatting elements and attributes; txt-2: it SHALL
+    have some non-whitespace content."""
     div = node.get("div")
     if type(div) is not str or not div:
         return
-    for problem in div_problems(div):
+    problems = div_problems(div)
+    for problem in problems:
         run.error("invalid", f"{path}.div", f"txt-1: {problem}")
+    if not problems and not has_content(div):
+        run.error("invariant", f"{path}.div", "txt-2: the narrative SHALL have some non-whitespace content")
     if 'href="#' in div or "href='#" in div:
         run.found.setdefault("#links", []).append((node, f"{path}.div"))
 

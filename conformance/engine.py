@@ -146,6 +146,8 @@ class Run:
                     self.walk(value, element.spec, here)  # type: ignore[arg-type]
                     if element.hook is not None:
                         element.hook(self, value, here, element)
+                    if len(value) == 1 and "id" in value:
+                        self._only_id(node, element, here)
                 else:
                     self._bad_object(value, f"{path}.{key}")
             elif mode == _COMPLEX_ARRAY:
@@ -159,6 +161,8 @@ class Run:
                             self.walk(item, sub, here)  # type: ignore[arg-type]
                             if hook is not None:
                                 hook(self, item, here, element)
+                            if len(item) == 1 and "id" in item:
+                                self._only_id(node, element, here)
                         else:
                             self._bad_item(element, item, f"{path}.{key}[{index}]")
                         index += 1
@@ -222,6 +226,12 @@ class Run:
                 self.error("value", path, problem)
             elif element.codes is not None and value not in element.codes:
                 self.error("code-invalid", path, _not_in(element.codes))
+
+    def _only_id(self, node: dict[str, Any], element: Element, path: str) -> None:
+        """ele-1 for an element that has nothing but an id (a primitive's ``_x`` may, when ``x`` has a value)."""
+        if element.name[0] == "_" and element.name[1:] in node:
+            return
+        self.error("invariant", path, "ele-1: all FHIR elements must have a value or children (not only an id)")
 
     def _bad_object(self, value: object, path: str) -> None:
         if type(value) is list:

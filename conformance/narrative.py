@@ -308,3 +308,14 @@ def internal_links(div: str) -> list[str]:
 def anchors(div: str) -> list[str]:
     """Return the ids and anchor names a narrative defines."""
     return _ANCHOR.findall(div)
+
+
+_IMAGE = re.compile(r"<img[\s/>]", re.I)
+
+
+def has_content(div: str) -> bool:
+    """Tell whether a narrative shows something: text other than whitespace, an entity, or an image (txt-2)."""
+    for piece in _MARKUP.split(div):
+        if piece.strip():
+            return True
+    return "&" in div or _IMAGE.search(div) is not None

@@ -45,6 +45,10 @@ KNOWN_DEFECTIVE = {
         "the Observations' fullUrls end with lri-gramstain1 and so on, their ids are gramstain1 and so on",
         "Bundle.entry[1].fullUrl",
     ),
+    "hl7-r4-spec-examples/Questionnaire-zika-virus-exposure-assessment.json": (
+        "txt-2: the narrative is an empty <pre> (whitespace only)",
+        "Questionnaire.text.div",
+    ),
     "lforms-fhir-app-r4/phq9.json": (
         "an optionPrefix valueString is the JSON number 1, and variable names such as q1_value are not ids"
         " (Expression.name is an id, which has no '_')",
