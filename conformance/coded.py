@@ -19,40 +19,40 @@ from conformance.engine import Hook, Run
 _SHOWN = 8
 
 
-def install(types: dict[str, TypeDef], known: Tables) -> None:
-    """Set the walk's hook of every Coding and CodeableConcept element, by the element's binding."""
+def register(types: dict[str, TypeDef], known: Tables) -> None:
+    """Check every Coding's system, and its code against HL7's code systems (before the engine prepares)."""
     systems = known.code_systems
 
-    def codings(run: Run, node: dict[str, Any], path: str, element: Element) -> None:
-        """Check the codings of an unbound (or not enumerable) CodeableConcept against HL7's code systems."""
-        found = node.get("coding")
-        if type(found) is not list:
-            return
-        required = element.value_set is not None
-        for index, coding in enumerate(found):
-            if type(coding) is dict:
-                system = coding.get("system")
-                if type(system) is str and system in systems and coding.get("code") not in systems[system]:
-                    _in_system(run, systems, coding, f"{path}.coding[{index}]", required)
-
-    def coding(run: Run, node: dict[str, Any], path: str, element: Element) -> None:
+    def coding(run: Run, node: dict[str, Any], path: str) -> None:
+        """A coding's system is an absolute URI naming a code system, and its code one of that system's."""
         system = node.get("system")
-        if type(system) is str and system in systems and node.get("code") not in systems[system]:
-            _in_system(run, systems, node, path, element.value_set is not None)
+        if type(system) is not str or not system:
+            return
+        if system in systems:
+            if node.get("code") not in systems[system]:
+                _in_system(run, systems, node, path, False)
+        elif ":" not in system:
+            run.error("invalid", f"{path}.system", "Coding.system must be an absolute reference, not a local reference")
+        elif system.startswith(("http://hl7.org/fhir/ValueSet/", "http://terminology.hl7.org/ValueSet/")):
+            run.error("invalid", f"{path}.system", "The Coding refers to a value set, not a code system")
 
+    types["Coding"].invariants.append(coding)
+
+
+def install(types: dict[str, TypeDef], known: Tables) -> None:
+    """Set the hook of each Coding and CodeableConcept element bound ``required`` (after the engine prepares)."""
+    systems = known.code_systems
     for spec in types.values():
         for element in spec.elements.values():
-            if element.type not in ("CodeableConcept", "Coding") or element.name[0] == "_":
+            if element.type not in ("CodeableConcept", "Coding") or element.value_set is None:
                 continue
-            bound = known.value_sets.get(element.value_set) if element.value_set is not None else None
-            if bound is not None and all(codes is None for codes in bound.values()):
-                bound = None  # nothing to judge offline (UCUM units)
+            bound = known.value_sets.get(element.value_set)
+            if bound is None or all(codes is None for codes in bound.values()):
+                continue  # nothing to judge offline (UCUM units, a value set the tables lack)
             if element.type == "CodeableConcept":
-                element.hook = codings if bound is None else _bound_concept(bound, systems)
+                element.hook = _bound_concept(bound, systems)
             else:
-                element.hook = coding if bound is None else _bound_coding(bound, systems)
-    # A CodeableConcept's codings are checked with it, against its element's binding.
-    types["CodeableConcept"].elements["coding"].hook = None
+                element.hook = _bound_coding(bound, systems)
 
 
 def _bound_concept(bound: dict[str, list[str] | None], systems: dict[str, frozenset[str]]) -> Hook:
@@ -99,7 +99,7 @@ def _in_value_set(
         return None
     if code in codes:
         return True
-    run.error("code-invalid", f"{path}.code", _not_in(codes))
+    _error_not_warning(run, f"{path}.code", _not_in(codes))
     return None  # reported here, once
 
 
@@ -112,9 +112,15 @@ def _in_system(run: Run, systems: dict[str, frozenset[str]], coding: dict[str, A
         return
     text = f"The code is not defined in the code system {system}"
     if required:
-        run.error("code-invalid", f"{path}.code", text)
+        _error_not_warning(run, f"{path}.code", text)
     else:
         run.warning("code-invalid", f"{path}.code", text)
+
+
+def _error_not_warning(run: Run, path: str, text: str) -> None:
+    """Report an error where the coding's own check warned already (under a required binding it is an error)."""
+    run.issues[:] = [i for i in run.issues if not (i.expression == path and i.code == "code-invalid")]
+    run.error("code-invalid", path, text)
 
 
 def _vs(element: Element) -> str:

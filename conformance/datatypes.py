@@ -103,17 +103,6 @@ def timing_repeat(run: Run, node: dict[str, Any], path: str) -> None:
         run.error("invariant", path, "tim-10: if there's a timeOfDay, there cannot be a when, or vice versa")
 
 
-def coding(run: Run, node: dict[str, Any], path: str) -> None:
-    """A coding's system is an absolute URI naming a code system, not a value set."""
-    system = node.get("system")
-    if type(system) is not str or not system:
-        return
-    if ":" not in system:
-        run.error("invalid", f"{path}.system", "Coding.system must be an absolute reference, not a local reference")
-    elif system.startswith(("http://hl7.org/fhir/ValueSet/", "http://terminology.hl7.org/ValueSet/")):
-        run.error("invalid", f"{path}.system", "The Coding refers to a value set, not a code system")
-
-
 def narrative(run: Run, node: dict[str, Any], path: str) -> None:
     """txt-1: the narrative SHALL contain only the basic HTML formatting elements and attributes; txt-2: it SHALL
     have some non-whitespace content."""

@@ -97,11 +97,11 @@ def finishers() -> tuple[Finisher, ...]:
     _register(types, "ContactPoint", datatypes.contact_point)
     _register(types, "Ratio", datatypes.ratio)
     _register(types, "Timing.repeat", datatypes.timing_repeat)
-    _register(types, "Coding", datatypes.coding)
     _register(types, "Narrative", datatypes.narrative)
     for spec in list(types.values()):
         _canonical_targets(spec)
     resources.register(types)
+    coded.register(types, tables())
     invariants.register(types)
     bundled.register(types)
     questionnaire.register(types)
