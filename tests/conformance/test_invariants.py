@@ -55,272 +55,163 @@ CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
 
 
-def _observation(**changes: Any) -> dict[str, Any]:
-    return {"resourceType": "Observation", "status": "final", "code": {"text": "weight"}, **changes}
+# The elements each resource type used below requires, so that a test resource is otherwise valid.
+BASES: dict[str, dict[str, Any]] = {
+    "Observation": {"status": "final", "code": {"text": "weight"}},
+    "Condition": {"subject": SUBJECT},
+    "AllergyIntolerance": {"patient": SUBJECT},
+    "Organization": {"name": "x"},
+    "Goal": {"lifecycleStatus": "active", "description": {"text": "x"}, "subject": SUBJECT},
+    "ServiceRequest": {"status": "active", "intent": "order", "subject": SUBJECT},
+    "Composition": {
+        "status": "final",
+        "type": {"text": "t"},
+        "date": "2024",
+        "author": [{"display": "a"}],
+        "title": "t",
+    },
+    "Immunization": {"status": "completed", "vaccineCode": {"text": "v"}, "patient": SUBJECT, "occurrenceString": "x"},
+    "Task": {"status": "ready", "intent": "order"},
+    "AppointmentResponse": {"appointment": {"reference": "Appointment/a"}, "participantStatus": "accepted"},
+    "FamilyMemberHistory": {"status": "completed", "patient": SUBJECT, "relationship": {"text": "mother"}},
+    "MolecularSequence": {"coordinateSystem": 0},
+}
 
 
-def _condition(**changes: Any) -> dict[str, Any]:
-    return {"resourceType": "Condition", "subject": SUBJECT, **changes}
+def make(resource_type: str, **changes: Any) -> dict[str, Any]:
+    """Return a valid resource of the type with the given elements set (None removes one)."""
+    resource = {"resourceType": resource_type, **BASES[resource_type], **changes}
+    return {key: value for key, value in resource.items() if value is not None}
 
 
-def _active(system: str = CLINICAL, code: str = "active") -> dict[str, Any]:
+def _coded(system: str, code: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code}]}
 
 
-def _quantity(value: float, code: str = "a", **extra: Any) -> dict[str, Any]:
-    return {"value": value, "system": UCUM, "code": code, **extra}
+def _quantity(value: float, **extra: Any) -> dict[str, Any]:
+    return {"value": value, "system": UCUM, "code": "a", **extra}
 
 
-# key -> (a resource that breaks it, the path of the error, the change that mends it)
+ACTIVE = _coded(CLINICAL, "active")
+CONDITION_ERROR = _coded("http://terminology.hl7.org/CodeSystem/condition-ver-status", "entered-in-error")
+ALLERGY_ACTIVE = _coded("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "active")
+LOINC = _coded("http://loinc.org", "8480-6")
+EMPTY_DIV = '<div xmlns="http://www.w3.org/1999/xhtml">  </div>'
+SOME_DIV = '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'
+
+# key -> (a resource that breaks it, the path of the error, the same resource mended)
 VIOLATIONS: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
     "obs-3": (
-        _observation(referenceRange=[{"appliesTo": [{"text": "adults"}]}]),
+        make("Observation", referenceRange=[{"appliesTo": [{"text": "adults"}]}]),
         "Observation.referenceRange[0]",
-        _observation(referenceRange=[{"text": "normal"}]),
+        make("Observation", referenceRange=[{"text": "normal"}]),
     ),
     "obs-6": (
-        _observation(valueString="x", dataAbsentReason={"text": "lost"}),
+        make("Observation", valueString="x", dataAbsentReason={"text": "lost"}),
         "Observation",
-        _observation(valueString="x"),
+        make("Observation", valueString="x"),
     ),
     "obs-7": (
-        _observation(
-            code={"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-            valueString="x",
-            component=[{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}}],
-        ),
+        make("Observation", code=LOINC, valueString="x", component=[{"code": LOINC}]),
         "Observation",
-        _observation(valueString="x", component=[{"code": {"text": "other"}}]),
+        make("Observation", code=LOINC, valueString="x", component=[{"code": {"text": "other"}}]),
     ),
     "con-1": (
-        _condition(stage=[{"type": {"text": "clinical"}}]),
+        make("Condition", stage=[{"type": {"text": "clinical"}}]),
         "Condition.stage[0]",
-        _condition(stage=[{"summary": {"text": "stage II"}}]),
+        make("Condition", stage=[{"summary": {"text": "stage II"}}]),
     ),
     "con-4": (
-        _condition(clinicalStatus=_active(), abatementDateTime="2024-01-01"),
+        make("Condition", clinicalStatus=ACTIVE, abatementDateTime="2024-01-01"),
         "Condition",
-        _condition(clinicalStatus=_active(code="resolved"), abatementDateTime="2024-01-01"),
+        make("Condition", clinicalStatus=_coded(CLINICAL, "resolved"), abatementDateTime="2024-01-01"),
     ),
     "con-5": (
-        _condition(
-            clinicalStatus=_active(),
-            verificationStatus=_active(
-                "http://terminology.hl7.org/CodeSystem/condition-ver-status", "entered-in-error"
-            ),
-        ),
+        make("Condition", clinicalStatus=ACTIVE, verificationStatus=CONDITION_ERROR),
         "Condition",
-        _condition(
-            verificationStatus=_active("http://terminology.hl7.org/CodeSystem/condition-ver-status", "entered-in-error")
-        ),
+        make("Condition", verificationStatus=CONDITION_ERROR),
     ),
     "ait-1": (
-        {
-            "resourceType": "AllergyIntolerance",
-            "patient": SUBJECT,
-            "verificationStatus": _active(ALLERGY_VERIFICATION, "confirmed"),
-        },
+        make("AllergyIntolerance", verificationStatus=_coded(ALLERGY_VERIFICATION, "confirmed")),
         "AllergyIntolerance",
-        {
-            "resourceType": "AllergyIntolerance",
-            "patient": SUBJECT,
-            "verificationStatus": _active(ALLERGY_VERIFICATION, "entered-in-error"),
-        },
+        make("AllergyIntolerance", verificationStatus=_coded(ALLERGY_VERIFICATION, "entered-in-error")),
     ),
     "ait-2": (
-        {
-            "resourceType": "AllergyIntolerance",
-            "patient": SUBJECT,
-            "clinicalStatus": _active("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"),
-            "verificationStatus": _active(ALLERGY_VERIFICATION, "entered-in-error"),
-        },
+        make(
+            "AllergyIntolerance",
+            clinicalStatus=ALLERGY_ACTIVE,
+            verificationStatus=_coded(ALLERGY_VERIFICATION, "entered-in-error"),
+        ),
         "AllergyIntolerance",
-        {
-            "resourceType": "AllergyIntolerance",
-            "patient": SUBJECT,
-            "verificationStatus": _active(ALLERGY_VERIFICATION, "entered-in-error"),
-        },
+        make("AllergyIntolerance", verificationStatus=_coded(ALLERGY_VERIFICATION, "entered-in-error")),
     ),
-    "org-1": (
-        {"resourceType": "Organization", "active": True},
-        "Organization",
-        {"resourceType": "Organization", "name": "x"},
-    ),
+    "org-1": (make("Organization", name=None, active=True), "Organization", make("Organization")),
     "org-2": (
-        {"resourceType": "Organization", "name": "x", "address": [{"use": "home", "city": "y"}]},
+        make("Organization", address=[{"use": "home", "city": "y"}]),
         "Organization.address[0]",
-        {"resourceType": "Organization", "name": "x", "address": [{"use": "work", "city": "y"}]},
+        make("Organization", address=[{"use": "work", "city": "y"}]),
     ),
     "org-3": (
-        {"resourceType": "Organization", "name": "x", "telecom": [{"system": "phone", "value": "1", "use": "home"}]},
+        make("Organization", telecom=[{"system": "phone", "value": "1", "use": "home"}]),
         "Organization.telecom[0]",
-        {"resourceType": "Organization", "name": "x", "telecom": [{"system": "phone", "value": "1", "use": "work"}]},
+        make("Organization", telecom=[{"system": "phone", "value": "1", "use": "work"}]),
     ),
     "gol-1": (
-        {
-            "resourceType": "Goal",
-            "lifecycleStatus": "active",
-            "description": {"text": "x"},
-            "subject": SUBJECT,
-            "target": [{"detailString": "less"}],
-        },
+        make("Goal", target=[{"detailString": "less"}]),
         "Goal.target[0]",
-        {
-            "resourceType": "Goal",
-            "lifecycleStatus": "active",
-            "description": {"text": "x"},
-            "subject": SUBJECT,
-            "target": [{"measure": {"text": "m"}, "detailString": "less"}],
-        },
+        make("Goal", target=[{"measure": {"text": "m"}, "detailString": "less"}]),
     ),
     "prr-1": (
-        {
-            "resourceType": "ServiceRequest",
-            "status": "active",
-            "intent": "order",
-            "subject": SUBJECT,
-            "orderDetail": [{"text": "x"}],
-        },
+        make("ServiceRequest", orderDetail=[{"text": "x"}]),
         "ServiceRequest",
-        {
-            "resourceType": "ServiceRequest",
-            "status": "active",
-            "intent": "order",
-            "subject": SUBJECT,
-            "orderDetail": [{"text": "x"}],
-            "code": {"text": "c"},
-        },
+        make("ServiceRequest", orderDetail=[{"text": "x"}], code={"text": "c"}),
     ),
     "cmp-1": (
-        {
-            "resourceType": "Composition",
-            "status": "final",
-            "type": {"text": "t"},
-            "date": "2024",
-            "author": [{"display": "a"}],
-            "title": "t",
-            "section": [{"title": "empty"}],
-        },
+        make("Composition", section=[{"title": "empty"}]),
         "Composition.section[0]",
-        {
-            "resourceType": "Composition",
-            "status": "final",
-            "type": {"text": "t"},
-            "date": "2024",
-            "author": [{"display": "a"}],
-            "title": "t",
-            "section": [{"title": "s", "section": [{"title": "x", "entry": [{"display": "e"}]}]}],
-        },
+        make("Composition", section=[{"title": "s", "section": [{"entry": [{"display": "e"}]}]}]),
     ),
     "cmp-2": (
-        {
-            "resourceType": "Composition",
-            "status": "final",
-            "type": {"text": "t"},
-            "date": "2024",
-            "author": [{"display": "a"}],
-            "title": "t",
-            "section": [{"entry": [{"display": "e"}], "emptyReason": {"text": "none"}}],
-        },
+        make("Composition", section=[{"entry": [{"display": "e"}], "emptyReason": {"text": "none"}}]),
         "Composition.section[0]",
-        {
-            "resourceType": "Composition",
-            "status": "final",
-            "type": {"text": "t"},
-            "date": "2024",
-            "author": [{"display": "a"}],
-            "title": "t",
-            "section": [{"entry": [{"display": "e"}]}],
-        },
+        make("Composition", section=[{"entry": [{"display": "e"}]}]),
     ),
     "imm-1": (
-        {
-            "resourceType": "Immunization",
-            "status": "completed",
-            "vaccineCode": {"text": "v"},
-            "patient": SUBJECT,
-            "occurrenceString": "x",
-            "education": [{"publicationDate": "2024-01-01"}],
-        },
+        make("Immunization", education=[{"publicationDate": "2024-01-01"}]),
         "Immunization.education[0]",
-        {
-            "resourceType": "Immunization",
-            "status": "completed",
-            "vaccineCode": {"text": "v"},
-            "patient": SUBJECT,
-            "occurrenceString": "x",
-            "education": [{"documentType": "VIS"}],
-        },
+        make("Immunization", education=[{"documentType": "VIS"}]),
     ),
     "inv-1": (
-        {
-            "resourceType": "Task",
-            "status": "ready",
-            "intent": "order",
-            "authoredOn": "2024-05-02T10:00:00Z",
-            "lastModified": "2024-05-01T10:00:00Z",
-        },
+        make("Task", authoredOn="2024-05-02T10:00:00Z", lastModified="2024-05-01T10:00:00Z"),
         "Task",
-        {
-            "resourceType": "Task",
-            "status": "ready",
-            "intent": "order",
-            "authoredOn": "2024-05-01T10:00:00Z",
-            "lastModified": "2024-05-02T10:00:00Z",
-        },
+        make("Task", authoredOn="2024-05-01T10:00:00Z", lastModified="2024-05-02T10:00:00Z"),
     ),
-    "apr-1": (
-        {
-            "resourceType": "AppointmentResponse",
-            "appointment": {"reference": "Appointment/a"},
-            "participantStatus": "accepted",
-        },
-        "AppointmentResponse",
-        {
-            "resourceType": "AppointmentResponse",
-            "appointment": {"reference": "Appointment/a"},
-            "participantStatus": "accepted",
-            "actor": SUBJECT,
-        },
-    ),
+    "apr-1": (make("AppointmentResponse"), "AppointmentResponse", make("AppointmentResponse", actor=SUBJECT)),
     "fhs-2": (
-        {
-            "resourceType": "FamilyMemberHistory",
-            "status": "completed",
-            "patient": SUBJECT,
-            "relationship": {"text": "mother"},
-            "estimatedAge": True,
-        },
+        make("FamilyMemberHistory", estimatedAge=True),
         "FamilyMemberHistory",
-        {
-            "resourceType": "FamilyMemberHistory",
-            "status": "completed",
-            "patient": SUBJECT,
-            "relationship": {"text": "mother"},
-            "estimatedAge": True,
-            "ageAge": _quantity(60),
-        },
+        make("FamilyMemberHistory", estimatedAge=True, ageAge=_quantity(60)),
     ),
-    "msq-3": (
-        {"resourceType": "MolecularSequence", "coordinateSystem": 2},
-        "MolecularSequence",
-        {"resourceType": "MolecularSequence", "coordinateSystem": 1},
+    "msq-3": (make("MolecularSequence", coordinateSystem=2), "MolecularSequence", make("MolecularSequence")),
+    "age-1": (
+        make("Condition", onsetAge=_quantity(-3)),
+        "Condition.onsetAge",
+        make("Condition", onsetAge=_quantity(3)),
     ),
-    "age-1": (_condition(onsetAge=_quantity(-3)), "Condition.onsetAge", _condition(onsetAge=_quantity(3))),
     "rng-2": (
-        _condition(onsetRange={"low": _quantity(10), "high": _quantity(5)}),
+        make("Condition", onsetRange={"low": _quantity(10), "high": _quantity(5)}),
         "Condition.onsetRange",
-        _condition(onsetRange={"low": _quantity(5), "high": _quantity(10)}),
+        make("Condition", onsetRange={"low": _quantity(5), "high": _quantity(10)}),
     ),
     "sqty-1": (
-        _condition(onsetRange={"low": _quantity(5, comparator="<")}),
+        make("Condition", onsetRange={"low": _quantity(5, comparator="<")}),
         "Condition.onsetRange.low",
-        _condition(onsetRange={"low": _quantity(5)}),
+        make("Condition", onsetRange={"low": _quantity(5)}),
     ),
     "txt-2": (
-        _condition(text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">  </div>'}),
+        make("Condition", text={"status": "generated", "div": EMPTY_DIV}),
         "Condition.text.div",
-        _condition(text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'}),
+        make("Condition", text={"status": "generated", "div": SOME_DIV}),
     ),
 }
 
@@ -370,6 +261,6 @@ def _as_items(value: object) -> list[Any]:
 
 
 def test_an_element_with_only_an_id_is_an_error_but_a_primitive_s_id_is_not() -> None:
-    found = [i for i in validate_resource(_observation(valueQuantity={"id": "q"})) if i.severity == "error"]
+    found = [i for i in validate_resource(make("Observation", valueQuantity={"id": "q"})) if i.severity == "error"]
     assert [(i.expression, i.diagnostics[:5]) for i in found] == [("Observation.valueQuantity", "ele-1")]
-    assert validate_resource(_observation(valueString="x", _valueString={"id": "s"})) == []
+    assert validate_resource(make("Observation", valueString="x", _valueString={"id": "s"})) == []
