@@ -146,7 +146,7 @@ class Run:
                     self.walk(value, element.spec, here)  # type: ignore[arg-type]
                     if element.hook is not None:
                         element.hook(self, value, here, element)
-                    if len(value) == 1 and "id" in value:
+                    if "id" in value and len(value) == 1:
                         self._only_id(node, element, here)
                 else:
                     self._bad_object(value, f"{path}.{key}")
@@ -161,7 +161,7 @@ class Run:
                             self.walk(item, sub, here)  # type: ignore[arg-type]
                             if hook is not None:
                                 hook(self, item, here, element)
-                            if len(item) == 1 and "id" in item:
+                            if "id" in item and len(item) == 1:
                                 self._only_id(node, element, here)
                         else:
                             self._bad_item(element, item, f"{path}.{key}[{index}]")

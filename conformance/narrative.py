@@ -315,6 +315,9 @@ _IMAGE = re.compile(r"<img[\s/>]", re.I)
 
 def has_content(div: str) -> bool:
     """Tell whether a narrative shows something: text other than whitespace, an entity, or an image (txt-2)."""
+    inner = div[div.find(">") + 1 : div.rfind("<")]
+    if "<" not in inner and "&" not in inner:
+        return not inner.isspace() and inner != ""  # the common case: a div of plain text
     for piece in _MARKUP.split(div):
         if piece.strip():
             return True
