@@ -18,6 +18,7 @@ from typing import Any
 
 from conformance.definitions import COMPLEX, PRIMITIVE, Element, TypeDef, tables
 from conformance.outcome import Issue
+from conformance.primitive import SURROGATE as surrogate
 from conformance.primitive import checkers
 from conformance.support import Support
 
@@ -127,7 +128,7 @@ class Run:
             # full check, which says what is wrong.
             mode = element.mode
             if mode == _STRING:
-                if type(value) is str and value and value.isascii():
+                if type(value) is str and value and (value.isascii() or surrogate(value) is None):
                     continue
                 self._primitive(element, value, f"{path}.{key}")
             elif mode == _TOKEN:

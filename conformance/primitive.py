@@ -24,7 +24,8 @@ _MAX_STRING = 1024 * 1024
 _DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _UUID = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SPACE = re.compile(r"\s").search
-_SURROGATE = re.compile("[\ud800-\udfff]").search
+# Finds a lone surrogate (a valid pair is one astral character in a Python str, so never matches).
+SURROGATE = re.compile("[\ud800-\udfff]").search
 SURROGATE_TEXT = "The string holds a lone UTF-16 surrogate, which is not a valid Unicode character"
 
 
@@ -34,7 +35,7 @@ def _match(name: str) -> Callable[[str], object]:
 
 def bad_unicode(value: str) -> bool:
     """Tell whether a string holds a lone surrogate (JSON ``"\\ud800"``), which no Unicode text may hold."""
-    return not value.isascii() and _SURROGATE(value) is not None
+    return not value.isascii() and SURROGATE(value) is not None
 
 
 def _calendar(value: str) -> bool:
