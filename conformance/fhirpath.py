@@ -1,5 +1,6 @@
 """What the compiled R4 invariants (``r4_invariants``) call: FHIRPath's collections, three-valued logic,
-equality, ordering and the few functions R4's invariants use, over parsed JSON.
+equality, ordering and the few functions R4's invariants use, over parsed JSON (the string and arithmetic
+functions are in ``fhirpath_strings``).
 
 A collection is a list. An item is a JSON value: a dict for a complex element or resource, a str, int, float,
 Decimal or bool for a primitive, and ``NO_VALUE`` for a primitive that has only an id or extensions (``_x``), so
@@ -10,10 +11,8 @@ one item raises ``Plural``, which the caller treats as "not evaluated" (the walk
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
-from functools import cache
 from typing import Any
 
 from conformance.definitions import INTEGER_TYPES, STRING_TYPES
@@ -116,10 +115,6 @@ def truth(items: Items) -> bool | None:
     return True
 
 
-def _of(value: bool | None) -> Items:
-    return [] if value is None else [value]
-
-
 def and_(left: Items, right: Items) -> Items:
     """FHIRPath ``and``."""
     a, b = truth(left), truth(right)
@@ -166,7 +161,7 @@ def iif(condition: Items, then: Items, otherwise: Items) -> Items:
 # -- equality and order ---------------------------------------------------------------------------------------
 
 
-def _number(value: object) -> Decimal | None:
+def number(value: object) -> Decimal | None:
     if type(value) is bool:
         return None
     if isinstance(value, int | float | Decimal):
@@ -180,7 +175,7 @@ def _number(value: object) -> Decimal | None:
 def _same(left: object, right: object) -> bool:
     if left is NO_VALUE or right is NO_VALUE:
         return False
-    a, b = _number(left), _number(right)
+    a, b = number(left), number(right)
     if a is not None and b is not None:
         return a == b
     return type(left) is type(right) and left == right
@@ -201,7 +196,7 @@ def ne(left: Items, right: Items) -> Items:
 
 
 def _order(left: object, right: object) -> int | None:
-    a, b = _number(left), _number(right)
+    a, b = number(left), number(right)
     if a is not None and b is not None:
         return (a > b) - (a < b)
     if type(left) is str and type(right) is str:
@@ -215,7 +210,7 @@ def _order(left: object, right: object) -> int | None:
 
 
 def _quantity_order(left: dict[str, Any], right: dict[str, Any]) -> int | None:
-    a, b = _number(left.get("value")), _number(right.get("value"))
+    a, b = number(left.get("value")), number(right.get("value"))
     if a is None or b is None:
         return None
     unit_a, unit_b = left.get("code", left.get("unit")), right.get("code", right.get("unit"))
@@ -278,103 +273,6 @@ def intersect(left: Items, right: Items) -> Items:
 def is_distinct(items: Items) -> Items:
     """FHIRPath ``isDistinct()``."""
     return [len(distinct(items)) == len(items)]
-
-
-# -- arithmetic and strings -----------------------------------------------------------------------------------
-
-
-def add(left: Items, right: Items) -> Items:
-    """FHIRPath ``+`` on numbers or strings."""
-    a, b = single(left), single(right)
-    if a is None or b is None:
-        return []
-    x, y = _number(a), _number(b)
-    if x is not None and y is not None:
-        return [x + y]
-    if type(a) is str and type(b) is str:
-        return [a + b]
-    return []
-
-
-def concat(left: Items, right: Items) -> Items:
-    """FHIRPath ``&``: string concatenation, empty counting as ''."""
-    a, b = single(left), single(right)
-    return [_text(a) + _text(b)]
-
-
-def _text(value: object) -> str:
-    if value is None or value is NO_VALUE:
-        return ""
-    return value if type(value) is str else str(value)
-
-
-def _string(items: Items) -> str | None:
-    value = single(items)
-    return value if type(value) is str else None
-
-
-def starts_with(items: Items, prefix: Items) -> Items:
-    """FHIRPath ``startsWith()``."""
-    value, start = _string(items), _string(prefix)
-    return [] if value is None or start is None else [value.startswith(start)]
-
-
-def contains_text(items: Items, part: Items) -> Items:
-    """FHIRPath ``contains()`` (the string function)."""
-    value, sought = _string(items), _string(part)
-    return [] if value is None or sought is None else [sought in value]
-
-
-@cache
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def matches(items: Items, pattern: Items) -> Items:
-    """FHIRPath ``matches()``: the whole string matches the regex (as the reference validator has it)."""
-    value, regex = _string(items), _string(pattern)
-    if value is None or regex is None:
-        return []
-    return [_regex(regex).fullmatch(value) is not None]
-
-
-def replace_matches(items: Items, pattern: Items, substitution: Items) -> Items:
-    """FHIRPath ``replaceMatches()``."""
-    value, regex, replacement = _string(items), _string(pattern), _string(substitution)
-    if value is None or regex is None or replacement is None:
-        return []
-    return [_regex(regex).sub(replacement.replace("\\", "\\\\"), value)]
-
-
-def substring(items: Items, start: Items, length: Items | None = None) -> Items:
-    """FHIRPath ``substring()``."""
-    value, first = _string(items), single(start)
-    if value is None or type(first) is not int or not 0 <= first < len(value):
-        return []
-    if length is None:
-        return [value[first:]]
-    count = single(length)
-    return [value[first : first + count]] if type(count) is int else []
-
-
-def to_integer(items: Items) -> Items:
-    """FHIRPath ``toInteger()``."""
-    value = single(items)
-    if type(value) is int:
-        return [value]
-    if type(value) is str and re.fullmatch(r"[+-]?\d+", value):
-        return [int(value)]
-    return []
-
-
-def to_string(items: Items) -> Items:
-    """FHIRPath ``toString()``."""
-    value = single(items)
-    if value is None or value is NO_VALUE or type(value) is dict:
-        return []
-    if type(value) is bool:
-        return ["true" if value else "false"]
-    return [str(value)]
 
 
 def has_value(items: Items) -> Items:

@@ -4,8 +4,8 @@ A small parser (FHIRPath's grammar and precedence, the parts R4's invariants use
 the R4 element tables, so that a name resolves to its JSON names (``value`` on Observation to ``valueQuantity``,
 ``valueString`` ...) and ``is``/``as``/``ofType`` on a choice element to the one JSON name of that type. Every
 expression compiles to Python that evaluates to a collection (a list), calling ``conformance.fhirpath`` as
-``fp``. The focus is the list ``[n]``; ``%resource`` is ``r``. What cannot be compiled raises ``Unsupported`` with
-the reason, which the generator lists beside the invariant.
+``fp`` and ``conformance.fhirpath_strings`` as ``fs``. The focus is the list ``[n]``; ``%resource`` is ``r``.
+What cannot be compiled raises ``Unsupported`` with the reason, which the generator lists beside the invariant.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ class Compiler:
             return self.typed(node.args[0], operator, type_name, focus, types)
         if kind == "negate":
             inner, _ = self.expression(node.args[0], focus, types)
-            return f"fp.add([0], [-x for x in {inner}])", None
+            return f"fs.add([0], [-x for x in {inner}])", None
         if kind == "index":
             assert node.target is not None
             base, base_types = self.expression(node.target, focus, types)
@@ -321,8 +321,8 @@ class Compiler:
             "!=": "fp.ne",
             "in": "fp.member",
             "|": "fp.union",
-            "&": "fp.concat",
-            "+": "fp.add",
+            "&": "fs.concat",
+            "+": "fs.add",
         }
         if operator in simple:
             joined = left_types | right_types if left_types is not None and right_types is not None else None
@@ -346,8 +346,8 @@ class Compiler:
             "not": "fp.not_({})",
             "hasValue": "fp.has_value({})",
             "isDistinct": "fp.is_distinct({})",
-            "toInteger": "fp.to_integer({})",
-            "toString": "fp.to_string({})",
+            "toInteger": "fs.to_integer({})",
+            "toString": "fs.to_string({})",
             "children": "fp.children({})",
             "descendants": "fp.descendants({})",
             "empty": "[not {}]",
@@ -373,12 +373,12 @@ class Compiler:
         if name in ("startsWith", "contains", "matches", "combine", "intersect", "substring", "replaceMatches"):
             values = [self.expression(arg, "[n]" if focus == "[n]" else focus, types)[0] for arg in args]
             helper = {
-                "startsWith": "fp.starts_with",
-                "contains": "fp.contains_text",
-                "matches": "fp.matches",
+                "startsWith": "fs.starts_with",
+                "contains": "fs.contains_text",
+                "matches": "fs.matches",
                 "intersect": "fp.intersect",
-                "substring": "fp.substring",
-                "replaceMatches": "fp.replace_matches",
+                "substring": "fs.substring",
+                "replaceMatches": "fs.replace_matches",
             }
             if name == "combine":
                 return f"fp.flatten(({base}, {values[0]}))", None
