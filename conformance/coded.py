@@ -29,7 +29,8 @@ def register(types: dict[str, TypeDef], known: Tables) -> None:
         if type(system) is not str or not system:
             return
         if system in systems:
-            if node.get("code") not in systems[system]:
+            code = node.get("code")
+            if type(code) is str and code not in systems[system]:
                 _in_system(run, systems, node, path, False)
         elif ":" not in system:
             run.error("invalid", f"{path}.system", "Coding.system must be an absolute reference, not a local reference")

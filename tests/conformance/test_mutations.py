@@ -126,3 +126,52 @@ def test_mutated_corpus_documents_are_rejected(capsys: pytest.CaptureFixture[str
     for category, (caught, tried) in table.items():
         assert tried >= 40, f"{category}: only {tried} documents could be mutated"
         assert caught >= MIN_CAUGHT * tried, f"{category}: {caught}/{tried}; missed {missed.get(category, [])[:10]}"
+
+
+ODD_VALUES: list[object] = [
+    None,
+    [],
+    {},
+    [None],
+    {"a": [1]},
+    1,
+    -1.5,
+    True,
+    "",
+    "x",
+    "\ud800",
+    [{"id": "x"}],
+    {"id": "x"},
+]
+
+
+def test_values_of_any_json_kind_anywhere_never_make_the_validator_fail() -> None:
+    if not CORPUS.is_dir():
+        pytest.skip(f"the FHIR corpus is not at {CORPUS} (set GATEWAY_CORPUS_DIR)")
+    rng = random.Random(SEED)
+    resources, bundles = _documents()
+    failures = []
+    for base in rng.sample(resources, 400) + rng.sample(bundles, 20):
+        document = copy.deepcopy(base)
+        nodes = [node for node in _dicts(document) if node]
+        for node in rng.sample(nodes, min(len(nodes), 12)):
+            key = rng.choice(list(node))
+            if key != "resourceType":
+                node[key] = copy.deepcopy(rng.choice(ODD_VALUES))
+        failed = [i.diagnostics for i in validate_resource(document) if i.code == "exception"]
+        if failed:
+            failures.append(f"{base.get('resourceType')}/{base.get('id')}: {failed[0]}")
+    assert failures == []
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            found.append(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return found

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from conformance.definitions import COMPLEX, RESOURCE, TypeDef, tables
+from conformance.definitions import COMPLEX, PRIMITIVE, RESOURCE, TypeDef, tables
 
 
 def typed_objects(resource: object, path: str | None = None) -> Iterator[tuple[str, dict[str, Any], str]]:
@@ -21,7 +21,7 @@ def _objects(node: dict[str, Any], spec: TypeDef, path: str) -> Iterator[tuple[s
     yield spec.name, node, path
     for key, value in node.items():
         element = spec.elements.get(key)
-        if element is None or element.kind == 0:
+        if element is None or element.kind == PRIMITIVE:
             continue
         items = list(enumerate(value)) if type(value) is list else [(None, value)]
         for index, item in items:
