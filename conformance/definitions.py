@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from functools import cache
@@ -110,11 +111,18 @@ class Tables:
 
 
 _FILE = Path(__file__).with_name("r4_tables.json")
+# Two threads' first calls must not build two sets of tables (the rules are registered on one of them).
+_BUILDING = threading.Lock()
+
+
+def tables() -> Tables:
+    """Read and build the R4 tables (once per process; later calls return the same object)."""
+    with _BUILDING:
+        return _tables()
 
 
 @cache
-def tables() -> Tables:
-    """Read and build the R4 tables (once per process; later calls return the same object)."""
+def _tables() -> Tables:
     raw: dict[str, Any] = json.loads(_FILE.read_text(encoding="utf-8"))
     resource_types = frozenset(raw["resources"])
     value_sets: dict[str, dict[str, list[str] | None]] = raw["valueSets"]

@@ -6,6 +6,7 @@ import.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
@@ -84,9 +85,18 @@ def _finish_links(run: Run, resource: object) -> None:
                 run.error("invalid", path, f"The narrative's link to '#{fragment[:64]}' does not resolve")
 
 
-@cache
+# Registering mutates the shared type tables: two threads' first validations must not both do it.
+_REGISTERING = threading.Lock()
+
+
 def finishers() -> tuple[Finisher, ...]:
     """Register every rule on the type tables (on the first call) and return the steps that run after the walk."""
+    with _REGISTERING:
+        return _registered()
+
+
+@cache
+def _registered() -> tuple[Finisher, ...]:
     types = tables().types
     _nested_extensions(types)
     _register(types, "Period", datatypes.period)

@@ -436,9 +436,22 @@ def test_a_lone_surrogate_in_a_string_is_an_invalid_string(changes: dict[str, An
 def test_importing_the_validator_reads_no_tables() -> None:
     code = (
         "import conformance.validator, conformance.definitions as d; "
-        "print(d.tables.cache_info().currsize); "
+        "print(d._tables.cache_info().currsize); "
         "conformance.validator.validate_resource({'resourceType': 'Basic'}); "
-        "print(d.tables.cache_info().currsize)"
+        "print(d._tables.cache_info().currsize)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["0", "1"]
+
+
+def test_first_validations_in_several_threads_register_the_rules_once() -> None:
+    bad = appointment(status="nope", participant=[{"status": "accepted"}])
+    code = (
+        "import json, sys, threading; from conformance.validator import validate_resource; "
+        "bad = json.loads(sys.argv[1]); found = []; start = threading.Barrier(8); "
+        "run = lambda: (start.wait(), found.append(len(validate_resource(bad)))); "
+        "threads = [threading.Thread(target=run) for _ in range(8)]; "
+        "[t.start() for t in threads]; [t.join() for t in threads]; print(sorted(set(found)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(bad)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str([len(validate_resource(bad))])
