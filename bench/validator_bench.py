@@ -2,10 +2,10 @@
 
 Two workloads: HL7's Appointment example (``Appointment-example.json`` of the corpus), and a 100-entry transaction
 Bundle made from it (one Patient and 99 Appointments that refer to it by ``urn:uuid:``, as EHR feeds send them).
-Each figure is the best of several timeit rounds of CPU time on this process's core (``time.process_time``), so
-other work on the machine inflates it as little as it can; still, run on a quiet machine before publishing (the
-load average is printed). fhir.resources validates R4B models (it has
-no R4 package), which is the closest model-parsing baseline.
+Then the cost of each check added for issue #14, measured by switching it off. Each figure is the best of several
+timeit rounds of CPU time on this process's core (``time.process_time``), so other work on the machine inflates it
+as little as it can; still, run on a quiet machine before publishing (the load average is printed). fhir.resources
+validates R4B models (it has no R4 package), which is the closest model-parsing baseline.
 
     .venv/bin/python bench/validator_bench.py [--rounds 7] [--corpus ../shared/corpus]
 """
@@ -22,12 +22,15 @@ import sys
 import time
 import timeit
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from conformance import bundled, invariants
+from conformance.definitions import tables
 from conformance.fhir_models import model_class
 from conformance.validator import validate_resource
 
@@ -117,7 +120,77 @@ def main(argv: list[str] | None = None) -> int:
         ours = best(lambda document=document: validate_resource(document), args.rounds)
         theirs = best(lambda document=document, model=model: model.model_validate(document), args.rounds)
         print(f"| {label} | {ours * scale:.1f} {unit} | {theirs * scale:.1f} {unit} | {theirs / ours:.1f}x |")
+    print()
+    print("What each check added for issue #14 costs (the time without it, subtracted from the time with all):")
+    print()
+    print("| check | Appointment | 100-entry Bundle |")
+    print("|---|---|---|")
+    for name, switch in ADDITIONS.items():
+        costs = []
+        for _label, _unit, scale, document, _model in rows:
+            # With and without, in turn, so that a change in the machine's load hits both alike.
+            with_it, without_it = [], []
+            for _ in range(3):
+                with_it.append(best(partial(validate_resource, document), max(2, args.rounds // 2)))
+                with switch():
+                    without_it.append(best(partial(validate_resource, document), max(2, args.rounds // 2)))
+            costs.append((min(with_it) - min(without_it)) * scale)
+        print(f"| {name} | {costs[0]:+.1f} µs | {costs[1]:+.2f} ms |")
     return 0
+
+
+@contextlib.contextmanager
+def _without_coded_hooks() -> Iterator[None]:
+    """Switch off the required-binding and HL7 code system checks of Coding and CodeableConcept elements."""
+    saved = [
+        (element, element.hook)
+        for spec in tables().types.values()
+        for element in spec.elements.values()
+        if element.type in ("Coding", "CodeableConcept") and element.hook is not None
+    ]
+    for element, _hook in saved:
+        element.hook = None
+    try:
+        yield
+    finally:
+        for element, hook in saved:
+            element.hook = hook
+
+
+@contextlib.contextmanager
+def _without_compiled_invariants() -> Iterator[None]:
+    """Take the invariants compiled from R4's FHIRPath off every type."""
+    saved = [(spec, spec.after) for spec in tables().types.values() if spec.after]
+    for spec, after in saved:
+        kept = tuple(check for check in after or () if getattr(check, "__module__", "") != invariants.__name__)
+        spec.after = kept or None
+    try:
+        yield
+    finally:
+        for spec, after in saved:
+            spec.after = after
+
+
+@contextlib.contextmanager
+def _without_bundle_resolution() -> Iterator[None]:
+    """Skip resolving references between a Bundle's entries (urn: references in transactions among them)."""
+    original = bundled._resolve
+
+    def skip(run: object, entries: object, kind: object) -> None:
+        return None
+
+    bundled._resolve = skip
+    try:
+        yield
+    finally:
+        bundled._resolve = original
+
+
+ADDITIONS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "required bindings on Coding/CodeableConcept, HL7 code systems": _without_coded_hooks,
+    "the 150 invariants compiled from FHIRPath": _without_compiled_invariants,
+    "references between Bundle entries (urn: in transactions is new)": _without_bundle_resolution,
+}
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from conformance.definitions import R4_RESOURCE_TYPES, as_list
+from conformance.definitions import as_list
 from conformance.engine import Run
 from conformance.primitive import moment
 from conformance.support import Support
@@ -264,7 +264,7 @@ class AnswerCheck:
         if allowed:
             if resource_type is None or resource_type not in allowed:
                 self.run.error("invariant", path, f"The reference's resource type is not allowed (allowed = {allowed})")
-        elif resource_type is not None and resource_type not in R4_RESOURCE_TYPES:
+        elif resource_type is not None and resource_type not in self.run.resource_types:
             self.run.error("invariant", path, "The resource type in the reference is not valid")
 
 

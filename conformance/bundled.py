@@ -3,7 +3,9 @@
 References inside a Bundle resolve by the specification's rules: an absolute reference (``urn:uuid:``, a URL)
 matches an entry's fullUrl; a relative one (``Type/id``) is made absolute against the RESTful base of the
 referring entry's fullUrl; ``/_history/vid`` must also match the entry's ``meta.versionId``. In a document or a
-message every reference must resolve to one entry when the Bundle holds a resource of that type and id.
+message every reference must resolve to one entry when the Bundle holds a resource of that type and id; in a
+transaction, document or message a ``urn:`` reference must name an entry's fullUrl. A RESTful fullUrl
+(``http://x/fhir/Patient/1``) must end with its resource's type and id.
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conformance.definitions import R4_RESOURCE_TYPES, TYPES, as_list
+from conformance.definitions import TypeDef, as_list, tables
 from conformance.engine import Run, Scope
 from conformance.primitive import uuid_problem
 from conformance.reference import split
 
 _RESTFUL = re.compile(r"(.*/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
 _ONCE = ("self", "first", "previous", "next", "last")
-_TYPES = TYPES["Bundle"].elements["type"].codes or frozenset()
 _SELF_TYPE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)(?:/_search)?(?:\?.*)?")
 _TYPES_PARAMETER = re.compile(r"[?&]_type=([^&]+)")
 
@@ -27,7 +28,7 @@ def bundle(run: Run, node: dict[str, Any], path: str) -> None:
     """bdl-1 to bdl-4 and bdl-9 to bdl-12; the rest is checked once the entries are walked."""
     kind = node.get("type")
     run.bundles.append((node, path))
-    if type(kind) is not str or kind not in _TYPES:
+    if type(kind) is not str or kind not in (run.types["Bundle"].elements["type"].codes or ()):
         return  # the walk has reported the type; rules that depend on it would only repeat that
     entries = [e for e in as_list(node.get("entry")) if type(e) is dict] if type(node.get("entry")) is list else []
     if "total" in node and kind not in ("searchset", "history"):
@@ -73,10 +74,10 @@ def entry(run: Run, node: dict[str, Any], path: str) -> None:
             run.warning("value", f"{path}.fullUrl", problem)
 
 
-def register() -> None:
+def register(types: dict[str, TypeDef]) -> None:
     """Register the Bundle invariants on the type tables."""
-    TYPES["Bundle"].invariants.append(bundle)
-    TYPES["Bundle.entry"].invariants.append(entry)
+    types["Bundle"].invariants.append(bundle)
+    types["Bundle.entry"].invariants.append(entry)
 
 
 class _Entry:
@@ -133,13 +134,13 @@ def _full_urls(run: Run, entries: list[_Entry], path: str, kind: object) -> None
         found = _RESTFUL.fullmatch(full_url)
         if (
             found is not None
-            and found.group(2) in R4_RESOURCE_TYPES
+            and found.group(2) in run.resource_types
             and item.type_id is not None
             and (found.group(2), found.group(3)) != item.type_id
             and full_url.startswith(("http:", "https:"))
         ):
-            # A warning: HL7's own examples carry fullUrls that name another id.
-            run.warning(
+            # An error, as in the reference validator (three of HL7's own R4 examples fail it).
+            run.error(
                 "invalid",
                 f"{here}.fullUrl",
                 "The fullUrl looks like a RESTful server URL, so it must end with the resource's type and id",
@@ -191,9 +192,9 @@ def _searched_types(node: dict[str, Any]) -> set[str]:
             url = link["url"]
             listed = _TYPES_PARAMETER.search(url)
             if listed is not None:
-                return {t for t in listed.group(1).split(",") if t in R4_RESOURCE_TYPES}
+                return {t for t in listed.group(1).split(",") if t in tables().resource_types}
             found = _SELF_TYPE.fullmatch(url.split("?", 1)[0])
-            if found is not None and found.group(1) in R4_RESOURCE_TYPES:
+            if found is not None and found.group(1) in tables().resource_types:
                 return {found.group(1)}
     return set()
 
@@ -207,18 +208,22 @@ def _resolve(run: Run, entries: list[_Entry], kind: object) -> None:
         if item.type_id is not None:
             by_type_id.setdefault(item.type_id, []).append(item)
     strict = kind in ("document", "message")
+    # A urn: reference names an entry of the Bundle (or nothing at all) in these kinds.
+    local_names = strict or kind == "transaction"
     for item in entries:
-        if item.scope is None or (item.base is None and not strict):
+        if item.scope is None or (item.base is None and not local_names):
             continue  # nothing to resolve: only a RESTful fullUrl gives relative references a base
         for path, reference, _targets in item.scope.references:
             if reference[0] == "#" or "?" in reference:
                 continue
             if ":" in reference.split("/", 1)[0]:
-                if strict and reference.startswith("urn:") and reference not in by_url:
+                if local_names and reference.startswith("urn:") and reference not in by_url:
                     run.error("not-found", path, "The reference cannot be found in the bundle")
                 continue
+            if item.base is None:
+                continue
             parts = split(reference)
-            if parts is None or item.base is None:
+            if parts is None:
                 continue
             resource_type, resource_id, version = parts
             candidates = by_url.get(f"{item.base}{resource_type}/{resource_id}", [])

@@ -16,9 +16,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from conformance.definitions import COMPLEX, PRIMITIVE, R4_RESOURCE_TYPES, TYPES, Element, TypeDef
+from conformance.definitions import COMPLEX, PRIMITIVE, Element, TypeDef, tables
 from conformance.outcome import Issue
-from conformance.primitive import CHECKERS
+from conformance.primitive import SURROGATE as surrogate
+from conformance.primitive import checkers
 from conformance.support import Support
 
 # Unknown keys and resource types are echoed in paths only when they look like element names.
@@ -32,7 +33,6 @@ _PLAIN_STRINGS = frozenset({"string", "markdown"})
 
 # Called when the walk leaves an object of a property: run, object, path, property.
 Hook = Callable[["Run", dict[str, Any], str, Element], None]
-HOOKS: dict[str, Hook] = {}
 
 
 class Scope:
@@ -53,9 +53,12 @@ class Scope:
 class Run:
     """The state of one validation: the issues found and the resources being walked."""
 
-    __slots__ = ("bundles", "found", "issues", "profiles", "scope", "scopes", "support")
+    __slots__ = ("bundles", "found", "issues", "profiles", "resource_types", "scope", "scopes", "support", "types")
 
     def __init__(self, support: Support | None, profiles: tuple[str, ...] = ()) -> None:
+        known = tables()
+        self.types = known.types
+        self.resource_types = known.resource_types
         self.issues: list[Issue] = []
         self.support = support
         self.profiles = profiles
@@ -92,12 +95,12 @@ class Run:
         if type(resource_type) is not str:
             self.error("structure", path, "resourceType must be a string")
             return None
-        if resource_type not in R4_RESOURCE_TYPES:
+        if resource_type not in self.resource_types:
             shown = resource_type if path is None and _TYPE_NAME.fullmatch(resource_type) else path
             self.error("not-supported", shown, "resourceType is not a FHIR R4 resource type")
             return None
         here = path or resource_type
-        spec = TYPES[resource_type]
+        spec = self.types[resource_type]
         if not owner:
             self.walk(node, spec, here)
             return None
@@ -125,7 +128,7 @@ class Run:
             # full check, which says what is wrong.
             mode = element.mode
             if mode == _STRING:
-                if type(value) is str and value:
+                if type(value) is str and value and (value.isascii() or surrogate(value) is None):
                     continue
                 self._primitive(element, value, f"{path}.{key}")
             elif mode == _TOKEN:
@@ -144,6 +147,8 @@ class Run:
                     self.walk(value, element.spec, here)  # type: ignore[arg-type]
                     if element.hook is not None:
                         element.hook(self, value, here, element)
+                    if "id" in value and len(value) == 1:
+                        self._only_id(node, element, here)
                 else:
                     self._bad_object(value, f"{path}.{key}")
             elif mode == _COMPLEX_ARRAY:
@@ -157,6 +162,8 @@ class Run:
                             self.walk(item, sub, here)  # type: ignore[arg-type]
                             if hook is not None:
                                 hook(self, item, here, element)
+                            if "id" in item and len(item) == 1:
+                                self._only_id(node, element, here)
                         else:
                             self._bad_item(element, item, f"{path}.{key}[{index}]")
                         index += 1
@@ -220,6 +227,12 @@ class Run:
                 self.error("value", path, problem)
             elif element.codes is not None and value not in element.codes:
                 self.error("code-invalid", path, _not_in(element.codes))
+
+    def _only_id(self, node: dict[str, Any], element: Element, path: str) -> None:
+        """ele-1 for an element that has nothing but an id (a primitive's ``_x`` may, when ``x`` has a value)."""
+        if element.name[0] == "_" and element.name[1:] in node:
+            return
+        self.error("invariant", path, "ele-1: all FHIR elements must have a value or children (not only an id)")
 
     def _bad_object(self, value: object, path: str) -> None:
         if type(value) is list:
@@ -323,9 +336,10 @@ def _choice_check(spec: TypeDef) -> Callable[[Run, dict[str, Any], str], None]:
     return check
 
 
-def prepare() -> None:
-    """Set each property's walk mode, checker and hook, and each type's after-walk checks."""
-    for spec in TYPES.values():
+def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
+    """Set each property's walk mode, checker and hook (by its type), and each type's after-walk checks."""
+    checks = checkers()
+    for spec in types.values():
         for element in spec.elements.values():
             if element.max != 1:
                 element.mode = _COMPLEX_ARRAY if element.kind == COMPLEX else _ARRAY
@@ -341,8 +355,8 @@ def prepare() -> None:
                 element.mode = _COMPLEX
             else:
                 element.mode = _RESOURCE
-            element.check = CHECKERS.get(element.type)
-            element.hook = HOOKS.get(element.type)
+            element.check = checks.get(element.type)
+            element.hook = hooks.get(element.type)
             element.local = element.type in _URI_TYPES
         after: list[Any] = []
         if spec.required:
@@ -351,6 +365,3 @@ def prepare() -> None:
             after.append(_choice_check(spec))
         after.extend(spec.invariants)
         spec.after = tuple(after) if after else None
-
-
-prepare()

@@ -11,8 +11,9 @@ from conformance.support import Support
 
 def validate(resource: object, support: Support | None = None, profiles: tuple[str, ...] = ()) -> list[Issue]:
     """Validate parsed JSON as one FHIR R4 resource and return the issues found."""
+    steps = rules.finishers()
     run = Run(support, profiles)
     run.resource(resource, None)
-    for finish in rules.FINISHERS:
+    for finish in steps:
         finish(run, resource)
     return run.issues

@@ -308,3 +308,17 @@ def internal_links(div: str) -> list[str]:
 def anchors(div: str) -> list[str]:
     """Return the ids and anchor names a narrative defines."""
     return _ANCHOR.findall(div)
+
+
+_IMAGE = re.compile(r"<img[\s/>]", re.I)
+
+
+def has_content(div: str) -> bool:
+    """Tell whether a narrative shows something: text other than whitespace, an entity, or an image (txt-2)."""
+    inner = div[div.find(">") + 1 : div.rfind("<")]
+    if "<" not in inner and "&" not in inner:
+        return not inner.isspace() and inner != ""  # the common case: a div of plain text
+    for piece in _MARKUP.split(div):
+        if piece.strip():
+            return True
+    return "&" in div or _IMAGE.search(div) is not None

@@ -13,8 +13,9 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 
-from conformance.definitions import PRIMITIVE_PATTERNS
+from conformance.definitions import tables
 
 Checker = Callable[[object], str | None]
 
@@ -22,21 +23,19 @@ _INT32 = 2**31
 _MAX_STRING = 1024 * 1024
 _DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _UUID = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_OID = PRIMITIVE_PATTERNS["oid"]
 _SPACE = re.compile(r"\s").search
+# Finds a lone surrogate (a valid pair is one astral character in a Python str, so never matches).
+SURROGATE = re.compile("[\ud800-\udfff]").search
+SURROGATE_TEXT = "The string holds a lone UTF-16 surrogate, which is not a valid Unicode character"
 
 
 def _match(name: str) -> Callable[[str], object]:
-    return PRIMITIVE_PATTERNS[name].fullmatch
+    return tables().primitive_patterns[name].fullmatch
 
 
-_DATE = _match("date")
-_DATE_TIME = _match("dateTime")
-_INSTANT = _match("instant")
-_TIME = _match("time")
-_CODE = _match("code")
-_ID = _match("id")
-_BASE64 = _match("base64Binary")
+def bad_unicode(value: str) -> bool:
+    """Tell whether a string holds a lone surrogate (JSON ``"\\ud800"``), which no Unicode text may hold."""
+    return not value.isascii() and SURROGATE(value) is not None
 
 
 def _calendar(value: str) -> bool:
@@ -56,25 +55,35 @@ def _string(value: object) -> str | None:
         return "A value must not be an empty string"
     if len(value) > _MAX_STRING:
         return "The string is longer than 1 MB"
+    if bad_unicode(value):
+        return SURROGATE_TEXT
     return None
 
 
-def _code(value: object) -> str | None:
-    if type(value) is not str:
-        return "A code must be a JSON string"
-    if not _CODE(value):
-        return "A code must be non-empty, without leading, trailing or double whitespace"
-    return None
+def _code_checker(match: Callable[[str], object]) -> Checker:
+    def check(value: object) -> str | None:
+        if type(value) is not str:
+            return "A code must be a JSON string"
+        if not match(value):
+            return "A code must be non-empty, without leading, trailing or double whitespace"
+        if bad_unicode(value):
+            return SURROGATE_TEXT
+        return None
+
+    return check
 
 
-def _id(value: object) -> str | None:
-    if type(value) is not str:
-        return "An id must be a JSON string"
-    if len(value) > 64:
-        return "An id must be at most 64 characters"
-    if not _ID(value):
-        return "An id may hold only letters, digits, '-' and '.'"
-    return None
+def _id_checker(match: Callable[[str], object]) -> Checker:
+    def check(value: object) -> str | None:
+        if type(value) is not str:
+            return "An id must be a JSON string"
+        if len(value) > 64:
+            return "An id must be at most 64 characters"
+        if not match(value):
+            return "An id may hold only letters, digits, '-' and '.'"
+        return None
+
+    return check
 
 
 def _uri(value: object) -> str | None:
@@ -83,12 +92,13 @@ def _uri(value: object) -> str | None:
     if not value:
         return "A value must not be an empty string"
     if value[0] == "u" and value.startswith("urn:"):
-        if value.startswith("urn:uuid:") and not _UUID.fullmatch(value):
-            return "UUIDs must be valid and lower case"
-        if value.startswith("urn:oid:") and not _OID.fullmatch(value):
-            return "An OID must be urn:oid: and a valid OID"
+        problem = uuid_problem(value)
+        if problem is not None:
+            return problem
     if _SPACE(value) is not None:
         return "A URI must not contain whitespace"
+    if bad_unicode(value):
+        return SURROGATE_TEXT
     return None
 
 
@@ -100,6 +110,8 @@ def lenient_uri(value: object) -> str | None:
         return "A value must not be an empty string"
     if _SPACE(value) is not None:
         return "A URI must not contain whitespace"
+    if bad_unicode(value):
+        return SURROGATE_TEXT
     return None
 
 
@@ -107,7 +119,7 @@ def uuid_problem(value: str) -> str | None:
     """Say what is wrong with a urn:uuid: or urn:oid: URI, if anything."""
     if value.startswith("urn:uuid:") and not _UUID.fullmatch(value):
         return "UUIDs must be valid and lower case"
-    if value.startswith("urn:oid:") and not _OID.fullmatch(value):
+    if value.startswith("urn:oid:") and not _match("oid")(value):
         return "An OID must be urn:oid: and a valid OID"
     return None
 
@@ -123,12 +135,15 @@ def _date_like(match: Callable[[str], object], name: str) -> Checker:
     return check
 
 
-def _time(value: object) -> str | None:
-    if type(value) is not str:
-        return "A time must be a JSON string"
-    if not _TIME(value):
-        return "Not a valid time"
-    return None
+def _time_checker(match: Callable[[str], object]) -> Checker:
+    def check(value: object) -> str | None:
+        if type(value) is not str:
+            return "A time must be a JSON string"
+        if not match(value):
+            return "Not a valid time"
+        return None
+
+    return check
 
 
 def _boolean(value: object) -> str | None:
@@ -155,19 +170,22 @@ def _decimal(value: object) -> str | None:
     return "A decimal must be a JSON number"
 
 
-def _base64(value: object) -> str | None:
-    if type(value) is not str:
-        return "base64Binary must be a JSON string"
-    if not value:
-        return "A value must not be an empty string"
-    compact = "".join(value.split())
-    if len(compact) % 4 or not _BASE64(compact):
-        return "Not valid base64 content"
-    try:
-        base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError):
-        return "Not valid base64 content"
-    return None
+def _base64_checker(match: Callable[[str], object]) -> Checker:
+    def check(value: object) -> str | None:
+        if type(value) is not str:
+            return "base64Binary must be a JSON string"
+        if not value:
+            return "A value must not be an empty string"
+        compact = "".join(value.split())
+        if len(compact) % 4 or not match(compact):
+            return "Not valid base64 content"
+        try:
+            base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError):
+            return "Not valid base64 content"
+        return None
+
+    return check
 
 
 def _uuid(value: object) -> str | None:
@@ -176,34 +194,40 @@ def _uuid(value: object) -> str | None:
     return None
 
 
-def _oid(value: object) -> str | None:
-    if type(value) is not str or not _OID.fullmatch(value):
-        return "An oid must be urn:oid: and a valid OID"
-    return None
+def _oid_checker(match: Callable[[str], object]) -> Checker:
+    def check(value: object) -> str | None:
+        if type(value) is not str or not match(value):
+            return "An oid must be urn:oid: and a valid OID"
+        return None
+
+    return check
 
 
-CHECKERS: dict[str, Checker] = {
-    "string": _string,
-    "markdown": _string,
-    "xhtml": _string,
-    "code": _code,
-    "id": _id,
-    "uri": _uri,
-    "url": _uri,
-    "canonical": _uri,
-    "oid": _oid,
-    "uuid": _uuid,
-    "date": _date_like(_DATE, "date"),
-    "dateTime": _date_like(_DATE_TIME, "dateTime"),
-    "instant": _date_like(_INSTANT, "instant"),
-    "time": _time,
-    "boolean": _boolean,
-    "integer": _integer(-_INT32, "integer"),
-    "positiveInt": _integer(1, "positiveInt"),
-    "unsignedInt": _integer(0, "unsignedInt"),
-    "decimal": _decimal,
-    "base64Binary": _base64,
-}
+@cache
+def checkers() -> dict[str, Checker]:
+    """Return the checker of each primitive type (built once, from the tables' regexes)."""
+    return {
+        "string": _string,
+        "markdown": _string,
+        "xhtml": _string,
+        "code": _code_checker(_match("code")),
+        "id": _id_checker(_match("id")),
+        "uri": _uri,
+        "url": _uri,
+        "canonical": _uri,
+        "oid": _oid_checker(_match("oid")),
+        "uuid": _uuid,
+        "date": _date_like(_match("date"), "date"),
+        "dateTime": _date_like(_match("dateTime"), "dateTime"),
+        "instant": _date_like(_match("instant"), "instant"),
+        "time": _time_checker(_match("time")),
+        "boolean": _boolean,
+        "integer": _integer(-_INT32, "integer"),
+        "positiveInt": _integer(1, "positiveInt"),
+        "unsignedInt": _integer(0, "unsignedInt"),
+        "decimal": _decimal,
+        "base64Binary": _base64_checker(_match("base64Binary")),
+    }
 
 
 class Moment:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from conformance.answer import MAX_OCCURS, MIN_OCCURS, AnswerCheck, decimal_of, extension_value, instant
-from conformance.definitions import TYPES, as_list
+from conformance.definitions import TypeDef, as_list
 from conformance.engine import Run
 
 _NO_ANSWERS = frozenset({"group", "display", "question"})
@@ -28,10 +28,10 @@ def record(run: Run, node: dict[str, Any], path: str) -> None:
         run.found.setdefault(kind, []).append((node, path))
 
 
-def register() -> None:
+def register(types: dict[str, TypeDef]) -> None:
     """Record Questionnaires and responses as the walk meets them."""
-    TYPES["Questionnaire"].invariants.append(record)
-    TYPES["QuestionnaireResponse"].invariants.append(record)
+    types["Questionnaire"].invariants.append(record)
+    types["QuestionnaireResponse"].invariants.append(record)
 
 
 def finish(run: Run, resource: object) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conformance.definitions import R4_RESOURCE_TYPES, Element
+from conformance.definitions import Element
 from conformance.engine import Run, Scope
 
 _RELATIVE = re.compile(r"([^/?#:]+)/([^/?#]+)(?:/_history/([^/?#]+))?")
@@ -54,7 +54,7 @@ def check_reference(run: Run, node: dict[str, Any], path: str, element: Element)
         return  # a conditional reference, resolved by the server in a transaction
     elif ":" in reference[: slash if slash > 0 else len(reference)]:
         found = _RESTFUL.fullmatch(reference)
-        if found is None or found.group(1) not in R4_RESOURCE_TYPES:
+        if found is None or found.group(1) not in run.resource_types:
             return
         resource_type = found.group(1)
     else:
@@ -63,7 +63,7 @@ def check_reference(run: Run, node: dict[str, Any], path: str, element: Element)
             run.error("invalid", here, "Relative references must be of the form [ResourceName]/[id]")
             return
         resource_type = relative.group(1)
-    if resource_type not in R4_RESOURCE_TYPES:
+    if resource_type not in run.resource_types:
         run.error("structure", here, "The reference does not start with a FHIR R4 resource type")
         return
     targets = element.targets
@@ -74,7 +74,7 @@ def check_reference(run: Run, node: dict[str, Any], path: str, element: Element)
 def _declared_type(run: Run, declared: object, path: str, targets: frozenset[str] | None) -> None:
     if type(declared) is not str or ":" in declared:
         return
-    if declared not in R4_RESOURCE_TYPES:
+    if declared not in run.resource_types:
         run.error("structure", f"{path}.type", "Reference.type is not a FHIR R4 resource type")
     elif targets is not None and declared not in targets and not targets & _ANY:
         run.error("structure", f"{path}.type", f"{declared} is not a valid target here ({', '.join(sorted(targets))})")
@@ -85,7 +85,7 @@ def check_canonical_type(run: Run, value: object, path: str, targets: frozenset[
     if type(value) is not str or targets is None:
         return
     found = _CORE_CANONICAL.fullmatch(value)
-    if found is not None and found.group(1) in R4_RESOURCE_TYPES and found.group(1) not in targets:
+    if found is not None and found.group(1) in run.resource_types and found.group(1) not in targets:
         run.error(
             "invalid",
             path,

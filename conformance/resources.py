@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conformance.definitions import TYPES
+from conformance.definitions import TypeDef
 from conformance.engine import Run
 
 _QUE_0 = re.compile(r"[A-Z]([A-Za-z0-9_]){0,254}")
@@ -120,7 +120,7 @@ def response_item(run: Run, node: dict[str, Any], path: str) -> None:
         run.error("invariant", path, "qrs-1: nested item can't be beneath both item and answer")
 
 
-def register() -> None:
+def register(types: dict[str, TypeDef]) -> None:
     """Register these invariants on the type tables."""
     for type_name, invariant in (
         ("Appointment", appointment),
@@ -132,7 +132,7 @@ def register() -> None:
         ("Questionnaire.item.enableWhen", enable_when),
         ("QuestionnaireResponse.item", response_item),
     ):
-        TYPES[type_name].invariants.append(invariant)
+        types[type_name].invariants.append(invariant)
 
 
 def _shown(value: str) -> str:

@@ -1,25 +1,30 @@
-"""Register the type-specific rules on the type tables (imported once, for its effect), and list the steps
-that run after the walk."""
+"""Register the type-specific rules on the type tables, once, and list the steps that run after the walk.
+
+``finishers()`` does it on its first call (it reads the tables then) and caches the result; nothing happens at
+import.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 from typing import Any
 
-from conformance import bundled, datatypes, profile, questionnaire, resources
-from conformance.definitions import TYPES, Invariant, TypeDef
-from conformance.engine import HOOKS, Run, prepare
+from conformance import bundled, coded, datatypes, invariants, profile, questionnaire, resources
+from conformance.definitions import Invariant, TypeDef, tables
+from conformance.engine import Run, prepare
 from conformance.narrative import anchors, internal_links
 from conformance.primitive import lenient_uri
 from conformance.reference import check_canonical_type, check_reference, finish_scope
 
 # Run after the walk, with the run and the validated JSON.
-FINISHERS: list[Callable[[Run, object], None]] = []
+Finisher = Callable[[Run, object], None]
 
 
-def _register(type_name: str, *invariants: Invariant) -> None:
-    TYPES[type_name].invariants.extend(invariants)
+def _register(types: dict[str, TypeDef], type_name: str, *invariants: Invariant) -> None:
+    types[type_name].invariants.extend(invariants)
 
 
 def _canonical_targets(spec: TypeDef) -> None:
@@ -39,13 +44,13 @@ def _canonical_targets(spec: TypeDef) -> None:
         spec.invariants.append(check)
 
 
-def _nested_extensions() -> None:
+def _nested_extensions(types: dict[str, TypeDef]) -> None:
     """Give extensions inside extensions a type of their own: their url names a part, not a definition."""
-    top = TYPES["Extension"]
+    top = types["Extension"]
     nested = TypeDef("Extension", dict(top.elements), top.required, top.choices)
     nested.elements["extension"] = replace(top.elements["extension"], spec=nested)
     top.elements["extension"] = replace(top.elements["extension"], spec=nested)
-    TYPES["Extension.extension"] = nested
+    types["Extension.extension"] = nested
     top.invariants.append(datatypes.extension)
     nested.invariants.append(datatypes.nested_extension)
 
@@ -80,29 +85,37 @@ def _finish_links(run: Run, resource: object) -> None:
                 run.error("invalid", path, f"The narrative's link to '#{fragment[:64]}' does not resolve")
 
 
-_nested_extensions()
-_register("Period", datatypes.period)
-for _quantity in ("Quantity", "Age", "Count", "Distance", "Money"):
-    if _quantity != "Money":
-        _register(_quantity, datatypes.quantity)
-_register("Duration", datatypes.duration)
-_register("Attachment", datatypes.attachment)
-_register("ContactPoint", datatypes.contact_point)
-_register("Ratio", datatypes.ratio)
-_register("Timing.repeat", datatypes.timing_repeat)
-_register("Coding", datatypes.coding)
-_register("Narrative", datatypes.narrative)
-for _spec in list(TYPES.values()):
-    _canonical_targets(_spec)
-HOOKS["Reference"] = check_reference
-resources.register()
-bundled.register()
-questionnaire.register()
-prepare()
-TYPES["Bundle.entry"].elements["fullUrl"].check = lenient_uri
+# Registering mutates the shared type tables: two threads' first validations must not both do it.
+_REGISTERING = threading.Lock()
 
-FINISHERS.append(_finish_scopes)
-FINISHERS.append(_finish_links)
-FINISHERS.append(bundled.finish)
-FINISHERS.append(questionnaire.finish)
-FINISHERS.append(profile.finish)
+
+def finishers() -> tuple[Finisher, ...]:
+    """Register every rule on the type tables (on the first call) and return the steps that run after the walk."""
+    with _REGISTERING:
+        return _registered()
+
+
+@cache
+def _registered() -> tuple[Finisher, ...]:
+    types = tables().types
+    _nested_extensions(types)
+    _register(types, "Period", datatypes.period)
+    for quantity in ("Quantity", "SimpleQuantity", "Age", "Count", "Distance"):
+        _register(types, quantity, datatypes.quantity)
+    _register(types, "Duration", datatypes.duration)
+    _register(types, "Attachment", datatypes.attachment)
+    _register(types, "ContactPoint", datatypes.contact_point)
+    _register(types, "Ratio", datatypes.ratio)
+    _register(types, "Timing.repeat", datatypes.timing_repeat)
+    _register(types, "Narrative", datatypes.narrative)
+    for spec in list(types.values()):
+        _canonical_targets(spec)
+    resources.register(types)
+    coded.register(types, tables())
+    invariants.register(types)
+    bundled.register(types)
+    questionnaire.register(types)
+    prepare(types, {"Reference": check_reference})
+    coded.install(types, tables())
+    types["Bundle.entry"].elements["fullUrl"].check = lenient_uri
+    return (_finish_scopes, _finish_links, bundled.finish, questionnaire.finish, profile.finish)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from conformance.definitions import DISPLAYS, VALUE_SET_SYSTEMS, VALUE_SETS, as_list
+from conformance.definitions import as_list, tables
 from conformance.support import Support
 
 # system -> codes, None for every code of a system that cannot be enumerated here.
@@ -29,10 +29,11 @@ def expansion(url: str, support: Support | None, contained: Iterable[Any] = ()) 
         found = support.find("ValueSet", url)
         if found is not None:
             return _compose(found, support)
-    core = VALUE_SETS.get(base)
+    known = tables()
+    core = known.value_sets.get(base)
     if core is not None:
         return {system: (frozenset(codes) if codes is not None else None) for system, codes in core.items()}
-    systems = VALUE_SET_SYSTEMS.get(base)
+    systems = known.value_set_systems.get(base)
     if systems is not None:
         return dict.fromkeys(systems)
     return None
@@ -55,7 +56,7 @@ def wrong_display(coding: dict[str, Any]) -> str | None:
     system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
     if not (isinstance(system, str) and isinstance(code, str) and isinstance(display, str)):
         return None
-    known = DISPLAYS.get(system, {}).get(code)
+    known = tables().displays.get(system, {}).get(code)
     if known is None or " ".join(display.lower().split()) == " ".join(known.lower().split()):
         return None
     return known

@@ -2,12 +2,17 @@
 gateway's data allows, fast enough for every request.
 
 The resource's JSON is walked once against compact tables generated from the specification's definitions
-(``definitions``, ``engine``): unknown elements, JSON kinds, cardinality, choice types, primitive formats and
-required bindings, with each type's invariants run as the walk leaves it (``datatypes``, ``resources``,
-``bundled``), references and narratives checked as they are met (``reference``, ``narrative``). Then what needs the
-whole document: contained and Bundle references, a QuestionnaireResponse against its Questionnaire
-(``questionnaire``), and the profiles the resource claims (``profile``). Questionnaires, profiles, value sets and
-code systems beyond R4 come in a ``Support`` (``support``).
+(``definitions``, ``engine``): unknown elements, JSON kinds, cardinality, choice types, primitive formats (a lone
+UTF-16 surrogate is no valid string) and required bindings of code, Coding and CodeableConcept elements, with the
+codes of HL7's code systems (``coded``); each type's invariants run as the walk leaves it: every R4 invariant of
+severity error, compiled from its FHIRPath (``invariants``, ``r4_invariants``) or written by hand
+(``datatypes``, ``resources``, ``bundled``), references and narratives checked as they are met (``reference``,
+``narrative``). Then what needs the whole document: contained and Bundle references, a QuestionnaireResponse
+against its Questionnaire (``questionnaire``), and the profiles the resource claims (``profile``).
+Questionnaires, profiles, value sets and code systems beyond R4 come in a ``Support`` (``support``).
+
+Nothing is read at import: the tables are built by the first validation (``definitions.tables()``,
+``rules.finishers()``, both cached), which takes about a tenth of a second.
 
 Diagnostics name the element and the problem; they never repeat a value of the resource, which may be PHI.
 """

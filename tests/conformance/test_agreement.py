@@ -5,7 +5,7 @@ Java outcome and no ``packages`` or ``profile``; a case is invalid when Java's e
 zero. Twelve invalid cases are out of scope (their errors need a terminology server, a signature check, or the
 rejection of extensions that cannot be resolved, which the gateway turns into warnings on purpose). Each case's
 supporting files are given to the validator as support, as ``--support`` would. The test prints the agreement
-by module and fails when fewer than 80 of the 88 in-scope invalid cases are caught, or any valid case is
+by module and fails when fewer than 84 of the 88 in-scope invalid cases are caught, or any valid case is
 rejected.
 """
 
@@ -38,7 +38,7 @@ OUT_OF_SCOPE = {
     "string-with-coding-async-qr": "a value set expanded by a terminology server",
     "bundle-ea-testcase": "rejecting extensions that cannot be resolved, and the CQF Measure package",
 }
-MIN_CAUGHT = 80
+MIN_CAUGHT = 84
 
 
 def _cases() -> list[dict[str, Any]]:

@@ -248,3 +248,118 @@ def test_new_diagnostics_never_carry_the_offending_values() -> None:
     issues = validate_resource(resource)
     assert len(errors(resource)) >= 4
     assert SECRET not in json.dumps([i.diagnostics for i in issues])
+
+
+def test_a_reversed_period_and_a_unit_code_without_a_system_are_errors() -> None:
+    reversed_period = appointment(requestedPeriod=[{"start": "2024-05-02", "end": "2024-05-01"}])
+    assert codes(reversed_period) == [("invariant", "Appointment.requestedPeriod[0]")]
+    duration = {"value": 30, "code": "min"}
+    timing = {"repeat": {"boundsDuration": duration}}
+    request = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "occurrenceTiming": timing,
+    }
+    found = errors(request)
+    assert [(i.code, i.expression) for i in found] == [
+        ("invariant", "ServiceRequest.occurrenceTiming.repeat.boundsDuration")
+    ]
+    assert found[0].diagnostics.startswith("qty-3")
+
+
+def test_a_restful_full_url_must_name_its_resource_and_urn_references_must_resolve_in_a_transaction() -> None:
+    entry = {"fullUrl": "http://x.org/fhir/Patient/p2", "resource": PATIENT}
+    assert codes(bundle("collection", entry)) == [("invalid", "Bundle.entry[0].fullUrl")]
+    assert codes(bundle("collection", dict(entry, fullUrl="http://x.org/fhir/Patient/p1"))) == []
+    patient_url = "urn:uuid:0b7e8e30-42f4-4b37-9c2b-c3c7b4a7f8a1"
+    booked = appointment()
+    booked["participant"][0]["actor"]["reference"] = patient_url
+    entries = [
+        {"fullUrl": patient_url, "resource": PATIENT, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": booked, "request": {"method": "POST", "url": "Appointment"}},
+    ]
+    assert codes(bundle("transaction", *entries)) == []
+    dangling = copy.deepcopy(entries)
+    dangling[0]["fullUrl"] = "urn:uuid:1b7e8e30-42f4-4b37-9c2b-c3c7b4a7f8a1"
+    assert codes(bundle("transaction", *dangling)) == [
+        ("not-found", "Bundle.entry[1].resource.participant[0].actor.reference")
+    ]
+
+
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+
+
+def condition(**changes: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "active"}]},
+        "verificationStatus": {"coding": [{"system": VERIFICATION, "code": "confirmed"}]},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "35489007"}]},
+        "subject": {"reference": "Patient/p1"},
+    }
+    resource.update(changes)
+    return resource
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"clinicalStatus": {"coding": [{"system": CLINICAL, "code": "current"}]}},
+            "Condition.clinicalStatus.coding[0].code",
+        ),
+        ({"clinicalStatus": {"text": "active"}}, "Condition.clinicalStatus"),
+        (
+            {"clinicalStatus": {"coding": [{"system": "http://snomed.info/sct", "code": "55561003"}]}},
+            "Condition.clinicalStatus",
+        ),
+        (
+            {"verificationStatus": {"coding": [{"system": VERIFICATION, "code": "yes"}]}},
+            "Condition.verificationStatus.coding[0].code",
+        ),
+        ({"verificationStatus": {"coding": [{"code": "confirmed"}]}}, "Condition.verificationStatus"),
+    ],
+)
+def test_a_required_binding_on_a_codeable_concept_needs_a_valid_coding_from_its_value_set(
+    changes: dict[str, Any], expected: str
+) -> None:
+    assert errors(condition()) == []
+    assert [(i.code, i.expression) for i in errors(condition(**changes))] == [("code-invalid", expected)]
+
+
+def test_an_allergy_status_coded_only_in_snomed_is_an_error() -> None:
+    allergy = {
+        "resourceType": "AllergyIntolerance",
+        "clinicalStatus": {"coding": [{"system": "http://snomed.info/sct", "code": "55561003"}]},
+        "patient": {"reference": "Patient/p1"},
+    }
+    assert codes(allergy) == [("code-invalid", "AllergyIntolerance.clinicalStatus")]
+    allergy["clinicalStatus"]["coding"].append(
+        {"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}
+    )
+    assert codes(allergy) == []
+
+
+def test_a_code_outside_an_hl7_code_system_is_a_warning_where_the_binding_is_not_required() -> None:
+    category = "http://terminology.hl7.org/CodeSystem/observation-category"
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": category, "code": "vital-sign"}]}],
+        "code": {"text": "weight"},
+    }
+    issues = validate_resource(observation)
+    assert [(i.severity, i.code, i.expression) for i in issues] == [
+        ("warning", "code-invalid", "Observation.category[0].coding[0].code")
+    ]
+    observation["category"][0]["coding"][0]["code"] = "vital-signs"
+    assert validate_resource(observation) == []
+    coded = appointment(
+        meta={"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "NOPE"}]}
+    )
+    assert [(i.severity, i.expression) for i in validate_resource(coded)] == [
+        ("warning", "Appointment.meta.security[0].code")
+    ]

