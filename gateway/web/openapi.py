@@ -184,7 +184,8 @@ ResourceType = Annotated[
     Path(
         description="an R4 resource type; any other name is 404",
         openapi_examples={"Appointment": {"value": "Appointment"}, "Patient": {"value": "Patient"}},
-        json_schema_extra={"enum": sorted(R4_RESOURCE_TYPES)},
+        # A callable, so the R4 tables are read when the OpenAPI document is built, not when this module is imported.
+        json_schema_extra=lambda schema: schema.update(enum=sorted(R4_RESOURCE_TYPES)),
     ),
 ]
 ResourceId = Annotated[

@@ -68,6 +68,23 @@ KNOWN_DEFECTS: dict[str, str] = {
         "every entry's meta carries Medplum-only author, project and compartment, which R4 Meta does not "
         "have; and Condition.onsetDateTime '1980-01-13T10:22:21' has a time but no time zone"
     ),
+    "hl7-r4-spec-examples/Bundle-10bb101f-a121-4264-a920-67be9cb82c74.json": (
+        "an entry's fullUrl ends Patient/pat12 but its resource's id is pat2"
+    ),
+    "hl7-r4-spec-examples/Bundle-3a0707d3-549e-4467-b8b8-5a2ab3800efe.json": (
+        "an entry's fullUrl ends Patient/pat12 but its resource's id is pat2"
+    ),
+    "hl7-r4-spec-examples/Bundle-lri-example.json": "16 entries whose fullUrl ids differ from their resources' ids",
+    "hl7-r4-spec-examples/Questionnaire-zika-virus-exposure-assessment.json": (
+        "txt-2: the narrative is an empty <pre>, with no content"
+    ),
+    "medplum-examples/medplum-demo-bots/patient-data.json": (
+        "per-1: entries 2 and 3 have periods whose end is before their start; and a urn:uuid:undefined reference "
+        "that no entry defines"
+    ),
+    "medplum-examples/medplum-provider/order-set-example-bundle.json": (
+        "qty-3: dose quantities with a unit code but no system"
+    ),
 }
 
 # Valid R4 files that need an interaction the gateway does not offer, and which one. Each must be refused with a
