@@ -22,12 +22,14 @@ its first XADD is read from its start when the group appears.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from connectors.retry import backoff
@@ -165,6 +167,38 @@ def _successor(entry_id: str) -> str | None:
     return f"{int(ms) + 1}-0" if int(ms) < 2**64 - 1 else None
 
 
+def is_cluster(redis: Any) -> bool:
+    """Tell whether ``redis`` is a Redis Cluster client (whose commands may name keys of one slot only)."""
+    return isinstance(redis, RedisCluster)
+
+
+async def read_streams(
+    redis: Redis, streams: dict[str, str], count: int, block_ms: int, group: str | None = None, consumer: str = ""
+) -> list[Any]:
+    """Read entries after the given ids from several streams (through ``group`` as ``consumer`` when given).
+
+    One command reads them all on a single Redis, blocking up to ``block_ms`` for the first entry. A Redis Cluster
+    refuses a command naming keys of several slots (every tenant has its own), so there each stream is read on
+    its own: one blocking read when there is one stream, else one non-blocking read each, in a pipeline, and a
+    pause of at most 50 ms when none had anything.
+    """
+    if not is_cluster(redis) or len(streams) == 1:
+        if group is None:
+            return list(await redis.xread(streams, count=count, block=block_ms) or [])  # type: ignore[arg-type]
+        reply: Any = await redis.xreadgroup(group, consumer, streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        return list(reply or [])
+    pipe = redis.pipeline(transaction=False)
+    for stream, after in streams.items():
+        if group is None:
+            pipe.xread({stream: after}, count=count)
+        else:
+            pipe.xreadgroup(group, consumer, {stream: after}, count=count)
+    found = [row for reply in await pipe.execute() for row in reply or []]
+    if not found:
+        await asyncio.sleep(min(block_ms, 50) / 1000)
+    return found
+
+
 @dataclass(frozen=True)
 class QueueKeys:
     """Where one queue lives, per tenant."""
@@ -233,9 +267,7 @@ class StreamQueue(Generic[E]):
             await self.ensure_group(tenant)
         by_stream = {self.keys.stream(t): t for t in tenants}
         try:
-            reply: Any = await self.redis.xreadgroup(
-                self.group, consumer, dict.fromkeys(by_stream, ">"), count=count, block=block_ms
-            )
+            reply = await read_streams(self.redis, dict.fromkeys(by_stream, ">"), count, block_ms, self.group, consumer)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -244,7 +276,7 @@ class StreamQueue(Generic[E]):
             return []
         return [
             self.entry_type(by_stream[text(stream)], text(entry_id), _fields(raw))
-            for stream, entries in reply or []
+            for stream, entries in reply
             for entry_id, raw in entries
             if raw
         ]
