@@ -15,7 +15,7 @@ from connectors.pool import Target
 from connectors.search import check_rules
 from mappers.vendors import VENDORS, profile
 
-Role = Literal["ehr", "platform"]
+Role = Literal["ehr", "platform", "admin"]  # admin: the operator console (/console)
 
 
 class Client(BaseModel):

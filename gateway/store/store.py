@@ -22,7 +22,7 @@ from conformance.outcome import Issue, operation_outcome
 from gateway.clock import Clock, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import ehr_meta
+from gateway.store import activity, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import canonical_urls, identifiers, parse_condition, patient_references
 from gateway.store.keys import Keyspace
@@ -351,6 +351,7 @@ class Store:
             result, wrote_job = self._decide_one(tenant, d, mapping, plan, lu, lu_ms)
             jobs = jobs or wrote_job
             results.append(result)
+        activity.count(plan, k, tenant, activity.ACCEPTED, len(ops), now)  # the console's accepted/min chart
         if jobs:
             plan.limit_backlog([k.inbound(tenant), k.retry(tenant)], self._max_backlog)
 
