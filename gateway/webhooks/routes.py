@@ -151,7 +151,8 @@ def _view(sub: Subscription, dead_letters: int) -> SubscriptionView:
     retrying = bool(sub.pending)
     return SubscriptionView(
         id=sub.id, url=sub.url, events=list(sub.events), created_at=iso(sub.created_at),
-        status="paused" if sub.paused else "retrying" if retrying else "active", failed_attempts=sub.attempt if retrying else 0,
+        status="paused" if sub.paused else "retrying" if retrying else "active",
+        failed_attempts=sub.attempt if retrying else 0,
         last_error=sub.last_error or None, next_attempt_at=iso(sub.next_at) if retrying and sub.next_at else None,
         dead_letters=dead_letters,
     )  # fmt: skip
