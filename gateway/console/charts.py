@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT, TOP = 300, 64, 12  # the drawing area; TOP keeps room for the scale's label
+WIDTH, HEIGHT, TOP = 280, 64, 12  # the drawing area; TOP keeps room for the scale's label
 
 
 def minute_bars(label: str, values: Sequence[int], *, unit: str = "per minute") -> Markup:

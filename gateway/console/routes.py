@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from gateway.auth import Principal
 from gateway.clock import instant
@@ -29,14 +30,21 @@ from gateway.webhooks.subscriptions import stream_id
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 FLASH_COOKIE = "gw_console_notice"
-_CSS = resources.files("gateway.console").joinpath("static/console.css").read_bytes()
+_STATIC = {
+    name: (media, resources.files("gateway.console").joinpath(f"static/{name}").read_bytes())
+    for name, media in (("console.css", "text/css"), ("favicon.svg", "image/svg+xml"))
+}
 _templates = Environment(
     loader=PackageLoader("gateway.console", "templates"), autoescape=select_autoescape(("html",)), auto_reload=False
 )
 
 
-def _when(epoch: float | None) -> str:
-    return instant(epoch).replace(".000Z", "Z") if epoch else "—"
+def _when(epoch: float | None) -> Markup:
+    """Return a UTC time to the second (the footer says UTC), the date kept on one line."""
+    if not epoch:
+        return Markup("—")
+    day, _, clock = instant(epoch)[:19].partition("T")
+    return Markup('<span class="day">{}</span> {}').format(day, clock)
 
 
 def _age(seconds: float | None) -> str:
@@ -108,12 +116,14 @@ async def _action(request: Request, operator: Operator) -> tuple[dict[str, str],
 # ---- sign-in --------------------------------------------------------------------------------------------
 
 
-@router.get("/static/console.css")
-async def stylesheet() -> Response:
-    """Serve the console's one stylesheet (public: the login page needs it)."""
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    """Serve the console's stylesheet and icon (public: the login page needs them)."""
+    if name not in _STATIC:
+        raise NotFound("no such file")
     return Response(
-        _CSS,
-        media_type="text/css",
+        _STATIC[name][1],
+        media_type=_STATIC[name][0],
         headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )
 

@@ -16,7 +16,7 @@ from tests.conftest import CLIENTS
 ADMIN = "admin-token-operator-0123456789"  # all tenants
 ADMIN_B = "admin-token-tenant-b-0123456789"  # clinic-b only
 CANARY = "Zebulon Quixwhistle"  # a name no page may ever show
-PUBLIC = {("GET", "/console/login"), ("GET", "/console/static/console.css")}
+PUBLIC = {("GET", "/console/login"), ("GET", "/console/static/{name}")}
 
 
 def console_clients(**tenants: Any) -> dict[str, Any]:

@@ -124,7 +124,7 @@ async def test_a_form_without_its_csrf_token_is_refused(console: Gateway) -> Non
 
 async def test_every_page_forbids_scripts_and_framing(console: Gateway) -> None:
     for method, path in console_routes():
-        if method != "GET" or path.endswith(".css"):
+        if method != "GET" or "/static/" in path:
             continue
         answer = await console.http.get(path, headers=as_admin())
         csp = answer.headers["content-security-policy"]
@@ -159,7 +159,7 @@ async def test_no_page_shows_a_patient_name(console: Gateway) -> None:
 
     shown = {}
     for method, path in console_routes():
-        if method == "GET" and not path.endswith(".css"):
+        if method == "GET" and "/static/" not in path:
             for query in ("", "?tenant=clinic-a"):
                 if not query or path not in ("/console/login", "/console/conformance"):
                     shown[path + query] = await page(console, path + query)
@@ -285,3 +285,10 @@ async def test_webhooks_are_paused_resumed_and_rewound_from_the_console(console:
 async def _status_on_page(gw: Gateway, sid: str, status: str) -> Any:
     html = await page(gw, "/console/webhooks")
     return re.search(rf'{sid}</span> <span class="status status-{status}"', html)
+
+
+async def test_the_stylesheet_and_icon_need_no_token_and_nothing_else_is_served(console: Gateway) -> None:
+    css = await console.http.get("/console/static/console.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert (await console.http.get("/console/static/favicon.svg")).headers["content-type"] == "image/svg+xml"
+    assert (await console.http.get("/console/static/..%2Fsession.py")).status_code == 404
