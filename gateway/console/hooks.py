@@ -19,9 +19,9 @@ from gateway.clock import epoch_of
 from gateway.console import audit
 from gateway.console.sources import Sources
 from gateway.errors import BadRequest
-from gateway.platform.feed import decode_cursor
+from gateway.platform.feed import decode_cursor, encode_cursor
 from gateway.store import text
-from gateway.webhooks.subscriptions import Subscription, stream_id
+from gateway.webhooks.subscriptions import Subscription
 
 LAG_SCAN = 1000
 _LAST_SEQ = 2**64 - 1
@@ -91,8 +91,8 @@ def feed_position(value: str) -> str:
     value = value.strip()
     if value.lower() in ("start", "0", "beginning"):
         return "0-0"
-    if "-" in value and value.replace("-", "").isdigit() and value.count("-") == 1:
-        return stream_id(value, "cursor")
+    if value.count("-") == 1 and value.replace("-", "").isdigit():  # a feed entry id: checked as a cursor is
+        return decode_cursor(encode_cursor(value))
     moment = epoch_of(value) if "T" in value or value.count("-") == 2 else None
     if moment is not None:
         ms = int(moment * 1000)

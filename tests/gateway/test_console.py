@@ -13,7 +13,10 @@ import httpx
 import pytest
 
 from conformance.outcome import Issue
+from gateway.console import hooks
 from gateway.console.session import csrf_token
+from gateway.errors import BadRequest
+from gateway.platform.feed import encode_cursor
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import rejections
 from tests.conftest import EHR_A, EHR_B, PLATFORM_A, Gateway, running
@@ -292,3 +295,34 @@ async def test_the_stylesheet_and_icon_need_no_token_and_nothing_else_is_served(
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert (await console.http.get("/console/static/favicon.svg")).headers["content-type"] == "image/svg+xml"
     assert (await console.http.get("/console/static/..%2Fsession.py")).status_code == 404
+
+
+def test_replay_from_takes_a_cursor_an_entry_id_an_instant_or_start() -> None:
+    assert hooks.feed_position("start") == "0-0"
+    assert hooks.feed_position("1767261600000-3") == "1767261600000-3"
+    assert hooks.feed_position(encode_cursor("1767261600000-3")) == "1767261600000-3"
+    assert hooks.feed_position("2026-01-01T10:00:00Z") == f"{1767261600000 - 1}-{2**64 - 1}"
+    for wrong in ("yesterday", "99999999999999999999999-0", "2026-13-01T00:00:00Z"):
+        with pytest.raises(BadRequest):
+            hooks.feed_position(wrong)
+
+
+async def test_poll_now_asks_the_poller_that_holds_the_tenant(settings: Settings) -> None:
+    bearer = {"type": "bearer", "token": "static-ehr-token-0123456789"}
+    ehr = {
+        "base_url": "https://ehr.example.org/fhir",
+        "auth": bearer,
+        "poll": {"types": ["Appointment"], "interval_seconds": 600},
+    }
+    clients = ClientsConfig.model_validate(console_clients(**{"clinic-a": {"vendor": "generic", "ehr": ehr}}))
+    async with running(settings, clients, with_worker=False) as gw:
+        keys, redis = gw.services.keys, gw.services.redis
+        await redis.set(keys.connector_lease("clinic-a"), "poller-7|abc", px=60_000)
+        answer = await act(gw, "/console/connectors/poll", tenant="clinic-a")
+        assert answer.status_code == 303 and "a%20poller%20holds%20clinic-a" in answer.headers["set-cookie"]
+        assert await redis.get(keys.connector_poll_now("clinic-a")) == b"1"
+        html = await page(gw, "/console/connectors")
+        assert "held by poller-7" in html and "poll now requested" in html and "breaker closed" in html
+        assert "every 10.0 min" in html
+        refused = await act(gw, "/console/connectors/poll", tenant="clinic-b")
+        assert "clinic-b%20has%20no%20EHR%20connector" in refused.headers["set-cookie"]
