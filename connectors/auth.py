@@ -96,6 +96,11 @@ class TokenCache:
         self._lock = asyncio.Lock()
         self.fetches = 0
 
+    @property
+    def renews_at(self) -> float | None:
+        """Return when (epoch seconds) the token held is due for renewal, None before the first one."""
+        return self._token.renew_at if self._token is not None else None
+
     async def get(self) -> str:
         """Return a token that is not due for renewal."""
         token = self._token

@@ -8,6 +8,9 @@ sorted by ``_lastUpdated`` (its ``self`` link echoes ``_sort``), else once the w
 searches again a little behind the cursor, for clock skew and late commits; the accept path makes that repeat
 harmless (the same content is acknowledged, not stored again).
 
+An operator's "poll now" (the console) polls the tenant at once when no poller holds its lease, else it sets the
+tenant's poll-now flag, which the holder sees within ``POLL_NOW_SECONDS`` and polls.
+
 Several poller replicas are safe: a tenant is polled only by the replica holding its lease in Redis (``SET NX
 PX``, renewed while it polls and waits), and a cursor is written only under that lease, so a replica that lost it
 stops without moving anything.
@@ -38,6 +41,7 @@ log = logging.getLogger("connectors.poll")
 
 DEFAULT_LOOKBACK = timedelta(days=30)
 MAX_PAGES = 10_000  # per sweep: a bound on an EHR whose next links never end
+POLL_NOW_SECONDS = 2.0  # how often a waiting poller looks for an operator's "poll now"
 
 _TAKE = """
 local holder = redis.call("GET", KEYS[1])
@@ -70,6 +74,8 @@ class PollKeys(Protocol):
     def connector_cursor(self, tenant: str) -> str: ...
 
     def connector_lease(self, tenant: str) -> str: ...
+
+    def connector_poll_now(self, tenant: str) -> str: ...
 
 
 class Sink(Protocol):
@@ -217,14 +223,17 @@ class Poller:
                         await self.poll_tenant(tenant, client)
                 except Exception:
                     log.exception("poll error", extra={"tenant": tenant})
-                # Wait for the next poll, renewing the lease so it never lapses between polls.
+                # Wait for the next poll, renewing the lease so it never lapses between polls; an operator's
+                # "poll now" (a flag in Redis) ends the wait early.
                 deadline = self._clock() + (interval if held else min(self.lease_seconds / 3, interval))
                 while not stop.is_set() and (left := deadline - self._clock()) > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=min(left, self.lease_seconds / 3))
+                        await asyncio.wait_for(stop.wait(), timeout=min(left, self.lease_seconds / 3, POLL_NOW_SECONDS))
                     if held and not stop.is_set():
                         try:
                             held = await self.take(tenant)
+                            if held and await self._redis.getdel(self._keys.connector_poll_now(tenant)):
+                                break
                         except Exception:
                             log.exception("lease renewal error", extra={"tenant": tenant})
         finally:

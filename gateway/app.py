@@ -22,6 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
 from gateway import ops
+from gateway.console import routes as console_routes
+from gateway.console.recording import RecordRejections
 from gateway.errors import GatewayError, request_invalid
 from gateway.fhir import routes as fhir_routes
 from gateway.logs import request_id
@@ -95,6 +97,7 @@ def create_app(
     app.include_router(risk_routes.router, dependencies=platform_bearer, responses=platform_errors)
     app.include_router(platform_routes.router, dependencies=platform_bearer)
     app.include_router(ops.router)
+    app.include_router(console_routes.router)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> Response:
@@ -143,6 +146,7 @@ def create_app(
             )
             request_id.reset(token)
 
+    app.add_middleware(RecordRejections)  # counts each FHIR request's refused resources for the console
     return app
 
 

@@ -1,4 +1,8 @@
-"""Static bearer tokens, each bound to one tenant and one role; the tenant comes from the token only."""
+"""Static bearer tokens, each bound to one tenant and one role; the tenant comes from the token only.
+
+Roles: ``ehr`` (the FHIR edge), ``platform`` (the platform API and webhooks) and ``admin`` (the operator console;
+with the scope ``all-tenants`` it sees every tenant, else its own).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ class Principal:
     role: Role
     scopes: frozenset[str]
     client: str
+
+
+ALL_TENANTS = "all-tenants"  # an admin scope: operate every tenant, not only the client's own
 
 
 def _fingerprint(token: str) -> bytes:
@@ -49,6 +56,12 @@ class Authenticator:
         if principal is None:
             raise Unauthorized("the bearer token is not known")
         return principal
+
+    def admin_tenants(self, principal: Principal, known: list[str]) -> list[str]:
+        """Return the tenants an admin may operate: every one in ``known`` with ``all-tenants``, else its own."""
+        if principal.role != "admin":
+            raise Forbidden(f"a {principal.role} client may not use the console")
+        return sorted(set(known) | {principal.tenant}) if ALL_TENANTS in principal.scopes else [principal.tenant]
 
     def require(self, authorization: str | None, role: Role) -> Principal:
         """Return the caller if it has ``role``, else raise Unauthorized or Forbidden."""

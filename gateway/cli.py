@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the API, a worker (inbound jobs, webhooks, write-back delivery) and the EHR poller in one "
         "process (development mode: plain-HTTP loopback webhooks allowed). Without REDIS_URL an "
         "embedded Redis starts with its data under --data-dir; without GATEWAY_CLIENTS_FILE a 'demo' "
-        "tenant with one ehr and one platform token is created there and the tokens are printed.",
+        "tenant with an ehr, a platform and an admin (console) token is created there and the tokens are printed.",
     )
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
@@ -181,6 +181,8 @@ def _demo_clients(data_dir: Path) -> tuple[Path, ClientsConfig]:
                 {"token": "ehr-" + secrets.token_urlsafe(24), "tenant": "demo", "role": "ehr", "name": "demo-ehr"},
                 {"token": "platform-" + secrets.token_urlsafe(24), "tenant": "demo", "role": "platform",
                  "scopes": ["sensitive"], "name": "demo-platform"},
+                {"token": "admin-" + secrets.token_urlsafe(24), "tenant": "demo", "role": "admin",
+                 "scopes": ["all-tenants"], "name": "demo-admin"},
             ],
             "tenants": {"demo": {"vendor": "generic"}},
         }  # fmt: skip
@@ -213,6 +215,7 @@ def _run(args: argparse.Namespace) -> int:
             clients = settings.load_clients()
         print(f"FHIR base:    http://{args.host}:{args.port}/fhir/R4", flush=True)
         print(f"Platform API: http://{args.host}:{args.port}/platform/v1", flush=True)
+        print(f"Console:      http://{args.host}:{args.port}/console (an 'admin' token)", flush=True)
         app = create_app(settings, clients, with_worker=True, with_poller=True)
         _serve(uvicorn, app, args.host, args.port)
     finally:

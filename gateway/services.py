@@ -22,7 +22,7 @@ from gateway.fhir.edge import Edge
 from gateway.platform.feed import Feed
 from gateway.platform.risk import RiskFlags
 from gateway.settings import ClientsConfig, Settings
-from gateway.store import Keyspace, Store, connect
+from gateway.store import Keyspace, Store, connect, rejections
 from gateway.store.keys import RISK_LANE
 from gateway.webhooks.dispatch import Dispatcher
 from gateway.webhooks.subscriptions import Subscriptions
@@ -138,7 +138,10 @@ class Services:
         """Return a poller whose pulled resources go through the push's accept path (``bundle.accept``)."""
 
         async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int]:
-            return await bundle.accept(self.edge, tenant, resources)
+            with rejections.tally() as refused:  # the console's validation-failures page counts pulled ones too
+                statuses = await bundle.accept(self.edge, tenant, resources)
+            await rejections.flush(self.redis, self.keys, tenant, refused, self.clock())
+            return statuses
 
         return Poller(
             self.redis, self.keys, self.connectors, accept, name=name or socket.gethostname(),

@@ -16,7 +16,7 @@ from connectors.search import check_rules
 from mappers.codes import LocalCodes
 from mappers.vendors import VENDORS, profile
 
-Role = Literal["ehr", "platform"]
+Role = Literal["ehr", "platform", "admin"]  # admin: the operator console (/console)
 
 
 class Client(BaseModel):

@@ -23,7 +23,7 @@ from gateway.fhir.edge import Edge
 from gateway.fhir.policy import accepts
 from gateway.fhir.searchset import searchset
 from gateway.metrics import VALIDATION_FAILURES
-from gateway.store import parse_condition
+from gateway.store import parse_condition, rejections
 from gateway.store.store import Create, Delete, Operation, Result, Update
 from gateway.web.responses import status_line
 
@@ -196,6 +196,7 @@ def parse_entries(
             entry.lenient, entry.issues = entry.issues, []
         if has_errors(entry.issues):
             VALIDATION_FAILURES.labels(entry.rtype or _declared_type(raw)).inc()
+            rejections.note(entry.rtype or _declared_type(raw), entry.issues)
         if not isinstance(raw, dict):
             entry.issues.append(Issue("error", "structure", entry.path, "an entry must be an object"))
             parsed.append(entry)

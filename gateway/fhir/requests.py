@@ -13,6 +13,7 @@ from gateway.errors import BadRequest, InvalidResource, NotFound, UnsupportedMed
 from gateway.fhir.policy import accepts
 from gateway.metrics import VALIDATION_FAILURES
 from gateway.settings import Settings
+from gateway.store import rejections
 from gateway.web.body import check_content_type, parse_json, read_limited
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
@@ -54,6 +55,7 @@ def validated(resource: Any, rtype: str, policy: str = "strict") -> tuple[dict[s
     issues = validate_resource(resource)
     if not accepts(policy, rtype, issues):
         VALIDATION_FAILURES.labels(rtype).inc()
+        rejections.note(rtype, issues)
         raise InvalidResource("the resource is not valid FHIR R4", issues=issues)
     return resource, issues if has_errors(issues) else []
 

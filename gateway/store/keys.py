@@ -52,7 +52,8 @@ Webhooks (gateway/webhooks/subscriptions.py, delivered by gateway/webhooks/deliv
                                           logged), created_at, owner (the creating client), scopes (JSON, its scopes
                                           then), cursor (the feed entry delivered or passed over last), and while a
                                           delivery fails: pending ("feed:<entry>" | "replay:<entry>"), attempt,
-                                          next_at (epoch seconds), last_error
+                                          next_at (epoch seconds), last_error; delivered_at (epoch seconds of the
+                                          last 2xx); paused ("1" while an operator paused it: no worker delivers it)
   gw:{t}:hook:{id}:lease           string the token of the worker delivering this subscription; SET NX PX, renewed,
                                           so one worker at a time delivers it; cursor moves check it
   gw:{t}:hook:{id}:dlq             stream deliveries that failed every attempt: event (feed JSON), feed_id, attempts,
@@ -90,6 +91,19 @@ EHR connectors (connectors/poll.py, connectors/status.py):
                                           no data), circuit (closed | open | half_open), circuit_changed, and
                                           counters: requests, errors, retries, rate_limited (429s), throttled
                                           (calls the connector's own rate limit held back)
+  gw:{t}:connector:poll-now        string set by the console's "poll now" while a poller holds the lease; that
+                                          poller polls at once when it sees it (GETDEL), else it expires
+
+Operator console (gateway/console/, gateway/store/activity.py, gateway/store/rejections.py):
+  gw:{t}:activity:{hour}           hash   "<what>:<minute of the hour>" -> count, for the last hour's charts
+                                          (what: accepted, rejected); {hour} is epoch seconds // 3600; expires
+                                          after two hours. "accepted" is written by the store's commit
+  gw:{t}:rejections:{day}          hash   resources refused as invalid on UTC day {day} (YYYY-MM-DD): "<type>" ->
+                                          resources, "<type>|<element path>|<issue code>" -> issues (paths without
+                                          indices; never a value); expires after 8 days
+  gw:{t}:console:audit             stream what operators did: at (epoch seconds), operator (client name), action
+                                          (replay | replay_all | discard | poll_now | pause | resume | rewind),
+                                          target (ids), count, reason; capped at about 10000 entries
 
 Global (no tenant):
   gw:tenants                       set    tenants that have ever written; workers read their streams
@@ -228,3 +242,15 @@ class Keyspace:
 
     def connector_status(self, tenant: str) -> str:
         return f"{self._t(tenant)}:connector:status"
+
+    def connector_poll_now(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:connector:poll-now"
+
+    def activity(self, tenant: str, hour: int) -> str:
+        return f"{self._t(tenant)}:activity:{hour}"
+
+    def rejections(self, tenant: str, day: str) -> str:
+        return f"{self._t(tenant)}:rejections:{day}"
+
+    def console_audit(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:console:audit"

@@ -22,7 +22,7 @@ from conformance.outcome import Issue, operation_outcome
 from gateway.clock import Clock, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import ehr_meta
+from gateway.store import activity, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import canonical_urls, identifiers, parse_condition, patient_references
 from gateway.store.keys import Keyspace, lane
@@ -356,6 +356,7 @@ class Store:
             # The risk lane has a backlog of its own: a backlog of other work never refuses a risk-bearing write.
             busiest = "" if "" in lanes else lanes.pop()
             plan.limit_backlog([k.inbound(tenant, busiest), k.retry(tenant, busiest)], self._max_backlog)
+        activity.count(plan, k, tenant, activity.ACCEPTED, len(ops), now)  # the console's accepted/min chart
 
         # Answers that write nothing return the stored resource; read those versions now, under the same checks.
         quiet = [(r, d) for r, d in zip(results, decisions, strict=True) if r.resource is None and r.vid]

@@ -45,9 +45,10 @@ log = logging.getLogger("gateway.webhooks")
 
 IDLE_POLL_SECONDS = 1.0  # an idle delivery looks again this often (replays queued by the API), woken or not
 
-# Renew the lease if it is still ours and the subscription still exists: 1, else 0 (stop delivering).
+# Renew the lease if it is still ours and the subscription still exists and is not paused: 1, else 0 (stop).
 _CHECKIN = """
-if redis.call("GET", KEYS[1]) == ARGV[1] and redis.call("EXISTS", KEYS[2]) == 1 then
+if redis.call("GET", KEYS[1]) == ARGV[1] and redis.call("EXISTS", KEYS[2]) == 1
+   and redis.call("HGET", KEYS[2], "paused") ~= "1" then
   redis.call("PEXPIRE", KEYS[1], ARGV[2])
   return 1
 end
@@ -216,7 +217,11 @@ class SubscriptionDelivery:
             outcome = await self._post(item, attempts + 1)
             attempts += 1
             if outcome.ok:
-                await self._commit(self._done(Plan(), item))
+                plan = Plan()
+                plan.write(
+                    "HSET", shared.keys.webhook(self.sub.tenant, self.sub.id), "delivered_at", repr(shared.clock())
+                )
+                await self._commit(self._done(plan, item))
                 WEBHOOK_DELIVERIES.labels("delivered").inc()
                 return True
             if attempts >= settings.webhook_max_attempts:

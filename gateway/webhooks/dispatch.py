@@ -8,6 +8,8 @@
   (``SET NX PX`` for ``GATEWAY_WEBHOOK_LEASE_SECONDS``, renewed every third of that): among several worker replicas
   one delivers a subscription at a time; a crashed worker's subscriptions are taken over when its leases expire.
   A worker takes at most ``GATEWAY_WEBHOOK_CONCURRENCY`` subscriptions; the rest wait for another replica.
+- **Pause.** An operator can pause a subscription (the console): its lease is then neither renewed nor taken
+  again, so its delivery stops before the next attempt, until it is resumed.
 - **Wake-ups.** One blocking ``XREAD`` watches the feeds of the tenants this worker delivers for and wakes their
   tasks when a feed grows.
 - **Disclosure.** An event carries a sensitive record in full only when the subscription's owner had the
@@ -39,6 +41,7 @@ from gateway.webhooks.subscriptions import Subscription, Subscriptions, url_refu
 log = logging.getLogger("gateway.webhooks")
 
 SCAN_SECONDS = 0.25  # how soon a new subscription, or one another worker let go, is picked up
+PAUSED_LOOK_SECONDS = 1.0  # how often a paused subscription is looked at again (how soon a resume is seen)
 USER_AGENT = "fhir-gateway-webhooks/0.1"
 
 
@@ -146,7 +149,9 @@ class Dispatcher:
 
     async def _start(self, tenant: str, sid: str) -> None:
         sub = await self._subs.find(tenant, sid)
-        if sub is None:
+        if sub is None or sub.paused:
+            if sub is not None:
+                self._cooldown[(tenant, sid)] = time.monotonic() + PAUSED_LOOK_SECONDS
             await self._leases.release(tenant, sid)
             return
         if refusal := url_refusal(sub.url, development=self._settings.development):

@@ -82,7 +82,7 @@ class SubscriptionView(BaseModel):
     url: str
     events: list[str]
     created_at: str
-    status: str = Field(description="active, or retrying while a delivery is failing")
+    status: str = Field(description="active, retrying while a delivery is failing, or paused by an operator")
     failed_attempts: int = Field(description="failed attempts of the delivery being retried")
     last_error: str | None = Field(description="the last failure: 'HTTP <status>' or a transport error's name")
     next_attempt_at: str | None
@@ -151,7 +151,8 @@ def _view(sub: Subscription, dead_letters: int) -> SubscriptionView:
     retrying = bool(sub.pending)
     return SubscriptionView(
         id=sub.id, url=sub.url, events=list(sub.events), created_at=iso(sub.created_at),
-        status="retrying" if retrying else "active", failed_attempts=sub.attempt if retrying else 0,
+        status="paused" if sub.paused else "retrying" if retrying else "active",
+        failed_attempts=sub.attempt if retrying else 0,
         last_error=sub.last_error or None, next_attempt_at=iso(sub.next_at) if retrying and sub.next_at else None,
         dead_letters=dead_letters,
     )  # fmt: skip

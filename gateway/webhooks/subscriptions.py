@@ -32,7 +32,7 @@ from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, NotFound, Unprocessable
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
-from gateway.store.plan import Committer, Plan
+from gateway.store.plan import Committer, Plan, PlanConflict
 from gateway.work.streams import DeadLetters
 
 MAX_PER_TENANT = 100
@@ -121,6 +121,8 @@ class Subscription:
     pending: str = ""  # "feed:<entry id>" or "replay:<entry id>" while a delivery is failing
     next_at: float = 0.0
     last_error: str = ""
+    delivered_at: float = 0.0  # the last 2xx (0: none yet)
+    paused: bool = False  # an operator paused it: no worker delivers it until resumed
 
     @classmethod
     def from_hash(cls, tenant: str, raw: dict[Any, Any]) -> Subscription:
@@ -131,6 +133,7 @@ class Subscription:
             scopes=frozenset(json.loads(f.get("scopes", "[]"))), cursor=f.get("cursor", "0-0"),
             attempt=int(f.get("attempt") or 0), pending=f.get("pending", ""),
             next_at=float(f.get("next_at") or 0), last_error=f.get("last_error", ""),
+            delivered_at=float(f.get("delivered_at") or 0), paused=f.get("paused") == "1",
         )  # fmt: skip
 
 
@@ -236,6 +239,42 @@ class Subscriptions:
         pipe.delete(k.webhook(tenant, sid), k.webhook_dead_letters(tenant, sid), k.webhook_replay(tenant, sid))
         removed, deleted = await pipe.execute()
         return bool(removed or deleted)
+
+    async def pause(self, tenant: str, sid: str, paused: bool) -> bool:
+        """Pause (or resume) delivery; return whether the subscription exists.
+
+        A worker stops a paused subscription before its next attempt, or when it next renews its lease (a request
+        then in flight is cut short and its event delivered again after the resume), and takes no new lease on it.
+        Resuming lets any worker take it again within a second.
+        """
+        plan = Plan()
+        key = self._keys.webhook(tenant, sid)
+        plan.expect_field_not(key, "id", [None])
+        plan.write("HSET", key, "paused", "1" if paused else "")
+        try:
+            await self._committer.commit(plan)
+        except PlanConflict:
+            return False
+        return True
+
+    async def rewind(self, tenant: str, sid: str, entry_id: str) -> bool:
+        """Move a paused subscription's cursor to the feed entry ``entry_id`` (events after it are delivered again).
+
+        Only while it is paused and no worker holds it; False otherwise. The retry state is cleared with it.
+        """
+        k = self._keys
+        plan = Plan()
+        plan.expect_field(k.webhook(tenant, sid), "paused", "1")
+        plan.expect_value(k.webhook_lease(tenant, sid), None)
+        plan.write(
+            "HSET", k.webhook(tenant, sid), "cursor", entry_id, "pending", "", "attempt", 0, "next_at", 0,
+            "last_error", "",
+        )  # fmt: skip
+        try:
+            await self._committer.commit(plan)
+        except PlanConflict:
+            return False
+        return True
 
     async def tenants(self) -> list[str]:
         """Return the tenants that have ever had a subscription."""

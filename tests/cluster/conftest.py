@@ -45,14 +45,12 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for port in ports:
         folder = root / str(port)
         folder.mkdir()
-        procs.append(
-            subprocess.Popen(
-                [str(BIN / "redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder), "--save", "",
-                 "--appendonly", "no", "--logfile", str(folder / "redis.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-        )
+        command = [
+            str(BIN / "redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+            "--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder), "--save", "",
+            "--appendonly", "no", "--logfile", str(folder / "redis.log"),
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         for port in ports:
             _wait(lambda p=port: redis.Redis(port=p).ping(), f"node {port}")

@@ -17,10 +17,12 @@ import respx
 from connectors import Connectors, Poller
 from gateway.cli import main
 from gateway.settings import ClientsConfig, Settings
+from gateway.store import rejections
 from gateway.store.keys import Keyspace
 from tests.conftest import CLIENTS, Gateway, running
 from tests.connectors.conftest import BASE, FakeTime
 from tests.gateway.fixtures import appointment
+from tests.support import until
 
 TENANT = "clinic-a"
 SINCE = "2026-01-01T00:00:00Z"
@@ -156,6 +158,29 @@ async def test_invalid_resources_are_refused_and_do_not_stop_the_feed(pulled: Pu
         report = await pulled.poller().poll_once(TENANT)
     assert report is not None and (report.sweeps[0].accepted, report.sweeps[0].rejected) == (1, 1)
     assert await pulled.cursor() == "2026-02-01T12:00:00Z"  # past the refused one: it would be refused again
+    services = pulled.gw.services
+    summary = await rejections.summary(services.redis, services.keys, TENANT, services.clock())
+    assert summary.resources == [("Appointment", 1)]  # counted for the console's validation-failures page
+    assert summary.issues == [("Appointment", "Appointment.status", "code-invalid", 1)]
+
+
+async def test_an_operators_poll_now_flag_ends_a_running_pollers_wait(pulled: Pulled) -> None:
+    flag = pulled.keys.connector_poll_now(TENANT)
+    redis = pulled.gw.services.redis
+    stop = asyncio.Event()
+    with respx.mock() as ehr:
+        search = ehr.get(f"{BASE}/Appointment").respond(200, json=_page([]))
+        poller = pulled.poller()
+        poller.connectors.clients[TENANT].config.poll.interval_seconds = 3600  # type: ignore[union-attr]
+        running = asyncio.create_task(poller.run(stop))
+        try:
+            await until(lambda: search.call_count == 1, "the first poll")
+            await redis.set(flag, "1")
+            await until(lambda: search.call_count == 2, "the poll the flag asked for", limit=10)
+            assert not await redis.exists(flag)
+        finally:
+            stop.set()
+            await running
 
 
 async def test_one_poller_per_tenant_holds_the_lease(pulled: Pulled) -> None:

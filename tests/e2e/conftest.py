@@ -263,8 +263,8 @@ def demo_tokens(proc: Proc) -> dict[str, str]:
     def printed() -> dict[str, str]:
         if not proc.alive():
             pytest.fail(f"'run' exited: {proc.describe()}")
-        found = dict(re.findall(r"^\s*(ehr|platform)\s+token:\s*(\S+)\s*$", proc.stdout(), re.MULTILINE))
-        return found if {"ehr", "platform"} <= found.keys() else {}
+        found = dict(re.findall(r"^\s*(ehr|platform|admin)\s+token:\s*(\S+)\s*$", proc.stdout(), re.MULTILINE))
+        return found if {"ehr", "platform", "admin"} <= found.keys() else {}
 
     tokens: dict[str, str] = wait_until(printed, "the demo tokens on stdout", every=0.1)
     return tokens

@@ -82,8 +82,10 @@ def test_run_with_embedded_redis_serves_the_demo_tenant_and_keeps_data(
         print(f"appointment.created on the feed {time.monotonic() - started:.2f} s after the POST")
         assert len(events) == 1
         assert events[0]["record"]["status"] == "scheduled"
-        # The EHR token cannot read the platform feed.
+        # The EHR token cannot read the platform feed; the admin token opens the console, which shows the tenant.
         assert http.get(f"{base}/platform/v1/changes", headers=fhir_headers(tokens["ehr"])).status_code == 403
+        console = http.get(f"{base}/console", headers={"Authorization": f"Bearer {tokens['admin']}"})
+        assert console.status_code == 200 and 'id="tenant-demo"' in console.text
 
     # SIGTERM: the process stops within the timeout (its exit status is checked in a test of its own).
     run.terminate()

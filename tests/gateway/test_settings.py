@@ -33,7 +33,7 @@ def test_yaml_and_json_clients_files_load_with_defaults(tmp_path: Path) -> None:
     [
         [{"token": "short", "tenant": "clinic-a", "role": "ehr"}],
         [{"token": "abcdefghijklmnopqrst", "tenant": "Clinic A", "role": "ehr"}],
-        [{"token": "abcdefghijklmnopqrst", "tenant": "clinic-a", "role": "admin"}],
+        [{"token": "abcdefghijklmnopqrst", "tenant": "clinic-a", "role": "root"}],
         [{"token": "abcdefghijklmnopqrst", "tenant": "clinic-a", "role": "ehr"}] * 2,
     ],
 )

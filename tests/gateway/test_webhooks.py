@@ -18,6 +18,7 @@ import pytest
 from connectors.retry import parse_retry_after
 from gateway import cli
 from gateway.logs import JsonFormatter
+from gateway.platform.feed import decode_cursor
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Keyspace
 from gateway.store.connection import connect
@@ -496,3 +497,55 @@ def test_retry_after_is_read_in_seconds_or_as_a_date() -> None:
     assert parse_retry_after("7", now=0.0) == 7.0
     assert parse_retry_after("Thu, 01 Jan 1970 00:00:30 GMT", now=10.0) == 20.0
     assert parse_retry_after("soon", now=0.0) is None and parse_retry_after(None, now=0.0) is None
+
+
+# ---- pause, resume and rewind (the operator console's controls) -----------------------------------------------
+
+
+async def test_a_paused_subscription_receives_nothing_until_resumed_then_gets_what_waited(
+    hooks: Gateway, receiver: Receiver
+) -> None:
+    sid = (await subscribe(hooks, receiver.url("/paused")))["id"]
+    subs = hooks.services.subscriptions
+    await put(hooks, "p1")
+    await until(lambda: len(receiver.at("/paused")) == 1, "the first delivery")
+    assert (await subscription(hooks, sid))["status"] == "active"
+    assert (await subs.get("clinic-a", sid)).delivered_at > 0
+
+    assert await subs.pause("clinic-a", sid, True)
+    assert (await subscription(hooks, sid))["status"] == "paused"
+    lease = hooks.services.keys.webhook_lease("clinic-a", sid)
+    await until(lambda: _released(hooks, lease), "the worker to let the paused subscription go")
+    await put(hooks, "p2")
+    await put(hooks, "p3")
+    await asyncio.sleep(1.5)  # a worker scans every 0.25 s: it had several chances to deliver, and must not
+    assert receiver.event_ids("/paused") == [e["id"] for e in (await feed_events(hooks))[:1]]
+
+    assert await subs.pause("clinic-a", sid, False)
+    await until(lambda: len(receiver.at("/paused")) == 3, "the events that waited")
+    assert receiver.event_ids("/paused") == [e["id"] for e in await feed_events(hooks)]
+    assert not await subs.pause("clinic-a", "sub_" + "0" * 32, True)
+
+
+async def test_rewinding_a_paused_subscription_delivers_the_feed_again_from_that_point(
+    hooks: Gateway, receiver: Receiver
+) -> None:
+    sid = (await subscribe(hooks, receiver.url("/again")))["id"]
+    subs = hooks.services.subscriptions
+    for rid in ("r1", "r2", "r3"):
+        await put(hooks, rid)
+    await until(lambda: len(receiver.at("/again")) == 3, "three deliveries")
+    events = await feed_events(hooks)
+    first = decode_cursor(events[0]["cursor"])  # the feed entry of the first event: delivery goes on after it
+
+    assert not await subs.rewind("clinic-a", sid, first)  # not paused: refused
+    await subs.pause("clinic-a", sid, True)
+    await until(lambda: _released(hooks, hooks.services.keys.webhook_lease("clinic-a", sid)), "the lease to go")
+    assert await subs.rewind("clinic-a", sid, first)
+    await subs.pause("clinic-a", sid, False)
+    await until(lambda: len(receiver.at("/again")) == 5, "the events after the cursor, again")
+    assert receiver.event_ids("/again")[3:] == [events[1]["id"], events[2]["id"]]
+
+
+async def _released(gw: Gateway, lease: str) -> bool:
+    return not await gw.services.redis.exists(lease)
