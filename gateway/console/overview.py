@@ -2,13 +2,11 @@
 
 Everything is read from Redis at request time, cheaply: queue counts, one XINFO, the feed's head, the last
 hour's per-minute counts (``gateway.store.activity``) and the dead-letter stream's ids (its entry ids are the
-times the jobs failed). Risk flags have no acknowledgement yet, so the page counts the ``risk.flagged`` events of
-the last day, reading at most ``RISK_SCAN`` feed entries back.
+times the jobs failed), and the risk flags nobody has acknowledged (``gateway.platform.risk``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +18,6 @@ from gateway.console.sources import Sources
 from gateway.store import activity, text
 
 ACTIVE_WORKER_SECONDS = 60.0  # a consumer that read within this long counts as a live worker
-RISK_SCAN = 5000
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -40,8 +36,7 @@ class TenantOverview:
     feed_length: int
     feed_head: str | None  # the newest event's id
     feed_head_at: float | None
-    risk_flags_day: int
-    risk_scan_capped: bool
+    risk_flags_unacknowledged: int
     charts: list[Markup]
 
 
@@ -55,7 +50,6 @@ async def tenant_overview(sources: Sources, tenant: str) -> TenantOverview:
     dead = await _dead_per_minute(sources, tenant, now)
     head: Any = await redis.xrevrange(keys.feed(tenant), count=1)
     head_id = text(head[0][0]) if head else None
-    flags, capped = await _risk_flags(sources, tenant, now)
     return TenantOverview(
         tenant=tenant,
         accepted_last_minute=accepted[-2] if len(accepted) > 1 else 0,  # the last complete minute
@@ -69,8 +63,7 @@ async def tenant_overview(sources: Sources, tenant: str) -> TenantOverview:
         feed_length=int(await redis.xlen(keys.feed(tenant))),
         feed_head=head_id,
         feed_head_at=_id_time(head_id) if head_id else None,
-        risk_flags_day=flags,
-        risk_scan_capped=capped,
+        risk_flags_unacknowledged=await sources.risks.unacknowledged(tenant),
         charts=[
             minute_bars("Resources accepted", accepted),
             minute_bars("Resources refused as invalid", rejected),
@@ -103,15 +96,3 @@ async def _dead_per_minute(sources: Sources, tenant: str, now: float) -> list[in
         if 0 <= minute < 60:
             per[minute] += 1
     return per
-
-
-async def _risk_flags(sources: Sources, tenant: str, now: float) -> tuple[int, bool]:
-    """Count the ``risk.flagged`` events of the last day; tell whether the scan stopped at its bound."""
-    since = int(now * 1000) - DAY_MS
-    entries: Any = await sources.redis.xrevrange(sources.keys.feed(tenant), min=str(since), count=RISK_SCAN)
-    flagged = 0
-    for _, raw in entries:
-        body = raw.get(b"e", b"")
-        if b"risk.flagged" in body and json.loads(body).get("type") == "risk.flagged":
-            flagged += 1
-    return flagged, len(entries) >= RISK_SCAN

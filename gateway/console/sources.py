@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from connectors import Connectors, Poller
 from gateway.auth import Authenticator
 from gateway.clock import Clock
+from gateway.platform.risk import RiskFlags
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Keyspace
 from gateway.webhooks.subscriptions import Subscriptions
@@ -44,6 +45,9 @@ class Sources(Protocol):
 
     @property
     def subscriptions(self) -> Subscriptions: ...
+
+    @property
+    def risks(self) -> RiskFlags: ...
 
     @property
     def connectors(self) -> Connectors: ...

@@ -101,6 +101,7 @@ class RiskFlags:
             plan.expect_field(key, "acknowledged_at", None)
             plan.write("HSET", key, "acknowledged_at", repr(self._clock()), "acknowledged_by", by)
             plan.write("ZREM", self._keys.risk_open(tenant), flag_id)
+            plan.write("ZREM", self._keys.risk_escalated(tenant), flag_id)
             try:
                 await self._committer.commit(plan)
             except PlanConflict:
@@ -128,3 +129,11 @@ class RiskFlags:
         plan.expect_field(key, "escalated_at", None)
         plan.write("HSET", key, "escalated_at", repr(self._clock()))
         plan.write("ZREM", self._keys.risk_open(tenant), flag.id)
+        plan.write("ZADD", self._keys.risk_escalated(tenant), repr(flag.raised_at), flag.id)
+
+    async def unacknowledged(self, tenant: str) -> int:
+        """Return how many of the tenant's flags nobody has acknowledged (escalated ones included)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(self._keys.risk_open(tenant))
+        pipe.zcard(self._keys.risk_escalated(tenant))
+        return sum(int(n) for n in await pipe.execute())

@@ -45,6 +45,7 @@ Normalized platform records and change feed:
                                           record_type, record_id, flags (JSON), raised_at (epoch s), and once they
                                           happen acknowledged_at, acknowledged_by (client), escalated_at
   gw:{t}:risk:open                 zset   flags neither acknowledged nor escalated -> raised_at (epoch s)
+  gw:{t}:risk:escalated            zset   flags escalated and not yet acknowledged -> raised_at (epoch s)
 
 Webhooks (gateway/webhooks/subscriptions.py, delivered by gateway/webhooks/delivery.py):
   gw:{t}:hooks                     zset   subscription id -> created_at (epoch seconds)
@@ -203,6 +204,9 @@ class Keyspace:
 
     def risk_open(self, tenant: str) -> str:
         return f"{self._t(tenant)}:risk:open"
+
+    def risk_escalated(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:risk:escalated"
 
     def webhooks(self, tenant: str) -> str:
         return f"{self._t(tenant)}:hooks"
