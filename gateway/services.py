@@ -129,7 +129,7 @@ class Services:
         """Return a poller whose pulled resources go through the push's accept path (``bundle.accept``)."""
 
         async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int]:
-            return await bundle.accept(self.edge, tenant, resources)
+            return await bundle.accept(self.edge, tenant, resources, from_ehr=True)
 
         return Poller(
             self.redis, self.keys, self.connectors, accept, name=name or socket.gethostname(),

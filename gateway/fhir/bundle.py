@@ -48,6 +48,7 @@ class Entry:
     criteria: str | None = None
     issues: list[Issue] = field(default_factory=list)
     lenient: list[Issue] = field(default_factory=list)  # the resource's errors a lenient policy accepted
+    ehr_ordered: bool = False  # the resource is the EHR's own copy: see ``gateway.store.Update.ehr_ordered``
 
     @property
     def path(self) -> str:
@@ -68,6 +69,7 @@ class Entry:
                 criteria=self.criteria,
                 path=self.path,
                 issues=self.lenient,
+                ehr_ordered=self.ehr_ordered,
             )
         return Create(
             self.rtype,
@@ -159,7 +161,7 @@ def _declared_type(raw: object) -> str:
 
 
 def parse_entries(
-    bundle: dict[str, Any], max_entries: int, *, with_requests: bool, policy: str = "strict"
+    bundle: dict[str, Any], max_entries: int, *, with_requests: bool, policy: str = "strict", ehr_ordered: bool = False
 ) -> list[Entry]:
     """Check the Bundle and every entry; return the entries with their issues (none stored yet).
 
@@ -186,7 +188,7 @@ def parse_entries(
             loose.append(issue)
     parsed: list[Entry] = []
     for index, raw in enumerate(entries):
-        entry = Entry(index=index, method="POST")
+        entry = Entry(index=index, method="POST", ehr_ordered=ehr_ordered)
         entry.issues = by_entry.get(index, [])
         if (
             policy != "strict"
@@ -264,11 +266,13 @@ async def _read_entry(edge: Edge, tenant: str, entry: Entry, base: str) -> dict[
 
 
 async def transaction(
-    edge: Edge, tenant: str, bundle: dict[str, Any], base: str, representation: bool
+    edge: Edge, tenant: str, bundle: dict[str, Any], base: str, representation: bool, *, ehr_ordered: bool = False
 ) -> dict[str, Any]:
     """Process a transaction Bundle: validate all, then apply every write atomically."""
     policy = edge.policy(tenant)
-    entries = parse_entries(bundle, edge.settings.max_bundle_entries, with_requests=True, policy=policy)
+    entries = parse_entries(
+        bundle, edge.settings.max_bundle_entries, with_requests=True, policy=policy, ehr_ordered=ehr_ordered
+    )
     issues = [i for e in entries for i in e.issues]
     if has_errors(issues):
         raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
@@ -298,10 +302,13 @@ async def batch(
     representation: bool,
     *,
     imported: bool = False,
+    ehr_ordered: bool = False,
 ) -> dict[str, Any]:
     """Process a batch Bundle (or import a collection): each entry answered on its own."""
     policy = edge.policy(tenant)
-    entries = parse_entries(bundle, edge.settings.max_bundle_entries, with_requests=not imported, policy=policy)
+    entries = parse_entries(
+        bundle, edge.settings.max_bundle_entries, with_requests=not imported, policy=policy, ehr_ordered=ehr_ordered
+    )
     answers: dict[int, dict[str, Any]] = {}
     good: list[Entry] = []
     for e in entries:
@@ -353,17 +360,19 @@ def _rounds(entries: list[Entry]) -> list[list[Entry]]:
     return rounds
 
 
-async def process(edge: Edge, tenant: str, bundle: Any, base: str, representation: bool) -> dict[str, Any]:
+async def process(
+    edge: Edge, tenant: str, bundle: Any, base: str, representation: bool, *, ehr_ordered: bool = False
+) -> dict[str, Any]:
     """Route a Bundle posted to the base by its type."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("the FHIR base accepts a Bundle", expression="resourceType")
     kind = bundle.get("type")
     if kind == "transaction":
-        return await transaction(edge, tenant, bundle, base, representation)
+        return await transaction(edge, tenant, bundle, base, representation, ehr_ordered=ehr_ordered)
     if kind == "batch":
-        return await batch(edge, tenant, bundle, base, representation)
+        return await batch(edge, tenant, bundle, base, representation, ehr_ordered=ehr_ordered)
     if kind in IMPORT_TYPES:
-        return await batch(edge, tenant, bundle, base, representation, imported=True)
+        return await batch(edge, tenant, bundle, base, representation, imported=True, ehr_ordered=ehr_ordered)
     if kind in ("document", "message"):
         raise Unprocessable(
             f"a {kind} Bundle is stored by POST /Bundle; it is not processed at the base",
@@ -374,11 +383,13 @@ async def process(edge: Edge, tenant: str, bundle: Any, base: str, representatio
     )
 
 
-async def accept(edge: Edge, tenant: str, resources: list[dict[str, Any]]) -> list[int]:
+async def accept(edge: Edge, tenant: str, resources: list[dict[str, Any]], *, from_ehr: bool) -> list[int]:
     """Accept resources pulled from an EHR exactly as a pushed import is: validated, stored idempotently, queued.
 
-    Return each resource's status, in order: 2xx accepted (stored, unchanged or stale), 4xx refused as invalid.
+    ``from_ehr`` says the caller read them from the EHR itself (the poller), so their ``meta.lastUpdated`` is the
+    EHR's version stamp: one older than the version held arrived late and is not applied. Return each resource's
+    status, in order: 2xx accepted (stored, unchanged or stale), 4xx refused as invalid.
     """
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
-    answer = await batch(edge, tenant, bundle, "", False, imported=True)
+    answer = await batch(edge, tenant, bundle, "", False, imported=True, ehr_ordered=from_ehr)
     return [int(str(entry["response"]["status"]).split()[0]) for entry in answer["entry"]]

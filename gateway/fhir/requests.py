@@ -58,6 +58,12 @@ def validated(resource: Any, rtype: str, policy: str = "strict") -> tuple[dict[s
     return resource, issues if has_errors(issues) else []
 
 
+def ehr_source(request: Request) -> bool:
+    """Tell whether the sender says the body is the EHR's own copy (``X-Ehr-Source: true``): its
+    ``meta.lastUpdated`` then orders versions, and an older one than held is not applied."""
+    return request.headers.get("x-ehr-source", "").strip().lower() == "true"
+
+
 def prefers_representation(request: Request, default: bool) -> bool:
     """Tell whether the client's ``Prefer`` header asks for the resource in the answer."""
     prefer = request.headers.get("prefer", "")

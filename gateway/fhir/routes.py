@@ -20,6 +20,7 @@ from gateway.fhir.requests import (
     check_format,
     check_id,
     check_type,
+    ehr_source,
     prefers_representation,
     read_body,
     validated,
@@ -45,6 +46,8 @@ def _written(result: Result, request: Request) -> Response:
             headers["Last-Modified"] = modified
     if result.status == 204:
         return Response(status_code=204, headers=headers)
+    if result.outcome == "stale":  # nothing was written: say why rather than answer as if it had been
+        return FhirResponse(operation_outcome(result.issues), status_code=200, headers=headers)
     if "return=OperationOutcome" in request.headers.get("prefer", ""):
         issues = result.issues or [Issue("information", "informational", None, f"{result.rtype}/{result.rid} stored")]
         return FhirResponse(operation_outcome(issues), status_code=result.status, headers=headers)
@@ -75,7 +78,10 @@ async def process_bundle(request: Request, services: ServicesDep, principal: Ehr
     check_format(request)
     body = await read_body(services.settings, request)
     representation = prefers_representation(request, False)
-    return FhirResponse(await bundles.process(services.edge, principal.tenant, body, base_url(request), representation))
+    answer = await bundles.process(
+        services.edge, principal.tenant, body, base_url(request), representation, ehr_ordered=ehr_source(request)
+    )
+    return FhirResponse(answer)
 
 
 @router.post(
@@ -154,7 +160,9 @@ async def update(
     resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
     if resource.get("id") not in (None, rid):
         raise BadRequest("the id in the body does not match the URL", expression=f"{rtype}.id")
-    change = Update(rtype, rid, resource, if_match=bundles.etag_version(if_match), issues=issues)
+    change = Update(
+        rtype, rid, resource, if_match=bundles.etag_version(if_match), issues=issues, ehr_ordered=ehr_source(request)
+    )
     [result] = await services.store.apply(principal.tenant, [change])
     return _written(result, request)
 
@@ -184,7 +192,8 @@ async def conditional_update(
     body = await read_body(services.settings, request)
     resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
     [result] = await services.store.apply(
-        principal.tenant, [Update(rtype, "", resource, criteria=condition, issues=issues)]
+        principal.tenant,
+        [Update(rtype, "", resource, criteria=condition, issues=issues, ehr_ordered=ehr_source(request))],
     )
     return _written(result, request)
 

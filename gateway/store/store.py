@@ -99,6 +99,10 @@ class Update:
     criteria: str | None = None
     path: str | None = None
     issues: list[Issue] = field(default_factory=list)  # errors a lenient policy accepted; kept with the version
+    # The body is the EHR's own copy (the poller, or a push that says so): a ``meta.lastUpdated`` older than the
+    # EHR version held means it arrived late, and it is not applied. Otherwise the body's meta orders nothing
+    # (R4 http.html: a server SHALL ignore the versionId and lastUpdated of an update's body).
+    ehr_ordered: bool = False
 
 
 @dataclass
@@ -451,12 +455,12 @@ class Store:
             if cur and not cur.deleted and cur.digest == dg:
                 return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=op.issues), False
             new_lu, old_lu = _parse_instant(elu), _parse_instant(cur.ehr_last_updated if cur else None)
-            if cur and not cur.deleted and new_lu and old_lu and new_lu < old_lu:
+            if op.ehr_ordered and cur and not cur.deleted and new_lu and old_lu and new_lu < old_lu:
                 note = Issue(
-                    "information",
-                    "informational",
+                    "warning",
+                    "conflict",
                     f"{op.rtype}.meta.lastUpdated",
-                    "an older EHR version than the one held arrived; it was acknowledged and not applied",
+                    "not applied: this EHR version is older than the one held",
                 )
                 return (
                     Result(

@@ -55,14 +55,46 @@ async def test_ehr_meta_is_kept_beside_the_gateway_version(gateway: Gateway) -> 
     assert any(e.get("valueInstant") == "2026-11-01T10:00:00Z" for e in extensions.values())
 
 
-async def test_an_older_ehr_version_never_replaces_a_newer_one(gateway: Gateway) -> None:
+async def test_an_older_ehr_version_is_not_applied_only_when_the_sender_says_it_is_the_ehrs(gateway: Gateway) -> None:
     newer = appointment(id="o1", description="newer", meta={"lastUpdated": "2026-11-02T10:00:00Z"})
     older = appointment(id="o1", description="older", meta={"lastUpdated": "2026-11-01T10:00:00Z"})
-    await gateway.ehr("PUT", "/Appointment/o1", json=newer)
-    late = await gateway.ehr("PUT", "/Appointment/o1", json=older)
+    ehr = {"X-Ehr-Source": "true"}
+    await gateway.ehr("PUT", "/Appointment/o1", json=newer, headers=ehr)
+    late = await gateway.ehr("PUT", "/Appointment/o1", json=older, headers=ehr)
     assert late.status_code == 200
-    assert late.json()["description"] == "newer"
-    assert (await gateway.ehr("GET", "/Appointment/o1")).json()["meta"]["versionId"] == "1"
+    outcome = late.json()
+    assert outcome["resourceType"] == "OperationOutcome"  # says it was not applied, rather than answer as if it was
+    assert outcome["issue"][0]["code"] == "conflict"
+    assert "not applied" in outcome["issue"][0]["diagnostics"]
+    assert late.headers["etag"] == 'W/"1"'
+    assert (await gateway.ehr("GET", "/Appointment/o1")).json()["description"] == "newer"
+    # Without the header the body's meta orders nothing (R4: the server SHALL ignore it): the update applies.
+    plain = await gateway.ehr("PUT", "/Appointment/o1", json=older)
+    assert plain.status_code == 200
+    assert plain.json()["description"] == "older"
+    assert plain.json()["meta"]["versionId"] == "2"
+
+
+async def test_a_read_modify_write_is_never_silently_dropped(gateway: Gateway) -> None:
+    created = await gateway.ehr("POST", "/Patient", json={"resourceType": "Patient", "name": [{"family": "Lost"}]})
+    pid = created.json()["id"]
+    copy_a = (await gateway.ehr("GET", f"/Patient/{pid}")).json()
+    copy_b = (await gateway.ehr("GET", f"/Patient/{pid}")).json()
+    for gender in ("female", "other"):
+        copy_b = (await gateway.ehr("PUT", f"/Patient/{pid}", json={**copy_b, "gender": gender})).json()
+    answer = await gateway.ehr("PUT", f"/Patient/{pid}", json={**copy_a, "birthDate": "1990-04-02"})
+    assert answer.status_code == 200
+    assert answer.json()["birthDate"] == "1990-04-02"
+    assert answer.json()["meta"]["versionId"] == "4"
+    assert (await gateway.ehr("GET", f"/Patient/{pid}")).json()["birthDate"] == "1990-04-02"
+
+
+async def test_a_copy_read_from_the_gateway_keeps_the_ehr_version_it_came_from(gateway: Gateway) -> None:
+    pushed = appointment(id="rt1", meta={"versionId": "17", "lastUpdated": "2026-11-01T10:00:00Z"})
+    served = (await gateway.ehr("PUT", "/Appointment/rt1", json=pushed)).json()
+    again = (await gateway.ehr("PUT", "/Appointment/rt1", json={**served, "description": "edited"})).json()
+    extensions = {e["url"]: next(v for k, v in e.items() if k.startswith("value")) for e in again["meta"]["extension"]}
+    assert sorted(extensions.values()) == ["17", "2026-11-01T10:00:00Z"]  # not the gateway's "1" and its own time
 
 
 async def test_if_match_with_a_stale_version_is_refused(gateway: Gateway) -> None:
@@ -214,3 +246,15 @@ async def test_validate_warns_on_an_unknown_profile_and_uses_stored_questionnair
     after = await gateway.ehr("POST", "/QuestionnaireResponse/$validate", json=response)
     assert after.status_code == 400
     assert any("item[0].answer[0]" in p for i in after.json()["issue"] for p in i.get("expression", []))
+
+
+async def test_the_pollers_accept_path_skips_an_older_ehr_version(gateway: Gateway) -> None:
+    from gateway.fhir.bundle import accept
+
+    edge = gateway.services.edge
+    newer = appointment(id="poll1", description="newer", meta={"versionId": "3", "lastUpdated": "2026-11-02T10:00:00Z"})
+    older = appointment(id="poll1", description="older", meta={"versionId": "2", "lastUpdated": "2026-11-01T10:00:00Z"})
+    assert await accept(edge, "clinic-a", [newer], from_ehr=True) == [201]
+    assert await accept(edge, "clinic-a", [older], from_ehr=True) == [200]
+    stored = (await gateway.ehr("GET", "/Appointment/poll1")).json()
+    assert (stored["description"], stored["meta"]["versionId"]) == ("newer", "1")
