@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 
@@ -56,6 +57,23 @@ def validated(resource: Any, rtype: str, policy: str = "strict") -> tuple[dict[s
         VALIDATION_FAILURES.labels(rtype).inc()
         raise InvalidResource("the resource is not valid FHIR R4", issues=issues)
     return resource, issues if has_errors(issues) else []
+
+
+async def read_form(settings: Settings, request: Request) -> list[tuple[str, str]]:
+    """Read a form body (``application/x-www-form-urlencoded``, as ``POST [type]/_search`` sends) within limits."""
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded parameters")
+    raw = await read_limited(request.stream(), request.headers.get("content-length"), settings.max_body_bytes)
+    try:
+        return parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the form body is not URL-encoded ASCII") from None
+
+
+def handling_strict(request: Request) -> bool:
+    """Tell whether the client asked for unsupported search parameters to be errors (``Prefer: handling=strict``)."""
+    return "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
 
 
 def ehr_source(request: Request) -> bool:

@@ -21,8 +21,10 @@ from gateway.fhir.requests import (
     check_id,
     check_type,
     ehr_source,
+    handling_strict,
     prefers_representation,
     read_body,
+    read_form,
     validated,
 )
 from gateway.fhir.searchset import searchset
@@ -108,11 +110,26 @@ async def create(
 async def search(
     rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
 ) -> FhirResponse:
-    """Search by _id, identifier, patient and _lastUpdated, paged by _count."""
+    """Search by the parameters the CapabilityStatement lists for the type, paged by _count."""
     check_type(rtype)
     check_format(request)
     params = list(request.query_params.multi_items())
-    return FhirResponse(await searchset(services.edge, principal.tenant, rtype, params, base_url(request)))
+    strict = handling_strict(request)
+    bundle = await searchset(services.edge, principal.tenant, rtype, params, base_url(request), strict=strict)
+    return FhirResponse(bundle)
+
+
+@router.post("/{rtype}/_search", summary="Search with the parameters in a form body", **openapi.SEARCH_POST)
+async def search_by_post(
+    rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
+) -> FhirResponse:
+    """Search as GET does, with parameters from the form body (application/x-www-form-urlencoded) and the URL."""
+    check_type(rtype)
+    check_format(request)
+    params = [*request.query_params.multi_items(), *await read_form(services.settings, request)]
+    strict = handling_strict(request)
+    bundle = await searchset(services.edge, principal.tenant, rtype, params, base_url(request), strict=strict)
+    return FhirResponse(bundle)
 
 
 @router.get("/{rtype}/{rid}", summary="Read the current version", **openapi.READ)

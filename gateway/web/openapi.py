@@ -281,6 +281,17 @@ SEARCH: Final[dict[str, Any]] = {
     "responses": _fhir_ok(200, "a searchset Bundle, with a next link when there is more", _SEARCHSET),
     "openapi_extra": {"parameters": _SEARCH_PARAMETERS},
 }
+SEARCH_POST: Final[dict[str, Any]] = {
+    "responses": {**_fhir_ok(200, "a searchset Bundle, as GET [type] answers", _SEARCHSET), **errors(415)},
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "the search parameters, form-encoded (they add to those in the URL)",
+            "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object",
+                                                                          "additionalProperties": True}}},
+        }
+    },
+}  # fmt: skip
 READ: Final[dict[str, Any]] = {
     "responses": {**_fhir_ok(200, "the current version", _STORED, ETag="the version"), **errors(410)}
 }

@@ -196,11 +196,9 @@ async def test_metadata_lists_what_is_served(gateway: Gateway) -> None:
     codes = {i["code"] for i in appointment_entry["interaction"]}
     assert codes == {"read", "vread", "update", "delete", "create", "search-type"}
     assert {p["name"] for p in appointment_entry["searchParam"]} == {
-        "_id",
-        "identifier",
-        "patient",
-        "_lastUpdated",
-    }
+        "_id", "_lastUpdated", "identifier", "status", "date", "patient", "actor", "practitioner", "location",
+        "based-on", "reason-reference", "slot", "supporting-info",
+    }  # fmt: skip
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
     assert len(rest["resource"]) >= 145
 
