@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.definitions import R4_RESOURCE_TYPES
+from conformance.outcome import Issue
 from gateway.errors import BadRequest
 from gateway.store.indexing import date_range, split_escaped, unescape
 from gateway.store.parameters import KNOWN, Parameter, indexed, normalized, relative_reference
@@ -79,9 +80,14 @@ class Query:
     echo: list[tuple[str, str]] = field(default_factory=list)  # what the self link repeats
 
 
+def _not_supported(why: str, *, expression: str) -> BadRequest:
+    """Return the 400 for a parameter, modifier or prefix the gateway does not serve (issue code not-supported)."""
+    return BadRequest(why, issues=[Issue("error", "not-supported", expression, why)])
+
+
 def _unsupported(name: str, why: str, strict: bool) -> None:
     if strict:
-        raise BadRequest(f"{why} (Prefer: handling=strict)", expression=name)
+        raise _not_supported(f"{why} (Prefer: handling=strict)", expression=name)
 
 
 def _values(raw: str) -> list[str]:
@@ -91,7 +97,7 @@ def _values(raw: str) -> list[str]:
 def _date(name: str, raw: str) -> tuple[str, float, float]:
     prefix, text = (raw[:2], raw[2:]) if raw[:2].isalpha() else ("eq", raw)
     if prefix not in DATE_PREFIXES:
-        raise BadRequest(f"the date prefix of {name} is not supported (eq gt lt ge le sa eb are)", expression=name)
+        raise _not_supported(f"the date prefix of {name} is not supported (eq gt lt ge le sa eb are)", expression=name)
     span = date_range(text)
     if span is None:
         raise BadRequest(f"the value of {name} is not a FHIR date", expression=name)
@@ -134,10 +140,10 @@ def _token(raw: str) -> list[tuple[str | None, str | None]]:
 def _served(q: Query, name: str, base: str, modifier: str | None, raw: str, param: Parameter) -> None:
     if param.type == "reference":
         if modifier is not None and modifier not in R4_RESOURCE_TYPES:
-            raise BadRequest(f"the modifier of {name} is not supported (a resource type is)", expression=name)
+            raise _not_supported(f"the modifier of {name} is not supported (a resource type is)", expression=name)
         q.criteria.append(Criterion("reference", base, _reference(name, param, modifier, raw)))
     elif modifier is not None and modifier not in MODIFIERS[param.type]:
-        raise BadRequest(f"the modifier of {name} is not supported", expression=name)
+        raise _not_supported(f"the modifier of {name} is not supported", expression=name)
     elif param.type == "token":
         q.criteria.append(Criterion("token", base, _token(raw)))
     elif param.type == "date":
@@ -215,24 +221,24 @@ def parse_query(
         if base in CONTROL or base in ("_include", "_revinclude"):
             _control(q, name, raw, strict, max_count)
         elif "." in base:
-            raise BadRequest("chained search parameters are not supported", expression=name)
+            raise _not_supported("chained search parameters are not supported", expression=name)
         elif base == "_id":
             if modifier:
-                raise BadRequest("_id takes no modifier", expression=name)
+                raise _not_supported("_id takes no modifier", expression=name)
             q.criteria.append(Criterion("id", "_id", [unescape(v) for v in _values(raw)]))
             q.echo.append((name, raw))
         elif base == "_lastUpdated":
             if modifier:
-                raise BadRequest("_lastUpdated takes no modifier", expression=name)
+                raise _not_supported("_lastUpdated takes no modifier", expression=name)
             q.criteria.append(Criterion("lastUpdated", base, [_date(name, v) for v in _values(raw)]))
             q.echo.append((name, raw))
         elif base in served:
             _served(q, name, base, modifier, raw, served[base])
         elif base in REFUSED or known.get(base) == "reference" or base in ("patient", "subject"):
-            raise BadRequest(f"search parameter {base} is not supported, and ignoring it would widen the result",
+            raise _not_supported(f"search parameter {base} is not supported, and ignoring it would widen the result",
                              expression=name)  # fmt: skip
         elif modifier is not None and modifier in R4_RESOURCE_TYPES:
-            raise BadRequest(f"search parameter {base} is not supported for {rtype}", expression=name)
+            raise _not_supported(f"search parameter {base} is not supported for {rtype}", expression=name)
         elif base in known or base in COMMON:
             _unsupported(name, f"search parameter {base} is not supported for {rtype}", strict)
         else:

@@ -287,8 +287,9 @@ SEARCH_POST: Final[dict[str, Any]] = {
         "requestBody": {
             "required": True,
             "description": "the search parameters, form-encoded (they add to those in the URL)",
-            "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object",
-                                                                          "additionalProperties": True}}},
+            "content": {"application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "additionalProperties": True},
+                "example": {"patient": "Patient/pat-1", "_sort": "-date"}}},
         }
     },
 }  # fmt: skip
