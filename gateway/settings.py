@@ -47,6 +47,9 @@ class Tenant(BaseModel):
     ehr: EHRConfig | None = None
     # strict: refuse a resource with any error; lenient: accept one whose errors no mapping reads (gateway/policy.py)
     validation: Literal["strict", "lenient"] = "strict"
+    # true: a plain POST identical to one within GATEWAY_DEDUPE_WINDOW_SECONDS answers with the first resource
+    # (a retried create makes no duplicate); false: every POST creates (docs/fhir.md, "The dedupe window")
+    dedupe_posts: bool = True
 
     @field_validator("vendor")
     @classmethod

@@ -19,3 +19,7 @@ class Edge:
     def policy(self, tenant: str) -> str:
         """Return the tenant's validation policy: ``strict`` or ``lenient``."""
         return self.clients.tenant(tenant).validation
+
+    def dedupe(self, tenant: str) -> bool:
+        """Tell whether the tenant's identical plain POSTs within the dedupe window answer with the first one."""
+        return self.clients.tenant(tenant).dedupe_posts

@@ -1,4 +1,5 @@
-"""What every FHIR route checks of a request: the type and id in the path, ``_format``, and the body."""
+"""What every FHIR route checks of a request: the type and id in the path, and the body (``gateway.web.negotiation``
+checks ``_format`` and ``Accept`` for every route)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,6 @@ from gateway.settings import Settings
 from gateway.web.body import check_content_type, parse_json, read_limited
 
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
-_JSON_FORMATS = ("json", "application/json", "application/fhir+json", "application/json+fhir")
-
-
-def check_format(request: Request) -> None:
-    """Refuse a ``_format`` other than JSON."""
-    fmt = request.query_params.get("_format")
-    if fmt and fmt.lower() not in _JSON_FORMATS:
-        raise UnsupportedMediaType("only JSON is served (_format=json)", expression="_format")
 
 
 def check_type(rtype: str) -> None:

@@ -17,7 +17,6 @@ from gateway.errors import BadRequest, NotFound
 from gateway.fhir import bundle as bundles
 from gateway.fhir import capability, validate_op
 from gateway.fhir.requests import (
-    check_format,
     check_id,
     check_type,
     ehr_source,
@@ -77,11 +76,13 @@ def _condition(request: Request) -> str:
 @router.post("", summary="Process a Bundle (transaction, batch, or an import)", **openapi.BUNDLE)
 async def process_bundle(request: Request, services: ServicesDep, principal: EhrPrincipal) -> FhirResponse:
     """Take a transaction, batch, collection, searchset or history Bundle."""
-    check_format(request)
     body = await read_body(services.settings, request)
-    representation = prefers_representation(request, False)
+    prefer = bundles.Prefer(
+        representation=prefers_representation(request, False),
+        outcome="return=OperationOutcome" in request.headers.get("prefer", ""),
+    )
     answer = await bundles.process(
-        services.edge, principal.tenant, body, base_url(request), representation, ehr_ordered=ehr_source(request)
+        services.edge, principal.tenant, body, base_url(request), prefer, ehr_ordered=ehr_source(request)
     )
     return FhirResponse(answer)
 
@@ -98,10 +99,14 @@ async def create(
 ) -> Response:
     """Create a resource; an identical create retried within the dedupe window answers with the first one."""
     check_type(rtype)
-    check_format(request)
+    if any(name not in ("_format", "_pretty") for name in request.query_params):
+        # Conditional create is If-None-Exist; a search in the URL would be ignored and create a duplicate.
+        raise BadRequest("create takes no search parameters; send the condition as If-None-Exist", expression="url")
     body = await read_body(services.settings, request)
     resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
-    create = Create(rtype, resource, if_none_exist=if_none_exist, issues=issues)
+    create = Create(
+        rtype, resource, if_none_exist=if_none_exist, issues=issues, dedupe=services.edge.dedupe(principal.tenant)
+    )
     [result] = await services.store.apply(principal.tenant, [create])
     return _written(result, request)
 
@@ -112,7 +117,6 @@ async def search(
 ) -> FhirResponse:
     """Search by the parameters the CapabilityStatement lists for the type, paged by _count."""
     check_type(rtype)
-    check_format(request)
     params = list(request.query_params.multi_items())
     strict = handling_strict(request)
     bundle = await searchset(services.edge, principal.tenant, rtype, params, base_url(request), strict=strict)
@@ -125,7 +129,6 @@ async def search_by_post(
 ) -> FhirResponse:
     """Search as GET does, with parameters from the form body (application/x-www-form-urlencoded) and the URL."""
     check_type(rtype)
-    check_format(request)
     params = [*request.query_params.multi_items(), *await read_form(services.settings, request)]
     strict = handling_strict(request)
     bundle = await searchset(services.edge, principal.tenant, rtype, params, base_url(request), strict=strict)
@@ -172,11 +175,10 @@ async def update(
     """Create or update; content equal to the current version makes no new version."""
     check_type(rtype)
     check_id(rid)
-    check_format(request)
     body = await read_body(services.settings, request)
     resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
-    if resource.get("id") not in (None, rid):
-        raise BadRequest("the id in the body does not match the URL", expression=f"{rtype}.id")
+    if resource.get("id") != rid:
+        raise BadRequest("the body's id must be the id in the URL (R4 update)", expression=f"{rtype}.id")
     change = Update(
         rtype, rid, resource, if_match=bundles.etag_version(if_match), issues=issues, ehr_ordered=ehr_source(request)
     )

@@ -93,6 +93,7 @@ class Create:
     full_url: str | None = None
     path: str | None = None
     issues: list[Issue] = field(default_factory=list)  # errors a lenient policy accepted; kept with the version
+    dedupe: bool = True  # an identical plain create within the dedupe window answers with the first resource
 
 
 @dataclass
@@ -384,7 +385,7 @@ class Store:
             full_url = getattr(d.op, "full_url", None)
             if full_url:
                 mapping[full_url] = f"{d.op.rtype}/{d.rid}"
-        plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist]
+        plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist and d.op.dedupe]
         if not plain or self._dedupe_seconds <= 0:
             return mapping
         # Creates are deduplicated on their content with references resolved, so an entry is looked up only
@@ -479,7 +480,7 @@ class Store:
                 )
         else:
             plan.expect_field(cur_key, "vid", None)
-            if self._dedupe_seconds > 0 and not op.if_none_exist:
+            if self._dedupe_seconds > 0 and not op.if_none_exist and op.dedupe:
                 plan.write("SET", k.dedupe(tenant, op.rtype, dg), rid, "EX", self._dedupe_seconds)
 
         stored = {"resourceType": op.rtype, "id": rid, "meta": ehr_meta.stamp(content, evid, elu)}

@@ -173,3 +173,20 @@ async def test_operations_and_unsupported_conditions_in_bundles_are_named_not_su
         ("not-supported", "Bundle.entry[1].request.url"),
         ("not-supported", "Bundle.entry[2].request.ifNoneExist"),
     }
+
+
+async def test_prefer_return_operation_outcome_fills_every_entry_outcome(gateway: Gateway) -> None:
+    prefer = {"Prefer": "return=OperationOutcome"}
+    tx = transaction(put_entry(appointment(id="oo1")), {"request": {"method": "DELETE", "url": "Appointment/none"}})
+    answer = (await gateway.ehr("POST", "", json=tx, headers=prefer)).json()
+    outcomes = [e["response"]["outcome"] for e in answer["entry"]]
+    assert [o["resourceType"] for o in outcomes] == ["OperationOutcome"] * 2
+    assert "Appointment/oo1: created" in outcomes[0]["issue"][0]["diagnostics"]
+    batch = {"resourceType": "Bundle", "type": "batch",
+             "entry": [put_entry(appointment(id="oo1")), put_entry(appointment(id="oo2", status="nope"))]}  # fmt: skip
+    answer = (await gateway.ehr("POST", "", json=batch, headers=prefer)).json()
+    [same, bad] = [e["response"] for e in answer["entry"]]
+    assert "unchanged" in same["outcome"]["issue"][0]["diagnostics"]
+    assert bad["status"].startswith("400") and bad["outcome"]["issue"][0]["severity"] == "error"
+    plain = (await gateway.ehr("POST", "", json=batch)).json()
+    assert "outcome" not in plain["entry"][0]["response"]

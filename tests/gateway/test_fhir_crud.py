@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import EHR_B, PLATFORM_A, Gateway
+import pytest
+
+from gateway.settings import ClientsConfig, Settings
+from tests.conftest import EHR_B, PLATFORM_A, Gateway, running
 from tests.gateway.fixtures import appointment
 
 
@@ -256,3 +259,80 @@ async def test_the_pollers_accept_path_skips_an_older_ehr_version(gateway: Gatew
     assert await accept(edge, "clinic-a", [older], from_ehr=True) == [200]
     stored = (await gateway.ehr("GET", "/Appointment/poll1")).json()
     assert (stored["description"], stored["meta"]["versionId"]) == ("newer", "1")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/Patient"), ("GET", "/Patient/x"), ("GET", "/metadata"), ("POST", ""), ("POST", "/Patient/$validate"),
+     ("GET", "/Patient/x/_history"), ("DELETE", "/Patient/x")],
+)  # fmt: skip
+async def test_a_format_the_gateway_cannot_produce_is_406_on_every_route(
+    gateway: Gateway, method: str, path: str
+) -> None:
+    by_format = await gateway.ehr(method, f"{path}?_format=xml", json={"resourceType": "Patient"})
+    assert by_format.status_code == 406, by_format.text
+    assert by_format.json()["issue"][0]["expression"] == ["_format"]
+    by_accept = await gateway.ehr(method, path, json={"resourceType": "Patient"},
+                                  headers={"Accept": "application/fhir+xml"})  # fmt: skip
+    assert by_accept.status_code == 406
+    assert by_accept.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_answers_are_fhir_json_in_utf8_or_plain_json_when_asked(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Patient/fmt", json={"resourceType": "Patient", "id": "fmt"})
+    plain = await gateway.ehr("GET", "/Patient/fmt")
+    assert plain.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    as_json = await gateway.ehr("GET", "/Patient/fmt", headers={"Accept": "application/json"})
+    assert as_json.headers["content-type"] == "application/json; charset=utf-8"
+    assert (
+        (await gateway.ehr("GET", "/Patient/fmt?_format=json"))
+        .headers["content-type"]
+        .startswith("application/fhir+json")
+    )
+    either = await gateway.ehr("GET", "/Patient?_id=fmt", headers={"Accept": "application/fhir+json, */*;q=0.1"})
+    assert either.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    missing = await gateway.ehr("GET", "/Patient/nope", headers={"Accept": "application/json"})
+    assert (missing.status_code, missing.headers["content-type"]) == (404, "application/json; charset=utf-8")
+    xml_body = await gateway.ehr("POST", "/Patient", content=b"<Patient/>", headers={"Content-Type": "application/xml"})
+    assert xml_body.status_code == 415  # a body the gateway cannot read stays 415
+
+
+async def test_an_update_without_the_id_in_its_body_is_400(gateway: Gateway) -> None:
+    response = await gateway.ehr("PUT", "/Patient/noid", json={"resourceType": "Patient", "gender": "other"})
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["Patient.id"]
+    assert (await gateway.ehr("GET", "/Patient/noid")).status_code == 404
+    entry = {"resource": {"resourceType": "Patient"}, "request": {"method": "PUT", "url": "Patient/noid"}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    refused = await gateway.ehr("POST", "", json=bundle)
+    assert refused.status_code == 400
+    assert "Bundle.entry[0].resource.id" in refused.json()["issue"][0]["expression"]
+
+
+async def test_a_create_with_a_search_in_the_url_is_400_not_a_duplicate(gateway: Gateway) -> None:
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "fhirpy-1"}]}
+    assert (await gateway.ehr("POST", "/Patient", json=body)).status_code == 201
+    again = await gateway.ehr("POST", "/Patient?identifier=urn:mrn|fhirpy-1", json={**body, "gender": "other"})
+    assert again.status_code == 400
+    assert "If-None-Exist" in again.json()["issue"][0]["diagnostics"]
+    assert (await gateway.ehr("GET", "/Patient?identifier=urn:mrn|fhirpy-1")).json()["total"] == 1
+
+
+@pytest.fixture
+def no_dedupe_clients(clients: ClientsConfig) -> ClientsConfig:
+    config = clients.model_copy(deep=True)
+    config.tenants["clinic-a"] = config.tenant("clinic-a").model_copy(update={"dedupe_posts": False})
+    return config
+
+
+async def test_the_dedupe_window_can_be_switched_off_per_tenant(
+    settings: Settings, no_dedupe_clients: ClientsConfig
+) -> None:
+    async with running(settings, no_dedupe_clients, with_worker=False) as gw:
+        first = await gw.ehr("POST", "/Appointment", json=appointment())
+        second = await gw.ehr("POST", "/Appointment", json=appointment())
+        assert (first.status_code, second.status_code) == (201, 201)
+        assert first.json()["id"] != second.json()["id"]
+        other = await gw.ehr("POST", "/Appointment", json=appointment(), token=EHR_B)
+        retried = await gw.ehr("POST", "/Appointment", json=appointment(), token=EHR_B)
+        assert (other.status_code, retried.status_code) == (201, 200)  # clinic-b keeps the default
