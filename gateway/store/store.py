@@ -22,7 +22,7 @@ from conformance.outcome import Issue, operation_outcome
 from gateway.clock import Clock, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import ehr_meta
+from gateway.store import conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace
@@ -379,12 +379,17 @@ class Store:
         return plan, results
 
     async def _resolve(self, tenant: str, decisions: list[_Decision], plan: Plan) -> dict[str, str]:
-        """Map every entry's fullUrl to ``Type/id``, giving retried identical creates their first id."""
+        """Map every entry's fullUrl and every conditional reference to ``Type/id``, giving retried identical creates
+        their first id."""
         mapping: dict[str, str] = {}
         for d in decisions:
             full_url = getattr(d.op, "full_url", None)
             if full_url:
                 mapping[full_url] = f"{d.op.rtype}/{d.rid}"
+        written = [
+            conditional.Written(d.op.rtype, d.rid, getattr(d.op, "resource", None), d.op.path) for d in decisions
+        ]
+        mapping.update(await conditional.resolve(self._redis, self._keys, tenant, written, plan))
         plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist and d.op.dedupe]
         if not plain or self._dedupe_seconds <= 0:
             return mapping
