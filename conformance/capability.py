@@ -13,6 +13,9 @@ _TYPE_INTERACTIONS = {
     ("DELETE", "/{rtype}/{rid}"): "delete",
     ("POST", "/{rtype}"): "create",
     ("GET", "/{rtype}"): "search-type",
+    ("PATCH", "/{rtype}/{rid}"): "patch",
+    ("GET", "/{rtype}/{rid}/_history"): "history-instance",
+    ("GET", "/{rtype}/_history"): "history-type",
 }
 
 
@@ -34,6 +37,8 @@ def capability_statement(
     system = []
     if ("POST", "") in served:
         system = [{"code": "transaction"}, {"code": "batch"}]
+    if ("GET", "/_history") in served:
+        system.append({"code": "history-system"})
     operations = (
         [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
         if ("POST", "/{rtype}/$validate") in served

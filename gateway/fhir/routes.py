@@ -1,21 +1,20 @@
 """The FHIR R4 edge at ``/fhir/R4``: create, read, vread, update, delete, conditional writes, search, Bundles.
 
-``metadata`` (``capability``) and ``$validate`` (``validate_op``) have routers of their own; ``ROUTERS`` lists
-all three in the order the app must mount them (``/metadata`` before ``/{rtype}``, which would take it).
+``metadata`` (``capability``), ``$validate`` (``validate_op``), history (``history``) and PATCH (``patch``) have
+routers of their own; ``ROUTERS`` lists them in the order the app must mount them (``/metadata`` and the
+``_history`` paths before ``/{rtype}`` and ``/{rtype}/{rid}``, which would take them).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from conformance.outcome import Issue, operation_outcome
 from gateway.deps import EhrPrincipal, ServicesDep
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir import bundle as bundles
-from gateway.fhir import capability, validate_op
+from gateway.fhir import capability, history, patch, validate_op
+from gateway.fhir.answers import read_response, written
 from gateway.fhir.requests import (
     check_id,
     check_type,
@@ -27,43 +26,14 @@ from gateway.fhir.requests import (
     validated,
 )
 from gateway.fhir.searchset import searchset
-from gateway.store import Create, Delete, Result, Update
+from gateway.store import Create, Delete, Update
 from gateway.web import openapi
-from gateway.web.responses import FhirResponse, base_url, http_date
+from gateway.web.responses import FhirResponse, base_url
 
 # Every handler answers a Response itself: the default class only tells the OpenAPI document the media type.
 router = APIRouter(
     prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse, responses=openapi.FHIR_ERRORS
 )
-
-
-def _written(result: Result, request: Request) -> Response:
-    headers = {}
-    if result.vid:
-        headers["ETag"] = result.etag or ""
-        headers["Location"] = f"{base_url(request)}/{result.location}"
-        modified = http_date(result.last_updated or (result.resource or {}).get("meta", {}).get("lastUpdated"))
-        if modified:
-            headers["Last-Modified"] = modified
-    if result.status == 204:
-        return Response(status_code=204, headers=headers)
-    if result.outcome == "stale":  # nothing was written: say why rather than answer as if it had been
-        return FhirResponse(operation_outcome(result.issues), status_code=200, headers=headers)
-    if "return=OperationOutcome" in request.headers.get("prefer", ""):
-        issues = result.issues or [Issue("information", "informational", None, f"{result.rtype}/{result.rid} stored")]
-        return FhirResponse(operation_outcome(issues), status_code=result.status, headers=headers)
-    if not prefers_representation(request, True):
-        return Response(status_code=result.status, headers=headers)
-    return FhirResponse(result.resource, status_code=result.status, headers=headers)
-
-
-def _read_response(resource: dict[str, Any]) -> FhirResponse:
-    meta = resource.get("meta", {})
-    headers = {"ETag": f'W/"{meta.get("versionId")}"'}
-    modified = http_date(meta.get("lastUpdated"))
-    if modified:
-        headers["Last-Modified"] = modified
-    return FhirResponse(resource, headers=headers)
 
 
 def _condition(request: Request) -> str:
@@ -108,7 +78,7 @@ async def create(
         rtype, resource, if_none_exist=if_none_exist, issues=issues, dedupe=services.edge.dedupe(principal.tenant)
     )
     [result] = await services.store.apply(principal.tenant, [create])
-    return _written(result, request)
+    return written(result, request)
 
 
 @router.get("/{rtype}", summary="Search", **openapi.SEARCH)
@@ -142,7 +112,7 @@ async def read(
     """Return the current version; 404 if unknown, 410 if deleted."""
     check_type(rtype)
     check_id(rid)
-    return _read_response(await services.store.read(principal.tenant, rtype, rid))
+    return read_response(await services.store.read(principal.tenant, rtype, rid))
 
 
 @router.get("/{rtype}/{rid}/_history/{vid}", summary="Read one version", **openapi.VREAD)
@@ -158,7 +128,7 @@ async def vread(
     check_id(rid)
     if not vid.isdigit():
         raise NotFound(f"{rtype}/{rid} has no version {vid[:20]}", expression="vid")
-    return _read_response(await services.store.vread(principal.tenant, rtype, rid, int(vid)))
+    return read_response(await services.store.vread(principal.tenant, rtype, rid, int(vid)))
 
 
 @router.put(
@@ -183,7 +153,7 @@ async def update(
         rtype, rid, resource, if_match=bundles.etag_version(if_match), issues=issues, ehr_ordered=ehr_source(request)
     )
     [result] = await services.store.apply(principal.tenant, [change])
-    return _written(result, request)
+    return written(result, request)
 
 
 @router.delete("/{rtype}/{rid}", summary="Delete (leaves a tombstone)", **openapi.DELETE)
@@ -198,7 +168,7 @@ async def delete(
     check_type(rtype)
     check_id(rid)
     [result] = await services.store.apply(principal.tenant, [Delete(rtype, rid)])
-    return _written(result, request)
+    return written(result, request)
 
 
 @router.put("/{rtype}", summary="Conditional update (?identifier=system|value)", **openapi.CONDITIONAL_UPDATE)
@@ -214,7 +184,7 @@ async def conditional_update(
         principal.tenant,
         [Update(rtype, "", resource, criteria=condition, issues=issues, ehr_ordered=ehr_source(request))],
     )
-    return _written(result, request)
+    return written(result, request)
 
 
 @router.delete("/{rtype}", summary="Conditional delete (?identifier=system|value)", **openapi.CONDITIONAL_DELETE)
@@ -225,7 +195,7 @@ async def conditional_delete(
     check_type(rtype)
     condition = _condition(request)
     [result] = await services.store.apply(principal.tenant, [Delete(rtype, "", criteria=condition)])
-    return _written(result, request)
+    return written(result, request)
 
 
-ROUTERS = (capability.router, validate_op.router, router)
+ROUTERS = (capability.router, validate_op.router, history.router, patch.router, router)

@@ -317,7 +317,35 @@ async def _validate(ex: Exercise) -> None:
     assert any(i["severity"] == "error" for i in bad.json()["issue"])
 
 
+async def _patch(ex: Exercise) -> None:
+    fresh = (await ex.gw.ehr("POST", f"/{ex.rtype}", json=_resource(ex.rtype, f"{ex.key}-patch"))).json()
+    ops = [{"op": "add", "path": "/language", "value": "es"}]
+    headers = {"Content-Type": "application/json-patch+json", "If-Match": 'W/"1"'}
+    response = await ex.gw.ehr("PATCH", f"/{ex.rtype}/{fresh['id']}", json=ops, headers=headers)
+    assert response.status_code == 200, response.text
+    assert (response.json()["language"], response.json()["meta"]["versionId"]) == ("es", "2")
+    stale = await ex.gw.ehr("PATCH", f"/{ex.rtype}/{fresh['id']}", json=ops, headers=headers)
+    assert stale.status_code == 412
+
+
+async def _history_instance(ex: Exercise) -> None:
+    response = await ex.gw.ehr("GET", f"/{ex.rtype}/{ex.rid}/_history")
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert bundle["type"] == "history"
+    assert [e["response"]["etag"] for e in bundle["entry"]][-1] == 'W/"1"'
+
+
+async def _history_type(ex: Exercise) -> None:
+    response = await ex.gw.ehr("GET", f"/{ex.rtype}/_history", params={"_count": "1000"})
+    assert response.status_code == 200, response.text
+    assert ex.rid in {e["fullUrl"].rsplit("/", 1)[1] for e in response.json()["entry"]}
+
+
 INTERACTIONS: dict[str, Check] = {
+    "patch": _patch,
+    "history-instance": _history_instance,
+    "history-type": _history_type,
     "create": _create,
     "read": _read,
     "vread": _vread,
@@ -420,7 +448,11 @@ async def test_every_r4_type_is_declared(gateway: Gateway) -> None:
 async def test_declared_system_interactions_answer(gateway: Gateway) -> None:
     [rest] = (await _statement(gateway))["rest"]
     codes = {i["code"] for i in rest.get("interaction", [])}
-    assert codes <= {"transaction", "batch"}
+    assert codes <= {"transaction", "batch", "history-system"}
+    if "history-system" in codes:
+        response = await gateway.ehr("GET", "/_history", params={"_count": "5"})
+        assert response.status_code == 200, response.text
+        assert response.json()["type"] == "history"
     if "transaction" in codes:
         bundle = {
             "resourceType": "Bundle",

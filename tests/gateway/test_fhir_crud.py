@@ -197,12 +197,13 @@ async def test_metadata_lists_what_is_served(gateway: Gateway) -> None:
     rest = statement["rest"][0]
     appointment_entry = next(r for r in rest["resource"] if r["type"] == "Appointment")
     codes = {i["code"] for i in appointment_entry["interaction"]}
-    assert codes == {"read", "vread", "update", "delete", "create", "search-type"}
+    assert codes == {"read", "vread", "update", "patch", "delete", "create", "search-type", "history-instance",
+                     "history-type"}  # fmt: skip
     assert {p["name"] for p in appointment_entry["searchParam"]} == {
         "_id", "_lastUpdated", "identifier", "status", "date", "patient", "actor", "practitioner", "location",
         "based-on", "reason-reference", "slot", "supporting-info",
     }  # fmt: skip
-    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     assert len(rest["resource"]) >= 145
 
 
