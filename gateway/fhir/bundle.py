@@ -9,6 +9,7 @@ OperationOutcome instead of stopping the rest.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -284,13 +285,21 @@ async def _read_entry(edge: Edge, tenant: str, entry: Entry, base: str) -> dict[
 
 
 async def transaction(
-    edge: Edge, tenant: str, bundle: dict[str, Any], base: str, prefer: Prefer, *, ehr_ordered: bool = False
+    edge: Edge,
+    tenant: str,
+    bundle: dict[str, Any],
+    base: str,
+    prefer: Prefer,
+    *,
+    ehr_ordered: bool = False,
+    size: int = 0,
 ) -> dict[str, Any]:
     """Process a transaction Bundle: validate all, then apply every write atomically."""
     policy = edge.policy(tenant)
-    entries = parse_entries(
-        bundle, edge.settings.max_bundle_entries, with_requests=True, policy=policy, ehr_ordered=ehr_ordered
-    )
+    entries = await edge.offload.run(size, functools.partial(
+        parse_entries, bundle, edge.settings.max_bundle_entries, with_requests=True, policy=policy,
+        ehr_ordered=ehr_ordered,
+    ))  # fmt: skip
     for e in entries:
         e.dedupe = edge.dedupe(tenant)
     issues = [i for e in entries for i in e.issues]
@@ -323,12 +332,14 @@ async def batch(
     *,
     imported: bool = False,
     ehr_ordered: bool = False,
+    size: int = 0,
 ) -> dict[str, Any]:
     """Process a batch Bundle (or import a collection): each entry answered on its own."""
     policy = edge.policy(tenant)
-    entries = parse_entries(
-        bundle, edge.settings.max_bundle_entries, with_requests=not imported, policy=policy, ehr_ordered=ehr_ordered
-    )
+    entries = await edge.offload.run(size, functools.partial(
+        parse_entries, bundle, edge.settings.max_bundle_entries, with_requests=not imported, policy=policy,
+        ehr_ordered=ehr_ordered,
+    ))  # fmt: skip
     answers: dict[int, dict[str, Any]] = {}
     good: list[Entry] = []
     for e in entries:
@@ -380,18 +391,19 @@ def _rounds(entries: list[Entry]) -> list[list[Entry]]:
 
 
 async def process(
-    edge: Edge, tenant: str, bundle: Any, base: str, prefer: Prefer, *, ehr_ordered: bool = False
+    edge: Edge, tenant: str, bundle: Any, base: str, prefer: Prefer, *, ehr_ordered: bool = False, size: int = 0
 ) -> dict[str, Any]:
-    """Route a Bundle posted to the base by its type."""
+    """Route a Bundle posted to the base by its type (``size``: its body's bytes; a large one is validated in a
+    worker thread)."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("the FHIR base accepts a Bundle", expression="resourceType")
     kind = bundle.get("type")
     if kind == "transaction":
-        return await transaction(edge, tenant, bundle, base, prefer, ehr_ordered=ehr_ordered)
+        return await transaction(edge, tenant, bundle, base, prefer, ehr_ordered=ehr_ordered, size=size)
     if kind == "batch":
-        return await batch(edge, tenant, bundle, base, prefer, ehr_ordered=ehr_ordered)
+        return await batch(edge, tenant, bundle, base, prefer, ehr_ordered=ehr_ordered, size=size)
     if kind in IMPORT_TYPES:
-        return await batch(edge, tenant, bundle, base, prefer, imported=True, ehr_ordered=ehr_ordered)
+        return await batch(edge, tenant, bundle, base, prefer, imported=True, ehr_ordered=ehr_ordered, size=size)
     if kind in ("document", "message"):
         raise Unprocessable(
             f"a {kind} Bundle is stored by POST /Bundle; it is not processed at the base",

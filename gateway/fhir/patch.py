@@ -22,10 +22,10 @@ from gateway.deps import EhrPrincipal, ServicesDep
 from gateway.errors import BadRequest, InvalidResource, PreconditionFailed, Unprocessable, UnsupportedMediaType
 from gateway.fhir.answers import written
 from gateway.fhir.bundle import etag_version
-from gateway.fhir.requests import check_id, check_type, validated
+from gateway.fhir.requests import check_id, check_type, read_raw, validated
 from gateway.store import Update
 from gateway.web import openapi
-from gateway.web.body import parse_json, read_limited
+from gateway.web.body import parse_json
 from gateway.web.responses import FhirResponse
 
 router = APIRouter(prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse)
@@ -89,7 +89,7 @@ async def patch(
     if media not in (JSON_PATCH, MERGE_PATCH, *_MERGE_AS_JSON):
         raise UnsupportedMediaType(f"PATCH takes {JSON_PATCH} (or {MERGE_PATCH})")
     settings = services.settings
-    raw = await read_limited(request.stream(), request.headers.get("content-length"), settings.max_body_bytes)
+    raw = await read_raw(services.edge, request, principal.tenant)
     body = parse_json(raw, max_depth=settings.max_json_depth, max_string=settings.max_string_length)
     wanted = etag_version(if_match)
     tenant = principal.tenant

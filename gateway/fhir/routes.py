@@ -23,7 +23,7 @@ from gateway.fhir.requests import (
     prefers_representation,
     read_body,
     read_form,
-    validated,
+    validated_body,
 )
 from gateway.fhir.searchset import searchset
 from gateway.store import Create, Delete, Update
@@ -46,14 +46,15 @@ def _condition(request: Request) -> str:
 @router.post("", summary="Process a Bundle (transaction, batch, or an import)", **openapi.BUNDLE)
 async def process_bundle(request: Request, services: ServicesDep, principal: EhrPrincipal) -> FhirResponse:
     """Take a transaction, batch, collection, searchset or history Bundle."""
-    body = await read_body(services.settings, request)
+    body = await read_body(services.edge, request, principal.tenant)
     prefer = bundles.Prefer(
         representation=prefers_representation(request, False),
         outcome="return=OperationOutcome" in request.headers.get("prefer", ""),
     )
     answer = await bundles.process(
-        services.edge, principal.tenant, body, base_url(request), prefer, ehr_ordered=ehr_source(request)
-    )
+        services.edge, principal.tenant, body.value, base_url(request), prefer, ehr_ordered=ehr_source(request),
+        size=body.size,
+    )  # fmt: skip
     return FhirResponse(answer)
 
 
@@ -72,8 +73,8 @@ async def create(
     if any(name not in ("_format", "_pretty") for name in request.query_params):
         # Conditional create is If-None-Exist; a search in the URL would be ignored and create a duplicate.
         raise BadRequest("create takes no search parameters; send the condition as If-None-Exist", expression="url")
-    body = await read_body(services.settings, request)
-    resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
+    body = await read_body(services.edge, request, principal.tenant)
+    resource, issues = await validated_body(services.edge, body, rtype, principal.tenant)
     create = Create(
         rtype, resource, if_none_exist=if_none_exist, issues=issues, dedupe=services.edge.dedupe(principal.tenant)
     )
@@ -99,7 +100,7 @@ async def search_by_post(
 ) -> FhirResponse:
     """Search as GET does, with parameters from the form body (application/x-www-form-urlencoded) and the URL."""
     check_type(rtype)
-    params = [*request.query_params.multi_items(), *await read_form(services.settings, request)]
+    params = [*request.query_params.multi_items(), *await read_form(services.edge, request)]
     strict = handling_strict(request)
     bundle = await searchset(services.edge, principal.tenant, rtype, params, base_url(request), strict=strict)
     return FhirResponse(bundle)
@@ -145,8 +146,8 @@ async def update(
     """Create or update; content equal to the current version makes no new version."""
     check_type(rtype)
     check_id(rid)
-    body = await read_body(services.settings, request)
-    resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
+    body = await read_body(services.edge, request, principal.tenant)
+    resource, issues = await validated_body(services.edge, body, rtype, principal.tenant)
     if resource.get("id") != rid:
         raise BadRequest("the body's id must be the id in the URL (R4 update)", expression=f"{rtype}.id")
     change = Update(
@@ -178,8 +179,8 @@ async def conditional_update(
     """Update the one resource the condition matches, or create it when none does; 412 when several do."""
     check_type(rtype)
     condition = _condition(request)
-    body = await read_body(services.settings, request)
-    resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
+    body = await read_body(services.edge, request, principal.tenant)
+    resource, issues = await validated_body(services.edge, body, rtype, principal.tenant)
     [result] = await services.store.apply(
         principal.tenant,
         [Update(rtype, "", resource, criteria=condition, issues=issues, ehr_ordered=ehr_source(request))],

@@ -22,18 +22,18 @@ from gateway.store.indexing import parse_condition
 from gateway.store.keys import Keyspace
 from gateway.store.parameters import indexed, reached, tokens
 from gateway.store.plan import Plan
-from gateway.store.references import reference_targets
 
 _CONDITIONAL = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
 
 
 @dataclass(frozen=True)
 class Written:
-    """One resource a set writes: its type, the id it gets, its content, and its entry's path."""
+    """One resource a set writes: its type, the id it gets, its content, the references it holds, its entry."""
 
     rtype: str
     rid: str
     resource: Mapping[str, Any] | None
+    references: frozenset[str]
     path: str | None
 
 
@@ -49,7 +49,7 @@ async def resolve(redis: Redis, keys: Keyspace, tenant: str, written: Sequence[W
     """Return ``{conditional reference: "Type/id"}`` for every conditional reference the resources hold."""
     wanted: dict[str, tuple[str, str, tuple[str | None, str], str | None]] = {}
     for w in written:
-        for ref in sorted(reference_targets(w.resource)) if w.resource is not None else []:
+        for ref in sorted(w.references):
             match = _CONDITIONAL.match(ref)
             if match is None or ref in wanted:
                 continue

@@ -256,6 +256,15 @@ class Store:
         bodies = await pipe.execute()
         return [json.loads(b) for b in bodies if b]
 
+    async def check_backlog(self, tenant: str) -> None:
+        """Refuse (503) work for a tenant whose queue is past its limit, before its body is read and parsed."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xlen(self._keys.inbound(tenant))
+        pipe.zcard(self._keys.retry(tenant))
+        waiting = sum(int(n) for n in await pipe.execute())
+        if waiting >= self._max_backlog:
+            raise Overloaded(f"the gateway has {waiting} jobs waiting; retry later", retry_after=5)
+
     # -- writes ------------------------------------------------------------------------------------------
 
     async def apply(self, tenant: str, ops: Sequence[Operation]) -> list[Result]:
@@ -387,7 +396,8 @@ class Store:
             if full_url:
                 mapping[full_url] = f"{d.op.rtype}/{d.rid}"
         written = [
-            conditional.Written(d.op.rtype, d.rid, getattr(d.op, "resource", None), d.op.path) for d in decisions
+            conditional.Written(d.op.rtype, d.rid, getattr(d.op, "resource", None), d.references(), d.op.path)
+            for d in decisions
         ]
         mapping.update(await conditional.resolve(self._redis, self._keys, tenant, written, plan))
         plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist and d.op.dedupe]
