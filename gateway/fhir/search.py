@@ -94,7 +94,14 @@ def _values(raw: str) -> list[str]:
     return [v for v in split_escaped(raw, ",") if v != ""]
 
 
+# The comparison signs of FHIR DSTU1, which some clients (fhirclient's ``$gt`` search structs) still send.
+_SIGNS = {">=": "ge", "<=": "le", ">": "gt", "<": "lt"}
+
+
 def _date(name: str, raw: str) -> tuple[str, float, float]:
+    sign = next((s for s in _SIGNS if raw.startswith(s)), None)
+    if sign is not None:
+        raw = _SIGNS[sign] + raw[len(sign) :]
     prefix, text = (raw[:2], raw[2:]) if raw[:2].isalpha() else ("eq", raw)
     if prefix not in DATE_PREFIXES:
         raise _not_supported(f"the date prefix of {name} is not supported (eq gt lt ge le sa eb are)", expression=name)
