@@ -304,3 +304,16 @@ async def test_a_bad_date_is_refused_without_echoing_it(gateway: Gateway) -> Non
     response = await _refused(gateway, "/Appointment?_lastUpdated=SECRET-VALUE-123")
     assert "SECRET" not in response.text
     assert response.json()["issue"][0]["expression"] == ["_lastUpdated"]
+
+
+def test_the_search_parameters_in_the_docs_are_current() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "search_doc.py"
+    spec = importlib.util.spec_from_file_location("search_doc", tool)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    held = module.documented(module.DOC.read_text(encoding="utf-8"))
+    assert held == module.table(), "run `python tools/search_doc.py --write`"
