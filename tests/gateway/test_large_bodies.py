@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,28 @@ async def test_health_answers_while_large_bodies_are_processed(gateway: Gateway)
     assert health.status_code == 200
     assert all(in_flight), "/healthz had to wait for the large bodies"
     assert [r.status_code for r in await asyncio.gather(*big)] == [201, 201, 201]
+
+
+async def test_large_bodies_are_validated_off_the_event_loop(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.fhir.bundle as bundle_module
+    import gateway.fhir.requests as requests_module
+
+    on_loop: list[bool] = []
+    validate = requests_module.validate_resource
+
+    def spy(resource: Any, *args: Any, **kwargs: Any) -> Any:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return validate(resource, *args, **kwargs)
+
+    monkeypatch.setattr(requests_module, "validate_resource", spy)
+    monkeypatch.setattr(bundle_module, "validate_resource", spy)
+    assert (await gateway.ehr("POST", "/Patient", content=big_patient("Threaded"))).status_code == 201
+    patient = json.loads(big_patient("InBundle", contacts=5_000))
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"resource": patient, "request": {"method": "POST", "url": "Patient"}}]}  # fmt: skip
+    assert (await gateway.ehr("POST", "", json=bundle)).status_code == 200
+    assert (await gateway.ehr("POST", "/Patient", json={"resourceType": "Patient"})).status_code == 201
+    assert on_loop == [False, False, True]  # the two large bodies in a worker thread; a small one inline
 
 
 @pytest.fixture
