@@ -284,6 +284,19 @@ async def _read_entry(edge: Edge, tenant: str, entry: Entry, base: str) -> dict[
     return {"resource": bundle, "response": {"status": "200 OK"}}
 
 
+async def _entries(
+    edge: Edge, tenant: str, bundle: dict[str, Any], size: int, *, with_requests: bool, ehr_ordered: bool
+) -> list[Entry]:
+    """Parse and validate the entries (in a worker thread when the body is large) under the tenant's settings."""
+    entries = await edge.offload.run(size, functools.partial(
+        parse_entries, bundle, edge.settings.max_bundle_entries, with_requests=with_requests,
+        policy=edge.policy(tenant), ehr_ordered=ehr_ordered,
+    ))  # fmt: skip
+    for e in entries:
+        e.dedupe = edge.dedupe(tenant)
+    return entries
+
+
 async def transaction(
     edge: Edge,
     tenant: str,
@@ -295,13 +308,7 @@ async def transaction(
     size: int = 0,
 ) -> dict[str, Any]:
     """Process a transaction Bundle: validate all, then apply every write atomically."""
-    policy = edge.policy(tenant)
-    entries = await edge.offload.run(size, functools.partial(
-        parse_entries, bundle, edge.settings.max_bundle_entries, with_requests=True, policy=policy,
-        ehr_ordered=ehr_ordered,
-    ))  # fmt: skip
-    for e in entries:
-        e.dedupe = edge.dedupe(tenant)
+    entries = await _entries(edge, tenant, bundle, size, with_requests=True, ehr_ordered=ehr_ordered)
     issues = [i for e in entries for i in e.issues]
     if has_errors(issues):
         raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
@@ -335,15 +342,10 @@ async def batch(
     size: int = 0,
 ) -> dict[str, Any]:
     """Process a batch Bundle (or import a collection): each entry answered on its own."""
-    policy = edge.policy(tenant)
-    entries = await edge.offload.run(size, functools.partial(
-        parse_entries, bundle, edge.settings.max_bundle_entries, with_requests=not imported, policy=policy,
-        ehr_ordered=ehr_ordered,
-    ))  # fmt: skip
+    entries = await _entries(edge, tenant, bundle, size, with_requests=not imported, ehr_ordered=ehr_ordered)
     answers: dict[int, dict[str, Any]] = {}
     good: list[Entry] = []
     for e in entries:
-        e.dedupe = edge.dedupe(tenant)
         if imported and isinstance(e.resource, dict) and e.resource.get("resourceType") == "OperationOutcome":
             answers[e.index] = _error_entry(
                 200, [Issue("information", "informational", e.path, "a search outcome entry is not stored")]

@@ -81,14 +81,19 @@ def _bundle(total: int, links: list[dict[str, str]], entries: list[dict[str, Any
     return bundle
 
 
+async def _recent(request: Request, services: ServicesDep, tenant: str, rtype: str | None) -> FhirResponse:
+    """Answer the history of a type, or with ``rtype`` None of every type."""
+    p = _Params(request, services.settings)
+    page = await history.recent(services.redis, services.keys, tenant, rtype, p.since_ms, p.cursor, p.count)
+    base = base_url(request)
+    url = f"{base}/{rtype}/_history" if rtype else f"{base}/_history"
+    return FhirResponse(_bundle(page.total, p.links(url, page.after), [_entry(v, base) for v in page.versions]))
+
+
 @router.get("/_history", summary="History of every resource", **openapi.HISTORY)
 async def system_history(request: Request, services: ServicesDep, principal: EhrPrincipal) -> FhirResponse:
     """List every version the tenant holds, newest first."""
-    p = _Params(request, services.settings)
-    page = await history.recent(services.redis, services.keys, principal.tenant, None, p.since_ms, p.cursor, p.count)
-    base = base_url(request)
-    entries = [_entry(v, base) for v in page.versions]
-    return FhirResponse(_bundle(page.total, p.links(f"{base}/_history", page.after), entries))
+    return await _recent(request, services, principal.tenant, None)
 
 
 @router.get("/{rtype}/_history", summary="History of a type", **openapi.HISTORY)
@@ -97,11 +102,7 @@ async def type_history(
 ) -> FhirResponse:
     """List every version of every resource of a type, newest first."""
     check_type(rtype)
-    p = _Params(request, services.settings)
-    page = await history.recent(services.redis, services.keys, principal.tenant, rtype, p.since_ms, p.cursor, p.count)
-    base = base_url(request)
-    entries = [_entry(v, base) for v in page.versions]
-    return FhirResponse(_bundle(page.total, p.links(f"{base}/{rtype}/_history", page.after), entries))
+    return await _recent(request, services, principal.tenant, rtype)
 
 
 @router.get("/{rtype}/{rid}/_history", summary="History of one resource", **openapi.HISTORY)

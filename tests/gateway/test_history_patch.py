@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
 
 from tests.conftest import EHR_B, Gateway
-from tests.gateway.fixtures import appointment
+from tests.gateway.fixtures import appointment, next_path
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
-
-
-def _next(bundle: dict[str, Any]) -> str:
-    found = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
-    if not found:
-        return ""
-    parts = urlsplit(found[0])
-    return parts.path.removeprefix("/fhir/R4") + "?" + parts.query
 
 
 async def _history(gateway: Gateway, url: str) -> list[dict[str, Any]]:
@@ -28,7 +19,7 @@ async def _history(gateway: Gateway, url: str) -> list[dict[str, Any]]:
         bundle = response.json()
         assert bundle["type"] == "history"
         entries += bundle.get("entry", [])
-        url = _next(bundle)
+        url = next_path(bundle)
     return entries
 
 
@@ -62,7 +53,7 @@ async def test_type_and_system_history_page_without_gaps(gateway: Gateway) -> No
     assert first["total"] == 6
     # A version written while a client pages is not handed to it in the middle of its pages.
     await gateway.ehr("PUT", "/Appointment/t9", json=appointment(id="t9"))
-    rest = await _history(gateway, _next(first))
+    rest = await _history(gateway, next_path(first))
     assert len(rest) == 4 and "t9" not in {e["resource"]["id"] for e in rest}
     since = typed[0]["response"]["lastModified"]
     recent = (await gateway.ehr("GET", f"/Appointment/_history?_since={since}")).json()

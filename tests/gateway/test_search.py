@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import EHR_A, Gateway
-from tests.gateway.fixtures import appointment
+from tests.gateway.fixtures import appointment, next_path
 
 
 def _ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
@@ -39,14 +39,6 @@ async def _seed(gateway: Gateway, count: int) -> None:
             participant=[{"actor": {"reference": f"Patient/p{i % 2}"}, "status": "accepted"}],
         )
         assert (await gateway.ehr("PUT", f"/Appointment/s{i}", json=body)).status_code == 201
-
-
-def _next(bundle: dict[str, Any]) -> str:
-    found = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
-    if not found:
-        return ""
-    parts = urlsplit(found[0])
-    return parts.path.removeprefix("/fhir/R4") + "?" + parts.query
 
 
 def _self_params(bundle: dict[str, Any]) -> dict[str, list[str]]:
@@ -168,7 +160,7 @@ async def _all_pages(gateway: Gateway, url: str, between: Any = None) -> tuple[l
     while url:
         page = await _search(gateway, url)
         seen += _ids(page)
-        url = _next(page)
+        url = next_path(page)
         pages += 1
         if between is not None:
             await between(pages)
