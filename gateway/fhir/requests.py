@@ -26,7 +26,7 @@ _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 def check_type(rtype: str) -> None:
     """Refuse a path type that is not an R4 resource type (404)."""
     if rtype not in R4_RESOURCE_TYPES:
-        raise NotFound(f"{rtype[:64]} is not an R4 resource type", expression="type")
+        raise NotFound("the path does not name an R4 resource type", expression="type")
 
 
 def check_id(rid: str) -> None:
