@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-_SEARCH_TYPES = {"_id": "token", "identifier": "token", "patient": "reference", "_lastUpdated": "date"}
 # (method, path suffix after the type) -> FHIR type-level interaction
 _TYPE_INTERACTIONS = {
     ("GET", "/{rtype}/{rid}"): "read",
@@ -14,6 +13,9 @@ _TYPE_INTERACTIONS = {
     ("DELETE", "/{rtype}/{rid}"): "delete",
     ("POST", "/{rtype}"): "create",
     ("GET", "/{rtype}"): "search-type",
+    ("PATCH", "/{rtype}/{rid}"): "patch",
+    ("GET", "/{rtype}/{rid}/_history"): "history-instance",
+    ("GET", "/{rtype}/_history"): "history-type",
 }
 
 
@@ -21,20 +23,22 @@ def capability_statement(
     base: str,
     routes: Iterable[tuple[str, str]],
     resource_types: Sequence[str],
-    search_params: Sequence[str] | Callable[[str], Sequence[str]],
+    search_params: Callable[[str], Sequence[tuple[str, str]]],
     *,
     software: str = "fhir-gateway",
     version: str = "0.1.0",
 ) -> dict[str, Any]:
     """Return an R4 CapabilityStatement for ``routes`` (method, path relative to the FHIR base).
 
-    ``search_params`` names the search parameters of every type, or gives them per type.
+    ``search_params`` gives each type's search parameters as (name, search type).
     """
     served = set(routes)
     type_interactions = [{"code": code} for key, code in _TYPE_INTERACTIONS.items() if key in served]
     system = []
     if ("POST", "") in served:
         system = [{"code": "transaction"}, {"code": "batch"}]
+    if ("GET", "/_history") in served:
+        system.append({"code": "history-system"})
     operations = (
         [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
         if ("POST", "/{rtype}/$validate") in served
@@ -55,8 +59,7 @@ def capability_statement(
             "conditionalDelete": "single" if ("DELETE", "/{rtype}") in served else "not-supported",
         }
         if searchable:
-            params = search_params(rtype) if callable(search_params) else search_params
-            entry["searchParam"] = [{"name": p, "type": _SEARCH_TYPES.get(p, "string")} for p in params]
+            entry["searchParam"] = [{"name": name, "type": kind} for name, kind in search_params(rtype)]
         if operations:
             entry["operation"] = operations
         resources.append(entry)

@@ -32,6 +32,7 @@ from gateway.platform import risk_routes
 from gateway.platform import routes as platform_routes
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
+from gateway.web.negotiation import Negotiation
 from gateway.web.openapi import AUTH_ERRORS, FHIR_ERRORS, OTHER_ERRORS, errors
 from gateway.web.responses import outcome_response
 from gateway.webhooks import routes as webhook_routes
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(platform_routes.router, dependencies=platform_bearer)
     app.include_router(ops.router)
     app.include_router(console_routes.router)
+    app.add_middleware(Negotiation)  # 406 and the answer's media type for every FHIR route
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> Response:

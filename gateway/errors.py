@@ -8,6 +8,7 @@ GatewayError
  ├── NotFound                404
  │    └── Gone               410 (a deleted resource)
  ├── MethodNotAllowed        405
+ ├── RequestTimeout          408 (a body that did not arrive in time)
  ├── Conflict                409
  ├── PreconditionFailed      412 (stale If-Match, several If-None-Exist matches)
  ├── PayloadTooLarge         413
@@ -84,6 +85,11 @@ class Gone(NotFound):
 class MethodNotAllowed(GatewayError):
     status = 405
     code = "not-supported"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "timeout"
 
 
 class Conflict(GatewayError):

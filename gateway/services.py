@@ -139,7 +139,7 @@ class Services:
 
         async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int]:
             with rejections.tally() as refused:  # the console's validation-failures page counts pulled ones too
-                statuses = await bundle.accept(self.edge, tenant, resources)
+                statuses = await bundle.accept(self.edge, tenant, resources, from_ehr=True)
             await rejections.flush(self.redis, self.keys, tenant, refused, self.clock())
             return statuses
 

@@ -51,6 +51,9 @@ class Tenant(BaseModel):
     # The tenant's own codes read as LOINC (flowsheet rows, local answer codes) and forms' item maps; over its
     # vendor profile's (mappers.codes.LocalCodes).
     local_codes: LocalCodes = Field(default_factory=LocalCodes)
+    # true: a plain POST identical to one within GATEWAY_DEDUPE_WINDOW_SECONDS answers with the first resource
+    # (a retried create makes no duplicate); false: every POST creates (docs/fhir.md, "The dedupe window")
+    dedupe_posts: bool = True
 
     @field_validator("vendor")
     @classmethod
@@ -137,6 +140,9 @@ class Settings(BaseSettings):
     max_bundle_entries: int = Field(default=10_000, ge=1, description="most entries in a Bundle (413 beyond)")
     max_json_depth: int = Field(default=64, ge=8, description="deepest JSON nesting (400 beyond)")
     max_string_length: int = Field(default=8 * 1024 * 1024, ge=1024, description="longest JSON string (400 beyond)")
+    body_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="longest a request body may take to arrive (408 beyond: a body cut short)"
+    )
 
     max_backlog: int = Field(
         default=100_000, ge=1, description="waiting jobs per tenant before the edge answers 503 with Retry-After"

@@ -9,6 +9,7 @@ OperationOutcome instead of stopping the rest.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ class Entry:
     criteria: str | None = None
     issues: list[Issue] = field(default_factory=list)
     lenient: list[Issue] = field(default_factory=list)  # the resource's errors a lenient policy accepted
+    ehr_ordered: bool = False  # the resource is the EHR's own copy: see ``gateway.store.Update.ehr_ordered``
+    dedupe: bool = True  # see ``gateway.store.Create.dedupe``
 
     @property
     def path(self) -> str:
@@ -68,6 +71,7 @@ class Entry:
                 criteria=self.criteria,
                 path=self.path,
                 issues=self.lenient,
+                ehr_ordered=self.ehr_ordered,
             )
         return Create(
             self.rtype,
@@ -76,6 +80,7 @@ class Entry:
             full_url=self.full_url,
             path=self.path,
             issues=self.lenient,
+            dedupe=self.dedupe,
         )
 
 
@@ -159,7 +164,7 @@ def _declared_type(raw: object) -> str:
 
 
 def parse_entries(
-    bundle: dict[str, Any], max_entries: int, *, with_requests: bool, policy: str = "strict"
+    bundle: dict[str, Any], max_entries: int, *, with_requests: bool, policy: str = "strict", ehr_ordered: bool = False
 ) -> list[Entry]:
     """Check the Bundle and every entry; return the entries with their issues (none stored yet).
 
@@ -186,7 +191,7 @@ def parse_entries(
             loose.append(issue)
     parsed: list[Entry] = []
     for index, raw in enumerate(entries):
-        entry = Entry(index=index, method="POST")
+        entry = Entry(index=index, method="POST", ehr_ordered=ehr_ordered)
         entry.issues = by_entry.get(index, [])
         if (
             policy != "strict"
@@ -223,9 +228,9 @@ def parse_entries(
                             "resourceType does not match request.url",
                         )
                     )
-                if entry.method == "PUT" and entry.rid and resource.get("id") not in (None, entry.rid):
+                if with_requests and entry.method == "PUT" and entry.rid and resource.get("id") != entry.rid:
                     entry.issues.append(
-                        Issue("error", "invalid", f"{entry.path}.resource.id", "id does not match request.url")
+                        Issue("error", "invalid", f"{entry.path}.resource.id", "id must be the id in request.url")
                     )
         parsed.append(entry)
     # Bundle-level problems not tied to one entry still count.
@@ -234,7 +239,19 @@ def parse_entries(
     return parsed
 
 
-def _response_entry(result: Result, base: str, prefer_representation: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Prefer:
+    """What the client's ``Prefer`` header asks the response entries to hold."""
+
+    representation: bool = False  # return=representation: each entry's resource
+    outcome: bool = False  # return=OperationOutcome: each entry's response.outcome, even when nothing went wrong
+
+
+_DONE = {"created": "created", "updated": "updated", "deleted": "deleted", "unchanged": "unchanged (same content)",
+         "matched": "matched an existing resource; nothing created", "absent": "already absent"}  # fmt: skip
+
+
+def _response_entry(result: Result, base: str, prefer: Prefer) -> dict[str, Any]:
     response: dict[str, Any] = {"status": status_line(result.status)}
     if result.location:
         response["location"] = f"{result.location}"
@@ -243,10 +260,14 @@ def _response_entry(result: Result, base: str, prefer_representation: bool) -> d
             response["lastModified"] = result.last_updated
     if result.issues:
         response["outcome"] = operation_outcome(result.issues)
+    elif prefer.outcome:
+        done = _DONE.get(result.outcome, result.outcome)
+        note = Issue("information", "informational", None, f"{result.rtype}/{result.rid}: {done}")
+        response["outcome"] = operation_outcome([note])
     entry: dict[str, Any] = {"response": response}
     if result.vid and result.status != 204:
         entry["fullUrl"] = f"{base}/{result.rtype}/{result.rid}"
-        if prefer_representation and result.resource is not None:
+        if prefer.representation and result.resource is not None:
             entry["resource"] = result.resource
     return entry
 
@@ -264,19 +285,38 @@ async def _read_entry(edge: Edge, tenant: str, entry: Entry, base: str) -> dict[
     return {"resource": bundle, "response": {"status": "200 OK"}}
 
 
+async def _entries(
+    edge: Edge, tenant: str, bundle: dict[str, Any], size: int, *, with_requests: bool, ehr_ordered: bool
+) -> list[Entry]:
+    """Parse and validate the entries (in a worker thread when the body is large) under the tenant's settings."""
+    entries = await edge.offload.run(size, functools.partial(
+        parse_entries, bundle, edge.settings.max_bundle_entries, with_requests=with_requests,
+        policy=edge.policy(tenant), ehr_ordered=ehr_ordered,
+    ))  # fmt: skip
+    for e in entries:
+        e.dedupe = edge.dedupe(tenant)
+    return entries
+
+
 async def transaction(
-    edge: Edge, tenant: str, bundle: dict[str, Any], base: str, representation: bool
+    edge: Edge,
+    tenant: str,
+    bundle: dict[str, Any],
+    base: str,
+    prefer: Prefer,
+    *,
+    ehr_ordered: bool = False,
+    size: int = 0,
 ) -> dict[str, Any]:
     """Process a transaction Bundle: validate all, then apply every write atomically."""
-    policy = edge.policy(tenant)
-    entries = parse_entries(bundle, edge.settings.max_bundle_entries, with_requests=True, policy=policy)
+    entries = await _entries(edge, tenant, bundle, size, with_requests=True, ehr_ordered=ehr_ordered)
     issues = [i for e in entries for i in e.issues]
     if has_errors(issues):
         raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
     writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: (_ORDER[e.method], e.index))
     results = await edge.store.apply(tenant, [e.operation() for e in writes])
     answers: dict[int, dict[str, Any]] = {
-        e.index: _response_entry(r, base, representation) for e, r in zip(writes, results, strict=True)
+        e.index: _response_entry(r, base, prefer) for e, r in zip(writes, results, strict=True)
     }
     for e in entries:
         if e.method == "GET":
@@ -296,13 +336,14 @@ async def batch(
     tenant: str,
     bundle: dict[str, Any],
     base: str,
-    representation: bool,
+    prefer: Prefer,
     *,
     imported: bool = False,
+    ehr_ordered: bool = False,
+    size: int = 0,
 ) -> dict[str, Any]:
     """Process a batch Bundle (or import a collection): each entry answered on its own."""
-    policy = edge.policy(tenant)
-    entries = parse_entries(bundle, edge.settings.max_bundle_entries, with_requests=not imported, policy=policy)
+    entries = await _entries(edge, tenant, bundle, size, with_requests=not imported, ehr_ordered=ehr_ordered)
     answers: dict[int, dict[str, Any]] = {}
     good: list[Entry] = []
     for e in entries:
@@ -326,14 +367,12 @@ async def batch(
         # The same resource listed again (a later version of it, say) goes in a later step, so none is lost.
         for step in _rounds(good):
             results = await edge.store.apply(tenant, [e.operation() for e in step])
-            answers.update(
-                {e.index: _response_entry(r, base, representation) for e, r in zip(step, results, strict=True)}
-            )
+            answers.update({e.index: _response_entry(r, base, prefer) for e, r in zip(step, results, strict=True)})
     else:
         for e in good:
             try:
                 [result] = await edge.store.apply(tenant, [e.operation()])
-                answers[e.index] = _response_entry(result, base, representation)
+                answers[e.index] = _response_entry(result, base, prefer)
             except GatewayError as exc:
                 answers[e.index] = _error_entry(exc.status, exc.issues)
     return {"resourceType": "Bundle", "type": "batch-response", "entry": [answers[e.index] for e in entries]}
@@ -354,17 +393,20 @@ def _rounds(entries: list[Entry]) -> list[list[Entry]]:
     return rounds
 
 
-async def process(edge: Edge, tenant: str, bundle: Any, base: str, representation: bool) -> dict[str, Any]:
-    """Route a Bundle posted to the base by its type."""
+async def process(
+    edge: Edge, tenant: str, bundle: Any, base: str, prefer: Prefer, *, ehr_ordered: bool = False, size: int = 0
+) -> dict[str, Any]:
+    """Route a Bundle posted to the base by its type (``size``: its body's bytes; a large one is validated in a
+    worker thread)."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("the FHIR base accepts a Bundle", expression="resourceType")
     kind = bundle.get("type")
     if kind == "transaction":
-        return await transaction(edge, tenant, bundle, base, representation)
+        return await transaction(edge, tenant, bundle, base, prefer, ehr_ordered=ehr_ordered, size=size)
     if kind == "batch":
-        return await batch(edge, tenant, bundle, base, representation)
+        return await batch(edge, tenant, bundle, base, prefer, ehr_ordered=ehr_ordered, size=size)
     if kind in IMPORT_TYPES:
-        return await batch(edge, tenant, bundle, base, representation, imported=True)
+        return await batch(edge, tenant, bundle, base, prefer, imported=True, ehr_ordered=ehr_ordered, size=size)
     if kind in ("document", "message"):
         raise Unprocessable(
             f"a {kind} Bundle is stored by POST /Bundle; it is not processed at the base",
@@ -375,11 +417,13 @@ async def process(edge: Edge, tenant: str, bundle: Any, base: str, representatio
     )
 
 
-async def accept(edge: Edge, tenant: str, resources: list[dict[str, Any]]) -> list[int]:
+async def accept(edge: Edge, tenant: str, resources: list[dict[str, Any]], *, from_ehr: bool) -> list[int]:
     """Accept resources pulled from an EHR exactly as a pushed import is: validated, stored idempotently, queued.
 
-    Return each resource's status, in order: 2xx accepted (stored, unchanged or stale), 4xx refused as invalid.
+    ``from_ehr`` says the caller read them from the EHR itself (the poller), so their ``meta.lastUpdated`` is the
+    EHR's version stamp: one older than the version held arrived late and is not applied. Return each resource's
+    status, in order: 2xx accepted (stored, unchanged or stale), 4xx refused as invalid.
     """
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
-    answer = await batch(edge, tenant, bundle, "", False, imported=True)
+    answer = await batch(edge, tenant, bundle, "", Prefer(), imported=True, ehr_ordered=from_ehr)
     return [int(str(entry["response"]["status"]).split()[0]) for entry in answer["entry"]]

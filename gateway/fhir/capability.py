@@ -10,13 +10,19 @@ from fastapi import APIRouter, Request
 
 from conformance.capability import capability_statement
 from conformance.definitions import R4_RESOURCE_TYPES
-from gateway.fhir.search import search_params_for
+from gateway.store.parameters import indexed
 from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
 
 PREFIX = "/fhir/R4"
 _METHODS = ("get", "post", "put", "patch", "delete")
 router = APIRouter(prefix=PREFIX, tags=["FHIR R4"], default_response_class=FhirResponse)
+
+
+def search_params(rtype: str) -> list[tuple[str, str]]:
+    """Return (name, search type) of every search parameter served for ``rtype``."""
+    served = [("_id", "token"), ("_lastUpdated", "date")]
+    return served + sorted((name, p.type) for name, p in indexed(rtype).items())
 
 
 def served_routes(paths: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -32,4 +38,4 @@ def served_routes(paths: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str
 async def metadata(request: Request) -> FhirResponse:
     """Describe what this server really serves."""
     served = served_routes(request.app.openapi()["paths"])
-    return FhirResponse(capability_statement(base_url(request), served, sorted(R4_RESOURCE_TYPES), search_params_for))
+    return FhirResponse(capability_statement(base_url(request), served, sorted(R4_RESOURCE_TYPES), search_params))

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gateway.fhir.offload import Offload
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Store
 
 
 @dataclass(frozen=True)
 class Edge:
-    """The store, the limits, and each tenant's validation policy."""
+    """The store, the limits, each tenant's validation policy, and the threads large bodies are worked on in."""
 
     store: Store
     settings: Settings
     clients: ClientsConfig
+    offload: Offload = field(default_factory=Offload, compare=False)
 
     def policy(self, tenant: str) -> str:
         """Return the tenant's validation policy: ``strict`` or ``lenient``."""
         return self.clients.tenant(tenant).validation
+
+    def dedupe(self, tenant: str) -> bool:
+        """Tell whether the tenant's identical plain POSTs within the dedupe window answer with the first one."""
+        return self.clients.tenant(tenant).dedupe_posts

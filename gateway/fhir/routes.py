@@ -1,65 +1,39 @@
 """The FHIR R4 edge at ``/fhir/R4``: create, read, vread, update, delete, conditional writes, search, Bundles.
 
-``metadata`` (``capability``) and ``$validate`` (``validate_op``) have routers of their own; ``ROUTERS`` lists
-all three in the order the app must mount them (``/metadata`` before ``/{rtype}``, which would take it).
+``metadata`` (``capability``), ``$validate`` (``validate_op``), history (``history``) and PATCH (``patch``) have
+routers of their own; ``ROUTERS`` lists them in the order the app must mount them (``/metadata`` and the
+``_history`` paths before ``/{rtype}`` and ``/{rtype}/{rid}``, which would take them).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from conformance.outcome import Issue, operation_outcome
 from gateway.deps import EhrPrincipal, ServicesDep
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir import bundle as bundles
-from gateway.fhir import capability, validate_op
+from gateway.fhir import capability, history, patch, validate_op
+from gateway.fhir.answers import read_response, written
 from gateway.fhir.requests import (
-    check_format,
     check_id,
     check_type,
+    ehr_source,
+    handling_strict,
     prefers_representation,
     read_body,
-    validated,
+    read_form,
+    validated_body,
 )
 from gateway.fhir.searchset import searchset
-from gateway.store import Create, Delete, Result, Update
+from gateway.store import Create, Delete, Update
 from gateway.web import openapi
-from gateway.web.responses import FhirResponse, base_url, http_date
+from gateway.web.responses import FhirResponse, base_url
 
 # Every handler answers a Response itself: the default class only tells the OpenAPI document the media type.
 router = APIRouter(
     prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse, responses=openapi.FHIR_ERRORS
 )
-
-
-def _written(result: Result, request: Request) -> Response:
-    headers = {}
-    if result.vid:
-        headers["ETag"] = result.etag or ""
-        headers["Location"] = f"{base_url(request)}/{result.location}"
-        modified = http_date(result.last_updated or (result.resource or {}).get("meta", {}).get("lastUpdated"))
-        if modified:
-            headers["Last-Modified"] = modified
-    if result.status == 204:
-        return Response(status_code=204, headers=headers)
-    if "return=OperationOutcome" in request.headers.get("prefer", ""):
-        issues = result.issues or [Issue("information", "informational", None, f"{result.rtype}/{result.rid} stored")]
-        return FhirResponse(operation_outcome(issues), status_code=result.status, headers=headers)
-    if not prefers_representation(request, True):
-        return Response(status_code=result.status, headers=headers)
-    return FhirResponse(result.resource, status_code=result.status, headers=headers)
-
-
-def _read_response(resource: dict[str, Any]) -> FhirResponse:
-    meta = resource.get("meta", {})
-    headers = {"ETag": f'W/"{meta.get("versionId")}"'}
-    modified = http_date(meta.get("lastUpdated"))
-    if modified:
-        headers["Last-Modified"] = modified
-    return FhirResponse(resource, headers=headers)
 
 
 def _condition(request: Request) -> str:
@@ -72,10 +46,16 @@ def _condition(request: Request) -> str:
 @router.post("", summary="Process a Bundle (transaction, batch, or an import)", **openapi.BUNDLE)
 async def process_bundle(request: Request, services: ServicesDep, principal: EhrPrincipal) -> FhirResponse:
     """Take a transaction, batch, collection, searchset or history Bundle."""
-    check_format(request)
-    body = await read_body(services.settings, request)
-    representation = prefers_representation(request, False)
-    return FhirResponse(await bundles.process(services.edge, principal.tenant, body, base_url(request), representation))
+    body = await read_body(services.edge, request, principal.tenant)
+    prefer = bundles.Prefer(
+        representation=prefers_representation(request, False),
+        outcome="return=OperationOutcome" in request.headers.get("prefer", ""),
+    )
+    answer = await bundles.process(
+        services.edge, principal.tenant, body.value, base_url(request), prefer, ehr_ordered=ehr_source(request),
+        size=body.size,
+    )  # fmt: skip
+    return FhirResponse(answer)
 
 
 @router.post(
@@ -90,23 +70,40 @@ async def create(
 ) -> Response:
     """Create a resource; an identical create retried within the dedupe window answers with the first one."""
     check_type(rtype)
-    check_format(request)
-    body = await read_body(services.settings, request)
-    resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
-    create = Create(rtype, resource, if_none_exist=if_none_exist, issues=issues)
+    if any(name not in ("_format", "_pretty") for name in request.query_params):
+        # Conditional create is If-None-Exist; a search in the URL would be ignored and create a duplicate.
+        raise BadRequest("create takes no search parameters; send the condition as If-None-Exist", expression="url")
+    body = await read_body(services.edge, request, principal.tenant)
+    resource, issues = await validated_body(services.edge, body, rtype, principal.tenant)
+    create = Create(
+        rtype, resource, if_none_exist=if_none_exist, issues=issues, dedupe=services.edge.dedupe(principal.tenant)
+    )
     [result] = await services.store.apply(principal.tenant, [create])
-    return _written(result, request)
+    return written(result, request)
 
 
 @router.get("/{rtype}", summary="Search", **openapi.SEARCH)
 async def search(
     rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
 ) -> FhirResponse:
-    """Search by _id, identifier, patient and _lastUpdated, paged by _count."""
+    """Search by the parameters the CapabilityStatement lists for the type, paged by _count."""
     check_type(rtype)
-    check_format(request)
     params = list(request.query_params.multi_items())
-    return FhirResponse(await searchset(services.edge, principal.tenant, rtype, params, base_url(request)))
+    strict = handling_strict(request)
+    bundle = await searchset(services.edge, principal.tenant, rtype, params, base_url(request), strict=strict)
+    return FhirResponse(bundle)
+
+
+@router.post("/{rtype}/_search", summary="Search with the parameters in a form body", **openapi.SEARCH_POST)
+async def search_by_post(
+    rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
+) -> FhirResponse:
+    """Search as GET does, with parameters from the form body (application/x-www-form-urlencoded) and the URL."""
+    check_type(rtype)
+    params = [*request.query_params.multi_items(), *await read_form(services.edge, request)]
+    strict = handling_strict(request)
+    bundle = await searchset(services.edge, principal.tenant, rtype, params, base_url(request), strict=strict)
+    return FhirResponse(bundle)
 
 
 @router.get("/{rtype}/{rid}", summary="Read the current version", **openapi.READ)
@@ -116,7 +113,7 @@ async def read(
     """Return the current version; 404 if unknown, 410 if deleted."""
     check_type(rtype)
     check_id(rid)
-    return _read_response(await services.store.read(principal.tenant, rtype, rid))
+    return read_response(await services.store.read(principal.tenant, rtype, rid))
 
 
 @router.get("/{rtype}/{rid}/_history/{vid}", summary="Read one version", **openapi.VREAD)
@@ -131,8 +128,8 @@ async def vread(
     check_type(rtype)
     check_id(rid)
     if not vid.isdigit():
-        raise NotFound(f"{rtype}/{rid} has no version {vid[:20]}", expression="vid")
-    return _read_response(await services.store.vread(principal.tenant, rtype, rid, int(vid)))
+        raise NotFound(f"{rtype}/{rid} has no such version", expression="vid")
+    return read_response(await services.store.vread(principal.tenant, rtype, rid, int(vid)))
 
 
 @router.put(
@@ -149,14 +146,15 @@ async def update(
     """Create or update; content equal to the current version makes no new version."""
     check_type(rtype)
     check_id(rid)
-    check_format(request)
-    body = await read_body(services.settings, request)
-    resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
-    if resource.get("id") not in (None, rid):
-        raise BadRequest("the id in the body does not match the URL", expression=f"{rtype}.id")
-    change = Update(rtype, rid, resource, if_match=bundles.etag_version(if_match), issues=issues)
+    body = await read_body(services.edge, request, principal.tenant)
+    resource, issues = await validated_body(services.edge, body, rtype, principal.tenant)
+    if resource.get("id") != rid:
+        raise BadRequest("the body's id must be the id in the URL (R4 update)", expression=f"{rtype}.id")
+    change = Update(
+        rtype, rid, resource, if_match=bundles.etag_version(if_match), issues=issues, ehr_ordered=ehr_source(request)
+    )
     [result] = await services.store.apply(principal.tenant, [change])
-    return _written(result, request)
+    return written(result, request)
 
 
 @router.delete("/{rtype}/{rid}", summary="Delete (leaves a tombstone)", **openapi.DELETE)
@@ -171,7 +169,7 @@ async def delete(
     check_type(rtype)
     check_id(rid)
     [result] = await services.store.apply(principal.tenant, [Delete(rtype, rid)])
-    return _written(result, request)
+    return written(result, request)
 
 
 @router.put("/{rtype}", summary="Conditional update (?identifier=system|value)", **openapi.CONDITIONAL_UPDATE)
@@ -181,12 +179,13 @@ async def conditional_update(
     """Update the one resource the condition matches, or create it when none does; 412 when several do."""
     check_type(rtype)
     condition = _condition(request)
-    body = await read_body(services.settings, request)
-    resource, issues = validated(body, rtype, services.edge.policy(principal.tenant))
+    body = await read_body(services.edge, request, principal.tenant)
+    resource, issues = await validated_body(services.edge, body, rtype, principal.tenant)
     [result] = await services.store.apply(
-        principal.tenant, [Update(rtype, "", resource, criteria=condition, issues=issues)]
+        principal.tenant,
+        [Update(rtype, "", resource, criteria=condition, issues=issues, ehr_ordered=ehr_source(request))],
     )
-    return _written(result, request)
+    return written(result, request)
 
 
 @router.delete("/{rtype}", summary="Conditional delete (?identifier=system|value)", **openapi.CONDITIONAL_DELETE)
@@ -197,7 +196,7 @@ async def conditional_delete(
     check_type(rtype)
     condition = _condition(request)
     [result] = await services.store.apply(principal.tenant, [Delete(rtype, "", criteria=condition)])
-    return _written(result, request)
+    return written(result, request)
 
 
-ROUTERS = (capability.router, validate_op.router, router)
+ROUTERS = (capability.router, validate_op.router, history.router, patch.router, router)

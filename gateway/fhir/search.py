@@ -1,213 +1,278 @@
-"""FHIR search over the store's indexes: ``_id``, ``identifier``, ``patient``, ``_lastUpdated``, ``_count``."""
+"""FHIR search parameters: what each one asks for, and what the gateway does with one it does not serve.
+
+A search never widens. Every parameter is one of:
+
+- served: ``_id``, ``_lastUpdated``, and the R4 parameters the store indexes for the type (``gateway.store.
+  parameters``: every reference parameter, and ``identifier``, ``status``, ``code``, ``category``, ``gender``,
+  ``date``, ``birthdate``, ``name``, ``family``, ``given``, ``url`` where R4 defines them), with the modifiers
+  listed in ``MODIFIERS``; repeated parameters are ANDed, comma-separated values ORed;
+- refused with 400, always: one that would narrow by a patient, a subject or another reference (an R4 reference
+  parameter the gateway cannot evaluate, ``patient`` or ``subject`` where R4 has no such parameter, a chained
+  parameter, ``_has``, a ``:Type`` modifier on an unknown parameter), a text or query search (``_text``,
+  ``_content``, ``_list``, ``_filter``, ``_query``), an unsupported modifier or prefix of a served parameter, and a
+  bad value of a served one;
+- ignored otherwise (any other parameter R4 defines, or one it does not): it is left out of the ``self`` link, as
+  R4 allows, unless the client sends ``Prefer: handling=strict``, which makes it a 400 too.
+
+The result controls: ``_count``, ``_sort`` (``_id``, ``_lastUpdated`` or a date parameter, ``-`` for descending),
+``_summary=count`` / ``false``, ``_total``, ``_elements``, ``_include`` / ``_revinclude`` (``Type:param`` or
+``Type:param:Target`` for a served reference parameter), and ``_cursor`` (the next page, from a ``next`` link).
+Diagnostics name the parameter, never its value.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
+import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
 
-from redis.asyncio import Redis
-
+from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
 from gateway.errors import BadRequest
-from gateway.store.connection import text
-from gateway.store.indexing import indexes_patient
-from gateway.store.keys import Keyspace
+from gateway.store.indexing import date_range, split_escaped, unescape
+from gateway.store.parameters import KNOWN, Parameter, indexed, normalized, relative_reference
 
-SEARCH_PARAMS = ("_id", "identifier", "patient", "_lastUpdated")
-CONTROL_PARAMS = ("_count", "_cursor", "_format", "_pretty")
-
-
-def search_params_for(rtype: str) -> tuple[str, ...]:
-    """Return the search parameters that can match a resource of ``rtype`` (``patient`` only where it can)."""
-    return SEARCH_PARAMS if indexes_patient(rtype) else tuple(p for p in SEARCH_PARAMS if p != "patient")
-
-
-_DATE = re.compile(
-    r"^(?P<prefix>eq|ne|gt|lt|ge|le|sa|eb|ap)?(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
-    r"(T(?P<h>\d{2}):(?P<m>\d{2})(:(?P<s>\d{2})(?P<frac>\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
-)
+# Parameters every type has in R4 that the gateway does not serve: ignored unless strict, except those it refuses.
+COMMON = ("_tag", "_profile", "_security", "_source", "_type")
+REFUSED = ("_has", "_text", "_content", "_list", "_filter", "_query")
+CONTROL = ("_count", "_cursor", "_format", "_pretty", "_summary", "_total", "_sort", "_elements", "_include",
+           "_revinclude")  # fmt: skip
+MODIFIERS = {"string": ("exact",), "reference": ("<Type>",), "token": (), "date": (), "uri": ()}
+DATE_PREFIXES = ("eq", "gt", "lt", "ge", "le", "sa", "eb")
+_SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 
 
-def _date_range(raw: str) -> tuple[str, float, float]:
-    """Return (prefix, low ms, high ms) of a FHIR date search value: the interval its precision covers."""
-    match = _DATE.match(raw)
-    if not match:
-        raise BadRequest(f"_lastUpdated value is not a FHIR date: {raw[:40]!r}", expression="_lastUpdated")
-    g = match.groupdict()
-    prefix = g["prefix"] or "eq"
-    if prefix not in ("eq", "gt", "lt", "ge", "le"):
-        raise BadRequest(f"_lastUpdated prefix {prefix} is not supported", expression="_lastUpdated")
-    tz = g["tz"] or "Z"
-    offset = (
-        timedelta(0) if tz == "Z" else timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])) * (1 if tz[0] == "+" else -1)
-    )
-    try:
-        start = datetime(
-            int(g["year"]), int(g["month"] or 1), int(g["day"] or 1),
-            int(g["h"] or 0), int(g["m"] or 0), int(g["s"] or 0),
-            int(float(g["frac"] or 0) * 1_000_000), tzinfo=UTC,
-        ) - offset  # fmt: skip
-        if g["frac"]:
-            end = start + timedelta(milliseconds=1)
-        elif g["s"]:
-            end = start + timedelta(seconds=1)
-        elif g["m"]:
-            end = start + timedelta(minutes=1)
-        elif g["day"]:
-            end = start + timedelta(days=1)
-        elif g["month"]:
-            end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
-        else:
-            end = start.replace(year=start.year + 1)
-    except (ValueError, OverflowError):
-        # Out of the calendar (a 13th month) or of datetime's range (the end of year 9999).
-        raise BadRequest(f"_lastUpdated value is not a valid date: {raw[:40]!r}", expression="_lastUpdated") from None
-    return prefix, start.timestamp() * 1000, end.timestamp() * 1000
+@dataclass
+class Criterion:
+    """One parameter occurrence: its values are ORed."""
+
+    kind: str  # id, lastUpdated, reference, token, date, string, exact, url
+    param: str  # the base name ("subject")
+    values: list[Any]  # per kind: ids; refs "Type/id"; (system|None, code|None); (prefix, low, high); text
+
+
+@dataclass(frozen=True)
+class Include:
+    """``_include`` / ``_revinclude``: the source type, its reference parameter, and the target type if given."""
+
+    source: str
+    param: str
+    target: str | None
 
 
 @dataclass
 class Query:
     """A parsed search."""
 
-    ids: list[str] | None = None
-    identifiers: list[tuple[str | None, str]] = field(default_factory=list)
-    patients: list[str] = field(default_factory=list)
-    low: float = float("-inf")
-    high: float = float("inf")
+    rtype: str
+    criteria: list[Criterion] = field(default_factory=list)
     count: int = 50
-    cursor: tuple[float, str] | None = None
-    ignored: list[str] = field(default_factory=list)
-    echo: list[tuple[str, str]] = field(default_factory=list)
+    sort: str = "_id"  # _id, _lastUpdated or a date parameter
+    descending: bool = False
+    cursor: dict[str, Any] | None = None
+    summary_count: bool = False
+    total: bool = True
+    elements: list[str] | None = None
+    includes: list[Include] = field(default_factory=list)
+    revincludes: list[Include] = field(default_factory=list)
+    echo: list[tuple[str, str]] = field(default_factory=list)  # what the self link repeats
 
 
-def parse_query(params: list[tuple[str, str]], default_count: int, max_count: int) -> Query:
-    """Parse search parameters, or raise BadRequest naming the bad one."""
-    q = Query(count=default_count)
-    for name, value in params:
-        base = name.split(":", 1)[0]
-        if name == "_count":
-            if not value.isdigit():
-                raise BadRequest("_count must be a non-negative integer", expression="_count")
-            q.count = min(int(value), max_count)
-        elif name == "_cursor":
-            q.cursor = _decode_cursor(value)
-        elif name in ("_format", "_pretty"):
-            continue
-        elif name == "_id":
-            ids = [v for v in value.split(",") if v]
-            q.ids = ids if q.ids is None else [i for i in q.ids if i in ids]
-            q.echo.append((name, value))
-        elif name == "identifier":
-            for token in value.split(","):
-                system, bar, code = token.rpartition("|")
-                q.identifiers.append((system if bar else None, code if bar else token))
-            q.echo.append((name, value))
-        elif name == "patient":
-            for ref in value.split(","):
-                q.patients.append(ref if "/" in ref else f"Patient/{ref}")
-            q.echo.append((name, value))
-        elif name == "_lastUpdated":
-            prefix, low, high = _date_range(value)
-            if prefix == "eq":
-                q.low, q.high = max(q.low, low), min(q.high, high - 0.001)
-            elif prefix == "gt":
-                q.low = max(q.low, high)
-            elif prefix == "ge":
-                q.low = max(q.low, low)
-            elif prefix == "lt":
-                q.high = min(q.high, low - 0.001)
-            elif prefix == "le":
-                q.high = min(q.high, high - 0.001)
-            q.echo.append((name, value))
-        elif base in SEARCH_PARAMS:
-            raise BadRequest(f"modifier on {base} is not supported", expression=name)
+def _not_supported(why: str, *, expression: str) -> BadRequest:
+    """Return the 400 for a parameter, modifier or prefix the gateway does not serve (issue code not-supported)."""
+    return BadRequest(why, issues=[Issue("error", "not-supported", expression, why)])
+
+
+def _unsupported(name: str, why: str, strict: bool) -> None:
+    if strict:
+        raise _not_supported(f"{why} (Prefer: handling=strict)", expression=name)
+
+
+def _values(raw: str) -> list[str]:
+    return [v for v in split_escaped(raw, ",") if v != ""]
+
+
+# The comparison signs of FHIR DSTU1, which some clients (fhirclient's ``$gt`` search structs) still send.
+_SIGNS = {">=": "ge", "<=": "le", ">": "gt", "<": "lt"}
+
+
+def _date(name: str, raw: str) -> tuple[str, float, float]:
+    sign = next((s for s in _SIGNS if raw.startswith(s)), None)
+    if sign is not None:
+        raw = _SIGNS[sign] + raw[len(sign) :]
+    prefix, text = (raw[:2], raw[2:]) if raw[:2].isalpha() else ("eq", raw)
+    if prefix not in DATE_PREFIXES:
+        raise _not_supported(f"the date prefix of {name} is not supported (eq gt lt ge le sa eb are)", expression=name)
+    span = date_range(text)
+    if span is None:
+        raise BadRequest(f"the value of {name} is not a FHIR date", expression=name)
+    return prefix, span[0], span[1]
+
+
+def _reference(name: str, param: Parameter, modifier: str | None, raw: str) -> list[str]:
+    targets: list[str] = []
+    for value in _values(raw):
+        text = unescape(value)
+        rel = relative_reference(text)
+        if rel is not None:
+            if modifier and not rel.startswith(f"{modifier}/"):
+                raise BadRequest(f"{name} names another type than its modifier", expression=name)
+            targets.append(rel)
+            if "://" in text:
+                targets.append(text)  # it may be a canonical URL, indexed as written
+        elif "/" not in text and ":" not in text:  # a bare id: of the modifier's type, or of any target type
+            kinds = [modifier] if modifier else sorted(param.targets or R4_RESOURCE_TYPES)
+            targets += [f"{kind}/{text}" for kind in kinds]
+        elif "://" in text or text.startswith("urn:"):
+            targets.append(text)  # a canonical reference
         else:
-            q.ignored.append(name)
+            raise BadRequest(f"the value of {name} is not a reference", expression=name)
+    return targets
+
+
+def _token(raw: str) -> list[tuple[str | None, str | None]]:
+    found: list[tuple[str | None, str | None]] = []
+    for value in _values(raw):
+        parts = [unescape(p) for p in split_escaped(value, "|")]
+        if len(parts) == 1:
+            found.append((None, parts[0]))
+        else:
+            system, code = parts[0], "|".join(parts[1:])
+            found.append((system, code or None))
+    return found
+
+
+def _served(q: Query, name: str, base: str, modifier: str | None, raw: str, param: Parameter) -> None:
+    if param.type == "reference":
+        if modifier is not None and modifier not in R4_RESOURCE_TYPES:
+            raise _not_supported(f"the modifier of {name} is not supported (a resource type is)", expression=name)
+        q.criteria.append(Criterion("reference", base, _reference(name, param, modifier, raw)))
+    elif modifier is not None and modifier not in MODIFIERS[param.type]:
+        raise _not_supported(f"the modifier of {name} is not supported", expression=name)
+    elif param.type == "token":
+        q.criteria.append(Criterion("token", base, _token(raw)))
+    elif param.type == "date":
+        q.criteria.append(Criterion("date", base, [_date(name, v) for v in _values(raw)]))
+    elif param.type == "string":
+        kind = "exact" if modifier == "exact" else "string"
+        texts = [unescape(v) for v in _values(raw)]
+        q.criteria.append(Criterion(kind, base, texts if kind == "exact" else [normalized(t) for t in texts]))
+    else:
+        q.criteria.append(Criterion("url", base, [unescape(v) for v in _values(raw)]))
+    q.echo.append((name, raw))
+
+
+def _include(q: Query, name: str, raw: str, reverse: bool, strict: bool) -> None:
+    parts = raw.split(":")
+    if name not in ("_include", "_revinclude") or len(parts) not in (2, 3) or parts[1] == "*":
+        _unsupported(name, f"this form of {name} is not supported", strict)
+        return
+    source, param, target = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+    spec = indexed(source).get(param)
+    if (reverse and spec is None) or (not reverse and source != q.rtype):
+        raise BadRequest(f"{name} names a type or parameter that does not fit this search", expression=name)
+    if spec is None or spec.type != "reference" or (target is not None and target not in R4_RESOURCE_TYPES):
+        raise BadRequest(f"{name} must name a reference parameter the gateway serves", expression=name)
+    (q.revincludes if reverse else q.includes).append(Include(source, param, target))
+    q.echo.append((name, raw))
+
+
+def _control(q: Query, name: str, raw: str, strict: bool, max_count: int) -> None:
+    if name == "_count":
+        if not raw.isdigit():
+            raise BadRequest("_count must be a non-negative integer", expression="_count")
+        q.count = min(int(raw), max_count)
+    elif name == "_cursor":
+        q.cursor = decode_cursor(raw)
+    elif name == "_summary":
+        if raw in ("count", "false"):
+            q.summary_count = raw == "count"
+            q.echo.append((name, raw))
+        else:
+            _unsupported(name, "_summary supports count and false", strict)
+    elif name == "_total":
+        if raw not in ("none", "estimate", "accurate"):
+            raise BadRequest("_total must be none, estimate or accurate", expression=name)
+        q.total = raw != "none"
+        q.echo.append((name, raw))
+    elif name == "_sort":
+        keys = raw.split(",")
+        key = keys[0].removeprefix("-")
+        dated = indexed(q.rtype).get(key)
+        if len(keys) > 1 or not (key in ("_id", "_lastUpdated") or (dated is not None and dated.type == "date")):
+            _unsupported(name, "_sort supports one of _id, _lastUpdated or a date parameter", strict)
+            return
+        q.sort, q.descending = key, keys[0].startswith("-")
+        q.echo.append((name, raw))
+    elif name == "_elements":
+        q.elements = [e.strip() for e in raw.split(",") if e.strip()]
+        q.echo.append((name, raw))
+    elif name in ("_include", "_revinclude") or name.startswith(("_include:", "_revinclude:")):
+        _include(q, name, raw, name.startswith("_revinclude"), strict)
+
+
+def parse_query(
+    rtype: str, params: list[tuple[str, str]], default_count: int, max_count: int, *, strict: bool = False
+) -> Query:
+    """Parse search parameters (see the module docstring), or raise BadRequest naming the one refused."""
+    q = Query(rtype=rtype, count=default_count)
+    served = indexed(rtype)
+    known = KNOWN.get(rtype, {})
+    for name, raw in params:
+        base, _, modifier_text = name.partition(":")
+        modifier = modifier_text or None
+        if name in ("_format", "_pretty"):
+            continue
+        if base in CONTROL or base in ("_include", "_revinclude"):
+            _control(q, name, raw, strict, max_count)
+        elif "." in base:
+            raise _not_supported("chained search parameters are not supported", expression=name)
+        elif base == "_id":
+            if modifier:
+                raise _not_supported("_id takes no modifier", expression=name)
+            q.criteria.append(Criterion("id", "_id", [unescape(v) for v in _values(raw)]))
+            q.echo.append((name, raw))
+        elif base == "_lastUpdated":
+            if modifier:
+                raise _not_supported("_lastUpdated takes no modifier", expression=name)
+            q.criteria.append(Criterion("lastUpdated", base, [_date(name, v) for v in _values(raw)]))
+            q.echo.append((name, raw))
+        elif base in served:
+            _served(q, name, base, modifier, raw, served[base])
+        elif base in REFUSED or known.get(base) == "reference" or base in ("patient", "subject"):
+            raise _not_supported(f"search parameter {base} is not supported, and ignoring it would widen the result",
+                             expression=name)  # fmt: skip
+        elif modifier is not None and modifier in R4_RESOURCE_TYPES:
+            raise _not_supported(f"search parameter {base} is not supported for {rtype}", expression=name)
+        elif base in known or base in COMMON:
+            _unsupported(name, f"search parameter {base} is not supported for {rtype}", strict)
+        else:
+            _unsupported(name, f"{base} is not a search parameter of {rtype}", strict)
     return q
 
 
-def encode_cursor(score: float, rid: str) -> str:
-    """Return an opaque paging cursor after (score, id)."""
-    return base64.urlsafe_b64encode(f"{score!r}|{rid}".encode()).decode().rstrip("=")
+def subset(resource: dict[str, Any], elements: list[str]) -> dict[str, Any]:
+    """Return ``resource`` with only ``elements`` (and what every resource keeps), tagged SUBSETTED."""
+    kept = {k: v for k, v in resource.items() if k in ("resourceType", "id", "meta") or k in elements}
+    meta = dict(kept.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+    kept["meta"] = meta
+    return kept
 
 
-def _decode_cursor(value: str) -> tuple[float, str]:
+def encode_cursor(cursor: dict[str, Any]) -> str:
+    """Return an opaque paging cursor."""
+    return base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> dict[str, Any]:
+    """Return a cursor ``encode_cursor`` made, or raise BadRequest."""
     try:
-        text = base64.urlsafe_b64decode(unquote(value) + "=" * (-len(value) % 4)).decode()
-        score, _, rid = text.partition("|")
-        return float(score), rid
+        decoded = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadRequest("_cursor is not one this gateway issued", expression="_cursor") from None
-
-
-@dataclass
-class Hits:
-    """One page of matching ids, the total, and where the next page starts."""
-
-    ids: list[str]
-    total: int
-    next_cursor: str | None
-    issues: list[Issue]
-
-
-async def run_search(redis: Redis, keys: Keyspace, tenant: str, rtype: str, q: Query) -> Hits:
-    """Find the ids matching ``q``, ordered by lastUpdated then id."""
-    lu_key = keys.last_updated_index(tenant, rtype)
-    candidates: set[str] | None = None
-    if q.ids is not None:
-        candidates = set(q.ids)
-    if q.identifiers:
-        found = await redis.sunion([keys.identifier_index(tenant, rtype, s, v) for s, v in q.identifiers])
-        matched = {text(m) for m in found}
-        candidates = matched if candidates is None else candidates & matched
-    if q.patients:
-        found = await redis.sunion([keys.patient_index(tenant, rtype, p) for p in q.patients])
-        matched = {text(m) for m in found}
-        candidates = matched if candidates is None else candidates & matched
-
-    if candidates is not None:
-        ordered = sorted(candidates)
-        pipe = redis.pipeline(transaction=False)
-        for rid in ordered:
-            pipe.zscore(lu_key, rid)
-        scored = [
-            (score, rid)
-            for rid, score in zip(ordered, await pipe.execute(), strict=True)
-            if score is not None and q.low <= score <= q.high
-        ]
-        scored.sort()
-        total = len(scored)
-        if q.cursor is not None:
-            scored = [s for s in scored if s > q.cursor]
-    else:
-        total = await redis.zcount(lu_key, q.low, q.high)
-        rank: int | None = None
-        if q.cursor is not None and await redis.zscore(lu_key, q.cursor[1]) == q.cursor[0]:
-            found_rank: Any = await redis.zrank(lu_key, q.cursor[1])
-            rank = int(found_rank) if found_rank is not None else None
-        if rank is not None:
-            # Continue right after the cursor's member: cheap even when thousands share one lastUpdated.
-            raw: Any = await redis.zrange(lu_key, rank + 1, rank + q.count + 1, withscores=True)
-        else:
-            low = q.low if q.cursor is None else max(q.low, q.cursor[0])
-            raw = await redis.zrangebyscore(lu_key, low, q.high, start=0, num=q.count + 1001, withscores=True)
-        scored = [(float(score), text(m)) for m, score in raw if q.low <= float(score) <= q.high]
-        if q.cursor is not None:
-            scored = [s for s in scored if s > q.cursor]
-    page = scored[: q.count]
-    more = len(scored) > q.count
-    issues = [
-        Issue("warning", "not-supported", name, f"search parameter {name} is not supported and was ignored")
-        for name in q.ignored
-    ]
-    return Hits(
-        ids=[rid for _, rid in page],
-        total=total,
-        next_cursor=encode_cursor(*page[-1]) if more and page else None,
-        issues=issues,
-    )
+    if not isinstance(decoded, dict) or not {"s", "t", "p", "k", "i"} <= decoded.keys():
+        raise BadRequest("_cursor is not one this gateway issued", expression="_cursor")
+    return decoded

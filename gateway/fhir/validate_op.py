@@ -24,7 +24,7 @@ async def validate(
 ) -> FhirResponse:
     """Answer an OperationOutcome with every issue the validator finds."""
     check_type(rtype)
-    body = await read_body(services.settings, request)
+    body = (await read_body(services.edge, request)).value
     profiles = list(request.query_params.getlist("profile"))
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         parameters = [p for p in body.get("parameter", []) if isinstance(p, dict)]

@@ -6,6 +6,11 @@ with it::
 
     {"url": "urn:fhir-gateway:extension:ehr-versionId", "valueId": "..."}
     {"url": "urn:fhir-gateway:extension:ehr-lastUpdated", "valueInstant": "..."}
+
+The version a body carries is recorded, never trusted for ordering on its own: only a caller that knows the body
+is the EHR's own copy (the poller; a push with ``X-Ehr-Source: true``) asks the store to skip a version older than
+the one held. A body that still carries these extensions is a copy read from the gateway: its ``meta.versionId``
+and ``meta.lastUpdated`` are the gateway's, so the EHR version recorded is the one the extensions name.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ def split(resource: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str 
         meta = dict(meta)
         evid = meta.pop("versionId", None)
         elu = meta.pop("lastUpdated", None)
+        if any(isinstance(e, Mapping) and e.get("url") in _OURS for e in meta.get("extension") or []):
+            evid, elu = read(meta)  # a copy the gateway served: its versionId and lastUpdated are the gateway's
         if extensions := _other_extensions(meta):
             meta["extension"] = extensions
         else:

@@ -1,77 +1,43 @@
-"""What a stored resource is findable by (its identifiers, the patient it is about, its canonical URL), and the
-conditions of conditional interactions that these indexes answer."""
+"""What a stored resource is findable by (its search parameters' values, its canonical URL), and the conditions
+of conditional interactions that these indexes answer.
+
+``index_entries`` is computed once per version written; the store keeps the list beside the version (the ``idx``
+field of ``cur``) so that the next version removes exactly what this one added.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from conformance.definitions import TYPES
+from gateway.store.keys import Keyspace
+from gateway.store.parameters import (
+    date_range,
+    dates,
+    indexed,
+    normalized,
+    reached,
+    references,
+    relative_reference,
+    strings,
+    tokens,
+)
 
-_RELATIVE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-# Elements that point at the patient a resource is about, by resource type; every other type falls back to
-# ``patient`` and ``subject``, which is where R4 puts it in most clinical resources.
-_PATIENT_PATHS: dict[str, tuple[str, ...]] = {
-    "Appointment": ("participant.actor",),
-    "AppointmentResponse": ("actor",),
-    "Communication": ("subject", "recipient", "sender"),
-    "Group": ("member.entity",),
-}
-_DEFAULT_PATIENT_PATHS = ("patient", "subject", "beneficiary")
+__all__ = [
+    "IndexEntry",
+    "canonical_urls",
+    "date_range",
+    "index_entries",
+    "parse_condition",
+    "relative_reference",
+    "split_escaped",
+    "unescape",
+]
 
-
-def relative_reference(reference: str | None) -> str | None:
-    """Return ``Type/id`` for a relative or absolute literal reference, else None."""
-    if not reference or reference.startswith(("#", "urn:")):
-        return None
-    match = _RELATIVE.search(reference)
-    return f"{match.group(1)}/{match.group(2)}" if match else None
-
-
-def _walk(node: Any, parts: list[str]) -> Iterator[Any]:
-    if isinstance(node, list):
-        for item in node:
-            yield from _walk(item, parts)
-        return
-    if not parts:
-        yield node
-        return
-    if isinstance(node, Mapping):
-        yield from _walk(node.get(parts[0]), parts[1:])
-
-
-def indexes_patient(rtype: str) -> bool:
-    """Tell whether a resource of ``rtype`` can be in the patient index (an element it is read from may hold a
-    Patient reference, per the R4 definitions)."""
-    for path in _PATIENT_PATHS.get(rtype, _DEFAULT_PATIENT_PATHS):
-        spec = TYPES.get(rtype)
-        element = None
-        for name in path.split("."):
-            element = spec.elements.get(name) if spec is not None else None
-            spec = element.spec if element is not None else None
-        if (
-            element is not None
-            and element.type == "Reference"
-            and (element.targets is None or element.targets & {"Patient", "Resource"})
-        ):
-            return True
-    return False
-
-
-def patient_references(resource: Mapping[str, Any]) -> set[str]:
-    """Return the ``Patient/id`` references a resource is about."""
-    rtype = resource.get("resourceType", "")
-    paths = _PATIENT_PATHS.get(str(rtype), _DEFAULT_PATIENT_PATHS)
-    found: set[str] = set()
-    for path in paths:
-        for ref in _walk(resource, path.split(".")):
-            if isinstance(ref, Mapping):
-                rel = relative_reference(ref.get("reference"))
-                if rel and rel.startswith("Patient/"):
-                    found.add(rel)
-    return found
+# [kind, key, member]: "s" a set holding the id; "z" a scored zset holding the id, member its score; "l" a lexical
+# zset, member the entry itself ("{text}\0{id}").
+IndexEntry = tuple[str, str, str]
 
 
 def canonical_urls(resource: Mapping[str, Any]) -> list[str]:
@@ -82,28 +48,84 @@ def canonical_urls(resource: Mapping[str, Any]) -> list[str]:
     return [url, f"{url}|{version}"] if isinstance(version, str) and version else [url]
 
 
-def identifiers(resource: Mapping[str, Any]) -> list[tuple[str | None, str]]:
-    """Return the (system, value) pairs of ``identifier`` (a list in most types, single in a few)."""
-    raw = resource.get("identifier")
-    items = raw if isinstance(raw, list) else [raw] if isinstance(raw, Mapping) else []
-    pairs: list[tuple[str | None, str]] = []
-    for item in items:
-        if isinstance(item, Mapping) and isinstance(item.get("value"), str):
-            system = item.get("system")
-            pairs.append((system if isinstance(system, str) else None, item["value"]))
-    return pairs
+def index_entries(keys: Keyspace, tenant: str, stored: Mapping[str, Any]) -> list[IndexEntry]:
+    """Return every index entry of a stored resource (not the ``ids`` and ``lu`` zsets, which hold every one)."""
+    rtype, rid = str(stored.get("resourceType")), str(stored.get("id"))
+    found: set[IndexEntry] = set()
+    for url in canonical_urls(stored):
+        found.add(("s", keys.url_index(tenant, rtype, url), ""))
+    for name, param in indexed(rtype).items():
+        values = reached(stored, param)
+        if not values:
+            continue
+        if param.type == "reference":
+            found.update(("s", keys.reference_index(tenant, rtype, name, t), "") for t in references(values))
+        elif param.type == "token":
+            for system, code in tokens(values):
+                found.add(("s", keys.token_index(tenant, rtype, name, system or "", code), ""))
+                found.add(("s", keys.token_index(tenant, rtype, name, None, code), ""))
+                if system:
+                    found.add(("s", keys.token_index(tenant, rtype, name, system, None), ""))
+        elif param.type == "date":
+            span = dates(values)
+            if span is not None:
+                found.add(("z", keys.date_index(tenant, rtype, name, "lo"), repr(span[0])))
+                found.add(("z", keys.date_index(tenant, rtype, name, "hi"), repr(span[1])))
+        elif param.type == "string":
+            for text in strings(values):
+                found.add(("l", keys.string_index(tenant, rtype, name), f"{normalized(text)}\0{rid}"))
+                found.add(("l", keys.string_index(tenant, rtype, name, exact=True), f"{text}\0{rid}"))
+    return sorted(found)
+
+
+def split_escaped(value: str, separator: str) -> list[str]:
+    """Split a search value at each ``separator`` not escaped with a backslash (R4 escapes ``\\,``, ``\\|``,
+    ``\\$`` and ``\\\\``); the parts keep their escapes (``unescape`` removes them)."""
+    parts, current, escaped = [], [], False
+    for char in value:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def unescape(part: str) -> str:
+    """Remove search-value escapes: ``\\|`` is ``|``, ``\\\\`` is ``\\``."""
+    out, escaped = [], False
+    for char in part:
+        if escaped or char != "\\":
+            out.append(char)
+            escaped = False
+        else:
+            escaped = True
+    return "".join(out)
 
 
 def parse_condition(criteria: str) -> tuple[str | None, str]:
     """Return (system, value) of a conditional-operation query; only one ``identifier`` is indexed for this.
 
-    Accepts ``identifier=system|value``, ``identifier=value`` and the ``Type?identifier=...`` form.
-    Raises ValueError saying what is not supported.
+    Accepts ``identifier=system|value``, ``identifier=value`` and the ``Type?identifier=...`` form; a ``|``
+    inside a system or value is written ``\\|``. Raises ValueError saying what is not supported.
     """
     query = criteria.split("?", 1)[1] if "?" in criteria else criteria
     name, _, value = query.partition("=")
-    if name != "identifier" or not value or "&" in value or "," in value:
+    if name != "identifier" or not value or "&" in value:
         raise ValueError("conditional operations support one identifier=[system|]value criterion")
     value = unquote(value)
-    system, bar, code = value.rpartition("|")
-    return (system if bar else None), (code if bar else value)
+    if len(split_escaped(value, ",")) != 1:
+        raise ValueError("conditional operations support one identifier=[system|]value criterion")
+    parts = [unescape(p) for p in split_escaped(value, "|")]
+    if len(parts) == 1:
+        return None, parts[0]
+    if len(parts) != 2 or not parts[1]:
+        raise ValueError("conditional operations need identifier=[system|]value with a value")
+    return parts[0], parts[1]

@@ -9,16 +9,33 @@ lets one Lua script write a resource version, its indexes and its job atomically
 FHIR store (what EHRs pushed, as FHIR):
   gw:{t}:cur:{type}:{id}           hash   current state: vid, lu (gateway lastUpdated), hash (content digest),
                                           deleted ("1" for a tombstone), evid / elu (the EHR's meta as received),
-                                          idx (JSON list of the search-index keys this version is in)
+                                          idx (JSON list of the index entries this version is in, each [kind, key,
+                                          member]: kind "s" a set holding the id, "z" a scored zset holding the id
+                                          (member: the score), "l" a lexical zset (member: the entry))
   gw:{t}:hist:{type}:{id}          hash   vid -> the stored resource JSON of that version ("" for a tombstone)
   gw:{t}:issues:{type}:{id}        hash   vid -> the OperationOutcome JSON of the errors a tenant's lenient
                                           validation policy accepted that version with (gateway/policy.py)
-  gw:{t}:idx:{type}:lu             zset   id -> gateway lastUpdated (epoch ms); every live resource of the type
-  gw:{t}:idx:{type}:ident:{s}|{v}  set    ids with identifier system|value (and "*|{v}" for value-only search)
-  gw:{t}:idx:{type}:patient:{ref}  set    ids whose patient/subject is {ref} ("Patient/123")
-  gw:{t}:idx:{type}:url:{url}      set    ids of canonical resources with that url (and "{url}|{version}")
+  gw:{t}:vers:{type}               zset   "{id}/{vid}" -> epoch ms the version was written (type history)
+  gw:{t}:vers                      zset   "{type}/{id}/{vid}" -> epoch ms the version was written (system history)
   gw:{t}:dedupe:{type}:{digest}    string id of a resource created by plain POST with that content (a retried POST
                                           answers with it instead of creating a duplicate); expires
+
+Search indexes of the live (not deleted) resources, written with the version in the same atomic commit
+(gateway/store/indexing.py says what goes in them, gateway/store/parameters.py what a parameter's values are).
+``{p}`` is an R4 search parameter name; ``{v}`` parts are escaped so that no two values share a key: ``%``,
+``|`` and ``*`` are written ``%25``, ``%7C`` and ``%2A``, so ``urn:s|x`` + ``y`` and ``urn:s`` + ``x|y`` differ:
+  gw:{t}:idx:{type}:ids            zset   id (score 0): every live id in id order (the default search order)
+  gw:{t}:idx:{type}:lu             zset   id -> gateway lastUpdated (epoch ms); every live resource of the type
+  gw:{t}:idx:{type}:tok:{p}:{s}|{c} set   ids with token system {s} and code {c} (an identifier's value is its
+                                          code); also "*|{c}" (any system), "{s}|*" (any code) and, for a value
+                                          without a system, "|{c}"
+  gw:{t}:idx:{type}:ref:{p}:{ref}  set    ids whose parameter {p} references {ref}: "Patient/123", or a canonical
+                                          URL (with and without its "|version")
+  gw:{t}:idx:{type}:date:{p}:lo    zset   id -> the first epoch ms parameter {p}'s values cover (-inf: open)
+  gw:{t}:idx:{type}:date:{p}:hi    zset   id -> the last epoch ms they cover (+inf: open)
+  gw:{t}:idx:{type}:str:{p}        zset   "{normalized text}\0{id}" (score 0; prefix search by ZRANGEBYLEX)
+  gw:{t}:idx:{type}:strx:{p}       zset   "{text as sent}\0{id}" (score 0; the :exact modifier)
+  gw:{t}:idx:{type}:url:{url}      set    ids of canonical resources with that url (and "{url}|{version}")
 
 Work queue (Redis Streams, consumer group "workers"):
   gw:{t}:inbound                   stream jobs: type, id, vid, op (upsert|delete), attempt, first_id; an entry is
@@ -126,6 +143,11 @@ def lane(rtype: str) -> str:
 OUTBOUND_GROUP = "connectors"  # the consumer group of every tenant's outbound (write-back) stream
 
 
+def escape(value: str) -> str:
+    """Escape a value for a key part, so that ``|`` and ``*`` stay separators and wildcards."""
+    return value.replace("%", "%25").replace("|", "%7C").replace("*", "%2A")
+
+
 def tenant_of(key: str) -> str:
     """Return the tenant named in a tenant-scoped key."""
     return key[key.index("{") + 1 : key.index("}")]
@@ -154,14 +176,33 @@ class Keyspace:
     def last_updated_index(self, tenant: str, rtype: str) -> str:
         return f"{self._t(tenant)}:idx:{rtype}:lu"
 
-    def identifier_index(self, tenant: str, rtype: str, system: str | None, value: str) -> str:
-        return f"{self._t(tenant)}:idx:{rtype}:ident:{'*' if system is None else system}|{value}"
+    def ids_index(self, tenant: str, rtype: str) -> str:
+        return f"{self._t(tenant)}:idx:{rtype}:ids"
 
-    def patient_index(self, tenant: str, rtype: str, ref: str) -> str:
-        return f"{self._t(tenant)}:idx:{rtype}:patient:{ref}"
+    def token_index(self, tenant: str, rtype: str, param: str, system: str | None, code: str | None) -> str:
+        """Return a token index key; ``system`` None is any system ("" none), ``code`` None any code."""
+        s = "*" if system is None else escape(system)
+        c = "*" if code is None else escape(code)
+        return f"{self._t(tenant)}:idx:{rtype}:tok:{param}:{s}|{c}"
+
+    def reference_index(self, tenant: str, rtype: str, param: str, target: str) -> str:
+        return f"{self._t(tenant)}:idx:{rtype}:ref:{param}:{escape(target)}"
+
+    def date_index(self, tenant: str, rtype: str, param: str, end: str) -> str:
+        """Return the zset of the first (``end="lo"``) or last (``"hi"``) millisecond of a date parameter."""
+        return f"{self._t(tenant)}:idx:{rtype}:date:{param}:{end}"
+
+    def string_index(self, tenant: str, rtype: str, param: str, exact: bool = False) -> str:
+        return f"{self._t(tenant)}:idx:{rtype}:{'strx' if exact else 'str'}:{param}"
 
     def url_index(self, tenant: str, rtype: str, url: str) -> str:
         return f"{self._t(tenant)}:idx:{rtype}:url:{url}"
+
+    def type_versions(self, tenant: str, rtype: str) -> str:
+        return f"{self._t(tenant)}:vers:{rtype}"
+
+    def all_versions(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:vers"
 
     def dependents(self, tenant: str, key: str) -> str:
         return f"{self._t(tenant)}:deps:{key}"

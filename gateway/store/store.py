@@ -22,9 +22,9 @@ from conformance.outcome import Issue, operation_outcome
 from gateway.clock import Clock, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import activity, ehr_meta
+from gateway.store import activity, conditional, ehr_meta
 from gateway.store.connection import text
-from gateway.store.indexing import canonical_urls, identifiers, parse_condition, patient_references
+from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.store.references import reference_targets, rewrite_references
@@ -57,7 +57,7 @@ class Current:
     deleted: bool
     ehr_version_id: str | None
     ehr_last_updated: str | None
-    index_keys: list[str]
+    index: list[IndexEntry]
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Current | None:
@@ -71,8 +71,16 @@ class Current:
             deleted=get.get("deleted") == "1",
             ehr_version_id=get.get("evid") or None,
             ehr_last_updated=get.get("elu") or None,
-            index_keys=json.loads(get.get("idx") or "[]"),
+            index=[_entry(e) for e in json.loads(get.get("idx") or "[]")],
         )
+
+
+def _entry(raw: Any) -> IndexEntry:
+    """Read one ``idx`` entry (a plain key, from before entries had kinds, is a set holding the id)."""
+    if isinstance(raw, str):
+        return ("s", raw, "")
+    kind, key, member = raw
+    return (str(kind), str(key), str(member))
 
 
 @dataclass
@@ -85,6 +93,7 @@ class Create:
     full_url: str | None = None
     path: str | None = None
     issues: list[Issue] = field(default_factory=list)  # errors a lenient policy accepted; kept with the version
+    dedupe: bool = True  # an identical plain create within the dedupe window answers with the first resource
 
 
 @dataclass
@@ -99,6 +108,10 @@ class Update:
     criteria: str | None = None
     path: str | None = None
     issues: list[Issue] = field(default_factory=list)  # errors a lenient policy accepted; kept with the version
+    # The body is the EHR's own copy (the poller, or a push that says so): a ``meta.lastUpdated`` older than the
+    # EHR version held means it arrived late, and it is not applied. Otherwise the body's meta orders nothing
+    # (R4 http.html: a server SHALL ignore the versionId and lastUpdated of an update's body).
+    ehr_ordered: bool = False
 
 
 @dataclass
@@ -182,6 +195,7 @@ class Store:
         self._redis = redis
         self._keys = keys
         self._clock = clock
+        self.clock = clock
         self._registered: set[str] = set()
         self._committer = Committer(redis)
         self._max_backlog = max_backlog
@@ -241,6 +255,15 @@ class Store:
                 wanted.append(rid)
         bodies = await pipe.execute()
         return [json.loads(b) for b in bodies if b]
+
+    async def check_backlog(self, tenant: str) -> None:
+        """Refuse (503) work for a tenant whose queue is past its limit, before its body is read and parsed."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xlen(self._keys.inbound(tenant))
+        pipe.zcard(self._keys.retry(tenant))
+        waiting = sum(int(n) for n in await pipe.execute())
+        if waiting >= self._max_backlog:
+            raise Overloaded(f"the gateway has {waiting} jobs waiting; retry later", retry_after=5)
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -369,13 +392,19 @@ class Store:
         return plan, results
 
     async def _resolve(self, tenant: str, decisions: list[_Decision], plan: Plan) -> dict[str, str]:
-        """Map every entry's fullUrl to ``Type/id``, giving retried identical creates their first id."""
+        """Map every entry's fullUrl and every conditional reference to ``Type/id``, giving retried identical creates
+        their first id."""
         mapping: dict[str, str] = {}
         for d in decisions:
             full_url = getattr(d.op, "full_url", None)
             if full_url:
                 mapping[full_url] = f"{d.op.rtype}/{d.rid}"
-        plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist]
+        written = [
+            conditional.Written(d.op.rtype, d.rid, getattr(d.op, "resource", None), d.references(), d.op.path)
+            for d in decisions
+        ]
+        mapping.update(await conditional.resolve(self._redis, self._keys, tenant, written, plan))
+        plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist and d.op.dedupe]
         if not plain or self._dedupe_seconds <= 0:
             return mapping
         # Creates are deduplicated on their content with references resolved, so an entry is looked up only
@@ -455,12 +484,12 @@ class Store:
             if cur and not cur.deleted and cur.digest == dg:
                 return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=op.issues), False
             new_lu, old_lu = _parse_instant(elu), _parse_instant(cur.ehr_last_updated if cur else None)
-            if cur and not cur.deleted and new_lu and old_lu and new_lu < old_lu:
+            if op.ehr_ordered and cur and not cur.deleted and new_lu and old_lu and new_lu < old_lu:
                 note = Issue(
-                    "information",
-                    "informational",
+                    "warning",
+                    "conflict",
                     f"{op.rtype}.meta.lastUpdated",
-                    "an older EHR version than the one held arrived; it was acknowledged and not applied",
+                    "not applied: this EHR version is older than the one held",
                 )
                 return (
                     Result(
@@ -470,7 +499,7 @@ class Store:
                 )
         else:
             plan.expect_field(cur_key, "vid", None)
-            if self._dedupe_seconds > 0 and not op.if_none_exist:
+            if self._dedupe_seconds > 0 and not op.if_none_exist and op.dedupe:
                 plan.write("SET", k.dedupe(tenant, op.rtype, dg), rid, "EX", self._dedupe_seconds)
 
         stored = {"resourceType": op.rtype, "id": rid, "meta": ehr_meta.stamp(content, evid, elu)}
@@ -502,29 +531,26 @@ class Store:
     ) -> tuple[Result, bool]:
         k = self._keys
         vid = (cur.vid if cur else 0) + 1
-        lu_index = k.last_updated_index(tenant, rtype)
-        new_index: list[str] = []
+        lu_index, ids_index = k.last_updated_index(tenant, rtype), k.ids_index(tenant, rtype)
+        new_index: list[IndexEntry] = []
         if stored is not None:
             stored["meta"] = {"versionId": str(vid), "lastUpdated": lu, **stored["meta"]}
-            new_index = [k.identifier_index(tenant, rtype, s, v) for s, v in identifiers(stored)]
-            new_index += [k.identifier_index(tenant, rtype, None, v) for _, v in identifiers(stored)]
-            new_index += [k.patient_index(tenant, rtype, p) for p in patient_references(stored)]
-            new_index += [k.url_index(tenant, rtype, u) for u in canonical_urls(stored)]
-            new_index = sorted(set(new_index))
-        for old in set(cur.index_keys if cur else []) - set(new_index):
-            plan.write("SREM", old, rid)
-        for new in new_index:
-            plan.write("SADD", new, rid)
+            new_index = index_entries(k, tenant, stored)
+        self._plan_index(plan, rid, cur.index if cur else [], new_index)
         if deleted:
             plan.write("ZREM", lu_index, rid)
+            plan.write("ZREM", ids_index, rid)
         else:
             plan.write("ZADD", lu_index, lu_ms, rid)
+            plan.write("ZADD", ids_index, 0, rid)
+        plan.write("ZADD", k.type_versions(tenant, rtype), lu_ms, f"{rid}/{vid}")
+        plan.write("ZADD", k.all_versions(tenant), lu_ms, f"{rtype}/{rid}/{vid}")
         plan.write("HSET", k.history(tenant, rtype, rid), str(vid), json.dumps(stored) if stored else "")
         plan.write(
             "HSET",
             k.current(tenant, rtype, rid),
             "vid", vid, "lu", lu, "hash", digest_, "deleted", "1" if deleted else "0",
-            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", json.dumps(new_index),
+            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", json.dumps(new_index, ensure_ascii=False),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched
@@ -539,10 +565,29 @@ class Store:
         outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
         return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome), job
 
+    @staticmethod
+    def _plan_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:
+        """Move the resource from the index entries of its last version to those of this one."""
+        kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
+        for kind, key, member in set(old) - set(new):
+            if kind == "s":
+                plan.write("SREM", key, rid)
+            elif kind == "l":
+                plan.write("ZREM", key, member)
+            elif (kind, key) not in kept_scores:
+                plan.write("ZREM", key, rid)
+        for kind, key, member in sorted(set(new) - set(old)):
+            if kind == "s":
+                plan.write("SADD", key, rid)
+            elif kind == "l":
+                plan.write("ZADD", key, 0, member)
+            else:
+                plan.write("ZADD", key, member, rid)
+
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
         """Return the identifier-index key a condition reads."""
         try:
             system, value = parse_condition(criteria)
         except ValueError as exc:
             raise BadRequest(str(exc), expression="condition") from None
-        return self._keys.identifier_index(tenant, rtype, system, value)
+        return self._keys.token_index(tenant, rtype, "identifier", system, value)

@@ -282,6 +282,55 @@ SEARCH: Final[dict[str, Any]] = {
     "responses": _fhir_ok(200, "a searchset Bundle, with a next link when there is more", _SEARCHSET),
     "openapi_extra": {"parameters": _SEARCH_PARAMETERS},
 }
+SEARCH_POST: Final[dict[str, Any]] = {
+    "responses": {**_fhir_ok(200, "a searchset Bundle, as GET [type] answers", _SEARCHSET), **errors(415)},
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "the search parameters, form-encoded (they add to those in the URL)",
+            "content": {"application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "additionalProperties": True},
+                "example": {"patient": "Patient/pat-1", "_sort": "-date"}}},
+        }
+    },
+}  # fmt: skip
+_HISTORY: Final = {
+    "resourceType": "Bundle",
+    "type": "history",
+    "total": 1,
+    "link": [{"relation": "self", "url": "https://gateway.example.org/fhir/R4/Appointment/appt-1/_history?_count=50"}],
+    "entry": [{"fullUrl": "https://gateway.example.org/fhir/R4/Appointment/appt-1", "resource": _STORED,
+               "request": {"method": "POST", "url": "Appointment"},
+               "response": {"status": "201 Created", "etag": 'W/"1"', "lastModified": "2026-12-01T10:00:00.000Z"}}],
+}  # fmt: skip
+HISTORY: Final[dict[str, Any]] = {
+    "responses": _fhir_ok(200, "a history Bundle, newest version first, with a next link when there is more", _HISTORY),
+    "openapi_extra": {
+        "parameters": [
+            _query("_count", "page size (capped by the gateway)", "20", pattern="^[0-9]{1,4}$"),
+            _query("_since", "only versions written at or after this instant", "2026-12-01T00:00:00Z"),
+            _query("_cursor", "the page after this one: taken from the Bundle's next link", "MTc2NzI2MTYwMDAwMC0w"),
+        ]
+    },
+}
+_PATCH_BODY: Final = [{"op": "replace", "path": "/status", "value": "cancelled"}]
+PATCH: Final[dict[str, Any]] = {
+    "responses": {
+        **_fhir_ok(200, "patched: the resource as stored", _STORED, **_WRITTEN),
+        **errors(404, 410, 412, 413, 415, 422, 503),
+    },
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "a JSON Patch (RFC 6902), or a JSON Merge Patch (RFC 7386)",
+            "content": {
+                "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}},
+                                                "example": _PATCH_BODY},
+                "application/merge-patch+json": {"schema": {"type": "object"}, "example": {"status": "cancelled"}},
+            },
+        }
+    },
+}  # fmt: skip
 READ: Final[dict[str, Any]] = {
     "responses": {**_fhir_ok(200, "the current version", _STORED, ETag="the version"), **errors(410)}
 }

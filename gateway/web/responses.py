@@ -19,7 +19,7 @@ FHIR_JSON = "application/fhir+json"
 class FhirResponse(Response):
     """A response whose body is FHIR JSON."""
 
-    media_type = FHIR_JSON
+    media_type = f"{FHIR_JSON}; charset=utf-8"
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from tests.conftest import corpus_dir
 
@@ -50,6 +51,15 @@ def post_entry(resource: dict[str, Any], full_url: str | None = None, **request:
     if full_url:
         entry["fullUrl"] = full_url
     return entry
+
+
+def next_path(bundle: dict[str, Any]) -> str:
+    """Return the path and query of a Bundle's ``next`` link below the FHIR base ("" when there is none)."""
+    found = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+    if not found:
+        return ""
+    parts = urlsplit(found[0])
+    return parts.path.removeprefix("/fhir/R4") + "?" + parts.query
 
 
 def put_entry(resource: dict[str, Any]) -> dict[str, Any]:

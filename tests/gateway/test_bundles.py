@@ -173,3 +173,59 @@ async def test_operations_and_unsupported_conditions_in_bundles_are_named_not_su
         ("not-supported", "Bundle.entry[1].request.url"),
         ("not-supported", "Bundle.entry[2].request.ifNoneExist"),
     }
+
+
+async def test_prefer_return_operation_outcome_fills_every_entry_outcome(gateway: Gateway) -> None:
+    prefer = {"Prefer": "return=OperationOutcome"}
+    tx = transaction(put_entry(appointment(id="oo1")), {"request": {"method": "DELETE", "url": "Appointment/none"}})
+    answer = (await gateway.ehr("POST", "", json=tx, headers=prefer)).json()
+    outcomes = [e["response"]["outcome"] for e in answer["entry"]]
+    assert [o["resourceType"] for o in outcomes] == ["OperationOutcome"] * 2
+    assert "Appointment/oo1: created" in outcomes[0]["issue"][0]["diagnostics"]
+    batch = {"resourceType": "Bundle", "type": "batch",
+             "entry": [put_entry(appointment(id="oo1")), put_entry(appointment(id="oo2", status="nope"))]}  # fmt: skip
+    answer = (await gateway.ehr("POST", "", json=batch, headers=prefer)).json()
+    [same, bad] = [e["response"] for e in answer["entry"]]
+    assert "unchanged" in same["outcome"]["issue"][0]["diagnostics"]
+    assert bad["status"].startswith("400") and bad["outcome"]["issue"][0]["severity"] == "error"
+    plain = (await gateway.ehr("POST", "", json=batch)).json()
+    assert "outcome" not in plain["entry"][0]["response"]
+
+
+async def test_conditional_references_resolve_to_the_one_match(gateway: Gateway) -> None:
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "CR-1"}]}
+    await gateway.ehr("PUT", "/Patient/cr1", json={**patient, "id": "cr1"})
+    appt = appointment(participant=[{"actor": {"reference": "Patient?identifier=urn:mrn|CR-1"}, "status": "accepted"}])
+    answer = await gateway.ehr("POST", "", json=transaction(post_entry(appt)))
+    assert answer.status_code == 200, answer.text
+    appt_id = answer.json()["entry"][0]["response"]["location"].split("/")[1]
+    stored = (await gateway.ehr("GET", f"/Appointment/{appt_id}")).json()
+    assert stored["participant"][0]["actor"]["reference"] == "Patient/cr1"
+    assert [e["resource"]["id"] for e in (await gateway.ehr("GET", "/Appointment?patient=cr1")).json()["entry"]] == [
+        appt_id
+    ]
+    # A patient created in the same transaction is a match too.
+    new = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "CR-2"}]}
+    later = appointment(participant=[{"actor": {"reference": "Patient?identifier=urn:mrn|CR-2"}, "status": "accepted"}])
+    answer = await gateway.ehr("POST", "", json=transaction(post_entry(new), post_entry(later)))
+    assert answer.status_code == 200, answer.text
+    patient_id = answer.json()["entry"][0]["response"]["location"].split("/")[1]
+    later_id = answer.json()["entry"][1]["response"]["location"].split("/")[1]
+    stored = (await gateway.ehr("GET", f"/Appointment/{later_id}")).json()
+    assert stored["participant"][0]["actor"]["reference"] == f"Patient/{patient_id}"
+
+
+async def test_a_conditional_reference_matching_none_or_several_fails_the_transaction(gateway: Gateway) -> None:
+    for rid in ("dup1", "dup2"):
+        body = {"resourceType": "Patient", "id": rid, "identifier": [{"system": "urn:mrn", "value": "TWICE"}]}
+        await gateway.ehr("PUT", f"/Patient/{rid}", json=body)
+    keep = post_entry(appointment(identifier=[{"system": "urn:x", "value": "kept-out"}]))
+    for reference, status in (("Patient?identifier=urn:mrn|NOBODY", 400), ("Patient?identifier=urn:mrn|TWICE", 412)):
+        appt = appointment(participant=[{"actor": {"reference": reference}, "status": "accepted"}])
+        response = await gateway.ehr("POST", "", json=transaction(keep, post_entry(appt)))
+        assert response.status_code == status, response.text
+        assert response.json()["issue"][0]["expression"] == ["Bundle.entry[1]"]
+    assert (await gateway.ehr("GET", "/Appointment?identifier=urn:x|kept-out")).json()["total"] == 0
+    other = appointment(participant=[{"actor": {"reference": "Patient?name=Smith"}, "status": "accepted"}])
+    unsupported = await gateway.ehr("POST", "", json=transaction(post_entry(other)))
+    assert unsupported.status_code == 400

@@ -99,6 +99,10 @@ NOT_SUPPORTED: dict[str, str] = {
         "conditional update on a search other than identifier (entry[0] PUT Questionnaire?name=...); "
         "conditions are indexed by identifier only"
     ),
+    "hl7-r4-spec-examples/Bundle-bundle-request-medsallergies.json": (
+        "searches by _list (entries 1 to 3, e.g. MedicationStatement?patient=example&_list=$current-medications); "
+        "list membership is not indexed, and ignoring it would widen the result, so those entries are refused"
+    ),
 }
 
 GATEWAY_EXTENSION = "urn:fhir-gateway:"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import EHR_B, PLATFORM_A, Gateway
+import pytest
+
+from gateway.settings import ClientsConfig, Settings
+from tests.conftest import EHR_B, PLATFORM_A, Gateway, running
 from tests.gateway.fixtures import appointment
 
 
@@ -55,14 +58,46 @@ async def test_ehr_meta_is_kept_beside_the_gateway_version(gateway: Gateway) -> 
     assert any(e.get("valueInstant") == "2026-11-01T10:00:00Z" for e in extensions.values())
 
 
-async def test_an_older_ehr_version_never_replaces_a_newer_one(gateway: Gateway) -> None:
+async def test_an_older_ehr_version_is_not_applied_only_when_the_sender_says_it_is_the_ehrs(gateway: Gateway) -> None:
     newer = appointment(id="o1", description="newer", meta={"lastUpdated": "2026-11-02T10:00:00Z"})
     older = appointment(id="o1", description="older", meta={"lastUpdated": "2026-11-01T10:00:00Z"})
-    await gateway.ehr("PUT", "/Appointment/o1", json=newer)
-    late = await gateway.ehr("PUT", "/Appointment/o1", json=older)
+    ehr = {"X-Ehr-Source": "true"}
+    await gateway.ehr("PUT", "/Appointment/o1", json=newer, headers=ehr)
+    late = await gateway.ehr("PUT", "/Appointment/o1", json=older, headers=ehr)
     assert late.status_code == 200
-    assert late.json()["description"] == "newer"
-    assert (await gateway.ehr("GET", "/Appointment/o1")).json()["meta"]["versionId"] == "1"
+    outcome = late.json()
+    assert outcome["resourceType"] == "OperationOutcome"  # says it was not applied, rather than answer as if it was
+    assert outcome["issue"][0]["code"] == "conflict"
+    assert "not applied" in outcome["issue"][0]["diagnostics"]
+    assert late.headers["etag"] == 'W/"1"'
+    assert (await gateway.ehr("GET", "/Appointment/o1")).json()["description"] == "newer"
+    # Without the header the body's meta orders nothing (R4: the server SHALL ignore it): the update applies.
+    plain = await gateway.ehr("PUT", "/Appointment/o1", json=older)
+    assert plain.status_code == 200
+    assert plain.json()["description"] == "older"
+    assert plain.json()["meta"]["versionId"] == "2"
+
+
+async def test_a_read_modify_write_is_never_silently_dropped(gateway: Gateway) -> None:
+    created = await gateway.ehr("POST", "/Patient", json={"resourceType": "Patient", "name": [{"family": "Lost"}]})
+    pid = created.json()["id"]
+    copy_a = (await gateway.ehr("GET", f"/Patient/{pid}")).json()
+    copy_b = (await gateway.ehr("GET", f"/Patient/{pid}")).json()
+    for gender in ("female", "other"):
+        copy_b = (await gateway.ehr("PUT", f"/Patient/{pid}", json={**copy_b, "gender": gender})).json()
+    answer = await gateway.ehr("PUT", f"/Patient/{pid}", json={**copy_a, "birthDate": "1990-04-02"})
+    assert answer.status_code == 200
+    assert answer.json()["birthDate"] == "1990-04-02"
+    assert answer.json()["meta"]["versionId"] == "4"
+    assert (await gateway.ehr("GET", f"/Patient/{pid}")).json()["birthDate"] == "1990-04-02"
+
+
+async def test_a_copy_read_from_the_gateway_keeps_the_ehr_version_it_came_from(gateway: Gateway) -> None:
+    pushed = appointment(id="rt1", meta={"versionId": "17", "lastUpdated": "2026-11-01T10:00:00Z"})
+    served = (await gateway.ehr("PUT", "/Appointment/rt1", json=pushed)).json()
+    again = (await gateway.ehr("PUT", "/Appointment/rt1", json={**served, "description": "edited"})).json()
+    extensions = {e["url"]: next(v for k, v in e.items() if k.startswith("value")) for e in again["meta"]["extension"]}
+    assert sorted(extensions.values()) == ["17", "2026-11-01T10:00:00Z"]  # not the gateway's "1" and its own time
 
 
 async def test_if_match_with_a_stale_version_is_refused(gateway: Gateway) -> None:
@@ -162,14 +197,13 @@ async def test_metadata_lists_what_is_served(gateway: Gateway) -> None:
     rest = statement["rest"][0]
     appointment_entry = next(r for r in rest["resource"] if r["type"] == "Appointment")
     codes = {i["code"] for i in appointment_entry["interaction"]}
-    assert codes == {"read", "vread", "update", "delete", "create", "search-type"}
+    assert codes == {"read", "vread", "update", "patch", "delete", "create", "search-type", "history-instance",
+                     "history-type"}  # fmt: skip
     assert {p["name"] for p in appointment_entry["searchParam"]} == {
-        "_id",
-        "identifier",
-        "patient",
-        "_lastUpdated",
-    }
-    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
+        "_id", "_lastUpdated", "identifier", "status", "date", "patient", "actor", "practitioner", "location",
+        "based-on", "reason-reference", "slot", "supporting-info",
+    }  # fmt: skip
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     assert len(rest["resource"]) >= 145
 
 
@@ -214,3 +248,92 @@ async def test_validate_warns_on_an_unknown_profile_and_uses_stored_questionnair
     after = await gateway.ehr("POST", "/QuestionnaireResponse/$validate", json=response)
     assert after.status_code == 400
     assert any("item[0].answer[0]" in p for i in after.json()["issue"] for p in i.get("expression", []))
+
+
+async def test_the_pollers_accept_path_skips_an_older_ehr_version(gateway: Gateway) -> None:
+    from gateway.fhir.bundle import accept
+
+    edge = gateway.services.edge
+    newer = appointment(id="poll1", description="newer", meta={"versionId": "3", "lastUpdated": "2026-11-02T10:00:00Z"})
+    older = appointment(id="poll1", description="older", meta={"versionId": "2", "lastUpdated": "2026-11-01T10:00:00Z"})
+    assert await accept(edge, "clinic-a", [newer], from_ehr=True) == [201]
+    assert await accept(edge, "clinic-a", [older], from_ehr=True) == [200]
+    stored = (await gateway.ehr("GET", "/Appointment/poll1")).json()
+    assert (stored["description"], stored["meta"]["versionId"]) == ("newer", "1")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/Patient"), ("GET", "/Patient/x"), ("GET", "/metadata"), ("POST", ""), ("POST", "/Patient/$validate"),
+     ("GET", "/Patient/x/_history"), ("DELETE", "/Patient/x")],
+)  # fmt: skip
+async def test_a_format_the_gateway_cannot_produce_is_406_on_every_route(
+    gateway: Gateway, method: str, path: str
+) -> None:
+    by_format = await gateway.ehr(method, f"{path}?_format=xml", json={"resourceType": "Patient"})
+    assert by_format.status_code == 406, by_format.text
+    assert by_format.json()["issue"][0]["expression"] == ["_format"]
+    by_accept = await gateway.ehr(method, path, json={"resourceType": "Patient"},
+                                  headers={"Accept": "application/fhir+xml"})  # fmt: skip
+    assert by_accept.status_code == 406
+    assert by_accept.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_answers_are_fhir_json_in_utf8_or_plain_json_when_asked(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Patient/fmt", json={"resourceType": "Patient", "id": "fmt"})
+    plain = await gateway.ehr("GET", "/Patient/fmt")
+    assert plain.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    as_json = await gateway.ehr("GET", "/Patient/fmt", headers={"Accept": "application/json"})
+    assert as_json.headers["content-type"] == "application/json; charset=utf-8"
+    assert (
+        (await gateway.ehr("GET", "/Patient/fmt?_format=json"))
+        .headers["content-type"]
+        .startswith("application/fhir+json")
+    )
+    either = await gateway.ehr("GET", "/Patient?_id=fmt", headers={"Accept": "application/fhir+json, */*;q=0.1"})
+    assert either.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    missing = await gateway.ehr("GET", "/Patient/nope", headers={"Accept": "application/json"})
+    assert (missing.status_code, missing.headers["content-type"]) == (404, "application/json; charset=utf-8")
+    xml_body = await gateway.ehr("POST", "/Patient", content=b"<Patient/>", headers={"Content-Type": "application/xml"})
+    assert xml_body.status_code == 415  # a body the gateway cannot read stays 415
+
+
+async def test_an_update_without_the_id_in_its_body_is_400(gateway: Gateway) -> None:
+    response = await gateway.ehr("PUT", "/Patient/noid", json={"resourceType": "Patient", "gender": "other"})
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["Patient.id"]
+    assert (await gateway.ehr("GET", "/Patient/noid")).status_code == 404
+    entry = {"resource": {"resourceType": "Patient"}, "request": {"method": "PUT", "url": "Patient/noid"}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    refused = await gateway.ehr("POST", "", json=bundle)
+    assert refused.status_code == 400
+    assert "Bundle.entry[0].resource.id" in refused.json()["issue"][0]["expression"]
+
+
+async def test_a_create_with_a_search_in_the_url_is_400_not_a_duplicate(gateway: Gateway) -> None:
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "fhirpy-1"}]}
+    assert (await gateway.ehr("POST", "/Patient", json=body)).status_code == 201
+    again = await gateway.ehr("POST", "/Patient?identifier=urn:mrn|fhirpy-1", json={**body, "gender": "other"})
+    assert again.status_code == 400
+    assert "If-None-Exist" in again.json()["issue"][0]["diagnostics"]
+    assert (await gateway.ehr("GET", "/Patient?identifier=urn:mrn|fhirpy-1")).json()["total"] == 1
+
+
+@pytest.fixture
+def no_dedupe_clients(clients: ClientsConfig) -> ClientsConfig:
+    config = clients.model_copy(deep=True)
+    config.tenants["clinic-a"] = config.tenant("clinic-a").model_copy(update={"dedupe_posts": False})
+    return config
+
+
+async def test_the_dedupe_window_can_be_switched_off_per_tenant(
+    settings: Settings, no_dedupe_clients: ClientsConfig
+) -> None:
+    async with running(settings, no_dedupe_clients, with_worker=False) as gw:
+        first = await gw.ehr("POST", "/Appointment", json=appointment())
+        second = await gw.ehr("POST", "/Appointment", json=appointment())
+        assert (first.status_code, second.status_code) == (201, 201)
+        assert first.json()["id"] != second.json()["id"]
+        other = await gw.ehr("POST", "/Appointment", json=appointment(), token=EHR_B)
+        retried = await gw.ehr("POST", "/Appointment", json=appointment(), token=EHR_B)
+        assert (other.status_code, retried.status_code) == (201, 200)  # clinic-b keeps the default

@@ -156,7 +156,7 @@ async def test_a_reply_names_its_thread_and_keeps_its_labels(
         "payload": [{"contentString": "How are you feeling?"}],
     }
     async with running(settings, writeback_clients, with_worker=True) as mapping:
-        assert (await mapping.ehr("PUT", "/Communication/c1", json=root)).status_code == 201
+        assert (await mapping.ehr("PUT", "/Communication/c1", json={**root, "id": "c1"})).status_code == 201
         await mapping.drain()
     # The worker made the thread; without it (it would deliver to the EHR) the reply stays queued to be checked.
     async with running(settings, writeback_clients, with_worker=False) as gateway:
@@ -191,7 +191,7 @@ async def test_a_survey_response_is_queued_and_checked_against_its_questionnaire
         "status": "active",
         "item": [{"linkId": "1", "text": "How is your mood?", "type": "integer"}],
     }
-    assert (await gw.ehr("PUT", "/Questionnaire/mood", json=form)).status_code == 201
+    assert (await gw.ehr("PUT", "/Questionnaire/mood", json={**form, "id": "mood"})).status_code == 201
     wrong = {**SURVEY, "answers": [{"link_id": "1", "value_type": "string", "value": "fine"}]}
     refused = await send(gw, "/survey-responses", wrong)
     assert refused.status_code == 422
