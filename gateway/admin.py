@@ -78,6 +78,20 @@ def connectors(args: argparse.Namespace) -> int:
     return _with_services(args.data_dir, show)
 
 
+def reindex(args: argparse.Namespace) -> int:
+    """Index every stored resource of each tenant as this version of the gateway does; print a line per tenant."""
+
+    async def act(services: Services) -> int:
+        from gateway.work.inbound import known_tenants
+
+        for tenant in args.tenant or await known_tenants(services.redis, services.keys):
+            done, changed = await services.store.reindex(tenant)
+            print(json.dumps({"tenant": tenant, "reindexed": done, "changed_meanwhile": changed}), flush=True)
+        return EXIT_OK
+
+    return _with_services(args.data_dir, act)
+
+
 def dlq(args: argparse.Namespace) -> int:
     """List or replay dead-lettered inbound jobs, or with ``--webhooks`` webhook deliveries."""
     if args.dlq_command == "replay" and not args.ids and not args.all:

@@ -129,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     replay = dlq_sub.add_parser("replay", help="put dead letters back on the inbound queue")
     replay.add_argument("ids", nargs="*", metavar="ID", help="dead-letter ids, as 'dlq list' prints them")
     replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    reindex = sub.add_parser(
+        "reindex",
+        help="index every stored resource as this version of the gateway does (after an upgrade)",
+        description="Write every stored resource into the search, conditional and history indexes this version "
+        "keeps, each in one atomic step that holds only while the resource is unchanged (safe while the gateway "
+        "runs). Run it once after upgrading from a version whose indexes differed: until then searches and "
+        "conditional creates do not see the older resources. Uses REDIS_URL, or --data-dir of 'fhir-gateway run'.",
+    )
+    reindex.add_argument("--data-dir", type=Path, default=None, help="the data folder of 'fhir-gateway run'")
+    reindex.add_argument("--tenant", action="append", help="only this tenant (repeatable; default all)")
     _conformance_parser(sub)
     return parser
 
@@ -159,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = {
         "run": _run, "api": _api, "worker": _worker, "poll": _poll, "validate": admin.validate, "dlq": admin.dlq,
-        "connectors": admin.connectors, "conformance": admin.conformance,
+        "connectors": admin.connectors, "conformance": admin.conformance, "reindex": admin.reindex,
     }[args.command]  # fmt: skip
     try:
         return command(args)

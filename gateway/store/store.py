@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from conformance.outcome import Issue, operation_outcome
-from gateway.clock import Clock, instant, system_clock
+from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, conditional, ehr_meta
@@ -264,6 +264,51 @@ class Store:
         waiting = sum(int(n) for n in await pipe.execute())
         if waiting >= self._max_backlog:
             raise Overloaded(f"the gateway has {waiting} jobs waiting; retry later", retry_after=5)
+
+    # -- maintenance -------------------------------------------------------------------------------------
+
+    async def reindex(self, tenant: str) -> tuple[int, int]:
+        """Write every stored resource of ``tenant`` into the indexes this version of the gateway keeps.
+
+        For data stored by an older version (whose identifier and patient keys had another form, and which kept
+        no reference, token, date or string indexes, nor version indexes): each resource's current version is
+        indexed again in one atomic step that holds only while the resource is unchanged (a concurrent write
+        indexes it anyway). Return (resources reindexed, resources that changed meanwhile and were left as their
+        new write indexed them).
+        """
+        done = changed = 0
+        async for key in self._redis.scan_iter(match=self._keys.current(tenant, "*", "*"), count=500):
+            _, rtype, rid = text(key).rsplit(":", 2)
+            if await self._reindex_one(tenant, rtype, rid):
+                done += 1
+            else:
+                changed += 1
+        return done, changed
+
+    async def _reindex_one(self, tenant: str, rtype: str, rid: str) -> bool:
+        k = self._keys
+        cur = Current.from_hash(await self._redis.hgetall(k.current(tenant, rtype, rid)))
+        if cur is None:
+            return False
+        versions = {text(v): body for v, body in (await self._redis.hgetall(k.history(tenant, rtype, rid))).items()}
+        plan = Plan()
+        plan.expect_field(k.current(tenant, rtype, rid), "vid", str(cur.vid))
+        stored = versions.get(str(cur.vid))
+        new_index = index_entries(k, tenant, json.loads(stored)) if stored and not cur.deleted else []
+        self._plan_index(plan, rid, cur.index, new_index)
+        if not cur.deleted:
+            plan.write("ZADD", k.ids_index(tenant, rtype), 0, rid)
+        for vid, body in versions.items():
+            meta = json.loads(body).get("meta", {}) if body else {}
+            when = epoch_of(meta.get("lastUpdated")) or epoch_of(cur.last_updated) or 0.0
+            plan.write("ZADD", k.type_versions(tenant, rtype), int(when * 1000), f"{rid}/{vid}")
+            plan.write("ZADD", k.all_versions(tenant), int(when * 1000), f"{rtype}/{rid}/{vid}")
+        plan.write("HSET", k.current(tenant, rtype, rid), "idx", json.dumps(new_index, ensure_ascii=False))
+        try:
+            await self._committer.commit(plan)
+        except PlanConflict:
+            return False
+        return True
 
     # -- writes ------------------------------------------------------------------------------------------
 
