@@ -32,7 +32,7 @@ from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
 from gateway.errors import BadRequest
 from gateway.store.indexing import date_range, split_escaped, unescape
-from gateway.store.parameters import KNOWN, Parameter, indexed, normalized, relative_reference
+from gateway.store.parameters import Parameter, indexed, known, normalized, relative_reference
 
 # Parameters every type has in R4 that the gateway does not serve: ignored unless strict, except those it refuses.
 COMMON = ("_tag", "_profile", "_security", "_source", "_type")
@@ -219,7 +219,7 @@ def parse_query(
     """Parse search parameters (see the module docstring), or raise BadRequest naming the one refused."""
     q = Query(rtype=rtype, count=default_count)
     served = indexed(rtype)
-    known = KNOWN.get(rtype, {})
+    defined = known(rtype)
     for name, raw in params:
         base, _, modifier_text = name.partition(":")
         modifier = modifier_text or None
@@ -241,12 +241,12 @@ def parse_query(
             q.echo.append((name, raw))
         elif base in served:
             _served(q, name, base, modifier, raw, served[base])
-        elif base in REFUSED or known.get(base) == "reference" or base in ("patient", "subject"):
+        elif base in REFUSED or defined.get(base) == "reference" or base in ("patient", "subject"):
             raise _not_supported(f"search parameter {base} is not supported, and ignoring it would widen the result",
                              expression=name)  # fmt: skip
         elif modifier is not None and modifier in R4_RESOURCE_TYPES:
             raise _not_supported(f"search parameter {base} is not supported for {rtype}", expression=name)
-        elif base in known or base in COMMON:
+        elif base in defined or base in COMMON:
             _unsupported(name, f"search parameter {base} is not supported for {rtype}", strict)
         else:
             _unsupported(name, f"{base} is not a search parameter of {rtype}", strict)

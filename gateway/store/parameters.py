@@ -17,15 +17,13 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
-_TABLE: dict[str, Any] = json.loads(
-    resources.files("gateway.store").joinpath("search_parameters.json").read_text(encoding="utf-8")
-)
 _RELATIVE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 _DATE = re.compile(
     r"^(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
@@ -43,57 +41,90 @@ class Parameter:
     type: str  # reference, token, date, string or uri
     paths: tuple[tuple[Any, ...], ...]
     targets: frozenset[str]
+    # The top-level elements its paths start from: a resource holding none of them has no value for it.
+    roots: frozenset[str] = frozenset()
 
 
-INDEXED: dict[str, dict[str, Parameter]] = {
-    rtype: {
-        name: Parameter(name, spec["type"], tuple(tuple(p) for p in spec["paths"]), frozenset(spec.get("targets", ())))
-        for name, spec in params.items()
+@cache
+def _table() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(
+        resources.files("gateway.store").joinpath("search_parameters.json").read_text(encoding="utf-8")
+    )
+    return data
+
+
+@cache
+def _indexed() -> dict[str, dict[str, Parameter]]:
+    return {
+        rtype: {
+            name: Parameter(
+                name, spec["type"], tuple(tuple(p) for p in spec["paths"]), frozenset(spec.get("targets", ())),
+                frozenset(p[0] for p in spec["paths"] if p and isinstance(p[0], str)),
+            )  # fmt: skip
+            for name, spec in params.items()
+        }
+        for rtype, params in _table()["indexed"].items()
     }
-    for rtype, params in _TABLE["indexed"].items()
-}
-# Every search parameter R4 defines, by type: name -> search type (reference, token, date, composite, ...).
-KNOWN: dict[str, dict[str, str]] = _TABLE["known"]
 
 
 def indexed(rtype: str) -> dict[str, Parameter]:
-    """Return the search parameters indexed for ``rtype``, by name."""
-    return INDEXED.get(rtype, {})
+    """Return the search parameters indexed for ``rtype``, by name (read from the table on first use)."""
+    return _indexed().get(rtype, {})
+
+
+def known(rtype: str) -> dict[str, str]:
+    """Return every search parameter R4 defines for ``rtype``: name -> search type (reference, token, ...)."""
+    found: dict[str, str] = _table()["known"].get(rtype, {})
+    return found
 
 
 def relative_reference(reference: str | None) -> str | None:
     """Return ``Type/id`` for a relative or absolute literal reference, else None."""
     if not reference or reference.startswith(("#", "urn:")):
         return None
+    return _relative(reference)
+
+
+@lru_cache(maxsize=8192)
+def _relative(reference: str) -> str | None:
+    # Cached: several parameters walk the same references of a resource (Appointment's actor, patient, ...).
     match = _RELATIVE.search(reference)
     return f"{match.group(1)}/{match.group(2)}" if match else None
 
 
-def _walk(node: Any, steps: tuple[Any, ...]) -> Iterator[Any]:
-    if isinstance(node, list):
+def _walk(node: Any, steps: tuple[Any, ...], at: int, out: list[Any]) -> None:
+    """Append to ``out`` what ``steps[at:]`` reach from ``node`` (lists are walked through)."""
+    if type(node) is list:
         for item in node:
-            yield from _walk(item, steps)
+            _walk(item, steps, at, out)
         return
-    if not steps:
+    if at == len(steps):
         if node is not None:
-            yield node
+            out.append(node)
         return
-    step, rest = steps[0], steps[1:]
-    if isinstance(step, str):
-        if isinstance(node, Mapping):
-            yield from _walk(node.get(step), rest)
+    step = steps[at]
+    if type(step) is str:
+        if type(node) is dict:
+            child = node.get(step)
+            if child is not None:
+                _walk(child, steps, at + 1, out)
     elif "is" in step:
         ref = node.get("reference") if isinstance(node, Mapping) else None
         target = relative_reference(ref if isinstance(ref, str) else None)
         if target is not None and target.split("/", 1)[0] == step["is"]:
-            yield from _walk(node, rest)
+            _walk(node, steps, at + 1, out)
     elif isinstance(node, Mapping) and node.get(step["where"][0]) == step["where"][1]:
-        yield from _walk(node, rest)
+        _walk(node, steps, at + 1, out)
 
 
 def reached(resource: Mapping[str, Any], param: Parameter) -> list[Any]:
     """Return the JSON values the parameter's paths reach in ``resource``."""
-    return [value for path in param.paths for value in _walk(resource, path)]
+    if param.roots and param.roots.isdisjoint(resource.keys()):
+        return []
+    out: list[Any] = []
+    for path in param.paths:
+        _walk(resource, path, 0, out)
+    return out
 
 
 def references(values: list[Any]) -> set[str]:
