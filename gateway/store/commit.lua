@@ -1,18 +1,21 @@
 -- Check preconditions, then apply writes, atomically.
--- KEYS: every key the plan touches. ARGV[1]: JSON plan
---   {"checks": [[op, key_index, field_or_nil, expected], ...],
---    "backlog": [[key_index, ...], max] or nil,
---    "writes": [[command, key_index, arg, ...], ...]}
+-- KEYS: every key the plan touches. ARGV, flat (values are never JSON-encoded again, so a stored body travels
+-- as one argument, as it is):
+--   n_checks, then per check: op, key_index, field ("" when none), expected;
+--   n_backlog_keys, then those key indexes and the maximum (nothing more when n is 0);
+--   then per write: command, key_index, n_args, args...
 -- Check ops: "hget" (expected "" means absent), "get" (likewise), "members" (sorted members joined by "\n"),
 --   "hget_not" (the field's value, "" when absent, is none of the "\n"-joined values).
 -- Returns {"ok", xadd_id...} or {"conflict", check_index} or {"overloaded", backlog}.
-local plan = cjson.decode(ARGV[1])
-
-for i, check in ipairs(plan.checks) do
-  local op, key = check[1], KEYS[check[2]]
+local i = 1
+local n_checks = tonumber(ARGV[i])
+i = i + 1
+for c = 1, n_checks do
+  local op, key, field, expected = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
   local actual
   if op == "hget" then
-    actual = redis.call("HGET", key, check[3]) or ""
+    actual = redis.call("HGET", key, field) or ""
   elseif op == "get" then
     actual = redis.call("GET", key) or ""
   elseif op == "members" then
@@ -20,25 +23,27 @@ for i, check in ipairs(plan.checks) do
     table.sort(members)
     actual = table.concat(members, "\n")
   elseif op == "hget_not" then
-    local value = redis.call("HGET", KEYS[check[2]], check[3]) or ""
-    for forbidden in string.gmatch(check[4] .. "\n", "([^\n]*)\n") do
+    local value = redis.call("HGET", key, field) or ""
+    for forbidden in string.gmatch(expected .. "\n", "([^\n]*)\n") do
       if value == forbidden then
-        return {"conflict", tostring(i)}
+        return {"conflict", tostring(c)}
       end
     end
-    actual = check[4]
+    actual = expected
   else
     return redis.error_reply("unknown check " .. tostring(op))
   end
-  if actual ~= check[4] then
-    return {"conflict", tostring(i)}
+  if actual ~= expected then
+    return {"conflict", tostring(c)}
   end
 end
 
-if plan.backlog and plan.backlog ~= cjson.null then
+local n_backlog = tonumber(ARGV[i])
+i = i + 1
+if n_backlog > 0 then
   local total = 0
-  for _, index in ipairs(plan.backlog[1]) do
-    local key = KEYS[index]
+  for b = 0, n_backlog - 1 do
+    local key = KEYS[tonumber(ARGV[i + b])]
     local kind = redis.call("TYPE", key)["ok"]
     if kind == "stream" then
       total = total + redis.call("XLEN", key)
@@ -46,19 +51,20 @@ if plan.backlog and plan.backlog ~= cjson.null then
       total = total + redis.call("ZCARD", key)
     end
   end
-  if total >= plan.backlog[2] then
+  local maximum = tonumber(ARGV[i + n_backlog])
+  i = i + n_backlog + 1
+  if total >= maximum then
     return {"overloaded", tostring(total)}
   end
 end
 
 local result = {"ok"}
-for _, write in ipairs(plan.writes) do
-  local args = {}
-  for j = 3, #write do
-    args[#args + 1] = write[j]
-  end
-  local reply = redis.call(write[1], KEYS[write[2]], unpack(args))
-  if write[1] == "XADD" then
+local n = #ARGV
+while i <= n do
+  local command, key, n_args = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  local reply = redis.call(command, key, unpack(ARGV, i + 3, i + 2 + n_args))
+  i = i + 3 + n_args
+  if command == "XADD" then
     result[#result + 1] = reply
   end
 end

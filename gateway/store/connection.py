@@ -6,10 +6,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.store.resp import faster
+
 
 def connect(url: str) -> Redis:
     """Open a client for ``url`` (replies as bytes; the gateway decodes what it reads as text)."""
-    return Redis.from_url(url, health_check_interval=30)
+    client = Redis.from_url(url, health_check_interval=30)
+    pool = client.connection_pool
+    pool.connection_class = faster(pool.connection_class)  # before any connection is made
+    return client
 
 
 def text(value: Any) -> str:

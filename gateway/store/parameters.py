@@ -19,8 +19,8 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache, lru_cache
 from datetime import UTC, datetime, timedelta
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -58,9 +58,12 @@ def _indexed() -> dict[str, dict[str, Parameter]]:
     return {
         rtype: {
             name: Parameter(
-                name, spec["type"], tuple(tuple(p) for p in spec["paths"]), frozenset(spec.get("targets", ())),
+                name,
+                spec["type"],
+                tuple(tuple(p) for p in spec["paths"]),
+                frozenset(spec.get("targets", ())),
                 frozenset(p[0] for p in spec["paths"] if p and isinstance(p[0], str)),
-            )  # fmt: skip
+            )
             for name, spec in params.items()
         }
         for rtype, params in _table()["indexed"].items()

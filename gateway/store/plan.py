@@ -8,7 +8,6 @@ creates make exactly one resource.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -88,11 +87,17 @@ class Committer:
         """Apply ``plan`` or raise PlanConflict / PlanOverloaded; return the ids of added stream entries."""
         if not plan.writes and not plan.checks:
             return []
-        backlog = None
-        if plan.backlog is not None:
-            backlog = [[plan.key(k) for k in plan.backlog[0]], plan.backlog[1]]
-        payload = json.dumps({"checks": plan.checks, "backlog": backlog, "writes": plan.writes})
-        reply = await self._script(keys=plan.keys, args=[payload])
+        args: list[Any] = [len(plan.checks)]
+        for op, key, field_name, expected in plan.checks:
+            args += [op, key, field_name or "", expected]
+        if plan.backlog is None:
+            args.append(0)
+        else:
+            indexes = [plan.key(k) for k in plan.backlog[0]]
+            args += [len(indexes), *indexes, plan.backlog[1]]
+        for command, key, *rest in plan.writes:
+            args += [command, key, len(rest), *rest]
+        reply = await self._script(keys=plan.keys, args=args)
         status = _text(reply[0])
         if status == "conflict":
             raise PlanConflict(_text(reply[1]))

@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from conformance.outcome import Issue, operation_outcome
+from gateway import encoding
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
@@ -43,8 +44,7 @@ def _parse_instant(value: str | None) -> datetime | None:
 
 def digest(content: Mapping[str, Any]) -> str:
     """Return a stable digest of resource content."""
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(encoding.canonical(content)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Current:
             deleted=get.get("deleted") == "1",
             ehr_version_id=get.get("evid") or None,
             ehr_last_updated=get.get("elu") or None,
-            index=[_entry(e) for e in json.loads(get.get("idx") or "[]")],
+            index=[_entry(e) for e in encoding.loads(get.get("idx") or "[]")],
         )
 
 
@@ -225,13 +225,13 @@ class Store:
             raise NotFound(f"{rtype}/{rid} has no version {vid}", expression=rtype)
         if raw == b"":
             raise Gone(f"version {vid} of {rtype}/{rid} is a deletion", expression=rtype)
-        result: dict[str, Any] = json.loads(raw)
+        result: dict[str, Any] = encoding.loads(raw)
         return result
 
     async def issues(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any] | None:
         """Return the OperationOutcome a version was accepted with under a lenient policy, or None."""
         raw = await self._redis.hget(self._keys.issues(tenant, rtype, rid), str(vid))
-        return json.loads(raw) if raw else None
+        return encoding.loads(raw) if raw else None
 
     async def by_canonical(self, tenant: str, rtype: str, url: str) -> list[dict[str, Any]]:
         """Return the live resources whose canonical URL is ``url`` (``url|version``, or failing that ``url``)."""
@@ -254,7 +254,7 @@ class Store:
                 pipe.hget(self._keys.history(tenant, rtype, rid), vid)
                 wanted.append(rid)
         bodies = await pipe.execute()
-        return [json.loads(b) for b in bodies if b]
+        return [encoding.loads(b) for b in bodies if b]
 
     async def check_backlog(self, tenant: str) -> None:
         """Refuse (503) work for a tenant whose queue is past its limit, before its body is read and parsed."""
@@ -433,7 +433,7 @@ class Store:
             for r, _ in quiet:
                 pipe.hget(k.history(tenant, r.rtype, r.rid), str(r.vid))
             for (r, _), raw in zip(quiet, await pipe.execute(), strict=True):
-                r.resource = json.loads(raw) if raw else None
+                r.resource = encoding.loads(raw) if raw else None
         return plan, results
 
     async def _resolve(self, tenant: str, decisions: list[_Decision], plan: Plan) -> dict[str, str]:
@@ -590,12 +590,12 @@ class Store:
             plan.write("ZADD", ids_index, 0, rid)
         plan.write("ZADD", k.type_versions(tenant, rtype), lu_ms, f"{rid}/{vid}")
         plan.write("ZADD", k.all_versions(tenant), lu_ms, f"{rtype}/{rid}/{vid}")
-        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), json.dumps(stored) if stored else "")
+        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored).decode() if stored else "")
         plan.write(
             "HSET",
             k.current(tenant, rtype, rid),
             "vid", vid, "lu", lu, "hash", digest_, "deleted", "1" if deleted else "0",
-            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", json.dumps(new_index, ensure_ascii=False),
+            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", encoding.dumps(new_index).decode(),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from email.utils import format_datetime
@@ -12,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from conformance.outcome import Issue, operation_outcome
+from gateway import encoding
 
 FHIR_JSON = "application/fhir+json"
 
@@ -22,7 +22,7 @@ class FhirResponse(Response):
     media_type = f"{FHIR_JSON}; charset=utf-8"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        return encoding.dumps(content)
 
 
 def base_url(request: Request) -> str:
