@@ -11,6 +11,8 @@
   5xx (after the request's own retries), an open circuit and a lost token are retried later by the queue, and
   dead-lettered after ``GATEWAY_WRITEBACK_MAX_ATTEMPTS``.
 - Delivered, the write-back records the EHR's resource id and version (from ``Location``, ``ETag`` or the body).
+- Before any request, the gateway checks the resource once more (``check``: the checks it was built with); one it
+  refuses fails the write-back with that OperationOutcome, and the EHR is never called.
 
 Logs carry write-back ids, kinds, resource types and error kinds: never a resource or a request.
 """
@@ -78,6 +80,12 @@ class OutboundQueue(Protocol[J]):
     async def acknowledge(self, job: J) -> None: ...
 
 
+class Check(Protocol):
+    """The gateway's last check of a resource before it is sent: the OperationOutcome that refuses it, or None."""
+
+    def __call__(self, resource: Mapping[str, Any], /) -> dict[str, Any] | None: ...
+
+
 class Undeliverable(ConnectorError):
     """The write-back cannot be delivered as it stands (a bad state, or a conflicting EHR version)."""
 
@@ -107,8 +115,9 @@ def _version(resource: Mapping[str, Any]) -> str | None:
     return version if isinstance(version, str) and version else None
 
 
-async def deliver(client: EHRClient, state: Mapping[str, str]) -> Delivered:
-    """Store the write-back described by ``state`` in the EHR; return what the EHR calls it."""
+async def deliver(client: EHRClient, state: Mapping[str, str], check: Check | None = None) -> Delivered:
+    """Store the write-back described by ``state`` in the EHR, unless ``check`` refuses it; return what the EHR
+    calls it."""
     rtype, method = state.get("resource_type", ""), state.get("method", "")
     try:
         resource = json.loads(state.get("resource") or "")
@@ -116,6 +125,9 @@ async def deliver(client: EHRClient, state: Mapping[str, str]) -> Delivered:
         resource = None
     if not rtype or not isinstance(resource, dict) or resource.get("resourceType") != rtype:
         raise Undeliverable("the write-back holds no resource of its type")
+    refused = check(resource) if check is not None else None
+    if refused is not None:
+        raise Undeliverable(f"the gateway's checks refuse the {rtype}; nothing was sent to the EHR", outcome=refused)
     if method == "create":
         written = await client.create(rtype, resource, if_none_exist=state.get("if_none_exist") or None)
         return _delivered(written, rtype)
@@ -154,6 +166,7 @@ class Delivery(Generic[J]):
         connectors: Connectors,
         *,
         consumer: str,
+        check: Check | None,
         concurrency: int = 8,
         block_ms: int = 250,
         claim_idle_seconds: float = 30.0,
@@ -161,6 +174,7 @@ class Delivery(Generic[J]):
         self.queue = queue
         self.connectors = connectors
         self.consumer = consumer
+        self._check = check
         self._concurrency = concurrency
         self._block_ms = block_ms
         self._claim_idle = claim_idle_seconds
@@ -225,7 +239,7 @@ class Delivery(Generic[J]):
         state = await self.queue.state(job)
         extra = {"writeback": job.writeback_id, "kind": job.kind, "type": state.get("resource_type")}
         try:
-            done = await deliver(client, state)
+            done = await deliver(client, state, self._check)
         except Undeliverable as exc:
             fields = {"status": "failed", "error": exc.message[:300]}
             if exc.outcome:

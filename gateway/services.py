@@ -29,6 +29,7 @@ from gateway.webhooks.subscriptions import Subscriptions
 from gateway.work.inbound import InboundQueue, inbound_queue
 from gateway.work.records import RecordWriter
 from gateway.work.worker import Worker, consumer_name
+from gateway.writebacks import builders
 from gateway.writebacks.queue import OutboundQueue
 from gateway.writebacks.store import Writebacks
 
@@ -124,8 +125,9 @@ class Services:
             self.subscriptions, settings, self.clients, name=name, clock=self.clock, transport=webhook_transport
         )
         delivery = Delivery(
-            self.outbound, self.connectors, consumer=name, concurrency=settings.worker_concurrency,
-            block_ms=settings.worker_block_ms, claim_idle_seconds=settings.claim_idle_seconds,
+            self.outbound, self.connectors, consumer=name, check=builders.refusal,
+            concurrency=settings.worker_concurrency, block_ms=settings.worker_block_ms,
+            claim_idle_seconds=settings.claim_idle_seconds,
         )  # fmt: skip
         records = RecordWriter(self.redis, self.keys, self.store, self.clients, self.risks, clock=self.clock)
         configured = sorted(set(self.clients.tenants) | {c.tenant for c in self.clients.clients})

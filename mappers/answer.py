@@ -23,6 +23,7 @@ from mappers.writer import present
 MAX_DEPTH: Final = 40
 # An R4 response item has no code; its ``definition`` can name one as a LOINC data-element URL.
 LOINC_DEFINITION: Final = "http://loinc.org/fhir/DataElement/{code}"
+_LOINC_CODE: Final = re.compile(r"\d{1,8}-\d", re.ASCII)  # what ``_LOINC_URL`` reads back
 _LOINC_URL: Final = re.compile(r"https?://(?:fhir\.)?loinc\.org/(?:[^?#]*/|[^?#]*#)?(\d{1,8}-\d)/?", re.ASCII)
 
 
@@ -210,7 +211,7 @@ def answer_weight(item_code: Coding | None, value: Value, element: Mapping[str, 
     return own if own is not None else instruments.weight_extension(element)
 
 
-def nest(answers: Sequence[Answer], *, numbers_as_decimal: bool = False) -> list[dict[str, Any]]:
+def nest(answers: Sequence[Answer]) -> list[dict[str, Any]]:
     """Return the nested FHIR items of flattened answers (consecutive answers of one item share it)."""
     top: list[dict[str, Any]] = []
     chain: list[dict[str, Any]] = []  # the open item at each depth
@@ -241,18 +242,20 @@ def nest(answers: Sequence[Answer], *, numbers_as_decimal: bool = False) -> list
         if "linkId" not in node:
             node["linkId"] = ""
         code = loinc_code(answer.item_code)
-        if code is not None:
+        if code is not None and _LOINC_CODE.fullmatch(code):
             node.setdefault("definition", LOINC_DEFINITION.format(code=code))
         if answer.question is not None:
             node.setdefault("text", answer.question)
-        node.setdefault("answer", []).append(_answer(answer, numbers_as_decimal))
+        node.setdefault("answer", []).append(_answer(answer))
+        if "item" in node:
+            # Its sub-items were answered first, so they were opened beside it: R4 (qrs-1) puts a question's
+            # sub-items under its answer, never beside it.
+            node["answer"][-1].setdefault("item", []).extend(node.pop("item"))
     return top
 
 
-def _answer(answer: Answer, decimals: bool) -> dict[str, Any]:
+def _answer(answer: Answer) -> dict[str, Any]:
     value_type, value = answer.value_type, answer.value
-    if value_type == "integer" and decimals:
-        return {"valueDecimal": value}
     if not isinstance(value, Coding):
         return write_value(value_type, value)
     coding = value

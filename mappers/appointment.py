@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field
 
+from conformance import fhir_models
 from mappers import writer
 from mappers.context import MapContext
 from mappers.elements import (
@@ -240,24 +241,27 @@ def to_fhir(appointment: Appointment, ctx: MapContext) -> dict[str, Any]:
     return resource
 
 
-def cancellation(resource: Mapping[str, Any], reason: str | None) -> dict[str, Any]:
-    """Return the stored Appointment cancelled, with the platform's reason, for the EHR to store."""
+def r4_names(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of a stored Appointment with R5's spelling, which some EHRs send, under R4's name
+    (``cancellationReason`` as ``cancelationReason``), so that it can be constructed and written back as R4."""
     if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
         raise WrongResourceType("only an Appointment can be cancelled")
-    cancelled = copy.deepcopy(dict(resource))
-    cancelled["status"] = "cancelled"
-    # R5's spelling, which some EHRs send, is not R4's: keep its value under R4's name.
-    r5_reason = cancelled.pop("cancellationReason", None)
+    written = copy.deepcopy(dict(resource))
+    r5_reason = written.pop("cancellationReason", None)
     if r5_reason is not None:
-        cancelled.setdefault("cancelationReason", r5_reason)
+        written.setdefault("cancelationReason", r5_reason)
+    return written
+
+
+def cancel(appointment: fhir_models.Appointment, reason: str | None) -> None:
+    """Cancel a stored Appointment (its R4B model, in place) with the platform's reason, for the EHR to store."""
+    appointment.status = "cancelled"
     words = text(reason)
     if words is not None:
-        cancelled["cancelationReason"] = {"text": words.strip()}
-    narrative = cancelled.get("text")
-    if isinstance(narrative, Mapping) and narrative.get("status") == "generated":
+        appointment.cancelationReason = fhir_models.CodeableConcept(text=words.strip())
+    if appointment.text is not None and appointment.text.status == "generated":
         # A generated narrative still says "booked"; the EHR generates a new one.
-        del cancelled["text"]
-    return cancelled
+        appointment.text = None
 
 
 def classify(previous: Appointment | None, current: Appointment) -> list[str]:

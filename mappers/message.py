@@ -41,9 +41,8 @@ from mappers.elements import (
 )
 from mappers.errors import TenantMismatch, WrongResourceType
 from mappers.family import FRAME, Aggregate, Family, IndexFields, resource_id, tombstone, visible
-from mappers.message_body import MessageAttachment, binary_keys, body_payload, read_payload
+from mappers.message_body import MessageAttachment, binary_keys, read_payload
 from mappers.model import CodeableText, Identifier, Part, Record, Ref, SecurityLabel, Source
-from mappers.vendors import profile
 from mappers.writer import put
 
 FHIR_TYPE: Final = "Communication"
@@ -196,7 +195,9 @@ def to_fhir(message: Message, ctx: MapContext) -> dict[str, Any]:
     put(resource, "recipient", writer.references(message.recipients))
     put(resource, "sender", writer.reference(message.sender))
     if message.body is not None:
-        resource["payload"] = [body_payload(message.body, profile(ctx.vendor).communication_body_as_attachment)]
+        # The same for every vendor: one that wants the body otherwise adjusts the typed resource
+        # (``mappers.vendors.outbound``).
+        resource["payload"] = [{"contentString": message.body}]
     put(resource, "inResponseTo", writer.references(message.in_response_to))
     put(resource, "partOf", writer.references(message.part_of))
     return resource

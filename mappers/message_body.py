@@ -20,6 +20,8 @@ from mappers.model import Part, Ref
 from mappers.narrative import plain_text
 
 _TEXT_TYPES: Final = frozenset({"text/plain", "text/html", "application/xhtml+xml"})
+# How a body goes as an attachment, where a vendor wants one (``mappers.vendors.outbound``).
+TEXT_BODY_TYPE: Final = "text/plain; charset=utf-8"
 _BINARY: Final = re.compile(r"(?:^|/)Binary/([A-Za-z0-9.\-]{1,64})(?:/_history/[A-Za-z0-9.\-]{1,64})?$", re.ASCII)
 
 
@@ -97,12 +99,9 @@ def decoded(content_type: object, data: object) -> str | None:
     return found if found and found.strip() else None
 
 
-def body_payload(body: str, as_attachment: bool) -> dict[str, Any]:
-    """Return the payload element that carries ``body``: a string, or base64 UTF-8 text where the EHR wants it."""
-    if not as_attachment:
-        return {"contentString": body}
-    data = base64.b64encode(body.encode("utf-8")).decode("ascii")
-    return {"contentAttachment": {"contentType": "text/plain; charset=utf-8", "data": data}}
+def encoded(body: str) -> str:
+    """Return a body as base64 UTF-8 text, the data of a ``TEXT_BODY_TYPE`` attachment (``decoded`` reads it)."""
+    return base64.b64encode(body.encode("utf-8")).decode("ascii")
 
 
 def _binary_key(value: object) -> str | None:

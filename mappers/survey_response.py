@@ -142,7 +142,6 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
 
 def to_fhir(response: SurveyResponse, ctx: MapContext) -> dict[str, Any]:
     """Map a platform SurveyResponse to a FHIR R4 QuestionnaireResponse to write back to the EHR."""
-    decimals = profile(ctx.vendor).qr_numbers_as_decimal
     resource: dict[str, Any] = {"resourceType": FHIR_TYPE, "id": response.id}
     put(resource, "meta", writer.meta(response.security))
     resource["identifier"] = _writeback_identifier(response, ctx)
@@ -161,7 +160,9 @@ def to_fhir(response: SurveyResponse, ctx: MapContext) -> dict[str, Any]:
     put(resource, "basedOn", writer.references(response.based_on))
     put(resource, "partOf", writer.references(response.part_of))
     put(resource, "authored", response.authored_at)
-    put(resource, "item", nest(response.answers, numbers_as_decimal=decimals))
+    # Integer answers as valueInteger for every vendor: Epic's decimals are an adjustment of the typed resource
+    # (``mappers.vendors.outbound``).
+    put(resource, "item", nest(response.answers))
     return resource
 
 

@@ -7,9 +7,8 @@ mapped again.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import Field
 
@@ -23,6 +22,9 @@ from mappers.model import CodeableText, Part, Record, Ref, SecurityLabel
 from mappers.narrative import plain_text
 from mappers.vendors import profile
 from mappers.writer import compact, put
+
+if TYPE_CHECKING:
+    from conformance import fhir_models
 
 FHIR_TYPE: Final = "CarePlan"
 
@@ -217,33 +219,26 @@ def to_fhir(plan: TreatmentPlan, ctx: MapContext) -> dict[str, Any]:
     return resource
 
 
-def with_activity_status(careplan: Mapping[str, Any], index: int, status: str) -> dict[str, Any]:
-    """Return a copy of a stored CarePlan with activity ``index``'s ``detail.status`` set to ``status``.
+def set_activity_status(careplan: fhir_models.CarePlan, index: int, status: str) -> None:
+    """Set activity ``index``'s ``detail.status`` of a stored CarePlan (its R4B model, in place) to ``status``.
 
     ``status`` is an R4 CarePlanActivityStatus code (``in-progress``) or its platform spelling (``in_progress``);
     a ValueError says why a status or an index cannot be applied.
     """
-    resource_id(careplan, FHIR_TYPE)
     code = (status if status in ACTIVITY_STATUS else _ACTIVITY_CODE.get(status)) if isinstance(status, str) else None
     if code is None:
         raise ValueError(f"{str(status)[:40]!r} is not an R4 CarePlan activity status ({', '.join(ACTIVITY_STATUS)})")
-    updated = copy.deepcopy(dict(careplan))
-    activities = list(items(updated.get("activity")))
+    activities = careplan.activity or []
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(activities):
-        raise ValueError(f"CarePlan/{updated['id']} has no activity {index!r}")
-    activity = activities[index]
-    detail = activity.get("detail") if isinstance(activity, Mapping) else None
-    if not isinstance(detail, Mapping):
+        raise ValueError(f"CarePlan/{careplan.id} has no activity {index!r}")
+    detail = activities[index].detail
+    if detail is None:
         # A referenced activity's status belongs to the referenced request; adding a detail would break cpl-3.
-        raise ValueError(f"activity {index} of CarePlan/{updated['id']} has no detail, so no status of its own")
-    changed = dict(detail)
-    if changed.get("status") != code:
+        raise ValueError(f"activity {index} of CarePlan/{careplan.id} has no detail, so no status of its own")
+    if detail.status != code:
         # The reason explained the old status; shown beside the new one it would mislead.
-        changed.pop("statusReason", None)
-    changed["status"] = code
-    activities[index] = {**activity, "detail": changed}
-    updated["activity"] = activities
-    return updated
+        detail.statusReason = None
+    detail.status = code
 
 
 def classify(previous: TreatmentPlan | None, current: TreatmentPlan) -> list[str]:

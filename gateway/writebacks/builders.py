@@ -1,9 +1,29 @@
-"""Platform write-back requests built into the FHIR R4 resources the tenant's EHR will store.
+"""Platform write-back requests built into the FHIR R4 resources the tenant's EHR will store, as typed models.
 
 Each builder is pure: it takes the validated request, the write-back's id, the mapping context (tenant, vendor,
 zone, now) and whatever the route read from the store (a thread, a stored resource, a Questionnaire), and returns
-the resource with how the EHR is to store it. Every resource is validated before it can be queued; one that is
-not valid R4 is refused with a 422 naming each element at fault, and nothing is queued.
+the resource with how the EHR is to store it. Every resource is built the same way (``_built``):
+
+1. The record's mapper writes it as R4 JSON (``to_fhir``, the one FHIR writer, whose round trip the mapper tests
+   check), or the route read the stored resource an update changes.
+2. It is constructed as its fhir.resources R4B model (``conformance.fhir_models``), and the builder's own changes
+   are made on that typed object: no id on a create, a request's period, a cancellation, an activity's status.
+3. The tenant's vendor profile adjusts the typed object (``mappers.vendors.outbound``).
+4. The model's own JSON export is what is queued and sent, once both checks take it (``refusals``): the R4B model
+   again, then the project's R4 validator. A survey response is also checked against its Questionnaire when the
+   gateway holds it, before the vendor's adjustment (Epic's decimals are its form of the same integer answers).
+
+A resource either check refuses is never queued: the request is answered 422 with an OperationOutcome naming each
+element at fault, a builder's defect included (the platform learns it at once, and nothing waits in the queue for
+a delivery that cannot succeed). Delivery checks once more before anything reaches the EHR (``refusal``): a
+resource queued some other way (by an older release, say) fails its write-back with that OperationOutcome.
+
+R4 and R4B: the R4B models of Communication, QuestionnaireResponse, Appointment and CarePlan are R4's element for
+element, except ``Extension.value[x]`` (``conformance.fhir_models`` says how it was compared). R4 is kept: an
+extension with R4's ``valueMeta``, which R4B lacks, is refused by the model with an issue saying so (a stored
+resource that carries one cannot be written back), and R4B's ``valueCodeableReference`` and ``valueRatioRange``
+are refused by the R4 validator. The export writes instants its own way: a UTC offset as ``Z``, fractional
+seconds with six digits (the same instant; R4 allows either form, and digits past the microsecond are dropped).
 
 A platform-created record has no FHIR source yet: its ``source`` block names the resource it becomes, with the
 write-back id as ``fhir_id`` and version ``"0"`` (``MapContext(version_id="0")``).
@@ -11,11 +31,13 @@ write-back id as ``fhir_id`` and version ``"0"`` (``MapContext(version_id="0")``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
+from conformance import fhir_models
+from conformance.outcome import Issue, operation_outcome
 from conformance.validator import Support, validate_resource
 from gateway.errors import Unprocessable
 from gateway.store import ehr_meta
@@ -30,6 +52,9 @@ from mappers.message import Message, MessageThread
 from mappers.model import CodeableText, Coding, Identifier, Ref
 from mappers.participant import Participant
 from mappers.survey_response import SurveyResponse
+from mappers.vendors import outbound, profile
+
+M = TypeVar("M", bound="fhir_models.DomainResource")
 
 # The business identifier of a platform-requested appointment: what the connector's If-None-Exist matches.
 APPOINTMENT_SYSTEM: Final = "urn:fhir-gateway:platform-appointment"
@@ -60,7 +85,7 @@ def message(body: MessageRequest, wid: str, ctx: MapContext, thread: MessageThre
         recipients=[Ref(reference=r) for r in body.recipients], sent_at=ctx.last_updated, body=body.body,
         **_reply(thread), source=ctx.source("Communication", wid),
     )  # fmt: skip
-    resource = checked(message_mapper.to_fhir(record, ctx))
+    resource = _built(message_mapper.to_fhir(record, ctx), fhir_models.Communication, ctx)
     return Target("create", resource, if_none_exist=_search(resource, message_mapper.WRITEBACK_SYSTEM))
 
 
@@ -75,9 +100,8 @@ def survey_response(body: SurveyResponseRequest, wid: str, ctx: MapContext, supp
         authored_at=utc(body.authored_at) if body.authored_at else ctx.last_updated,
         answers=[a.answer() for a in body.answers], source=ctx.source("QuestionnaireResponse", wid),
     )  # fmt: skip
-    resource = survey_mapper.to_fhir(record, ctx)
-    resource.pop("id", None)  # the EHR assigns the id of what it creates
-    checked(resource, support)
+    written = survey_mapper.to_fhir(record, ctx)
+    resource = _built(written, fhir_models.QuestionnaireResponse, ctx, _without_id, support=support)
     return Target("create", resource, if_none_exist=survey_mapper.if_none_exist(resource) or "")
 
 
@@ -100,42 +124,67 @@ def appointment(body: AppointmentRequest, wid: str, ctx: MapContext) -> Target:
         modality=body.modality,
         source=ctx.source("Appointment", wid, [Identifier(system=APPOINTMENT_SYSTEM, value=wid)]),
     )  # fmt: skip
-    resource = appointment_mapper.to_fhir(record, ctx)
-    resource.pop("id", None)  # the EHR assigns the id of what it creates
     period = body.requested_period
-    if period is not None and (period.start or period.end):
-        # The record has no element for it (it describes visits, not requests); R4 carries it here.
-        resource["requestedPeriod"] = [{k: v for k, v in (("start", utc(period.start)), ("end", utc(period.end))) if v}]
-    checked(resource)
+
+    def request(typed: fhir_models.Appointment) -> None:
+        _without_id(typed)
+        if period is not None and (period.start or period.end):
+            # The record has no element for it (it describes visits, not requests); R4 carries it here.
+            typed.requestedPeriod = [fhir_models.Period(start=utc(period.start), end=utc(period.end))]
+
+    resource = _built(appointment_mapper.to_fhir(record, ctx), fhir_models.Appointment, ctx, request)
     return Target("create", resource, if_none_exist=_search(resource, APPOINTMENT_SYSTEM))
 
 
-def cancellation(stored: Mapping[str, Any], appointment_id: str, reason: str | None) -> Target:
+def cancellation(stored: Mapping[str, Any], appointment_id: str, reason: str | None, ctx: MapContext) -> Target:
     """Build the stored Appointment with status ``cancelled`` (and the reason), an update with ``If-Match``."""
     resource, version = ehr_meta.for_ehr(stored)
     status = str(resource.get("status") or "")
     if status in _UNCANCELLABLE:
         raise Unprocessable(f"Appointment/{appointment_id} is {status} and cannot be cancelled", expression="status")
-    cancelled = checked(appointment_mapper.cancellation(resource, reason))
+
+    def cancel(typed: fhir_models.Appointment) -> None:
+        appointment_mapper.cancel(typed, reason)
+
+    cancelled = _built(appointment_mapper.r4_names(resource), fhir_models.Appointment, ctx, cancel)
     return Target("update", cancelled, resource_id=appointment_id, if_match=version)
 
 
-def activity_status(stored: Mapping[str, Any], plan_id: str, index: int, status: str) -> Target:
+def activity_status(stored: Mapping[str, Any], plan_id: str, index: int, status: str, ctx: MapContext) -> Target:
     """Build the stored CarePlan with activity ``index``'s status changed, an update with ``If-Match``."""
     resource, version = ehr_meta.for_ehr(stored)
-    try:
-        changed = plan_mapper.with_activity_status(resource, index, status)
-    except ValueError as exc:
-        raise Unprocessable(str(exc), expression="index") from None
-    return Target("update", checked(changed), resource_id=plan_id, if_match=version)
+
+    def change(typed: fhir_models.CarePlan) -> None:
+        try:
+            plan_mapper.set_activity_status(typed, index, status)
+        except ValueError as exc:
+            raise Unprocessable(str(exc), expression="index") from None
+
+    changed = _built(resource, fhir_models.CarePlan, ctx, change)
+    return Target("update", changed, resource_id=plan_id, if_match=version)
+
+
+def refusals(resource: Mapping[str, Any], support: Support | None = None) -> list[Issue]:
+    """Return what either check refuses in a resource to send: fhir.resources' R4B model, then the R4 validator
+    (with the Questionnaires of ``support``); [] when both take it."""
+    found = fhir_models.refusals(resource)
+    found += [i for i in validate_resource(resource, support=support) if i.severity in ("error", "fatal")]
+    return found
 
 
 def checked(resource: dict[str, Any], support: Support | None = None) -> dict[str, Any]:
-    """Return the resource if it is valid R4, else raise 422 naming each element at fault."""
-    issues = [i for i in validate_resource(resource, support=support) if i.severity in ("error", "fatal")]
+    """Return the resource if both checks take it, else raise 422 naming each element at fault."""
+    issues = refusals(resource, support)
     if issues:
         raise Unprocessable(f"the {resource.get('resourceType')} built for the EHR is not valid", issues=issues)
     return resource
+
+
+def refusal(resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Return the OperationOutcome that keeps a queued resource from the EHR (either check refuses it), else None:
+    delivery's last check before anything is sent."""
+    issues = refusals(resource)
+    return operation_outcome(issues) if issues else None
 
 
 def utc(moment: datetime | None) -> str | None:
@@ -144,6 +193,37 @@ def utc(moment: datetime | None) -> str | None:
         return None
     spec = "milliseconds" if moment.microsecond else "seconds"
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def _built(
+    resource: Mapping[str, Any],
+    model: type[M],
+    ctx: MapContext,
+    *changes: Callable[[M], None],
+    support: Support | None = None,
+) -> dict[str, Any]:
+    """Construct the resource as its R4B model, make ``changes`` and the vendor's adjustments on the typed object,
+    and return its JSON export once both checks take it (else raise 422 naming each element at fault)."""
+    vendor = profile(ctx.vendor)
+
+    def adjust(typed: M) -> None:
+        outbound.adjust(typed, vendor)
+
+    try:
+        if support is None:
+            exported = fhir_models.written(resource, model, *changes, adjust)
+        else:
+            # What was answered is checked against the Questionnaire before the vendor's adjustment: Epic's
+            # decimals for integer items are that vendor's form of the same answers, not other answers.
+            plain = checked(fhir_models.written(resource, model, *changes), support)
+            exported = fhir_models.written(plain, model, adjust)
+    except fhir_models.Refused as exc:
+        raise Unprocessable(f"the {model.__name__} built for the EHR is not valid", issues=exc.issues) from None
+    return checked(exported)
+
+
+def _without_id(typed: fhir_models.DomainResource) -> None:
+    typed.id = None  # the EHR assigns the id of what it creates
 
 
 def _search(resource: Mapping[str, Any], system: str) -> str:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from mappers import treatment_plan as plan_mapper
 from mappers.answer import Answer, Quantity, ValueType
@@ -27,6 +37,17 @@ def _reference_to(*types: str) -> str:
     return rf"^({'|'.join(types)})/{ID_PATTERN}$"
 
 
+def _has_utc_form(moment: datetime) -> datetime:
+    """Refuse a moment whose UTC form is before year 1 or after 9999: FHIR has no instant for it."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the moment must fall between the years 1 and 9999 in UTC") from None
+    return moment
+
+
+# A moment with its UTC offset; the write-back sends it in UTC.
+Moment = Annotated[AwareDatetime, AfterValidator(_has_utc_form)]
 PatientRef = Annotated[str, Field(pattern=_reference_to("Patient"), description="Patient/<id>")]
 ClinicianRef = Annotated[str, Field(pattern=_reference_to("Practitioner", "PractitionerRole"))]
 SenderRef = Annotated[
@@ -154,7 +175,7 @@ class SurveyResponseRequest(_Request):
     survey: Annotated[str, Field(pattern=r"^\S{1,1024}$", description="the Questionnaire's canonical URL[|version]")]
     patient: PatientRef
     status: Literal["in_progress", "completed", "amended", "stopped"] = "completed"
-    authored_at: AwareDatetime | None = Field(default=None, description="when answered; the time received if absent")
+    authored_at: Moment | None = Field(default=None, description="when answered; the time received if absent")
     author: PersonRef | None = None
     answered_by: PersonRef | None = Field(default=None, description="who answered (QuestionnaireResponse.source)")
     encounter: Annotated[str, Field(pattern=_reference_to("Encounter"))] | None = None
@@ -167,8 +188,8 @@ class SurveyResponseRequest(_Request):
 class PeriodRequest(_Request):
     """A window of time (each bound with its UTC offset)."""
 
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Moment | None = None
+    end: Moment | None = None
 
 
 class AppointmentRequest(_Request):
@@ -193,8 +214,8 @@ class AppointmentRequest(_Request):
     patient: PatientRef
     practitioners: list[ClinicianRef] = Field(default_factory=list, max_length=20)
     location: Annotated[str, Field(pattern=_reference_to("Location"))] | None = None
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Moment | None = None
+    end: Moment | None = None
     minutes_duration: Annotated[int, Field(ge=1, le=1440)] | None = None
     requested_period: PeriodRequest | None = Field(default=None, description="when the patient could come")
     service_type: list[CodeableText] = Field(default_factory=list, max_length=10)
@@ -280,7 +301,10 @@ class WritebackView(BaseModel):
     attempts: int
     ehr_id: str | None = Field(description="the resource's id in the EHR, once delivered")
     ehr_version: str | None = Field(description="its version in the EHR, once delivered")
-    outcome: dict[str, Any] | None = Field(description="the EHR's OperationOutcome when it refused the write")
+    outcome: dict[str, Any] | None = Field(
+        description="the OperationOutcome of a failed write-back: the EHR's when it refused the write, or the "
+        "gateway's own when its checks refused the resource before anything was sent"
+    )
     error: str | None
     links: dict[str, str]
 

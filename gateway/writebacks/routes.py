@@ -189,7 +189,7 @@ async def cancel_appointment(
 
     async def build(wid: str, ctx: MapContext) -> Target:
         stored = await services.store.read(principal.tenant, "Appointment", appointment_id)
-        return builders.cancellation(stored, appointment_id, reason)
+        return builders.cancellation(stored, appointment_id, reason, ctx)
 
     payload = {"id": appointment_id, "reason": reason}
     return await _submit(store, services, principal, response, "appointment_cancel", payload, idempotency_key, build)
@@ -232,7 +232,7 @@ async def patch_activity(
 
     async def build(wid: str, ctx: MapContext) -> Target:
         stored = await services.store.read(principal.tenant, "CarePlan", plan_id)
-        return builders.activity_status(stored, plan_id, index, body.status)
+        return builders.activity_status(stored, plan_id, index, body.status, ctx)
 
     payload = {"id": plan_id, "index": index, **body.model_dump(mode="json")}
     return await _submit(

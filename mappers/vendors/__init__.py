@@ -1,6 +1,7 @@
 """Vendor profiles: what each EHR does differently that mapping must know, as data (one JSON file per vendor).
 
-A tenant names its vendor in the clients file (``"vendor": "epic"``); mappers read ``profile(ctx.vendor)``.
+A tenant names its vendor in the clients file (``"vendor": "epic"``); mappers read ``profile(ctx.vendor)``, and
+``mappers.vendors.outbound`` adjusts the typed resources written back to the vendor's EHR.
 Every field is documented on ``VendorProfile``; a JSON file sets only what differs from these defaults, and says
 in ``sources`` where the vendor documents each quirk.
 """
@@ -45,11 +46,13 @@ class VendorProfile:
     department_extension: str | None = None
     # A participant reference that names a department (full-match regular expression on the reference).
     department_reference: str | None = None
-    # Communication bodies sent as base64 contentAttachment rather than contentString.
+    # Communication bodies sent as base64 contentAttachment rather than contentString (write-backs: applied to the
+    # typed resource by ``mappers.vendors.outbound``).
     communication_body_as_attachment: bool = False
     # CarePlan descriptions carried only in text.div (the narrative).
     careplan_description_in_narrative: bool = False
-    # QuestionnaireResponse numeric answers sent as valueDecimal where the item is an integer.
+    # QuestionnaireResponse numeric answers sent as valueDecimal where the item is an integer (read as integers;
+    # write-backs: applied to the typed resource by ``mappers.vendors.outbound``).
     qr_numbers_as_decimal: bool = False
     # Write-back families the EHR accepts ("message", "survey_response", "appointment", "treatment_plan").
     writebacks: list[str] = field(default_factory=lambda: list(WRITEBACKS))

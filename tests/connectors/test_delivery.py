@@ -73,7 +73,7 @@ async def outbound(redis_url: str, key_prefix: str, key_file: Path, fake_time: F
     config = ehr_config(key_file, max_attempts=3, breaker_failures=50)
     connectors = Connectors({TENANT: Target(TENANT, "generic", config)}, sleep=fake_time.sleep, clock=fake_time.clock)
     queue = OutboundQueue(redis, keys, max_attempts=3, wait=backoff(1, 4), clock=fake_time.clock)
-    delivery = Delivery(queue, connectors, consumer="test-consumer", block_ms=10)
+    delivery = Delivery(queue, connectors, consumer="test-consumer", check=None, block_ms=10)
     yield Outbound(redis, keys, delivery, fake_time)
     await connectors.aclose()
     await redis.aclose()

@@ -377,6 +377,14 @@ async def test_the_status_of_a_write_back_is_readable_by_its_tenant_only(gw: Gat
         ("/appointments", {**BOOKING, "status": "booked"}, {"status"}),
         ("/appointments", {**BOOKING, "practitioners": ["Patient/pat-2"]}, {"practitioners[0]"}),
         ("/appointments", {**BOOKING, "minutes_duration": 0}, {"minutes_duration"}),
+        # A moment that has no UTC form (the year before 1 or after 9999 there) is no FHIR instant.
+        ("/appointments", {**BOOKING, "start": "0001-01-01T00:00:00+00:01"}, {"start"}),
+        (
+            "/appointments",
+            {"patient": "Patient/p", "requested_period": {"end": "9999-12-31T23:59:00-01:00"}},
+            {"requested_period.end"},
+        ),
+        ("/survey-responses", {**SURVEY, "authored_at": "0001-01-01T00:30:00+01:00"}, {"authored_at"}),
         ("/appointments/appt-1/cancel", {"reason": ""}, {"reason"}),
         ("/appointments/appt-1/cancel", [1], None),
     ],

@@ -9,7 +9,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from conformance import fhir_models
 from mappers.context import MapContext
+from mappers.vendors import outbound, profile
 from tests.conftest import CORPUS, corpus_dir
 
 
@@ -24,6 +26,13 @@ def ctx(version: str = "1", related: Mapping[str, Mapping[str, Any]] | None = No
         "related": related or {},
     }
     return MapContext(**(fields | overrides))
+
+
+def sent(resource: Mapping[str, Any], vendor: str) -> dict[str, Any]:
+    """Return a written resource as a write-back sends it: its R4B model, adjusted for the vendor, exported."""
+    model = fhir_models.model_class(str(resource["resourceType"]))
+    assert model is not None
+    return fhir_models.written(resource, model, lambda typed: outbound.adjust(typed, profile(vendor)))
 
 
 class Found(NamedTuple):

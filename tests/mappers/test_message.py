@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conformance.outcome import has_errors
 from conformance.validator import validate_resource
 from mappers.errors import MappingError
 from mappers.family import tombstone as deleted_record
@@ -28,7 +29,7 @@ from mappers.message import (
 )
 from mappers.model import CodeableText, Coding, Ref, SecurityLabel
 from mappers.registry import MAPPED, record_routes
-from tests.mappers.conftest import corpus_params, ctx, hl7_example
+from tests.mappers.conftest import corpus_params, ctx, hl7_example, sent
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -468,9 +469,10 @@ def test_to_fhir_writes_a_reply_the_ehr_can_take() -> None:
     )
 
 
-def test_to_fhir_sends_oracle_health_a_base64_text_attachment() -> None:
-    resource = to_fhir(mapped(payload=[{"contentString": "Réponse: oui"}]), ctx(vendor="oracle-health"))
-    [part] = resource["payload"]
+def test_a_write_back_sends_oracle_health_a_base64_text_attachment() -> None:
+    written = to_fhir(mapped(payload=[{"contentString": "Réponse: oui"}]), ctx(vendor="oracle-health"))
+    assert written["payload"] == [{"contentString": "Réponse: oui"}], "to_fhir writes the same R4 for every vendor"
+    [part] = sent(written, "oracle-health")["payload"]
     assert part["contentAttachment"]["contentType"] == "text/plain; charset=utf-8"
     assert base64.b64decode(part["contentAttachment"]["data"]).decode("utf-8") == "Réponse: oui"
 
@@ -485,7 +487,7 @@ def test_written_communications_are_valid_r4(vendor: str) -> None:
         encounter={"reference": "Encounter/e1"},
         priority="urgent",
     )
-    issues = validate_resource(to_fhir(record, ctx(vendor=vendor)))
+    issues = validate_resource(sent(to_fhir(record, ctx(vendor=vendor)), vendor))
     assert [i for i in issues if i.severity in ("error", "fatal")] == []
 
 
@@ -578,6 +580,19 @@ def test_platform_to_fhir_to_platform_gives_back_the_same_message(vendor: str, r
     back = to_platform(stored, context)
     assert back.model_dump(exclude=_NOT_ROUND_TRIPPED) == record.model_dump(exclude=_NOT_ROUND_TRIPPED)
     assert {"system": WRITEBACK_SYSTEM, "value": record.id} in resource["identifier"]
+
+
+@pytest.mark.parametrize("vendor", ["generic", "oracle-health"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=writeback_messages())
+def test_a_message_sent_as_its_vendor_adjusted_model_gives_back_the_same_message(vendor: str, record: Message) -> None:
+    """Whatever the R4 validator takes, a write-back sends (the R4B model's export, with Oracle Health's
+    attachment) and it reads back the same."""
+    context = ctx(vendor=vendor, timezone=None)
+    written = to_fhir(record, context)
+    assume(not has_errors(validate_resource(written)))
+    back = to_platform(sent(written, vendor) | {"id": record.id}, context)
+    assert back.model_dump(exclude=_NOT_ROUND_TRIPPED) == record.model_dump(exclude=_NOT_ROUND_TRIPPED)
 
 
 _RAW_LABEL = st.one_of(

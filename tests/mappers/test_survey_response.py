@@ -9,9 +9,11 @@ from functools import cache
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conformance.outcome import has_errors
+from conformance.validator import validate_resource
 from mappers import instruments
 from mappers.answer import Answer, Attachment, Quantity, loinc_code
 from mappers.answer_reader import may_score
@@ -31,7 +33,7 @@ from mappers.survey_response import (
     to_fhir,
     to_platform,
 )
-from tests.mappers.conftest import corpus_file, corpus_found, corpus_params, ctx
+from tests.mappers.conftest import corpus_file, corpus_found, corpus_params, ctx, sent
 
 LOINC = "http://loinc.org"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -484,8 +486,23 @@ def test_a_platform_score_without_a_code_is_written_with_the_instruments_loinc_a
 def test_epic_write_backs_send_numbers_as_decimals() -> None:
     answers = [(f"q{n}", {"valueInteger": 1}) for n in range(1, 3)]
     record = to_platform(response(answers), ctx(related=held(form(PHQ2))))
-    assert [a["answer"] for a in to_fhir(record, ctx(vendor="epic"))["item"]] == [[{"valueDecimal": 1}]] * 2
-    assert [a["answer"] for a in to_fhir(record, ctx())["item"]] == [[{"valueInteger": 1}]] * 2
+    written = to_fhir(record, ctx(vendor="epic"))
+    assert [a["answer"] for a in written["item"]] == [[{"valueInteger": 1}]] * 2, "to_fhir: the same for every vendor"
+    assert [a["answer"] for a in sent(written, "epic")["item"]] == [[{"valueDecimal": 1}]] * 2
+    assert [a["answer"] for a in sent(to_fhir(record, ctx()), "generic")["item"]] == [[{"valueInteger": 1}]] * 2
+
+
+def test_epic_decimals_reach_answers_nested_under_groups_and_answers() -> None:
+    nested = {"linkId": "q2", "answer": [{"valueInteger": 3}]}
+    question = {"linkId": "q1", "answer": [{"valueInteger": 2, "item": [nested]}]}
+    written = response([]) | {
+        "item": [{"linkId": "g", "item": [question]}, {"linkId": "q3", "answer": [{"valueString": "ok"}]}]
+    }
+    [group, free] = sent(written, "epic")["item"]
+    [answer] = group["item"][0]["answer"]
+    assert answer["valueDecimal"] == 2 and "valueInteger" not in answer
+    assert answer["item"] == [{"linkId": "q2", "answer": [{"valueDecimal": 3}]}]
+    assert free["answer"] == [{"valueString": "ok"}]
 
 
 # Round trip: generated platform records -> FHIR -> platform give back the same record.
@@ -615,6 +632,29 @@ def test_platform_to_fhir_to_platform_gives_back_the_same_record(vendor: str, da
     assert back.model_dump(exclude={"source"}) == record.model_dump(exclude={"source"})
 
 
+@pytest.mark.parametrize("vendor", ["generic", "epic"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_response_sent_as_its_vendor_adjusted_model_gives_back_the_same_record(
+    vendor: str, data: st.DataObject
+) -> None:
+    """Whatever the R4 validator takes, a write-back sends (the R4B model's export, with Epic's decimals) and it
+    reads back the same; the export writes a UTC offset as Z, so dateTime answers are compared as instants."""
+    record = data.draw(survey_responses(vendor))
+    written = to_fhir(record, ctx(vendor=vendor))
+    assume(not has_errors(validate_resource(written)))
+    back = to_platform(sent(written, vendor), ctx(vendor=vendor))
+    assert _instants(back) == _instants(record)
+
+
+def _instants(record: SurveyResponse) -> dict[str, Any]:
+    found = record.model_dump(exclude={"source"})
+    for answer in found["answers"]:
+        if answer["value_type"] == "date_time":
+            answer["value"] = datetime.fromisoformat(answer["value"])
+    return found
+
+
 # --- robustness, registry and the corpus -------------------------------------------------------------------------
 
 
@@ -695,3 +735,32 @@ def test_every_corpus_questionnaire_response_maps(resource: dict[str, Any]) -> N
     assert (record.total_score is None) == (record.score_reason is not None)
     assert classify(record, to_platform(resource, ctx("2", related=related))) == []
     to_fhir(record, ctx())
+
+
+def test_an_item_code_that_is_not_a_loinc_code_writes_no_loinc_definition() -> None:
+    # A code without a system reads as LOINC, but only a LOINC-shaped one names a LOINC data element.
+    answers = [
+        Answer(link_id="a", item_code=Coding(code="local 7"), value_type="boolean", value=True),
+        Answer(link_id="b", item_code=Coding(code="44250-9"), value_type="boolean", value=True),
+    ]
+    record = to_platform(response([("x", {"valueInteger": 1})]), ctx()).model_copy(update={"answers": answers})
+    written = to_fhir(record, ctx())
+    assert [item.get("definition") for item in written["item"]] == [None, "http://loinc.org/fhir/DataElement/44250-9"]
+    assert not has_errors(validate_resource(written))
+
+
+def test_sub_items_answered_before_their_question_are_written_under_its_answer() -> None:
+    # R4 (qrs-1): a question's sub-items sit under its answer, never beside it, whatever order they were given in.
+    answers = [
+        Answer(link_id="detail", path=["smoker"], value_type="integer", value=10),
+        Answer(link_id="smoker", value_type="boolean", value=True),
+    ]
+    record = to_platform(response([("x", {"valueInteger": 1})]), ctx()).model_copy(update={"answers": answers})
+    written = to_fhir(record, ctx())
+    assert written["item"] == [
+        {"linkId": "smoker", "answer": [{"valueBoolean": True,
+                                         "item": [{"linkId": "detail", "answer": [{"valueInteger": 10}]}]}]}
+    ]  # fmt: skip
+    assert not has_errors(validate_resource(written))
+    back = to_platform(written, ctx())
+    assert sorted((a.link_id, a.path) for a in back.answers) == [("detail", ["smoker"]), ("smoker", [])]
