@@ -121,6 +121,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL"),
         description="the Redis to use (`redis://`, `rediss://`, `unix://`); `run` starts an embedded one when unset",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="the Redis is a Redis Cluster: `REDIS_URL` names any one node and the others are discovered",
+    )
     clients_file: Path | None = Field(
         default=None, description="JSON or YAML file of API clients and tenants (docs/configuration.md)"
     )

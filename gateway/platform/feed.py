@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, Gone, NotFound
-from gateway.store.connection import text
+from gateway.store.connection import socket_timeout, text
 from gateway.store.keys import Keyspace
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -71,8 +71,8 @@ class Feed:
         self._redis = redis
         self._keys = keys
         self._clock = clock
-        timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
-        self._block_step = min(_BLOCK_STEP_SECONDS, float(timeout) / 2) if timeout else _BLOCK_STEP_SECONDS
+        timeout = socket_timeout(redis)
+        self._block_step = min(_BLOCK_STEP_SECONDS, timeout / 2) if timeout else _BLOCK_STEP_SECONDS
 
     async def changes(
         self, tenant: str, cursor: str | None, limit: int, wait_seconds: float, types: list[str] | None = None

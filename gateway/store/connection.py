@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
-from gateway.store.resp import faster
+from gateway.store.resp import FastConnection, faster
 
 
-def connect(url: str) -> Redis:
-    """Open a client for ``url`` (replies as bytes; the gateway decodes what it reads as text)."""
+def connect(url: str, *, cluster: bool = False) -> Redis:
+    """Open a client for ``url`` (replies as bytes; the gateway decodes what it reads as text).
+
+    With ``cluster``, ``url`` names one node of a Redis Cluster and the client discovers the rest. Every key the
+    gateway writes carries its tenant as a hash tag, so each script and multi-key command stays in one slot; the
+    cluster client offers the command API the gateway uses, hence the cast.
+    """
+    if cluster:
+        return cast(Redis, RedisCluster.from_url(url, connection_class=FastConnection))
     client = Redis.from_url(url, health_check_interval=30)
     pool = client.connection_pool
     pool.connection_class = faster(pool.connection_class)  # before any connection is made
     return client
+
+
+def socket_timeout(redis: Redis) -> float | None:
+    """Return the client's socket timeout in seconds (None: none), for a single server or a cluster."""
+    pool = getattr(redis, "connection_pool", None)
+    options = pool.connection_kwargs if pool is not None else getattr(redis, "connection_kwargs", {})
+    timeout = options.get("socket_timeout")
+    return float(timeout) if timeout else None
 
 
 def text(value: Any) -> str:

@@ -80,11 +80,12 @@ class Leases:
         return [bool(taken) for taken in await pipe.execute()]
 
     async def renew(self, subs: list[tuple[str, str]]) -> list[bool]:
-        """Extend each lease; False where it is no longer ours or its subscription is gone."""
-        pipe = self._redis.pipeline(transaction=False)
-        for tenant, sid in subs:
-            await self._checkin(keys=self._pair(tenant, sid), args=[self.token, self._ttl_ms], client=pipe)
-        return [bool(int(kept)) for kept in await pipe.execute()]
+        """Extend each lease; False where it is no longer ours or its subscription is gone.
+
+        The calls run side by side rather than in one pipeline: a Redis Cluster client refuses scripts in a
+        pipeline, and the leases one worker holds are few.
+        """
+        return list(await asyncio.gather(*(self.still_mine(tenant, sid) for tenant, sid in subs)))
 
     async def still_mine(self, tenant: str, sid: str) -> bool:
         """Extend the lease; tell whether this worker may still deliver the subscription."""

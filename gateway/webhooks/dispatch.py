@@ -37,6 +37,7 @@ from gateway.store.keys import tenant_of
 from gateway.store.plan import Committer, PlanConflict
 from gateway.webhooks.delivery import Leases, Shared, SubscriptionDelivery, pause
 from gateway.webhooks.subscriptions import Subscription, Subscriptions, url_refusal
+from gateway.work.streams import read_streams
 
 log = logging.getLogger("gateway.webhooks")
 
@@ -222,8 +223,8 @@ class Dispatcher:
             tail: Any = await self._redis.xrevrange(self._keys.feed(tenant), count=1)
             self._tails[tenant] = text(tail[0][0]) if tail else "0-0"
         streams: Any = {self._keys.feed(t): self._tails[t] for t in sorted(tenants)}
-        reply: Any = await self._redis.xread(streams, count=1, block=self._settings.worker_block_ms)
-        grown = [tenant_of(text(stream)) for stream, _ in reply or []]
+        reply = await read_streams(self._redis, streams, count=1, block_ms=self._settings.worker_block_ms)
+        grown = [tenant_of(text(stream)) for stream, _ in reply]
         if not grown:
             return
         pipe = self._redis.pipeline(transaction=False)

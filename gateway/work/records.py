@@ -328,7 +328,8 @@ class RecordWriter:
             return
         pipe = self._redis.pipeline(transaction=False)
         for tenant, _, gives in provided:
-            pipe.sunion([self.keys.dependents(tenant, key) for key in sorted(gives)])
+            # by name: a cluster pipeline refuses the sunion() method even for keys of one slot, as these are
+            pipe.execute_command("SUNION", *(self.keys.dependents(tenant, key) for key in sorted(gives)))
         for (tenant, source, _), members in zip(provided, await pipe.execute(), strict=True):
             for dependent in sorted({text(m) for m in members} - {source}):
                 rtype, _, rid = dependent.partition("/")

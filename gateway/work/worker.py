@@ -153,8 +153,13 @@ class Worker:
         return [j for j in jobs if j not in poisoned]
 
     async def _handle_all(self, queue: InboundQueue, jobs: list[Job]) -> None:
-        if jobs:
-            await self.handle(*jobs, queue=queue)
+        """Apply one batch per tenant: a tenant's keys share a hash slot, so each commit stays on one node of a
+        Redis Cluster (on a single Redis this costs one commit per tenant present in the read)."""
+        by_tenant: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_tenant.setdefault(job.tenant, []).append(job)
+        for batch in by_tenant.values():
+            await self.handle(*batch, queue=queue)
 
     async def handle(self, *jobs: Job, queue: InboundQueue | None = None) -> None:
         """Apply jobs read from ``queue`` (the default lane) as one batch; schedule the retry of each one that

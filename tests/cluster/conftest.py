@@ -59,14 +59,19 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
              "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
-        _wait(lambda: all(b"cluster_state:ok" in redis.Redis(port=p).execute_command("CLUSTER INFO") for p in ports),
-              "the cluster to be ok")  # fmt: skip
+        _wait(lambda: all(_state(p) == "ok" for p in ports), "the cluster to be ok")
         yield f"redis://127.0.0.1:{ports[0]}/0"
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=10)
+
+
+def _state(port: int) -> str:
+    """Return a node's ``cluster_state`` (redis-py parses CLUSTER INFO into a dict)."""
+    info = redis.Redis(port=port, decode_responses=True).execute_command("CLUSTER INFO")
+    return str(info.get("cluster_state") if isinstance(info, dict) else "")
 
 
 def _wait(check: object, what: str, limit: float = 30.0) -> None:

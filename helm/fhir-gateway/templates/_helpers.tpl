@@ -93,6 +93,9 @@ Refuses a URL that carries a password, without repeating it in the message. */}}
 {{- if not .Values.redis.auth.enabled }}
 {{- fail "redis.auth.enabled: the bundled Redis always requires a password; set it true (or use an external Redis)" }}
 {{- end }}
+{{- if .Values.config.redisCluster }}
+{{- fail "config.redisCluster: the bundled Redis is one node, not a cluster; set redis.enabled=false and redis.url to a cluster node" }}
+{{- end }}
 {{- $hostname := printf "%s.%s.svc" (include "fhir-gateway.redisName" .) .Release.Namespace }}
 scheme: redis
 user: ""
