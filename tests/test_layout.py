@@ -124,3 +124,23 @@ def test_gateway_packages_depend_one_way() -> None:
             if other is not None and other != package and other not in allowed[package]:
                 wrong.append(f"{module} -> {target}")
     assert sorted(wrong) == []
+
+
+def test_every_package_says_what_it_owns_and_what_it_exports() -> None:
+    for package in sorted({p.parent for name in PACKAGES for p in (ROOT / name).rglob("__init__.py")}):
+        tree = ast.parse((package / "__init__.py").read_text(encoding="utf-8"))
+        doc = ast.get_docstring(tree) or ""
+        where = package.relative_to(ROOT)
+        assert len(doc) > 40 and "TODO" not in doc, f"{where}: its docstring must say what the package owns"
+        exported = [n for n in tree.body if isinstance(n, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)]  # fmt: skip
+        assert exported, f"{where}: no __all__"
+        names = ast.literal_eval(exported[0].value)
+        modules = {p.stem for p in package.glob("*.py")} | {p.parent.name for p in package.glob("*/__init__.py")}
+        defined = {a.asname or a.name for a in ast.walk(tree) if isinstance(a, ast.alias)}
+        defined |= {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+        defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        for name in names:
+            assert name in modules or name in defined, (
+                f"{where}: __all__ names {name!r}, which it neither defines nor holds"
+            )

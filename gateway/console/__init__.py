@@ -6,3 +6,18 @@ hour), dead letters (replay, discard with a reason), connectors (breaker, polls,
 and element path) and conformance (the latest report). Pages show ids, types, times and element paths, never
 patient data. Sign-in, CSRF and headers: ``session``; what operators did: ``audit``; routes: ``routes``.
 """
+
+# The package's modules; each is imported where it is used, so importing the package loads none of them.
+__all__ = [
+    "audit",
+    "charts",
+    "dead_letters",
+    "ehrs",
+    "hooks",
+    "markdown",
+    "overview",
+    "recording",
+    "routes",
+    "session",
+    "sources",
+]

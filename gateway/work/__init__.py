@@ -1,1 +1,14 @@
-"""TODO"""
+"""Background work on Redis Streams: the one stream-queue primitive and the worker that maps inbound FHIR.
+
+Owns ``streams`` (consumer groups, reads, reclaim, settle, retry schedule, promote, dead letters, replay: used by
+inbound jobs, write-back deliveries and webhook dead letters alike), the inbound queue's lanes, the worker loop,
+and ``records``: a batch of jobs mapped to platform records and change events in one atomic commit.
+"""
+
+# The package's modules; each is imported where it is used, so importing the package loads none of them.
+__all__ = [
+    "inbound",
+    "records",
+    "streams",
+    "worker",
+]

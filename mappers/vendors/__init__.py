@@ -17,6 +17,8 @@ from typing import Any
 
 from mappers.codes import LocalCodes
 
+__all__ = ["VENDORS", "WRITEBACKS", "VendorProfile", "outbound", "profile"]
+
 VENDORS = ("generic", "epic", "oracle-health", "athenahealth")
 WRITEBACKS = ("message", "survey_response", "appointment", "treatment_plan")
 
