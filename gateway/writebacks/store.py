@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from gateway.errors import NotFound, Overloaded, Unprocessable
 from gateway.store.connection import text
-from gateway.store.keys import OUTBOUND_GROUP, Keyspace
+from gateway.store.keys import Keyspace
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
 
 log = logging.getLogger("gateway.writebacks")
@@ -132,7 +131,6 @@ class Writebacks:
         self._idempotency_seconds = max(1, idempotency_seconds)
         self._max_backlog = max_backlog
         self._wait = (wait_replicas, wait_timeout_ms)
-        self._groups: set[str] = set()
 
     async def get(self, tenant: str, wid: str) -> Writeback:
         """Return the tenant's write-back ``wid``, or raise NotFound."""
@@ -157,7 +155,6 @@ class Writebacks:
         When a concurrent request with the same Idempotency-Key got there first, return its write-back (or raise
         Unprocessable when its request differs) and queue nothing.
         """
-        await self._ensure_group(tenant)
         for _ in range(_ATTEMPTS):
             plan = Plan()
             if idempotency_key is not None:
@@ -199,17 +196,6 @@ class Writebacks:
         wid = text(held)
         raw = await self.redis.hgetall(self._keys.writeback(tenant, wid))
         return wid, Writeback.from_hash(wid, raw) if raw else None
-
-    async def _ensure_group(self, tenant: str) -> None:
-        """Create the tenant's outbound stream and its connectors' group if missing (reading from the start)."""
-        if tenant in self._groups:
-            return
-        try:
-            await self.redis.xgroup_create(self._keys.outbound(tenant), OUTBOUND_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._groups.add(tenant)
 
     async def _replicated(self) -> None:
         """Wait for replicas when configured; else 503, and the client's retry (same key) finds the write-back."""
