@@ -247,15 +247,15 @@ class Settings(BaseSettings):
     audit_retention_days: float = Field(
         default=2190.0, gt=0, description="how long audit entries are kept (2190 days: six years, as HIPAA asks)"
     )
-    rate_limit_rate: float | None = Field(
-        default=None,
-        gt=0,
-        description="requests per second a client may make when neither it nor its tenant sets `rate` (unset: off)",
+    rate_limit_rate: float = Field(
+        default=0.0,
+        ge=0,
+        description="requests per second a client may make when neither it nor its tenant sets `rate` (0: no limit)",
     )
-    rate_limit_burst: int | None = Field(
-        default=None,
-        ge=1,
-        description="requests a client may make at once (its bucket's size) with the default rate (unset: the rate)",
+    rate_limit_burst: int = Field(
+        default=0,
+        ge=0,
+        description="requests a client may make at once (its bucket's size) at that default rate (0: the rate)",
     )
     poll_lease_seconds: float = Field(
         default=30.0, ge=1, description="how long a poller's lease on a tenant lasts unless renewed"

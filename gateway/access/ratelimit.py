@@ -38,7 +38,7 @@ class RateLimiter:
         self._keys = keys
         self._clock = clock
         self._script = redis.register_script(_SCRIPT)
-        default = _limit(settings.rate_limit_rate, settings.rate_limit_burst)
+        default = _limit(settings.rate_limit_rate or None, settings.rate_limit_burst or None)
         self._tenants: dict[str, Limit | None] = {
             name: _limit(t.rate, t.burst) or default for name, t in clients.tenants.items()
         }
