@@ -61,7 +61,11 @@ class AuditTrail:
         """Return the audit of a request starting now."""
         now_ms = int(self._clock() * 1000)
         return RequestAudit(
-            source=source, interaction=interaction, minid=now_ms - self._retention_ms, now_ms=now_ms, params=params
+            source=source,
+            interaction=interaction,
+            minid=max(0, now_ms - self._retention_ms),
+            now_ms=now_ms,
+            params=params,
         )
 
     def record(self, tenant: str, fields: list[str]) -> None:
@@ -75,7 +79,7 @@ class AuditTrail:
         taken, self._buffer = self._buffer, []
         if not taken:
             return 0
-        minid = int(self._clock() * 1000) - self._retention_ms
+        minid = max(0, int(self._clock() * 1000) - self._retention_ms)
         pipe = self._redis.pipeline(transaction=False)
         for tenant, fields in taken:
             pipe.execute_command("XADD", self._keys.audit(tenant), "MINID", "~", minid, "*", *fields)
