@@ -183,6 +183,9 @@ async def test_the_audit_api_needs_the_audit_scope_and_filters_by_patient_and_cl
     assert (await gw.platform("/audit?client=nobody", token=AUDITOR)).json()["entries"] == []
     assert (await gw.platform("/audit?from=2000-01-01&to=2000-01-02", token=AUDITOR)).json()["entries"] == []
     assert (await gw.platform("/audit?from=yesterday", token=AUDITOR)).status_code == 400
+    assert (await gw.platform("/audit?from=1900-01-01", token=AUDITOR)).json()["entries"][0]["id"] == "p-1"
+    for cursor in ("99999999999999999999-0", "x", "1-2-3"):
+        assert (await gw.platform(f"/audit?cursor={cursor}", token=AUDITOR)).status_code == 400, cursor
     # Reading the trail is itself audited (the 403 too).
     kinds = [(e["interaction"], e["outcome"]) for e in await trail(gw) if e["interaction"] == "audit-read"]
     assert kinds[0] == ("audit-read", 403) and ("audit-read", 200) in kinds
