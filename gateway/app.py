@@ -22,6 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
 from gateway import ops
+from gateway.access import AuditRecorder
+from gateway.access import routes as audit_routes
 from gateway.console import routes as console_routes
 from gateway.console.recording import RecordRejections
 from gateway.errors import GatewayError, request_invalid
@@ -64,7 +66,7 @@ def create_app(
         if unreadable:
             log.warning("SMART keys not published (unreadable)", extra={"kids": unreadable})
         stop = asyncio.Event()
-        tasks = []
+        tasks = [asyncio.create_task(built.audit.run(stop), name="audit")]  # flushes what is buffered when stopped
         if with_worker:
             app.state.worker = built.worker()
             tasks.append(asyncio.create_task(app.state.worker.run(stop), name="worker"))
@@ -96,6 +98,7 @@ def create_app(
         webhook_routes.router, prefix="/platform/v1", dependencies=platform_bearer, responses=platform_errors
     )
     app.include_router(risk_routes.router, dependencies=platform_bearer, responses=platform_errors)
+    app.include_router(audit_routes.router, dependencies=platform_bearer)
     app.include_router(platform_routes.router, dependencies=platform_bearer)
     app.include_router(ops.router)
     app.include_router(console_routes.router)
@@ -149,6 +152,7 @@ def create_app(
             request_id.reset(token)
 
     app.add_middleware(RecordRejections)  # counts each FHIR request's refused resources for the console
+    app.add_middleware(AuditRecorder)  # outermost: every FHIR and platform answer, refusals too, is audited
     return app
 
 

@@ -139,6 +139,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     reindex.add_argument("--data-dir", type=Path, default=None, help="the data folder of 'fhir-gateway run'")
     reindex.add_argument("--tenant", action="append", help="only this tenant (repeatable; default all)")
+    audit = sub.add_parser(
+        "audit",
+        help="export a tenant's audit trail as FHIR R4 AuditEvents",
+        description="Write a tenant's audit entries (who read, searched, wrote, deleted or was refused what, when, "
+        "from where) as NDJSON FHIR R4 AuditEvents, oldest first. Uses REDIS_URL, or --data-dir of "
+        "'fhir-gateway run'. The export is itself audited.",
+    )
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    export = audit_sub.add_parser("export", help="write NDJSON AuditEvents to stdout (or --output)")
+    export.add_argument("--tenant", required=True, help="the tenant")
+    export.add_argument("--since", default=None, help="entries recorded at or after this ISO 8601 time (default all)")
+    export.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
+    export.add_argument("--data-dir", type=Path, default=None, help="the data folder of 'fhir-gateway run'")
     _conformance_parser(sub)
     return parser
 
@@ -170,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = {
         "run": _run, "api": _api, "worker": _worker, "poll": _poll, "validate": admin.validate, "dlq": admin.dlq,
         "connectors": admin.connectors, "conformance": admin.conformance, "reindex": admin.reindex,
+        "audit": admin.audit,
     }[args.command]  # fmt: skip
     try:
         return command(args)

@@ -8,6 +8,8 @@ from fastapi import Depends, Request
 
 from gateway.auth import Principal
 from gateway.services import Services
+from gateway.settings import Role
+from gateway.store import audit
 
 
 def _services(request: Request) -> Services:
@@ -18,15 +20,27 @@ def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _ehr(request: Request, services: ServicesDep) -> Principal:
-    return services.auth.require(request.headers.get("authorization"), "ehr")
+async def _caller(request: Request, services: Services, role: Role) -> Principal:
+    """Return the caller if it may use the API of ``role`` and is within its rate limit."""
+    authorization = request.headers.get("authorization")
+    principal = services.auth.authenticate(authorization)
+    trail = audit.current.get()
+    if trail is not None:  # the audit trail's "who", also when the request is refused below
+        trail.client, trail.tenant = principal.client, principal.tenant
+    principal = services.auth.require(authorization, role)
+    await services.limiter.take(principal.tenant, principal.client)
+    return principal
 
 
-def _platform(request: Request, services: ServicesDep) -> Principal:
-    return services.auth.require(request.headers.get("authorization"), "platform")
+async def _ehr(request: Request, services: ServicesDep) -> Principal:
+    return await _caller(request, services, "ehr")
+
+
+async def _platform(request: Request, services: ServicesDep) -> Principal:
+    return await _caller(request, services, "platform")
 
 
 EhrPrincipal = Annotated[Principal, Depends(_ehr)]
-"""The calling EHR client (401 without a known token, 403 for another role)."""
+"""The calling EHR client (401 without a known token, 403 for another role, 429 over its rate limit)."""
 PlatformPrincipal = Annotated[Principal, Depends(_platform)]
-"""The calling platform client (401 without a known token, 403 for another role)."""
+"""The calling platform client (401 without a known token, 403 for another role, 429 over its rate limit)."""

@@ -14,6 +14,7 @@ GatewayError
  ├── PayloadTooLarge         413
  ├── UnsupportedMediaType    415
  ├── Unprocessable           422
+ ├── TooManyRequests         429 (a client over its rate limit), with Retry-After
  └── Overloaded              503 (backpressure), with Retry-After
 """
 
@@ -115,6 +116,15 @@ class UnsupportedMediaType(GatewayError):
 class Unprocessable(GatewayError):
     status = 422
     code = "processing"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    code = "throttled"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after)
 
 
 class Overloaded(GatewayError):

@@ -46,6 +46,10 @@ WEBHOOK_DELIVERIES = Counter(
     "gateway_webhook_deliveries", "webhook delivery attempts, by outcome (delivered, retry, dead)", ["outcome"],
     registry=REGISTRY,
 )  # fmt: skip
+RATE_LIMITED = Counter(
+    "gateway_rate_limited", "requests refused (429) because the client was over its rate limit, by tenant and client",
+    ["tenant", "client"], registry=REGISTRY,
+)  # fmt: skip
 
 
 CONNECTOR_LAST_SUCCESS = Gauge(

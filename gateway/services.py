@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from connectors import Connectors, Delivery, Poller, RedisObserver
 from connectors.retry import backoff
+from gateway.access import AuditTrail, RateLimiter
 from gateway.auth import Authenticator
 from gateway.clock import Clock, system_clock
 from gateway.fhir import bundle
@@ -54,6 +55,8 @@ class Services:
     subscriptions: Subscriptions
     writebacks: Writebacks
     connectors: Connectors
+    audit: AuditTrail
+    limiter: RateLimiter
 
     @classmethod
     def build(
@@ -115,6 +118,8 @@ class Services:
                 clock=clock,
                 **(connector_options or {}),
             ),
+            audit=AuditTrail(redis, keys, retention_days=settings.audit_retention_days, clock=clock),
+            limiter=RateLimiter(redis, keys, clients, settings, clock=clock),
         )
 
     def worker(self, name: str | None = None, *, webhook_transport: httpx.AsyncBaseTransport | None = None) -> Worker:
@@ -151,6 +156,7 @@ class Services:
         )  # fmt: skip
 
     async def aclose(self) -> None:
-        """Close the EHR clients and the Redis client."""
+        """Write the audit entries still buffered, close the EHR clients and the Redis client."""
+        await self.audit.close()
         await self.connectors.aclose()
         await self.redis.aclose()

@@ -29,6 +29,10 @@ class Client(BaseModel):
     role: Role
     scopes: list[str] = Field(default_factory=list)
     name: str | None = None
+    # Rate limit (docs/configuration.md, "Rate limits"): requests per second and the bucket's size; unset: the
+    # tenant's, else GATEWAY_RATE_LIMIT_RATE / _BURST, else none.
+    rate: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
 
     @field_validator("token")
     @classmethod
@@ -54,6 +58,9 @@ class Tenant(BaseModel):
     # true: a plain POST identical to one within GATEWAY_DEDUPE_WINDOW_SECONDS answers with the first resource
     # (a retried create makes no duplicate); false: every POST creates (docs/fhir.md, "The dedupe window")
     dedupe_posts: bool = True
+    # The rate limit of the tenant's clients that set none (requests per second, bucket size); unset: the global one
+    rate: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
 
     @field_validator("vendor")
     @classmethod
@@ -240,6 +247,19 @@ class Settings(BaseSettings):
     )
     writeback_max_attempts: int = Field(
         default=8, ge=1, description="delivery attempts of one write-back before it is dead-lettered"
+    )
+    audit_retention_days: float = Field(
+        default=2190.0, gt=0, description="how long audit entries are kept (2190 days: six years, as HIPAA asks)"
+    )
+    rate_limit_rate: float = Field(
+        default=0.0,
+        ge=0,
+        description="requests per second a client may make when neither it nor its tenant sets `rate` (0: no limit)",
+    )
+    rate_limit_burst: int = Field(
+        default=0,
+        ge=0,
+        description="requests a client may make at once (its bucket's size) at that default rate (0: the rate)",
     )
     poll_lease_seconds: float = Field(
         default=30.0, ge=1, description="how long a poller's lease on a tenant lasts unless renewed"

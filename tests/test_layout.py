@@ -104,6 +104,7 @@ def test_gateway_packages_depend_one_way() -> None:
         "gateway.webhooks": {"gateway.store", "gateway.work", "gateway.platform", "gateway.web", "gateway.deps"},
         "gateway.writebacks": {"gateway.store", "gateway.work", "gateway.web", "gateway.deps"},
         "gateway.web": set(),
+        "gateway.access": {"gateway.store", "gateway.web", "gateway.deps"},
         "gateway.console": {"gateway.store", "gateway.work", "gateway.platform", "gateway.webhooks", "gateway.web",
                             "gateway.deps"},
     }  # fmt: skip

@@ -123,6 +123,17 @@ Operator console (gateway/console/, gateway/store/activity.py, gateway/store/rej
                                           (replay | replay_all | discard | poll_now | pause | resume | rewind),
                                           target (ids), count, reason; capped at about 10000 entries
 
+Audit and rate limits (gateway/store/audit.py, gateway/access/):
+  gw:{t}:audit                     stream AuditEvent-shaped entries of every read, search, write, delete, export,
+                                          write-back and refused request of the tenant (gateway/store/audit.py
+                                          lists the fields: ids, types, client, outcome, source address, parameter
+                                          names; never content, never a token, never a parameter value); writes'
+                                          entries are added by the commit that writes; entry ids are the time
+                                          (epoch ms) they were added; trimmed past GATEWAY_AUDIT_RETENTION_DAYS
+  gw:{~anonymous}:audit            stream the same, for refused requests whose credential names no tenant (401)
+  gw:{t}:rate:{client}             hash   a client's token bucket: tokens (float), at (epoch ms of the last take);
+                                          expires once it would be full again
+
 Global (no tenant):
   gw:tenants                       set    tenants that have ever written; workers read their streams
   gw:webhook-tenants               set    tenants that have ever had a subscription; workers scan their hooks
@@ -296,6 +307,12 @@ class Keyspace:
 
     def rejections(self, tenant: str, day: str) -> str:
         return f"{self._t(tenant)}:rejections:{day}"
+
+    def audit(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:audit"
+
+    def rate_bucket(self, tenant: str, client: str) -> str:
+        return f"{self._t(tenant)}:rate:{escape(client)}"
 
     def console_audit(self, tenant: str) -> str:
         return f"{self._t(tenant)}:console:audit"

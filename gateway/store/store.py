@@ -23,7 +23,7 @@ from gateway import encoding
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import activity, conditional, ehr_meta
+from gateway.store import activity, audit, conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
@@ -226,6 +226,7 @@ class Store:
         if raw == b"":
             raise Gone(f"version {vid} of {rtype}/{rid} is a deletion", expression=rtype)
         result: dict[str, Any] = encoding.loads(raw)
+        audit.note_read(result)
         return result
 
     async def issues(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any] | None:
@@ -317,12 +318,17 @@ class Store:
         await self._register(tenant)
         for _ in range(self._retries):
             plan, results = await self._decide(tenant, ops)
+            trail = audit.current.get()
+            if trail is not None:
+                self._audit(plan, trail, tenant, ops, results)
             try:
                 await self._committer.commit(plan)
             except PlanConflict:
                 continue
             except PlanOverloaded as exc:
                 raise Overloaded(f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5) from None
+            if trail is not None:
+                trail.written += [(r.rtype, r.rid, str(r.vid or ""), r.status) for r in results]
             await self._replicated()
             for result, op in zip(results, ops, strict=True):
                 RESOURCES.labels(result.rtype, result.outcome).inc()
@@ -330,6 +336,25 @@ class Store:
                     LENIENT_ACCEPTED.labels(result.rtype).inc()
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
+
+    def _audit(
+        self, plan: Plan, trail: audit.RequestAudit, tenant: str, ops: Sequence[Operation], results: list[Result]
+    ) -> None:
+        """Add an audit entry per operation to the plan that writes them (one atomic step)."""
+        client = trail.client or "unknown"
+        for op, result in zip(ops, results, strict=True):
+            if trail.interaction == "patch":
+                interaction = "patch"
+            else:
+                interaction = "create" if isinstance(op, Create) else "update" if isinstance(op, Update) else "delete"
+            patient = audit.patient_of(result.resource)
+            if not patient and result.rtype == "Patient":
+                patient = f"Patient/{result.rid}"
+            fields = audit.entry(
+                trail, tenant=tenant, client=client, rtype=result.rtype, rid=result.rid, vid=str(result.vid or ""),
+                outcome=result.status, interaction=interaction, patient=patient,
+            )  # fmt: skip
+            audit.add(plan, self._keys, tenant, fields, trail.minid)
 
     async def _register(self, tenant: str) -> None:
         """List the tenant among those that have written, for the workers (once per process and tenant).

@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 from redis.asyncio import Redis
 
 from gateway.errors import NotFound, Overloaded, Unprocessable
+from gateway.store import audit
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
@@ -175,6 +176,14 @@ class Writebacks:
             outbound = self._keys.outbound(tenant)
             plan.write("XADD", outbound, "*", "writeback_id", wid, "kind", draft.kind, "attempt", 0)
             plan.limit_backlog([outbound, self._keys.outbound_retry(tenant)], self._max_backlog)
+            trail = audit.current.get()
+            if trail is not None:  # audited in the step that queues it
+                fields = audit.entry(
+                    trail, tenant=tenant, client=trail.client or "unknown", rtype=draft.resource_type,
+                    rid=draft.resource_id, outcome=202, interaction="writeback",
+                    patient=audit.patient_of(draft.resource), writeback=wid,
+                )  # fmt: skip
+                audit.add(plan, self._keys, tenant, fields, trail.minid)
             try:
                 await self._committer.commit(plan)
             except PlanConflict:
@@ -183,6 +192,8 @@ class Writebacks:
                 raise Overloaded(
                     f"{exc.backlog} write-backs are waiting for the EHR; retry later", retry_after=5
                 ) from None
+            if trail is not None:
+                trail.written.append((draft.resource_type, wid, "", 202))
             await self._replicated()
             log.info("write-back queued", extra={"writeback": wid, "kind": draft.kind, "type": draft.resource_type})
             return Writeback.from_hash(wid, state), True

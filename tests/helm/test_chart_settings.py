@@ -36,6 +36,9 @@ NON_DEFAULT_CONFIG = {
     "waitReplicas": 1,
     "waitTimeoutMs": 250,
     "feedMaxWaitSeconds": 7.5,
+    "auditRetentionDays": 365.25,
+    "rateLimitRate": 12.5,
+    "rateLimitBurst": 40,
 }
 FAKE_SECRET = {("gw-fhir-gateway", "redis-password"): "d0e1f2a3b4c5d6e7f8a9"}
 

@@ -1,0 +1,95 @@
+"""The audit trail's entries, and the request they belong to.
+
+An entry is AuditEvent-shaped and flat (stream fields): ``at`` (epoch ms), ``tenant``, ``client``, ``interaction``
+(a restful-interaction code, or ``platform-read``, ``feed-read``, ``writeback``...), ``type``, ``id``, ``vid``,
+``patient`` (a ``Patient/<id>`` reference when the store knows it), ``outcome`` (the HTTP status), ``source`` (the
+caller's address), ``params`` (the names of the search parameters, comma-separated; never their values) and
+``writeback`` (a write-back's id). Never a resource's content, never a token.
+
+The HTTP boundary opens a ``RequestAudit`` for each request (``current``); the store's write paths add their entries
+to the same plan as the write they describe (``add``), so a write and its audit entry are one atomic step, and note
+that the request is audited. Everything else (reads, searches, refusals) is recorded after the answer, buffered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.store.keys import Keyspace
+from gateway.store.plan import Plan
+
+ANONYMOUS = "~anonymous"  # the audit stream of refusals whose credential names no tenant (no tenant has a "~")
+FIELDS = (
+    "at", "tenant", "client", "interaction", "type", "id", "vid", "patient", "outcome", "source", "params", "writeback",
+)  # fmt: skip
+
+
+@dataclass
+class RequestAudit:
+    """What the audit trail knows of the request being answered (mutable: the store adds to it)."""
+
+    source: str
+    interaction: str
+    minid: int  # stream ids below this (epoch ms) are past retention: XADD trims them (MINID ~)
+    now_ms: int
+    client: str = ""  # set once the credential is known
+    tenant: str = ""
+    params: str = ""
+    patient: str = ""
+    written: list[tuple[str, str, str, int]] = field(default_factory=list)  # (type, id, vid, status) committed
+
+
+current: ContextVar[RequestAudit | None] = ContextVar("audit_request", default=None)
+
+
+def entry(
+    audit: RequestAudit,
+    *,
+    tenant: str,
+    client: str,
+    rtype: str = "",
+    rid: str = "",
+    vid: str = "",
+    outcome: int,
+    interaction: str | None = None,
+    patient: str | None = None,
+    writeback: str = "",
+) -> list[str]:
+    """Return one entry as flat stream fields (name, value, ...)."""
+    values = (
+        str(audit.now_ms), tenant, client, interaction or audit.interaction, rtype, rid, vid,
+        audit.patient if patient is None else patient, str(outcome), audit.source, audit.params, writeback,
+    )  # fmt: skip
+    flat: list[str] = []
+    for name, value in zip(FIELDS, values, strict=True):
+        if value:
+            flat += [name, value]
+    return flat
+
+
+def add(plan: Plan, keys: Keyspace, tenant: str, fields: list[str], minid: int) -> None:
+    """Append an entry to ``plan``: XADDed by the commit script with the writes it describes."""
+    plan.write("XADD", keys.audit(tenant), "MINID", "~", minid, "*", *fields)
+
+
+def patient_of(resource: Mapping[str, Any] | None) -> str:
+    """Return the ``Patient/<id>`` a resource is about (itself, ``subject`` or ``patient``), or ""."""
+    if not resource:
+        return ""
+    if resource.get("resourceType") == "Patient":
+        return f"Patient/{resource.get('id', '')}"
+    for name in ("subject", "patient"):
+        ref = resource.get(name)
+        if isinstance(ref, dict) and isinstance(value := ref.get("reference"), str) and value.startswith("Patient/"):
+            return value[: 8 + 64]
+    return ""
+
+
+def note_read(resource: dict[str, Any]) -> None:
+    """Remember, for the request's audit entry, which patient the resource read is about."""
+    audit = current.get()
+    if audit is not None and not audit.patient:
+        audit.patient = patient_of(resource)
