@@ -5,6 +5,8 @@ and queues it on the tenant's outbound stream for the connectors (``gateway.writ
 write-back's id. A tenant with no EHR connector (no ``ehr`` block in the clients file), or whose vendor's EHR does
 not take that kind of write, is refused with 422 before anything is queued. Request and FHIR errors are 422
 OperationOutcomes naming the field or element; an ``Idempotency-Key`` makes a retry return the first write-back.
+A sensitive thread, appointment or plan is, for a client without the ``sensitive`` scope, no target at all: the
+same 404 as an unknown id (a thread_id naming no thread is 404 too), and nothing is queued.
 
 A platform-created record has no FHIR source yet: its ``source`` block names the resource it becomes, with the
 write-back id as ``fhir_id`` and version ``"0"`` (``MapContext(version_id="0")``); the EHR assigns the real id and
@@ -24,6 +26,7 @@ from gateway.auth import Principal
 from gateway.clock import instant
 from gateway.deps import PlatformPrincipal, ServicesDep
 from gateway.errors import NotFound, Unprocessable
+from gateway.platform.disclosure import SCOPE, resource_is_sensitive, shown
 from gateway.services import Services
 from gateway.web.openapi import errors
 from gateway.writebacks import builders
@@ -106,7 +109,7 @@ async def post_message(
     """
 
     async def build(wid: str, ctx: MapContext) -> Target:
-        thread = await _thread(services, principal.tenant, body) if body.thread_id else None
+        thread = await _thread(services, principal.tenant, principal.scopes, body) if body.thread_id else None
         return builders.message(body, wid, ctx, thread)
 
     payload = body.model_dump(mode="json")
@@ -188,7 +191,7 @@ async def cancel_appointment(
     reason = body.reason if body else None
 
     async def build(wid: str, ctx: MapContext) -> Target:
-        stored = await services.store.read(principal.tenant, "Appointment", appointment_id)
+        stored = await _stored(services, principal, "Appointment", "appointment", appointment_id)
         return builders.cancellation(stored, appointment_id, reason, ctx)
 
     payload = {"id": appointment_id, "reason": reason}
@@ -231,7 +234,7 @@ async def patch_activity(
     EHR's version. 404 when the gateway holds no such plan; 422 when it has no such activity."""
 
     async def build(wid: str, ctx: MapContext) -> Target:
-        stored = await services.store.read(principal.tenant, "CarePlan", plan_id)
+        stored = await _stored(services, principal, "CarePlan", "treatment_plan", plan_id)
         return builders.activity_status(stored, plan_id, index, body.status, ctx)
 
     payload = {"id": plan_id, "index": index, **body.model_dump(mode="json")}
@@ -331,15 +334,34 @@ def _link(wid: str) -> str:
     return f"{PREFIX}/writebacks/{wid}"
 
 
-async def _thread(services: Services, tenant: str, body: MessageRequest) -> MessageThread:
+async def _thread(services: Services, tenant: str, scopes: frozenset[str], body: MessageRequest) -> MessageThread:
     try:
-        thread = MessageThread.model_validate(
-            await services.feed.record(tenant, "message_thread", body.thread_id or "")
+        found = await services.feed.record(
+            tenant, "message_thread", body.thread_id or "", keep=lambda r: shown(r, scopes)
         )
     except NotFound:
-        raise Unprocessable("thread_id names no message thread of this tenant", expression="thread_id") from None
+        # A sensitive thread the client may not see is answered as an unknown one: it does not exist for it.
+        raise NotFound("thread_id names no message thread of this tenant", expression="thread_id") from None
+    thread = MessageThread.model_validate(found)
     if thread.deleted or not thread.message_ids:
         raise Unprocessable("the thread has no messages left to reply to", expression="thread_id")
     if thread.patient is not None and thread.patient.reference not in (None, body.patient):
         raise Unprocessable("the thread is about another patient", expression="patient")
     return thread
+
+
+async def _stored(services: Services, principal: Principal, rtype: str, record_type: str, rid: str) -> dict[str, Any]:
+    """Return the stored resource a write-back updates; a sensitive one is, without the scope, as unknown as an id
+    the gateway never held (the same 404), whether its label is on the resource or on the record made from it."""
+    tenant = principal.tenant
+    [record] = await services.feed.records(tenant, record_type, [rid])
+    hidden = record is not None and not shown(record, principal.scopes)
+    try:
+        stored = await services.store.read(tenant, rtype, rid)
+    except NotFound:  # Gone (a deletion) too
+        if hidden:
+            raise NotFound(f"{rtype}/{rid} is not known", expression=rtype) from None
+        raise
+    if hidden or (SCOPE not in principal.scopes and resource_is_sensitive(stored)):
+        raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+    return stored
