@@ -21,6 +21,8 @@ from gateway.errors import BadRequest
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
 
+_MAX_STEP = 5000  # rows one step of a query reads at most while filling a page past refused records
+
 
 @dataclass
 class RecordQuery:
@@ -69,9 +71,8 @@ async def run(
     refused records follow it.
     """
     found: list[tuple[tuple[float, str], dict[str, Any]]] = []
-    step = replace(q)
+    step = replace(q, limit=q.limit + 1)
     while True:
-        step.limit = q.limit + 1 - len(found)
         rows, more = await _rows(redis, keys, tenant, record_type, step)
         for row, record in zip(rows, await load([rid for _, rid in rows]), strict=True):
             if record is not None and keep(record):
@@ -79,6 +80,7 @@ async def run(
         if len(found) > q.limit or not more or not rows:
             break
         step.cursor = rows[-1]
+        step.limit = min(step.limit * 2, _MAX_STEP)  # many refused in a row: read on in longer steps
     page = found[: q.limit]
     more = len(found) > q.limit
     return [record for _, record in page], (encode_cursor(*page[-1][0]) if more and page else None)

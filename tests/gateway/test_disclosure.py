@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from gateway.settings import ClientsConfig, Settings
+from gateway.store import Update
 from tests.conftest import CLIENTS, PLATFORM_A, PLATFORM_A_BASIC, Gateway, running
 from tests.gateway.fixtures import appointment
 from tests.gateway.test_survey_flow import questionnaire, response
@@ -228,3 +229,14 @@ async def test_a_labelled_resource_not_yet_mapped_is_no_target_either(
         refused = await _send(gw, "/appointments/appt-new/cancel", None, PLATFORM_A_BASIC)
         assert refused.status_code == 404 and await _outbound(gw) == 0
         assert (await _send(gw, "/appointments/appt-new/cancel", None, PLATFORM_A)).status_code == 202
+
+
+async def test_a_long_run_of_labelled_records_still_gives_full_pages(gateway: Gateway) -> None:
+    labelled = [_appt(f"psy-{i:02}", HIDDEN_PATIENT, f"2026-11-{1 + i // 24:02}T{i % 24:02}:00:00Z", labelled=True)
+                for i in range(40)]  # fmt: skip
+    await gateway.services.store.apply("clinic-a", [Update("Appointment", a["id"], a) for a in labelled])
+    await _put_all(gateway, _appt("plain-z", "Patient/pat-1", "2026-12-20T15:00:00Z"))
+    assert await _pages(gateway, "/appointments?limit=1", PLATFORM_A_BASIC) == [["plain-z"]]
+    assert sum(len(page) for page in await _pages(gateway, "/appointments?limit=7", PLATFORM_A)) == 41
+    feed = await _json(gateway, "/changes?limit=1", PLATFORM_A_BASIC)
+    assert [e["record_id"] for e in feed["events"]] == ["plain-z"]
