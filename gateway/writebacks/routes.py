@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Response
@@ -26,7 +27,7 @@ from gateway.auth import Principal
 from gateway.clock import instant
 from gateway.deps import PlatformPrincipal, ServicesDep
 from gateway.errors import NotFound, Unprocessable
-from gateway.platform.disclosure import SCOPE, resource_is_sensitive, shown
+from gateway.platform.disclosure import SCOPE, is_sensitive, resource_is_sensitive, shown
 from gateway.services import Services
 from gateway.web.openapi import errors
 from gateway.writebacks import builders
@@ -191,8 +192,8 @@ async def cancel_appointment(
     reason = body.reason if body else None
 
     async def build(wid: str, ctx: MapContext) -> Target:
-        stored = await _stored(services, principal, "Appointment", "appointment", appointment_id)
-        return builders.cancellation(stored, appointment_id, reason, ctx)
+        stored, sensitive = await _stored(services, principal, "Appointment", "appointment", appointment_id)
+        return replace(builders.cancellation(stored, appointment_id, reason, ctx), sensitive=sensitive)
 
     payload = {"id": appointment_id, "reason": reason}
     return await _submit(store, services, principal, response, "appointment_cancel", payload, idempotency_key, build)
@@ -234,8 +235,8 @@ async def patch_activity(
     EHR's version. 404 when the gateway holds no such plan; 422 when it has no such activity."""
 
     async def build(wid: str, ctx: MapContext) -> Target:
-        stored = await _stored(services, principal, "CarePlan", "treatment_plan", plan_id)
-        return builders.activity_status(stored, plan_id, index, body.status, ctx)
+        stored, sensitive = await _stored(services, principal, "CarePlan", "treatment_plan", plan_id)
+        return replace(builders.activity_status(stored, plan_id, index, body.status, ctx), sensitive=sensitive)
 
     payload = {"id": plan_id, "index": index, **body.model_dump(mode="json")}
     return await _submit(
@@ -263,6 +264,8 @@ async def read_writeback(
     """Return the write-back: ``queued``, ``delivering``, ``delivered`` (with the EHR's id and version), ``failed``
     (with the EHR's OperationOutcome) or ``dead_lettered``."""
     found = await store.get(principal.tenant, wid)
+    if found.sensitive and SCOPE not in principal.scopes:
+        raise NotFound("no such write-back", expression="id")  # as for an id nobody holds
     return WritebackView(
         id=found.id, kind=found.kind, status=found.status, method=found.method, resource_type=found.resource_type,
         resource_id=found.resource_id or None, created_at=found.created_at, updated_at=found.updated_at,
@@ -289,7 +292,9 @@ async def _submit(
     request = canonical(payload)
     if idempotency_key is not None:
         found = await store.replay(tenant, idempotency_key, kind, request)
-        if found is not None:
+        # A write-back made from a labelled record is replayed only to a client that may see it; for another the
+        # request goes on as new, and is refused as one (its target does not exist for that client).
+        if found is not None and (SCOPE in principal.scopes or not found.sensitive):
             return _accepted(response, found, replayed=True)
     config = services.clients.tenant(tenant)
     _require_capability(tenant, config.vendor, config.ehr, FAMILY[kind])
@@ -303,7 +308,7 @@ async def _submit(
     draft = Draft(
         kind=kind, request=request, method=target.method, resource_type=str(target.resource["resourceType"]),
         resource=target.resource, resource_id=target.resource_id, if_match=target.if_match,
-        if_none_exist=target.if_none_exist,
+        if_none_exist=target.if_none_exist, sensitive=target.sensitive or resource_is_sensitive(target.resource),
     )  # fmt: skip
     written, created = await store.create(tenant, wid, draft, now, idempotency_key)
     return _accepted(response, written, replayed=not created)
@@ -350,9 +355,12 @@ async def _thread(services: Services, tenant: str, scopes: frozenset[str], body:
     return thread
 
 
-async def _stored(services: Services, principal: Principal, rtype: str, record_type: str, rid: str) -> dict[str, Any]:
-    """Return the stored resource a write-back updates; a sensitive one is, without the scope, as unknown as an id
-    the gateway never held (the same 404), whether its label is on the resource or on the record made from it."""
+async def _stored(
+    services: Services, principal: Principal, rtype: str, record_type: str, rid: str
+) -> tuple[dict[str, Any], bool]:
+    """Return the stored resource a write-back updates and whether it is sensitive; a sensitive one is, without the
+    scope, as unknown as an id the gateway never held (the same 404), whether its label is on the resource or on the
+    record made from it."""
     tenant = principal.tenant
     [record] = await services.feed.records(tenant, record_type, [rid])
     hidden = record is not None and not shown(record, principal.scopes)
@@ -362,6 +370,7 @@ async def _stored(services: Services, principal: Principal, rtype: str, record_t
         if hidden:
             raise NotFound(f"{rtype}/{rid} is not known", expression=rtype) from None
         raise
-    if hidden or (SCOPE not in principal.scopes and resource_is_sensitive(stored)):
+    sensitive = (record is not None and is_sensitive(record)) or resource_is_sensitive(stored)
+    if sensitive and SCOPE not in principal.scopes:
         raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
-    return stored
+    return stored, sensitive

@@ -160,8 +160,11 @@ def writeback_clients() -> ClientsConfig:
     return ClientsConfig.model_validate(WRITEBACK_CLIENTS)
 
 
-async def _send(gw: Gateway, path: str, body: Any, token: str, method: str = "POST") -> httpx.Response:
-    return await gw.http.request(method, f"/platform/v1{path}", json=body, headers={"Authorization": f"Bearer {token}"})
+async def _send(
+    gw: Gateway, path: str, body: Any, token: str, method: str = "POST", key: str | None = None
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}", **({"Idempotency-Key": key} if key else {})}
+    return await gw.http.request(method, f"/platform/v1{path}", json=body, headers=headers)
 
 
 async def _outbound(gw: Gateway) -> int:
@@ -197,7 +200,20 @@ async def test_a_reply_to_a_labelled_thread_is_the_404_of_an_unknown_thread(labe
         assert labelled.status_code == unknown.status_code == 404, labelled.text
         assert labelled.json() == unknown.json() and "pat" not in labelled.text
     assert await _outbound(gw) == 0
-    assert (await _send(gw, "/messages", {**MESSAGE, "thread_id": "c-psy"}, PLATFORM_A)).status_code == 202
+    await _its_writeback_does_not_exist_either(gw, "/messages", {**MESSAGE, "thread_id": "c-psy"})
+
+
+async def _its_writeback_does_not_exist_either(gw: Gateway, path: str, body: dict[str, Any]) -> None:
+    """The client with the scope writes; the one without cannot read that write-back or replay its key."""
+    made = await _send(gw, path, body, PLATFORM_A, key="k-psy")
+    assert made.status_code == 202 and await _outbound(gw) == 1
+    assert (await gw.platform(f"/writebacks/{made.json()['id']}")).status_code == 200
+    read = await gw.platform(f"/writebacks/{made.json()['id']}", token=PLATFORM_A_BASIC)
+    unknown = await gw.platform("/writebacks/00000000-0000-4000-8000-000000000000", token=PLATFORM_A_BASIC)
+    assert read.status_code == unknown.status_code == 404 and read.text == unknown.text
+    replayed = await _send(gw, path, body, PLATFORM_A_BASIC, key="k-psy")
+    assert replayed.status_code == 404 and made.json()["id"] not in replayed.text
+    assert (await _send(gw, path, body, PLATFORM_A, key="k-psy")).json()["id"] == made.json()["id"]
     assert await _outbound(gw) == 1
 
 
@@ -216,8 +232,7 @@ async def test_cancelling_a_labelled_appointment_is_the_404_of_an_unknown_one(la
     assert activity.status_code == nothing.status_code == 404
     assert activity.text == nothing.text.replace("cp-none", "cp-psy")
     assert await _outbound(gw) == 0
-    assert (await _send(gw, "/appointments/appt-psy/cancel", {"reason": "Unwell"}, PLATFORM_A)).status_code == 202
-    assert await _outbound(gw) == 1
+    await _its_writeback_does_not_exist_either(gw, "/appointments/appt-psy/cancel", {"reason": "Unwell"})
 
 
 async def test_a_labelled_resource_not_yet_mapped_is_no_target_either(
