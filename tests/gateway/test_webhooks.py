@@ -394,6 +394,30 @@ async def test_a_sensitive_event_is_never_delivered_to_a_subscription_without_th
     assert all(b"psy" not in r.body for r in receiver.at("/basic"))
 
 
+async def test_dead_letters_of_sensitive_events_are_listed_only_with_the_scope(
+    hooks: Gateway, receiver: Receiver
+) -> None:
+    receiver.defaults["/down"] = 500
+    created = await subscribe(hooks, receiver.url("/down"), token=PLATFORM_A)
+    await put(hooks, "psy1", meta=PSY)
+    await put(hooks, "plain1")
+    path = f"/platform/v1/subscriptions/{created['id']}/dead-letters"
+
+    async def letters(token: str, query: str = "") -> list[str]:
+        page = (await hooks.http.get(path + query, headers=auth(token))).json()
+        return [d["event"]["record_id"] for d in page["dead_letters"]]
+
+    await until(lambda: _two(letters(PLATFORM_A)), "both dead letters")
+    assert await letters(PLATFORM_A) == ["psy1", "plain1"]
+    # Without the scope the sensitive one is not there: the first page of one holds the plain one.
+    assert await letters(PLATFORM_A_BASIC, "?limit=1") == ["plain1"]
+    assert await letters(PLATFORM_A_BASIC) == ["plain1"]
+
+
+async def _two(pending: Any) -> bool:
+    return len(await pending) == 2
+
+
 async def test_two_workers_never_deliver_one_subscription_at_once(
     hooks: Gateway, receiver: Receiver, dev_settings: Settings, clients: ClientsConfig
 ) -> None:
