@@ -1,8 +1,11 @@
-"""Which records a platform client may see in full: sensitive ones only with the ``sensitive`` scope.
+"""Which records exist for a platform client: sensitive ones only for a client with the ``sensitive`` scope.
 
 A record is sensitive when any FHIR resource it came from carries a restricting confidentiality label (R, V) or a
-sensitivity label (ETH, SUD, PSY, PSYTHPN, 42CFRPart2). Others see it withheld: its id, type and a ``withheld``
-marker, never its content; the same rule holds for queries, the change feed and webhooks.
+sensitivity label (ETH, SUD, PSY, PSYTHPN, 42CFRPart2). For a client without the scope a sensitive record does not
+exist, not even as metadata: queries skip it before paging (so filters, page sizes and cursors are what they would
+be without it), a read by id is the same 404 as an unknown id, its events are passed over on the change feed and by
+the client's webhooks (the cursor moves on past them), its risk flags are not listed, and a write-back naming it is
+the 404 of a missing target with nothing queued. A client with the scope sees everything.
 """
 
 from __future__ import annotations
@@ -10,31 +13,35 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+__all__ = ["SCOPE", "SENSITIVE_CODES", "is_sensitive", "resource_is_sensitive", "shown", "shown_event"]
+
 SENSITIVE_CODES = frozenset({"R", "V", "ETH", "SUD", "PSY", "PSYTHPN", "42CFRPart2"})
 SCOPE = "sensitive"
 
 
+def _labelled(labels: Any) -> bool:
+    return isinstance(labels, list) and any(
+        isinstance(label, Mapping) and label.get("code") in SENSITIVE_CODES for label in labels
+    )
+
+
 def is_sensitive(record: Mapping[str, Any]) -> bool:
-    """Tell whether a record carries a label that restricts who may read it."""
-    labels = record.get("security") or []
-    return any(isinstance(label, Mapping) and label.get("code") in SENSITIVE_CODES for label in labels)
+    """Tell whether a normalized record carries a label that restricts who may read it."""
+    return _labelled(record.get("security"))
 
 
-def withheld(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Return what a client without the scope sees of a sensitive record."""
-    return {"id": record.get("id"), "record_type": record.get("record_type"), "withheld": True}
+def resource_is_sensitive(resource: Mapping[str, Any]) -> bool:
+    """Tell whether a FHIR resource carries such a label in ``meta.security``."""
+    meta = resource.get("meta")
+    return isinstance(meta, Mapping) and _labelled(meta.get("security"))
 
 
-def visible(record: Mapping[str, Any], scopes: Iterable[str]) -> dict[str, Any]:
-    """Return the record as this client may see it."""
-    if SCOPE not in scopes and is_sensitive(record):
-        return withheld(record)
-    return dict(record)
+def shown(record: Mapping[str, Any], scopes: Iterable[str]) -> bool:
+    """Tell whether the record exists for a client with these scopes."""
+    return SCOPE in scopes or not is_sensitive(record)
 
 
-def visible_event(event: Mapping[str, Any], scopes: Iterable[str]) -> dict[str, Any]:
-    """Return a change event as this client may see it (the record inside withheld when sensitive)."""
+def shown_event(event: Mapping[str, Any], scopes: Iterable[str]) -> bool:
+    """Tell whether a change event exists for a client with these scopes (judged by the record it carries)."""
     record = event.get("record")
-    if isinstance(record, Mapping):
-        return {**event, "record": visible(record, scopes)}
-    return dict(event)
+    return not isinstance(record, Mapping) or shown(record, scopes)

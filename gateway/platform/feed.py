@@ -7,6 +7,7 @@ import binascii
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -24,6 +25,7 @@ _MAX_PART = 2**64 - 1
 # long poll waits in steps no longer than this, or half that timeout when it is shorter.
 _BLOCK_STEP_SECONDS = 2.0
 START = "0-0"
+SCAN_LIMIT = 10_000  # feed entries one request reads at most while filling a page past filtered-out events
 
 
 def _id_tuple(entry_id: str) -> tuple[int, int]:
@@ -75,9 +77,20 @@ class Feed:
         self._block_step = min(_BLOCK_STEP_SECONDS, timeout / 2) if timeout else _BLOCK_STEP_SECONDS
 
     async def changes(
-        self, tenant: str, cursor: str | None, limit: int, wait_seconds: float, types: list[str] | None = None
+        self,
+        tenant: str,
+        cursor: str | None,
+        limit: int,
+        wait_seconds: float,
+        types: list[str] | None = None,
+        *,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Page:
-        """Return events after ``cursor`` (of ``types`` if given), waiting up to ``wait_seconds`` for one."""
+        """Return events after ``cursor`` (of ``types`` if given), waiting up to ``wait_seconds`` for one.
+
+        Events ``keep`` refuses (sensitive ones, for a client without the scope) are passed over like events of
+        other types: the cursor moves past them, and they are neither returned nor counted against ``limit``.
+        """
         after = decode_cursor(cursor)
         key = self._keys.feed(tenant)
         if cursor:
@@ -85,15 +98,26 @@ class Feed:
         deadline = time.monotonic() + wait_seconds
         position = after
         while True:
-            entries: Any = await self._redis.xrange(key, min=f"({position}" if position != START else "-", count=limit)
-            events = []
-            for entry_id, fields in entries:
-                position = text(entry_id)
-                event = json.loads(fields[b"e"])
-                if types and not any(fnmatchcase(event["type"], pattern) for pattern in types):
-                    continue
-                event["cursor"] = encode_cursor(position)
-                events.append(event)
+            events: list[dict[str, Any]] = []
+            scanned = 0
+            while True:
+                # Read on until the page is full (or the feed ends), so that passed-over events never show as a
+                # short page; at most SCAN_LIMIT entries per request, past which the page is answered as it is.
+                count = limit - len(events)
+                start = f"({position}" if position != START else "-"
+                entries: Any = await self._redis.xrange(key, min=start, count=count)
+                scanned += len(entries)
+                for entry_id, fields in entries:
+                    position = text(entry_id)
+                    event = json.loads(fields[b"e"])
+                    if types and not any(fnmatchcase(event["type"], pattern) for pattern in types):
+                        continue
+                    if keep is not None and not keep(event):
+                        continue
+                    event["cursor"] = encode_cursor(position)
+                    events.append(event)
+                if len(entries) < count or len(events) >= limit or scanned >= SCAN_LIMIT:
+                    break
             # The cursor moves past filtered-out events too, so a narrow filter still makes progress.
             next_cursor = encode_cursor(position) if position != after else (cursor or encode_cursor(START))
             remaining = deadline - time.monotonic()
@@ -134,12 +158,14 @@ class Feed:
         await self._redis.set(self._keys.feed_trimmed(tenant), text(newest_old[0][0]))
         await self._redis.xtrim(key, minid=threshold, approximate=False)
 
-    async def record(self, tenant: str, record_type: str, rid: str) -> dict[str, Any]:
-        """Return one record, or raise NotFound."""
+    async def record(
+        self, tenant: str, record_type: str, rid: str, *, keep: Callable[[dict[str, Any]], bool] | None = None
+    ) -> dict[str, Any]:
+        """Return one record, or raise NotFound: also, in the same words, when ``keep`` refuses it."""
         raw = await self._redis.hget(self._keys.record(tenant, record_type, rid), "json")
-        if raw is None:
+        result: dict[str, Any] | None = json.loads(raw) if raw is not None else None
+        if result is None or (keep is not None and not keep(result)):
             raise NotFound(f"no {record_type} {rid}")
-        result: dict[str, Any] = json.loads(raw)
         return result
 
     async def records(self, tenant: str, record_type: str, ids: list[str]) -> list[dict[str, Any] | None]:

@@ -3,6 +3,7 @@
 Filters: ``patient`` and ``status`` (sets, intersected in Redis), a date range on the record's main date
 (``from``/``to`` on the sort index) and ``updated_since`` (the update index). Results are ordered by the main date,
 then id; the cursor is the last (date, id) returned, so paging neither repeats nor skips under concurrent writes.
+Records the caller may not see (``gateway.platform.disclosure``) are skipped before paging, as if they did not exist.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
@@ -18,6 +20,8 @@ from redis.asyncio import Redis
 from gateway.errors import BadRequest
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
+
+_MAX_STEP = 5000  # rows one step of a query reads at most while filling a page past refused records
 
 
 @dataclass
@@ -52,9 +56,40 @@ def decode_cursor(value: str | None) -> tuple[float, str] | None:
 
 
 async def run(
+    redis: Redis,
+    keys: Keyspace,
+    tenant: str,
+    record_type: str,
+    q: RecordQuery,
+    load: Callable[[list[str]], Awaitable[list[dict[str, Any] | None]]],
+    keep: Callable[[dict[str, Any]], bool],
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Return one page of the records ``keep`` admits, and the cursor of the next page (None on the last).
+
+    Records ``keep`` refuses are skipped before paging, so the page, its size and its cursor are what they would be
+    if those records did not exist: a page is filled from further on, and the last page has no cursor even when
+    refused records follow it.
+    """
+    found: list[tuple[tuple[float, str], dict[str, Any]]] = []
+    step = replace(q, limit=q.limit + 1)
+    while True:
+        rows, more = await _rows(redis, keys, tenant, record_type, step)
+        for row, record in zip(rows, await load([rid for _, rid in rows]), strict=True):
+            if record is not None and keep(record):
+                found.append((row, record))
+        if len(found) > q.limit or not more or not rows:
+            break
+        step.cursor = rows[-1]
+        step.limit = min(step.limit * 2, _MAX_STEP)  # many refused in a row: read on in longer steps
+    page = found[: q.limit]
+    more = len(found) > q.limit
+    return [record for _, record in page], (encode_cursor(*page[-1][0]) if more and page else None)
+
+
+async def _rows(
     redis: Redis, keys: Keyspace, tenant: str, record_type: str, q: RecordQuery
-) -> tuple[list[str], str | None]:
-    """Return one page of record ids and the cursor of the next page (None on the last)."""
+) -> tuple[list[tuple[float, str]], bool]:
+    """Return one page of (main date, id) rows and whether more follow."""
     sort_key = keys.record_sort_index(tenant, record_type)
     sets = []
     if q.patient:
@@ -109,6 +144,4 @@ async def run(
         if (q.low is None or r[0] >= q.low) and (q.high is None or r[0] < q.high) and (q.cursor is None or r > q.cursor)
     ]
     rows.sort()
-    page = rows[: q.limit]
-    more = len(rows) > q.limit
-    return [rid for _, rid in page], (encode_cursor(*page[-1]) if more and page else None)
+    return rows[: q.limit], len(rows) > q.limit

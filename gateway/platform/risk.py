@@ -82,9 +82,9 @@ class RiskFlags:
             raise NotFound("no such risk flag", expression="id")
         return Flag.from_hash(raw)
 
-    async def open(self, tenant: str, limit: int = 100) -> list[Flag]:
-        """Return the tenant's flags nobody has acknowledged (nor escalated), oldest first."""
-        ids: Any = await self._redis.zrange(self._keys.risk_open(tenant), 0, limit - 1)
+    async def open(self, tenant: str, limit: int = 100, *, skip: int = 0) -> list[Flag]:
+        """Return the tenant's flags nobody has acknowledged (nor escalated), oldest first, after the first ``skip``."""
+        ids: Any = await self._redis.zrange(self._keys.risk_open(tenant), skip, skip + limit - 1)
         pipe = self._redis.pipeline(transaction=False)
         for flag_id in ids:
             pipe.hgetall(self._keys.risk_flag(tenant, text(flag_id)))

@@ -1,7 +1,7 @@
 """The risk-flag routes at ``/platform/v1/risk-flags``: list the open flags, read one, acknowledge one.
 
-A flag belongs to a record (a survey response): a client without the ``sensitive`` scope does not see the flags
-of a sensitive record, as it does not see the record.
+A flag belongs to a record (a survey response): for a client without the ``sensitive`` scope the flags of a
+sensitive record do not exist, as the record does not (not listed, not counted against ``limit``, 404 by id).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query
 
 from gateway.deps import PlatformPrincipal, ServicesDep
 from gateway.errors import NotFound
-from gateway.platform.disclosure import visible
+from gateway.platform.disclosure import shown
 from gateway.platform.risk import Flag
 from gateway.services import Services
 from gateway.web.openapi import errors
@@ -30,10 +30,10 @@ FlagId = Annotated[
 
 async def _disclosed(services: Services, tenant: str, flag: Flag, scopes: frozenset[str]) -> bool:
     try:
-        record = await services.feed.record(tenant, flag.record_type, flag.record_id)
+        await services.feed.record(tenant, flag.record_type, flag.record_id, keep=lambda r: shown(r, scopes))
     except NotFound:
         return False
-    return not visible(record, scopes).get("withheld")
+    return True
 
 
 @router.get("", summary="List the risk flags nobody has acknowledged yet")
@@ -46,9 +46,16 @@ async def open_flags(
     ] = 100,
 ) -> dict[str, Any]:
     """Return the tenant's open flags (neither acknowledged nor escalated), oldest first."""
-    flags = await services.risks.open(principal.tenant, limit)
-    shown = [f.view() for f in flags if await _disclosed(services, principal.tenant, f, principal.scopes)]
-    return {"risk_flags": shown}
+    listed: list[dict[str, Any]] = []
+    skip = 0
+    while len(listed) < limit:
+        # Flags the client may not see are skipped before counting, so they never show as a short list.
+        flags = await services.risks.open(principal.tenant, limit, skip=skip)
+        listed += [f.view() for f in flags if await _disclosed(services, principal.tenant, f, principal.scopes)]
+        if len(flags) < limit:
+            break
+        skip += len(flags)
+    return {"risk_flags": listed[:limit]}
 
 
 @router.get("/{flag_id}", summary="Read a risk flag", responses=errors(404, why={404: "no such risk flag"}))

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 
 from connectors.retry import backoff, parse_retry_after
 from gateway.metrics import WEBHOOK_DELIVERIES
-from gateway.platform.disclosure import visible_event
+from gateway.platform.disclosure import shown_event
 from gateway.platform.feed import encode_cursor
 from gateway.settings import Settings
 from gateway.store.connection import text
@@ -162,7 +162,7 @@ class SubscriptionDelivery:
     def __init__(self, shared: Shared, sub: Subscription, scopes: frozenset[str]) -> None:
         self.shared = shared
         self.sub = sub
-        self.scopes = scopes  # the disclosure the events get (see Dispatcher.scopes)
+        self.scopes = scopes  # which events exist for the subscription (see Dispatcher.scopes)
         self.cursor = sub.cursor  # committed: delivered or passed over
         self.read_to = sub.cursor  # read into the buffer
         self.buffer: deque[tuple[str, dict[str, Any]]] = deque()
@@ -187,12 +187,16 @@ class SubscriptionDelivery:
     async def _next(self) -> Item | None:
         """Return the next event to deliver: a replayed dead letter first, then the feed's next match."""
         redis, keys, tenant, sid = self.shared.redis, self.shared.keys, self.sub.tenant, self.sub.id
-        if not self.pending.startswith("feed:"):  # a feed event in retry goes on first
+        while not self.pending.startswith("feed:"):  # a feed event in retry goes on first
             replay: Any = await redis.xrange(keys.webhook_replay(tenant, sid), count=1)
-            if replay:
-                entry_id, raw = replay[0]
-                fields = {text(k): text(v) for k, v in raw.items()}
-                return Item("replay", text(entry_id), fields.get("feed_id", ""), json.loads(fields["event"]))
+            if not replay:
+                break
+            entry_id, raw = replay[0]
+            fields = {text(k): text(v) for k, v in raw.items()}
+            item = Item("replay", text(entry_id), fields.get("feed_id", ""), json.loads(fields["event"]))
+            if shown_event(item.event, self.scopes):
+                return item
+            await self._commit(self._done(Plan(), item))  # the owner lost the scope: the event no longer exists
         while True:
             if not self.buffer:
                 entries: Any = await redis.xrange(keys.feed(tenant), min=f"({self.read_to}", count=100)
@@ -203,7 +207,10 @@ class SubscriptionDelivery:
                 self.buffer.extend((text(entry_id), json.loads(fields[b"e"])) for entry_id, fields in entries)
             entry_id, event = self.buffer.popleft()
             self.read_to = entry_id
-            if any(fnmatchcase(str(event.get("type", "")), pattern) for pattern in self.sub.events):
+            # A sensitive event does not exist for an owner without the scope: passed over like another type.
+            if shown_event(event, self.scopes) and any(
+                fnmatchcase(str(event.get("type", "")), pattern) for pattern in self.sub.events
+            ):
                 return Item("feed", entry_id, entry_id, event)
 
     async def _deliver(self, item: Item) -> bool:
@@ -243,7 +250,7 @@ class SubscriptionDelivery:
 
     async def _post(self, item: Item, attempt: int) -> Outcome:
         """POST one event to the registered URL, signed; never follow a redirect."""
-        event = visible_event(item.event, self.scopes)
+        event = dict(item.event)
         event["cursor"] = encode_cursor(item.feed_id)
         body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
         timestamp = int(self.shared.clock())

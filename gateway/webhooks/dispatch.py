@@ -12,8 +12,9 @@
   again, so its delivery stops before the next attempt, until it is resumed.
 - **Wake-ups.** One blocking ``XREAD`` watches the feeds of the tenants this worker delivers for and wakes their
   tasks when a feed grows.
-- **Disclosure.** An event carries a sensitive record in full only when the subscription's owner had the
-  ``sensitive`` scope when it subscribed and still has it in the clients file; otherwise the record is withheld.
+- **Disclosure.** An event of a sensitive record is delivered only when the subscription's owner had the
+  ``sensitive`` scope when it subscribed and still has it in the clients file; otherwise it is passed over (the
+  subscription's cursor moves on past it), as if it did not exist.
 """
 
 from __future__ import annotations

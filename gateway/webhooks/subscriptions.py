@@ -7,9 +7,9 @@ one POST signed with the secret. Delivery is at-least-once, so receivers dedupe 
 fails every attempt is dead-lettered on the subscription and can be replayed.
 
 The routes are in ``gateway.webhooks.routes``. The secret is stored in Redis, because signing needs it; it is never
-returned by the API and never logged. Sensitive records are withheld from a subscription unless its owner has the
-``sensitive`` scope, both when it was created and now (a scope taken away in the clients file is taken away from its
-webhooks too).
+returned by the API and never logged. Events of sensitive records are not delivered to a subscription unless its
+owner has the ``sensitive`` scope, both when it was created and now (a scope taken away in the clients file is taken
+away from its webhooks too).
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ class Target:
     resource_id: str = ""
     if_match: str = ""
     if_none_exist: str = ""
+    sensitive: bool = False  # made from a labelled record: it exists only for clients with the sensitive scope
 
 
 def message(body: MessageRequest, wid: str, ctx: MapContext, thread: MessageThread | None) -> Target:

@@ -5,6 +5,8 @@ and queues it on the tenant's outbound stream for the connectors (``gateway.writ
 write-back's id. A tenant with no EHR connector (no ``ehr`` block in the clients file), or whose vendor's EHR does
 not take that kind of write, is refused with 422 before anything is queued. Request and FHIR errors are 422
 OperationOutcomes naming the field or element; an ``Idempotency-Key`` makes a retry return the first write-back.
+A sensitive thread, appointment or plan is, for a client without the ``sensitive`` scope, no target at all: the
+same 404 as an unknown id (a thread_id naming no thread is 404 too), and nothing is queued.
 
 A platform-created record has no FHIR source yet: its ``source`` block names the resource it becomes, with the
 write-back id as ``fhir_id`` and version ``"0"`` (``MapContext(version_id="0")``); the EHR assigns the real id and
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Response
@@ -24,6 +27,7 @@ from gateway.auth import Principal
 from gateway.clock import instant
 from gateway.deps import PlatformPrincipal, ServicesDep
 from gateway.errors import NotFound, Unprocessable
+from gateway.platform.disclosure import SCOPE, is_sensitive, resource_is_sensitive, shown
 from gateway.services import Services
 from gateway.web.openapi import errors
 from gateway.writebacks import builders
@@ -106,7 +110,7 @@ async def post_message(
     """
 
     async def build(wid: str, ctx: MapContext) -> Target:
-        thread = await _thread(services, principal.tenant, body) if body.thread_id else None
+        thread = await _thread(services, principal.tenant, principal.scopes, body) if body.thread_id else None
         return builders.message(body, wid, ctx, thread)
 
     payload = body.model_dump(mode="json")
@@ -188,8 +192,8 @@ async def cancel_appointment(
     reason = body.reason if body else None
 
     async def build(wid: str, ctx: MapContext) -> Target:
-        stored = await services.store.read(principal.tenant, "Appointment", appointment_id)
-        return builders.cancellation(stored, appointment_id, reason, ctx)
+        stored, sensitive = await _stored(services, principal, "Appointment", "appointment", appointment_id)
+        return replace(builders.cancellation(stored, appointment_id, reason, ctx), sensitive=sensitive)
 
     payload = {"id": appointment_id, "reason": reason}
     return await _submit(store, services, principal, response, "appointment_cancel", payload, idempotency_key, build)
@@ -231,8 +235,8 @@ async def patch_activity(
     EHR's version. 404 when the gateway holds no such plan; 422 when it has no such activity."""
 
     async def build(wid: str, ctx: MapContext) -> Target:
-        stored = await services.store.read(principal.tenant, "CarePlan", plan_id)
-        return builders.activity_status(stored, plan_id, index, body.status, ctx)
+        stored, sensitive = await _stored(services, principal, "CarePlan", "treatment_plan", plan_id)
+        return replace(builders.activity_status(stored, plan_id, index, body.status, ctx), sensitive=sensitive)
 
     payload = {"id": plan_id, "index": index, **body.model_dump(mode="json")}
     return await _submit(
@@ -260,6 +264,8 @@ async def read_writeback(
     """Return the write-back: ``queued``, ``delivering``, ``delivered`` (with the EHR's id and version), ``failed``
     (with the EHR's OperationOutcome) or ``dead_lettered``."""
     found = await store.get(principal.tenant, wid)
+    if found.sensitive and SCOPE not in principal.scopes:
+        raise NotFound("no such write-back", expression="id")  # as for an id nobody holds
     return WritebackView(
         id=found.id, kind=found.kind, status=found.status, method=found.method, resource_type=found.resource_type,
         resource_id=found.resource_id or None, created_at=found.created_at, updated_at=found.updated_at,
@@ -286,7 +292,9 @@ async def _submit(
     request = canonical(payload)
     if idempotency_key is not None:
         found = await store.replay(tenant, idempotency_key, kind, request)
-        if found is not None:
+        # A write-back made from a labelled record is replayed only to a client that may see it; for another the
+        # request goes on as new, and is refused as one (its target does not exist for that client).
+        if found is not None and (SCOPE in principal.scopes or not found.sensitive):
             return _accepted(response, found, replayed=True)
     config = services.clients.tenant(tenant)
     _require_capability(tenant, config.vendor, config.ehr, FAMILY[kind])
@@ -300,7 +308,7 @@ async def _submit(
     draft = Draft(
         kind=kind, request=request, method=target.method, resource_type=str(target.resource["resourceType"]),
         resource=target.resource, resource_id=target.resource_id, if_match=target.if_match,
-        if_none_exist=target.if_none_exist,
+        if_none_exist=target.if_none_exist, sensitive=target.sensitive or resource_is_sensitive(target.resource),
     )  # fmt: skip
     written, created = await store.create(tenant, wid, draft, now, idempotency_key)
     return _accepted(response, written, replayed=not created)
@@ -331,15 +339,38 @@ def _link(wid: str) -> str:
     return f"{PREFIX}/writebacks/{wid}"
 
 
-async def _thread(services: Services, tenant: str, body: MessageRequest) -> MessageThread:
+async def _thread(services: Services, tenant: str, scopes: frozenset[str], body: MessageRequest) -> MessageThread:
     try:
-        thread = MessageThread.model_validate(
-            await services.feed.record(tenant, "message_thread", body.thread_id or "")
+        found = await services.feed.record(
+            tenant, "message_thread", body.thread_id or "", keep=lambda r: shown(r, scopes)
         )
     except NotFound:
-        raise Unprocessable("thread_id names no message thread of this tenant", expression="thread_id") from None
+        # A sensitive thread the client may not see is answered as an unknown one: it does not exist for it.
+        raise NotFound("thread_id names no message thread of this tenant", expression="thread_id") from None
+    thread = MessageThread.model_validate(found)
     if thread.deleted or not thread.message_ids:
         raise Unprocessable("the thread has no messages left to reply to", expression="thread_id")
     if thread.patient is not None and thread.patient.reference not in (None, body.patient):
         raise Unprocessable("the thread is about another patient", expression="patient")
     return thread
+
+
+async def _stored(
+    services: Services, principal: Principal, rtype: str, record_type: str, rid: str
+) -> tuple[dict[str, Any], bool]:
+    """Return the stored resource a write-back updates and whether it is sensitive; a sensitive one is, without the
+    scope, as unknown as an id the gateway never held (the same 404), whether its label is on the resource or on the
+    record made from it."""
+    tenant = principal.tenant
+    [record] = await services.feed.records(tenant, record_type, [rid])
+    hidden = record is not None and not shown(record, principal.scopes)
+    try:
+        stored = await services.store.read(tenant, rtype, rid)
+    except NotFound:  # Gone (a deletion) too
+        if hidden:
+            raise NotFound(f"{rtype}/{rid} is not known", expression=rtype) from None
+        raise
+    sensitive = (record is not None and is_sensitive(record)) or resource_is_sensitive(stored)
+    if sensitive and SCOPE not in principal.scopes:
+        raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+    return stored, sensitive

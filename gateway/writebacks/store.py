@@ -63,6 +63,7 @@ class Draft:
     resource_id: str = ""  # update: the EHR's id of the resource
     if_match: str = ""  # update: the EHR's versionId the change was made on ("" when the gateway does not know it)
     if_none_exist: str = ""  # create: the identifier search that finds a copy already delivered
+    sensitive: bool = False  # made from a labelled record: shown only to clients with the sensitive scope
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Writeback:
     ehr_version: str | None = None
     outcome: dict[str, Any] | None = None
     error: str | None = None
+    sensitive: bool = False
 
     @classmethod
     def from_hash(cls, wid: str, raw: Mapping[Any, Any]) -> Writeback:
@@ -110,6 +112,7 @@ class Writeback:
             ehr_version=fields.get("ehr_version") or None,
             outcome=outcome if isinstance(outcome, dict) else None,
             error=fields.get("error") or None,
+            sensitive=fields.get("sensitive") == "1",
         )
 
 
@@ -171,6 +174,7 @@ class Writebacks:
                 "request": draft.request, "method": draft.method, "resource_type": draft.resource_type,
                 "resource_id": draft.resource_id, "if_match": draft.if_match, "if_none_exist": draft.if_none_exist,
                 "resource": json.dumps(draft.resource, separators=(",", ":"), ensure_ascii=False), "attempts": 0,
+                "sensitive": "1" if draft.sensitive else "",
             }  # fmt: skip
             plan.write("HSET", self._keys.writeback(tenant, wid), *_flat(state))
             outbound = self._keys.outbound(tenant)

@@ -24,7 +24,7 @@ EHR_BLOCK = {"base_url": "https://ehr.example.test/fhir", "auth": {"type": "bear
 CLIENTS = {
     "clients": [
         {"token": EHR_A, "tenant": "clinic-a", "role": "ehr"},
-        {"token": PLATFORM_A, "tenant": "clinic-a", "role": "platform"},
+        {"token": PLATFORM_A, "tenant": "clinic-a", "role": "platform", "scopes": ["sensitive"]},
         {"token": EHR_B, "tenant": "clinic-b", "role": "ehr"},
         {"token": PLATFORM_B, "tenant": "clinic-b", "role": "platform"},
         {"token": PLATFORM_ATHENA, "tenant": "clinic-athena", "role": "platform"},
@@ -165,7 +165,7 @@ async def test_a_reply_names_its_thread_and_keeps_its_labels(
         assert resource["inResponseTo"] == [{"reference": "Communication/c1"}]
         assert resource["meta"]["security"][0]["code"] == "PSY"
         unknown = await send(gateway, "/messages", {**MESSAGE, "thread_id": "nope"})
-        assert unknown.status_code == 422 and expressions(unknown) == {"thread_id"}
+        assert unknown.status_code == 404 and expressions(unknown) == {"thread_id"}
         other = await send(
             gateway,
             "/messages",
