@@ -1166,6 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
     embedded = None
     children: Children | None = None
     rclient: redis.Redis | None = None
+    api: subprocess.Popen[bytes] | None = None
     status = 0
     out: dict[str, Any] = {}
     try:
@@ -1201,7 +1202,6 @@ def main(argv: list[str] | None = None) -> int:
         profile = args.profile_api.resolve() if args.profile_api else None
         accepted: list[AcceptanceResult] = []
         sent: dict[int, list[bytes]] = {}
-        api: subprocess.Popen[bytes] | None = None
         base = ""
         for processes in args.api_processes:
             # Same Redis and key prefix for every count: phase 2 drains all of it, the feed holds all of it.
@@ -1315,6 +1315,8 @@ def main(argv: list[str] | None = None) -> int:
         status = 130
     finally:
         if children is not None:
+            if api is not None:
+                stop_api(children, api)  # also kills API processes that outlive their supervisor
             children.stop()
         if rclient is not None:
             rclient.close()
