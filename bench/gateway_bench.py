@@ -114,12 +114,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Benchmark the FHIR gateway as real processes on this machine.\n\n"
             "Phase 1 (acceptance): starts 'fhir-gateway api --workers N' for each N in --api-processes (a "
             "temporary\nclients file with one ehr and one platform client for tenant 'bench') with NO worker "
-            "running, and POSTs "
-            "transaction Bundles\nfrom --concurrency concurrent clients (httpx.AsyncClient, one connection "
-            "pool). Each Bundle has one\nPatient (POST, fullUrl urn:uuid) and size-1 Appointments "
-            "(alternately PUT and POST, distinct\nidentifiers) that reference the Patient by its urn:uuid. "
-            "Prints accepted resources/s (in all and per API\nprocess), API CPU ms per resource (the uvicorn "
-            "parent and all its children), Bundles/s and p50/p95/p99\nlatency per API process count and Bundle "
+            "running, and POSTs\ntransaction Bundles from --concurrency concurrent clients (httpx.AsyncClient, "
+            "one connection pool).\nEach Bundle has one Patient (POST, fullUrl urn:uuid) and size-1 Appointments "
+            "(alternately PUT and\nPOST, distinct identifiers) that reference the Patient by its urn:uuid. "
+            "Prints accepted resources/s (in all\nand per API process), API CPU ms per resource (the uvicorn "
+            "parent and all its children), Bundles/s\nand p50/p95/p99 latency per API process count and Bundle "
             "size.\n\n"
             "Baseline: the same Bundles (JSON bytes) parsed in this process with fhir.resources' R4B Bundle model "
             "and each\nentry's resource XADDed (one XADD per resource, pipelined per Bundle) onto a scratch "
@@ -162,8 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=2,
         metavar="N",
-        help="Bundles per size sent one at a time before measuring; they are not timed but their "
-        "Appointments count in the drain and the feed check (default 2)",
+        help="rounds per size sent before measuring, each one Bundle per API process sent together; they "
+        "are not timed but their Appointments count in the drain and the feed check; the baseline also ingests "
+        "its first N Bundles untimed first (default 2)",
     )
     parser.add_argument(
         "--api-processes",
