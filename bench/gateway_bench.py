@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Throughput benchmark of the FHIR gateway, run as real processes.
 
-Phase 1 (acceptance): ``fhir-gateway api`` runs alone (no worker), and concurrent clients POST transaction
-Bundles of synthetic Appointments (plus one Patient per Bundle that the Appointments reference by urn:uuid).
-Every accepted Appointment leaves a job on the tenant's inbound stream (so does a Patient once Patients are mapped).
+Phase 1 (acceptance): ``fhir-gateway api --workers N`` runs alone (no worker), once per N in ``--api-processes``,
+and concurrent clients POST transaction Bundles of synthetic Appointments (plus one Patient per Bundle that the
+Appointments reference by urn:uuid). Every accepted Appointment leaves a job on the tenant's inbound stream (so does
+a Patient once Patients are mapped). API CPU is the sum over the process started and every process under it.
+
+Baseline: the Bundles sent to the first API are parsed again in this process with fhir.resources (``baseline.py``),
+one XADD per resource; the report prints the gateway's rates and CPU cost per resource beside it, as ratios.
 
 Phase 2 (drain): ``fhir-gateway worker`` process(es) start and the backlog (XLEN of the inbound stream plus ZCARD
 of the retry set) is watched until it reaches 0. Then the platform change feed is paged through and must hold
@@ -40,6 +44,7 @@ from typing import Any
 
 import httpx
 import redis
+from baseline import BaselineResult, run_baseline
 
 TENANT = "bench"
 EHR_TOKEN = "ehr-bench-" + uuid.uuid4().hex
@@ -47,6 +52,7 @@ PLATFORM_TOKEN = "platform-bench-" + uuid.uuid4().hex
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FEED_PAGE = 1000
 DEFAULT_BUNDLES = "1000,250"
+DEFAULT_API_PROCESSES = "1,2"
 NOISE_PCT = 25  # "other" CPU above this (percent of one core) makes a phase's figures suspect
 
 
@@ -83,6 +89,16 @@ def _sizes_arg(text: str) -> list[int]:
     return sizes
 
 
+def _counts_arg(text: str) -> list[int]:
+    try:
+        counts = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("give process counts separated by commas, e.g. 1,2") from None
+    if not counts or any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError("each process count must be at least 1")
+    return counts
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -96,12 +112,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Benchmark the FHIR gateway as real processes on this machine.\n\n"
-            "Phase 1 (acceptance): starts 'fhir-gateway api' (one uvicorn process, a temporary clients file "
-            "with one\nehr and one platform client for tenant 'bench') with NO worker running, and POSTs "
-            "transaction Bundles\nfrom --concurrency concurrent clients (httpx.AsyncClient, one connection "
-            "pool). Each Bundle has one\nPatient (POST, fullUrl urn:uuid) and size-1 Appointments "
-            "(alternately PUT and POST, distinct\nidentifiers) that reference the Patient by its urn:uuid. "
-            "Prints accepted resources/s, Bundles/s and\np50/p95/p99 latency per Bundle size.\n\n"
+            "Phase 1 (acceptance): starts 'fhir-gateway api --workers N' for each N in --api-processes (a "
+            "temporary\nclients file with one ehr and one platform client for tenant 'bench') with NO worker "
+            "running, and POSTs\ntransaction Bundles from --concurrency concurrent clients (httpx.AsyncClient, "
+            "one connection pool).\nEach Bundle has one Patient (POST, fullUrl urn:uuid) and size-1 Appointments "
+            "(alternately PUT and\nPOST, distinct identifiers) that reference the Patient by its urn:uuid. "
+            "Prints accepted resources/s (in all\nand per API process), API CPU ms per resource (the uvicorn "
+            "parent and all its children), Bundles/s\nand p50/p95/p99 latency per API process count and Bundle "
+            "size.\n\n"
+            "Baseline: the same Bundles (JSON bytes) parsed in this process with fhir.resources' R4B Bundle model "
+            "and each\nentry's resource XADDed (one XADD per resource, pipelined per Bundle) onto a scratch "
+            "stream under the run's\nkey prefix (deleted after); prints its resources/s, CPU ms per resource and "
+            "the gateway/baseline ratios.\n\n"
             "Phase 2 (drain): starts --workers 'fhir-gateway worker' process(es) and times how fast the "
             "backlog\n(XLEN <prefix>:{bench}:inbound + ZCARD <prefix>:{bench}:retry) falls to 0 (jobs/s, "
             "timed from the first\nworker's 'worker started' log line). Then pages GET "
@@ -139,8 +161,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=2,
         metavar="N",
-        help="Bundles per size sent one at a time before measuring; they are not timed but their "
-        "Appointments count in the drain and the feed check (default 2)",
+        help="rounds per size sent before measuring, each one Bundle per API process sent together; they "
+        "are not timed but their Appointments count in the drain and the feed check; the baseline also ingests "
+        "its first N Bundles untimed first (default 2)",
+    )
+    parser.add_argument(
+        "--api-processes",
+        type=_counts_arg,
+        default=_counts_arg(DEFAULT_API_PROCESSES),
+        metavar="A,B",
+        help="run phase 1 once per count with 'fhir-gateway api --workers N' (the API restarted between "
+        "counts, same Redis and key prefix; the last one serves the feed check) "
+        f"(default {DEFAULT_API_PROCESSES})",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the fhir.resources-inline baseline (parse each Bundle with fhir.resources' R4B Bundle "
+        "model, one XADD per resource, pipelined per Bundle, in this process)",
     )
     parser.add_argument(
         "--workers", type=_positive, default=1, help="'fhir-gateway worker' processes for phase 2 (default 1)"
@@ -189,6 +227,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if len(args.bundles[1]) not in (1, len(args.sizes)):
         parser.error(f"--bundles gives {len(args.bundles[1])} counts for {len(args.sizes)} sizes")
+    if args.profile_api is not None and args.api_processes != [1]:
+        parser.error("--profile-api profiles one uvicorn process: use it with --api-processes 1")
     return args
 
 
@@ -266,6 +306,48 @@ def proc_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it (parent links from /proc/*/stat), root first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [root], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            tree.append(child)
+            todo.append(child)
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> dict[int, float]:
+    """CPU seconds of ``root`` and each of its descendants, by pid (uvicorn's supervisor and its workers)."""
+    return {pid: proc_cpu_seconds(pid) for pid in process_tree(root)}
+
+
+def process_label(pid: int, root: int) -> str:
+    """``root`` (the API, or uvicorn's supervisor), ``server <pid>``, or ``tracker`` (multiprocessing's)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        cmdline = ""
+    if pid == root:
+        return f"root {pid}"
+    if "resource_tracker" in cmdline:
+        return f"tracker {pid}"
+    return f"server {pid}"
+
+
+def tree_cpu_delta(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
+    """CPU seconds each process used between two ``tree_cpu_seconds`` readings (a newcomer counts from 0)."""
+    return {pid: after[pid] - before.get(pid, 0.0) for pid in after}
 
 
 def self_cpu_seconds() -> float:
@@ -351,6 +433,12 @@ class AcceptanceResult:
     other_cpu_pct: float = 0.0
     kernel_cpu_pct: float = 0.0
     api_cpu_ms_per_resource: float = 0.0  # steadier than the rates on a busy machine
+    api_processes: int = 1  # 'fhir-gateway api --workers N'
+    resources_per_s_per_process: float = 0.0  # resources_per_s / api_processes
+    # "root <pid>" (the process started: the API itself, or uvicorn's supervisor with N > 1), "server <pid>"
+    # (uvicorn's API processes), "tracker <pid>" (multiprocessing's resource tracker) -> percent of one core
+    api_cpu_pct_by_process: dict[str, float] = field(default_factory=dict)
+    api_restarts: int = 0  # API processes uvicorn's supervisor saw die (and replaced) while this API ran
     errors: list[str] = field(default_factory=list)
 
 
@@ -475,13 +563,17 @@ def wait_for_api(base: str, proc: subprocess.Popen[bytes], children: Children, t
 
 
 class BundleSource:
-    """Bundles to send: pre-built for a count (kept out of the timed window), built on demand for a duration."""
+    """Bundles to send: pre-built for a count (kept out of the timed window), built on demand for a duration.
+
+    Every Bundle handed out is kept in ``sent`` (the baseline ingests the same bytes).
+    """
 
     def __init__(self, run: str, size: int, mode: str, amount: float, first_seq: int) -> None:
         self.run, self.size, self.mode = run, size, mode
         self.seq = first_seq
         self.deadline = float("inf")
         self.amount = amount
+        self.sent: list[bytes] = []
         self._prebuilt: Iterator[tuple[bytes, int]] | None = None
         if mode == "count":
             built = [make_bundle(run, size, first_seq + i) for i in range(int(amount))]
@@ -493,11 +585,15 @@ class BundleSource:
 
     def next(self) -> tuple[bytes, int] | None:
         if self._prebuilt is not None:
-            return next(self._prebuilt, None)
-        if time.perf_counter() >= self.deadline:
-            return None
-        self.seq += 1
-        return make_bundle(self.run, self.size, self.seq)
+            item = next(self._prebuilt, None)
+        elif time.perf_counter() >= self.deadline:
+            item = None
+        else:
+            self.seq += 1
+            item = make_bundle(self.run, self.size, self.seq)
+        if item is not None:
+            self.sent.append(item[0])
+        return item
 
 
 async def post_bundle(client: httpx.AsyncClient, body: bytes, entries: int) -> tuple[bool, int, str]:
@@ -518,11 +614,13 @@ async def acceptance(
     source: BundleSource,
     concurrency: int,
     api_pid: int,
+    api_processes: int,
     rclient: redis.Redis,
 ) -> AcceptanceResult:
-    result = AcceptanceResult(size=source.size, concurrency=concurrency)
+    result = AcceptanceResult(size=source.size, concurrency=concurrency, api_processes=api_processes)
     latencies: list[float] = []
-    cpu0 = (proc_cpu_seconds(api_pid), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
+    api0 = tree_cpu_seconds(api_pid)
+    cpu0 = (sum(api0.values()), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
 
     async def one_client() -> None:
         while True:
@@ -550,7 +648,8 @@ async def acceptance(
     source.start()
     await asyncio.gather(*(one_client() for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
-    cpu1 = (proc_cpu_seconds(api_pid), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
+    api_used = tree_cpu_delta(api0, tree_cpu_seconds(api_pid))
+    cpu1 = (cpu0[0] + sum(api_used.values()), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
     latencies.sort()
     ms = [x * 1000 for x in latencies]
     result.p50_ms, result.p95_ms, result.p99_ms = (percentile(ms, q) for q in (50, 95, 99))
@@ -558,7 +657,11 @@ async def acceptance(
     result.mean_ms = statistics.fmean(ms) if ms else float("nan")
     if result.seconds > 0:
         result.resources_per_s = result.resources / result.seconds
+        result.resources_per_s_per_process = result.resources_per_s / api_processes
         result.bundles_per_s = result.bundles / result.seconds
+        result.api_cpu_pct_by_process = {
+            process_label(pid, api_pid): round(100 * used / result.seconds, 1) for pid, used in api_used.items()
+        }
         result.api_cpu_pct = 100 * (cpu1[0] - cpu0[0]) / result.seconds
         result.redis_cpu_pct = 100 * (cpu1[1] - cpu0[1]) / result.seconds
         result.client_cpu_pct = 100 * (cpu1[2] - cpu0[2]) / result.seconds
@@ -617,7 +720,7 @@ def _drain_cpu(procs: list[subprocess.Popen[bytes]], api_pid: int, rclient: redi
     return (
         sum(proc_cpu_seconds(p.pid) for p in procs),
         redis_cpu_seconds(rclient),
-        proc_cpu_seconds(api_pid) + self_cpu_seconds(),
+        sum(tree_cpu_seconds(api_pid).values()) + self_cpu_seconds(),
         *machine_cpu_seconds(),
     )
 
@@ -785,25 +888,61 @@ def _f(value: float, digits: int = 0) -> str:
 
 
 def report(
-    m: dict[str, Any], accepted: list[AcceptanceResult], drained: DrainResult | None, feed: FeedResult | None
+    m: dict[str, Any],
+    accepted: list[AcceptanceResult],
+    drained: DrainResult | None,
+    feed: FeedResult | None,
+    baseline: list[BaselineResult] | None = None,
 ) -> str:
     lines = [machine_line(m), ""]
     if "other_cpu_pct_before" in m:
         lines[-1:] = [f"Before the run, other processes used {m['other_cpu_pct_before']:.0f}% of a core.", ""]
     lines.append(
-        "| Phase 1: acceptance, no worker | Bundles | Resources | Clients | Resources/s | Bundles/s "
-        "| p50 ms | p95 ms | p99 ms | CPU % API / Redis / client / other |"
+        "| Phase 1: acceptance, no worker | API processes | Bundles | Resources | Clients | Resources/s "
+        "| Resources/s per API process | API CPU ms per resource | Bundles/s | p50 ms | p95 ms | p99 ms "
+        "| CPU % API / Redis / client / other |"
     )
-    lines.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    lines.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in accepted:
         failed = f" ({r.failed} failed)" if r.failed else ""
         lines.append(
-            f"| {r.size}-entry transaction | {r.bundles}{failed} | {_f(r.resources)} | {r.concurrency} "
-            f"| {_f(r.resources_per_s)} | {_f(r.bundles_per_s, 1)} | {_f(r.p50_ms)} | {_f(r.p95_ms)} "
+            f"| {r.size}-entry transaction | {r.api_processes} | {r.bundles}{failed} | {_f(r.resources)} "
+            f"| {r.concurrency} | {_f(r.resources_per_s)} | {_f(r.resources_per_s_per_process)} "
+            f"| {r.api_cpu_ms_per_resource:.3f} | {_f(r.bundles_per_s, 1)} | {_f(r.p50_ms)} | {_f(r.p95_ms)} "
             f"| {_f(r.p99_ms)} | {_f(r.api_cpu_pct)} / {_f(r.redis_cpu_pct)} / {_f(r.client_cpu_pct)} "
             f"/ {_f(r.other_cpu_pct)} |"
         )
-    noisy = [f"{r.size}-entry Bundles" for r in accepted if r.other_cpu_pct > NOISE_PCT]
+    noisy = [f"{r.size}-entry Bundles ({r.api_processes} API)" for r in accepted if r.other_cpu_pct > NOISE_PCT]
+    if baseline:
+        lines.append("")
+        lines.append(
+            "| Baseline: fhir.resources inline, 1 process | Bundles | Resources | Resources/s "
+            "| CPU ms per resource | parse ms per Bundle | CPU % process / Redis / other |"
+        )
+        lines.append("|---|--:|--:|--:|--:|--:|--:|")
+        for b in baseline:
+            lines.append(
+                f"| {b.size}-entry transaction | {b.bundles} | {_f(b.resources)} | {_f(b.resources_per_s)} "
+                f"| {b.cpu_ms_per_resource:.3f} | {b.parse_ms_per_bundle:.1f} | {_f(b.cpu_pct)} "
+                f"/ {_f(b.redis_cpu_pct)} / {_f(b.other_cpu_pct)} |"
+            )
+        noisy += [f"the {b.size}-entry baseline" for b in baseline if b.other_cpu_pct > NOISE_PCT]
+        lines.append("")
+        lines.append(
+            "| Ratio to the baseline (target >= 3x) | API processes | gateway resources/s per API process "
+            "/ baseline resources/s | baseline CPU per resource / gateway API CPU per resource |"
+        )
+        lines.append("|---|--:|--:|--:|")
+        by_size = {b.size: b for b in baseline}
+        for r in accepted:
+            base = by_size.get(r.size)
+            if base is None or not base.resources_per_s or not r.api_cpu_ms_per_resource:
+                continue
+            lines.append(
+                f"| {r.size}-entry transaction | {r.api_processes} "
+                f"| {r.resources_per_s_per_process / base.resources_per_s:.2f}x "
+                f"| {base.cpu_ms_per_resource / r.api_cpu_ms_per_resource:.2f}x |"
+            )
     if drained is not None:
         lines.append("")
         lines.append(
@@ -825,7 +964,8 @@ def report(
             noisy.append("the drain")
     lines.append("")
     lines.append(
-        "CPU is percent of one core over the timed window: API = the uvicorn process, client = this script, "
+        "CPU is percent of one core over the timed window: API = the uvicorn process and every process under "
+        "it (with --workers N: the supervisor and its N server processes), client = this script, "
         "Redis = INFO cpu (on a shared server it includes other clients' commands), other = every other "
         "program on the machine (kernel threads and interrupts excluded; the JSON has them as kernel_cpu_pct)."
     )
@@ -874,44 +1014,139 @@ def delete_keys(url: str, prefix: str) -> int:
 
 
 async def phase_one(
-    args: argparse.Namespace, base: str, run: str, api_pid: int, rclient: redis.Redis
-) -> list[AcceptanceResult]:
+    args: argparse.Namespace, base: str, run: str, api_pid: int, api_processes: int, rclient: redis.Redis
+) -> tuple[list[AcceptanceResult], dict[int, list[bytes]]]:
+    """Send every Bundle size to one API; return the results and the Bundles sent, by size."""
     mode, amounts = args.bundles
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     headers = {"Authorization": f"Bearer {EHR_TOKEN}", "Content-Type": "application/fhir+json"}
     results: list[AcceptanceResult] = []
+    sent: dict[int, list[bytes]] = {}
     async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=args.request_timeout) as client:
         for index, size in enumerate(args.sizes):
             amount = amounts[index] if len(amounts) > 1 else amounts[0]
-            # Warm-up: one at a time, untimed, so lazy imports and model builds are not in the figures.
-            warm = AcceptanceResult(size=size, concurrency=1)
+            # Warm-up: untimed, so lazy imports and model builds are not in the figures. Rounds of one Bundle per
+            # API process sent together, so that each process is likely to get some (the kernel, not the
+            # benchmark, decides which process accepts a connection).
+            warm = AcceptanceResult(size=size, concurrency=api_processes)
             for i in range(args.warmup):
-                body, appointments = make_bundle(run, size, 10_000_000 + i)
-                ok, _, error = await post_bundle(client, body, size)
-                if not ok:
-                    raise RuntimeError(f"a warm-up Bundle of {size} entries failed: {error}")
-                warm.appointments += appointments
-                warm.patients += 1
+                bodies = [make_bundle(run, size, 10_000_000 + i * api_processes + j) for j in range(api_processes)]
+                answers = await asyncio.gather(*(post_bundle(client, body, size) for body, _ in bodies))
+                for (ok, _, error), (_, appointments) in zip(answers, bodies, strict=True):
+                    if not ok:
+                        raise RuntimeError(f"a warm-up Bundle of {size} entries failed: {error}")
+                    warm.appointments += appointments
+                    warm.patients += 1
             source = BundleSource(run, size, mode, amount, first_seq=0)
             print(
-                f"phase 1: {size}-entry Bundles, "
+                f"phase 1: {api_processes} API process(es), {size}-entry Bundles, "
                 + (f"{int(amount)} Bundles" if mode == "count" else f"{amount:g}s")
                 + f", {args.concurrency} clients ...",
                 file=sys.stderr,
                 flush=True,
             )
-            result = await acceptance(client, source, args.concurrency, api_pid, rclient)
+            result = await acceptance(client, source, args.concurrency, api_pid, api_processes, rclient)
+            sent[size] = source.sent
             # They are in the queue and must reach the feed too.
             result.appointments += warm.appointments
             result.patients += warm.patients
             results.append(result)
+            by_process = ", ".join(f"{name} {pct:.0f}" for name, pct in result.api_cpu_pct_by_process.items())
             print(
-                f"  {result.bundles} Bundles in {result.seconds:.2f}s: {result.resources_per_s:,.0f} resources/s, "
-                f"p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms"
+                f"  {result.bundles} Bundles in {result.seconds:.2f}s: {result.resources_per_s:,.0f} resources/s "
+                f"({result.resources_per_s_per_process:,.0f} per API process), "
+                f"{result.api_cpu_ms_per_resource:.3f} ms API CPU per resource, API CPU % by process "
+                f"{by_process}, p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms"
                 + (f", {result.failed} FAILED: {result.errors[0]}" if result.failed else ""),
                 file=sys.stderr,
                 flush=True,
             )
+    return results, sent
+
+
+def start_api(
+    children: Children, processes: int, port: int, profile: Path | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start 'fhir-gateway api --workers N' and wait until /healthz answers and every process has started."""
+    base = f"http://127.0.0.1:{port}"
+    command = gateway_command(["api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes)], profile)
+    api = children.start(f"api-{processes}", command)
+    wait_for_api(base, api, children)
+    if processes > 1:
+        wait_for_api_processes(api, processes, children)
+    return api, base
+
+
+def wait_for_api_processes(
+    api: subprocess.Popen[bytes], processes: int, children: Children, timeout: float = 120.0
+) -> None:
+    """Wait until uvicorn's supervisor has ``processes`` live server processes that logged their start-up."""
+    deadline = time.monotonic() + timeout
+    log = children.log_of(api)
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise RuntimeError(f"the API exited with status {api.returncode}:\n{children.tail(api)}")
+        text = log.read_text(errors="replace")
+        started = set(re.findall(r"Started server process \[(\d+)\]", text))
+        live = [pid for pid in process_tree(api.pid)[1:] if str(pid) in started]
+        if len(live) >= processes and text.count("Application startup complete") >= processes:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the API did not start {processes} processes within {timeout:.0f}s:\n{children.tail(api)}")
+
+
+def stop_api(children: Children, api: subprocess.Popen[bytes]) -> int:
+    """Stop the API (uvicorn's supervisor stops its processes); kill any that outlive it. Return its restarts."""
+    tree = process_tree(api.pid)[1:]
+    children.stop([api])
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+    return api_restarts(children.log_of(api))
+
+
+def api_restarts(log: Path) -> int:
+    """How many API processes uvicorn's supervisor saw die (it starts a new one for each)."""
+    try:
+        return len(re.findall(r"Child process \[\d+\] died", log.read_text(errors="replace")))
+    except OSError:
+        return 0
+
+
+def baseline_phase(
+    args: argparse.Namespace,
+    rclient: redis.Redis,
+    prefix: str,
+    bodies: dict[int, list[bytes]],
+    own_pids: list[int],
+    api_pid: int,
+) -> list[BaselineResult]:
+    """Run the fhir.resources-inline baseline per Bundle size on the run's Redis (the API idle, no worker)."""
+    results: list[BaselineResult] = []
+    for size in args.sizes:
+        print(f"baseline: {len(bodies[size])} {size}-entry Bundles with fhir.resources ...", file=sys.stderr)
+
+        def ours() -> float:
+            return (
+                self_cpu_seconds()
+                + sum(tree_cpu_seconds(api_pid).values())
+                + sum(proc_cpu_seconds(p) for p in own_pids)
+                + redis_cpu_seconds(rclient)
+            )
+
+        started, busy0, own0 = time.perf_counter(), machine_cpu_seconds()[0], ours()
+        result = run_baseline(rclient, f"{prefix}:baseline:{size}", size, bodies[size], warmup=args.warmup)
+        window = time.perf_counter() - started
+        other = max(100 * ((machine_cpu_seconds()[0] - busy0) - (ours() - own0)) / window, 0.0)
+        results.append(result)
+        result.other_cpu_pct = other
+        print(
+            f"  {result.resources_per_s:,.0f} resources/s, {result.cpu_ms_per_resource:.3f} ms CPU per resource "
+            f"({result.parse_ms_per_bundle:.1f} ms parse per Bundle), other processes {other:.0f}% of a core",
+            file=sys.stderr,
+            flush=True,
+        )
     return results
 
 
@@ -931,6 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
     embedded = None
     children: Children | None = None
     rclient: redis.Redis | None = None
+    api: subprocess.Popen[bytes] | None = None
     status = 0
     out: dict[str, Any] = {}
     try:
@@ -963,14 +1199,37 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker_concurrency:
             env["GATEWAY_WORKER_CONCURRENCY"] = str(args.worker_concurrency)
         children = Children(folder, env)
-        port = args.port or free_port()
-        base = f"http://127.0.0.1:{port}"
         profile = args.profile_api.resolve() if args.profile_api else None
-        api = children.start("api", gateway_command(["api", "--host", "127.0.0.1", "--port", str(port)], profile))
-        wait_for_api(base, api, children)
-        print(f"API pid {api.pid} at {base}; key prefix {prefix}; logs in {folder}", file=sys.stderr, flush=True)
+        accepted: list[AcceptanceResult] = []
+        sent: dict[int, list[bytes]] = {}
+        base = ""
+        for processes in args.api_processes:
+            # Same Redis and key prefix for every count: phase 2 drains all of it, the feed holds all of it.
+            if api is not None:
+                stop_api(children, api)
+            api, base = start_api(children, processes, args.port or free_port(), profile)
+            print(
+                f"API pid {api.pid} ({processes} process(es): {process_tree(api.pid)}) at {base}; key prefix "
+                f"{prefix}; logs in {folder}",
+                file=sys.stderr,
+                flush=True,
+            )
+            # A distinct run tag per count: other identifiers and ids, so every count creates new Appointments.
+            results, bodies = asyncio.run(phase_one(args, base, f"{run}-p{processes}", api.pid, processes, rclient))
+            restarts = api_restarts(children.log_of(api))
+            if restarts:
+                print(f"note: uvicorn replaced {restarts} API process(es) that died", file=sys.stderr)
+            for result in results:
+                result.api_restarts = restarts
+            accepted += results
+            for size, sent_bodies in bodies.items():
+                sent.setdefault(size, sent_bodies)  # the baseline ingests the first count's Bundles
+        assert api is not None  # --api-processes holds at least one count
 
-        accepted = asyncio.run(phase_one(args, base, run, api.pid, rclient))
+        baseline: list[BaselineResult] = []
+        if not args.no_baseline:
+            baseline = baseline_phase(args, rclient, prefix, sent, own, api.pid)
+
         expected = sum(r.appointments for r in accepted)
         patients = sum(r.patients for r in accepted)
         queued = backlog(rclient, prefix)
@@ -1006,7 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"  the backlog did not reach 0 within {args.drain_timeout:g}s", file=sys.stderr)
 
-        text = report(m, accepted, drained, feed)
+        text = report(m, accepted, drained, feed, baseline)
         print(text)
         if feed is not None:
             print(
@@ -1036,11 +1295,14 @@ def main(argv: list[str] | None = None) -> int:
                 "sizes": args.sizes,
                 "warmup": args.warmup,
                 "workers": args.workers,
+                "api_processes": args.api_processes,
+                "baseline": not args.no_baseline,
                 "worker_concurrency": args.worker_concurrency,
                 "key_prefix": prefix,
                 "profiled": profile is not None,
             },
             "acceptance": [asdict(r) for r in accepted],
+            "baseline": [asdict(b) for b in baseline],
             "drain": asdict(drained),
             "feed": asdict(feed) if feed else None,
             "ok": status == 0,
@@ -1053,6 +1315,8 @@ def main(argv: list[str] | None = None) -> int:
         status = 130
     finally:
         if children is not None:
+            if api is not None:
+                stop_api(children, api)  # also kills API processes that outlive their supervisor
             children.stop()
         if rclient is not None:
             rclient.close()
