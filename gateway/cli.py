@@ -282,9 +282,11 @@ def _api(args: argparse.Namespace) -> int:
         _serve(uvicorn, create_app(settings, clients), args.host, args.port)
         return EXIT_OK
     # Several processes on one port: uvicorn's supervisor starts each one, which builds its app from the environment.
+    # Its health check restarts a process that has not answered in time; 5 s (its default) kills processes that
+    # are merely slow to start on a busy host, so they get 30 s.
     uvicorn.run(
         "gateway.app:from_environment", factory=True, host=args.host, port=args.port, workers=args.workers,
-        log_config=None, timeout_graceful_shutdown=20,
+        log_config=None, timeout_graceful_shutdown=20, timeout_worker_healthcheck=30,
     )  # fmt: skip
     return EXIT_OK
 
