@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="prefix of every Redis key (several gateways can share one Redis)",
     )
+    redis_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="longest wait for Redis to connect or answer a command; past it the request is 503 with "
+        "Retry-After (more than `GATEWAY_WORKER_BLOCK_MS` and `GATEWAY_WAIT_TIMEOUT_MS`)",
+    )
     development: bool = Field(
         default=False, description="development behaviour (plain-http loopback webhooks); `fhir-gateway run` sets it"
     )
@@ -240,6 +247,17 @@ class Settings(BaseSettings):
     poll_lease_seconds: float = Field(
         default=30.0, ge=1, description="how long a poller's lease on a tenant lasts unless renewed"
     )
+
+    @model_validator(mode="after")
+    def _redis_timeout_past_blocking_reads(self) -> Settings:
+        # A blocking read or WAIT that outlasts the socket timeout would fail every time it finds nothing.
+        longest = max(self.worker_block_ms, self.wait_timeout_ms) / 1000
+        if self.redis_timeout_seconds <= longest:
+            raise ValueError(
+                f"GATEWAY_REDIS_TIMEOUT_SECONDS ({self.redis_timeout_seconds:g}) must be more than the longest "
+                f"blocking Redis command ({longest:g} s: GATEWAY_WORKER_BLOCK_MS, GATEWAY_WAIT_TIMEOUT_MS)"
+            )
+        return self
 
     def load_clients(self) -> ClientsConfig:
         """Read the clients file, or return an empty configuration when none is set."""
