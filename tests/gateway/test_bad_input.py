@@ -157,3 +157,50 @@ async def test_too_many_bundle_entries_is_413(small_gateway: Gateway) -> None:
     response = await small_gateway.ehr("POST", "", json=bundle)
     assert response.status_code == 413
     _outcome(response)
+
+
+HUGE_INTEGER = "9" * 5000  # past Python's 4,300-digit limit for int()
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        (b'{"resourceType": "Patient", "multipleBirthInteger": ' + HUGE_INTEGER.encode() + b"}",
+         "Patient.multipleBirthInteger"),
+        (b'{"resourceType": "Patient", "name": [{"family": "Smith", "given": ["A", ' + HUGE_INTEGER.encode() + b"]}]}",
+         "Patient.name[0].given[1]"),
+        (b'{"resourceType": "Patient", "name": [{"family": "Sm\\ud800ith"}]}', "Patient.name[0].family"),
+        (b'{"resourceType": "Patient", "name": [{"given": ["x", "\\udfff"]}]}', "Patient.name[0].given[1]"),
+        (b'{"resourceType": "Patient", "\\ud800": 1}', "Patient"),
+    ],
+    ids=["huge integer", "huge integer in an array", "lone high surrogate", "lone low surrogate", "surrogate key"],
+)  # fmt: skip
+@pytest.mark.parametrize("route", ["POST /Patient", "PUT /Patient/p1", "POST /Patient/$validate", "POST bundle"])
+async def test_a_huge_integer_or_a_lone_surrogate_is_400_naming_the_element(
+    gateway: Gateway, raw: bytes, path: str, route: str
+) -> None:
+    method, url = route.split(" ")
+    if url == "/Patient/p1":
+        raw = raw.replace(b'"Patient", ', b'"Patient", "id": "p1", ', 1)
+    if url == "bundle":
+        url = ""
+        entry = b'{"request": {"method": "POST", "url": "Patient"}, "resource": ' + raw + b"}"
+        raw = b'{"resourceType": "Bundle", "type": "batch", "entry": [' + entry + b"]}"
+        path = path.replace("Patient", "Bundle.entry[0].resource", 1)
+    response = await gateway.ehr(method, url, content=raw)
+    assert response.status_code == 400, response.text
+    assert path in _paths(_outcome(response))
+    assert "\\ud800" not in response.text and "999999" not in response.text
+
+
+async def test_a_lone_surrogate_is_400_for_a_lenient_tenant_too(settings: Settings) -> None:
+    lenient = ClientsConfig.model_validate(
+        {"clients": [{"token": EHR_A, "tenant": "clinic-a", "role": "ehr"}],
+         "tenants": {"clinic-a": {"validation": "lenient"}}}
+    )  # fmt: skip
+    raw = b'{"resourceType": "Basic", "code": {"text": "a\\ud800"}, '
+    raw += b'"extension": [{"url": "urn:x", "valueString": "\\udc00"}]}'
+    async with running(settings, lenient, with_worker=False) as gw:
+        response = await gw.ehr("POST", "/Basic", content=raw)
+    assert response.status_code == 400, response.text
+    assert "Basic.code.text" in _paths(_outcome(response))
