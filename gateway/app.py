@@ -183,4 +183,5 @@ def from_environment() -> FastAPI:
     from gateway import logs
 
     logs.configure()
-    return create_app(Settings())
+    # `api` refused GATEWAY_DEVELOPMENT before it started these processes; never development here.
+    return create_app(Settings().model_copy(update={"development": False}))
