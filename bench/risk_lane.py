@@ -132,9 +132,31 @@ async def _seed(settings: Settings, clients: ClientsConfig, backlog: int) -> Non
 
 async def _start(name: str, args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
     log = Path(env["GATEWAY_DATA_DIR"]) / f"{name}.log"
+    # The worker is this file's own (`--as-worker`): the one process that must deliver to a plain-http receiver.
+    command = [sys.executable, __file__, "--as-worker"] if args == ["worker"] else [str(BIN), *args]
     return await asyncio.create_subprocess_exec(
-        str(BIN), *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log.open("wb")
+        *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log.open("wb")
     )
+
+
+def _as_worker() -> int:
+    """Run `fhir-gateway worker`'s loop in development mode, set here in code: the receiver is plain http on
+    loopback, which production refuses, and GATEWAY_DEVELOPMENT does not make `fhir-gateway worker` a development
+    process."""
+    import signal
+
+    async def work() -> None:
+        services = Services.build(Settings(development=True))
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        try:
+            await services.worker().run(stop)
+        finally:
+            await services.aclose()
+
+    asyncio.run(work())
+    return 0
 
 
 async def _run(args: argparse.Namespace, env: dict[str, str], settings: Settings, clients: ClientsConfig) -> int:
@@ -152,8 +174,15 @@ async def _run(args: argparse.Namespace, env: dict[str, str], settings: Settings
                 await asyncio.sleep(0.05)
             ehr = {"Authorization": f"Bearer {EHR}", "Content-Type": "application/fhir+json"}
             platform = {"Authorization": f"Bearer {PLATFORM}"}
-            sub = {"url": receiver.url, "events": ["risk.*"], "secret": "risk-bench-secret-0123456789"}
-            assert (await http.post("/platform/v1/subscriptions", json=sub, headers=platform)).status_code == 201
+            # Stored directly: the production API refuses a plain-http receiver.
+            services = Services.build(settings, clients)
+            try:
+                await services.subscriptions.create(
+                    TENANT, url=receiver.url, events=["risk.*"], secret="risk-bench-secret-0123456789",
+                    owner="bench", scopes=frozenset({"sensitive"}),
+                )  # fmt: skip
+            finally:
+                await services.aclose()
             assert (await http.put("/fhir/R4/Questionnaire/phq9", json=_questionnaire(), headers=ehr)).is_success
             started = time.monotonic()
             await _seed(settings, clients, args.backlog)
@@ -201,6 +230,8 @@ async def _run(args: argparse.Namespace, env: dict[str, str], settings: Settings
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--as-worker"]:
+        return _as_worker()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backlog", type=int, default=100_000, help="ordinary jobs queued first (default 100000)")
     parser.add_argument("--flags", type=int, default=50, help="risk-bearing responses sent (default 50)")
@@ -218,7 +249,7 @@ def main() -> int:
         (Path(tmp) / "clients.json").write_text(json.dumps(data))
         env = {**os.environ, "REDIS_URL": url, "GATEWAY_KEY_PREFIX": prefix, "GATEWAY_DATA_DIR": tmp,
                "GATEWAY_CLIENTS_FILE": str(Path(tmp) / "clients.json"), "GATEWAY_WORKER_METRICS_PORT": "0",
-               "GATEWAY_MAX_BACKLOG": str(args.backlog * 2), "GATEWAY_DEVELOPMENT": "true"}  # fmt: skip
+               "GATEWAY_MAX_BACKLOG": str(args.backlog * 2)}  # fmt: skip
         settings = Settings(redis_url=url, key_prefix=prefix, max_backlog=args.backlog * 2)
         clients = ClientsConfig.model_validate(data)
         try:

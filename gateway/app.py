@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.security import HTTPBearer
+from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conformance.definitions import R4_RESOURCE_TYPES
@@ -26,7 +27,7 @@ from gateway.access import AuditRecorder
 from gateway.access import routes as audit_routes
 from gateway.console import routes as console_routes
 from gateway.console.recording import RecordRejections
-from gateway.errors import GatewayError, request_invalid
+from gateway.errors import GatewayError, Unavailable, request_invalid
 from gateway.fhir import routes as fhir_routes
 from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
@@ -117,6 +118,15 @@ def create_app(
         code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
         return outcome_response(exc.status_code, [Issue("error", code, None, str(exc.detail))])
 
+    @app.exception_handler(redis_errors.RedisError)
+    async def store_error(request: Request, exc: redis_errors.RedisError) -> Response:
+        # Redis unreachable, frozen (no answer within GATEWAY_REDIS_TIMEOUT_SECONDS), loading, read-only or failing
+        # over: the client may retry; nothing it sent is lost that a 2xx promised.
+        if isinstance(exc, STORE_UNAVAILABLE) or _store_busy(exc):
+            log.warning("Redis unavailable", extra={"error": type(exc).__name__})
+            return await gateway_error(request, Unavailable())
+        return await unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
@@ -156,9 +166,26 @@ def create_app(
     return app
 
 
+STORE_UNAVAILABLE = (
+    redis_errors.ConnectionError,  # BusyLoadingError (a restart replaying its AOF) is one
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,  # a replica during a failover
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.MasterDownError,
+    redis_errors.OutOfMemoryError,  # maxmemory reached (noeviction): writes are refused until memory is freed
+)
+
+
+def _store_busy(exc: redis_errors.RedisError) -> bool:
+    """Tell whether Redis refused for a passing reason it names only in its message (a long script running)."""
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith("BUSY ")
+
+
 def from_environment() -> FastAPI:
     """Build the app from the environment's settings and clients file (each process of ``api --workers N``)."""
     from gateway import logs
 
     logs.configure()
-    return create_app(Settings())
+    # `api` refused GATEWAY_DEVELOPMENT before it started these processes; never development here.
+    return create_app(Settings().model_copy(update={"development": False}))

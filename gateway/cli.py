@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway import admin
 from gateway.admin import EXIT_INVALID, EXIT_OK, EXIT_USAGE
-from gateway.settings import ClientsConfig, Settings
+from gateway.settings import MIN_TOKEN_BITS, ClientsConfig, Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -258,9 +258,28 @@ def _serve(uvicorn: Any, app: Any, host: str, port: int) -> None:
 
 def _production_settings() -> Settings:
     settings = admin.settings()
+    if settings.development:
+        # Development behaviour (plain-http loopback webhooks, cookies without Secure) is `run`'s alone: an
+        # environment variable left over from a laptop must not bring it into a deployment.
+        raise RuntimeError(
+            "GATEWAY_DEVELOPMENT=true is for 'fhir-gateway run' only; api, worker and poll always run in "
+            "production mode: unset it"
+        )
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL must be set (use 'fhir-gateway run' for an embedded Redis)")
     return settings
+
+
+def _production_clients(settings: Settings) -> ClientsConfig:
+    """Read the clients file, refusing tokens too weak for production (naming their clients, never the tokens)."""
+    clients = settings.load_clients()
+    if weak := clients.weak_clients():
+        raise RuntimeError(
+            f"weak or placeholder tokens are refused outside 'run' (each needs at least {MIN_TOKEN_BITS} bits of "
+            "estimated entropy; make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'); "
+            f"clients: {', '.join(weak)}"
+        )
+    return clients
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -271,11 +290,9 @@ def _api(args: argparse.Namespace) -> int:
 
     logs.configure()
     settings = _production_settings()
-    clients = settings.load_clients()
+    clients = _production_clients(settings)
     if not clients.clients:
         raise RuntimeError("no API clients are configured: set GATEWAY_CLIENTS_FILE to a clients file")
-    if placeholders := clients.placeholder_clients():
-        raise RuntimeError(f"placeholder tokens are refused outside 'run': {', '.join(placeholders)}")
     if args.workers < 1:
         raise RuntimeError("--workers must be at least 1")
     if args.workers == 1:
@@ -305,6 +322,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     logs.configure()
     settings = _production_settings()
+    clients = _production_clients(settings)
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 
@@ -319,7 +337,7 @@ def _worker(args: argparse.Namespace) -> int:
             )
 
     async def work() -> None:
-        services = Services.build(settings)
+        services = Services.build(settings, clients)
         try:
             await services.worker().run(await _until_signalled())
         finally:
@@ -335,7 +353,7 @@ def _poll(args: argparse.Namespace) -> int:
 
     logs.configure()
     settings = _production_settings()
-    clients = settings.load_clients()
+    clients = _production_clients(settings)
     if args.tenant:
         clients = clients.model_copy(update={"tenants": {t: v for t, v in clients.tenants.items() if t in args.tenant}})
     if not clients.connector_targets():

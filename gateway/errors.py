@@ -15,7 +15,8 @@ GatewayError
  ├── UnsupportedMediaType    415
  ├── Unprocessable           422
  ├── TooManyRequests         429 (a client over its rate limit), with Retry-After
- └── Overloaded              503 (backpressure), with Retry-After
+ ├── Overloaded              503 (backpressure), with Retry-After
+ └── Unavailable             503 (Redis unreachable, frozen or loading), with Retry-After
 """
 
 from __future__ import annotations
@@ -132,6 +133,20 @@ class Overloaded(GatewayError):
     code = "transient"
 
     def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class Unavailable(GatewayError):
+    """The store (Redis) did not answer in time or refused to serve: nothing can be said, so retry later.
+
+    A write that met this may or may not have been applied; a retry is safe (writes are idempotent or conditional).
+    """
+
+    status = 503
+    code = "transient"
+
+    def __init__(self, message: str = "the gateway's store is unavailable; retry later", *, retry_after: int = 5):
         super().__init__(message)
         self.headers["Retry-After"] = str(retry_after)
 

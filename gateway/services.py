@@ -71,7 +71,7 @@ class Services:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set (use 'fhir-gateway run' for an embedded Redis)")
         clients = clients if clients is not None else settings.load_clients()
-        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout_seconds)
         keys = Keyspace(settings.key_prefix)
         retry_wait = backoff(settings.retry_base_seconds, settings.retry_max_seconds)
         store = Store(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +19,47 @@ from mappers.codes import LocalCodes
 from mappers.vendors import VENDORS, profile
 
 Role = Literal["ehr", "platform", "admin"]  # admin: the operator console (/console)
+MIN_TOKEN_BITS = 128
+# Words of documentation placeholders; in a token each counts as no randomness at all.
+_PLACEHOLDER = re.compile(
+    "change-?me|change_me|replace|placeholder|example|secret|passw(?:or)?d|token|your|here|xxx|todo|fixme|dummy|"
+    "sample|default|insert|test|demo|admin",
+    re.IGNORECASE,
+)
+
+
+def token_bits(token: str) -> float:
+    """Estimate a token's entropy in bits: the character classes it draws on, times its length, discounted.
+
+    A character seen before in the token counts half, one equal or next to the one before it (``aaaa``, ``1234``)
+    a tenth, and a placeholder word (``your-token-here``, ``REPLACE_ME``) nothing. Random tokens of 32 bytes
+    (``secrets.token_urlsafe(32)``, ``openssl rand -hex 32``) come out far above 128; typed ones far below.
+    """
+    text = _PLACEHOLDER.sub("", token)
+    pool = sum(
+        size
+        for size, present in (
+            (26, any("a" <= c <= "z" for c in text)),
+            (26, any("A" <= c <= "Z" for c in text)),
+            (10, any(c.isdigit() for c in text)),
+            (33, any(c.isascii() and not c.isalnum() for c in text)),
+            (128, not text.isascii()),
+        )
+        if present
+    )
+    if pool == 0:
+        return 0.0
+    weight, seen, previous = 0.0, set(), None
+    for char in text:
+        if previous is not None and abs(ord(char) - ord(previous)) <= 1:
+            weight += 0.1
+        elif char in seen:
+            weight += 0.5
+        else:
+            weight += 1.0
+        seen.add(char)
+        previous = char
+    return weight * math.log2(pool)
 
 
 class Client(BaseModel):
@@ -93,13 +136,13 @@ class ClientsConfig(BaseModel):
             raise ValueError("two clients share a token")
         return clients
 
-    def placeholder_clients(self) -> list[str]:
-        """Return the clients whose token looks like a placeholder copied from documentation."""
-        words = ("changeme", "change-me", "placeholder", "example", "secret", "password", "xxxxxxxx")
+    def weak_clients(self) -> list[str]:
+        """Return the clients whose token has less than ``MIN_TOKEN_BITS`` of estimated entropy (``token_bits``):
+        typed, repeated or a placeholder copied from documentation. Named, never by their token."""
         return [
             c.name or f"{c.tenant}/{c.role}"
             for c in self.clients
-            if any(w in c.token.get_secret_value().lower() for w in words)
+            if token_bits(c.token.get_secret_value()) < MIN_TOKEN_BITS
         ]
 
     def tenant(self, name: str) -> Tenant:
@@ -143,8 +186,17 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="prefix of every Redis key (several gateways can share one Redis)",
     )
+    redis_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="longest wait for Redis to connect or answer a command; past it the request is 503 with "
+        "Retry-After (more than `GATEWAY_WORKER_BLOCK_MS` and `GATEWAY_WAIT_TIMEOUT_MS`)",
+    )
     development: bool = Field(
-        default=False, description="development behaviour (plain-http loopback webhooks); `fhir-gateway run` sets it"
+        default=False,
+        description="development behaviour (plain-http loopback webhooks); only `fhir-gateway run` (which sets it) "
+        "takes it: `api`, `worker` and `poll` refuse to start with it",
     )
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")
@@ -264,6 +316,17 @@ class Settings(BaseSettings):
     poll_lease_seconds: float = Field(
         default=30.0, ge=1, description="how long a poller's lease on a tenant lasts unless renewed"
     )
+
+    @model_validator(mode="after")
+    def _redis_timeout_past_blocking_reads(self) -> Settings:
+        # A blocking read or WAIT that outlasts the socket timeout would fail every time it finds nothing.
+        longest = max(self.worker_block_ms, self.wait_timeout_ms) / 1000
+        if self.redis_timeout_seconds <= longest:
+            raise ValueError(
+                f"GATEWAY_REDIS_TIMEOUT_SECONDS ({self.redis_timeout_seconds:g}) must be more than the longest "
+                f"blocking Redis command ({longest:g} s: GATEWAY_WORKER_BLOCK_MS, GATEWAY_WAIT_TIMEOUT_MS)"
+            )
+        return self
 
     def load_clients(self) -> ClientsConfig:
         """Read the clients file, or return an empty configuration when none is set."""

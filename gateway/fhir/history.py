@@ -119,7 +119,7 @@ async def instance_history(
     p = _Params(request, services.settings)
     versions = await history.of_resource(services.redis, services.keys, principal.tenant, rtype, rid)
     if not versions:
-        raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+        raise NotFound(f"no {rtype} has that id", expression=rtype)
     if p.since_ms is not None:
         versions = [v for v in versions if v.written_ms >= p.since_ms]
     total = len(versions)

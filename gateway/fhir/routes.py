@@ -128,7 +128,7 @@ async def vread(
     check_type(rtype)
     check_id(rid)
     if not vid.isdigit():
-        raise NotFound(f"{rtype}/{rid} has no such version", expression="vid")
+        raise NotFound(f"that {rtype} has no such version", expression="vid")
     return read_response(await services.store.vread(principal.tenant, rtype, rid, int(vid)))
 
 

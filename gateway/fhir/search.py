@@ -26,6 +26,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from conformance.definitions import R4_RESOURCE_TYPES
@@ -80,14 +81,59 @@ class Query:
     echo: list[tuple[str, str]] = field(default_factory=list)  # what the self link repeats
 
 
-def _not_supported(why: str, *, expression: str) -> BadRequest:
+@cache
+def _known_names() -> frozenset[str]:
+    return frozenset(n for t in R4_RESOURCE_TYPES for n in known(t)) | {
+        *COMMON,
+        *REFUSED,
+        *CONTROL,
+        "_id",
+        "_lastUpdated",
+    }
+
+
+def _label(name: str) -> str | None:
+    """Return how a diagnostic may name a parameter the client sent: a parameter R4 defines, with its modifier
+    when that is one R4 defines; never text of the client's own (it may be data typed into the wrong place)."""
+    base, colon, modifier = name.partition(":")
+    if base not in _known_names():
+        return None
+    if (
+        colon
+        and modifier not in R4_RESOURCE_TYPES
+        and modifier
+        not in (
+            "exact",
+            "contains",
+            "missing",
+            "not",
+            "text",
+            "above",
+            "below",
+            "in",
+            "not-in",
+            "of-type",
+            "identifier",
+            "iterate",
+        )
+    ):
+        return base
+    return name
+
+
+def _said(name: str) -> str:
+    """Return the parameter as a diagnostic may say it (``_label``), or "a parameter"."""
+    return _label(name) or "a parameter"
+
+
+def _not_supported(why: str, *, expression: str | None) -> BadRequest:
     """Return the 400 for a parameter, modifier or prefix the gateway does not serve (issue code not-supported)."""
     return BadRequest(why, issues=[Issue("error", "not-supported", expression, why)])
 
 
 def _unsupported(name: str, why: str, strict: bool) -> None:
     if strict:
-        raise _not_supported(f"{why} (Prefer: handling=strict)", expression=name)
+        raise _not_supported(f"{why} (Prefer: handling=strict)", expression=_label(name))
 
 
 def _values(raw: str) -> list[str]:
@@ -104,10 +150,12 @@ def _date(name: str, raw: str) -> tuple[str, float, float]:
         raw = _SIGNS[sign] + raw[len(sign) :]
     prefix, text = (raw[:2], raw[2:]) if raw[:2].isalpha() else ("eq", raw)
     if prefix not in DATE_PREFIXES:
-        raise _not_supported(f"the date prefix of {name} is not supported (eq gt lt ge le sa eb are)", expression=name)
+        raise _not_supported(
+            f"the date prefix of {_said(name)} is not supported (eq gt lt ge le sa eb are)", expression=_label(name)
+        )
     span = date_range(text)
     if span is None:
-        raise BadRequest(f"the value of {name} is not a FHIR date", expression=name)
+        raise BadRequest(f"the value of {_said(name)} is not a FHIR date", expression=_label(name))
     return prefix, span[0], span[1]
 
 
@@ -118,7 +166,7 @@ def _reference(name: str, param: Parameter, modifier: str | None, raw: str) -> l
         rel = relative_reference(text)
         if rel is not None:
             if modifier and not rel.startswith(f"{modifier}/"):
-                raise BadRequest(f"{name} names another type than its modifier", expression=name)
+                raise BadRequest(f"{_said(name)} names another type than its modifier", expression=_label(name))
             targets.append(rel)
             if "://" in text:
                 targets.append(text)  # it may be a canonical URL, indexed as written
@@ -128,7 +176,7 @@ def _reference(name: str, param: Parameter, modifier: str | None, raw: str) -> l
         elif "://" in text or text.startswith("urn:"):
             targets.append(text)  # a canonical reference
         else:
-            raise BadRequest(f"the value of {name} is not a reference", expression=name)
+            raise BadRequest(f"the value of {_said(name)} is not a reference", expression=_label(name))
     return targets
 
 
@@ -147,10 +195,12 @@ def _token(raw: str) -> list[tuple[str | None, str | None]]:
 def _served(q: Query, name: str, base: str, modifier: str | None, raw: str, param: Parameter) -> None:
     if param.type == "reference":
         if modifier is not None and modifier not in R4_RESOURCE_TYPES:
-            raise _not_supported(f"the modifier of {name} is not supported (a resource type is)", expression=name)
+            raise _not_supported(
+                f"the modifier of {_said(name)} is not supported (a resource type is)", expression=_label(name)
+            )
         q.criteria.append(Criterion("reference", base, _reference(name, param, modifier, raw)))
     elif modifier is not None and modifier not in MODIFIERS[param.type]:
-        raise _not_supported(f"the modifier of {name} is not supported", expression=name)
+        raise _not_supported(f"the modifier of {_said(name)} is not supported", expression=_label(name))
     elif param.type == "token":
         q.criteria.append(Criterion("token", base, _token(raw)))
     elif param.type == "date":
@@ -167,14 +217,16 @@ def _served(q: Query, name: str, base: str, modifier: str | None, raw: str, para
 def _include(q: Query, name: str, raw: str, reverse: bool, strict: bool) -> None:
     parts = raw.split(":")
     if name not in ("_include", "_revinclude") or len(parts) not in (2, 3) or parts[1] == "*":
-        _unsupported(name, f"this form of {name} is not supported", strict)
+        _unsupported(name, f"this form of {_said(name)} is not supported", strict)
         return
     source, param, target = parts[0], parts[1], parts[2] if len(parts) == 3 else None
     spec = indexed(source).get(param)
     if (reverse and spec is None) or (not reverse and source != q.rtype):
-        raise BadRequest(f"{name} names a type or parameter that does not fit this search", expression=name)
+        raise BadRequest(
+            f"{_said(name)} names a type or parameter that does not fit this search", expression=_label(name)
+        )
     if spec is None or spec.type != "reference" or (target is not None and target not in R4_RESOURCE_TYPES):
-        raise BadRequest(f"{name} must name a reference parameter the gateway serves", expression=name)
+        raise BadRequest(f"{_said(name)} must name a reference parameter the gateway serves", expression=_label(name))
     (q.revincludes if reverse else q.includes).append(Include(source, param, target))
     q.echo.append((name, raw))
 
@@ -194,7 +246,7 @@ def _control(q: Query, name: str, raw: str, strict: bool, max_count: int) -> Non
             _unsupported(name, "_summary supports count and false", strict)
     elif name == "_total":
         if raw not in ("none", "estimate", "accurate"):
-            raise BadRequest("_total must be none, estimate or accurate", expression=name)
+            raise BadRequest("_total must be none, estimate or accurate", expression=_label(name))
         q.total = raw != "none"
         q.echo.append((name, raw))
     elif name == "_sort":
@@ -228,28 +280,30 @@ def parse_query(
         if base in CONTROL or base in ("_include", "_revinclude"):
             _control(q, name, raw, strict, max_count)
         elif "." in base:
-            raise _not_supported("chained search parameters are not supported", expression=name)
+            raise _not_supported("chained search parameters are not supported", expression=_label(name))
         elif base == "_id":
             if modifier:
-                raise _not_supported("_id takes no modifier", expression=name)
+                raise _not_supported("_id takes no modifier", expression=_label(name))
             q.criteria.append(Criterion("id", "_id", [unescape(v) for v in _values(raw)]))
             q.echo.append((name, raw))
         elif base == "_lastUpdated":
             if modifier:
-                raise _not_supported("_lastUpdated takes no modifier", expression=name)
+                raise _not_supported("_lastUpdated takes no modifier", expression=_label(name))
             q.criteria.append(Criterion("lastUpdated", base, [_date(name, v) for v in _values(raw)]))
             q.echo.append((name, raw))
         elif base in served:
             _served(q, name, base, modifier, raw, served[base])
         elif base in REFUSED or defined.get(base) == "reference" or base in ("patient", "subject"):
-            raise _not_supported(f"search parameter {base} is not supported, and ignoring it would widen the result",
-                             expression=name)  # fmt: skip
+            why = f"search parameter {_said(base)} is not supported, and ignoring it would widen the result"
+            raise _not_supported(why, expression=_label(name))
         elif modifier is not None and modifier in R4_RESOURCE_TYPES:
-            raise _not_supported(f"search parameter {base} is not supported for {rtype}", expression=name)
+            raise _not_supported(
+                f"search parameter {_said(base)} is not supported for {rtype}", expression=_label(name)
+            )
         elif base in defined or base in COMMON:
-            _unsupported(name, f"search parameter {base} is not supported for {rtype}", strict)
+            _unsupported(name, f"search parameter {_said(base)} is not supported for {rtype}", strict)
         else:
-            _unsupported(name, f"{base} is not a search parameter of {rtype}", strict)
+            _unsupported(name, f"a parameter that is not a search parameter of {rtype} was sent", strict)
     return q
 
 

@@ -24,6 +24,23 @@ _MAX_PART = 2**64 - 1
 # A blocking read longer than the client's socket timeout (5 s by default in redis-py) fails with a timeout, so a
 # long poll waits in steps no longer than this, or half that timeout when it is shorter.
 _BLOCK_STEP_SECONDS = 2.0
+# What ``types`` may ask for: the rules of a webhook's ``events`` (each pattern is tried on every event read).
+MAX_TYPE_PATTERNS = 50
+_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,100}$")
+
+
+def type_patterns(raw: list[str]) -> list[str] | None:
+    """Return the event-type patterns of ``types`` (repeated or comma-separated), or raise BadRequest naming it."""
+    wanted = list(dict.fromkeys(t.strip() for value in raw for t in value.split(",") if t.strip()))
+    if len(wanted) > MAX_TYPE_PATTERNS:
+        raise BadRequest(f"types may list at most {MAX_TYPE_PATTERNS} event types or patterns", expression="types")
+    if not all(_TYPE_PATTERN.match(t) for t in wanted):
+        raise BadRequest(
+            "an event type or pattern is letters, digits, '_', '.', '-' and the wildcards * ? [ ]", expression="types"
+        )
+    return wanted or None
+
+
 START = "0-0"
 SCAN_LIMIT = 10_000  # feed entries one request reads at most while filling a page past filtered-out events
 
@@ -165,7 +182,7 @@ class Feed:
         raw = await self._redis.hget(self._keys.record(tenant, record_type, rid), "json")
         result: dict[str, Any] | None = json.loads(raw) if raw is not None else None
         if result is None or (keep is not None and not keep(result)):
-            raise NotFound(f"no {record_type} {rid}")
+            raise NotFound(f"no {record_type} has that id", expression="id")
         return result
 
     async def records(self, tenant: str, record_type: str, ids: list[str]) -> list[dict[str, Any] | None]:

@@ -12,6 +12,7 @@ from gateway.deps import PlatformPrincipal, ServicesDep
 from gateway.errors import BadRequest, NotFound
 from gateway.platform import queries
 from gateway.platform.disclosure import shown, shown_event
+from gateway.platform.feed import MAX_TYPE_PATTERNS, type_patterns
 from gateway.web.openapi import AUTH_ERRORS, OTHER_ERRORS, errors
 from mappers.model import Record
 from mappers.registry import record_routes
@@ -74,7 +75,7 @@ _LIMIT = Query(
 def _kind(route: str) -> tuple[str, type[Record]]:
     served = record_routes()
     if route not in served:
-        raise NotFound(f"no record kind {route[:40]!r}; known: {', '.join(sorted(served))}", expression="route")
+        raise NotFound(f"no such kind of record; known: {', '.join(sorted(served))}", expression="route")
     return served[route]
 
 
@@ -121,7 +122,8 @@ async def changes(
     types: Annotated[
         list[str] | None,
         Query(
-            description="event types; * matches, e.g. appointment.*",
+            description=f"event types; * matches, e.g. appointment.* (at most {MAX_TYPE_PATTERNS}, repeated or "
+            "comma-separated)",
             openapi_examples={"appointments": {"value": ["appointment.*"]}},
         ),
     ] = None,
@@ -130,7 +132,7 @@ async def changes(
 
     A cursor from before the feed's retention window is answered 410, naming the oldest valid cursor.
     """
-    wanted = [t.strip() for raw in types or [] for t in raw.split(",") if t.strip()]
+    wanted = type_patterns(types or [])
     wait = min(wait, services.settings.feed_max_wait_seconds)
     scopes = principal.scopes
     page = await services.feed.changes(

@@ -213,18 +213,18 @@ class Store:
         """Return the current version, or raise NotFound / Gone."""
         cur = await self.current(tenant, rtype, rid)
         if cur is None:
-            raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+            raise NotFound(f"no {rtype} has that id", expression=rtype)
         if cur.deleted:
-            raise Gone(f"{rtype}/{rid} was deleted", expression=rtype)
+            raise Gone(f"that {rtype} was deleted", expression=rtype)
         return await self.vread(tenant, rtype, rid, cur.vid)
 
     async def vread(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any]:
         """Return one version, or raise NotFound / Gone."""
         raw = await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid))
         if raw is None:
-            raise NotFound(f"{rtype}/{rid} has no version {vid}", expression=rtype)
+            raise NotFound(f"that {rtype} has no such version", expression=rtype)
         if raw == b"":
-            raise Gone(f"version {vid} of {rtype}/{rid} is a deletion", expression=rtype)
+            raise Gone(f"that version of the {rtype} is a deletion", expression=rtype)
         result: dict[str, Any] = encoding.loads(raw)
         audit.note_read(result)
         return result

@@ -1,8 +1,10 @@
 """Read a request body within limits and parse it as strict JSON.
 
 Strict means: UTF-8 (a byte-order mark is tolerated), no duplicate keys, no NaN or Infinity, nesting no deeper
-than the configured limit and no string longer than the configured limit. Every failure is a GatewayError with a
-4xx status; nothing here can raise anything else for any input.
+than the configured limit and no string longer than the configured limit, no integer longer than Python converts
+(4,300 digits), no number too large for a float, and no lone UTF-16 surrogate escape (``"\\ud800"``: JSON text may
+spell it, Unicode text may not hold it). Every failure is a GatewayError with a 4xx status, naming the element
+where one is to blame; nothing here can raise anything else for any input.
 
 Most bodies take the fast path: orjson parses them, and three byte-level checks done in C prove the strict rules
 held (see ``_parse_plain``). Any body the fast path cannot vouch for (a BOM, ``\\u`` escapes, integers past 64
@@ -17,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from conformance.primitive import bad_unicode
 from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -49,6 +52,49 @@ async def read_limited(chunks: AsyncIterator[bytes], content_length: str | None,
     return bytes(buffer)
 
 
+class _TooLong:
+    """Stands in for an integer literal too long to convert, so that the check after parsing can name its place."""
+
+
+_TOO_LONG = _TooLong()
+
+
+def _parse_int(literal: str) -> Any:
+    try:
+        return int(literal)
+    except ValueError:  # past sys.get_int_max_str_digits() (4,300 digits)
+        return _TOO_LONG
+
+
+def _bad_number(node: Any) -> bool:
+    return node is _TOO_LONG or (type(node) is float and node - node != 0)  # inf - inf is nan
+
+
+def _bad_text(node: Any) -> bool:
+    return type(node) is str and bad_unicode(node)
+
+
+def _bad_key(node: Any) -> bool:
+    return type(node) is dict and any(bad_unicode(key) for key in node)
+
+
+def _locate(value: Any, bad: Any) -> str | None:
+    """Return the element path (``Patient.name[0].family``) of the first node ``bad`` picks, breadth first."""
+    root = value.get("resourceType") if isinstance(value, dict) else None
+    start = root if isinstance(root, str) and root.isascii() and root.isalpha() and len(root) <= 64 else ""
+    queue: list[tuple[Any, str]] = [(value, start)]
+    for node, path in queue:  # grows while it is read
+        if bad(node):
+            return path or None
+        if isinstance(node, dict):
+            for key, child in node.items():
+                name = key if key.isascii() and key.isidentifier() and len(key) <= 64 else "?"
+                queue.append((child, f"{path}.{name}" if path else name))
+        elif isinstance(node, list):
+            queue.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+    return None
+
+
 def _reject_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not valid JSON")
 
@@ -73,13 +119,29 @@ def _check_shape(value: Any, max_depth: int, max_string: int) -> None:
             for key, child in node.items():
                 if len(key) > max_string:
                     raise BadRequest(f"a JSON key is longer than {max_string} characters")
+                if bad_unicode(key):
+                    raise BadRequest(
+                        "a JSON key holds a lone UTF-16 surrogate escape, which is not a valid Unicode character",
+                        expression=_locate(value, _bad_key),
+                    )
                 stack.append((child, depth + 1))
         elif isinstance(node, list):
             if depth > max_depth:
                 raise BadRequest(f"JSON is nested deeper than {max_depth} levels")
             stack.extend((child, depth + 1) for child in node)
-        elif isinstance(node, str) and len(node) > max_string:
-            raise BadRequest(f"a JSON string is longer than {max_string} characters")
+        elif isinstance(node, str):
+            if len(node) > max_string:
+                raise BadRequest(f"a JSON string is longer than {max_string} characters")
+            if bad_unicode(node):
+                raise BadRequest(
+                    "a JSON string holds a lone UTF-16 surrogate escape, which is not a valid Unicode character",
+                    expression=_locate(value, _bad_text),
+                )
+        elif _bad_number(node):
+            raise BadRequest(
+                "a JSON number is out of range (an integer of more than 4300 digits, or beyond a float)",
+                expression=_locate(value, _bad_number),
+            )
 
 
 _UNSURE = object()  # what _parse_plain answers when the standard parser must decide
@@ -130,7 +192,9 @@ def parse_json(raw: bytes, *, max_depth: int, max_string: int) -> Any:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        value = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_int=_parse_int
+        )
     except json.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:

@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from gateway.metrics import EVENTS, JOB_SECONDS, JOBS
 from gateway.platform.feed import Feed
 from gateway.platform.risk import RiskFlags
@@ -74,15 +76,34 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; finish and acknowledge the batches in hand before returning."""
         log.info("worker started", extra={"consumer": self.name})
-        for queue in self.lanes:
-            for configured in self._configured:
-                await queue.ensure_group(configured)
+        if not await self._prepare(stop):
+            return
         companions = [asyncio.create_task(c.run(stop), name=type(c).__name__) for c in self.companions]
         # Each lane has a loop of its own: a risk-bearing job never waits behind a batch of other work.
         await asyncio.gather(self._housekeeping(stop), *(self._consume(queue, stop) for queue in self.lanes))
         for task in companions:
             await task
         log.info("worker stopped", extra={"consumer": self.name, "processed": self.processed})
+
+    async def _prepare(self, stop: asyncio.Event) -> bool:
+        """Create the configured tenants' consumer groups, waiting (with backoff) while Redis is unavailable.
+
+        Return False when ``stop`` was set first. A worker started before Redis (a pod that wins the race at
+        deploy, a Redis restart) waits for it instead of exiting.
+        """
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                for queue in self.lanes:
+                    for configured in self._configured:
+                        await queue.ensure_group(configured)
+                return True
+            except (RedisError, OSError) as exc:
+                log.warning("Redis unavailable; the worker retries", extra={"error": type(exc).__name__, "in_s": delay})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, 5.0)
+        return False
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         """Keep the list of tenants fresh, trim the feeds, escalate risk flags nobody acknowledged."""

@@ -368,9 +368,9 @@ async def _stored(
         stored = await services.store.read(tenant, rtype, rid)
     except NotFound:  # Gone (a deletion) too
         if hidden:
-            raise NotFound(f"{rtype}/{rid} is not known", expression=rtype) from None
+            raise NotFound(f"no {rtype} has that id", expression=rtype) from None
         raise
     sensitive = (record is not None and is_sensitive(record)) or resource_is_sensitive(stored)
     if sensitive and SCOPE not in principal.scopes:
-        raise NotFound(f"{rtype}/{rid} is not known", expression=rtype)
+        raise NotFound(f"no {rtype} has that id", expression=rtype)
     return stored, sensitive

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -28,8 +29,9 @@ from tests.conftest import corpus_dir
 
 BIN = Path(sys.executable).parent / "fhir-gateway"
 TENANT = "clinic-a"
-EHR = "e2e-ehr-token-clinic-a-0123456789"
-PLATFORM = "e2e-platform-token-clinic-a-0123456789"
+# Random, as production processes (api, worker) refuse tokens under 128 bits of estimated entropy.
+EHR = "e2e-ehr-" + secrets.token_urlsafe(32)
+PLATFORM = "e2e-platform-" + secrets.token_urlsafe(32)
 GROUP = "workers"
 PATIENT_URN = "urn:uuid:7c1e3b0e-8f0a-4c55-9b7e-2f6d7a8b9c01"
 PRACTITIONER_URN = "urn:uuid:0f8e6c2a-1b3d-4e5f-8a9b-c0d1e2f3a4b5"

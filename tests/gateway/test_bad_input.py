@@ -157,3 +157,111 @@ async def test_too_many_bundle_entries_is_413(small_gateway: Gateway) -> None:
     response = await small_gateway.ehr("POST", "", json=bundle)
     assert response.status_code == 413
     _outcome(response)
+
+
+HUGE_INTEGER = "9" * 5000  # past Python's 4,300-digit limit for int()
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        (b'{"resourceType": "Patient", "multipleBirthInteger": ' + HUGE_INTEGER.encode() + b"}",
+         "Patient.multipleBirthInteger"),
+        (b'{"resourceType": "Patient", "name": [{"family": "Smith", "given": ["A", ' + HUGE_INTEGER.encode() + b"]}]}",
+         "Patient.name[0].given[1]"),
+        (b'{"resourceType": "Patient", "name": [{"family": "Sm\\ud800ith"}]}', "Patient.name[0].family"),
+        (b'{"resourceType": "Patient", "name": [{"given": ["x", "\\udfff"]}]}', "Patient.name[0].given[1]"),
+        (b'{"resourceType": "Patient", "\\ud800": 1}', "Patient"),
+    ],
+    ids=["huge integer", "huge integer in an array", "lone high surrogate", "lone low surrogate", "surrogate key"],
+)  # fmt: skip
+@pytest.mark.parametrize("route", ["POST /Patient", "PUT /Patient/p1", "POST /Patient/$validate", "POST bundle"])
+async def test_a_huge_integer_or_a_lone_surrogate_is_400_naming_the_element(
+    gateway: Gateway, raw: bytes, path: str, route: str
+) -> None:
+    method, url = route.split(" ")
+    if url == "/Patient/p1":
+        raw = raw.replace(b'"Patient", ', b'"Patient", "id": "p1", ', 1)
+    if url == "bundle":
+        url = ""
+        entry = b'{"request": {"method": "POST", "url": "Patient"}, "resource": ' + raw + b"}"
+        raw = b'{"resourceType": "Bundle", "type": "batch", "entry": [' + entry + b"]}"
+        path = path.replace("Patient", "Bundle.entry[0].resource", 1)
+    response = await gateway.ehr(method, url, content=raw)
+    assert response.status_code == 400, response.text
+    assert path in _paths(_outcome(response))
+    assert "\\ud800" not in response.text and "999999" not in response.text
+
+
+async def test_a_lone_surrogate_is_400_for_a_lenient_tenant_too(settings: Settings) -> None:
+    lenient = ClientsConfig.model_validate(
+        {"clients": [{"token": EHR_A, "tenant": "clinic-a", "role": "ehr"}],
+         "tenants": {"clinic-a": {"validation": "lenient"}}}
+    )  # fmt: skip
+    raw = b'{"resourceType": "Basic", "code": {"text": "a\\ud800"}, '
+    raw += b'"extension": [{"url": "urn:x", "valueString": "\\udc00"}]}'
+    async with running(settings, lenient, with_worker=False) as gw:
+        response = await gw.ehr("POST", "/Basic", content=raw)
+    assert response.status_code == 400, response.text
+    assert "Basic.code.text" in _paths(_outcome(response))
+
+
+ECHO = "Quibble7731"  # what a client might send: a name, a date typed into the wrong box
+
+
+@pytest.mark.parametrize(
+    "query",
+    [f"_lastUpdated={ECHO}", f"_lastUpdated=xx{ECHO}", f"_lastUpdated=gt{ECHO}", f"date={ECHO}", f"date=zz{ECHO}",
+     f"date:{ECHO}=2026", f"{ECHO}=1", f"{ECHO}.name=1", f"subject.{ECHO}=1", f"patient:{ECHO}=1",
+     f"identifier:{ECHO}=x", f"_id:{ECHO}=1", f"_lastUpdated:{ECHO}=2026", f"_count={ECHO}", f"_sort={ECHO}",
+     f"_include={ECHO}", f"_include=Appointment:{ECHO}", f"_revinclude={ECHO}:x", f"_include:{ECHO}=x",
+     f"_summary={ECHO}", f"_total={ECHO}", f"_cursor={ECHO}", f"actor={ECHO}/x/y", f"_elements={ECHO}&{ECHO}=1"],
+)  # fmt: skip
+async def test_a_search_refusal_never_repeats_what_was_sent(gateway: Gateway, query: str) -> None:
+    response = await gateway.ehr("GET", f"/Appointment?{query}", headers={"Prefer": "handling=strict"})
+    assert response.status_code == 400, (query, response.text)
+    _outcome(response)
+    assert ECHO not in response.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"/platform/v1/{ECHO}", f"/platform/v1/appointments/{ECHO}", f"/platform/v1/appointments?from={ECHO}",
+     f"/platform/v1/changes?cursor={ECHO}", f"/platform/v1/appointments?cursor={ECHO}",
+     f"/fhir/R4/Appointment/{ECHO}/_history", f"/fhir/R4/Appointment/{ECHO}/_history?_since={ECHO}",
+     f"/fhir/R4/Appointment/_history?_count={ECHO}", f"/fhir/R4/Appointment/{ECHO}"],
+)  # fmt: skip
+async def test_other_refusals_never_repeat_what_was_sent(gateway: Gateway, path: str) -> None:
+    token = PLATFORM_A if path.startswith("/platform") else EHR_A
+    response = await gateway.http.get(path, headers=gateway.headers(token))
+    assert 400 <= response.status_code < 500, (path, response.text)
+    _outcome(response)
+    assert ECHO not in response.text
+
+
+@pytest.mark.parametrize("spelled", ["repeated", "commas"])
+async def test_changes_takes_at_most_50_type_patterns(gateway: Gateway, spelled: str) -> None:
+    patterns = [f"appointment.kind{i}" for i in range(51)]
+    params = [("types", p) for p in patterns] if spelled == "repeated" else [("types", ",".join(patterns))]
+    response = await gateway.platform("/changes", params=params)
+    assert response.status_code == 400, response.text
+    assert _paths(_outcome(response)) == ["types"]
+    fifty = await gateway.platform("/changes", params=[("types", ",".join(patterns[:50]))])
+    assert fifty.status_code == 200, fifty.text
+
+
+async def test_identifier_searches_do_not_collide_across_the_bar(gateway: Gateway) -> None:
+    # system "urn:s|x" with value "y", and system "urn:s" with value "x|y": two identifiers, one text if unescaped
+    first = {"resourceType": "Patient", "id": "p-bar-1", "identifier": [{"system": "urn:s|x", "value": "y"}]}
+    second = {"resourceType": "Patient", "id": "p-bar-2", "identifier": [{"system": "urn:s", "value": "x|y"}]}
+    for patient in (first, second):
+        assert (await gateway.ehr("PUT", f"/Patient/{patient['id']}", json=patient)).status_code == 201
+    for query, expected in ((r"urn:s\|x|y", "p-bar-1"), (r"urn:s|x\|y", "p-bar-2")):
+        found = await gateway.ehr("GET", "/Patient", params={"identifier": query})
+        assert found.status_code == 200, found.text
+        assert [e["resource"]["id"] for e in found.json().get("entry", [])] == [expected], query
+    # A conditional create on the one does not find the other.
+    created = await gateway.ehr("POST", "/Patient", json={"resourceType": "Patient", "identifier": [
+        {"system": "urn:s", "value": "x|y"}]}, headers={"If-None-Exist": r"identifier=urn:s|x\|y"})  # fmt: skip
+    assert created.status_code == 200  # the match: p-bar-2, not p-bar-1
+    assert created.headers["Location"].split("/")[-3] == "p-bar-2"

