@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the services of the app, and the caller as an EHR or a platform client."""
+"""FastAPI dependencies: the services of the app, and the caller as an EHR or a platform client.
+
+The caller is found from its bearer token (a static token or an access token); what it may do is its scopes
+(``gateway.identity.scopes``): a FHIR route needs ``system/<Type>.<letter>`` for its interaction, a platform route
+its ``platform/`` scope. A request outside them is 403 naming the scope it needs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.auth import Principal
+from gateway.errors import Forbidden
+from gateway.identity import scopes
 from gateway.services import Services
 
 
@@ -18,15 +25,50 @@ def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _ehr(request: Request, services: ServicesDep) -> Principal:
-    return services.auth.require(request.headers.get("authorization"), "ehr")
+def _template(request: Request) -> str:
+    """Return the FHIR route's path template below the base (the FHIR routers carry the prefix themselves)."""
+    return str(getattr(request.scope.get("route"), "path", "")).removeprefix("/fhir/R4")
 
 
-def _platform(request: Request, services: ServicesDep) -> Principal:
-    return services.auth.require(request.headers.get("authorization"), "platform")
+def needs_scope(scope: str) -> Forbidden:
+    """Return the 403 for a request that needs ``scope``."""
+    return Forbidden(f"this request needs the scope {scope}")
+
+
+async def _caller(request: Request, services: Services) -> Principal:
+    return await services.auth.resolve(request.headers.get("authorization"), services.tokens.lookup)
+
+
+async def _ehr(request: Request, services: ServicesDep) -> Principal:
+    principal = await _caller(request, services)
+    rtype = str(request.path_params.get("rtype", "*"))
+    letter = scopes.fhir_letter(request.method, _template(request))
+    if letter is not None:
+        missing = scopes.missing_fhir(principal.scopes, [(rtype, letter)])
+    else:  # a Bundle (its entries are checked by check_fhir) or $validate: any FHIR scope for the type
+        held = [s for s in map(scopes.parse_fhir, principal.scopes) if s is not None and s.rtype in ("*", rtype)]
+        missing = None if held else f"system/{rtype}.c"
+    if missing is not None:
+        raise needs_scope(missing)
+    return principal
+
+
+def check_fhir(principal: Principal, needs: set[tuple[str, str]]) -> None:
+    """Raise 403 unless ``principal`` holds every (type, letter) in ``needs``."""
+    missing = scopes.missing_fhir(principal.scopes, needs)
+    if missing is not None:
+        raise needs_scope(missing)
+
+
+async def _platform(request: Request, services: ServicesDep) -> Principal:
+    principal = await _caller(request, services)
+    needed = scopes.platform_scope(request.method, request.url.path)
+    if needed is not None and needed not in principal.scopes:
+        raise needs_scope(needed)
+    return principal
 
 
 EhrPrincipal = Annotated[Principal, Depends(_ehr)]
-"""The calling EHR client (401 without a known token, 403 for another role)."""
+"""The calling FHIR client (401 without a known token, 403 without the scope of the interaction)."""
 PlatformPrincipal = Annotated[Principal, Depends(_platform)]
-"""The calling platform client (401 without a known token, 403 for another role)."""
+"""The calling platform client (401 without a known token, 403 without the route's platform scope)."""

@@ -6,6 +6,7 @@ open on first request, so building is cheap and the same for every process kind.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from gateway.auth import Authenticator
 from gateway.clock import Clock, system_clock
 from gateway.fhir import bundle
 from gateway.fhir.edge import Edge
+from gateway.identity.tokens import AccessTokens
 from gateway.platform.feed import Feed
 from gateway.platform.risk import RiskFlags
 from gateway.settings import ClientsConfig, Settings
@@ -44,6 +46,7 @@ class Services:
     redis: Redis
     keys: Keyspace
     auth: Authenticator
+    tokens: AccessTokens
     store: Store
     edge: Edge
     inbound: InboundQueue
@@ -88,6 +91,7 @@ class Services:
             redis=redis,
             keys=keys,
             auth=Authenticator(clients),
+            tokens=AccessTokens(redis, keys),
             store=store,
             edge=Edge(store, settings, clients),
             inbound=inbound_queue(redis, keys, max_attempts=settings.max_attempts, wait=retry_wait, clock=clock),
@@ -116,6 +120,13 @@ class Services:
                 **(connector_options or {}),
             ),
         )
+
+    def apply_clients(self, clients: ClientsConfig) -> None:
+        """Use a reloaded clients file: its clients at once, its tenants' validation and dedupe policies (EHR
+        connector blocks and webhook owners are read at start; they need a restart)."""
+        self.clients = clients
+        self.edge = dataclasses.replace(self.edge, clients=clients)
+        self.auth.replace(clients)
 
     def worker(self, name: str | None = None, *, webhook_transport: httpx.AsyncBaseTransport | None = None) -> Worker:
         """Return a worker (inbound jobs) with its companions: webhook delivery and write-back delivery."""

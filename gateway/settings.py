@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.config import EHRConfig
 from connectors.pool import Target
 from connectors.search import check_rules
+from gateway.identity import scopes
 from mappers.codes import LocalCodes
 from mappers.vendors import VENDORS, profile
 
@@ -20,22 +21,62 @@ Role = Literal["ehr", "platform", "admin"]  # admin: the operator console (/cons
 
 
 class Client(BaseModel):
-    """One API client: a static bearer token bound to one tenant and one role."""
+    """One API client, bound to one tenant and one role: a static bearer token, or a SMART Backend Services client
+    (``name`` is its client id; its public keys inline as ``jwks`` or at ``jwks_url``) that gets short-lived
+    access tokens at ``/oauth2/token`` (docs/identity.md). ``scopes`` narrow the role (gateway.identity.scopes)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    token: SecretStr
+    token: SecretStr | None = None
     tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     role: Role
     scopes: list[str] = Field(default_factory=list)
-    name: str | None = None
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    jwks_url: str | None = Field(default=None, pattern=r"^https://[^\s]+$")
+    jwks: dict[str, Any] | None = None
 
     @field_validator("token")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("a client token must have at least 16 characters")
         return value
+
+    @field_validator("jwks")
+    @classmethod
+    def _public_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        keys = value.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+            raise ValueError("jwks must be a JWK Set: {'keys': [...]}")
+        if any(set(k) & {"d", "p", "q", "dp", "dq", "qi", "k"} for k in keys):
+            raise ValueError("jwks must hold public keys only (a private or symmetric key was given)")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s.startswith(("system/", "platform/")) and not scopes.valid_scope(s)]
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Client:
+        smart = self.jwks_url is not None or self.jwks is not None
+        if self.jwks_url is not None and self.jwks is not None:
+            raise ValueError("a client has jwks_url or jwks, not both")
+        if self.token is None and not smart:
+            raise ValueError("a client needs a token, or jwks_url / jwks for SMART Backend Services")
+        if smart and self.name is None:
+            raise ValueError("a SMART client needs a name: its client id (the assertion's iss and sub)")
+        return self
+
+    @property
+    def smart(self) -> bool:
+        """Tell whether the client signs in with a key (SMART Backend Services)."""
+        return self.jwks_url is not None or self.jwks is not None
 
 
 class Tenant(BaseModel):
@@ -81,9 +122,12 @@ class ClientsConfig(BaseModel):
     @field_validator("clients")
     @classmethod
     def _unique_tokens(cls, clients: list[Client]) -> list[Client]:
-        tokens = [c.token.get_secret_value() for c in clients]
+        tokens = [c.token.get_secret_value() for c in clients if c.token is not None]
         if len(tokens) != len(set(tokens)):
             raise ValueError("two clients share a token")
+        names = [c.name for c in clients if c.name is not None]
+        if len(names) != len(set(names)):
+            raise ValueError("two clients share a name")
         return clients
 
     def placeholder_clients(self) -> list[str]:
@@ -92,7 +136,7 @@ class ClientsConfig(BaseModel):
         return [
             c.name or f"{c.tenant}/{c.role}"
             for c in self.clients
-            if any(w in c.token.get_secret_value().lower() for w in words)
+            if c.token is not None and any(w in c.token.get_secret_value().lower() for w in words)
         ]
 
     def tenant(self, name: str) -> Tenant:
