@@ -20,6 +20,7 @@ from gateway.auth import Authenticator
 from gateway.clock import Clock, system_clock
 from gateway.fhir import bundle
 from gateway.fhir.edge import Edge
+from gateway.identity.keysets import KeySets
 from gateway.identity.tokens import AccessTokens
 from gateway.platform.feed import Feed
 from gateway.platform.risk import RiskFlags
@@ -47,6 +48,7 @@ class Services:
     keys: Keyspace
     auth: Authenticator
     tokens: AccessTokens
+    keysets: KeySets
     store: Store
     edge: Edge
     inbound: InboundQueue
@@ -92,6 +94,7 @@ class Services:
             keys=keys,
             auth=Authenticator(clients),
             tokens=AccessTokens(redis, keys),
+            keysets=KeySets(cache_seconds=settings.jwks_cache_seconds, clock=clock),
             store=store,
             edge=Edge(store, settings, clients),
             inbound=inbound_queue(redis, keys, max_attempts=settings.max_attempts, wait=retry_wait, clock=clock),
@@ -162,6 +165,7 @@ class Services:
         )  # fmt: skip
 
     async def aclose(self) -> None:
-        """Close the EHR clients and the Redis client."""
+        """Close the EHR clients, the key-set fetcher and the Redis client."""
         await self.connectors.aclose()
+        await self.keysets.aclose()
         await self.redis.aclose()

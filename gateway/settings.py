@@ -180,6 +180,24 @@ class Settings(BaseSettings):
         default=False, description="development behaviour (plain-http loopback webhooks); `fhir-gateway run` sets it"
     )
 
+    public_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the gateway's public URL (`https://fhir.example.org`); client assertions must name its "
+        "`/oauth2/token` as `aud` (unset: the URL each request came to, for development)",
+    )
+    access_token_seconds: int = Field(
+        default=300, ge=30, le=300, description="lifetime of an access token from `/oauth2/token` (SMART: at most 300)"
+    )
+    jwks_cache_seconds: float = Field(
+        default=300.0, ge=0, description="how long a client's key set fetched from its `jwks_url` is reused"
+    )
+    clients_reload_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="how often the API looks for a changed clients file and reloads it (0: only on SIGHUP)",
+    )
+
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")
     max_bundle_entries: int = Field(default=10_000, ge=1, description="most entries in a Bundle (413 beyond)")
     max_json_depth: int = Field(default=64, ge=8, description="deepest JSON nesting (400 beyond)")
