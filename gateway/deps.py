@@ -46,7 +46,8 @@ async def _ehr(request: Request, services: ServicesDep) -> Principal:
     if letter is not None:
         missing = scopes.missing_fhir(principal.scopes, [(rtype, letter)])
     else:  # a Bundle (its entries are checked by check_fhir) or $validate: any FHIR scope for the type
-        held = [s for s in map(scopes.parse_fhir, principal.scopes) if s is not None and s.rtype in ("*", rtype)]
+        fhir = [s for s in map(scopes.parse_fhir, principal.scopes) if s is not None]
+        held = [s for s in fhir if s.rtype in ("*", rtype)] if "rtype" in request.path_params else fhir
         missing = None if held else f"system/{rtype}.c"
     if missing is not None:
         raise needs_scope(missing)
