@@ -160,7 +160,7 @@ async def test_granted_scopes_are_what_was_asked_as_far_as_registered(
     listed = smart_clients(scopes=["system/Appointment.rs", "system/Patient.r"])
     clients = ClientsConfig.model_validate({**CLIENTS, "clients": [*CLIENTS["clients"], *listed]})
     async with running(smart_settings, clients, with_worker=False, clock=clock) as gw:
-        answer = await _token(gw, token_form(assertion(), scope="system/*.cruds system/Observation.r"))
+        answer = await _token(gw, token_form(assertion(), scope="system/*.cruds system/Observation.r launch/patient"))
         assert answer.json()["scope"] == "system/Appointment.rs system/Patient.r"
         headers = _bearer(answer.json()["access_token"])
         assert (await gw.http.get("/fhir/R4/Appointment", headers=headers)).status_code == 200
