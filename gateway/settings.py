@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         description="the gateway's public URL (`https://fhir.example.org`); client assertions must name its "
         "`/oauth2/token` as `aud` (unset: the URL each request came to, for development)",
     )
-    access_token_seconds: int = Field(
+    grant_lifetime_seconds: int = Field(
         default=300, ge=30, le=300, description="lifetime of an access token from `/oauth2/token` (SMART: at most 300)"
     )
     jwks_cache_seconds: float = Field(

@@ -80,7 +80,7 @@ async def token(request: Request, services: ServicesDep) -> Response:
     if not granted:
         raise OAuthError("invalid_scope", "the client is registered for none of the scopes asked for")
     assert client.name is not None
-    lifetime = settings.access_token_seconds
+    lifetime = settings.grant_lifetime_seconds
     access = await services.tokens.issue(Grant(client.name, frozenset(granted)), lifetime)
     body: dict[str, Any] = {
         "access_token": access, "token_type": "bearer", "expires_in": lifetime, "scope": " ".join(granted),
