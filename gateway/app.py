@@ -71,7 +71,7 @@ def create_app(
         if with_worker:
             app.state.worker = built.worker()
             tasks.append(asyncio.create_task(app.state.worker.run(stop), name="worker"))
-        if services is None and clients is None and settings.clients_file is not None:
+        if services is None and settings.clients_file is not None:
             # The clients file read again on change or SIGHUP: new and revoked credentials without a restart.
             reloader = ClientsReloader(
                 settings.clients_file, built.apply_clients, interval=settings.clients_reload_seconds

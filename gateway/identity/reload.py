@@ -40,8 +40,11 @@ def _why(exc: Exception) -> str:
 class ClientsReloader:
     """Watch a clients file and hand each good new version to ``apply``."""
 
-    def __init__(self, path: Path, apply: Callable[[ClientsConfig], None], *, interval: float) -> None:
+    def __init__(
+        self, path: Path, apply: Callable[[ClientsConfig], None], *, interval: float, placeholders: bool = False
+    ) -> None:
         self._path = path
+        self._placeholders = placeholders  # accept tokens that look copied from documentation (development only)
         self._apply = apply
         self._interval = interval
         self._stamp = self._stat()
@@ -64,6 +67,10 @@ class ClientsReloader:
             config = ClientsConfig.load(self._path)
         except (OSError, ValueError, yaml.YAMLError) as exc:  # ValidationError and JSONDecodeError are ValueErrors
             log.error("clients file not reloaded; the clients in use stay", extra={"why": _why(exc)})
+            return False
+        if not self._placeholders and (names := config.placeholder_clients()):
+            why = f"placeholder tokens: {', '.join(names)}"  # client names, as `fhir-gateway api` refuses them
+            log.error("clients file not reloaded; the clients in use stay", extra={"why": why})
             return False
         self._apply(config)
         log.info("clients file reloaded", extra={"clients": len(config.clients)})

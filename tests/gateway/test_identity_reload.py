@@ -91,6 +91,7 @@ async def test_a_bad_file_keeps_the_clients_in_use_and_logs_no_secret(
                 '{"clients": [{"token": "' + secret + '", "tenant": "clinic-a"',  # cut short
                 json.dumps({"clients": [{"token": secret, "tenant": "Not A Tenant!", "role": "ehr"}]}),
                 json.dumps({"clients": [{"token": secret, "tenant": "clinic-a", "role": "ehr"}] * 2}),
+                json.dumps({"clients": [{"token": f"changeme-{secret}", "tenant": "clinic-a", "role": "ehr"}]}),
             ):
                 caplog.clear()
                 _write_text(clients_file, bad)
