@@ -68,8 +68,9 @@ def _snapshot(config: ClientsConfig) -> _Snapshot:
 class Authenticator:
     """Map a bearer token to its Principal; ``replace`` swaps the clients in one step (a reload)."""
 
-    def __init__(self, config: ClientsConfig) -> None:
+    def __init__(self, config: ClientsConfig, lookup: Callable[[str], Awaitable[Grant | None]] | None = None) -> None:
         self._now = _snapshot(config)
+        self._lookup = lookup  # finds an access token's grant (gateway.identity.tokens); None: static tokens only
 
     def replace(self, config: ClientsConfig) -> None:
         """Use ``config``'s clients from now on (one assignment: a request sees the old set or the new)."""
@@ -95,13 +96,13 @@ class Authenticator:
             raise Unauthorized("the bearer token is not known")
         return principal
 
-    async def resolve(self, authorization: str | None, lookup: Callable[[str], Awaitable[Grant | None]]) -> Principal:
-        """Return the caller of a static token or an access token (``lookup`` finds an access token's grant)."""
+    async def resolve(self, authorization: str | None) -> Principal:
+        """Return the caller of a static token or of an access token from ``/oauth2/token``."""
         token = self._bearer(authorization)
         principal = self._now.by_digest.get(_fingerprint(token))
         if principal is not None:
             return principal
-        issued = await lookup(token)
+        issued = await self._lookup(token) if self._lookup is not None else None
         client = self._now.smart.get(issued.client) if issued is not None else None
         if issued is None or client is None:  # unknown, expired, or its client no longer registered
             raise Unauthorized("the bearer token is not known")

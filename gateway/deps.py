@@ -36,7 +36,7 @@ def needs_scope(scope: str) -> Forbidden:
 
 
 async def _caller(request: Request, services: Services) -> Principal:
-    return await services.auth.resolve(request.headers.get("authorization"), services.tokens.lookup)
+    return await services.auth.resolve(request.headers.get("authorization"))
 
 
 async def _ehr(request: Request, services: ServicesDep) -> Principal:

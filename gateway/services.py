@@ -76,6 +76,7 @@ class Services:
         redis = connect(settings.redis_url)
         keys = Keyspace(settings.key_prefix)
         retry_wait = backoff(settings.retry_base_seconds, settings.retry_max_seconds)
+        tokens = AccessTokens(redis, keys)
         store = Store(
             redis,
             keys,
@@ -92,8 +93,8 @@ class Services:
             clock=clock,
             redis=redis,
             keys=keys,
-            auth=Authenticator(clients),
-            tokens=AccessTokens(redis, keys),
+            auth=Authenticator(clients, lookup=tokens.lookup),
+            tokens=tokens,
             keysets=KeySets(cache_seconds=settings.jwks_cache_seconds, clock=clock),
             store=store,
             edge=Edge(store, settings, clients),
