@@ -13,13 +13,14 @@ import pytest
 import respx
 
 from gateway.settings import ClientsConfig, Settings
-from tests.conftest import CLIENTS, Gateway, running
+from tests.conftest import CLIENTS, EHR_B, Gateway, running
 from tests.gateway.smart_setup import (
     BASE,
     EC_CLIENT,
     EC_JWKS_URL,
     EC_KID,
     RSA_CLIENT,
+    RSA_KID,
     TOKEN_URL,
     assertion,
     ec_key,
@@ -214,3 +215,24 @@ async def test_discovery_names_the_token_endpoint(smart: Gateway) -> None:
 async def test_an_unknown_or_made_up_bearer_token_is_401(smart: Gateway) -> None:
     for token in ("made-up-token-0123456789", "x" * 2000):
         assert (await smart.http.get("/fhir/R4/Patient", headers=_bearer(token))).status_code == 401
+
+
+async def test_a_token_reaches_its_own_tenant_only(smart: Gateway) -> None:
+    theirs = await smart.ehr("POST", "/Patient", token=EHR_B, json=PATIENT)
+    assert theirs.status_code == 201
+    access = (await _token(smart, token_form(assertion()))).json()["access_token"]
+    read = await smart.http.get(f"/fhir/R4/Patient/{theirs.json()['id']}", headers=_bearer(access))
+    assert read.status_code == 404  # clinic-a's client: clinic-b's Patient does not exist for it
+
+
+async def test_a_platform_client_gets_platform_scopes(smart_settings: Settings, clock: ShiftedClock) -> None:
+    entry = {"name": "engagement", "tenant": "clinic-a", "role": "platform",
+             "jwks": {"keys": [public_jwk(rsa_key(), RSA_KID)]}}  # fmt: skip
+    clients = ClientsConfig.model_validate({**CLIENTS, "clients": [*CLIENTS["clients"], entry]})
+    async with running(smart_settings, clients, with_worker=False, clock=clock) as gw:
+        answer = await _token(gw, token_form(assertion("engagement"), scope="platform/records.read system/*.rs"))
+        assert answer.json()["scope"] == "platform/records.read"  # a platform client holds no FHIR scopes
+        headers = _bearer(answer.json()["access_token"])
+        assert (await gw.http.get("/platform/v1/appointments", headers=headers)).status_code == 200
+        refused = await gw.http.post("/platform/v1/messages", json={}, headers=headers)
+        assert refused.status_code == 403 and "platform/writebacks.write" in refused.text
