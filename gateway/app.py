@@ -29,6 +29,9 @@ from gateway.console import routes as console_routes
 from gateway.console.recording import RecordRejections
 from gateway.errors import GatewayError, Unavailable, request_invalid
 from gateway.fhir import routes as fhir_routes
+from gateway.identity import routes as identity_routes
+from gateway.identity.assertion import OAuthError
+from gateway.identity.reload import ClientsReloader
 from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from gateway.platform import risk_routes
@@ -71,6 +74,17 @@ def create_app(
         if with_worker:
             app.state.worker = built.worker()
             tasks.append(asyncio.create_task(app.state.worker.run(stop), name="worker"))
+        if services is None and settings.clients_file is not None:
+            # The clients file read again on change or SIGHUP: new and revoked credentials without a restart. Weak
+            # tokens are refused as at start: production processes never start with one (the CLI refuses them),
+            # so there a reload bringing one is refused too; development and embedding apps keep their rule.
+            reloader = ClientsReloader(
+                settings.clients_file,
+                built.apply_clients,
+                interval=settings.clients_reload_seconds,
+                placeholders=settings.development or bool(built.clients.weak_clients()),
+            )
+            tasks.append(asyncio.create_task(reloader.run(stop), name="clients-reload"))
         if with_poller and built.connectors.tenants:
             app.state.poller = built.poller()
             tasks.append(asyncio.create_task(app.state.poller.run(stop), name="poller"))
@@ -91,6 +105,7 @@ def create_app(
     )
     platform_errors = {**errors(400), **AUTH_ERRORS, **OTHER_ERRORS}
     platform_bearer = [Security(PLATFORM_BEARER)]
+    app.include_router(identity_routes.router)  # before the FHIR routes: /fhir/R4/.well-known/...
     for fhir_router in fhir_routes.ROUTERS:
         app.include_router(fhir_router, dependencies=[Security(EHR_BEARER)], responses=FHIR_ERRORS)
     # Write-backs, webhooks and risk flags before the platform's generic /{route}/{rid}, which would take them.
@@ -108,6 +123,10 @@ def create_app(
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> Response:
         return outcome_response(exc.status, exc.issues, exc.headers)
+
+    @app.exception_handler(OAuthError)
+    async def oauth_error(_: Request, exc: OAuthError) -> Response:
+        return identity_routes.oauth_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError) -> Response:

@@ -234,7 +234,8 @@ def _run(args: argparse.Namespace) -> int:
             path, clients = _demo_clients(settings.data_dir)
             print(f"No GATEWAY_CLIENTS_FILE: demo tenant 'demo' from {path}", flush=True)
             for client in clients.clients:
-                print(f"  {client.role:9} token: {client.token.get_secret_value()}", flush=True)
+                if client.token is not None:
+                    print(f"  {client.role:9} token: {client.token.get_secret_value()}", flush=True)
         else:
             clients = settings.load_clients()
         print(f"FHIR base:    http://{args.host}:{args.port}/fhir/R4", flush=True)

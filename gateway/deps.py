@@ -1,4 +1,9 @@
-"""FastAPI dependencies: the services of the app, and the caller as an EHR or a platform client."""
+"""FastAPI dependencies: the services of the app, and the caller as an EHR or a platform client.
+
+The caller is found from its bearer token (a static token or an access token); what it may do is its scopes
+(``gateway.identity.scopes``): a FHIR route needs ``system/<Type>.<letter>`` for its interaction, a platform route
+its ``platform/`` scope. A request outside them is 403 naming the scope it needs.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.auth import Principal
+from gateway.errors import Forbidden
+from gateway.identity import scopes
 from gateway.services import Services
-from gateway.settings import Role
 from gateway.store import audit
 
 
@@ -20,27 +26,58 @@ def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-async def _caller(request: Request, services: Services, role: Role) -> Principal:
-    """Return the caller if it may use the API of ``role`` and is within its rate limit."""
-    authorization = request.headers.get("authorization")
-    principal = services.auth.authenticate(authorization)
+def _template(request: Request) -> str:
+    """Return the FHIR route's path template below the base (the FHIR routers carry the prefix themselves)."""
+    return str(getattr(request.scope.get("route"), "path", "")).removeprefix("/fhir/R4")
+
+
+def needs_scope(scope: str) -> Forbidden:
+    """Return the 403 for a request that needs ``scope``."""
+    return Forbidden(f"this request needs the scope {scope}")
+
+
+async def _caller(request: Request, services: Services) -> Principal:
+    """Return the caller its token names (401 if none), recorded as the audit trail's "who" (so a refusal below is
+    recorded against it too), once it is within its rate limit (429 past it)."""
+    principal = await services.auth.resolve(request.headers.get("authorization"))
     trail = audit.current.get()
-    if trail is not None:  # the audit trail's "who", also when the request is refused below
+    if trail is not None:
         trail.client, trail.tenant = principal.client, principal.tenant
-    principal = services.auth.require(authorization, role)
     await services.limiter.take(principal.tenant, principal.client)
     return principal
 
 
 async def _ehr(request: Request, services: ServicesDep) -> Principal:
-    return await _caller(request, services, "ehr")
+    principal = await _caller(request, services)
+    rtype = str(request.path_params.get("rtype", "*"))
+    letter = scopes.fhir_letter(request.method, _template(request))
+    if letter is not None:
+        missing = scopes.missing_fhir(principal.scopes, [(rtype, letter)])
+    else:  # a Bundle (its entries are checked by check_fhir) or $validate: any FHIR scope for the type
+        fhir = [s for s in map(scopes.parse_fhir, principal.scopes) if s is not None]
+        held = [s for s in fhir if s.rtype in ("*", rtype)] if "rtype" in request.path_params else fhir
+        missing = None if held else f"system/{rtype}.c"
+    if missing is not None:
+        raise needs_scope(missing)
+    return principal
+
+
+def check_fhir(principal: Principal, needs: set[tuple[str, str]]) -> None:
+    """Raise 403 unless ``principal`` holds every (type, letter) in ``needs``."""
+    missing = scopes.missing_fhir(principal.scopes, needs)
+    if missing is not None:
+        raise needs_scope(missing)
 
 
 async def _platform(request: Request, services: ServicesDep) -> Principal:
-    return await _caller(request, services, "platform")
+    principal = await _caller(request, services)
+    needed = scopes.platform_scope(request.method, request.url.path)
+    if needed is not None and needed not in principal.scopes:
+        raise needs_scope(needed)
+    return principal
 
 
 EhrPrincipal = Annotated[Principal, Depends(_ehr)]
-"""The calling EHR client (401 without a known token, 403 for another role, 429 over its rate limit)."""
+"""The calling FHIR client (401 without a known token, 403 without the interaction's scope, 429 past its rate)."""
 PlatformPrincipal = Annotated[Principal, Depends(_platform)]
-"""The calling platform client (401 without a known token, 403 for another role, 429 over its rate limit)."""
+"""The calling platform client (401 without a known token, 403 without the route's scope, 429 past its rate)."""

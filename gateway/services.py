@@ -6,6 +6,7 @@ open on first request, so building is cheap and the same for every process kind.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from gateway.auth import Authenticator
 from gateway.clock import Clock, system_clock
 from gateway.fhir import bundle
 from gateway.fhir.edge import Edge
+from gateway.identity.keysets import KeySets
+from gateway.identity.tokens import AccessTokens
 from gateway.platform.feed import Feed
 from gateway.platform.risk import RiskFlags
 from gateway.settings import ClientsConfig, Settings
@@ -45,6 +48,8 @@ class Services:
     redis: Redis
     keys: Keyspace
     auth: Authenticator
+    tokens: AccessTokens
+    keysets: KeySets
     store: Store
     edge: Edge
     inbound: InboundQueue
@@ -74,6 +79,7 @@ class Services:
         redis = connect(settings.redis_url, cluster=settings.redis_cluster, timeout=settings.redis_timeout_seconds)
         keys = Keyspace(settings.key_prefix)
         retry_wait = backoff(settings.retry_base_seconds, settings.retry_max_seconds)
+        tokens = AccessTokens(redis, keys)
         store = Store(
             redis,
             keys,
@@ -90,7 +96,9 @@ class Services:
             clock=clock,
             redis=redis,
             keys=keys,
-            auth=Authenticator(clients),
+            auth=Authenticator(clients, lookup=tokens.lookup),
+            tokens=tokens,
+            keysets=KeySets(cache_seconds=settings.jwks_cache_seconds, clock=clock),
             store=store,
             edge=Edge(store, settings, clients),
             inbound=inbound_queue(redis, keys, max_attempts=settings.max_attempts, wait=retry_wait, clock=clock),
@@ -121,6 +129,14 @@ class Services:
             audit=AuditTrail(redis, keys, retention_days=settings.audit_retention_days, clock=clock),
             limiter=RateLimiter(redis, keys, clients, settings, clock=clock),
         )
+
+    def apply_clients(self, clients: ClientsConfig) -> None:
+        """Use a reloaded clients file: its clients at once, its tenants' validation and dedupe policies (EHR
+        connector blocks and webhook owners are read at start; they need a restart)."""
+        self.clients = clients
+        self.edge = dataclasses.replace(self.edge, clients=clients)
+        self.auth.replace(clients)
+        self.limiter.replace(clients)
 
     def worker(self, name: str | None = None, *, webhook_transport: httpx.AsyncBaseTransport | None = None) -> Worker:
         """Return a worker (inbound jobs) with its companions: webhook delivery and write-back delivery."""
@@ -156,7 +172,8 @@ class Services:
         )  # fmt: skip
 
     async def aclose(self) -> None:
-        """Write the audit entries still buffered, close the EHR clients and the Redis client."""
+        """Write the audit entries still buffered, close the EHR clients, the key-set fetcher and the Redis client."""
         await self.audit.close()
         await self.connectors.aclose()
+        await self.keysets.aclose()
         await self.redis.aclose()

@@ -6,7 +6,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connectors.config import EHRConfig
 from connectors.pool import Target
 from connectors.search import check_rules
+from gateway.identity import scopes
 from mappers.codes import LocalCodes
 from mappers.vendors import VENDORS, profile
 
@@ -63,15 +64,19 @@ def token_bits(token: str) -> float:
 
 
 class Client(BaseModel):
-    """One API client: a static bearer token bound to one tenant and one role."""
+    """One API client, bound to one tenant and one role: a static bearer token, or a SMART Backend Services client
+    (``name`` is its client id; its public keys inline as ``jwks`` or at ``jwks_url``) that gets short-lived
+    access tokens at ``/oauth2/token`` (docs/identity.md). ``scopes`` narrow the role (gateway.identity.scopes)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    token: SecretStr
+    token: SecretStr | None = None
     tenant: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     role: Role
     scopes: list[str] = Field(default_factory=list)
-    name: str | None = None
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    jwks_url: str | None = Field(default=None, pattern=r"^https://[^\s]+$")
+    jwks: dict[str, Any] | None = None
     # Rate limit (docs/configuration.md, "Rate limits"): requests per second and the bucket's size; unset: the
     # tenant's, else GATEWAY_RATE_LIMIT_RATE / _BURST, else none.
     rate: float | None = Field(default=None, gt=0)
@@ -79,10 +84,46 @@ class Client(BaseModel):
 
     @field_validator("token")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 16:
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("a client token must have at least 16 characters")
         return value
+
+    @field_validator("jwks")
+    @classmethod
+    def _public_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        keys = value.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+            raise ValueError("jwks must be a JWK Set: {'keys': [...]}")
+        if any(set(k) & {"d", "p", "q", "dp", "dq", "qi", "k"} for k in keys):
+            raise ValueError("jwks must hold public keys only (a private or symmetric key was given)")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s.startswith(("system/", "platform/")) and not scopes.valid_scope(s)]
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(unknown)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Client:
+        smart = self.jwks_url is not None or self.jwks is not None
+        if self.jwks_url is not None and self.jwks is not None:
+            raise ValueError("a client has jwks_url or jwks, not both")
+        if self.token is None and not smart:
+            raise ValueError("a client needs a token, or jwks_url / jwks for SMART Backend Services")
+        if smart and self.name is None:
+            raise ValueError("a SMART client needs a name: its client id (the assertion's iss and sub)")
+        return self
+
+    @property
+    def smart(self) -> bool:
+        """Tell whether the client signs in with a key (SMART Backend Services)."""
+        return self.jwks_url is not None or self.jwks is not None
 
 
 class Tenant(BaseModel):
@@ -131,9 +172,12 @@ class ClientsConfig(BaseModel):
     @field_validator("clients")
     @classmethod
     def _unique_tokens(cls, clients: list[Client]) -> list[Client]:
-        tokens = [c.token.get_secret_value() for c in clients]
+        tokens = [c.token.get_secret_value() for c in clients if c.token is not None]
         if len(tokens) != len(set(tokens)):
             raise ValueError("two clients share a token")
+        names = [c.name for c in clients if c.name is not None]
+        if len(names) != len(set(names)):
+            raise ValueError("two clients share a name")
         return clients
 
     def weak_clients(self) -> list[str]:
@@ -142,7 +186,7 @@ class ClientsConfig(BaseModel):
         return [
             c.name or f"{c.tenant}/{c.role}"
             for c in self.clients
-            if token_bits(c.token.get_secret_value()) < MIN_TOKEN_BITS
+            if c.token is not None and token_bits(c.token.get_secret_value()) < MIN_TOKEN_BITS
         ]
 
     def tenant(self, name: str) -> Tenant:
@@ -197,6 +241,24 @@ class Settings(BaseSettings):
         default=False,
         description="development behaviour (plain-http loopback webhooks); only `fhir-gateway run` (which sets it) "
         "takes it: `api`, `worker` and `poll` refuse to start with it",
+    )
+
+    public_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the gateway's public URL (`https://fhir.example.org`); client assertions must name its "
+        "`/oauth2/token` as `aud` (unset: the URL each request came to, for development)",
+    )
+    grant_lifetime_seconds: int = Field(
+        default=300, ge=30, le=300, description="lifetime of an access token from `/oauth2/token` (SMART: at most 300)"
+    )
+    jwks_cache_seconds: float = Field(
+        default=300.0, ge=0, description="how long a client's key set fetched from its `jwks_url` is reused"
+    )
+    clients_reload_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="how often the API looks for a changed clients file and reloads it (0: only on SIGHUP)",
     )
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")

@@ -99,13 +99,14 @@ def test_gateway_packages_depend_one_way() -> None:
     allowed = {
         "gateway.store": set(),
         "gateway.work": {"gateway.store", "gateway.platform"},
-        "gateway.fhir": {"gateway.store", "gateway.web", "gateway.deps"},
+        "gateway.fhir": {"gateway.store", "gateway.web", "gateway.deps", "gateway.identity"},
         "gateway.platform": {"gateway.store", "gateway.web", "gateway.deps"},
         "gateway.webhooks": {"gateway.store", "gateway.work", "gateway.platform", "gateway.web", "gateway.deps"},
         # writebacks asks platform's disclosure whether a client may name a record as its target
         "gateway.writebacks": {"gateway.store", "gateway.work", "gateway.platform", "gateway.web", "gateway.deps"},
         "gateway.web": set(),
         "gateway.access": {"gateway.store", "gateway.web", "gateway.deps"},
+        "gateway.identity": {"gateway.store", "gateway.web", "gateway.deps"},
         "gateway.console": {"gateway.store", "gateway.work", "gateway.platform", "gateway.webhooks", "gateway.web",
                             "gateway.deps"},
     }  # fmt: skip

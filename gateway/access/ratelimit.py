@@ -38,15 +38,20 @@ class RateLimiter:
         self._keys = keys
         self._clock = clock
         self._script = redis.register_script(_SCRIPT)
-        default = _limit(settings.rate_limit_rate or None, settings.rate_limit_burst or None)
-        self._tenants: dict[str, Limit | None] = {
-            name: _limit(t.rate, t.burst) or default for name, t in clients.tenants.items()
-        }
-        self._default = default
+        self._default = _limit(settings.rate_limit_rate or None, settings.rate_limit_burst or None)
+        self._tenants: dict[str, Limit | None] = {}
         self._clients: dict[tuple[str, str], Limit | None] = {}
+        self.replace(clients)
+
+    def replace(self, clients: ClientsConfig) -> None:
+        """Take the limits of a (reloaded) clients file; buckets already in Redis keep their tokens."""
+        default = self._default
+        tenants = {name: _limit(t.rate, t.burst) or default for name, t in clients.tenants.items()}
+        limits: dict[tuple[str, str], Limit | None] = {}
         for i, c in enumerate(clients.clients):
             name = c.name or f"{c.tenant}-{c.role}-{i}"  # as gateway.auth names a client without a name
-            self._clients[(c.tenant, name)] = _limit(c.rate, c.burst) or self._tenants.get(c.tenant, default)
+            limits[(c.tenant, name)] = _limit(c.rate, c.burst) or tenants.get(c.tenant, default)
+        self._tenants, self._clients = tenants, limits
 
     def limit(self, tenant: str, client: str) -> Limit | None:
         """Return the (rate, burst) a client is held to, or None when it is not limited."""

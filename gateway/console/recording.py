@@ -48,7 +48,7 @@ async def _flush(scope: Scope, noted: rejections.Tally) -> None:
         return
     authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
     try:
-        tenant = services.auth.authenticate(authorization).tenant
+        tenant = (await services.auth.resolve(authorization)).tenant  # a static token or an access token
         await rejections.flush(services.redis, services.keys, tenant, noted, services.clock())
     except Unauthorized:
         return

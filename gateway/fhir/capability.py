@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request
 
 from conformance.capability import capability_statement
 from conformance.definitions import R4_RESOURCE_TYPES
+from gateway.deps import ServicesDep
+from gateway.identity.smart import security, token_url
 from gateway.store.parameters import indexed
 from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
@@ -35,7 +37,10 @@ def served_routes(paths: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str
 
 
 @router.get("/metadata", summary="CapabilityStatement", **openapi.METADATA)
-async def metadata(request: Request) -> FhirResponse:
-    """Describe what this server really serves."""
+async def metadata(request: Request, services: ServicesDep) -> FhirResponse:
+    """Describe what this server really serves, and how to get a token (SMART ``rest.security``)."""
     served = served_routes(request.app.openapi()["paths"])
-    return FhirResponse(capability_statement(base_url(request), served, sorted(R4_RESOURCE_TYPES), search_params))
+    statement = capability_statement(base_url(request), served, sorted(R4_RESOURCE_TYPES), search_params)
+    for rest in statement.get("rest", []):
+        rest["security"] = security(token_url(services.settings.public_base_url, str(request.base_url)))
+    return FhirResponse(statement)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.deps import EhrPrincipal, ServicesDep
+from gateway.deps import EhrPrincipal, ServicesDep, check_fhir
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir import bundle as bundles
 from gateway.fhir import capability, history, patch, validate_op
@@ -26,6 +26,7 @@ from gateway.fhir.requests import (
     validated_body,
 )
 from gateway.fhir.searchset import searchset
+from gateway.identity.scopes import bundle_needs
 from gateway.store import Create, Delete, Update
 from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
@@ -47,6 +48,8 @@ def _condition(request: Request) -> str:
 async def process_bundle(request: Request, services: ServicesDep, principal: EhrPrincipal) -> FhirResponse:
     """Take a transaction, batch, collection, searchset or history Bundle."""
     body = await read_body(services.edge, request, principal.tenant)
+    if isinstance(body.value, dict):  # each entry needs its interaction's scope; one missing refuses the Bundle
+        check_fhir(principal, bundle_needs(body.value))
     prefer = bundles.Prefer(
         representation=prefers_representation(request, False),
         outcome="return=OperationOutcome" in request.headers.get("prefer", ""),

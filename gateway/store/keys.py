@@ -137,6 +137,12 @@ Audit and rate limits (gateway/store/audit.py, gateway/access/):
 Global (no tenant):
   gw:tenants                       set    tenants that have ever written; workers read their streams
   gw:webhook-tenants               set    tenants that have ever had a subscription; workers scan their hooks
+
+SMART Backend Services (gateway/identity/): global, since a token arrives before its tenant is known:
+  gw:oauth:jti:{digest}            string "1": a client assertion's jti was used (digest: SHA-256 of client id and
+                                          jti); SET NX, expires when the assertion does, so no jti is used twice
+  gw:oauth:token:{digest}          string an access token's grant, JSON {client, scopes} (digest: SHA-256 of the
+                                          token; the token itself is never stored); expires with the token
 """
 
 from __future__ import annotations
@@ -316,3 +322,9 @@ class Keyspace:
 
     def console_audit(self, tenant: str) -> str:
         return f"{self._t(tenant)}:console:audit"
+
+    def oauth_jti(self, digest: str) -> str:
+        return f"{self.prefix}:oauth:jti:{digest}"
+
+    def oauth_token(self, digest: str) -> str:
+        return f"{self.prefix}:oauth:token:{digest}"

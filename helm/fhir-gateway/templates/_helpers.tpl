@@ -162,8 +162,10 @@ the only variables set: each is one the application reads, except REDIS_PASSWORD
 Kubernetes can put the Secret's password into REDIS_URL. */}}
 {{- define "fhir-gateway.env" -}}
 {{- range $key, $value := .Values.config }}
+{{- if not (kindIs "invalid" $value) }}{{/* null: the application's default (no variable) */}}
 - name: {{ printf "GATEWAY_%s" ($key | snakecase | upper) }}
   value: {{ include "fhir-gateway.envValue" $value | quote }}
+{{- end }}
 {{- end }}
 - name: GATEWAY_CLIENTS_FILE
   value: {{ printf "%s/%s" (include "fhir-gateway.clientsDir" .) .Values.secretKeys.clientsFile | quote }}
@@ -355,6 +357,11 @@ spec:
 {{/* Egress to the EHR FHIR endpoints (networkPolicy.ehrEgress), for worker and poller. */}}
 {{- define "fhir-gateway.ehrEgress" -}}
 {{- include "fhir-gateway.egressRules" .Values.networkPolicy.ehrEgress }}
+{{- end }}
+
+{{/* Egress of API pods to SMART clients' JWKS URLs. */}}
+{{- define "fhir-gateway.jwksEgress" -}}
+{{- include "fhir-gateway.egressRules" .Values.networkPolicy.jwksEgress }}
 {{- end }}
 
 {{/* Egress of worker pods to webhook receivers. */}}
