@@ -28,7 +28,7 @@ from connectors.errors import (
     UnsafeURL,
 )
 from connectors.guard import URLGuard
-from connectors.poll import Poller, PollKeys, Sink
+from connectors.poll import Poller, PollKeys, Refusal, Sink
 from connectors.pool import Connectors, Target, smart_auths
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
@@ -58,6 +58,7 @@ __all__ = [
     "Poller",
     "PreconditionFailed",
     "RedisObserver",
+    "Refusal",
     "Rejected",
     "RetryPolicy",
     "ServerError",

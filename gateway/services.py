@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from connectors import Connectors, Delivery, Poller, RedisObserver
+from connectors import Connectors, Delivery, Poller, RedisObserver, Refusal
 from connectors.retry import backoff
 from gateway.auth import Authenticator
 from gateway.clock import Clock, system_clock
@@ -139,7 +139,7 @@ class Services:
     def poller(self, name: str | None = None) -> Poller:
         """Return a poller whose pulled resources go through the push's accept path (``bundle.accept``)."""
 
-        async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int]:
+        async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int | Refusal]:
             with rejections.tally() as refused:  # the console's validation-failures page counts pulled ones too
                 statuses = await bundle.accept(self.edge, tenant, resources, from_ehr=True)
             await rejections.flush(self.redis, self.keys, tenant, refused, self.clock())
