@@ -113,7 +113,7 @@ class Services:
                 clients.connector_targets(),
                 observer=lambda t: RedisObserver(redis, keys.connector_status(t)),
                 clock=clock,
-                **(connector_options or {}),
+                **{"outbound": settings.outbound(), **(connector_options or {})},
             ),
         )
 
