@@ -6,6 +6,7 @@ outbound queue, its Redis keys, the accept path of a push) they take through the
 ``PollKeys`` and ``Sink``.
 """
 
+from connectors.address import GuardedTransport, OutboundPolicy, RefusedAddress
 from connectors.auth import ClientAssertion, TokenCache, jwks, load_signing_key, public_jwk
 from connectors.breaker import CircuitBreaker
 from connectors.client import EHRClient, Written
@@ -48,10 +49,12 @@ __all__ = [
     "EHRClient",
     "EHRConfig",
     "EHRError",
+    "GuardedTransport",
     "LeaseLost",
     "NoAuth",
     "Observer",
     "OutboundJob",
+    "OutboundPolicy",
     "OutboundQueue",
     "PollConfig",
     "PollKeys",
@@ -59,6 +62,7 @@ __all__ = [
     "PreconditionFailed",
     "RedisObserver",
     "Refusal",
+    "RefusedAddress",
     "Rejected",
     "RetryPolicy",
     "ServerError",
