@@ -467,7 +467,8 @@ async def accept(edge: Edge, tenant: str, resources: list[dict[str, Any]], *, fr
         raise
     except Exception as exc:  # the page failed whole (in validation, say): find the entry at fault, alone
         if len(resources) == 1:
-            return [Refusal(400 if isinstance(exc, UnicodeError) else 500, f"failed: {type(exc).__name__}")]
+            status = exc.status if isinstance(exc, GatewayError) else 400 if isinstance(exc, UnicodeError) else 500
+            return [Refusal(status, ("invalid: " if status < 500 else "failed: ") + type(exc).__name__)]
         return [s for r in resources for s in await accept(edge, tenant, [r], from_ehr=from_ehr)]
     return [_status(entry["response"]) for entry in answer["entry"]]
 

@@ -343,3 +343,31 @@ async def test_backpressure_still_keeps_the_whole_page_for_later(
         report = await pulled.poller().poll_once(TENANT)
     assert report is not None and report.sweeps[0].error == "Overloaded" and report.sweeps[0].dead_letters == 0
     assert await pulled.cursor() is None
+
+
+async def test_a_resource_that_crashes_validation_is_found_and_set_aside_alone(
+    pulled: Pulled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.fhir import bundle
+
+    real = bundle.validate_resource
+
+    def validate(resource: dict[str, Any]) -> Any:
+        if "e-crash" in json.dumps(resource):
+            raise RecursionError("the validator met something it cannot handle")
+        return real(resource)
+
+    monkeypatch.setattr(bundle, "validate_resource", validate)
+    page = [_appointment("e-1", "2026-02-01T10:00:00Z"), _appointment("e-crash", "2026-02-01T11:00:00Z"),
+            _appointment("e-2", "2026-02-01T12:00:00Z")]  # fmt: skip
+    with respx.mock() as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(200, json=_page(page))
+        report = await pulled.poller().poll_once(TENANT)
+    assert report is not None
+    [sweep] = report.sweeps
+    assert (sweep.accepted, sweep.rejected, sweep.dead_letters, sweep.error) == (2, 1, 1, None)
+    assert await pulled.cursor() == "2026-02-01T12:00:00Z"
+    letters = await pulled.gw.services.redis.lrange(pulled.keys.connector_dead_letters(TENANT), 0, -1)
+    assert [(x["id"], x["status"], x["error"]) for x in map(json.loads, letters)] == [
+        ("e-crash", 500, "failed: RecursionError")
+    ]
