@@ -249,7 +249,7 @@ def main() -> int:
         (Path(tmp) / "clients.json").write_text(json.dumps(data))
         env = {**os.environ, "REDIS_URL": url, "GATEWAY_KEY_PREFIX": prefix, "GATEWAY_DATA_DIR": tmp,
                "GATEWAY_CLIENTS_FILE": str(Path(tmp) / "clients.json"), "GATEWAY_WORKER_METRICS_PORT": "0",
-               "GATEWAY_MAX_BACKLOG": str(args.backlog * 2)}  # fmt: skip
+               "GATEWAY_MAX_BACKLOG": str(args.backlog * 2), "GATEWAY_OUTBOUND_ALLOW": "127.0.0.0/8"}  # fmt: skip
         settings = Settings(redis_url=url, key_prefix=prefix, max_backlog=args.backlog * 2)
         clients = ClientsConfig.model_validate(data)
         try:

@@ -6,6 +6,7 @@ outbound queue, its Redis keys, the accept path of a push) they take through the
 ``PollKeys`` and ``Sink``.
 """
 
+from connectors.address import GuardedTransport, OutboundPolicy, RefusedAddress
 from connectors.auth import ClientAssertion, TokenCache, jwks, load_signing_key, public_jwk
 from connectors.breaker import CircuitBreaker
 from connectors.client import EHRClient, Written
@@ -28,7 +29,7 @@ from connectors.errors import (
     UnsafeURL,
 )
 from connectors.guard import URLGuard
-from connectors.poll import Poller, PollKeys, Sink
+from connectors.poll import Poller, PollKeys, Refusal, Sink
 from connectors.pool import Connectors, Target, smart_auths
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
@@ -48,16 +49,20 @@ __all__ = [
     "EHRClient",
     "EHRConfig",
     "EHRError",
+    "GuardedTransport",
     "LeaseLost",
     "NoAuth",
     "Observer",
     "OutboundJob",
+    "OutboundPolicy",
     "OutboundQueue",
     "PollConfig",
     "PollKeys",
     "Poller",
     "PreconditionFailed",
     "RedisObserver",
+    "Refusal",
+    "RefusedAddress",
     "Rejected",
     "RetryPolicy",
     "ServerError",

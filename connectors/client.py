@@ -26,11 +26,13 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import httpx
 from tenacity import RetryCallState
 
+from connectors.address import GuardedTransport, OutboundPolicy, refused
 from connectors.auth import ClientAssertion, TokenCache, load_signing_key
 from connectors.breaker import CircuitBreaker
 from connectors.config import BearerAuth, EHRConfig, SmartBackendAuth
 from connectors.errors import (
     AuthError,
+    ConfigError,
     EHRError,
     PreconditionFailed,
     Rejected,
@@ -68,6 +70,8 @@ def _translated(what: str) -> Iterator[None]:
     except (httpx.TimeoutException, TimeoutError) as exc:
         raise Timeout(f"{what}: no complete answer in time ({type(exc).__name__})") from exc
     except httpx.RequestError as exc:
+        if refused(exc):  # the address guard: not a network fault, never retried
+            raise UnsafeURL(f"{what}: refused address (not allowed by the outbound policy)") from exc
         raise TransportError(f"{what}: {type(exc).__name__}") from exc
 
 
@@ -138,6 +142,7 @@ class EHRClient:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.tenant = tenant
         self.vendor = vendor
@@ -145,6 +150,11 @@ class EHRClient:
         self.observer = observer or Observer()
         self._clock = clock
         self.guard = URLGuard(*config.allowed_urls())
+        self.outbound = outbound or OutboundPolicy()
+        for url in config.allowed_urls():
+            host = urlsplit(url).hostname if url else None
+            if host is not None and (why := self.outbound.refusal(host)) is not None:
+                raise ConfigError(f"the EHR's URL may not be called: {why} (GATEWAY_OUTBOUND_ALLOW can allow it)")
         self.policy = RetryPolicy(
             max_attempts=config.max_attempts,
             max_seconds=config.max_retry_seconds,
@@ -167,7 +177,8 @@ class EHRClient:
             limits=limits,
             follow_redirects=False,
             trust_env=False,  # no proxy or netrc from the environment: only the registered URLs, directly
-            transport=transport,
+            # Every connection is checked against the outbound policy where it is made (the resolved address).
+            transport=transport or GuardedTransport(self.outbound, limits=limits),
             headers={"Accept": FHIR_JSON, "User-Agent": "fhir-gateway-connector"},
             event_hooks={"request": [self._check_request]},
         )

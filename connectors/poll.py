@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,6 +43,7 @@ log = logging.getLogger("connectors.poll")
 
 DEFAULT_LOOKBACK = timedelta(days=30)
 MAX_PAGES = 10_000  # per sweep: a bound on an EHR whose next links never end
+MAX_DEAD_LETTERS = 1_000  # per tenant: the newest kept, the count of all in the status hash
 POLL_NOW_SECONDS = 2.0  # how often a waiting poller looks for an operator's "poll now"
 
 _TAKE = """
@@ -77,11 +80,27 @@ class PollKeys(Protocol):
 
     def connector_poll_now(self, tenant: str) -> str: ...
 
+    def connector_status(self, tenant: str) -> str: ...
+
+    def connector_dead_letters(self, tenant: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A resource the accept path refused: its HTTP-like status and the class of its error (never its content)."""
+
+    status: int
+    error: str
+
 
 class Sink(Protocol):
-    """The gateway's accept path: take a page of resources for ``tenant``; return each one's HTTP-like status."""
+    """The gateway's accept path: take a page of resources for ``tenant``; return each one's HTTP-like status.
 
-    async def __call__(self, tenant: str, resources: list[dict[str, Any]]) -> Sequence[int]: ...
+    A refused resource's status may come as a ``Refusal`` naming its error. The sink raises only when the whole page
+    cannot be taken now (backpressure, Redis down): then the cursor stays and the page is searched again.
+    """
+
+    async def __call__(self, tenant: str, resources: list[dict[str, Any]]) -> Sequence[int | Refusal]: ...
 
 
 @dataclass
@@ -92,6 +111,7 @@ class SweepReport:
     pages: int = 0
     accepted: int = 0
     rejected: int = 0
+    dead_letters: int = 0
     cursor: str | None = None
     error: str | None = None
 
@@ -102,6 +122,25 @@ class PollReport:
 
     tenant: str
     sweeps: list[SweepReport] = field(default_factory=list)
+
+
+def _status(answer: int | Refusal) -> int:
+    return answer.status if isinstance(answer, Refusal) else answer
+
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def dead_letter(resource: dict[str, Any], answer: int | Refusal) -> dict[str, Any]:
+    """Return what a dead letter keeps of a refused resource: its type and id (when they are well formed), the
+    status and the error class; never a value from its content."""
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    return {
+        "type": rtype if isinstance(rtype, str) and rtype.isalpha() and len(rtype) <= 64 else "unknown",
+        "id": rid if isinstance(rid, str) and _SAFE_ID.match(rid) else None,
+        "status": _status(answer),
+        "error": answer.error if isinstance(answer, Refusal) else f"refused ({answer})",
+    }
 
 
 def parse_instant(value: str | None) -> datetime | None:
@@ -290,10 +329,15 @@ class Poller:
         seen: set[str] = set()
         while True:
             resources = page_resources(bundle)
-            statuses = await self._sink(tenant, resources) if resources else []
+            answers = await self._sink(tenant, resources) if resources else []
+            statuses = [a.status if isinstance(a, Refusal) else a for a in answers]
             report.pages += 1
             report.accepted += sum(1 for s in statuses if 200 <= s < 300)
             report.rejected += sum(1 for s in statuses if not 200 <= s < 300)
+            refused = [(r, a) for r, a in zip(resources, answers, strict=False) if not 200 <= _status(a) < 300]
+            if refused:
+                await self._dead_letters(tenant, refused)
+                report.dead_letters += len(refused)
             page_best = newest(resources, rtype)
             if page_best and (best is None or page_best[0] > best[0]):
                 best = page_best
@@ -309,6 +353,19 @@ class Poller:
             bundle = await client.follow(link, rtype)
         if best and best[0] > cursor:
             await self._advance(tenant, rtype, best, report)
+
+    async def _dead_letters(self, tenant: str, refused: list[tuple[dict[str, Any], int | Refusal]]) -> None:
+        """Record the resources of a page the accept path refused: type, id, status and error class, no content."""
+        now = self._clock()
+        letters = [json.dumps({"at": now, **dead_letter(resource, answer)}) for resource, answer in refused]
+        key = self._keys.connector_dead_letters(tenant)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.lpush(key, *letters)
+        pipe.ltrim(key, 0, MAX_DEAD_LETTERS - 1)
+        pipe.hincrby(self._keys.connector_status(tenant), "dead_letters", len(letters))
+        await pipe.execute()
+        for letter in letters:
+            log.warning("polled resource refused", extra=json.loads(letter))
 
     async def _advance(self, tenant: str, rtype: str, best: tuple[datetime, str], report: SweepReport) -> None:
         keys = [self._keys.connector_lease(tenant), self._keys.connector_cursor(tenant)]

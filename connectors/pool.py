@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from connectors.address import OutboundPolicy
 from connectors.client import EHRClient
 from connectors.config import EHRConfig, SmartBackendAuth
 from connectors.errors import ConfigError
@@ -42,6 +43,7 @@ class Connectors:
         sleep: Sleep | None = None,
         clock: Callable[[], float] = time.time,
         transport: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.targets = dict(targets)
         self.clients: dict[str, EHRClient] = {}
@@ -56,6 +58,7 @@ class Connectors:
                     sleep=sleep,
                     clock=clock,
                     transport=transport(tenant) if transport else None,
+                    outbound=outbound,
                 )
             except ConfigError as exc:
                 # One tenant's unreadable key must not stop every other tenant's connector.

@@ -7,6 +7,7 @@ rate limit held back, and circuit changes. ``RedisObserver`` keeps these in the 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("connectors.status")
 
-COUNTERS = ("requests", "retries", "rate_limited", "throttled", "errors")
+COUNTERS = ("requests", "retries", "rate_limited", "throttled", "errors", "dead_letters")
+RECENT_DEAD_LETTERS = 10  # how many of the newest dead letters the status shows
 
 
 class Observer:
@@ -124,6 +126,7 @@ class Status:
     cursors: dict[str, str] = field(default_factory=dict)
     last_poll: float | None = None
     poller: str | None = None
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)  # the newest, as ``connectors.poll`` keeps them
 
     def as_dict(self) -> dict[str, Any]:
         """Return the figures as JSON-ready data."""
@@ -137,6 +140,7 @@ class Status:
             "cursors": self.cursors,
             "last_poll": _instant(self.last_poll),
             "poller": self.poller,
+            "recent_dead_letters": [{**d, "at": _instant(d.get("at"))} for d in self.dead_letters],
         }
 
 
@@ -150,13 +154,17 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def read_status(redis: Redis, tenant: str, *, status_key: str, cursor_key: str, lease_key: str) -> Status:
-    """Read one tenant's connector status, poll cursors and lease holder."""
+async def read_status(
+    redis: Redis, tenant: str, *, status_key: str, cursor_key: str, lease_key: str, dead_key: str | None = None
+) -> Status:
+    """Read one tenant's connector status, poll cursors, lease holder and newest dead letters."""
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(status_key)
     pipe.hgetall(cursor_key)
     pipe.get(lease_key)
-    raw, cursors, lease = await pipe.execute()
+    if dead_key:
+        pipe.lrange(dead_key, 0, RECENT_DEAD_LETTERS - 1)
+    raw, cursors, lease, *dead = await pipe.execute()
     values = {_text(k): _text(v) for k, v in raw.items()}
     marks = {_text(k): _text(v) for k, v in cursors.items()}
 
@@ -176,4 +184,13 @@ async def read_status(redis: Redis, tenant: str, *, status_key: str, cursor_key:
         cursors={k: v for k, v in marks.items() if not k.startswith("_")},
         last_poll=float(marks["_last_poll"]) if "_last_poll" in marks else None,
         poller=_text(lease).split("|", 1)[0] if lease else None,
+        dead_letters=[_letter(d) for d in (dead[0] if dead else [])],
     )
+
+
+def _letter(raw: Any) -> dict[str, Any]:
+    try:
+        letter = json.loads(_text(raw))
+    except ValueError:
+        return {"error": "unreadable"}
+    return letter if isinstance(letter, dict) else {"error": "unreadable"}

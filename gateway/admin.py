@@ -67,6 +67,7 @@ def connectors(args: argparse.Namespace) -> int:
             status = await read_status(
                 services.redis, tenant, status_key=keys.connector_status(tenant),
                 cursor_key=keys.connector_cursor(tenant), lease_key=keys.connector_lease(tenant),
+                dead_key=keys.connector_dead_letters(tenant),
             )  # fmt: skip
             counts = await services.outbound.counts(tenant)
             print(json.dumps({

@@ -68,6 +68,10 @@ CONNECTOR_CALLS = Gauge(
     "gateway_connector_calls", "EHR calls so far, by what happened: requests, errors, retries, rate_limited (429), "
     "throttled (held back by the connector's own rate limit)", ["tenant", "kind"], registry=REGISTRY,
 )  # fmt: skip
+CONNECTOR_DEAD_LETTERS = Gauge(
+    "gateway_connector_poll_dead_letters", "polled resources the accept path refused (each recorded as a dead letter "
+    "with its error while the rest of its page and the cursor went on), all time", ["tenant"], registry=REGISTRY,
+)  # fmt: skip
 CONNECTOR_CURSOR = Gauge(
     "gateway_connector_poll_cursor_timestamp_seconds", "the poll cursor (newest lastUpdated accepted) per type",
     ["tenant", "type"], registry=REGISTRY,

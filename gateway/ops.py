@@ -86,7 +86,10 @@ async def read_gauges(services: Services) -> None:
         for state in ("closed", "open", "half_open"):
             metrics.CONNECTOR_CIRCUIT.labels(tenant, state).set(1 if status.circuit == state else 0)
         for kind, count in status.counts.items():
-            metrics.CONNECTOR_CALLS.labels(tenant, kind).set(count)
+            if kind == "dead_letters":
+                metrics.CONNECTOR_DEAD_LETTERS.labels(tenant).set(count)
+            else:
+                metrics.CONNECTOR_CALLS.labels(tenant, kind).set(count)
         for rtype, cursor in status.cursors.items():
             moment = parse_instant(cursor)
             if moment is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from connectors import Connectors, Delivery, Poller, RedisObserver
+from connectors import Connectors, Delivery, GuardedTransport, Poller, RedisObserver, Refusal
 from connectors.retry import backoff
 from gateway.access import AuditTrail, RateLimiter
 from gateway.auth import Authenticator
@@ -98,7 +98,9 @@ class Services:
             keys=keys,
             auth=Authenticator(clients, lookup=tokens.lookup),
             tokens=tokens,
-            keysets=KeySets(cache_seconds=settings.jwks_cache_seconds, clock=clock),
+            keysets=KeySets(
+                cache_seconds=settings.jwks_cache_seconds, clock=clock, transport=GuardedTransport(settings.outbound())
+            ),
             store=store,
             edge=Edge(store, settings, clients),
             inbound=inbound_queue(redis, keys, max_attempts=settings.max_attempts, wait=retry_wait, clock=clock),
@@ -124,7 +126,7 @@ class Services:
                 clients.connector_targets(),
                 observer=lambda t: RedisObserver(redis, keys.connector_status(t)),
                 clock=clock,
-                **(connector_options or {}),
+                **{"outbound": settings.outbound(), **(connector_options or {})},
             ),
             audit=AuditTrail(redis, keys, retention_days=settings.audit_retention_days, clock=clock),
             limiter=RateLimiter(redis, keys, clients, settings, clock=clock),
@@ -160,7 +162,7 @@ class Services:
     def poller(self, name: str | None = None) -> Poller:
         """Return a poller whose pulled resources go through the push's accept path (``bundle.accept``)."""
 
-        async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int]:
+        async def accept(tenant: str, resources: list[dict[str, Any]]) -> list[int | Refusal]:
             with rejections.tally() as refused:  # the console's validation-failures page counts pulled ones too
                 statuses = await bundle.accept(self.edge, tenant, resources, from_ehr=True)
             await rejections.flush(self.redis, self.keys, tenant, refused, self.clock())

@@ -12,6 +12,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.address import OutboundPolicy, parse_allow
 from connectors.config import EHRConfig
 from connectors.pool import Target
 from connectors.search import check_rules
@@ -378,6 +379,22 @@ class Settings(BaseSettings):
     poll_lease_seconds: float = Field(
         default=30.0, ge=1, description="how long a poller's lease on a tenant lasts unless renewed"
     )
+    outbound_allow: str = Field(
+        default="",
+        description="CIDRs and host names that webhooks and EHR connectors may reach although private or "
+        "loopback (comma-separated, e.g. `10.20.0.0/16,ehr.internal.example`); empty: public addresses only",
+    )
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allow_list(cls, value: str) -> str:
+        parse_allow(value)  # a bad entry stops the process at start, not at the first call
+        return value
+
+    def outbound(self) -> OutboundPolicy:
+        """Return where webhooks and EHR connectors may connect: public addresses, the allow-list, and loopback in
+        development mode."""
+        return OutboundPolicy.from_settings(self.outbound_allow, development=self.development)
 
     @model_validator(mode="after")
     def _redis_timeout_past_blocking_reads(self) -> Settings:

@@ -49,3 +49,20 @@ class ShiftedClock:
     def advance(self, seconds: float) -> None:
         """Move the clock on by ``seconds``."""
         self.offset += seconds
+
+
+def fake_dns(monkeypatch: Any) -> dict[str, str]:
+    """Make the names put in the returned table resolve to the addresses given (as a DNS server an attacker runs
+    would); other names resolve as usual. Change the table to make a name resolve elsewhere later (rebinding)."""
+    import socket
+
+    real = socket.getaddrinfo
+    table: dict[str, str] = {}
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host in table:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (table[host], int(port or 0)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return table

@@ -4,22 +4,28 @@ A transaction validates every entry first and stores nothing if any is bad; its 
 (DELETE, POST, PUT, then GET) as one atomic store operation, with ``urn:uuid:`` and fullUrl references rewritten
 to the ids given. A batch answers each entry on its own. A collection, searchset or history Bundle is a plain
 import: every valid entry is stored (PUT semantics where it has an id), and each bad one is answered with its
-OperationOutcome instead of stopping the rest.
+OperationOutcome instead of stopping the rest. An import applies its entries in as few atomic steps as it can; when
+a step fails for a reason of its own (not backpressure or Redis), its entries are applied one by one, so an entry
+that cannot be stored is answered alone (400, or 500 with no detail) and never fails the others.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from redis.exceptions import RedisError
+
 from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome
 from conformance.validator import validate_resource
-from gateway.errors import BadRequest, GatewayError, InvalidResource, PayloadTooLarge, Unprocessable
+from connectors import Refusal
+from gateway.errors import BadRequest, GatewayError, InvalidResource, Overloaded, PayloadTooLarge, Unprocessable
 from gateway.fhir.edge import Edge
 from gateway.fhir.policy import accepts
 from gateway.fhir.searchset import searchset
@@ -28,9 +34,14 @@ from gateway.store import parse_condition, rejections
 from gateway.store.store import Create, Delete, Operation, Result, Update
 from gateway.web.responses import status_line
 
+log = logging.getLogger("gateway.fhir.bundle")
+
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 IMPORT_TYPES = ("collection", "searchset", "history")
+# Errors that say "not now" rather than "not this entry": an import that meets one stops whole, so the caller (a
+# client, or the poller whose cursor then stays) tries again later. Every other error is the entry's own.
+TRANSIENT: tuple[type[BaseException], ...] = (Overloaded, RedisError, OSError)
 
 
 @dataclass
@@ -366,7 +377,14 @@ async def batch(
         # An import is applied in as few atomic steps as it can: its entries may reference each other by fullUrl.
         # The same resource listed again (a later version of it, say) goes in a later step, so none is lost.
         for step in _rounds(good):
-            results = await edge.store.apply(tenant, [e.operation() for e in step])
+            try:
+                results = await edge.store.apply(tenant, [e.operation() for e in step])
+            except TRANSIENT:
+                raise
+            except Exception:  # one entry's failure must not fail the others: apply them one by one
+                for e in step:
+                    answers[e.index] = await _apply_alone(edge, tenant, e, base, prefer)
+                continue
             answers.update({e.index: _response_entry(r, base, prefer) for e, r in zip(step, results, strict=True)})
     else:
         for e in good:
@@ -376,6 +394,22 @@ async def batch(
             except GatewayError as exc:
                 answers[e.index] = _error_entry(exc.status, exc.issues)
     return {"resourceType": "Bundle", "type": "batch-response", "entry": [answers[e.index] for e in entries]}
+
+
+async def _apply_alone(edge: Edge, tenant: str, e: Entry, base: str, prefer: Prefer) -> dict[str, Any]:
+    """Store one import entry on its own; answer its error in its response entry (transient errors still raise)."""
+    try:
+        [result] = await edge.store.apply(tenant, [e.operation()])
+    except TRANSIENT:
+        raise
+    except GatewayError as exc:
+        return _error_entry(exc.status, exc.issues)
+    except UnicodeError:  # a lone surrogate ("\ud800") got past the parser: the entry is bad, not the gateway
+        return _error_entry(400, [Issue("error", "invalid", f"{e.path}.resource", "a string is not valid Unicode")])
+    except Exception as exc:
+        log.warning("import entry failed", extra={"type": e.rtype, "entry": e.index, "error": type(exc).__name__})
+        return _error_entry(500, [Issue("error", "exception", e.path, "the entry could not be stored")])
+    return _response_entry(result, base, prefer)
 
 
 def _rounds(entries: list[Entry]) -> list[list[Entry]]:
@@ -417,13 +451,39 @@ async def process(
     )
 
 
-async def accept(edge: Edge, tenant: str, resources: list[dict[str, Any]], *, from_ehr: bool) -> list[int]:
+async def accept(edge: Edge, tenant: str, resources: list[dict[str, Any]], *, from_ehr: bool) -> list[int | Refusal]:
     """Accept resources pulled from an EHR exactly as a pushed import is: validated, stored idempotently, queued.
 
     ``from_ehr`` says the caller read them from the EHR itself (the poller), so their ``meta.lastUpdated`` is the
     EHR's version stamp: one older than the version held arrived late and is not applied. Return each resource's
-    status, in order: 2xx accepted (stored, unchanged or stale), 4xx refused as invalid.
+    status, in order: 2xx accepted (stored, unchanged or stale), else a ``Refusal`` (4xx refused as invalid, 5xx
+    failed to store) with the class of its error. One bad resource never fails the others; only a transient error
+    (backpressure, Redis) fails the page, so the poller keeps its cursor and tries again.
     """
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
-    answer = await batch(edge, tenant, bundle, "", Prefer(), imported=True, ehr_ordered=from_ehr)
-    return [int(str(entry["response"]["status"]).split()[0]) for entry in answer["entry"]]
+    try:
+        answer = await batch(edge, tenant, bundle, "", Prefer(), imported=True, ehr_ordered=from_ehr)
+    except TRANSIENT:
+        raise
+    except Exception as exc:  # the page failed whole (in validation, say): find the entry at fault, alone
+        if len(resources) == 1:
+            status = exc.status if isinstance(exc, GatewayError) else 400 if isinstance(exc, UnicodeError) else 500
+            return [Refusal(status, ("invalid: " if status < 500 else "failed: ") + type(exc).__name__)]
+        return [s for r in resources for s in await accept(edge, tenant, [r], from_ehr=from_ehr)]
+    return [_status(entry["response"]) for entry in answer["entry"]]
+
+
+def _status(response: dict[str, Any]) -> int | Refusal:
+    """Return an import entry's status; a refused one with its error's class (issue codes and paths, no content)."""
+    status = int(str(response["status"]).split()[0])
+    if 200 <= status < 300:
+        return status
+    issues = (response.get("outcome") or {}).get("issue") or []
+    where = sorted({f"{i.get('code')} at {_local(i.get('expression'))}" for i in issues if i.get("severity") in
+                    ("error", "fatal")})  # fmt: skip
+    return Refusal(status, ("invalid: " if status < 500 else "failed: ") + ("; ".join(where[:3]) or str(status)))
+
+
+def _local(expression: Any) -> str:
+    path = expression[0] if isinstance(expression, list) and expression else ""
+    return _ENTRY_PATH.sub("", str(path)).removeprefix(".resource.").removeprefix(".") or "the resource"

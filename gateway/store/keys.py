@@ -108,7 +108,11 @@ EHR connectors (connectors/poll.py, connectors/status.py):
   gw:{t}:connector:status          hash   last_success, last_error (epoch seconds), last_error_kind (an error kind,
                                           no data), circuit (closed | open | half_open), circuit_changed, and
                                           counters: requests, errors, retries, rate_limited (429s), throttled
-                                          (calls the connector's own rate limit held back)
+                                          (calls the connector's own rate limit held back), dead_letters (polled
+                                          resources refused, all time)
+  gw:{t}:connector:dead            list   the newest 1,000 polled resources the accept path refused, newest first:
+                                          JSON {at, type, id, status, error (a class: issue codes and paths or an
+                                          exception type)}; never content
   gw:{t}:connector:poll-now        string set by the console's "poll now" while a poller holds the lease; that
                                           poller polls at once when it sees it (GETDEL), else it expires
 
@@ -307,6 +311,9 @@ class Keyspace:
 
     def connector_poll_now(self, tenant: str) -> str:
         return f"{self._t(tenant)}:connector:poll-now"
+
+    def connector_dead_letters(self, tenant: str) -> str:
+        return f"{self._t(tenant)}:connector:dead"
 
     def activity(self, tenant: str, hour: int) -> str:
         return f"{self._t(tenant)}:activity:{hour}"

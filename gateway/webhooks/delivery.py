@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from connectors.address import refused
 from connectors.retry import backoff, parse_retry_after
 from gateway.metrics import WEBHOOK_DELIVERIES
 from gateway.platform.disclosure import shown_event
@@ -144,7 +145,26 @@ class Outcome:
 
     @property
     def reason(self) -> str:
-        return f"HTTP {self.status}" if self.status is not None else self.error
+        """Say what went wrong as a class (``last_error``, dead letters): never a socket detail, address or port."""
+        return f"delivery failed: {f'HTTP {self.status}' if self.status is not None else self.error}"
+
+
+def failure_class(exc: BaseException) -> str:
+    """Return the class of a transport error: refused address, connection refused, timeout, connection failed..."""
+    if refused(exc):
+        return "refused address"
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        return "timeout"
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "connection refused" in str(seen).lower():
+            return "connection refused"
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return "connection lost"
+    return "transport error"
 
 
 async def pause(event: asyncio.Event, seconds: float) -> bool:
@@ -267,10 +287,8 @@ class SubscriptionDelivery:
                 request = http.build_request("POST", self.sub.url, content=body, headers=headers)
                 response = await http.send(request, stream=True)
                 await response.aclose()  # the answer's body is not needed
-        except (TimeoutError, httpx.TimeoutException):
-            return Outcome(False, error="timeout")
-        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            return Outcome(False, error=type(exc).__name__)
+        except (TimeoutError, httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            return Outcome(False, error=failure_class(exc))
         if 200 <= response.status_code < 300:
             return Outcome(True, response.status_code)
         wait = None

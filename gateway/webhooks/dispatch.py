@@ -3,7 +3,9 @@
 - **Isolation.** Every subscription this worker delivers runs in its own asyncio task with its own cursor on the
   tenant's change feed and its own retry state (``gateway.webhooks.delivery``), so a slow or failing receiver only
   ever delays itself. Requests share one pooled ``httpx.AsyncClient`` that follows no redirect, keeps no cookies,
-  reads no proxy or ``.netrc`` settings from the environment, and only ever calls a registered URL.
+  reads no proxy or ``.netrc`` settings from the environment, and only ever calls a registered URL, connecting only
+  to an address the outbound policy allows (``connectors.address``: checked at every connection, not only at
+  registration).
 - **One deliverer per subscription.** A worker delivers a subscription only while it holds its lease in Redis
   (``SET NX PX`` for ``GATEWAY_WEBHOOK_LEASE_SECONDS``, renewed every third of that): among several worker replicas
   one delivers a subscription at a time; a crashed worker's subscriptions are taken over when its leases expire.
@@ -31,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from connectors.address import GuardedTransport
 from gateway.clock import Clock, system_clock
 from gateway.settings import ClientsConfig, Settings
 from gateway.store.connection import text
@@ -92,14 +95,16 @@ class Dispatcher:
     @asynccontextmanager
     async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
         n = self._settings.webhook_concurrency
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=min(n, 64))
         async with httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,  # no proxy or .netrc credentials from the environment on the way to a receiver
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),  # keep no receiver's cookies
             timeout=self._settings.webhook_timeout_seconds,
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=min(n, 64)),
             headers={"User-Agent": USER_AGENT},
-            transport=self._transport,
+            # Every connection resolves the host, checks each address against the outbound policy and connects to a
+            # checked one, so a receiver's name that later resolves inward (DNS rebinding) is still refused.
+            transport=self._transport or GuardedTransport(self._settings.outbound(), limits=limits),
         ) as client:
             yield client
 

@@ -4,6 +4,7 @@ replay their dead letters. Tenant-scoped; platform clients only."""
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -84,7 +85,11 @@ class SubscriptionView(BaseModel):
     created_at: str
     status: str = Field(description="active, retrying while a delivery is failing, or paused by an operator")
     failed_attempts: int = Field(description="failed attempts of the delivery being retried")
-    last_error: str | None = Field(description="the last failure: 'HTTP <status>' or a transport error's name")
+    last_error: str | None = Field(
+        description="the last failure, as a class: 'delivery failed: HTTP <status>', "
+        "'... timeout', '... connection refused', '... connection failed', '... refused address' (never an address "
+        "or a port)"
+    )
     next_attempt_at: str | None
     dead_letters: int
 
@@ -118,7 +123,7 @@ class DeadLetterPage(BaseModel):
             "examples": [
                 {"dead_letters": [{"id": "1767261600000-0", "event_id": "1767261500000-0",
                                    "event_type": "appointment.updated", "attempts": 8, "last_status": 503,
-                                   "last_error": "HTTP 503", "failed_at": "2026-12-01T10:00:00.000Z",
+                                   "last_error": "delivery failed: HTTP 503", "failed_at": "2026-12-01T10:00:00.000Z",
                                    "event": {"id": "1767261500000-0", "type": "appointment.updated"}}],
                  "next_cursor": None}
             ]
@@ -192,7 +197,10 @@ def _check(body: SubscriptionRequest, development: bool) -> list[str]:
     summary="Register a webhook",
     responses=errors(
         422,
-        why={422: "the url, secret or events are refused (for example plain http, or more than 100 subscriptions)"},
+        why={
+            422: "the url, secret or events are refused (for example plain http, a private address, or more than 100 "
+            "subscriptions)"
+        },
     ),
 )
 async def create_subscription(
@@ -207,9 +215,18 @@ async def create_subscription(
     Each matching event after this moment is POSTed to ``url`` as JSON, in feed order, signed in
     ``Gateway-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" with the secret>``. The URL must
     be https (plain http only to a loopback host, and only under ``fhir-gateway run``), without credentials or a
-    fragment; anything else is 422. The secret is never shown again.
+    fragment, and its host must be public: a loopback, private, link-local, CGNAT, unique-local, multicast or
+    reserved address (literal or what the name resolves to) or a cloud metadata name is 422 unless the operator
+    allowed it (``GATEWAY_OUTBOUND_ALLOW``); every delivery checks the address again. The secret is never shown
+    again.
     """
     events = _check(body, services.settings.development)
+    host = urlsplit(body.url).hostname or ""
+    if (refused := await services.settings.outbound().registration_refusal(host)) is not None:
+        raise Unprocessable(
+            f"the url's host may not be called: {refused} (an operator can allow it: GATEWAY_OUTBOUND_ALLOW)",
+            expression="url",
+        )
     sub = await services.subscriptions.create(
         principal.tenant, url=body.url, events=events, secret=body.secret.get_secret_value(),
         owner=principal.client, scopes=principal.scopes,

@@ -16,10 +16,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from connectors import CountingObserver, EHRClient, EHRConfig
+from connectors.address import OutboundPolicy
 
 BASE = "https://ehr.test/fhir/R4"
 TOKEN_URL = "https://auth.ehr.test/oauth2/token"
 CLIENT_ID = "gateway-client-1"
+# The fake EHR process listens on loopback: tests that call it allow that explicitly, as an operator would.
+LOOPBACK_ALLOWED = OutboundPolicy.from_settings("127.0.0.0/8")
 
 
 class FakeTime:
@@ -113,10 +116,12 @@ MakeClient = Callable[..., EHRClient]
 def make_client(fake_time: FakeTime, observer: CountingObserver) -> MakeClient:
     """Build an EHRClient on the fake clocks; respx intercepts its requests."""
 
-    def make(config: EHRConfig, vendor: str = "generic", tenant: str = "clinic-a") -> EHRClient:
+    def make(
+        config: EHRConfig, vendor: str = "generic", tenant: str = "clinic-a", outbound: OutboundPolicy | None = None
+    ) -> EHRClient:
         return EHRClient(
             tenant, vendor, config, observer=observer, sleep=fake_time.sleep, clock=fake_time.clock,
-            monotonic=fake_time.monotonic,
+            monotonic=fake_time.monotonic, outbound=outbound,
         )  # fmt: skip
 
     return make

@@ -255,3 +255,119 @@ async def test_status_and_metrics_show_the_connector(
     assert 'gateway_connector_calls{kind="retries",tenant="clinic-a"} 1.0' in metrics
     assert 'gateway_connector_circuit_state{state="closed",tenant="clinic-a"} 1.0' in metrics
     assert 'gateway_connector_last_success_timestamp_seconds{tenant="clinic-a"}' in metrics
+
+
+async def _connectors_status(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> dict[str, Any]:
+    clients_file = tmp_path / "clients.json"
+    clients_file.write_text(json.dumps(clients_file_data()))
+    monkeypatch.setenv("REDIS_URL", settings.redis_url or "")
+    monkeypatch.setenv("GATEWAY_KEY_PREFIX", settings.key_prefix)
+    monkeypatch.setenv("GATEWAY_CLIENTS_FILE", str(clients_file))
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["connectors", "status"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    status: dict[str, Any] = json.loads(line)
+    return status
+
+
+async def test_one_resource_that_fails_to_import_is_a_dead_letter_and_the_poller_goes_on(
+    pulled: Pulled, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # A lone surrogate in a string: the JSON parses, but the resource cannot be stored as UTF-8.
+    poison = _appointment("e-poison", "2026-02-01T11:00:00Z", description="Dr. \ud800 note SECRET-CANARY")
+    page1 = [_appointment("e-1", "2026-02-01T10:00:00Z"), poison]
+    page2_url = f"{BASE}/Appointment?_getpages=abc&page=2"
+    with respx.mock(assert_all_called=False) as ehr:
+        ehr.get(page2_url).respond(200, json=_page([_appointment("e-2", "2026-02-01T12:00:00Z")]))
+        body = json.dumps(_page(page1, next_url=page2_url)).encode()  # ASCII JSON, the surrogate escaped
+        ehr.get(f"{BASE}/Appointment").respond(200, content=body, headers={"Content-Type": "application/fhir+json"})
+        report = await pulled.poller().poll_once(TENANT)
+    assert report is not None
+    [sweep] = report.sweeps
+    assert (sweep.pages, sweep.accepted, sweep.rejected, sweep.dead_letters, sweep.error) == (2, 2, 1, 1, None)
+    assert await pulled.cursor() == "2026-02-01T12:00:00Z"  # the cursor went past the bad one
+    created = sorted(e["record_id"] for e in await pulled.events() if e["type"] == "appointment.created")
+    assert created == ["e-1", "e-2"]
+
+    status = await _connectors_status(settings, tmp_path, monkeypatch, capsys)
+    assert status["dead_letters"] == 1
+    [letter] = status["recent_dead_letters"]
+    assert (letter["type"], letter["id"]) == ("Appointment", "e-poison")
+    assert 400 <= letter["status"] < 600 and letter["error"] and letter["at"]
+    assert "SECRET-CANARY" not in json.dumps(status) and "Dr." not in json.dumps(status)  # no content, ever
+    metrics = (await pulled.gw.http.get("/metrics")).text
+    assert 'gateway_connector_poll_dead_letters{tenant="clinic-a"} 1.0' in metrics
+
+
+async def test_any_error_storing_one_polled_resource_leaves_the_others_and_the_cursor_going(
+    pulled: Pulled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = pulled.gw.services.store
+    real_apply = store.apply
+
+    async def apply(tenant: str, operations: list[Any]) -> Any:
+        if any(getattr(op, "rid", None) == "e-cursed" for op in operations):
+            raise KeyError("a bug met one resource")
+        return await real_apply(tenant, operations)
+
+    monkeypatch.setattr(store, "apply", apply)
+    page = [_appointment("e-1", "2026-02-01T10:00:00Z"), _appointment("e-cursed", "2026-02-01T11:00:00Z"),
+            _appointment("e-2", "2026-02-01T12:00:00Z")]  # fmt: skip
+    with respx.mock() as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(200, json=_page(page))
+        report = await pulled.poller().poll_once(TENANT)
+    assert report is not None
+    [sweep] = report.sweeps
+    assert (sweep.accepted, sweep.rejected, sweep.dead_letters, sweep.error) == (2, 1, 1, None)
+    assert await pulled.cursor() == "2026-02-01T12:00:00Z"
+    letters = await pulled.gw.services.redis.lrange(pulled.keys.connector_dead_letters(TENANT), 0, -1)
+    [letter] = [json.loads(x) for x in letters]
+    assert (letter["type"], letter["id"], letter["status"]) == ("Appointment", "e-cursed", 500)
+    assert "a bug met" not in letter["error"]  # the error's class, not its message
+
+
+async def test_backpressure_still_keeps_the_whole_page_for_later(
+    pulled: Pulled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.errors import Overloaded
+
+    async def apply(tenant: str, operations: list[Any]) -> Any:
+        raise Overloaded("busy", retry_after=5)
+
+    monkeypatch.setattr(pulled.gw.services.store, "apply", apply)
+    with respx.mock() as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(200, json=_page([_appointment("e-1", "2026-02-01T10:00:00Z")]))
+        report = await pulled.poller().poll_once(TENANT)
+    assert report is not None and report.sweeps[0].error == "Overloaded" and report.sweeps[0].dead_letters == 0
+    assert await pulled.cursor() is None
+
+
+async def test_a_resource_that_crashes_validation_is_found_and_set_aside_alone(
+    pulled: Pulled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.fhir import bundle
+
+    real = bundle.validate_resource
+
+    def validate(resource: dict[str, Any]) -> Any:
+        if "e-crash" in json.dumps(resource):
+            raise RecursionError("the validator met something it cannot handle")
+        return real(resource)
+
+    monkeypatch.setattr(bundle, "validate_resource", validate)
+    page = [_appointment("e-1", "2026-02-01T10:00:00Z"), _appointment("e-crash", "2026-02-01T11:00:00Z"),
+            _appointment("e-2", "2026-02-01T12:00:00Z")]  # fmt: skip
+    with respx.mock() as ehr:
+        ehr.get(f"{BASE}/Appointment").respond(200, json=_page(page))
+        report = await pulled.poller().poll_once(TENANT)
+    assert report is not None
+    [sweep] = report.sweeps
+    assert (sweep.accepted, sweep.rejected, sweep.dead_letters, sweep.error) == (2, 1, 1, None)
+    assert await pulled.cursor() == "2026-02-01T12:00:00Z"
+    letters = await pulled.gw.services.redis.lrange(pulled.keys.connector_dead_letters(TENANT), 0, -1)
+    assert [(x["id"], x["status"], x["error"]) for x in map(json.loads, letters)] == [
+        ("e-crash", 500, "failed: RecursionError")
+    ]

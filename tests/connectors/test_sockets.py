@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors import EHRConfig, Timeout, TransportError
-from tests.connectors.conftest import FakeEHR, MakeClient
+from tests.connectors.conftest import LOOPBACK_ALLOWED, FakeEHR, MakeClient
 
 COMMUNICATION = {
     "resourceType": "Communication", "status": "completed",
@@ -24,7 +24,7 @@ async def test_a_slow_body_times_the_attempt_out_and_a_get_is_tried_again(
     fake_ehr: FakeEHR, make_client: MakeClient
 ) -> None:
     fake_ehr.fault("GET", "/fhir/Appointment", "slow")
-    async with make_client(_config(fake_ehr)) as client:
+    async with make_client(_config(fake_ehr), outbound=LOOPBACK_ALLOWED) as client:
         bundle = await client.search("Appointment", [("_count", "5")])
     assert bundle["type"] == "searchset"
     assert len(fake_ehr.requests("GET", "/fhir/Appointment")) == 2
@@ -32,14 +32,14 @@ async def test_a_slow_body_times_the_attempt_out_and_a_get_is_tried_again(
 
 async def test_a_slow_body_every_time_ends_in_a_timeout(fake_ehr: FakeEHR, make_client: MakeClient) -> None:
     fake_ehr.fault("GET", "/fhir/Appointment", "slow", "slow")
-    async with make_client(_config(fake_ehr, max_attempts=2)) as client:
+    async with make_client(_config(fake_ehr, max_attempts=2), outbound=LOOPBACK_ALLOWED) as client:
         with pytest.raises(Timeout):
             await client.search("Appointment", [])
 
 
 async def test_a_reset_connection_is_retried_for_a_get(fake_ehr: FakeEHR, make_client: MakeClient) -> None:
     fake_ehr.fault("GET", "/fhir/Appointment", "reset", "reset")
-    async with make_client(_config(fake_ehr)) as client:
+    async with make_client(_config(fake_ehr), outbound=LOOPBACK_ALLOWED) as client:
         bundle = await client.search("Appointment", [])
     assert bundle["resourceType"] == "Bundle"
     assert len(fake_ehr.requests("GET", "/fhir/Appointment")) == 3
@@ -47,7 +47,7 @@ async def test_a_reset_connection_is_retried_for_a_get(fake_ehr: FakeEHR, make_c
 
 async def test_a_reset_connection_is_not_retried_for_a_plain_post(fake_ehr: FakeEHR, make_client: MakeClient) -> None:
     fake_ehr.fault("POST", "/fhir/Communication", "reset")
-    async with make_client(_config(fake_ehr)) as client:
+    async with make_client(_config(fake_ehr), outbound=LOOPBACK_ALLOWED) as client:
         with pytest.raises(TransportError):
             await client.create("Communication", COMMUNICATION, if_none_exist=None)
     assert len(fake_ehr.requests("POST", "/fhir/Communication")) == 1
@@ -59,7 +59,7 @@ async def test_a_conditional_create_survives_a_reset_and_creates_once(
 ) -> None:
     fake_ehr.fault("POST", "/fhir/Communication", "reset", "503")
     condition = "identifier=urn:fhir-gateway:platform-message|m-sock"
-    async with make_client(_config(fake_ehr)) as client:
+    async with make_client(_config(fake_ehr), outbound=LOOPBACK_ALLOWED) as client:
         written = await client.create("Communication", COMMUNICATION, if_none_exist=condition)
         again = await client.create("Communication", COMMUNICATION, if_none_exist=condition)
     assert written.status == 201 and again.status == 200 and written.rid == again.rid

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import pytest
 
 from tests.conftest import Gateway
 from tests.gateway.fixtures import appointment, hl7_appointment, post_entry, put_entry, transaction
@@ -136,6 +139,44 @@ async def test_a_collection_imports_good_entries_and_reports_bad_ones(gateway: G
     answer = (await gateway.ehr("POST", "", json=bundle)).json()
     assert [e["response"]["status"] for e in answer["entry"]] == ["201 Created", "400 Bad Request"]
     assert (await gateway.ehr("GET", "/Appointment/c1")).status_code == 200
+
+
+async def test_one_entry_that_fails_to_store_never_fails_the_rest_of_a_collection(gateway: Gateway) -> None:
+    # An entry the validator refuses. (A lone surrogate escape, which once crashed the store here, now makes the
+    # whole body unreadable Unicode text: a 400 for the request, as test_bad_input shows.)
+    poison = appointment(id="c-poison", status="not-a-status")
+    entries = [{"resource": appointment(id="c-ok1")}, {"resource": poison}, {"resource": appointment(id="c-ok2")}]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    response = await gateway.ehr("POST", "", content=json.dumps(bundle).encode(),
+                                 headers={"Content-Type": "application/fhir+json"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    statuses = [e["response"]["status"] for e in response.json()["entry"]]
+    assert statuses[0] == statuses[2] == "201 Created" and statuses[1].startswith("4")
+    assert response.json()["entry"][1]["response"]["outcome"]["issue"][0]["severity"] == "error"
+    for rid in ("c-ok1", "c-ok2"):
+        assert (await gateway.ehr("GET", f"/Appointment/{rid}")).status_code == 200
+    assert (await gateway.ehr("GET", "/Appointment/c-poison")).status_code == 404
+
+
+async def test_any_error_storing_one_entry_of_a_collection_is_that_entrys_answer(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = gateway.services.store
+    real_apply = store.apply
+
+    async def apply(tenant: str, operations: list[Any]) -> Any:
+        if any(getattr(op, "rid", None) == "c-cursed" for op in operations):
+            raise KeyError("a bug met one resource")
+        return await real_apply(tenant, operations)
+
+    monkeypatch.setattr(store, "apply", apply)
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": appointment(id="c-a")}, {"resource": appointment(id="c-cursed")}]}  # fmt: skip
+    response = await gateway.ehr("POST", "", json=bundle)
+    assert response.status_code == 200
+    assert [e["response"]["status"] for e in response.json()["entry"]] == ["201 Created", "500"]
+    assert "a bug met" not in response.text
+    assert (await gateway.ehr("GET", "/Appointment/c-a")).status_code == 200
 
 
 async def test_a_transaction_writing_one_resource_twice_is_refused_with_the_entry(gateway: Gateway) -> None:

@@ -101,7 +101,9 @@ def live(settings: Settings, fake_ehr: FakeEHR) -> Iterator[LiveGateway]:
         "backoff_max_seconds": 0.1, "timeout_seconds": 5,
     }  # fmt: skip
     clients = ClientsConfig.model_validate(console_clients(**{"clinic-a": {"vendor": "generic", "ehr": ehr}}))
-    with LiveGateway(settings, clients) as gateway:
+    # The fake EHR listens on loopback: allowed explicitly, as an operator allows an internal EHR.
+    allowed = settings.model_copy(update={"outbound_allow": "127.0.0.0/8"})
+    with LiveGateway(allowed, clients) as gateway:
         yield gateway
 
 

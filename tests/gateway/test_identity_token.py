@@ -4,6 +4,9 @@ token at the FHIR edge."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -236,3 +239,30 @@ async def test_a_platform_client_gets_platform_scopes(smart_settings: Settings, 
         assert (await gw.http.get("/platform/v1/appointments", headers=headers)).status_code == 200
         refused = await gw.http.post("/platform/v1/messages", json={}, headers=headers)
         assert refused.status_code == 403 and "platform/writebacks.write" in refused.text
+
+
+async def test_a_jwks_url_on_an_inward_address_is_never_fetched(smart_settings: Settings, clock: ShiftedClock) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    accepted: list[object] = []
+
+    def serve() -> None:
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(listener.accept()[0])
+
+    done = threading.Event()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    inward = f"https://127.0.0.1:{listener.getsockname()[1]}/jwks.json"
+    entries = [{**c, "jwks_url": inward} if c["name"] == EC_CLIENT else c for c in smart_clients()]
+    clients = ClientsConfig.model_validate({**CLIENTS, "clients": [*CLIENTS["clients"], *entries]})
+    try:
+        async with running(smart_settings, clients, with_worker=False, clock=clock) as gw:
+            answer = await _token(gw, token_form(assertion(EC_CLIENT)))
+        assert (answer.status_code, answer.json()["error"]) == (401, "invalid_client")
+        assert accepted == [], "the gateway connected to a loopback key-set URL"
+    finally:
+        done.set()
+        thread.join()
+        listener.close()

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from gateway.webhooks.dispatch import Dispatcher
 from gateway.webhooks.subscriptions import Subscriptions
 from tests.conftest import EHR_A, PLATFORM_A, PLATFORM_A_BASIC, PLATFORM_B, Gateway, running
 from tests.gateway.fixtures import appointment
-from tests.support import WAIT_LIMIT, until
+from tests.support import WAIT_LIMIT, fake_dns, until
 
 SECRET = "whsec-test-0123456789abcdef"
 PSY = {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]}
@@ -260,7 +261,9 @@ async def test_a_dead_receiver_is_dead_lettered_while_a_healthy_one_gets_every_e
     page = await hooks.http.get(f"/platform/v1/subscriptions/{dead['id']}/dead-letters", headers=auth(PLATFORM_A))
     letters = page.json()["dead_letters"]
     assert [d["event_id"] for d in letters] == feed_ids
-    assert {(d["attempts"], d["last_status"], d["last_error"]) for d in letters} == {(3, 500, "HTTP 500")}
+    assert {(d["attempts"], d["last_status"], d["last_error"]) for d in letters} == {
+        (3, 500, "delivery failed: HTTP 500")
+    }
     assert letters[0]["event"]["record_id"] == "d0"
     two = await hooks.http.get(
         f"/platform/v1/subscriptions/{dead['id']}/dead-letters?limit=2", headers=auth(PLATFORM_A)
@@ -343,7 +346,7 @@ async def test_a_request_past_the_timeout_is_retried_and_dead_lettered(
                 f"/platform/v1/subscriptions/{created['id']}/dead-letters", headers=auth(PLATFORM_A)
             )
             [letter] = page.json()["dead_letters"]
-            assert (letter["last_status"], letter["last_error"]) == (None, "timeout")
+            assert (letter["last_status"], letter["last_error"]) == (None, "delivery failed: timeout")
     finally:
         receiver.release.set()
 
@@ -496,6 +499,96 @@ async def test_plain_http_is_refused_outside_development(gateway: Gateway) -> No
     assert (
         await gateway.http.post("/platform/v1/subscriptions", json=body, headers=auth(PLATFORM_A))
     ).status_code == 201
+
+
+INWARD_URLS = [
+    "https://169.254.169.254/latest/meta-data/", "https://10.0.0.1/in", "https://localhost/in", "https://[::1]/in",
+    "https://[::ffff:169.254.169.254]/in", "https://0.0.0.0/in", "https://2130706433/in", "https://0x7f000001/in",
+    "https://0177.0.0.1/in", "https://100.100.100.200/in", "https://[fd00::1]/in", "https://metadata.google.internal/in",
+    "https://metadata/computeMetadata/v1/", "https://192.168.0.10:8443/in", "https://[fe80::1]/in",
+]  # fmt: skip
+
+
+async def test_receivers_on_inward_addresses_are_refused_at_registration(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_dns(monkeypatch).update({"inside.example": "10.9.8.7", "outside.example": "93.184.216.34"})
+    body = {"events": ["appointment.*"], "secret": SECRET}
+    for url in [*INWARD_URLS, "https://inside.example/in"]:
+        answer = await gateway.http.post("/platform/v1/subscriptions", json={**body, "url": url},
+                                         headers=auth(PLATFORM_A))  # fmt: skip
+        assert answer.status_code == 422, url
+        assert answer.json()["issue"][0]["expression"] == ["url"], url
+        assert "10.9.8.7" not in answer.text  # what the name resolved to is not echoed
+    ok = await gateway.http.post("/platform/v1/subscriptions", json={**body, "url": "https://outside.example/in"},
+                                 headers=auth(PLATFORM_A))  # fmt: skip
+    assert ok.status_code == 201
+
+
+async def test_development_mode_allows_loopback_receivers_only(hooks: Gateway) -> None:
+    body = {"events": ["appointment.*"], "secret": SECRET}
+    for url in ("http://127.0.0.1:8000/in", "https://localhost/in", "http://[::1]:8000/in"):
+        answer = await hooks.http.post(
+            "/platform/v1/subscriptions", json={**body, "url": url}, headers=auth(PLATFORM_A)
+        )
+        assert answer.status_code == 201, url
+    for url in ("https://169.254.169.254/in", "https://10.0.0.1/in", "https://metadata.google.internal/in"):
+        answer = await hooks.http.post(
+            "/platform/v1/subscriptions", json={**body, "url": url}, headers=auth(PLATFORM_A)
+        )
+        assert answer.status_code == 422, url
+
+
+async def test_the_operators_allow_list_admits_an_internal_receiver(settings: Settings, clients: ClientsConfig) -> None:
+    allowed = settings.model_copy(update={"outbound_allow": "10.20.0.0/16,hooks.internal.example"})
+    async with running(allowed, clients, with_worker=False) as gw:
+        body = {"events": ["appointment.*"], "secret": SECRET}
+        for url, status in [("https://10.20.1.2/in", 201), ("https://hooks.internal.example/in", 201),
+                            ("https://10.21.0.1/in", 422), ("https://169.254.169.254/in", 422)]:  # fmt: skip
+            answer = await gw.http.post("/platform/v1/subscriptions", json={**body, "url": url},
+                                        headers=auth(PLATFORM_A))  # fmt: skip
+            assert answer.status_code == status, url
+
+
+async def test_a_receiver_name_that_later_resolves_inward_is_refused_at_delivery(
+    dev_settings: Settings, clients: ClientsConfig, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = fake_dns(monkeypatch)
+    dns["rebind.example"] = "93.184.216.34"  # public when it is registered...
+    production = dev_settings.model_copy(update={"development": False})
+    port = receiver.server.server_address[1]
+    async with running(production, clients, with_worker=True) as gw:
+        created = await subscribe(gw, f"https://rebind.example:{port}/in")
+        dns["rebind.example"] = "127.0.0.1"  # ...then the attacker's DNS points it at the gateway's own host
+        await put(gw, "rebound1")
+
+        async def failed() -> str | None:
+            error: str | None = (await subscription(gw, created["id"]))["last_error"]
+            if error:
+                return error
+            page = await gw.http.get(f"/platform/v1/subscriptions/{created['id']}/dead-letters",
+                                     headers=auth(PLATFORM_A))  # fmt: skip
+            letters = page.json()["dead_letters"]
+            return str(letters[0]["last_error"]) if letters else None
+
+        assert await until(failed, "the delivery refused") == "delivery failed: refused address"
+    assert receiver.received == []
+
+
+async def test_last_error_names_a_class_never_a_socket_detail(hooks: Gateway) -> None:
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    created = await subscribe(hooks, f"http://127.0.0.1:{port}/in")
+    await put(hooks, "refused1")
+
+    async def failed() -> str | None:
+        error: str | None = (await subscription(hooks, created["id"]))["last_error"]
+        return error
+
+    error = await until(failed, "a failed delivery")
+    assert error == "delivery failed: connection refused"
+    assert str(port) not in error and "127.0.0.1" not in error
 
 
 async def test_a_tenant_sees_and_removes_only_its_own_subscriptions(hooks: Gateway, receiver: Receiver) -> None:
