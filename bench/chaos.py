@@ -148,6 +148,7 @@ class Processes:
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
         self.count = 0
+        self.api_start = 0.0  # seconds the API took to answer /healthz
 
     def start(self, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
         self.count += 1
@@ -167,12 +168,14 @@ class Processes:
         else:
             proc = self.start("api", "--host", "127.0.0.1", "--port", str(port), **extra_env)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        started = time.monotonic()
+        deadline = started + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise SetupError(f"'fhir-gateway {command}' exited {proc.returncode}; logs in {self.folder}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    self.api_start = time.monotonic() - started
                     return proc, base
             time.sleep(0.1)
         raise SetupError(f"'fhir-gateway {command}' did not serve within 60 s")
@@ -322,6 +325,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: until drained, checking, stopping
 
     def line(self) -> str:
         return (
@@ -396,17 +400,18 @@ class Checker:
                 if record_version != latest:
                     result.problems.append(f"record of {rid} is at version {record_version}, the store at {latest}")
                     missing += 1
-                previous_start = None
+                starts: dict[int, Any] = {}  # version -> its start, as stored
                 for version in sorted(set(versions)):
                     stored = await self._get(f"/fhir/R4/Appointment/{rid}/_history/{version}", self.ehr)
                     if stored.status_code != 200 or version > latest:
                         result.problems.append(f"Appointment/{rid} version {version} acknowledged, not stored")
                         missing += 1
                         continue
-                    if version > 1:
+                    starts[version] = stored.json().get("start")
+                    if version > 1 and version - 1 not in starts:
                         before = await self._get(f"/fhir/R4/Appointment/{rid}/_history/{version - 1}", self.ehr)
-                        previous_start = before.json().get("start") if before.status_code == 200 else None
-                    changed = version == 1 or stored.json().get("start") != previous_start
+                        starts[version - 1] = before.json().get("start") if before.status_code == 200 else None
+                    changed = version == 1 or starts[version] != starts[version - 1]
                     if changed and by_version[(rid, str(version))] == 0:
                         result.problems.append(f"Appointment/{rid} version {version} acknowledged, no event")
                         missing += 1
@@ -515,13 +520,18 @@ def finish(result: Result, ledger: Ledger) -> None:
 
 
 async def settle_and_check(sc: Scenario, base: str, ledger: Ledger, result: Result, drain_limit: float = 180) -> None:
+    if sc.procs is not None:
+        result.phases["api start"] = sc.procs.api_start
+    started = time.monotonic()
     if not await drained(sc.redis.url, sc.prefix, drain_limit):
         result.problems.append(f"the queue did not drain within {drain_limit:.0f} s")
+    result.phases["drain"] = time.monotonic() - started
     checker = sc.checker(base)
     try:
         await checker.check(ledger, result)
     finally:
         await checker.aclose()
+    result.phases["check"] = time.monotonic() - started - result.phases["drain"]
     finish(result, ledger)
 
 
@@ -958,7 +968,9 @@ async def run_scenario(name: str, plan: Plan, root: Path) -> Result:
     except SetupError as exc:
         result.problems.append(f"setup: {exc}")
     finally:
+        stopping = time.monotonic()
         await asyncio.to_thread(sc.stop)
+        result.phases["stop"] = time.monotonic() - stopping
         result.seconds = time.monotonic() - started
     return result
 
