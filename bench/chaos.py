@@ -513,6 +513,9 @@ def finish(result: Result, ledger: Ledger) -> None:
     result.acknowledged = ledger.acknowledged
     result.status_5xx = ledger.status_5xx
     result.p99_ms = percentile(ledger.latencies, 0.99) * 1000
+    if ledger.status_5xx:
+        plain = ledger.without_retry_after
+        result.notes.append(f"{ledger.status_503} of the 5xx were 503 ({plain} without Retry-After)")
     if ledger.given_up:
         result.notes.append(f"{ledger.given_up} writes never acknowledged (not counted as lost)")
     if ledger.transport_errors:
@@ -587,7 +590,6 @@ async def redis_outage(sc: Scenario, plan: Plan, result: Result) -> None:
     procs.worker()
     ledger = Ledger()
     load = sc.load(base, ledger)
-    gaps: list[str] = []
 
     async def chaos() -> None:
         gap = plan.seconds / (2 * plan.freezes + 1)
@@ -603,11 +605,7 @@ async def redis_outage(sc: Scenario, plan: Plan, result: Result) -> None:
         load.stop.set()
 
     await asyncio.gather(load.run(plan.seconds * 3), chaos())
-    gaps.append(f"{plan.freezes} freezes of 3 s (SIGSTOP) and {plan.freezes} outages of 3 s")
-    result.notes += gaps
-    if ledger.without_retry_after:
-        result.notes.append(f"{ledger.without_retry_after} 503s without Retry-After")
-    result.notes.append(f"{ledger.status_5xx - ledger.status_503} 5xx other than 503")
+    result.notes.append(f"{plan.freezes} freezes of 3 s (SIGSTOP) and {plan.freezes} outages of 3 s")
     await settle_and_check(sc, base, ledger, result)
 
 
