@@ -522,11 +522,26 @@ def finish(result: Result, ledger: Ledger) -> None:
         result.notes.append(f"{ledger.transport_errors} connection errors")
 
 
-async def settle_and_check(sc: Scenario, base: str, ledger: Ledger, result: Result, drain_limit: float = 180) -> None:
+def note_exits(result: Result, exits: list[int]) -> None:
+    if exits:
+        result.notes.append(f"a worker exited by itself {len(exits)} times (status {sorted(set(exits))}), restarted")
+
+
+async def settle_and_check(
+    sc: Scenario,
+    base: str,
+    ledger: Ledger,
+    result: Result,
+    drain_limit: float = 180,
+    until_drained: asyncio.Event | None = None,
+) -> None:
     if sc.procs is not None:
         result.phases["api start"] = sc.procs.api_start
     started = time.monotonic()
-    if not await drained(sc.redis.url, sc.prefix, drain_limit):
+    ok = await drained(sc.redis.url, sc.prefix, drain_limit)
+    if until_drained is not None:
+        until_drained.set()  # no more worker restarts from here on
+    if not ok:
         result.problems.append(f"the queue did not drain within {drain_limit:.0f} s")
     result.phases["drain"] = time.monotonic() - started
     checker = sc.checker(base)
@@ -563,12 +578,29 @@ async def worker_kill(sc: Scenario, plan: Plan, result: Result) -> None:
     await settle_and_check(sc, base, ledger, result)
 
 
+async def supervise(procs: Processes, workers: list[subprocess.Popen[bytes]], stop: asyncio.Event) -> list[int]:
+    """Start a worker again when one exits by itself, as an orchestrator would; return the exit statuses seen.
+
+    (A worker that starts while Redis is unreachable exits: creating its consumer groups is not retried.)"""
+    exits: list[int] = []
+    while not stop.is_set():
+        for i, proc in enumerate(workers):
+            if proc.poll() is not None:
+                exits.append(int(proc.returncode))
+                workers[i] = procs.worker()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    return exits
+
+
 async def redis_kill(sc: Scenario, plan: Plan, result: Result) -> None:
     procs = sc.start()
     _, base = procs.api()
-    procs.worker()
+    workers = [procs.worker()]
     ledger = Ledger()
     load = sc.load(base, ledger)
+    done = asyncio.Event()
+    supervisor = asyncio.create_task(supervise(procs, workers, done))
 
     async def chaos() -> None:
         gap = plan.seconds / (plan.redis_kills + 1)
@@ -581,15 +613,18 @@ async def redis_kill(sc: Scenario, plan: Plan, result: Result) -> None:
 
     await asyncio.gather(load.run(plan.seconds * 3), chaos())
     result.notes.append(f"{plan.redis_kills} Redis SIGKILLs (appendfsync always)")
-    await settle_and_check(sc, base, ledger, result)
+    await settle_and_check(sc, base, ledger, result, until_drained=done)
+    note_exits(result, await supervisor)
 
 
 async def redis_outage(sc: Scenario, plan: Plan, result: Result) -> None:
     procs = sc.start()
     _, base = procs.api()
-    procs.worker()
+    workers = [procs.worker()]
     ledger = Ledger()
     load = sc.load(base, ledger)
+    done = asyncio.Event()
+    supervisor = asyncio.create_task(supervise(procs, workers, done))
 
     async def chaos() -> None:
         gap = plan.seconds / (2 * plan.freezes + 1)
@@ -606,7 +641,8 @@ async def redis_outage(sc: Scenario, plan: Plan, result: Result) -> None:
 
     await asyncio.gather(load.run(plan.seconds * 3), chaos())
     result.notes.append(f"{plan.freezes} freezes of 3 s (SIGSTOP) and {plan.freezes} outages of 3 s")
-    await settle_and_check(sc, base, ledger, result)
+    await settle_and_check(sc, base, ledger, result, until_drained=done)
+    note_exits(result, await supervisor)
 
 
 async def overload(sc: Scenario, plan: Plan, result: Result) -> None:
