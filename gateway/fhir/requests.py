@@ -65,8 +65,10 @@ async def read_raw(edge: Edge, request: Request, tenant: str | None) -> bytes:
         raise RequestTimeout(
             f"the body did not arrive within {settings.body_read_timeout_seconds:g} s (shorter than Content-Length?)"
         ) from None
-    if declared is None and edge.offload.large(len(raw)):
+    if declared is None and edge.offload.large(len(raw)):  # chunked: shed it now, still before it is parsed
         edge.offload.admit()
+        if tenant is not None:
+            await edge.store.check_backlog(tenant)
     return raw
 
 

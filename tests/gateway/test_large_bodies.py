@@ -116,3 +116,17 @@ async def test_large_bodies_past_the_waiting_line_are_refused() -> None:
     assert await offload.run(5, lambda: "small bodies are never refused") == "small bodies are never refused"
     release.set()
     assert await asyncio.gather(*held) == ["done", "done"]
+
+
+async def test_a_full_queue_sheds_a_large_chunked_body_before_parsing_it(
+    tiny_backlog_settings: Settings, clients: ClientsConfig
+) -> None:
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b"{"
+        yield b" " * 600_000  # large, no Content-Length, and not JSON: parsing it would answer 400
+
+    async with running(tiny_backlog_settings, clients, with_worker=False) as gw:
+        assert (await gw.ehr("POST", "/Patient", json={"resourceType": "Patient"})).status_code == 201
+        response = await gw.ehr("POST", "/Patient", content=chunked())
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
