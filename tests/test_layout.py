@@ -147,3 +147,10 @@ def test_every_package_says_what_it_owns_and_what_it_exports() -> None:
             assert name in modules or name in defined, (
                 f"{where}: __all__ names {name!r}, which it neither defines nor holds"
             )
+
+
+def test_the_readme_stays_short_and_opens_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.encode()) < 12_000, "README.md past 12 KB: move detail to docs/"
+    first_screen = "\n".join(readme.splitlines()[:20])
+    assert ".venv/bin/fhir-gateway run" in first_screen and ".venv/bin/pytest" in first_screen
