@@ -50,6 +50,21 @@ def _backends() -> list[str]:
     return ["embedded", "external"] if os.environ.get("REDIS_URL") else ["embedded"]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run a test marked ``embedded_only`` once, on the embedded server: the Redis it is given makes no difference
+    to what it checks (it brings its own server, or never reaches Redis with what it sends)."""
+    once = [i for i in items if i.get_closest_marker("embedded_only") and _backend_of(i) == "external"]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        dropped = {id(i) for i in once}
+        items[:] = [i for i in items if id(i) not in dropped]
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("redis_url") if callspec is not None else None
+
+
 @pytest.fixture(scope="session")
 def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:

@@ -21,6 +21,9 @@ from gateway.settings import ClientsConfig, Settings
 from tests.conftest import EHR_A, PLATFORM_A, running
 from tests.gateway.fixtures import appointment
 
+# The Redis given makes no difference here (see tests/conftest.py): run once.
+pytestmark = pytest.mark.embedded_only
+
 EHR_LENIENT = "ehr-token-lenient-tenant-0123456789"
 EHR_BLOCK = {"base_url": "https://ehr.example.test/fhir", "auth": {"type": "bearer", "token": "ehr-bearer-0123456789"}}
 CLIENTS = {

@@ -28,7 +28,7 @@ from tests.gateway.console_setup import ADMIN, CANARY, console_clients, poison
 from tests.gateway.fixtures import appointment
 from tests.support import wait_until
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.embedded_only]  # the Redis given makes no difference
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -16,6 +16,9 @@ from gateway.fhir.offload import Offload
 from gateway.settings import ClientsConfig, Settings
 from tests.conftest import Gateway, running
 
+# The Redis given makes no difference here (see tests/conftest.py): run once.
+pytestmark = pytest.mark.embedded_only
+
 CONTACT = {
     "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0131", "code": "N"}]}],
     "name": {"family": "Synthetic", "given": ["A", "B"]},

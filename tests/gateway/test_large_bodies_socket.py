@@ -19,6 +19,9 @@ from gateway.settings import ClientsConfig, Settings
 from tests.conftest import EHR_A
 from tests.gateway.test_large_bodies import big_patient
 
+# The Redis given makes no difference here (see tests/conftest.py): run once.
+pytestmark = pytest.mark.embedded_only
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -23,6 +23,9 @@ from gateway.settings import ClientsConfig, Settings
 from tests.conftest import CLIENTS, EHR_A, PLATFORM_A, Gateway, running
 from tests.gateway import fixtures
 
+# The Redis given makes no difference here (see tests/conftest.py): run once.
+pytestmark = pytest.mark.embedded_only
+
 METHODS = ("get", "put", "post", "delete", "patch")
 EXAMPLES_PER_OPERATION = 24  # drawn from schema-conforming, non-conforming and the documented examples
 

@@ -23,6 +23,9 @@ from tests.conftest import EHR_A, PLATFORM_A, Gateway, running
 from tests.gateway.fixtures import appointment
 from tests.support import until, wait_until
 
+# The Redis given makes no difference here (see tests/conftest.py): run once.
+pytestmark = pytest.mark.embedded_only
+
 EHR_BLOCK = {"base_url": "https://ehr.example.test/fhir", "auth": {"type": "bearer", "token": "ehr-bearer-0123456789"}}
 CLIENTS = {
     "clients": [
