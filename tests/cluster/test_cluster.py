@@ -16,6 +16,7 @@ from gateway.settings import ClientsConfig, Settings
 from tests.conftest import Gateway, running
 from tests.gateway.fixtures import appointment
 from tests.gateway.test_webhooks import Receiver, signature_ok
+from tests.gateway.test_webhooks import receiver as receiver  # the loopback receiver fixture, shared
 from tests.support import until
 
 BASE = "https://ehr.example.test/fhir"
@@ -50,16 +51,6 @@ def prefix(cluster_url: str) -> Iterator[str]:
             client.unlink(key)
         client.close()
     cluster.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.thread.start()
-    yield server
-    server.release.set()
-    server.server.shutdown()
-    server.server.server_close()
 
 
 @pytest.fixture
