@@ -1,7 +1,7 @@
 """JSON on the hot paths, through orjson: parse and write compact UTF-8 JSON about ten times faster than ``json``.
 
-orjson writes integers within 64 bits only; a larger one (a FHIR decimal written as a long integer, say) falls
-back to the standard library, which writes the same compact form.
+orjson reads and writes integers within 64 bits only; a larger one (a FHIR decimal written as a long integer,
+say) falls back to the standard library, which reads and writes the same compact form.
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from typing import Any
 
 import orjson
 
-loads = orjson.loads
+
+def loads(raw: bytes | str) -> Any:
+    """Return the value of JSON the gateway stored (orjson; the standard library for what orjson refuses)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def dumps(value: Any) -> bytes:

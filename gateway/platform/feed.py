@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway import encoding
 from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, Gone, NotFound
 from gateway.store.connection import socket_timeout, text
@@ -126,7 +126,7 @@ class Feed:
                 scanned += len(entries)
                 for entry_id, fields in entries:
                     position = text(entry_id)
-                    event = json.loads(fields[b"e"])
+                    event = encoding.loads(fields[b"e"])
                     if types and not any(fnmatchcase(event["type"], pattern) for pattern in types):
                         continue
                     if keep is not None and not keep(event):
@@ -180,7 +180,7 @@ class Feed:
     ) -> dict[str, Any]:
         """Return one record, or raise NotFound: also, in the same words, when ``keep`` refuses it."""
         raw = await self._redis.hget(self._keys.record(tenant, record_type, rid), "json")
-        result: dict[str, Any] | None = json.loads(raw) if raw is not None else None
+        result: dict[str, Any] | None = encoding.loads(raw) if raw is not None else None
         if result is None or (keep is not None and not keep(result)):
             raise NotFound(f"no {record_type} has that id", expression="id")
         return result
@@ -190,4 +190,4 @@ class Feed:
         pipe = self._redis.pipeline(transaction=False)
         for rid in ids:
             pipe.hget(self._keys.record(tenant, record_type, rid), "json")
-        return [json.loads(raw) if raw is not None else None for raw in await pipe.execute()]
+        return [encoding.loads(raw) if raw is not None else None for raw in await pipe.execute()]

@@ -25,6 +25,16 @@ class FhirResponse(Response):
         return encoding.dumps(content)
 
 
+class JSONBody(Response):
+    """A plain JSON response written by orjson (the platform API's hot routes: a feed page of 1,000 events is
+    written in well under a millisecond, where validating it against its response model took several)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encoding.dumps(content)
+
+
 def base_url(request: Request) -> str:
     """Return the absolute FHIR base URL the client called."""
     return str(request.base_url).rstrip("/") + "/fhir/R4"
