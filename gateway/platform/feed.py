@@ -24,9 +24,10 @@ _MAX_PART = 2**64 - 1
 # A blocking read longer than the client's socket timeout (5 s by default in redis-py) fails with a timeout, so a
 # long poll waits in steps no longer than this, or half that timeout when it is shorter.
 _BLOCK_STEP_SECONDS = 2.0
-# What ``types`` may ask for: the rules of a webhook's ``events`` (each pattern is tried on every event read).
+# What ``types`` and a webhook's ``events`` may ask for (each pattern is tried on every event read); the one rule,
+# used by gateway.webhooks too.
 MAX_TYPE_PATTERNS = 50
-_TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,100}$")
+TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,100}$")
 
 
 def type_patterns(raw: list[str]) -> list[str] | None:
@@ -34,7 +35,7 @@ def type_patterns(raw: list[str]) -> list[str] | None:
     wanted = list(dict.fromkeys(t.strip() for value in raw for t in value.split(",") if t.strip()))
     if len(wanted) > MAX_TYPE_PATTERNS:
         raise BadRequest(f"types may list at most {MAX_TYPE_PATTERNS} event types or patterns", expression="types")
-    if not all(_TYPE_PATTERN.match(t) for t in wanted):
+    if not all(TYPE_PATTERN.match(t) for t in wanted):
         raise BadRequest(
             "an event type or pattern is letters, digits, '_', '.', '-' and the wildcards * ? [ ]", expression="types"
         )

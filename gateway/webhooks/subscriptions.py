@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, NotFound, Unprocessable
+from gateway.platform.feed import MAX_TYPE_PATTERNS, TYPE_PATTERN
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
 from gateway.store.plan import Committer, Plan, PlanConflict
@@ -38,9 +39,9 @@ from gateway.work.streams import DeadLetters
 MAX_PER_TENANT = 100
 MIN_SECRET, MAX_SECRET = 16, 512
 MAX_URL = 2048
-MAX_PATTERNS = 50
+MAX_PATTERNS = MAX_TYPE_PATTERNS  # the feed's rule for ``types=``, one rule for both
 DEAD_LETTER_MAXLEN = 10_000  # per subscription; the oldest go first (approximately) beyond it
-PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]{1,100}$")
+PATTERN = TYPE_PATTERN
 _SUBSCRIPTION_ID = re.compile(r"^sub_[0-9a-f]{32}$")
 _STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
