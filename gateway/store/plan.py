@@ -64,7 +64,7 @@ class Plan:
 
     def write(self, command: str, key: str, *args: str | int | float) -> None:
         """Append a write command on ``key``."""
-        self.writes.append([command, self.key(key), *(str(a) for a in args)])
+        self.writes.append([command, self.key(key), *args])  # redis-py writes str, int and float as Redis does
 
     def absorb(self, other: Plan) -> None:
         """Append ``other``'s checks and writes to this plan (its backlog limit is not taken over)."""

@@ -421,17 +421,17 @@ class Store:
                 )
             touched[key] = d
 
-        # 2. Current state of everything the operations touch.
-        pipe = self._redis.pipeline(transaction=False)
-        for d in decisions:
-            pipe.hgetall(k.current(tenant, d.op.rtype, d.rid))
-            pipe.exists(k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))
-        replies = await pipe.execute()
-        for d, raw, watched in zip(decisions, replies[::2], replies[1::2], strict=True):
-            d.current = Current.from_hash(raw)
-            d.watched = d.op.rtype not in MAPPED and bool(watched)
-            if d.match is None and isinstance(d.op, Create):
-                d.current = None  # a fresh uuid: nothing there
+        # 2. Current state of everything the operations touch (a create given a fresh uuid touches nothing there).
+        existing = [d for d in decisions if d.match is not None or not isinstance(d.op, Create)]
+        if existing:
+            pipe = self._redis.pipeline(transaction=False)
+            for d in existing:
+                pipe.hgetall(k.current(tenant, d.op.rtype, d.rid))
+                pipe.exists(k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))
+            replies = await pipe.execute()
+            for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
+                d.current = Current.from_hash(raw)
+                d.watched = d.op.rtype not in MAPPED and bool(watched)
 
         # 3. Resolve urn:uuid and fullUrl references, deduplicating retried plain creates on the way.
         mapping = await self._resolve(tenant, decisions, plan)
@@ -495,10 +495,14 @@ class Store:
                 d.prepared = (content, evid, elu, digests[-1], ids_then)
                 pipe.get(self._keys.dedupe(tenant, d.op.rtype, digests[-1]))
             hits = await pipe.execute()
-            check = self._redis.pipeline(transaction=False)
-            for d, h in zip(ready, hits, strict=True):
-                check.hgetall(self._keys.current(tenant, d.op.rtype, h.decode() if h else "-"))
-            states = await check.execute()
+            states: list[Any] = [{}] * len(ready)
+            found = [(i, d, h) for i, (d, h) in enumerate(zip(ready, hits, strict=True)) if h]
+            if found:  # the resources these digests name: still there, still with this content?
+                check = self._redis.pipeline(transaction=False)
+                for _, d, h in found:
+                    check.hgetall(self._keys.current(tenant, d.op.rtype, h.decode()))
+                for (i, _, _), state in zip(found, await check.execute(), strict=True):
+                    states[i] = state
             for d, dg, hit, raw in zip(ready, digests, hits, states, strict=True):
                 assert isinstance(d.op, Create)
                 key = self._keys.dedupe(tenant, d.op.rtype, dg)
