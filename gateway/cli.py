@@ -11,13 +11,15 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import admin
 from gateway.admin import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from gateway.settings import MIN_TOKEN_BITS, ClientsConfig, Settings
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -344,8 +346,15 @@ def _worker(args: argparse.Namespace) -> int:
         finally:
             await services.aclose()
 
-    asyncio.run(work())
+    _run_loop(work())
     return EXIT_OK
+
+
+def _run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a long-lived process's coroutine on uvloop (the event loop uvicorn also picks for the API)."""
+    import uvloop
+
+    return uvloop.run(main)
 
 
 def _poll(args: argparse.Namespace) -> int:
@@ -380,7 +389,7 @@ def _poll(args: argparse.Namespace) -> int:
         finally:
             await services.aclose()
 
-    return asyncio.run(work())
+    return _run_loop(work())
 
 
 if __name__ == "__main__":

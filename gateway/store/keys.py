@@ -166,6 +166,8 @@ OUTBOUND_GROUP = "connectors"  # the consumer group of every tenant's outbound (
 
 def escape(value: str) -> str:
     """Escape a value for a key part, so that ``|`` and ``*`` stay separators and wildcards."""
+    if "%" not in value and "|" not in value and "*" not in value:
+        return value
     return value.replace("%", "%25").replace("|", "%7C").replace("*", "%2A")
 
 
@@ -183,7 +185,7 @@ class Keyspace:
         self.webhook_tenants = f"{prefix}:webhook-tenants"
 
     def _t(self, tenant: str) -> str:
-        return f"{self.prefix}:{{{tenant}}}"
+        return f"{self.prefix}:{{{tenant}}}"  # {tenant}: a hash tag, so each tenant's keys share a cluster slot
 
     def current(self, tenant: str, rtype: str, rid: str) -> str:
         return f"{self._t(tenant)}:cur:{rtype}:{rid}"
