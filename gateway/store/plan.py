@@ -35,16 +35,18 @@ class Plan:
 
     keys: list[str] = field(default_factory=list)
     checks: list[list[Any]] = field(default_factory=list)
-    writes: list[list[Any]] = field(default_factory=list)
+    # The writes as the script reads them, flat: command, key index, argument count, arguments..., for each.
+    writes: list[Any] = field(default_factory=list)
     backlog: tuple[list[str], int] | None = None
     _index: dict[str, int] = field(default_factory=dict)
 
     def key(self, name: str) -> int:
         """Return the 1-based KEYS index of ``name``, declaring it once."""
-        if name not in self._index:
+        index = self._index.get(name)
+        if index is None:
             self.keys.append(name)
-            self._index[name] = len(self.keys)
-        return self._index[name]
+            index = self._index[name] = len(self.keys)
+        return index
 
     def expect_field(self, key: str, field_name: str, value: str | None) -> None:
         """Require a hash field to hold ``value`` (None: absent)."""
@@ -62,15 +64,19 @@ class Plan:
         """Require a set to hold exactly ``members``."""
         self.checks.append(["members", self.key(key), None, "\n".join(sorted(members))])
 
-    def write(self, command: str, key: str, *args: str | int | float) -> None:
-        """Append a write command on ``key``."""
-        self.writes.append([command, self.key(key), *args])  # redis-py writes str, int and float as Redis does
+    def write(self, command: str, key: str, *args: str | bytes | int | float) -> None:
+        """Append a write command on ``key`` (redis-py sends str, bytes, int and float as Redis reads them)."""
+        self.writes += (command, self.key(key), len(args), *args)
 
     def absorb(self, other: Plan) -> None:
         """Append ``other``'s checks and writes to this plan (its backlog limit is not taken over)."""
         index = {i + 1: self.key(name) for i, name in enumerate(other.keys)}
         self.checks += [[op, index[key], *rest] for op, key, *rest in other.checks]
-        self.writes += [[command, index[key], *rest] for command, key, *rest in other.writes]
+        at, writes = 0, other.writes
+        while at < len(writes):
+            count = writes[at + 2]
+            self.writes += (writes[at], index[writes[at + 1]], count, *writes[at + 3 : at + 3 + count])
+            at += 3 + count
 
     def limit_backlog(self, keys: list[str], maximum: int) -> None:
         """Refuse the plan when these streams and sets together hold ``maximum`` entries or more."""
@@ -95,8 +101,7 @@ class Committer:
         else:
             indexes = [plan.key(k) for k in plan.backlog[0]]
             args += [len(indexes), *indexes, plan.backlog[1]]
-        for command, key, *rest in plan.writes:
-            args += [command, key, len(rest), *rest]
+        args += plan.writes
         reply = await self._script(keys=plan.keys, args=args)
         status = _text(reply[0])
         if status == "conflict":

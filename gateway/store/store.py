@@ -619,12 +619,12 @@ class Store:
             plan.write("ZADD", ids_index, 0, rid)
         plan.write("ZADD", k.type_versions(tenant, rtype), lu_ms, f"{rid}/{vid}")
         plan.write("ZADD", k.all_versions(tenant), lu_ms, f"{rtype}/{rid}/{vid}")
-        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored).decode() if stored else "")
+        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
         plan.write(
             "HSET",
             k.current(tenant, rtype, rid),
             "vid", vid, "lu", lu, "hash", digest_, "deleted", "1" if deleted else "0",
-            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", encoding.dumps(new_index).decode(),
+            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", encoding.dumps(new_index),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched
