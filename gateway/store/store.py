@@ -29,6 +29,7 @@ from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.store.references import reference_targets, rewrite_references
+from gateway.store.snapshot import Read, Snapshot
 from mappers.registry import MAPPED
 
 
@@ -198,6 +199,7 @@ class Store:
         self.clock = clock
         self._registered: set[str] = set()
         self._committer = Committer(redis)
+        self._snapshot = Snapshot(redis)
         self._max_backlog = max_backlog
         self._dedupe_seconds = dedupe_seconds
         self._retries = retries
@@ -424,11 +426,11 @@ class Store:
         # 2. Current state of everything the operations touch (a create given a fresh uuid touches nothing there).
         existing = [d for d in decisions if d.match is not None or not isinstance(d.op, Create)]
         if existing:
-            pipe = self._redis.pipeline(transaction=False)
+            reads: list[Read] = []
             for d in existing:
-                pipe.hgetall(k.current(tenant, d.op.rtype, d.rid))
-                pipe.exists(k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))
-            replies = await pipe.execute()
+                reads += [("hgetall", k.current(tenant, d.op.rtype, d.rid)),
+                          ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))]  # fmt: skip
+            replies = await self._snapshot.read(reads)
             for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
                 d.current = Current.from_hash(raw)
                 d.watched = d.op.rtype not in MAPPED and bool(watched)
@@ -485,7 +487,6 @@ class Store:
             ready = [
                 d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
             ] or list(pending.values())
-            pipe = self._redis.pipeline(transaction=False)
             digests = []
             for d in ready:
                 assert isinstance(d.op, Create)
@@ -493,16 +494,15 @@ class Store:
                 digests.append(digest(content))
                 ids_then = {ref: mapping.get(ref) for ref in d.references()}
                 d.prepared = (content, evid, elu, digests[-1], ids_then)
-                pipe.get(self._keys.dedupe(tenant, d.op.rtype, digests[-1]))
-            hits = await pipe.execute()
+            hits = await self._snapshot.read([("get", self._keys.dedupe(tenant, d.op.rtype, dg))
+                                              for d, dg in zip(ready, digests, strict=True)])  # fmt: skip
             states: list[Any] = [{}] * len(ready)
             found = [(i, d, h) for i, (d, h) in enumerate(zip(ready, hits, strict=True)) if h]
-            if found:  # the resources these digests name: still there, still with this content?
-                check = self._redis.pipeline(transaction=False)
-                for _, d, h in found:
-                    check.hgetall(self._keys.current(tenant, d.op.rtype, h.decode()))
-                for (i, _, _), state in zip(found, await check.execute(), strict=True):
-                    states[i] = state
+            # The resources these digests name: still there, still with this content?
+            checked = await self._snapshot.read([("hgetall", self._keys.current(tenant, d.op.rtype, h.decode()))
+                                                 for _, d, h in found])  # fmt: skip
+            for (i, _, _), state in zip(found, checked, strict=True):
+                states[i] = state
             for d, dg, hit, raw in zip(ready, digests, hits, states, strict=True):
                 assert isinstance(d.op, Create)
                 key = self._keys.dedupe(tenant, d.op.rtype, dg)
