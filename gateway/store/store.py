@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from conformance.outcome import Issue, operation_outcome
@@ -329,6 +330,11 @@ class Store:
                 continue
             except PlanOverloaded as exc:
                 raise Overloaded(f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5) from None
+            except (redis_errors.TimeoutError, redis_errors.ConnectionError):
+                # The reply was lost (a busy Redis answered after the timeout, or the connection broke): the plan
+                # may have been applied all the same. Answer what was done rather than a 503 for a write that is in.
+                if not await self._landed(tenant, results):
+                    raise
             if trail is not None:
                 trail.written += [(r.rtype, r.rid, str(r.vid or ""), r.status) for r in results]
             await self._replicated()
@@ -338,6 +344,26 @@ class Store:
                     LENIENT_ACCEPTED.labels(result.rtype).inc()
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
+
+    async def _landed(self, tenant: str, results: list[Result]) -> bool:
+        """Tell whether a plan whose reply was lost was applied: every version it wrote is there, as written.
+
+        A plan is applied whole or not at all, so its versions are all there or none is; ``lu`` is this decision's
+        own instant, so a concurrent writer's version with the same number is not taken for it. False when the plan
+        wrote no version (its answers would rest on checks that may have failed) or when Redis still does not
+        answer (the caller's error then stands).
+        """
+        written = [r for r in results if r.outcome in ("created", "updated", "deleted")]
+        if not written:
+            return False
+        try:
+            reads: list[Read] = [("hgetall", self._keys.current(tenant, r.rtype, r.rid)) for r in written]
+            states = await self._snapshot.read(reads)
+        except redis_errors.RedisError:
+            return False
+        found = [Current.from_hash(raw) for raw in states]
+        return all(c is not None and c.vid == r.vid and c.last_updated == r.last_updated
+                   for c, r in zip(found, written, strict=True))  # fmt: skip
 
     def _audit(
         self, plan: Plan, trail: audit.RequestAudit, tenant: str, ops: Sequence[Operation], results: list[Result]
