@@ -17,6 +17,9 @@ from redis.asyncio import Redis
 _SCRIPT = resources.files("gateway.store").joinpath("commit.lua").read_text(encoding="utf-8")
 
 
+_MOST_ARGS = 1000  # arguments per command the script passes on (an even number: ZADD takes pairs)
+
+
 class PlanConflict(Exception):
     """A precondition no longer held; read again and retry."""
 
@@ -37,6 +40,8 @@ class Plan:
     checks: list[list[Any]] = field(default_factory=list)
     # The writes as the script reads them, flat: command, key index, argument count, arguments..., for each.
     writes: list[Any] = field(default_factory=list)
+    # Members added to sets and sorted sets (SADD, ZADD), one command per key after the writes: see ``add``.
+    adds: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
     backlog: tuple[list[str], int] | None = None
     _index: dict[str, int] = field(default_factory=dict)
 
@@ -68,6 +73,15 @@ class Plan:
         """Append a write command on ``key`` (redis-py sends str, bytes, int and float as Redis reads them)."""
         self.writes += (command, self.key(key), len(args), *args)
 
+    def add(self, command: str, key: str, *args: str | bytes | int | float) -> None:
+        """Add members to a set (``SADD``, members) or sorted set (``ZADD``, score-member pairs), in one command per
+        key for the whole plan, sent after every ``write``.
+
+        For index sets that many resources of a set share (a status, a practitioner, a date zset): one command each
+        instead of one per resource. Only for members no other write of the plan removes (a resource written once).
+        """
+        self.adds.setdefault((command, self.key(key)), []).extend(args)
+
     def absorb(self, other: Plan) -> None:
         """Append ``other``'s checks and writes to this plan (its backlog limit is not taken over)."""
         index = {i + 1: self.key(name) for i, name in enumerate(other.keys)}
@@ -77,6 +91,8 @@ class Plan:
             count = writes[at + 2]
             self.writes += (writes[at], index[writes[at + 1]], count, *writes[at + 3 : at + 3 + count])
             at += 3 + count
+        for (command, key), args in other.adds.items():
+            self.adds.setdefault((command, index[key]), []).extend(args)
 
     def limit_backlog(self, keys: list[str], maximum: int) -> None:
         """Refuse the plan when these streams and sets together hold ``maximum`` entries or more."""
@@ -91,7 +107,7 @@ class Committer:
 
     async def commit(self, plan: Plan) -> list[str]:
         """Apply ``plan`` or raise PlanConflict / PlanOverloaded; return the ids of added stream entries."""
-        if not plan.writes and not plan.checks:
+        if not plan.writes and not plan.checks and not plan.adds:
             return []
         args: list[Any] = [len(plan.checks)]
         for op, key, field_name, expected in plan.checks:
@@ -102,6 +118,10 @@ class Committer:
             indexes = [plan.key(k) for k in plan.backlog[0]]
             args += [len(indexes), *indexes, plan.backlog[1]]
         args += plan.writes
+        for (command, key), members in plan.adds.items():
+            for at in range(0, len(members), _MOST_ARGS):  # Lua unpacks a bounded number of values at once
+                chunk = members[at : at + _MOST_ARGS]
+                args += (command, key, len(chunk), *chunk)
         reply = await self._script(keys=plan.keys, args=args)
         status = _text(reply[0])
         if status == "conflict":

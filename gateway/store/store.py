@@ -641,10 +641,10 @@ class Store:
             plan.write("ZREM", lu_index, rid)
             plan.write("ZREM", ids_index, rid)
         else:
-            plan.write("ZADD", lu_index, lu_ms, rid)
-            plan.write("ZADD", ids_index, 0, rid)
-        plan.write("ZADD", k.type_versions(tenant, rtype), lu_ms, f"{rid}/{vid}")
-        plan.write("ZADD", k.all_versions(tenant), lu_ms, f"{rtype}/{rid}/{vid}")
+            plan.add("ZADD", lu_index, lu_ms, rid)
+            plan.add("ZADD", ids_index, 0, rid)
+        plan.add("ZADD", k.type_versions(tenant, rtype), lu_ms, f"{rid}/{vid}")
+        plan.add("ZADD", k.all_versions(tenant), lu_ms, f"{rtype}/{rid}/{vid}")
         plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
         plan.write(
             "HSET",
@@ -678,11 +678,11 @@ class Store:
                 plan.write("ZREM", key, rid)
         for kind, key, member in sorted(set(new) - set(old)):
             if kind == "s":
-                plan.write("SADD", key, rid)
+                plan.add("SADD", key, rid)
             elif kind == "l":
-                plan.write("ZADD", key, 0, member)
+                plan.add("ZADD", key, 0, member)
             else:
-                plan.write("ZADD", key, member, rid)
+                plan.add("ZADD", key, member, rid)
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
         """Return the identifier-index key a condition reads."""
