@@ -7,7 +7,7 @@ each phase of accepting a Bundle costs per resource:
 - *parse*: the body's bytes to JSON values (``gateway.web.body.parse_json``, the strict parser the API uses);
 - *validate*: the Bundle and every entry checked (``gateway.fhir.bundle.parse_entries``);
 - *decide*: the store reads what the writes touch and builds the atomic plan (references rewritten, digests,
-  search indexes, versions), without the commit;
+  search indexes, versions, audit entries), without the commit;
 - *commit*: the plan sent to Redis and applied by the commit script (this process's side only: Redis's own CPU
   is printed apart);
 - *answer*: the transaction-response Bundle built and serialised.
@@ -34,7 +34,7 @@ from gateway_bench import make_bundle
 
 from gateway.embedded import EmbeddedRedis
 from gateway.fhir import bundle as bundles
-from gateway.store import Keyspace, Store
+from gateway.store import Keyspace, Store, audit
 from gateway.store.connection import connect
 from gateway.web.body import parse_json
 from gateway.web.responses import FhirResponse
@@ -124,10 +124,13 @@ async def _accept(store: Store, body: bytes, clock: _Clock) -> None:
         clients = ClientsConfig.model_validate({"clients": []})
         edge = _EDGE[id(store)] = Edge(store, Settings(redis_url="redis://unused"), clients)
     bundles.parse_entries = parse_entries
+    now_ms = int(time.time() * 1000)  # each write's audit entry goes in its plan, as in the API
+    trail = audit.current.set(audit.RequestAudit("127.0.0.1", "transaction", now_ms - 86_400_000, now_ms, "bench"))
     try:
         answer = await bundles.process(edge, "bench", value, "http://bench/fhir/R4", bundles.Prefer(), size=len(body))
     finally:
         bundles.parse_entries = original
+        audit.current.reset(trail)
     start = time.process_time()
     FhirResponse(answer).render(answer)
     clock.cpu["answer"] += time.process_time() - start
