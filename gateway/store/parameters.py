@@ -172,8 +172,9 @@ def references(values: list[Any]) -> set[str]:
     """Return the reference targets of values: ``Type/id``, or a canonical URL (and without its version)."""
     found: set[str] = set()
     for value in values:
-        if isinstance(value, Mapping):
-            target = relative_reference(value.get("reference") if isinstance(value.get("reference"), str) else None)
+        if type(value) is dict or isinstance(value, Mapping):
+            reference = value.get("reference")
+            target = relative_reference(reference if type(reference) is str else None)
             if target:
                 found.add(target)
         elif isinstance(value, str) and value:

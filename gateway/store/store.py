@@ -668,15 +668,17 @@ class Store:
     @staticmethod
     def _plan_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:
         """Move the resource from the index entries of its last version to those of this one."""
-        kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
-        for kind, key, member in set(old) - set(new):
-            if kind == "s":
-                plan.write("SREM", key, rid)
-            elif kind == "l":
-                plan.write("ZREM", key, member)
-            elif (kind, key) not in kept_scores:
-                plan.write("ZREM", key, rid)
-        for kind, key, member in sorted(set(new) - set(old)):
+        if old:
+            kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
+            for kind, key, member in set(old) - set(new):
+                if kind == "s":
+                    plan.write("SREM", key, rid)
+                elif kind == "l":
+                    plan.write("ZREM", key, member)
+                elif (kind, key) not in kept_scores:
+                    plan.write("ZREM", key, rid)
+            new = sorted(set(new) - set(old))
+        for kind, key, member in new:  # index_entries lists them sorted and once each
             if kind == "s":
                 plan.add("SADD", key, rid)
             elif kind == "l":
