@@ -23,7 +23,7 @@ from gateway import encoding
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import activity, audit, conditional, ehr_meta
+from gateway.store import activity, audit, compact, conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
@@ -211,23 +211,42 @@ class Store:
 
     async def read(self, tenant: str, rtype: str, rid: str) -> dict[str, Any]:
         """Return the current version, or raise NotFound / Gone."""
-        cur = await self.current(tenant, rtype, rid)
-        if cur is None:
-            raise NotFound(f"no {rtype} has that id", expression=rtype)
-        if cur.deleted:
-            raise Gone(f"that {rtype} was deleted", expression=rtype)
-        return await self.vread(tenant, rtype, rid, cur.vid)
+        vid = await self._current_vid(tenant, rtype, rid)
+        return await self.vread(tenant, rtype, rid, vid)
+
+    async def read_json(self, tenant: str, rtype: str, rid: str) -> bytes:
+        """Return the current version's JSON as stored, or raise NotFound / Gone (``compact`` reads its meta)."""
+        vid = await self._current_vid(tenant, rtype, rid)
+        return await self.vread_json(tenant, rtype, rid, vid)
 
     async def vread(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any]:
         """Return one version, or raise NotFound / Gone."""
+        result: dict[str, Any] = encoding.loads(await self._version(tenant, rtype, rid, vid))
+        audit.note_read(result)
+        return result
+
+    async def vread_json(self, tenant: str, rtype: str, rid: str, vid: int) -> bytes:
+        """Return one version's JSON as stored, or raise NotFound / Gone."""
+        raw = await self._version(tenant, rtype, rid, vid)
+        compact.note_read(raw, compact.head(raw))
+        return raw
+
+    async def _current_vid(self, tenant: str, rtype: str, rid: str) -> int:
+        """Return the current version number, or raise NotFound (never existed) / Gone (deleted)."""
+        vid, deleted = await self._redis.hmget(self._keys.current(tenant, rtype, rid), ["vid", "deleted"])
+        if vid is None:
+            raise NotFound(f"no {rtype} has that id", expression=rtype)
+        if text(deleted) == "1":
+            raise Gone(f"that {rtype} was deleted", expression=rtype)
+        return int(text(vid))
+
+    async def _version(self, tenant: str, rtype: str, rid: str, vid: int) -> bytes:
         raw = await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid))
         if raw is None:
             raise NotFound(f"that {rtype} has no such version", expression=rtype)
         if raw == b"":
             raise Gone(f"that version of the {rtype} is a deletion", expression=rtype)
-        result: dict[str, Any] = encoding.loads(raw)
-        audit.note_read(result)
-        return result
+        return raw if isinstance(raw, bytes) else raw.encode()
 
     async def issues(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any] | None:
         """Return the OperationOutcome a version was accepted with under a lenient policy, or None."""
@@ -244,6 +263,10 @@ class Store:
 
     async def read_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the current versions of ``ids`` that exist and are not deleted, in order."""
+        return [encoding.loads(raw) for _, raw in await self.read_many_json(tenant, rtype, ids)]
+
+    async def read_many_json(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        """Return the id and stored JSON of the current versions of ``ids`` that exist and are not deleted, in order."""
         pipe = self._redis.pipeline(transaction=False)
         for rid in ids:
             pipe.hmget(self._keys.current(tenant, rtype, rid), ["vid", "deleted"])
@@ -255,7 +278,7 @@ class Store:
                 pipe.hget(self._keys.history(tenant, rtype, rid), vid)
                 wanted.append(rid)
         bodies = await pipe.execute()
-        return [encoding.loads(b) for b in bodies if b]
+        return [(rid, bytes(b)) for rid, b in zip(wanted, bodies, strict=True) if b]
 
     async def check_backlog(self, tenant: str) -> None:
         """Refuse (503) work for a tenant whose queue is past its limit, before its body is read and parsed."""
