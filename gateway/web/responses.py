@@ -34,6 +34,8 @@ class JSONBody(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):  # JSON already (a feed page spliced from stored events)
+            return content
         return encoding.dumps(content)
 
 
