@@ -10,7 +10,6 @@ always did, so a client gets the same bytes either way.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from gateway import encoding
 from gateway.store import audit
@@ -21,23 +20,35 @@ _HEAD = re.compile(
 )
 
 
-@dataclass(frozen=True)
 class Head:
     """What the beginning of a version in the compact form says: its type, id, versionId and lastUpdated."""
 
-    rtype: str
-    rid: str
-    version_id: str
-    last_updated: str
+    __slots__ = ("_found",)
+
+    def __init__(self, found: re.Match[bytes]) -> None:
+        self._found = found  # each part is decoded only when asked for: a read needs two of the four
+
+    @property
+    def rtype(self) -> str:
+        return self._found[1].decode()
+
+    @property
+    def rid(self) -> str:
+        return self._found[2].decode()
+
+    @property
+    def version_id(self) -> str:
+        return self._found[3].decode()
+
+    @property
+    def last_updated(self) -> str:
+        return self._found[4].decode()
 
 
 def head(raw: bytes) -> Head | None:
     """Return what a stored version in the compact form begins with, or None for any other form."""
     found = _HEAD.match(raw)
-    if found is None:
-        return None
-    rtype, rid, version_id, last_updated = (part.decode() for part in found.groups())
-    return Head(rtype, rid, version_id, last_updated)
+    return None if found is None else Head(found)
 
 
 def is_compact(raw: bytes) -> bool:
@@ -45,15 +56,14 @@ def is_compact(raw: bytes) -> bool:
     return _HEAD.match(raw) is not None
 
 
-def note_read(raw: bytes, found: Head | None) -> None:
+def note_read(raw: bytes) -> None:
     """Remember, for the request's audit entry, which patient the version read is about (``audit.patient_of``).
 
-    Parsed only when it may say: a Patient names itself, and another type only in a ``subject`` or ``patient``.
+    Parsed only when it may name one: a Patient names itself, another resource only in a ``subject`` or ``patient``
+    (JSON writes these names and ``"Patient"`` as they are, in any form the store ever wrote).
     """
     request = audit.current.get()
     if request is None or request.patient:
         return
-    if found is not None and found.rtype == "Patient":
-        request.patient = f"Patient/{found.rid}"
-    elif found is None or b'"subject"' in raw or b'"patient"' in raw:
+    if b'"subject"' in raw or b'"patient"' in raw or b'"Patient"' in raw:
         audit.note_read(encoding.loads(raw))
