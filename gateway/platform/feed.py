@@ -89,7 +89,7 @@ def entry_fields(event: bytes, event_type: str, codes: Iterable[str]) -> list[st
     return ["e", event.decode(), "type", event_type, "labels", encoding.dumps(listed).decode() if listed else ""]
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One feed entry as read: the event's JSON as stored, its type, and the codes of its record's security labels."""
 
