@@ -109,7 +109,8 @@ class Entry:
             codes = tuple(encoding.loads(labels)) if labels else ()
             return cls(text(entry_id), raw, text(fields[TYPE]), codes, compact=True)
         event: dict[str, Any] = encoding.loads(raw)
-        return cls(text(entry_id), raw, str(event.get("type", "")), label_codes(event.get("record")), False, event)
+        codes = label_codes(event.get("record"))
+        return cls(text(entry_id), raw, str(event.get("type", "")), codes, compact=False, parsed=event)
 
     def event(self) -> dict[str, Any]:
         """Return the event (parsed from the stored JSON the first time it is asked for)."""
