@@ -14,17 +14,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from conformance.outcome import Issue, operation_outcome
 from gateway import encoding
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import activity, audit, conditional, ehr_meta
+from gateway.store import activity, audit, compact, conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
@@ -47,6 +49,27 @@ def _parse_instant(value: str | None) -> datetime | None:
 def digest(content: Mapping[str, Any]) -> str:
     """Return a stable digest of resource content."""
     return hashlib.sha256(encoding.canonical(content)).hexdigest()
+
+
+# The current version's body in one round trip: {0} never existed, {1} deleted, {2, body} (a body "" is a
+# deletion), {3} when the version the current state names has no body (never so unless the store was damaged).
+_READ_CURRENT = """
+local state = redis.call("HMGET", KEYS[1], "vid", "deleted")
+if not state[1] then return {0} end
+if state[2] == "1" then return {1} end
+local body = redis.call("HGET", KEYS[2], state[1])
+if not body then return {3} end
+return {2, body}
+"""
+
+
+def _body(rtype: str, raw: bytes | str | None) -> bytes:
+    """Return a stored version's body, or raise NotFound (no such version) / Gone (a deletion)."""
+    if raw is None:
+        raise NotFound(f"that {rtype} has no such version", expression=rtype)
+    if not raw:
+        raise Gone(f"that version of the {rtype} is a deletion", expression=rtype)
+    return raw if isinstance(raw, bytes) else raw.encode()
 
 
 @dataclass(frozen=True)
@@ -214,23 +237,45 @@ class Store:
 
     async def read(self, tenant: str, rtype: str, rid: str) -> dict[str, Any]:
         """Return the current version, or raise NotFound / Gone."""
-        cur = await self.current(tenant, rtype, rid)
-        if cur is None:
-            raise NotFound(f"no {rtype} has that id", expression=rtype)
-        if cur.deleted:
-            raise Gone(f"that {rtype} was deleted", expression=rtype)
-        return await self.vread(tenant, rtype, rid, cur.vid)
+        result: dict[str, Any] = encoding.loads(await self._current_body(tenant, rtype, rid))
+        audit.note_read(result)
+        return result
+
+    async def read_json(self, tenant: str, rtype: str, rid: str) -> bytes:
+        """Return the current version's JSON as stored, or raise NotFound / Gone (``compact`` reads its meta)."""
+        raw = await self._current_body(tenant, rtype, rid)
+        compact.note_read(raw)
+        return raw
 
     async def vread(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any]:
         """Return one version, or raise NotFound / Gone."""
-        raw = await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid))
-        if raw is None:
-            raise NotFound(f"that {rtype} has no such version", expression=rtype)
-        if raw == b"":
-            raise Gone(f"that version of the {rtype} is a deletion", expression=rtype)
-        result: dict[str, Any] = encoding.loads(raw)
+        result: dict[str, Any] = encoding.loads(await self._version(tenant, rtype, rid, vid))
         audit.note_read(result)
         return result
+
+    async def vread_json(self, tenant: str, rtype: str, rid: str, vid: int) -> bytes:
+        """Return one version's JSON as stored, or raise NotFound / Gone."""
+        raw = await self._version(tenant, rtype, rid, vid)
+        compact.note_read(raw)
+        return raw
+
+    async def _current_body(self, tenant: str, rtype: str, rid: str) -> bytes:
+        """Return the current version's body, or raise NotFound / Gone: in one round trip (``_READ_CURRENT``)."""
+        keys = [self._keys.current(tenant, rtype, rid), self._keys.history(tenant, rtype, rid)]
+        reply = await self._read_current(keys=keys)
+        state = int(reply[0])
+        if state == 0:
+            raise NotFound(f"no {rtype} has that id", expression=rtype)
+        if state == 1:
+            raise Gone(f"that {rtype} was deleted", expression=rtype)
+        return _body(rtype, reply[1] if state == 2 else None)
+
+    async def _version(self, tenant: str, rtype: str, rid: str, vid: int) -> bytes:
+        return _body(rtype, await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid)))
+
+    @cached_property
+    def _read_current(self) -> AsyncScript:
+        return self._redis.register_script(_READ_CURRENT)
 
     async def issues(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any] | None:
         """Return the OperationOutcome a version was accepted with under a lenient policy, or None."""
@@ -247,6 +292,10 @@ class Store:
 
     async def read_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the current versions of ``ids`` that exist and are not deleted, in order."""
+        return [encoding.loads(raw) for _, raw in await self.read_many_json(tenant, rtype, ids)]
+
+    async def read_many_json(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        """Return the id and stored JSON of the current versions of ``ids`` that exist and are not deleted, in order."""
         pipe = self._redis.pipeline(transaction=False)
         for rid in ids:
             pipe.hmget(self._keys.current(tenant, rtype, rid), ["vid", "deleted"])
@@ -258,7 +307,7 @@ class Store:
                 pipe.hget(self._keys.history(tenant, rtype, rid), vid)
                 wanted.append(rid)
         bodies = await pipe.execute()
-        return [encoding.loads(b) for b in bodies if b]
+        return [(rid, bytes(b)) for rid, b in zip(wanted, bodies, strict=True) if b]
 
     async def check_backlog(self, tenant: str) -> None:
         """Refuse (503) work for a tenant whose queue is past its limit, before its body is read and parsed."""
