@@ -19,7 +19,7 @@ from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conformance.outcome import Issue
-from gateway import ops
+from gateway import heap, ops
 from gateway.access import AuditRecorder
 from gateway.access import routes as audit_routes
 from gateway.console import routes as console_routes
@@ -175,4 +175,6 @@ def from_environment() -> FastAPI:
 
     logs.configure()
     # `api` refused GATEWAY_DEVELOPMENT before it started these processes; never development here.
-    return create_app(Settings().model_copy(update={"development": False}))
+    app = create_app(Settings().model_copy(update={"development": False}))
+    heap.settle()
+    return app
