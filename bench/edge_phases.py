@@ -32,6 +32,7 @@ from typing import Any
 import redis as sync_redis
 from gateway_bench import make_bundle
 
+from gateway import heap
 from gateway.embedded import EmbeddedRedis
 from gateway.fhir import bundle as bundles
 from gateway.store import Keyspace, Store, audit
@@ -74,6 +75,7 @@ async def _run(
             store._committer.commit = clock.timed("commit", store._committer.commit)  # type: ignore[method-assign]
             for warm in bodies[:2]:
                 await _accept(store, warm, clock)
+            heap.settle()  # as the API does before it serves
             clock.cpu = dict.fromkeys(PHASES, 0.0)
             info = sync_redis.Redis.from_url(url).info("cpu")
             redis_before = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
