@@ -220,7 +220,7 @@ def _demo_clients(data_dir: Path) -> tuple[Path, ClientsConfig]:
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway import heap, logs
+    from gateway import logs
     from gateway.app import create_app
     from gateway.embedded import EmbeddedRedis
 
@@ -244,7 +244,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Platform API: http://{args.host}:{args.port}/platform/v1", flush=True)
         print(f"Console:      http://{args.host}:{args.port}/console (an 'admin' token)", flush=True)
         app = create_app(settings, clients, with_worker=True, with_poller=True)
-        heap.settle()
         _serve(uvicorn, app, args.host, args.port)
     finally:
         if embedded is not None:
@@ -256,7 +255,10 @@ def _serve(uvicorn: Any, app: Any, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then return normally so cleanup runs and the exit status is 0."""
     # uvicorn shuts down gracefully, then re-raises the signal under the handler it found: make that an
     # exception the caller's ``finally`` sees, rather than the default that kills the process on the spot.
+    from gateway import heap
+
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    heap.settle()
     uvicorn.run(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=20)
 
 
@@ -289,7 +291,7 @@ def _production_clients(settings: Settings) -> ClientsConfig:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway import heap, logs
+    from gateway import logs
     from gateway.app import create_app
 
     logs.configure()
@@ -300,9 +302,7 @@ def _api(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise RuntimeError("--workers must be at least 1")
     if args.workers == 1:
-        app = create_app(settings, clients)
-        heap.settle()
-        _serve(uvicorn, app, args.host, args.port)
+        _serve(uvicorn, create_app(settings, clients), args.host, args.port)
         return EXIT_OK
     # Several processes on one port: uvicorn's supervisor starts each one, which builds its app from the environment.
     # Its health check restarts a process that has not answered in time; 5 s (its default) kills processes that

@@ -101,7 +101,7 @@ def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         started.append("worker")
 
     monkeypatch.setattr("gateway.cli._serve", serve)
-    monkeypatch.setattr("gateway.cli.asyncio.run", run)
+    monkeypatch.setattr("gateway.cli._run_loop", run)
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1")
     monkeypatch.setenv("GATEWAY_WORKER_METRICS_PORT", "0")
     return started
