@@ -151,18 +151,27 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=0.1)
                     continue
-                for tenant in tenants:
-                    await queue.promote_due(tenant)
                 if now >= next_reclaim:
                     next_reclaim = now + max(settings.claim_idle_seconds / 2, 0.5)
                     for tenant in tenants:
                         await self._handle_all(queue, await self._reclaim(queue, tenant))
-                jobs = await queue.read(tenants, self.name, settings.worker_concurrency, settings.worker_block_ms)
-                await self._handle_all(queue, jobs)
+                await self.drain_round(queue, tenants)
             except Exception:
                 # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
                 log.exception("worker loop error")
                 await asyncio.sleep(1.0)
+
+    async def drain_round(self, queue: InboundQueue, tenants: Sequence[str], *, block_ms: int | None = None) -> int:
+        """Move the tenants' due retries back, read one batch of new jobs and apply it; return the jobs read.
+
+        One turn of the job loop (besides reclaiming), waiting up to ``block_ms`` (default the settings') for jobs.
+        """
+        for tenant in tenants:
+            await queue.promote_due(tenant)
+        wait = self._settings.worker_block_ms if block_ms is None else block_ms
+        jobs = await queue.read(tenants, self.name, self._settings.worker_concurrency, wait)
+        await self._handle_all(queue, jobs)
+        return len(jobs)
 
     async def _reclaim(self, queue: InboundQueue, tenant: str) -> list[Job]:
         idle_ms = int(self._settings.claim_idle_seconds * 1000)

@@ -1,0 +1,222 @@
+"""Where the worker's CPU goes, phase by phase, for the benchmark's Appointments and Patients.
+
+Fills a tenant's inbound stream the way the API does (the benchmark's transaction Bundles through
+``gateway.fhir.bundle.process``: stored versions, history, and one job per mapped resource) on an embedded Redis
+(AOF, ``appendfsync always``) or ``REDIS_URL`` (keys under a unique prefix, deleted at the end), then drains it
+with the worker's own code in this process, one round after another as ``fhir-gateway worker``'s job loop does
+(``Worker.drain_round``: due retries promoted, one read of up to ``--batch`` jobs, one batch per tenant), and
+prints the CPU each phase costs per job:
+
+- *read jobs*: XREADGROUP of a batch of jobs (and the promotion of due retries before it);
+- *read records*: the records the batch's resources map to, as the batch finds them (one round trip);
+- *read versions*: the stored versions the jobs name (one round trip);
+- *map*: each version mapped to its platform record (``Family.to_platform``);
+- *classify*: each record compared with the one before it (``Family.classify``);
+- *plan*: the rest of deciding the batch: records, indexes and events serialised into the atomic plan;
+- *dependents*: the records that read a changed resource looked up, to be mapped again (one round trip);
+- *commit*: the plan sent to Redis and applied by the commit script (this process's side only: Redis's own CPU
+  is printed apart);
+- *other*: the rest of the round: grouping, settling, metrics, logging, the event loop.
+
+HTTP, the worker's companions (webhooks, write-backs) and its housekeeping are not in these figures:
+``gateway_bench.py`` measures the whole worker process. ``--profile FILE`` also writes cProfile stats of the timed
+drain (the figures are then slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis as sync_redis
+from gateway_bench import make_bundle
+
+from gateway.embedded import EmbeddedRedis
+from gateway.fhir import bundle as bundles
+from gateway.services import Services
+from gateway.settings import ClientsConfig, Settings
+from gateway.web.body import parse_json
+from gateway.work.worker import Worker
+from mappers.registry import MAPPED
+
+PHASES = ("read jobs", "read records", "read versions", "map", "classify", "plan", "dependents", "commit")
+TENANT = "bench"
+
+
+class _Clock:
+    """Accumulates CPU seconds per phase; a phase timed inside another is taken out of the outer one."""
+
+    def __init__(self) -> None:
+        self.cpu = dict.fromkeys(PHASES, 0.0)
+        self._inner = 0.0  # CPU of the phases timed inside the one running
+
+    def _charge(self, phase: str, start: float, inner_before: float) -> None:
+        spent = time.process_time() - start
+        nested = self._inner - inner_before
+        self.cpu[phase] += spent - nested
+        self._inner = inner_before + spent
+
+    def timed_async(self, phase: str, fn: Any) -> Any:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start, before = time.process_time(), self._inner
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                self._charge(phase, start, before)
+
+        return wrapper
+
+    def timed(self, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start, before = time.process_time(), self._inner
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._charge(phase, start, before)
+
+        return wrapper
+
+
+async def _fill(services: Services, size: int, count: int) -> int:
+    """Accept ``count`` Bundles of ``size`` entries as the API does; return the jobs they queued."""
+    run = f"w{uuid.uuid4().hex[:6]}"
+    for seq in range(count):
+        body, _ = make_bundle(run, size, seq)
+        value = parse_json(body, max_depth=64, max_string=1_048_576)
+        await bundles.process(services.edge, TENANT, value, "http://bench/fhir/R4", bundles.Prefer(), size=len(body))
+    return int(await services.redis.xlen(services.keys.inbound(TENANT)))
+
+
+def _instrument(worker: Worker, clock: _Clock) -> Callable[[], None]:
+    """Time the worker's phases; return what undoes it."""
+    records: Any = worker._records
+    queue: Any = worker.queue
+    committer: Any = worker._committer
+    originals = dict(MAPPED)
+    for rtype, family in originals.items():
+        MAPPED[rtype] = dataclasses.replace(
+            family,
+            to_platform=clock.timed("map", family.to_platform),
+            classify=clock.timed("classify", family.classify),
+        )
+    records.plan = clock.timed_async("plan", records.plan)
+    records._read_held = clock.timed_async("read records", records._read_held)
+    records._read_versions = clock.timed_async("read versions", records._read_versions)
+    records._refreshes = clock.timed_async("dependents", records._refreshes)
+    queue.read = clock.timed_async("read jobs", queue.read)
+    queue.promote_due = clock.timed_async("read jobs", queue.promote_due)
+    committer.commit = clock.timed_async("commit", committer.commit)
+
+    def undo() -> None:
+        MAPPED.update(originals)
+        for obj, names in ((records, ("plan", "_read_held", "_read_versions", "_refreshes")),
+                           (queue, ("read", "promote_due")), (committer, ("commit",))):  # fmt: skip
+            for name in names:
+                delattr(obj, name)
+
+    return undo
+
+
+def _redis_cpu(url: str) -> float:
+    info = sync_redis.Redis.from_url(url).info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+async def _run(url: str, prefix: str, size: int, count: int, batch: int, profile: Path | None) -> dict[str, float]:
+    settings = Settings(redis_url=url, key_prefix=prefix, worker_concurrency=batch, worker_metrics_port=0)
+    clients = ClientsConfig.model_validate({"clients": [], "tenants": {TENANT: {"vendor": "generic"}}})
+    services = Services.build(settings, clients)
+    profiler = cProfile.Profile() if profile else None
+    try:
+        jobs = await _fill(services, size, count)
+        worker = services.worker("worker-phases")
+        worker._tenants = [TENANT]
+        queue = worker.queue
+        await queue.ensure_group(TENANT)
+        clock = _Clock()
+        undo = _instrument(worker, clock)
+        try:
+            for _ in range(2):  # warm-up rounds, not counted
+                await worker.drain_round(queue, [TENANT])
+            clock.cpu = dict.fromkeys(PHASES, 0.0)
+            processed_before = worker.processed
+            redis_before = _redis_cpu(url)
+            total_before, wall = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            while await worker.drain_round(queue, [TENANT], block_ms=10):
+                pass
+            if profiler:
+                profiler.disable()
+            total, wall = time.process_time() - total_before, time.perf_counter() - wall
+            redis_cpu = _redis_cpu(url) - redis_before
+        finally:
+            undo()
+        done = worker.processed - processed_before
+        dead = int(await services.redis.xlen(services.keys.dead_letters(TENANT)))
+        left = int(await services.redis.xlen(services.keys.inbound(TENANT)))
+        row = {phase: clock.cpu[phase] * 1e6 / done for phase in PHASES}
+        row["other"] = total * 1e6 / done - sum(row.values())
+        row["total"] = total * 1e6 / done
+        row["redis"] = redis_cpu * 1e6 / done
+        row["per_s"] = done / wall
+        row["cpu_per_s"] = done / total
+        row["jobs"], row["timed"], row["dead"], row["left"] = jobs, done, dead, left
+        return row
+    finally:
+        await services.aclose()
+        if profiler and profile:
+            profiler.dump_stats(str(profile))
+
+
+def _cleanup(url: str, prefix: str) -> None:
+    client = sync_redis.Redis.from_url(url)
+    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
+        client.delete(key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=100, help="entries per Bundle, one of them a Patient (100)")
+    parser.add_argument("--bundles", type=int, default=200, help="Bundles accepted before the drain (200)")
+    parser.add_argument("--batch", type=int, default=Settings.model_fields["worker_concurrency"].default,
+                        help="jobs per read and batch (the gateway's GATEWAY_WORKER_CONCURRENCY default)")  # fmt: skip
+    parser.add_argument("--embedded", action="store_true", help="use an embedded Redis even when REDIS_URL is set")
+    parser.add_argument("--profile", type=Path, help="write cProfile stats of the timed drain to this file")
+    args = parser.parse_args(argv)
+    prefix = f"gwworker-{uuid.uuid4().hex[:8]}"
+    url = None if args.embedded else os.environ.get("REDIS_URL")
+    with tempfile.TemporaryDirectory() as tmp:
+        embedded = None if url else EmbeddedRedis(Path(tmp) / "redis").start()
+        try:
+            url = url or (embedded.url if embedded else "")
+            row = asyncio.run(_run(url, prefix, args.size, args.bundles, args.batch, args.profile))
+        finally:
+            if embedded:
+                embedded.stop()
+            elif url:
+                _cleanup(url, prefix)
+    where = "embedded (appendfsync always)" if embedded else "REDIS_URL"
+    print(f"Redis: {where}; {row['jobs']:,.0f} jobs queued from {args.bundles} {args.size}-entry Bundles, "
+          f"{row['timed']:,.0f} drained in the timed window (batches of {args.batch}); "
+          f"dead-lettered {row['dead']:.0f}, left {row['left']:.0f}")  # fmt: skip
+    print()
+    print("| " + " | ".join(PHASES) + " | other | total us/job | Redis us/job | jobs/s | jobs per CPU s |")
+    print("|" + "--:|" * (len(PHASES) + 5))
+    cells = " | ".join(f"{row[p]:.1f}" for p in (*PHASES, "other", "total", "redis"))
+    print(f"| {cells} | {row['per_s']:,.0f} | {row['cpu_per_s']:,.0f} |")
+    return 0 if row["dead"] == 0 and row["left"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
