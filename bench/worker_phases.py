@@ -8,12 +8,13 @@ with the worker's own code in this process, one round after another as ``fhir-ga
 prints the CPU each phase costs per job:
 
 - *read jobs*: XREADGROUP of a batch of jobs (and the promotion of due retries before it);
-- *read records*: the records the batch's resources map to, as the batch finds them (one round trip);
-- *read versions*: the stored versions the jobs name (one round trip);
+- *read batch*: what the batch's resources find: their records, the stored versions the jobs name, and the
+  records that read them (one round trip per tenant);
 - *map*: each version mapped to its platform record (``Family.to_platform``);
 - *classify*: each record compared with the one before it (``Family.classify``);
 - *plan*: the rest of deciding the batch: records, indexes and events serialised into the atomic plan;
-- *dependents*: the records that read a changed resource looked up, to be mapped again (one round trip);
+- *dependents*: the records that read a changed resource queued to be mapped again (a round trip only for
+  what the batch read did not cover: canonical URLs);
 - *commit*: the plan sent to Redis and applied by the commit script (this process's side only: Redis's own CPU
   is printed apart);
 - *other*: the rest of the round: grouping, settling, metrics, logging, the event loop.
@@ -49,7 +50,7 @@ from gateway.web.body import parse_json
 from gateway.work.worker import Worker
 from mappers.registry import MAPPED
 
-PHASES = ("read jobs", "read records", "read versions", "map", "classify", "plan", "dependents", "commit")
+PHASES = ("read jobs", "read batch", "map", "classify", "plan", "dependents", "commit")
 TENANT = "bench"
 
 
@@ -110,8 +111,7 @@ def _instrument(worker: Worker, clock: _Clock) -> Callable[[], None]:
             classify=clock.timed("classify", family.classify),
         )
     records.plan = clock.timed_async("plan", records.plan)
-    records._read_held = clock.timed_async("read records", records._read_held)
-    records._read_versions = clock.timed_async("read versions", records._read_versions)
+    records._read = clock.timed_async("read batch", records._read)
     records._refreshes = clock.timed_async("dependents", records._refreshes)
     queue.read = clock.timed_async("read jobs", queue.read)
     queue.promote_due = clock.timed_async("read jobs", queue.promote_due)
@@ -119,7 +119,7 @@ def _instrument(worker: Worker, clock: _Clock) -> Callable[[], None]:
 
     def undo() -> None:
         MAPPED.update(originals)
-        for obj, names in ((records, ("plan", "_read_held", "_read_versions", "_refreshes")),
+        for obj, names in ((records, ("plan", "_read", "_refreshes")),
                            (queue, ("read", "promote_due")), (committer, ("commit",))):  # fmt: skip
             for name in names:
                 delattr(obj, name)
