@@ -171,9 +171,8 @@ class RecordWriter:
                 meta = resource.get("meta", {})
                 evid, elu = ehr_meta.read(meta)
                 needs = family.needs(resource)
-                ctx = self._context(
-                    tenant, version, meta.get("lastUpdated", ""), evid, elu, await self._related(tenant, needs)
-                )
+                related = await self._related(tenant, needs) if needs else None
+                ctx = self._context(tenant, version, meta.get("lastUpdated", ""), evid, elu, related)
                 record = family.to_platform(resource, ctx)
                 provided |= {source, *(canonical_key(rtype, url) for url in canonical_urls(resource))}
                 for need in needs:
@@ -183,8 +182,13 @@ class RecordWriter:
             events += [(event_type, record) for event_type in family.classify(previous, record)]
             previous = record
         if last_vid != held.vid or (refresh_only and versions):
-            self._write_record(tenant, family, held, previous, last_vid, plan)
-            body = {id(r): r.model_dump_json() for _, r in events}
+            # Each record is serialised once: for its hash and for every event that carries it.
+            body: dict[int, str] = {}
+            for each in (previous, *(r for _, r in events)):
+                if each is not None and id(each) not in body:
+                    body[id(each)] = each.model_dump_json()
+            written = body[id(previous)] if previous is not None else None
+            self._write_record(tenant, family, held, previous, written, last_vid, plan)
             for event_type, record in events:
                 event_id = self._publish(tenant, family.record_type, event_type, record.id, body[id(record)], plan)
                 if event_type == "risk.flagged":
@@ -212,12 +216,19 @@ class RecordWriter:
         )  # fmt: skip
 
     def _write_record(
-        self, tenant: str, family: Family[Any], held: Held, record: Record | None, vid: int, plan: Plan
+        self,
+        tenant: str,
+        family: Family[Any],
+        held: Held,
+        record: Record | None,
+        encoded: str | None,
+        vid: int,
+        plan: Plan,
     ) -> None:
-        if record is None:  # deleted before it was ever mapped
+        if record is None or encoded is None:  # deleted before it was ever mapped
             plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1)
             return
-        plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", record.model_dump_json())
+        plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", encoded)
         self._plan_indexes(tenant, family, held.record(), record, plan)
 
     def _publish(

@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -215,16 +216,25 @@ class Worker:
         except Exception as exc:  # Redis, or a bug outside one job's mapping: every job is tried again
             failed = {job.entry_id: exc for job in jobs}
         elapsed = (time.perf_counter() - started) / len(jobs)
+        # Metrics are counted per batch: a labelled series looked up once per batch, not once per job.
+        outcomes: Counter[tuple[str, str]] = Counter()
+        published: Counter[str] = Counter()
         for job in jobs:
             if job.entry_id in failed:
                 await self._failed(queue, job, failed[job.entry_id])
                 continue
-            self.processed += 1
-            applied = events.get(job.entry_id, [])
-            JOBS.labels(job.rtype, "applied" if applied else "skipped").inc()
-            JOB_SECONDS.labels(job.rtype).observe(elapsed)
-            for event in applied:
-                EVENTS.labels(event).inc()
+            applied = events.get(job.entry_id)
+            outcomes[job.rtype, "applied" if applied else "skipped"] += 1
+            if applied:
+                published.update(applied)
+        for (rtype, result), count in outcomes.items():
+            self.processed += count
+            JOBS.labels(rtype, result).inc(count)
+            seconds = JOB_SECONDS.labels(rtype)
+            for _ in range(count):
+                seconds.observe(elapsed)
+        for event, count in published.items():
+            EVENTS.labels(event).inc(count)
         log.debug("batch done", extra={"jobs": len(jobs), "failed": len(failed), "ms": round(elapsed * 1000, 2)})
 
     async def _failed(self, queue: InboundQueue, job: Job, exc: Exception) -> None:
