@@ -156,7 +156,7 @@ def instant(value: object, zone_name: str | None) -> datetime | None:
     if len(value) == 20 and value[19] == "Z" and _plain_utc(value):
         # The form records carry and most EHRs send (2027-01-04T14:00:00Z), read without the expression.
         try:
-            return datetime.fromisoformat(value[:19]).replace(tzinfo=UTC)
+            return datetime.fromisoformat(value)  # aware, in datetime.UTC
         except ValueError:
             pass  # a leap second, or no date at all: the general reading decides
     match = _INSTANT.fullmatch(value.strip())
