@@ -126,7 +126,12 @@ class Counts:
 
 
 def _fields(raw: Any) -> dict[str, str]:
-    return {text(k): text(v) for k, v in (raw or {}).items()}
+    if not raw:
+        return {}
+    try:  # the replies of a client without decode_responses: bytes, decoded without a call per item
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except AttributeError:
+        return {text(k): text(v) for k, v in raw.items()}
 
 
 class DeadLetters:
