@@ -202,9 +202,7 @@ class Worker:
         try:
             for _ in range(self._settings.conditional_retries):
                 outcome = await self._records.plan(jobs)
-                for job in jobs:
-                    if job.entry_id not in outcome.failed:
-                        queue.settle(outcome.plan, job)
+                queue.settle_all(outcome.plan, [job for job in jobs if job.entry_id not in outcome.failed])
                 try:
                     await self._committer.commit(outcome.plan)
                 except PlanConflict:
