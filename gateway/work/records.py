@@ -34,6 +34,7 @@ from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
 from gateway.store.keys import Keyspace, lane
 from gateway.work.inbound import Job
+from gateway.work.indexes import IndexWrites
 from gateway.work.snapshot import Found, Held, Snapshot, Wanted
 from mappers.context import MapContext
 from mappers.family import Aggregate, Family, canonical_key
@@ -79,10 +80,11 @@ class RecordWriter:
             groups.setdefault((job.tenant, job.rtype, job.rid), []).append(job)
         found = await self._read(groups)
         aggregates: dict[str, Held] = {}
+        indexes = IndexWrites()
         provided: list[tuple[str, str, set[str]]] = []  # (tenant, source, keys): whose dependents to re-map
         for group, members in groups.items():
             tenant, rtype, rid = group
-            draft = Plan()
+            draft, drafted = Plan(), IndexWrites()
             try:
                 family = MAPPED.get(rtype)
                 if family is None:
@@ -91,16 +93,18 @@ class RecordWriter:
                 else:
                     seen = found[group]
                     events, gives = await self._apply(tenant, family, seen.held, seen.versions, members, draft,
-                                                      aggregates)  # fmt: skip
+                                                      drafted, aggregates)  # fmt: skip
             except Exception as exc:
                 for job in members:
                     outcome.failed[job.entry_id] = exc
                 continue
             outcome.plan.absorb(draft)
+            indexes.absorb(drafted)
             for job, job_events in zip(members, events, strict=True):
                 outcome.events[job.entry_id] = job_events
             if gives:
                 provided.append((tenant, f"{rtype}/{rid}", gives))
+        indexes.write(outcome.plan)
         known = {(tenant, f"{rtype}/{rid}"): seen.dependents for (tenant, rtype, rid), seen in found.items()}
         await self._refreshes(provided, outcome.plan, known)
         for agg in aggregates.values():
@@ -144,6 +148,7 @@ class RecordWriter:
         versions: list[tuple[int, bytes | None]],
         jobs: list[Job],
         plan: Plan,
+        indexes: IndexWrites,
         aggregates: dict[str, Held],
     ) -> tuple[list[list[str]], set[str]]:
         """Plan the record through ``versions``; return each job's events (all of them on the newest job) and the
@@ -188,7 +193,7 @@ class RecordWriter:
                 if each is not None and id(each) not in body:
                     body[id(each)] = each.model_dump_json()
             written = body[id(previous)] if previous is not None else None
-            self._write_record(tenant, family, held, previous, written, last_vid, plan)
+            self._write_record(tenant, family, held, previous, written, last_vid, plan, indexes)
             for event_type, record in events:
                 event_id = self._publish(tenant, family.record_type, event_type, record.id, body[id(record)], plan)
                 if event_type == "risk.flagged":
@@ -224,12 +229,13 @@ class RecordWriter:
         encoded: str | None,
         vid: int,
         plan: Plan,
+        indexes: IndexWrites,
     ) -> None:
         if record is None or encoded is None:  # deleted before it was ever mapped
             plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1)
             return
         plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", encoded)
-        self._plan_indexes(tenant, family, held.record(), record, plan)
+        self._plan_indexes(tenant, family, held.record(), record, indexes)
 
     def _publish(
         self,
@@ -368,7 +374,7 @@ class RecordWriter:
         state.changed = True
 
     def _plan_indexes(
-        self, tenant: str, family: Family[Any], previous: Record | None, record: Record, plan: Plan
+        self, tenant: str, family: Family[Any], previous: Record | None, record: Record, indexes: IndexWrites
     ) -> None:
         k, rt, rid = self.keys, family.record_type, record.id
         old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
@@ -376,16 +382,16 @@ class RecordWriter:
         for name, key_of in (("patient", k.record_patient_index), ("status", k.record_status_index)):
             before, after = old.get(name), new.get(name)
             if isinstance(before, str) and before != after:
-                plan.write("SREM", key_of(tenant, rt, before), rid)
+                indexes.add("SREM", key_of(tenant, rt, before), rid)
             if isinstance(after, str):
-                plan.write("SADD", key_of(tenant, rt, after), rid)
+                indexes.add("SADD", key_of(tenant, rt, after), rid)
         sort_key = k.record_sort_index(tenant, rt)
         if record.deleted:
-            plan.write("ZREM", sort_key, rid)
+            indexes.add("ZREM", sort_key, rid)
         else:
             # Records without a date sort first, so date-less queries still list them.
             sort = new.get("sort")
-            plan.write("ZADD", sort_key, sort if sort is not None else 0, rid)
+            indexes.add("ZADD", sort_key, sort if sort is not None else 0, rid)
         # Deleted records stay here, so that a consumer syncing with updated_since learns of the deletion.
         updated = epoch_of(record.source.last_updated)
-        plan.write("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)
+        indexes.add("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)
