@@ -9,6 +9,10 @@ a Patient once Patients are mapped). API CPU is the sum over the process started
 Baseline: the Bundles sent to the first API are parsed again in this process with fhir.resources (``baseline.py``),
 one XADD per resource; the report prints the gateway's rates and CPU cost per resource beside it, as ratios.
 
+Open loop (``--open-loop``): after each closed-loop run, the same API gets Bundles of that size on a fixed
+schedule (send i at t0 + i/rate, one task per request, whatever the answers do); latency counts from the scheduled
+send time, so a slow answer or a late sender shows in the figures (no coordinated omission).
+
 Phase 2 (drain): ``fhir-gateway worker`` process(es) start and the backlog (XLEN of the inbound stream plus ZCARD
 of the retry set) is watched until it reaches 0. Then the platform change feed is paged through and must hold
 exactly one event per accepted Appointment.
@@ -36,7 +40,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +58,10 @@ FEED_PAGE = 1000
 DEFAULT_BUNDLES = "1000,250"
 DEFAULT_API_PROCESSES = "1,2"
 NOISE_PCT = 25  # "other" CPU above this (percent of one core) makes a phase's figures suspect
+LATE_MS = 2.0  # an open-loop send whose first byte leaves later than this after its scheduled time is late
+CLIENT_BEHIND_MS = 5.0  # open-loop sender lateness p99 above this: the client could not keep its schedule
+OPEN_LOOP_CONNECTIONS = 512  # the open-loop client's pool: requests outstanding at once before one must wait
+OPEN_LOOP_BUNDLE_SEQ = 20_000_000  # open-loop Bundles' numbers (closed loop from 0, warm-up from 10,000,000)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -99,6 +107,32 @@ def _counts_arg(text: str) -> list[int]:
     return counts
 
 
+def _open_loop_arg(text: str) -> tuple[str, float]:
+    """``half`` or ``0.5x``: that fraction of the closed-loop Bundles/s just measured; ``150``: 150 Bundles/s."""
+    text = text.strip().lower()
+    try:
+        if text == "half":
+            kind, value = "fraction", 0.5
+        elif text.endswith("x"):
+            kind, value = "fraction", float(text[:-1])
+        else:
+            kind, value = "fixed", float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "give 'half', a fraction of the closed-loop rate such as 0.8x, or Bundles per second such as 150"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("the rate must be more than 0")
+    return kind, value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -120,6 +154,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Prints accepted resources/s (in all\nand per API process), API CPU ms per resource (the uvicorn "
             "parent and all its children), Bundles/s\nand p50/p95/p99 latency per API process count and Bundle "
             "size.\n\n"
+            "Open loop (--open-loop RATE): after each closed-loop run above, sends Bundles of that size to the same "
+            "API on a\nfixed schedule (Bundle i at t0 + i/RATE, one task per request, a pool of "
+            f"{OPEN_LOOP_CONNECTIONS} connections), whatever the\nanswers do. Latency counts from each Bundle's "
+            "SCHEDULED send time, so a slow answer or a sender that fell\nbehind is in the figures. Prints target "
+            "and achieved Bundles/s, resources/s, p50/p95/p99/max latency,\nfailures and how late the sender "
+            f"was (p99; sends more than {LATE_MS:g} ms late are counted).\nIts Appointments (warm-up included) "
+            "go through phase 2's drain and feed check like the others.\n\n"
             "Baseline: the same Bundles (JSON bytes) parsed in this process with fhir.resources' R4B Bundle model "
             "and each\nentry's resource XADDed (one XADD per resource, pipelined per Bundle) onto a scratch "
             "stream under the run's\nkey prefix (deleted after); prints its resources/s, CPU ms per resource and "
@@ -175,6 +216,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {DEFAULT_API_PROCESSES})",
     )
     parser.add_argument(
+        "--open-loop",
+        type=_open_loop_arg,
+        default=None,
+        metavar="RATE",
+        help="after each closed-loop run, also send that Bundle size at a fixed rate: 'half' (half the "
+        "closed-loop Bundles/s just measured for that size and API process count), a fraction of it ('0.8x') "
+        "or Bundles per second ('150', the same for every size and API process count) (default: no open loop)",
+    )
+    parser.add_argument(
+        "--open-loop-seconds",
+        type=_positive_seconds,
+        default=20.0,
+        metavar="S",
+        help="measured seconds of each open-loop run (default 20)",
+    )
+    parser.add_argument(
+        "--open-loop-warmup",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds sent at the same rate before the measured ones, not in the figures (their Appointments "
+        "still go through the drain and the feed check) (default 2)",
+    )
+    parser.add_argument(
         "--no-baseline",
         action="store_true",
         help="skip the fhir.resources-inline baseline (parse each Bundle with fhir.resources' R4B Bundle "
@@ -227,6 +292,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if len(args.bundles[1]) not in (1, len(args.sizes)):
         parser.error(f"--bundles gives {len(args.bundles[1])} counts for {len(args.sizes)} sizes")
+    if args.open_loop_warmup < 0:
+        parser.error("--open-loop-warmup cannot be negative")
     if args.profile_api is not None and args.api_processes != [1]:
         parser.error("--profile-api profiles one uvicorn process: use it with --api-processes 1")
     return args
@@ -411,6 +478,54 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
 
 
 @dataclass
+class CpuReading:
+    """CPU seconds so far of the API (by pid), Redis, this process, and the machine (programs, kernel work)."""
+
+    api: dict[int, float]
+    redis: float
+    client: float
+    busy: float
+    kernel: float
+
+
+def cpu_reading(api_pid: int, rclient: redis.Redis) -> CpuReading:
+    """Read every CPU counter a window of phase 1 needs."""
+    return CpuReading(tree_cpu_seconds(api_pid), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
+
+
+@dataclass
+class CpuShares:
+    """What each party used between two readings, in percent of one core (API CPU also in seconds)."""
+
+    api_seconds: float = 0.0
+    api_pct: float = 0.0
+    redis_pct: float = 0.0
+    client_pct: float = 0.0
+    other_pct: float = 0.0
+    kernel_pct: float = 0.0
+    api_pct_by_process: dict[str, float] = field(default_factory=dict)
+
+
+def cpu_shares(before: CpuReading, after: CpuReading, seconds: float, api_pid: int) -> CpuShares:
+    """Percent of one core per party over ``seconds`` (other = the machine's busy time minus ours)."""
+    api_used = tree_cpu_delta(before.api, after.api)
+    shares = CpuShares(api_seconds=sum(api_used.values()))
+    if seconds <= 0:
+        return shares
+    shares.api_pct_by_process = {
+        process_label(pid, api_pid): round(100 * used / seconds, 1) for pid, used in api_used.items()
+    }
+    redis_used, client_used = after.redis - before.redis, after.client - before.client
+    shares.api_pct = 100 * shares.api_seconds / seconds
+    shares.redis_pct = 100 * redis_used / seconds
+    shares.client_pct = 100 * client_used / seconds
+    ours = shares.api_seconds + redis_used + client_used
+    shares.other_pct = max(100 * ((after.busy - before.busy) - ours) / seconds, 0.0)
+    shares.kernel_pct = 100 * (after.kernel - before.kernel) / seconds
+    return shares
+
+
+@dataclass
 class AcceptanceResult:
     size: int
     concurrency: int
@@ -439,6 +554,57 @@ class AcceptanceResult:
     # (uvicorn's API processes), "tracker <pid>" (multiprocessing's resource tracker) -> percent of one core
     api_cpu_pct_by_process: dict[str, float] = field(default_factory=dict)
     api_restarts: int = 0  # API processes uvicorn's supervisor saw die (and replaced) while this API ran
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OpenLoopResult:
+    """One open-loop run: Bundles of one size sent to one API at a fixed rate."""
+
+    size: int
+    api_processes: int = 1
+    target_bundles_per_s: float = 0.0
+    rate_from: str = "fixed"  # "fixed", or "0.5x closed loop" (the fraction of closed_loop_bundles_per_s)
+    closed_loop_bundles_per_s: float | None = None
+    warmup_seconds: float = 0.0
+    warmup_sends: int = 0  # sent first at the same rate, not in the figures
+    scheduled: int = 0  # measured sends
+    seconds: float = 0.0  # from the first measured send's scheduled time to the last measured answer
+    bundles: int = 0  # accepted, measured
+    failed: int = 0  # warm-up included
+    resources: int = 0  # accepted, measured
+    appointments: int = 0  # accepted Appointments, warm-up included (the drain and the feed check expect them)
+    patients: int = 0  # accepted Patients, warm-up included
+    bundles_per_s: float = 0.0  # achieved: accepted measured Bundles per second of the window
+    resources_per_s: float = 0.0
+    resources_per_s_per_process: float = 0.0
+    # Latency from each Bundle's scheduled send time to its full answer (what a caller sending at this rate sees)
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    mean_ms: float = 0.0
+    # From the moment the request's first byte left (the API's and the network's share alone)
+    service_p50_ms: float = 0.0
+    service_p99_ms: float = 0.0
+    # How late the first byte left after the scheduled time (event loop, connection pool, connecting)
+    lateness_p50_ms: float = 0.0
+    lateness_p99_ms: float = 0.0
+    lateness_max_ms: float = 0.0
+    late_sends: int = 0  # measured sends more than LATE_MS late
+    # The event loop's share of the lateness: how late the request's task began (the rest is httpx and the pool)
+    loop_lateness_p50_ms: float = 0.0
+    loop_lateness_p99_ms: float = 0.0
+    late_threshold_ms: float = LATE_MS
+    max_outstanding: int = 0  # most Bundles scheduled and not yet answered at once
+    connections: int = OPEN_LOOP_CONNECTIONS
+    api_cpu_pct: float = 0.0
+    redis_cpu_pct: float = 0.0
+    client_cpu_pct: float = 0.0
+    other_cpu_pct: float = 0.0
+    kernel_cpu_pct: float = 0.0
+    api_cpu_ms_per_resource: float = 0.0
+    api_cpu_pct_by_process: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
 
@@ -596,9 +762,11 @@ class BundleSource:
         return item
 
 
-async def post_bundle(client: httpx.AsyncClient, body: bytes, entries: int) -> tuple[bool, int, str]:
+async def post_bundle(
+    client: httpx.AsyncClient, body: bytes, entries: int, extensions: dict[str, Any] | None = None
+) -> tuple[bool, int, str]:
     """POST one Bundle; return (ok, resources accepted, error text)."""
-    response = await client.post("/fhir/R4", content=body)
+    response = await client.post("/fhir/R4", content=body, extensions=extensions)
     if response.status_code != 200:
         return False, 0, f"HTTP {response.status_code}: {response.text[:300]}"
     answer = response.json()
@@ -619,8 +787,7 @@ async def acceptance(
 ) -> AcceptanceResult:
     result = AcceptanceResult(size=source.size, concurrency=concurrency, api_processes=api_processes)
     latencies: list[float] = []
-    api0 = tree_cpu_seconds(api_pid)
-    cpu0 = (sum(api0.values()), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
+    cpu0 = cpu_reading(api_pid, rclient)
 
     async def one_client() -> None:
         while True:
@@ -648,8 +815,7 @@ async def acceptance(
     source.start()
     await asyncio.gather(*(one_client() for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
-    api_used = tree_cpu_delta(api0, tree_cpu_seconds(api_pid))
-    cpu1 = (cpu0[0] + sum(api_used.values()), redis_cpu_seconds(rclient), self_cpu_seconds(), *machine_cpu_seconds())
+    cpu = cpu_shares(cpu0, cpu_reading(api_pid, rclient), result.seconds, api_pid)
     latencies.sort()
     ms = [x * 1000 for x in latencies]
     result.p50_ms, result.p95_ms, result.p99_ms = (percentile(ms, q) for q in (50, 95, 99))
@@ -659,17 +825,177 @@ async def acceptance(
         result.resources_per_s = result.resources / result.seconds
         result.resources_per_s_per_process = result.resources_per_s / api_processes
         result.bundles_per_s = result.bundles / result.seconds
-        result.api_cpu_pct_by_process = {
-            process_label(pid, api_pid): round(100 * used / result.seconds, 1) for pid, used in api_used.items()
-        }
-        result.api_cpu_pct = 100 * (cpu1[0] - cpu0[0]) / result.seconds
-        result.redis_cpu_pct = 100 * (cpu1[1] - cpu0[1]) / result.seconds
-        result.client_cpu_pct = 100 * (cpu1[2] - cpu0[2]) / result.seconds
-        ours = sum(cpu1[i] - cpu0[i] for i in range(3))
-        result.other_cpu_pct = max(100 * ((cpu1[3] - cpu0[3]) - ours) / result.seconds, 0.0)
-        result.kernel_cpu_pct = 100 * (cpu1[4] - cpu0[4]) / result.seconds
-        if result.resources:
-            result.api_cpu_ms_per_resource = 1000 * (cpu1[0] - cpu0[0]) / result.resources
+        _take_cpu(result, cpu)
+    return result
+
+
+def _take_cpu(result: AcceptanceResult | OpenLoopResult, cpu: CpuShares) -> None:
+    result.api_cpu_pct_by_process = cpu.api_pct_by_process
+    result.api_cpu_pct, result.redis_cpu_pct, result.client_cpu_pct = cpu.api_pct, cpu.redis_pct, cpu.client_pct
+    result.other_cpu_pct, result.kernel_cpu_pct = cpu.other_pct, cpu.kernel_pct
+    if result.resources:
+        result.api_cpu_ms_per_resource = 1000 * cpu.api_seconds / result.resources
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Open loop: a fixed send schedule
+
+
+@dataclass
+class Send:
+    """One open-loop request: when it was due, when its first byte left, when its answer was complete."""
+
+    index: int
+    scheduled: float
+    task_started: float = 0.0  # the event loop began the request's task
+    started: float = 0.0  # the request headers began to go out; the task's start if they never did
+    finished: float = 0.0
+    ok: bool = False
+    resources: int = 0
+    appointments: int = 0
+    error: str = ""
+
+
+# send(index, mark_started) -> (ok, resources accepted, Appointments accepted, error text); it calls
+# mark_started() when the request's first byte goes out.
+SendFn = Callable[[int, Callable[[], None]], Awaitable[tuple[bool, int, int, str]]]
+
+
+async def run_schedule(
+    send: SendFn,
+    rate: float,
+    count: int,
+    *,
+    warmup: int = 0,
+    at_window_start: Callable[[], Awaitable[object]] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    lead: float = 0.05,
+) -> list[Send]:
+    """Start send(i) at t0 + i/rate for i < ``count``, one task each, never waiting for an answer to send.
+
+    A send the loop could not start on time starts as soon as it can (none is skipped); its lateness is
+    ``started - scheduled`` and its latency still counts from ``scheduled``. ``at_window_start`` runs as its own
+    task when the first measured send (index ``warmup``) is due.
+    """
+    t0 = clock() + lead
+    sends = [Send(index=i, scheduled=t0 + i / rate) for i in range(count)]
+    watchers: list[asyncio.Task[object]] = []
+
+    async def one(item: Send) -> None:
+        item.task_started = item.started = clock()
+        marked = False
+
+        def mark_started() -> None:
+            nonlocal marked
+            if not marked:
+                item.started, marked = clock(), True
+
+        item.ok, item.resources, item.appointments, item.error = await send(item.index, mark_started)
+        item.finished = clock()
+
+    tasks: list[asyncio.Task[None]] = []
+    for item in sends:
+        await sleep(max(item.scheduled - clock(), 0.0))  # 0 when behind: still let the started tasks run
+        if item.index == warmup and at_window_start is not None:
+            watchers.append(asyncio.ensure_future(at_window_start()))
+        tasks.append(asyncio.create_task(one(item)))
+    await asyncio.gather(*tasks, *watchers)
+    return sends
+
+
+def max_outstanding(sends: list[Send]) -> int:
+    """The most requests scheduled and not yet answered at the same moment."""
+    events = sorted([(s.scheduled, 1) for s in sends] + [(s.finished, -1) for s in sends])
+    most = now = 0
+    for _, step in events:  # at equal times the answer (-1) sorts first: a slot freed and taken is one
+        now += step
+        most = max(most, now)
+    return most
+
+
+def summarize_open_loop(result: OpenLoopResult, sends: list[Send], warmup: int) -> None:
+    """Fill ``result``'s counts, rates and percentiles from the sends (the first ``warmup`` only count as work)."""
+    measured = sends[warmup:]
+    result.warmup_sends, result.scheduled = min(warmup, len(sends)), len(measured)
+    for item in sends:
+        if item.ok:
+            result.appointments += item.appointments
+            result.patients += 1
+        else:
+            result.failed += 1
+            if len(result.errors) < 5:
+                result.errors.append(item.error)
+    accepted = [s for s in measured if s.ok]
+    result.bundles, result.resources = len(accepted), sum(s.resources for s in accepted)
+    if not measured:
+        return
+    result.seconds = max(s.finished for s in measured) - measured[0].scheduled
+    if result.seconds > 0:
+        result.bundles_per_s = result.bundles / result.seconds
+        result.resources_per_s = result.resources / result.seconds
+        result.resources_per_s_per_process = result.resources_per_s / result.api_processes
+    latency = sorted(1000 * (s.finished - s.scheduled) for s in measured)
+    service = sorted(1000 * (s.finished - s.started) for s in measured)
+    late = sorted(1000 * max(s.started - s.scheduled, 0.0) for s in measured)
+    loop_late = sorted(1000 * max(s.task_started - s.scheduled, 0.0) for s in measured)
+    result.p50_ms, result.p95_ms, result.p99_ms = (percentile(latency, q) for q in (50, 95, 99))
+    result.max_ms, result.mean_ms = latency[-1], statistics.fmean(latency)
+    result.service_p50_ms, result.service_p99_ms = percentile(service, 50), percentile(service, 99)
+    result.lateness_p50_ms, result.lateness_p99_ms = percentile(late, 50), percentile(late, 99)
+    result.lateness_max_ms = late[-1]
+    result.loop_lateness_p50_ms, result.loop_lateness_p99_ms = percentile(loop_late, 50), percentile(loop_late, 99)
+    result.late_sends = sum(1 for x in late if x > result.late_threshold_ms)
+    result.max_outstanding = max_outstanding(measured)
+
+
+def open_loop_rate(spec: tuple[str, float], closed: AcceptanceResult) -> tuple[float, str]:
+    """The send rate (Bundles/s) for one open-loop run, and where it comes from."""
+    kind, value = spec
+    if kind == "fixed":
+        return value, "fixed"
+    return value * closed.bundles_per_s, f"{value:g}x closed loop"
+
+
+async def open_loop(
+    base: str,
+    headers: dict[str, str],
+    request_timeout: float,
+    result: OpenLoopResult,
+    bodies: list[tuple[bytes, int]],
+    warmup: int,
+    api_pid: int,
+    rclient: redis.Redis,
+) -> OpenLoopResult:
+    """Send ``bodies`` at ``result.target_bundles_per_s`` from a pool large enough that no send waits for one."""
+    limits = httpx.Limits(max_connections=result.connections, max_keepalive_connections=result.connections)
+    readings: list[CpuReading] = []
+
+    async def window_start() -> None:
+        readings.append(await asyncio.to_thread(cpu_reading, api_pid, rclient))
+
+    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=request_timeout) as client:
+
+        async def send(index: int, mark_started: Callable[[], None]) -> tuple[bool, int, int, str]:
+            body, appointments = bodies[index]
+
+            async def trace(event: str, _info: dict[str, Any]) -> None:
+                if event in ("http11.send_request_headers.started", "http2.send_request_headers.started"):
+                    mark_started()
+
+            try:
+                ok, accepted, error = await post_bundle(client, body, result.size, {"trace": trace})
+            except httpx.HTTPError as exc:
+                ok, accepted, error = False, 0, f"{type(exc).__name__}: {exc}"
+            return ok, accepted, appointments if ok else 0, error
+
+        sends = await run_schedule(
+            send, result.target_bundles_per_s, len(bodies), warmup=warmup, at_window_start=window_start
+        )
+    end = cpu_reading(api_pid, rclient)
+    summarize_open_loop(result, sends, warmup)
+    if readings and result.seconds > 0:
+        _take_cpu(result, cpu_shares(readings[0], end, result.seconds, api_pid))
     return result
 
 
@@ -893,6 +1219,7 @@ def report(
     drained: DrainResult | None,
     feed: FeedResult | None,
     baseline: list[BaselineResult] | None = None,
+    opened: list[OpenLoopResult] | None = None,
 ) -> str:
     lines = [machine_line(m), ""]
     if "other_cpu_pct_before" in m:
@@ -913,6 +1240,20 @@ def report(
             f"/ {_f(r.other_cpu_pct)} |"
         )
     noisy = [f"{r.size}-entry Bundles ({r.api_processes} API)" for r in accepted if r.other_cpu_pct > NOISE_PCT]
+    behind: list[str] = []
+    if opened:
+        lines += ["", *open_loop_table(opened)]
+        noisy += [
+            f"the open loop of {o.size}-entry Bundles ({o.api_processes} API)"
+            for o in opened
+            if o.other_cpu_pct > NOISE_PCT
+        ]
+        behind = [
+            f"{o.size}-entry Bundles ({o.api_processes} API): sender late p99 {o.lateness_p99_ms:.1f} ms, "
+            f"{o.max_outstanding} of {o.connections} connections outstanding at most"
+            for o in opened
+            if o.lateness_p99_ms > CLIENT_BEHIND_MS or o.max_outstanding >= o.connections
+        ]
     if baseline:
         lines.append("")
         lines.append(
@@ -969,12 +1310,47 @@ def report(
         "Redis = INFO cpu (on a shared server it includes other clients' commands), other = every other "
         "program on the machine (kernel threads and interrupts excluded; the JSON has them as kernel_cpu_pct)."
     )
+    if opened:
+        lines.append(
+            "Open loop: Bundle i is sent at t0 + i/target rate whatever the answers do; latency is from that "
+            "scheduled time to the full answer, so it includes any time the client itself was late; achieved = "
+            "accepted Bundles from the first measured send's scheduled time to the last answer; sender late = "
+            "how long after its scheduled time a request's first byte left (event loop, connection pool, connect)."
+        )
+    if behind:
+        lines.append(
+            f"WARNING: the client fell behind its schedule ({'; '.join(behind)}): the open-loop latencies "
+            "include the client's own delay (it is saturated or starved of CPU)."
+        )
     if noisy:
         lines.append(
             f"WARNING: other processes used more than {NOISE_PCT}% of a core during {', '.join(noisy)}: "
             "those figures are disturbed; re-run on a quiet machine."
         )
     return "\n".join(lines)
+
+
+def open_loop_table(opened: list[OpenLoopResult]) -> list[str]:
+    """The open loop's Markdown table, one row per (API processes, Bundle size)."""
+    lines = [
+        "| Open loop: fixed send rate, no worker | API processes | Target Bundles/s | Achieved Bundles/s "
+        "| Resources/s | Bundles | Failed | p50 ms | p95 ms | p99 ms | max ms | Sender late p99 ms (sends late) "
+        "| CPU % API / Redis / client / other |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for o in opened:
+        target = _f(o.target_bundles_per_s, 1)
+        if o.closed_loop_bundles_per_s is not None:
+            fraction = o.target_bundles_per_s / o.closed_loop_bundles_per_s if o.closed_loop_bundles_per_s else 0
+            target += f" ({fraction:g} x {_f(o.closed_loop_bundles_per_s, 1)})"
+        lines.append(
+            f"| {o.size}-entry transaction | {o.api_processes} | {target} | {_f(o.bundles_per_s, 1)} "
+            f"| {_f(o.resources_per_s)} | {o.bundles} of {o.scheduled} | {o.failed} | {_f(o.p50_ms, 1)} "
+            f"| {_f(o.p95_ms, 1)} | {_f(o.p99_ms, 1)} | {_f(o.max_ms, 1)} "
+            f"| {_f(o.lateness_p99_ms, 1)} ({o.late_sends} > {o.late_threshold_ms:g} ms) "
+            f"| {_f(o.api_cpu_pct)} / {_f(o.redis_cpu_pct)} / {_f(o.client_cpu_pct)} / {_f(o.other_cpu_pct)} |"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1015,12 +1391,13 @@ def delete_keys(url: str, prefix: str) -> int:
 
 async def phase_one(
     args: argparse.Namespace, base: str, run: str, api_pid: int, api_processes: int, rclient: redis.Redis
-) -> tuple[list[AcceptanceResult], dict[int, list[bytes]]]:
-    """Send every Bundle size to one API; return the results and the Bundles sent, by size."""
+) -> tuple[list[AcceptanceResult], dict[int, list[bytes]], list[OpenLoopResult]]:
+    """Send every Bundle size to one API; return the results, the closed loop's Bundles by size, the open loops."""
     mode, amounts = args.bundles
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     headers = {"Authorization": f"Bearer {EHR_TOKEN}", "Content-Type": "application/fhir+json"}
     results: list[AcceptanceResult] = []
+    open_results: list[OpenLoopResult] = []
     sent: dict[int, list[bytes]] = {}
     async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=args.request_timeout) as client:
         for index, size in enumerate(args.sizes):
@@ -1061,7 +1438,57 @@ async def phase_one(
                 file=sys.stderr,
                 flush=True,
             )
-    return results, sent
+            if args.open_loop is not None:
+                opened = await open_loop_phase(args, base, headers, run, api_pid, result, rclient)
+                if opened is not None:
+                    open_results.append(opened)
+    return results, sent, open_results
+
+
+async def open_loop_phase(
+    args: argparse.Namespace,
+    base: str,
+    headers: dict[str, str],
+    run: str,
+    api_pid: int,
+    closed: AcceptanceResult,
+    rclient: redis.Redis,
+) -> OpenLoopResult | None:
+    """Run the open loop for the size and API that ``closed`` measured; None when there is no rate to send at."""
+    rate, rate_from = open_loop_rate(args.open_loop, closed)
+    if rate <= 0:
+        print(f"open loop: no rate for {closed.size}-entry Bundles (the closed loop accepted none)", file=sys.stderr)
+        return None
+    result = OpenLoopResult(
+        size=closed.size,
+        api_processes=closed.api_processes,
+        target_bundles_per_s=rate,
+        rate_from=rate_from,
+        closed_loop_bundles_per_s=closed.bundles_per_s if rate_from != "fixed" else None,
+        warmup_seconds=args.open_loop_warmup,
+    )
+    warmup = round(rate * args.open_loop_warmup)
+    measured = max(round(rate * args.open_loop_seconds), 1)
+    print(
+        f"open loop: {closed.api_processes} API process(es), {closed.size}-entry Bundles at {rate:,.1f}/s "
+        f"({rate_from}) for {args.open_loop_warmup:g}s warm-up + {args.open_loop_seconds:g}s: building "
+        f"{warmup + measured} Bundles ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    bodies = [make_bundle(run, closed.size, OPEN_LOOP_BUNDLE_SEQ + i) for i in range(warmup + measured)]
+    await open_loop(base, headers, args.request_timeout, result, bodies, warmup, api_pid, rclient)
+    print(
+        f"  {result.bundles} of {result.scheduled} Bundles in {result.seconds:.2f}s: {result.bundles_per_s:,.1f} "
+        f"Bundles/s, {result.resources_per_s:,.0f} resources/s, latency from the scheduled send p50 "
+        f"{result.p50_ms:,.1f} ms, p99 {result.p99_ms:,.1f} ms, max {result.max_ms:,.1f} ms; sender late p99 "
+        f"{result.lateness_p99_ms:.1f} ms, {result.late_sends} sends > {LATE_MS:g} ms late; "
+        f"at most {result.max_outstanding} outstanding"
+        + (f", {result.failed} FAILED: {result.errors[0]}" if result.failed else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
 
 
 def start_api(
@@ -1201,6 +1628,7 @@ def main(argv: list[str] | None = None) -> int:
         children = Children(folder, env)
         profile = args.profile_api.resolve() if args.profile_api else None
         accepted: list[AcceptanceResult] = []
+        opened: list[OpenLoopResult] = []
         sent: dict[int, list[bytes]] = {}
         base = ""
         for processes in args.api_processes:
@@ -1215,13 +1643,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             # A distinct run tag per count: other identifiers and ids, so every count creates new Appointments.
-            results, bodies = asyncio.run(phase_one(args, base, f"{run}-p{processes}", api.pid, processes, rclient))
+            results, bodies, open_results = asyncio.run(
+                phase_one(args, base, f"{run}-p{processes}", api.pid, processes, rclient)
+            )
             restarts = api_restarts(children.log_of(api))
             if restarts:
                 print(f"note: uvicorn replaced {restarts} API process(es) that died", file=sys.stderr)
             for result in results:
                 result.api_restarts = restarts
             accepted += results
+            opened += open_results
             for size, sent_bodies in bodies.items():
                 sent.setdefault(size, sent_bodies)  # the baseline ingests the first count's Bundles
         assert api is not None  # --api-processes holds at least one count
@@ -1230,8 +1661,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_baseline:
             baseline = baseline_phase(args, rclient, prefix, sent, own, api.pid)
 
-        expected = sum(r.appointments for r in accepted)
-        patients = sum(r.patients for r in accepted)
+        # The open loops' Appointments (their warm-up too) are in the backlog and must reach the feed as well.
+        expected = sum(r.appointments for r in accepted) + sum(o.appointments for o in opened)
+        patients = sum(r.patients for r in accepted) + sum(o.patients for o in opened)
         queued = backlog(rclient, prefix)
         if queued == expected + patients:
             print(f"note: {patients} Patients made jobs too (a Patient family is mapped)", file=sys.stderr)
@@ -1265,7 +1697,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"  the backlog did not reach 0 within {args.drain_timeout:g}s", file=sys.stderr)
 
-        text = report(m, accepted, drained, feed, baseline)
+        text = report(m, accepted, drained, feed, baseline, opened)
         print(text)
         if feed is not None:
             print(
@@ -1278,9 +1710,9 @@ def main(argv: list[str] | None = None) -> int:
         if drained.dead_letters:
             print(f"Dead letters: {drained.dead_letters}")
 
-        failed = sum(r.failed for r in accepted)
+        failed = sum(r.failed for r in accepted) + sum(o.failed for o in opened)
         if failed:
-            errors = [e for r in accepted for e in r.errors][:3]
+            errors = ([e for r in accepted for e in r.errors] + [e for o in opened for e in o.errors])[:3]
             print(f"FAILED: {failed} Bundle(s) were not accepted; first errors: {errors}")
             status = 1
         if not drained.drained or feed is None or not feed.ok or drained.dead_letters:
@@ -1300,8 +1732,18 @@ def main(argv: list[str] | None = None) -> int:
                 "worker_concurrency": args.worker_concurrency,
                 "key_prefix": prefix,
                 "profiled": profile is not None,
+                "open_loop": None
+                if args.open_loop is None
+                else {
+                    "rate": {"kind": args.open_loop[0], "value": args.open_loop[1]},
+                    "seconds": args.open_loop_seconds,
+                    "warmup_seconds": args.open_loop_warmup,
+                    "connections": OPEN_LOOP_CONNECTIONS,
+                    "late_threshold_ms": LATE_MS,
+                },
             },
             "acceptance": [asdict(r) for r in accepted],
+            "open_loop": [asdict(o) for o in opened],
             "baseline": [asdict(b) for b in baseline],
             "drain": asdict(drained),
             "feed": asdict(feed) if feed else None,

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Security
@@ -20,9 +18,8 @@ from fastapi.security import HTTPBearer
 from redis import exceptions as redis_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue
-from gateway import ops
+from gateway import heap, ops
 from gateway.access import AuditRecorder
 from gateway.access import routes as audit_routes
 from gateway.console import routes as console_routes
@@ -32,12 +29,11 @@ from gateway.fhir import routes as fhir_routes
 from gateway.identity import routes as identity_routes
 from gateway.identity.assertion import OAuthError
 from gateway.identity.reload import ClientsReloader
-from gateway.logs import request_id
-from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from gateway.platform import risk_routes
 from gateway.platform import routes as platform_routes
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
+from gateway.web.access_log import AccessLog
 from gateway.web.negotiation import Negotiation
 from gateway.web.openapi import AUTH_ERRORS, FHIR_ERRORS, OTHER_ERRORS, errors
 from gateway.web.responses import outcome_response
@@ -151,35 +147,7 @@ def create_app(
         log.error("unhandled error", exc_info=exc)
         return outcome_response(500, [Issue("fatal", "exception", None, "internal error; see the gateway log")])
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        token = request_id.set(rid[:64])
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-Id"] = rid[:64]
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
-            HTTP_SECONDS.labels(template).observe(elapsed)
-            log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "route": template,
-                    "type": rtype if (rtype := request.path_params.get("rtype")) in R4_RESOURCE_TYPES else None,
-                    "status": status,
-                    "ms": round(elapsed * 1000, 2),
-                },
-            )
-            request_id.reset(token)
-
+    app.add_middleware(AccessLog)  # the access log, request metrics and X-Request-Id
     app.add_middleware(RecordRejections)  # counts each FHIR request's refused resources for the console
     app.add_middleware(AuditRecorder)  # outermost: every FHIR and platform answer, refusals too, is audited
     return app
@@ -207,4 +175,6 @@ def from_environment() -> FastAPI:
 
     logs.configure()
     # `api` refused GATEWAY_DEVELOPMENT before it started these processes; never development here.
-    return create_app(Settings().model_copy(update={"development": False}))
+    app = create_app(Settings().model_copy(update={"development": False}))
+    heap.settle()
+    return app

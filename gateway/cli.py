@@ -11,13 +11,15 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import admin
 from gateway.admin import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from gateway.settings import MIN_TOKEN_BITS, ClientsConfig, Settings
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -218,7 +220,7 @@ def _demo_clients(data_dir: Path) -> tuple[Path, ClientsConfig]:
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway import logs
+    from gateway import heap, logs
     from gateway.app import create_app
     from gateway.embedded import EmbeddedRedis
 
@@ -242,6 +244,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Platform API: http://{args.host}:{args.port}/platform/v1", flush=True)
         print(f"Console:      http://{args.host}:{args.port}/console (an 'admin' token)", flush=True)
         app = create_app(settings, clients, with_worker=True, with_poller=True)
+        heap.settle()
         _serve(uvicorn, app, args.host, args.port)
     finally:
         if embedded is not None:
@@ -286,7 +289,7 @@ def _production_clients(settings: Settings) -> ClientsConfig:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway import logs
+    from gateway import heap, logs
     from gateway.app import create_app
 
     logs.configure()
@@ -297,7 +300,9 @@ def _api(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise RuntimeError("--workers must be at least 1")
     if args.workers == 1:
-        _serve(uvicorn, create_app(settings, clients), args.host, args.port)
+        app = create_app(settings, clients)
+        heap.settle()
+        _serve(uvicorn, app, args.host, args.port)
         return EXIT_OK
     # Several processes on one port: uvicorn's supervisor starts each one, which builds its app from the environment.
     # Its health check restarts a process that has not answered in time; 5 s (its default) kills processes that
@@ -344,8 +349,18 @@ def _worker(args: argparse.Namespace) -> int:
         finally:
             await services.aclose()
 
-    asyncio.run(work())
+    _run_loop(work())
     return EXIT_OK
+
+
+def _run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a long-lived process's coroutine on uvloop (the event loop uvicorn also picks for the API)."""
+    import uvloop
+
+    from gateway import heap
+
+    heap.settle()
+    return uvloop.run(main)
 
 
 def _poll(args: argparse.Namespace) -> int:
@@ -380,7 +395,7 @@ def _poll(args: argparse.Namespace) -> int:
         finally:
             await services.aclose()
 
-    return asyncio.run(work())
+    return _run_loop(work())
 
 
 if __name__ == "__main__":

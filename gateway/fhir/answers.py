@@ -8,8 +8,9 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from conformance.outcome import Issue, operation_outcome
+from gateway import encoding
 from gateway.fhir.requests import prefers_representation
-from gateway.store import Result
+from gateway.store import Result, compact
 from gateway.web.responses import FhirResponse, base_url, http_date
 
 
@@ -37,8 +38,20 @@ def written(result: Result, request: Request) -> Response:
 def read_response(resource: dict[str, Any]) -> FhirResponse:
     """Answer a read with the resource, its ETag and Last-Modified."""
     meta = resource.get("meta", {})
-    headers = {"ETag": f'W/"{meta.get("versionId")}"'}
-    modified = http_date(meta.get("lastUpdated"))
+    return _read_answer(resource, meta.get("versionId"), meta.get("lastUpdated"))
+
+
+def stored_response(raw: bytes) -> FhirResponse:
+    """Answer a read with a stored version's bytes as they are; one in an older form is parsed and written again."""
+    head = compact.head(raw)
+    if head is None:
+        return read_response(encoding.loads(raw))
+    return _read_answer(raw, head.version_id, head.last_updated)
+
+
+def _read_answer(body: dict[str, Any] | bytes, version_id: Any, last_updated: Any) -> FhirResponse:
+    headers = {"ETag": f'W/"{version_id}"'}
+    modified = http_date(last_updated)
     if modified:
         headers["Last-Modified"] = modified
-    return FhirResponse(resource, headers=headers)
+    return FhirResponse(body, headers=headers)

@@ -14,7 +14,7 @@ from gateway.deps import EhrPrincipal, ServicesDep, check_fhir
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir import bundle as bundles
 from gateway.fhir import capability, history, patch, validate_op
-from gateway.fhir.answers import read_response, written
+from gateway.fhir.answers import stored_response, written
 from gateway.fhir.requests import (
     check_id,
     check_type,
@@ -116,7 +116,7 @@ async def read(
     """Return the current version; 404 if unknown, 410 if deleted."""
     check_type(rtype)
     check_id(rid)
-    return read_response(await services.store.read(principal.tenant, rtype, rid))
+    return stored_response(await services.store.read_json(principal.tenant, rtype, rid))
 
 
 @router.get("/{rtype}/{rid}/_history/{vid}", summary="Read one version", **openapi.VREAD)
@@ -132,7 +132,7 @@ async def vread(
     check_id(rid)
     if not vid.isdigit():
         raise NotFound(f"that {rtype} has no such version", expression="vid")
-    return read_response(await services.store.vread(principal.tenant, rtype, rid, int(vid)))
+    return stored_response(await services.store.vread_json(principal.tenant, rtype, rid, int(vid)))
 
 
 @router.put(

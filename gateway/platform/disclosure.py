@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["SCOPE", "SENSITIVE_CODES", "is_sensitive", "resource_is_sensitive", "shown", "shown_event"]
+__all__ = [
+    "SCOPE",
+    "SENSITIVE_CODES",
+    "is_sensitive",
+    "label_codes",
+    "resource_is_sensitive",
+    "shown",
+    "shown_codes",
+    "shown_event",
+]
 
 SENSITIVE_CODES = frozenset({"R", "V", "ETH", "SUD", "PSY", "PSYTHPN", "42CFRPart2"})
 SCOPE = "sensitive"
@@ -45,3 +54,16 @@ def shown_event(event: Mapping[str, Any], scopes: Iterable[str]) -> bool:
     """Tell whether a change event exists for a client with these scopes (judged by the record it carries)."""
     record = event.get("record")
     return not isinstance(record, Mapping) or shown(record, scopes)
+
+
+def label_codes(record: Any) -> tuple[str, ...]:
+    """Return the codes of a record's security labels (none for what is not a record), as the feed keeps them."""
+    labels = record.get("security") if isinstance(record, Mapping) else None
+    if not isinstance(labels, list):
+        return ()
+    return tuple(code for label in labels if isinstance(label, Mapping) and isinstance(code := label.get("code"), str))
+
+
+def shown_codes(codes: Iterable[str], scopes: Iterable[str]) -> bool:
+    """Tell whether a change event whose record has labels with these codes exists for a client with these scopes."""
+    return SCOPE in scopes or not any(code in SENSITIVE_CODES for code in codes)

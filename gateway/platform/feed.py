@@ -6,8 +6,8 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from gateway import encoding
 from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, Gone, NotFound
+from gateway.platform.disclosure import label_codes
 from gateway.store.connection import socket_timeout, text
 from gateway.store.keys import Keyspace
 
@@ -76,12 +77,74 @@ def _readable_after(entry_id: str) -> bool:
     return ms <= _MAX_PART and seq <= _MAX_PART and (ms, seq) != (_MAX_PART, _MAX_PART)
 
 
+# A feed entry's stream fields: the event's JSON and, beside it, what the filters read (its type and the codes of
+# its record's security labels, a JSON list or "" for none), so a page is written from the stored bytes without
+# parsing them. An entry written before these fields existed has only the event; it is parsed to be filtered.
+EVENT, TYPE, LABELS = b"e", b"type", b"labels"
+
+
+def entry_fields(event: bytes, event_type: str, codes: Iterable[str]) -> list[str]:
+    """Return the stream fields of a feed entry (for XADD): the event's JSON, its type, its record's label codes."""
+    listed = list(codes)
+    return ["e", event.decode(), "type", event_type, "labels", encoding.dumps(listed).decode() if listed else ""]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One feed entry as read: the event's JSON as stored, its type, and the codes of its record's security labels."""
+
+    id: str
+    raw: bytes
+    type: str
+    codes: tuple[str, ...]
+    compact: bool  # written with the type and labels beside it, by orjson: the cursor can be spliced into its bytes
+    parsed: dict[str, Any] | None = field(default=None, repr=False)  # the event, once something needed it parsed
+
+    @classmethod
+    def read(cls, entry_id: Any, fields: Mapping[bytes, Any]) -> Entry:
+        """Return the entry of an XRANGE reply item; one without the type and labels fields is parsed for them."""
+        raw = _bytes(fields[EVENT])
+        if TYPE in fields and LABELS in fields:
+            labels = _bytes(fields[LABELS])
+            codes = tuple(encoding.loads(labels)) if labels else ()
+            return cls(text(entry_id), raw, text(fields[TYPE]), codes, compact=True)
+        event: dict[str, Any] = encoding.loads(raw)
+        codes = label_codes(event.get("record"))
+        return cls(text(entry_id), raw, str(event.get("type", "")), codes, compact=False, parsed=event)
+
+    def event(self) -> dict[str, Any]:
+        """Return the event (parsed from the stored JSON the first time it is asked for)."""
+        if self.parsed is None:
+            self.parsed = encoding.loads(self.raw)
+        return self.parsed
+
+    def with_cursor(self) -> bytes:
+        """Return the event's JSON with its ``cursor`` added last, as the feed answers it.
+
+        An entry with the type and labels beside it was written compact by orjson (``entry_fields``): the cursor is
+        spliced into its bytes. An older entry (written with spaces after the separators) is written again.
+        """
+        cursor = encode_cursor(self.id)
+        if self.compact and self.raw.endswith(b"}") and self.raw != b"{}":
+            return self.raw[:-1] + b',"cursor":"' + cursor.encode() + b'"}'
+        return encoding.dumps({**self.event(), "cursor": cursor})
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 @dataclass
 class Page:
-    """A page of change events and the cursor to continue from."""
+    """A page of change events (each the event's JSON with its cursor) and the cursor to continue from."""
 
-    events: list[dict[str, Any]]
+    events: list[bytes]
     next_cursor: str
+
+    def json(self) -> bytes:
+        """Return the page as the feed answers it: ``{"events": [...], "next_cursor": "..."}``."""
+        events = b",".join(self.events)
+        return b'{"events":[' + events + b'],"next_cursor":' + encoding.dumps(self.next_cursor) + b"}"
 
 
 class Feed:
@@ -102,7 +165,7 @@ class Feed:
         wait_seconds: float,
         types: list[str] | None = None,
         *,
-        keep: Callable[[dict[str, Any]], bool] | None = None,
+        keep: Callable[[Entry], bool] | None = None,
     ) -> Page:
         """Return events after ``cursor`` (of ``types`` if given), waiting up to ``wait_seconds`` for one.
 
@@ -116,7 +179,7 @@ class Feed:
         deadline = time.monotonic() + wait_seconds
         position = after
         while True:
-            events: list[dict[str, Any]] = []
+            events: list[bytes] = []
             scanned = 0
             while True:
                 # Read on until the page is full (or the feed ends), so that passed-over events never show as a
@@ -126,14 +189,13 @@ class Feed:
                 entries: Any = await self._redis.xrange(key, min=start, count=count)
                 scanned += len(entries)
                 for entry_id, fields in entries:
-                    position = text(entry_id)
-                    event = encoding.loads(fields[b"e"])
-                    if types and not any(fnmatchcase(event["type"], pattern) for pattern in types):
+                    entry = Entry.read(entry_id, fields)
+                    position = entry.id
+                    if types and not any(fnmatchcase(entry.type, pattern) for pattern in types):
                         continue
-                    if keep is not None and not keep(event):
+                    if keep is not None and not keep(entry):
                         continue
-                    event["cursor"] = encode_cursor(position)
-                    events.append(event)
+                    events.append(entry.with_cursor())
                 if len(entries) < count or len(events) >= limit or scanned >= SCAN_LIMIT:
                     break
             # The cursor moves past filtered-out events too, so a narrow filter still makes progress.

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.deps import PlatformPrincipal, ServicesDep
 from gateway.errors import BadRequest, NotFound
 from gateway.platform import queries
-from gateway.platform.disclosure import shown, shown_event
+from gateway.platform.disclosure import shown, shown_codes
 from gateway.platform.feed import MAX_TYPE_PATTERNS, type_patterns
 from gateway.web.openapi import AUTH_ERRORS, OTHER_ERRORS, errors
 from gateway.web.responses import JSONBody
@@ -137,10 +137,11 @@ async def changes(
     wait = min(wait, services.settings.feed_max_wait_seconds)
     scopes = principal.scopes
     page = await services.feed.changes(
-        principal.tenant, cursor, min(limit, MAX_LIMIT), wait, wanted or None, keep=lambda e: shown_event(e, scopes)
-    )
-    # The events are the worker's own output, read back as stored: written as they are, not re-validated.
-    return JSONBody({"events": page.events, "next_cursor": page.next_cursor})
+        principal.tenant, cursor, min(limit, MAX_LIMIT), wait, wanted or None,
+        keep=lambda e: shown_codes(e.codes, scopes),
+    )  # fmt: skip
+    # The events are the worker's own output, spliced in as stored: neither parsed nor re-validated.
+    return JSONBody(page.json())
 
 
 @router.get("/schema", summary="JSON Schema of every record type")

@@ -1,8 +1,9 @@
 """The FHIR resource store on Redis: versions, tombstones, search indexes and the inbound job, written atomically.
 
-Owns the whole keyspace (``keys``), the one atomic write primitive (``plan`` and ``commit.lua``), what a resource
-is indexed by (``indexing``), reference rewriting (``references``), the EHR's version convention (``ehr_meta``)
-and the Redis connection (``connection``). Imports no other gateway package.
+Owns the whole keyspace (``keys``), the one atomic write primitive (``plan`` and ``commit.lua``), many reads in
+one round trip (``snapshot``), what a resource is indexed by (``indexing``), reference rewriting (``references``),
+the EHR's version convention (``ehr_meta``) and the Redis connection (``connection``). Imports no other gateway
+package.
 """
 
 from gateway.store.connection import connect, text

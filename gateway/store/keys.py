@@ -56,7 +56,8 @@ Normalized platform records and change feed:
   gw:{t}:rix:{record_type}:updated zset   id -> when the record last changed (epoch seconds); deleted ones stay
   gw:{t}:deps:{key}                set    "Type/id" of resources whose mapping read {key} ("Goal/1" or
                                           "Questionnaire?url=..."); a change to {key} maps them again
-  gw:{t}:feed                      stream change events: id, type, record_type, record_id, event JSON
+  gw:{t}:feed                      stream change events: e (the event JSON), type (its type), labels (its record's
+                                          security-label codes, a JSON list, "" for none); older entries hold e only
   gw:{t}:feed:trimmed              string id of the newest event dropped by retention; cursors before it get 410
   gw:{t}:risk:{flag}               hash   a risk flag (gateway/platform/risk.py): id (the risk.flagged event's id),
                                           record_type, record_id, flags (JSON), raised_at (epoch s), and once they
@@ -166,6 +167,8 @@ OUTBOUND_GROUP = "connectors"  # the consumer group of every tenant's outbound (
 
 def escape(value: str) -> str:
     """Escape a value for a key part, so that ``|`` and ``*`` stay separators and wildcards."""
+    if "%" not in value and "|" not in value and "*" not in value:
+        return value
     return value.replace("%", "%25").replace("|", "%7C").replace("*", "%2A")
 
 
@@ -183,7 +186,7 @@ class Keyspace:
         self.webhook_tenants = f"{prefix}:webhook-tenants"
 
     def _t(self, tenant: str) -> str:
-        return f"{self.prefix}:{{{tenant}}}"
+        return f"{self.prefix}:{{{tenant}}}"  # {tenant}: a hash tag, so each tenant's keys share a cluster slot
 
     def current(self, tenant: str, rtype: str, rid: str) -> str:
         return f"{self._t(tenant)}:cur:{rtype}:{rid}"

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from importlib import resources
@@ -32,6 +32,9 @@ _DATE = re.compile(
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 
+# Appends to its list what one path reaches from a node.
+Walker = Callable[[Any, list[Any]], None]
+
 
 @dataclass(frozen=True)
 class Parameter:
@@ -43,6 +46,7 @@ class Parameter:
     targets: frozenset[str]
     # The top-level elements its paths start from: a resource holding none of them has no value for it.
     roots: frozenset[str] = frozenset()
+    walkers: tuple[Walker, ...] = field(default=(), compare=False, repr=False)  # one per path: see ``_walker``
 
 
 @cache
@@ -63,6 +67,7 @@ def _indexed() -> dict[str, dict[str, Parameter]]:
                 tuple(tuple(p) for p in spec["paths"]),
                 frozenset(spec.get("targets", ())),
                 frozenset(p[0] for p in spec["paths"] if p and isinstance(p[0], str)),
+                tuple(_walker(tuple(p)) for p in spec["paths"]),
             )
             for name, spec in params.items()
         }
@@ -95,29 +100,62 @@ def _relative(reference: str) -> str | None:
     return f"{match.group(1)}/{match.group(2)}" if match else None
 
 
-def _walk(node: Any, steps: tuple[Any, ...], at: int, out: list[Any]) -> None:
-    """Append to ``out`` what ``steps[at:]`` reach from ``node`` (lists are walked through)."""
-    if type(node) is list:
-        for item in node:
-            _walk(item, steps, at, out)
-        return
-    if at == len(steps):
-        if node is not None:
-            out.append(node)
-        return
-    step = steps[at]
-    if type(step) is str:
-        if type(node) is dict:
-            child = node.get(step)
-            if child is not None:
-                _walk(child, steps, at + 1, out)
-    elif "is" in step:
-        ref = node.get("reference") if isinstance(node, Mapping) else None
-        target = relative_reference(ref if isinstance(ref, str) else None)
-        if target is not None and target.split("/", 1)[0] == step["is"]:
-            _walk(node, steps, at + 1, out)
-    elif isinstance(node, Mapping) and node.get(step["where"][0]) == step["where"][1]:
-        _walk(node, steps, at + 1, out)
+def _flat(value: Any, out: list[Any]) -> None:
+    if type(value) is list:
+        for item in value:
+            _flat(item, out)
+    elif value is not None:
+        out.append(value)
+
+
+def _walker(path: tuple[Any, ...]) -> Walker:
+    """Return a function appending to ``out`` what ``path`` reaches from a node (lists are walked through).
+
+    Built once per path, step by step from the last, so walking a resource runs no generic interpreter of steps.
+    """
+    walk: Walker = _flat
+    for step in reversed(path):
+        walk = _step(step, walk)
+    return walk
+
+
+def _step(step: Any, then: Walker) -> Walker:
+    if isinstance(step, str):
+
+        def child(node: Any, out: list[Any]) -> None:
+            if type(node) is list:
+                for item in node:
+                    child(item, out)
+            elif type(node) is dict:
+                value = node.get(step)
+                if value is not None:
+                    then(value, out)
+
+        return child
+    if "is" in step:
+        wanted = step["is"]
+
+        def typed(node: Any, out: list[Any]) -> None:
+            if type(node) is list:
+                for item in node:
+                    typed(item, out)
+                return
+            ref = node.get("reference") if isinstance(node, Mapping) else None
+            target = relative_reference(ref if isinstance(ref, str) else None)
+            if target is not None and target.split("/", 1)[0] == wanted:
+                then(node, out)
+
+        return typed
+    element, expected = step["where"]
+
+    def where(node: Any, out: list[Any]) -> None:
+        if type(node) is list:
+            for item in node:
+                where(item, out)
+        elif isinstance(node, Mapping) and node.get(element) == expected:
+            then(node, out)
+
+    return where
 
 
 def reached(resource: Mapping[str, Any], param: Parameter) -> list[Any]:
@@ -125,8 +163,8 @@ def reached(resource: Mapping[str, Any], param: Parameter) -> list[Any]:
     if param.roots and param.roots.isdisjoint(resource.keys()):
         return []
     out: list[Any] = []
-    for path in param.paths:
-        _walk(resource, path, 0, out)
+    for walk in param.walkers:
+        walk(resource, out)
     return out
 
 
@@ -134,8 +172,9 @@ def references(values: list[Any]) -> set[str]:
     """Return the reference targets of values: ``Type/id``, or a canonical URL (and without its version)."""
     found: set[str] = set()
     for value in values:
-        if isinstance(value, Mapping):
-            target = relative_reference(value.get("reference") if isinstance(value.get("reference"), str) else None)
+        if type(value) is dict or isinstance(value, Mapping):
+            reference = value.get("reference")
+            target = relative_reference(reference if type(reference) is str else None)
             if target:
                 found.add(target)
         elif isinstance(value, str) and value:
@@ -187,7 +226,20 @@ def normalized(text: str) -> str:
 
 
 def date_range(text: str) -> tuple[float, float] | None:
-    """Return the first and last epoch millisecond a FHIR date, dateTime or instant covers, or None."""
+    """Return the first and last epoch millisecond a FHIR date, dateTime or instant covers, or None.
+
+    Cached for text as long as an instant can be: a clinic's appointments start on a few thousand distinct times,
+    birth dates repeat, and this runs for every version written.
+    """
+    return _cached_range(text) if len(text) <= 40 else _range(text)
+
+
+@lru_cache(maxsize=16384)
+def _cached_range(text: str) -> tuple[float, float] | None:
+    return _range(text)
+
+
+def _range(text: str) -> tuple[float, float] | None:
     match = _DATE.match(text)
     if not match:
         return None

@@ -17,6 +17,9 @@ from redis.asyncio import Redis
 _SCRIPT = resources.files("gateway.store").joinpath("commit.lua").read_text(encoding="utf-8")
 
 
+_MOST_ARGS = 1000  # arguments per command the script passes on (an even number: ZADD takes pairs)
+
+
 class PlanConflict(Exception):
     """A precondition no longer held; read again and retry."""
 
@@ -35,16 +38,20 @@ class Plan:
 
     keys: list[str] = field(default_factory=list)
     checks: list[list[Any]] = field(default_factory=list)
-    writes: list[list[Any]] = field(default_factory=list)
+    # The writes as the script reads them, flat: command, key index, argument count, arguments..., for each.
+    writes: list[Any] = field(default_factory=list)
+    # Members added to sets and sorted sets (SADD, ZADD), one command per key after the writes: see ``add``.
+    adds: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
     backlog: tuple[list[str], int] | None = None
     _index: dict[str, int] = field(default_factory=dict)
 
     def key(self, name: str) -> int:
         """Return the 1-based KEYS index of ``name``, declaring it once."""
-        if name not in self._index:
+        index = self._index.get(name)
+        if index is None:
             self.keys.append(name)
-            self._index[name] = len(self.keys)
-        return self._index[name]
+            index = self._index[name] = len(self.keys)
+        return index
 
     def expect_field(self, key: str, field_name: str, value: str | None) -> None:
         """Require a hash field to hold ``value`` (None: absent)."""
@@ -62,15 +69,30 @@ class Plan:
         """Require a set to hold exactly ``members``."""
         self.checks.append(["members", self.key(key), None, "\n".join(sorted(members))])
 
-    def write(self, command: str, key: str, *args: str | int | float) -> None:
-        """Append a write command on ``key``."""
-        self.writes.append([command, self.key(key), *(str(a) for a in args)])
+    def write(self, command: str, key: str, *args: str | bytes | int | float) -> None:
+        """Append a write command on ``key`` (redis-py sends str, bytes, int and float as Redis reads them)."""
+        self.writes += (command, self.key(key), len(args), *args)
+
+    def add(self, command: str, key: str, *args: str | bytes | int | float) -> None:
+        """Add members to a set (``SADD``, members) or sorted set (``ZADD``, score-member pairs), in one command per
+        key for the whole plan, sent after every ``write``.
+
+        For index sets that many resources of a set share (a status, a practitioner, a date zset): one command each
+        instead of one per resource. Only for members no other write of the plan removes (a resource written once).
+        """
+        self.adds.setdefault((command, self.key(key)), []).extend(args)
 
     def absorb(self, other: Plan) -> None:
         """Append ``other``'s checks and writes to this plan (its backlog limit is not taken over)."""
         index = {i + 1: self.key(name) for i, name in enumerate(other.keys)}
         self.checks += [[op, index[key], *rest] for op, key, *rest in other.checks]
-        self.writes += [[command, index[key], *rest] for command, key, *rest in other.writes]
+        at, writes = 0, other.writes
+        while at < len(writes):
+            count = writes[at + 2]
+            self.writes += (writes[at], index[writes[at + 1]], count, *writes[at + 3 : at + 3 + count])
+            at += 3 + count
+        for (command, key), args in other.adds.items():
+            self.adds.setdefault((command, index[key]), []).extend(args)
 
     def limit_backlog(self, keys: list[str], maximum: int) -> None:
         """Refuse the plan when these streams and sets together hold ``maximum`` entries or more."""
@@ -85,7 +107,7 @@ class Committer:
 
     async def commit(self, plan: Plan) -> list[str]:
         """Apply ``plan`` or raise PlanConflict / PlanOverloaded; return the ids of added stream entries."""
-        if not plan.writes and not plan.checks:
+        if not plan.writes and not plan.checks and not plan.adds:
             return []
         args: list[Any] = [len(plan.checks)]
         for op, key, field_name, expected in plan.checks:
@@ -95,8 +117,11 @@ class Committer:
         else:
             indexes = [plan.key(k) for k in plan.backlog[0]]
             args += [len(indexes), *indexes, plan.backlog[1]]
-        for command, key, *rest in plan.writes:
-            args += [command, key, len(rest), *rest]
+        args += plan.writes
+        for (command, key), members in plan.adds.items():
+            for at in range(0, len(members), _MOST_ARGS):  # Lua unpacks a bounded number of values at once
+                chunk = members[at : at + _MOST_ARGS]
+                args += (command, key, len(chunk), *chunk)
         reply = await self._script(keys=plan.keys, args=args)
         status = _text(reply[0])
         if status == "conflict":

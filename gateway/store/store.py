@@ -14,21 +14,25 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from conformance.outcome import Issue, operation_outcome
 from gateway import encoding
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import activity, audit, conditional, ehr_meta
+from gateway.store import activity, audit, compact, conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
 from gateway.store.references import reference_targets, rewrite_references
+from gateway.store.snapshot import Read, Snapshot
 from mappers.registry import MAPPED
 
 
@@ -45,6 +49,27 @@ def _parse_instant(value: str | None) -> datetime | None:
 def digest(content: Mapping[str, Any]) -> str:
     """Return a stable digest of resource content."""
     return hashlib.sha256(encoding.canonical(content)).hexdigest()
+
+
+# The current version's body in one round trip: {0} never existed, {1} deleted, {2, body} (a body "" is a
+# deletion), {3} when the version the current state names has no body (never so unless the store was damaged).
+_READ_CURRENT = """
+local state = redis.call("HMGET", KEYS[1], "vid", "deleted")
+if not state[1] then return {0} end
+if state[2] == "1" then return {1} end
+local body = redis.call("HGET", KEYS[2], state[1])
+if not body then return {3} end
+return {2, body}
+"""
+
+
+def _body(rtype: str, raw: bytes | str | None) -> bytes:
+    """Return a stored version's body, or raise NotFound (no such version) / Gone (a deletion)."""
+    if raw is None:
+        raise NotFound(f"that {rtype} has no such version", expression=rtype)
+    if not raw:
+        raise Gone(f"that version of the {rtype} is a deletion", expression=rtype)
+    return raw if isinstance(raw, bytes) else raw.encode()
 
 
 @dataclass(frozen=True)
@@ -198,6 +223,7 @@ class Store:
         self.clock = clock
         self._registered: set[str] = set()
         self._committer = Committer(redis)
+        self._snapshot = Snapshot(redis)
         self._max_backlog = max_backlog
         self._dedupe_seconds = dedupe_seconds
         self._retries = retries
@@ -211,23 +237,45 @@ class Store:
 
     async def read(self, tenant: str, rtype: str, rid: str) -> dict[str, Any]:
         """Return the current version, or raise NotFound / Gone."""
-        cur = await self.current(tenant, rtype, rid)
-        if cur is None:
-            raise NotFound(f"no {rtype} has that id", expression=rtype)
-        if cur.deleted:
-            raise Gone(f"that {rtype} was deleted", expression=rtype)
-        return await self.vread(tenant, rtype, rid, cur.vid)
+        result: dict[str, Any] = encoding.loads(await self._current_body(tenant, rtype, rid))
+        audit.note_read(result)
+        return result
+
+    async def read_json(self, tenant: str, rtype: str, rid: str) -> bytes:
+        """Return the current version's JSON as stored, or raise NotFound / Gone (``compact`` reads its meta)."""
+        raw = await self._current_body(tenant, rtype, rid)
+        compact.note_read(raw)
+        return raw
 
     async def vread(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any]:
         """Return one version, or raise NotFound / Gone."""
-        raw = await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid))
-        if raw is None:
-            raise NotFound(f"that {rtype} has no such version", expression=rtype)
-        if raw == b"":
-            raise Gone(f"that version of the {rtype} is a deletion", expression=rtype)
-        result: dict[str, Any] = encoding.loads(raw)
+        result: dict[str, Any] = encoding.loads(await self._version(tenant, rtype, rid, vid))
         audit.note_read(result)
         return result
+
+    async def vread_json(self, tenant: str, rtype: str, rid: str, vid: int) -> bytes:
+        """Return one version's JSON as stored, or raise NotFound / Gone."""
+        raw = await self._version(tenant, rtype, rid, vid)
+        compact.note_read(raw)
+        return raw
+
+    async def _current_body(self, tenant: str, rtype: str, rid: str) -> bytes:
+        """Return the current version's body, or raise NotFound / Gone: in one round trip (``_READ_CURRENT``)."""
+        keys = [self._keys.current(tenant, rtype, rid), self._keys.history(tenant, rtype, rid)]
+        reply = await self._read_current(keys=keys)
+        state = int(reply[0])
+        if state == 0:
+            raise NotFound(f"no {rtype} has that id", expression=rtype)
+        if state == 1:
+            raise Gone(f"that {rtype} was deleted", expression=rtype)
+        return _body(rtype, reply[1] if state == 2 else None)
+
+    async def _version(self, tenant: str, rtype: str, rid: str, vid: int) -> bytes:
+        return _body(rtype, await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid)))
+
+    @cached_property
+    def _read_current(self) -> AsyncScript:
+        return self._redis.register_script(_READ_CURRENT)
 
     async def issues(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any] | None:
         """Return the OperationOutcome a version was accepted with under a lenient policy, or None."""
@@ -244,6 +292,10 @@ class Store:
 
     async def read_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the current versions of ``ids`` that exist and are not deleted, in order."""
+        return [encoding.loads(raw) for _, raw in await self.read_many_json(tenant, rtype, ids)]
+
+    async def read_many_json(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        """Return the id and stored JSON of the current versions of ``ids`` that exist and are not deleted, in order."""
         pipe = self._redis.pipeline(transaction=False)
         for rid in ids:
             pipe.hmget(self._keys.current(tenant, rtype, rid), ["vid", "deleted"])
@@ -255,7 +307,7 @@ class Store:
                 pipe.hget(self._keys.history(tenant, rtype, rid), vid)
                 wanted.append(rid)
         bodies = await pipe.execute()
-        return [encoding.loads(b) for b in bodies if b]
+        return [(rid, bytes(b)) for rid, b in zip(wanted, bodies, strict=True) if b]
 
     async def check_backlog(self, tenant: str) -> None:
         """Refuse (503) work for a tenant whose queue is past its limit, before its body is read and parsed."""
@@ -327,6 +379,11 @@ class Store:
                 continue
             except PlanOverloaded as exc:
                 raise Overloaded(f"the gateway has {exc.backlog} jobs waiting; retry later", retry_after=5) from None
+            except (redis_errors.TimeoutError, redis_errors.ConnectionError):
+                # The reply was lost (a busy Redis answered after the timeout, or the connection broke): the plan
+                # may have been applied all the same. Answer what was done rather than a 503 for a write that is in.
+                if not await self._landed(tenant, results):
+                    raise
             if trail is not None:
                 trail.written += [(r.rtype, r.rid, str(r.vid or ""), r.status) for r in results]
             await self._replicated()
@@ -336,6 +393,26 @@ class Store:
                     LENIENT_ACCEPTED.labels(result.rtype).inc()
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
+
+    async def _landed(self, tenant: str, results: list[Result]) -> bool:
+        """Tell whether a plan whose reply was lost was applied: every version it wrote is there, as written.
+
+        A plan is applied whole or not at all, so its versions are all there or none is; ``lu`` is this decision's
+        own instant, so a concurrent writer's version with the same number is not taken for it. False when the plan
+        wrote no version (its answers would rest on checks that may have failed) or when Redis still does not
+        answer (the caller's error then stands).
+        """
+        written = [r for r in results if r.outcome in ("created", "updated", "deleted")]
+        if not written:
+            return False
+        try:
+            reads: list[Read] = [("hgetall", self._keys.current(tenant, r.rtype, r.rid)) for r in written]
+            states = await self._snapshot.read(reads)
+        except redis_errors.RedisError:
+            return False
+        found = [Current.from_hash(raw) for raw in states]
+        return all(c is not None and c.vid == r.vid and c.last_updated == r.last_updated
+                   for c, r in zip(found, written, strict=True))  # fmt: skip
 
     def _audit(
         self, plan: Plan, trail: audit.RequestAudit, tenant: str, ops: Sequence[Operation], results: list[Result]
@@ -421,17 +498,17 @@ class Store:
                 )
             touched[key] = d
 
-        # 2. Current state of everything the operations touch.
-        pipe = self._redis.pipeline(transaction=False)
-        for d in decisions:
-            pipe.hgetall(k.current(tenant, d.op.rtype, d.rid))
-            pipe.exists(k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))
-        replies = await pipe.execute()
-        for d, raw, watched in zip(decisions, replies[::2], replies[1::2], strict=True):
-            d.current = Current.from_hash(raw)
-            d.watched = d.op.rtype not in MAPPED and bool(watched)
-            if d.match is None and isinstance(d.op, Create):
-                d.current = None  # a fresh uuid: nothing there
+        # 2. Current state of everything the operations touch (a create given a fresh uuid touches nothing there).
+        existing = [d for d in decisions if d.match is not None or not isinstance(d.op, Create)]
+        if existing:
+            reads: list[Read] = []
+            for d in existing:
+                reads += [("hgetall", k.current(tenant, d.op.rtype, d.rid)),
+                          ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))]  # fmt: skip
+            replies = await self._snapshot.read(reads)
+            for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
+                d.current = Current.from_hash(raw)
+                d.watched = d.op.rtype not in MAPPED and bool(watched)
 
         # 3. Resolve urn:uuid and fullUrl references, deduplicating retried plain creates on the way.
         mapping = await self._resolve(tenant, decisions, plan)
@@ -485,7 +562,6 @@ class Store:
             ready = [
                 d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
             ] or list(pending.values())
-            pipe = self._redis.pipeline(transaction=False)
             digests = []
             for d in ready:
                 assert isinstance(d.op, Create)
@@ -493,12 +569,15 @@ class Store:
                 digests.append(digest(content))
                 ids_then = {ref: mapping.get(ref) for ref in d.references()}
                 d.prepared = (content, evid, elu, digests[-1], ids_then)
-                pipe.get(self._keys.dedupe(tenant, d.op.rtype, digests[-1]))
-            hits = await pipe.execute()
-            check = self._redis.pipeline(transaction=False)
-            for d, h in zip(ready, hits, strict=True):
-                check.hgetall(self._keys.current(tenant, d.op.rtype, h.decode() if h else "-"))
-            states = await check.execute()
+            hits = await self._snapshot.read([("get", self._keys.dedupe(tenant, d.op.rtype, dg))
+                                              for d, dg in zip(ready, digests, strict=True)])  # fmt: skip
+            states: list[Any] = [{}] * len(ready)
+            found = [(i, d, h) for i, (d, h) in enumerate(zip(ready, hits, strict=True)) if h]
+            # The resources these digests name: still there, still with this content?
+            checked = await self._snapshot.read([("hgetall", self._keys.current(tenant, d.op.rtype, h.decode()))
+                                                 for _, d, h in found])  # fmt: skip
+            for (i, _, _), state in zip(found, checked, strict=True):
+                states[i] = state
             for d, dg, hit, raw in zip(ready, digests, hits, states, strict=True):
                 assert isinstance(d.op, Create)
                 key = self._keys.dedupe(tenant, d.op.rtype, dg)
@@ -611,16 +690,16 @@ class Store:
             plan.write("ZREM", lu_index, rid)
             plan.write("ZREM", ids_index, rid)
         else:
-            plan.write("ZADD", lu_index, lu_ms, rid)
-            plan.write("ZADD", ids_index, 0, rid)
-        plan.write("ZADD", k.type_versions(tenant, rtype), lu_ms, f"{rid}/{vid}")
-        plan.write("ZADD", k.all_versions(tenant), lu_ms, f"{rtype}/{rid}/{vid}")
-        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored).decode() if stored else "")
+            plan.add("ZADD", lu_index, lu_ms, rid)
+            plan.add("ZADD", ids_index, 0, rid)
+        plan.add("ZADD", k.type_versions(tenant, rtype), lu_ms, f"{rid}/{vid}")
+        plan.add("ZADD", k.all_versions(tenant), lu_ms, f"{rtype}/{rid}/{vid}")
+        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
         plan.write(
             "HSET",
             k.current(tenant, rtype, rid),
             "vid", vid, "lu", lu, "hash", digest_, "deleted", "1" if deleted else "0",
-            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", encoding.dumps(new_index).decode(),
+            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", encoding.dumps(new_index),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched
@@ -638,21 +717,23 @@ class Store:
     @staticmethod
     def _plan_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:
         """Move the resource from the index entries of its last version to those of this one."""
-        kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
-        for kind, key, member in set(old) - set(new):
+        if old:
+            kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
+            for kind, key, member in set(old) - set(new):
+                if kind == "s":
+                    plan.write("SREM", key, rid)
+                elif kind == "l":
+                    plan.write("ZREM", key, member)
+                elif (kind, key) not in kept_scores:
+                    plan.write("ZREM", key, rid)
+            new = sorted(set(new) - set(old))
+        for kind, key, member in new:  # index_entries lists them sorted and once each
             if kind == "s":
-                plan.write("SREM", key, rid)
+                plan.add("SADD", key, rid)
             elif kind == "l":
-                plan.write("ZREM", key, member)
-            elif (kind, key) not in kept_scores:
-                plan.write("ZREM", key, rid)
-        for kind, key, member in sorted(set(new) - set(old)):
-            if kind == "s":
-                plan.write("SADD", key, rid)
-            elif kind == "l":
-                plan.write("ZADD", key, 0, member)
+                plan.add("ZADD", key, 0, member)
             else:
-                plan.write("ZADD", key, member, rid)
+                plan.add("ZADD", key, member, rid)
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
         """Return the identifier-index key a condition reads."""

@@ -3,6 +3,7 @@ responses and what the OpenAPI document says beyond the route signatures. Knows 
 
 # The package's modules; each is imported where it is used, so importing the package loads none of them.
 __all__ = [
+    "access_log",
     "body",
     "negotiation",
     "openapi",

@@ -146,7 +146,7 @@ def _check_shape(value: Any, max_depth: int, max_string: int) -> None:
 
 _UNSURE = object()  # what _parse_plain answers when the standard parser must decide
 _BRACKETS = bytes.maketrans(b"[]", b"{}")
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"{}[]")
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'{}[]"')
 
 
 def _parse_plain(raw: bytes, max_depth: int, max_string: int) -> Any:
@@ -171,8 +171,10 @@ def _parse_plain(raw: bytes, max_depth: int, max_string: int) -> Any:
         return _UNSURE
     if raw.count(b":") != out.count(b":"):
         return _UNSURE
-    outside = b"".join(out.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
-    brackets = outside.translate(_BRACKETS, _NOT_BRACKETS)
+    if b"\\" in out:  # escaped quotes and backslashes go first, so that every quote left is a bare one
+        out = out.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Only brackets (one kind) and bare quotes are kept; the text outside strings is then at even positions.
+    brackets = b"".join(out.translate(_BRACKETS, _NOT_STRUCTURE).split(b'"')[::2])
     for _ in range(max_depth):
         if not brackets:
             return value

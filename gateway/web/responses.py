@@ -17,11 +17,13 @@ FHIR_JSON = "application/fhir+json"
 
 
 class FhirResponse(Response):
-    """A response whose body is FHIR JSON."""
+    """A response whose body is FHIR JSON: a value to write, or bytes that are JSON already (a stored version)."""
 
     media_type = f"{FHIR_JSON}; charset=utf-8"
 
     def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):
+            return content
         return encoding.dumps(content)
 
 
@@ -32,6 +34,8 @@ class JSONBody(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):  # JSON already (a feed page spliced from stored events)
+            return content
         return encoding.dumps(content)
 
 

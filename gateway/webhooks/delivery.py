@@ -33,8 +33,8 @@ from redis.asyncio import Redis
 from connectors.address import refused
 from connectors.retry import backoff, parse_retry_after
 from gateway.metrics import WEBHOOK_DELIVERIES
-from gateway.platform.disclosure import shown_event
-from gateway.platform.feed import encode_cursor
+from gateway.platform.disclosure import shown_codes, shown_event
+from gateway.platform.feed import Entry, encode_cursor
 from gateway.settings import Settings
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
@@ -185,7 +185,7 @@ class SubscriptionDelivery:
         self.scopes = scopes  # which events exist for the subscription (see Dispatcher.scopes)
         self.cursor = sub.cursor  # committed: delivered or passed over
         self.read_to = sub.cursor  # read into the buffer
-        self.buffer: deque[tuple[str, dict[str, Any]]] = deque()
+        self.buffer: deque[Entry] = deque()
         self.pending, self.attempt, self.next_at = sub.pending, sub.attempt, sub.next_at
 
     async def run(self) -> None:
@@ -224,14 +224,15 @@ class SubscriptionDelivery:
                     if self.read_to != self.cursor:  # only passed-over events since the last move: keep the place
                         await self._commit(self._move_cursor(Plan(), self.read_to))
                     return None
-                self.buffer.extend((text(entry_id), json.loads(fields[b"e"])) for entry_id, fields in entries)
-            entry_id, event = self.buffer.popleft()
-            self.read_to = entry_id
-            # A sensitive event does not exist for an owner without the scope: passed over like another type.
-            if shown_event(event, self.scopes) and any(
-                fnmatchcase(str(event.get("type", "")), pattern) for pattern in self.sub.events
+                self.buffer.extend(Entry.read(entry_id, fields) for entry_id, fields in entries)
+            entry = self.buffer.popleft()
+            self.read_to = entry.id
+            # A sensitive event does not exist for an owner without the scope: passed over like another type. Both
+            # are judged by the fields beside the event; only an event to deliver is parsed.
+            if shown_codes(entry.codes, self.scopes) and any(
+                fnmatchcase(entry.type, pattern) for pattern in self.sub.events
             ):
-                return Item("feed", entry_id, entry_id, event)
+                return Item("feed", entry.id, entry.id, entry.event())
 
     async def _deliver(self, item: Item) -> bool:
         """Deliver ``item`` until it succeeds or dead-letters; return False when this task must stop."""

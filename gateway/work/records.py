@@ -19,7 +19,7 @@ at all. A job whose mapping fails is left out of the batch (the worker schedules
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ from redis.asyncio import Redis
 
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import NotFound
+from gateway.platform import feed
+from gateway.platform.disclosure import label_codes
 from gateway.platform.risk import Flag, RiskFlags
 from gateway.settings import ClientsConfig
 from gateway.store import Plan, Store, ehr_meta, text
@@ -195,7 +197,10 @@ class RecordWriter:
             written = body[id(previous)] if previous is not None else None
             self._write_record(tenant, family, held, previous, written, last_vid, plan, indexes)
             for event_type, record in events:
-                event_id = self._publish(tenant, family.record_type, event_type, record.id, body[id(record)], plan)
+                codes = [label.code for label in record.security]
+                event_id = self._publish(
+                    tenant, family.record_type, event_type, record.id, body[id(record)], codes, plan
+                )
                 if event_type == "risk.flagged":
                     flags = list(getattr(record, "risk_flags", []))
                     self._risks.raise_in(plan, tenant, event_id, family.record_type, record.id, flags)
@@ -244,10 +249,11 @@ class RecordWriter:
         event_type: str,
         record_id: str,
         body: str,
+        codes: Iterable[str],
         plan: Plan,
         **extra: Any,
     ) -> str:
-        """Add the change event to the tenant's feed in ``plan``; return its id."""
+        """Add the change event, and its record's label ``codes``, to the tenant's feed in ``plan``; return its id."""
         event = {
             "id": f"evt_{uuid.uuid4().hex}",
             "type": event_type,
@@ -259,7 +265,7 @@ class RecordWriter:
         }
         # The record is serialised once and spliced in rather than encoded again for every event.
         encoded = orjson.dumps(event)[:-1] + b',"record":' + body.encode() + b"}"
-        plan.write("XADD", self.keys.feed(tenant), "*", "e", encoded.decode())
+        plan.write("XADD", self.keys.feed(tenant), "*", *feed.entry_fields(encoded, event_type, codes))
         return str(event["id"])
 
     async def escalate(self, tenant: str, flag: Flag) -> Plan | None:
@@ -270,7 +276,8 @@ class RecordWriter:
         plan = Plan()
         self._risks.escalate_in(plan, tenant, flag)
         raised = {"id": flag.id, "flags": flag.flags, "raised_at": instant(flag.raised_at)}
-        self._publish(tenant, flag.record_type, "risk.escalated", flag.record_id, text(body), plan, flag=raised)
+        codes = label_codes(orjson.loads(body))
+        self._publish(tenant, flag.record_type, "risk.escalated", flag.record_id, text(body), codes, plan, flag=raised)
         return plan
 
     async def _dependents(self, jobs: list[Job]) -> tuple[list[list[str]], set[str]]:

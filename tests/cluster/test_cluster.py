@@ -106,6 +106,9 @@ async def test_the_whole_path_runs_on_a_cluster(gw: Gateway, ehr: respx.MockRout
         assert pushed.status_code == 200, pushed.text
         cancelled = appointment(id="appt-0", status="cancelled")
         assert (await gw.ehr("PUT", "/Appointment/appt-0", token=f"{EHR}-{tenant}", json=cancelled)).status_code == 200
+        read = await gw.ehr("GET", "/Appointment/appt-0", token=f"{EHR}-{tenant}")  # one script, the tenant's slot
+        assert read.status_code == 200 and read.json()["status"] == "cancelled" and read.headers["etag"] == 'W/"2"'
+        assert (await gw.ehr("GET", "/Appointment/nobody", token=f"{EHR}-{tenant}")).status_code == 404
     await gw.drain()
 
     for tenant in TENANTS:

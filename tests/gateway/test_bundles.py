@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from redis import exceptions as redis_errors
 
 from tests.conftest import Gateway
 from tests.gateway.fixtures import appointment, hl7_appointment, post_entry, put_entry, transaction
@@ -270,3 +271,39 @@ async def test_a_conditional_reference_matching_none_or_several_fails_the_transa
     other = appointment(participant=[{"actor": {"reference": "Patient?name=Smith"}, "status": "accepted"}])
     unsupported = await gateway.ehr("POST", "", json=transaction(post_entry(other)))
     assert unsupported.status_code == 400
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["applied", "not-applied"])
+async def test_a_transaction_whose_commit_reply_is_lost_answers_what_was_done(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch, applied: bool
+) -> None:
+    """A Redis too busy to reply in time (or a broken connection) after the commit ran: the client is told its
+    Bundle is in, not 503, so nothing it sent looks lost; when the commit did not run, 503 and nothing stored."""
+    store = gateway.services.store
+    commit = store._committer.commit
+
+    async def reply_lost(plan: Any) -> list[str]:
+        if applied:
+            await commit(plan)
+        raise redis_errors.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(store._committer, "commit", reply_lost)
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "lost-reply-1"}]}
+    bundle = transaction(
+        post_entry(patient, "urn:uuid:8a0c4e0e-5a48-4d1e-9b8e-0c1f3ad9a001"),
+        put_entry(appointment(id="lost-reply-a", participant=[
+            {"actor": {"reference": "urn:uuid:8a0c4e0e-5a48-4d1e-9b8e-0c1f3ad9a001"}, "status": "accepted"}])),
+    )  # fmt: skip
+    answer = await gateway.ehr("POST", "", json=bundle)
+    if not applied:
+        assert answer.status_code == 503 and answer.headers["retry-after"]
+        assert (await gateway.ehr("GET", "/Appointment/lost-reply-a")).status_code == 404
+        return
+    assert answer.status_code == 200
+    assert [e["response"]["status"] for e in answer.json()["entry"]] == ["201 Created", "201 Created"]
+    monkeypatch.undo()  # the client retries anyway: the same answer's resources, no second version
+    again = (await gateway.ehr("POST", "", json=bundle)).json()
+    locations = [e["response"]["location"] for e in answer.json()["entry"]]
+    assert [e["response"]["location"] for e in again["entry"]] == locations
+    history = (await gateway.ehr("GET", "/Appointment/lost-reply-a/_history")).json()
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["1"]

@@ -226,15 +226,19 @@ async def test_dead_letters_are_replayed_and_discarded_with_an_audit_record(cons
     assert (
         await act(console, "/console/dead-letters/replay", tenant="clinic-a", id=rows["dl-2"][0])
     ).status_code == 303
-    await until(lambda: console.platform("/appointments/dl-2"), "the replayed job's record")
+    await until(lambda: _found(console, "/appointments/dl-2"), "the replayed job's record")
     assert (await act(console, "/console/dead-letters/replay", tenant="clinic-a", all="1")).status_code == 303
     await until(lambda: _dead(console, 0), "no dead letter left")
-    assert (await console.platform("/appointments/dl-3")).status_code == 200
+    await until(lambda: _found(console, "/appointments/dl-3"), "the record of a job replayed with all")
     assert (await console.platform("/appointments/dl-1")).status_code == 404
 
     audit = {row[2]: row for row in cells(await page(console, "/console?tenant=clinic-a")) if len(row) == 5}
     assert audit["discard"][1] == "ops-1" and audit["discard"][4] == "sent twice by the EHR"
     assert audit["replay"][3] == rows["dl-2"][0] and audit["replay_all"][3] == rows["dl-3"][0]
+
+
+async def _found(gw: Gateway, path: str) -> bool:
+    return (await gw.platform(path)).status_code == 200
 
 
 async def _dead(gw: Gateway, n: int) -> bool:

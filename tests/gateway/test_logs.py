@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -94,3 +95,24 @@ async def test_no_outbound_url_reaches_the_log(settings: Settings, production_lo
     written = production_logging()
     assert '"route": "/platform/v1/appointments/{appointment_id}/cancel"' in written  # the log was captured
     assert [line for line in written.splitlines() if CANARY in line] == []
+
+
+# ---- the access log ------------------------------------------------------------------------------------------
+
+
+async def test_every_answer_is_logged_once_with_its_route_status_and_request_id(
+    gateway: Gateway, production_logging: Callable[[], str]
+) -> None:
+    given = await gateway.ehr("GET", "/Appointment/a-none", headers={"X-Request-Id": "trace-0001"})
+    fresh = await gateway.ehr("GET", "/Appointment/a-none")
+    unknown = await gateway.ehr("GET", "/NoSuchType/x/y/z")
+    assert given.status_code == fresh.status_code == 404
+    assert given.headers["x-request-id"] == "trace-0001"
+    assert len(fresh.headers["x-request-id"]) == 32 and fresh.headers["x-request-id"] != "trace-0001"
+    lines = [json.loads(line) for line in production_logging().splitlines() if '"msg": "request"' in line]
+    answered = [(x["route"], x["status"], x.get("type"), x.get("request_id")) for x in lines]
+    assert answered[:2] == [
+        ("/fhir/R4/{rtype}/{rid}", 404, "Appointment", "trace-0001"),
+        ("/fhir/R4/{rtype}/{rid}", 404, "Appointment", fresh.headers["x-request-id"]),
+    ]
+    assert answered[2][1:3] == (unknown.status_code, None) and len(answered) == 3

@@ -397,6 +397,31 @@ async def test_a_sensitive_event_is_never_delivered_to_a_subscription_without_th
     assert all(b"psy" not in r.body for r in receiver.at("/basic"))
 
 
+async def test_events_an_older_gateway_wrote_are_delivered_and_passed_over_alike(
+    hooks: Gateway, receiver: Receiver
+) -> None:
+    await subscribe(hooks, receiver.url("/basic"), token=PLATFORM_A_BASIC)
+    await subscribe(hooks, receiver.url("/full"), token=PLATFORM_A)
+    await subscribe(hooks, receiver.url("/cancelled"), ["appointment.cancelled"])
+    await put(hooks, "new1")
+    await until(lambda: len(receiver.at("/full")) == 1, "the first delivery")
+    template = {k: v for k, v in receiver.at("/full")[0].event.items() if k != "cursor"}
+    labelled = {**template["record"], "security": [{**PSY["security"][0], "display": None}]}
+    # Before the type and labels were kept beside it, an entry held only the event, written by json.dumps.
+    for eid, record in (("evt_old_psy", labelled), ("evt_old_plain", template["record"])):
+        event = {**template, "id": eid, "type": "appointment.cancelled", "record": record}
+        await hooks.services.redis.xadd(hooks.services.keys.feed("clinic-a"), {"e": json.dumps(event)})
+    await put(hooks, "new2")
+    await until(lambda: len(receiver.at("/full")) == 4 and len(receiver.at("/basic")) == 3, "the deliveries")
+    await until(lambda: len(receiver.at("/cancelled")) == 2, "the cancellations")
+    assert receiver.event_ids("/full")[1:3] == ["evt_old_psy", "evt_old_plain"]
+    assert receiver.event_ids("/basic")[1] == "evt_old_plain" and "evt_old_psy" not in receiver.event_ids("/basic")
+    assert receiver.event_ids("/cancelled") == ["evt_old_psy", "evt_old_plain"]
+    old = receiver.at("/full")[2]
+    assert signature_ok(old) and old.event == {**template, "id": "evt_old_plain", "type": "appointment.cancelled",
+                                               "cursor": old.event["cursor"]}  # fmt: skip
+
+
 async def test_dead_letters_of_sensitive_events_are_listed_only_with_the_scope(
     hooks: Gateway, receiver: Receiver
 ) -> None:

@@ -1,0 +1,139 @@
+"""The benchmark's open loop (``bench/gateway_bench.py --open-loop``) keeps its send schedule and counts latency
+from the scheduled send time, on a virtual clock: no processes, no network, no waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(ROOT / "bench"))  # gateway_bench imports its sibling baseline.py
+    try:
+        spec = importlib.util.spec_from_file_location("gateway_bench", ROOT / "bench" / "gateway_bench.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+class VirtualClock:
+    """A clock that moves only when the code under test sleeps, or when a fake request says it is busy."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        # Like asyncio: tasks already ready run first (at the current time); a loop that was busy past the
+        # deadline wakes late, never early.
+        deadline = self.now + delay
+        await asyncio.sleep(0)
+        self.now = max(self.now, deadline)
+
+
+async def test_sends_keep_the_schedule_while_no_answer_has_come(bench: ModuleType) -> None:
+    clock = VirtualClock()
+    every_send_started = asyncio.Event()
+    count = 5
+
+    async def send(index: int, mark_started: Callable[[], None]) -> tuple[bool, int, int, str]:
+        mark_started()
+        if index == count - 1:
+            every_send_started.set()
+        await every_send_started.wait()  # no answer comes until the last Bundle has been sent
+        return True, 20, 19, ""
+
+    # A closed loop would wait forever here; the timeout only turns that into a failure.
+    schedule = bench.run_schedule(send, 10.0, count, clock=clock, sleep=clock.sleep, lead=0.0)
+    sends = await asyncio.wait_for(schedule, timeout=30)
+
+    assert [round(s.started, 6) for s in sends] == [0.0, 0.1, 0.2, 0.3, 0.4]  # none waited for an answer
+    result = bench.OpenLoopResult(size=20)
+    bench.summarize_open_loop(result, sends, warmup=0)
+    # Every answer came at 0.4 s: the first Bundle, due at 0, waited 400 ms.
+    assert result.max_ms == pytest.approx(400)
+    assert result.p50_ms == pytest.approx(200)
+    assert (result.late_sends, result.lateness_max_ms) == (0, 0)
+    assert result.max_outstanding == count - 1  # the last one was answered the moment it was due
+
+
+async def test_a_late_sender_shows_as_lateness_and_in_the_latency(bench: ModuleType) -> None:
+    clock = VirtualClock()
+
+    async def send(index: int, mark_started: Callable[[], None]) -> tuple[bool, int, int, str]:
+        mark_started()
+        if index == 1:
+            clock.now += 0.25  # the client is busy for 250 ms (e.g. starved of CPU): sends 2 and 3 fall behind
+        return True, 20, 19, ""
+
+    sends = await bench.run_schedule(send, 10.0, 5, clock=clock, sleep=clock.sleep, lead=0.0)
+    result = bench.OpenLoopResult(size=20)
+    bench.summarize_open_loop(result, sends, warmup=0)
+
+    assert len(sends) == 5  # a late send is sent, not skipped
+    # Send 2 was due at 0.2 s, left at 0.35 s and was answered at once: 150 ms, not 0.
+    assert sends[2].finished - sends[2].scheduled == pytest.approx(0.15)
+    assert result.late_sends == 2  # sends 2 and 3
+    assert result.lateness_max_ms == pytest.approx(150)
+    # Latencies from the schedule: 0, 250, 150, 50, 0 ms. Timed from the actual send they would be 0, 250, 0, 0, 0.
+    assert result.p50_ms == pytest.approx(50)
+    assert result.service_p50_ms == pytest.approx(0)
+
+
+async def test_the_warm_up_is_sent_and_drained_but_not_measured(bench: ModuleType) -> None:
+    clock = VirtualClock()
+    window_opened_at: list[float] = []
+    last_sent = asyncio.Event()
+
+    async def send(index: int, mark_started: Callable[[], None]) -> tuple[bool, int, int, str]:
+        mark_started()
+        if index == 0:
+            await last_sent.wait()  # the warm-up's first answer comes last, 500 ms after it was due
+        if index == 5:
+            last_sent.set()
+        if index == 4:
+            return False, 0, 0, "HTTP 500"
+        return True, 20, 19, ""
+
+    async def window_start() -> None:
+        window_opened_at.append(clock())
+
+    schedule = bench.run_schedule(
+        send, 10.0, 6, warmup=2, at_window_start=window_start, clock=clock, sleep=clock.sleep, lead=0.0
+    )
+    sends = await asyncio.wait_for(schedule, timeout=30)
+    result = bench.OpenLoopResult(size=20)
+    bench.summarize_open_loop(result, sends, warmup=2)
+
+    assert window_opened_at == [pytest.approx(0.2)]  # when send 2, the first measured one, was due
+    assert (result.warmup_sends, result.scheduled, result.bundles, result.failed) == (2, 4, 3, 1)
+    assert result.errors == ["HTTP 500"]
+    assert sends[0].finished - sends[0].scheduled == pytest.approx(0.5)
+    assert result.max_ms == pytest.approx(0)  # the warm-up's slow answer is not in the figures
+    assert (result.appointments, result.patients) == (5 * 19, 5)  # but every accepted Bundle is drained
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"), [("half", ("fraction", 0.5)), ("0.8x", ("fraction", 0.8)), ("150", ("fixed", 150.0))]
+)
+def test_open_loop_rate_argument(bench: ModuleType, text: str, parsed: tuple[str, float]) -> None:
+    args = bench.parse_args(["--open-loop", text])
+    assert args.open_loop == parsed
+    closed = bench.AcceptanceResult(size=20, concurrency=8, bundles_per_s=130.0)
+    rate, _ = bench.open_loop_rate(args.open_loop, closed)
+    assert rate == pytest.approx(65.0 if text == "half" else 104.0 if text == "0.8x" else 150.0)
