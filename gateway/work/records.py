@@ -35,9 +35,8 @@ from gateway.settings import ClientsConfig
 from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
 from gateway.store.keys import Keyspace, lane
+from gateway.work.held import Found, Held, HeldReader, Wanted
 from gateway.work.inbound import Job
-from gateway.work.indexes import IndexWrites
-from gateway.work.snapshot import Found, Held, Snapshot, Wanted
 from mappers.context import MapContext
 from mappers.family import Aggregate, Family, canonical_key
 from mappers.model import Record
@@ -72,7 +71,7 @@ class RecordWriter:
         self._clients = clients
         self._risks = risks
         self._clock = clock
-        self._snapshot = Snapshot(redis, keys)
+        self._held = HeldReader(redis, keys)
 
     async def plan(self, jobs: Sequence[Job]) -> Outcome:
         """Decide what ``jobs`` do; the caller settles the applied ones in ``outcome.plan`` and commits it."""
@@ -82,11 +81,10 @@ class RecordWriter:
             groups.setdefault((job.tenant, job.rtype, job.rid), []).append(job)
         found = await self._read(groups)
         aggregates: dict[str, Held] = {}
-        indexes = IndexWrites()
         provided: list[tuple[str, str, set[str]]] = []  # (tenant, source, keys): whose dependents to re-map
         for group, members in groups.items():
             tenant, rtype, rid = group
-            draft, drafted = Plan(), IndexWrites()
+            draft = Plan()
             try:
                 family = MAPPED.get(rtype)
                 if family is None:
@@ -95,18 +93,16 @@ class RecordWriter:
                 else:
                     seen = found[group]
                     events, gives = await self._apply(tenant, family, seen.held, seen.versions, members, draft,
-                                                      drafted, aggregates)  # fmt: skip
+                                                      aggregates)  # fmt: skip
             except Exception as exc:
                 for job in members:
                     outcome.failed[job.entry_id] = exc
                 continue
             outcome.plan.absorb(draft)
-            indexes.absorb(drafted)
             for job, job_events in zip(members, events, strict=True):
                 outcome.events[job.entry_id] = job_events
             if gives:
                 provided.append((tenant, f"{rtype}/{rid}", gives))
-        indexes.write(outcome.plan)
         known = {(tenant, f"{rtype}/{rid}"): seen.dependents for (tenant, rtype, rid), seen in found.items()}
         await self._refreshes(provided, outcome.plan, known)
         for agg in aggregates.values():
@@ -136,7 +132,7 @@ class RecordWriter:
             )
         found: dict[tuple[str, str, str], Found] = {}
         for tenant, wanted in by_tenant.items():
-            for (group, _), seen in zip(wanted, await self._snapshot.read(tenant, [w for _, w in wanted]), strict=True):
+            for (group, _), seen in zip(wanted, await self._held.read(tenant, [w for _, w in wanted]), strict=True):
                 found[group] = seen
         return found
 
@@ -150,7 +146,6 @@ class RecordWriter:
         versions: list[tuple[int, bytes | None]],
         jobs: list[Job],
         plan: Plan,
-        indexes: IndexWrites,
         aggregates: dict[str, Held],
     ) -> tuple[list[list[str]], set[str]]:
         """Plan the record through ``versions``; return each job's events (all of them on the newest job) and the
@@ -195,7 +190,7 @@ class RecordWriter:
                 if each is not None and id(each) not in body:
                     body[id(each)] = each.model_dump_json()
             written = body[id(previous)] if previous is not None else None
-            self._write_record(tenant, family, held, previous, written, last_vid, plan, indexes)
+            self._write_record(tenant, family, held, previous, written, last_vid, plan)
             for event_type, record in events:
                 codes = [label.code for label in record.security]
                 event_id = self._publish(
@@ -234,13 +229,12 @@ class RecordWriter:
         encoded: str | None,
         vid: int,
         plan: Plan,
-        indexes: IndexWrites,
     ) -> None:
         if record is None or encoded is None:  # deleted before it was ever mapped
             plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1)
             return
         plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", encoded)
-        self._plan_indexes(tenant, family, held.record(), record, indexes)
+        self._plan_indexes(tenant, family, held.record(), record, plan)
 
     def _publish(
         self,
@@ -381,7 +375,7 @@ class RecordWriter:
         state.changed = True
 
     def _plan_indexes(
-        self, tenant: str, family: Family[Any], previous: Record | None, record: Record, indexes: IndexWrites
+        self, tenant: str, family: Family[Any], previous: Record | None, record: Record, plan: Plan
     ) -> None:
         k, rt, rid = self.keys, family.record_type, record.id
         old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
@@ -389,16 +383,16 @@ class RecordWriter:
         for name, key_of in (("patient", k.record_patient_index), ("status", k.record_status_index)):
             before, after = old.get(name), new.get(name)
             if isinstance(before, str) and before != after:
-                indexes.add("SREM", key_of(tenant, rt, before), rid)
+                plan.write("SREM", key_of(tenant, rt, before), rid)
             if isinstance(after, str):
-                indexes.add("SADD", key_of(tenant, rt, after), rid)
+                plan.add("SADD", key_of(tenant, rt, after), rid)
         sort_key = k.record_sort_index(tenant, rt)
         if record.deleted:
-            indexes.add("ZREM", sort_key, rid)
+            plan.write("ZREM", sort_key, rid)
         else:
             # Records without a date sort first, so date-less queries still list them.
             sort = new.get("sort")
-            indexes.add("ZADD", sort_key, sort if sort is not None else 0, rid)
+            plan.add("ZADD", sort_key, sort if sort is not None else 0, rid)
         # Deleted records stay here, so that a consumer syncing with updated_since learns of the deletion.
         updated = epoch_of(record.source.last_updated)
-        indexes.add("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)
+        plan.add("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)

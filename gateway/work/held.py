@@ -83,7 +83,7 @@ class Found:
     dependents: set[str] = field(default_factory=set)  # "Type/id" of the records that read the resource
 
 
-class Snapshot:
+class HeldReader:
     """Read, for one tenant's batch at a time, what its resources' jobs need."""
 
     def __init__(self, redis: Redis, keys: Keyspace) -> None:
