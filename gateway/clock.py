@@ -6,6 +6,8 @@ and never sleeps to make two timestamps differ.
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,8 +19,13 @@ system_clock: Clock = time.time
 
 def instant(epoch: float) -> str:
     """Return epoch seconds as a FHIR instant: UTC, milliseconds, ``Z``."""
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
-    return f"{whole}.{int(epoch * 1000) % 1000:03d}Z"
+    return f"{_utc_second(math.floor(epoch))}.{int(epoch * 1000) % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _utc_second(second: int) -> str:
+    # A worker stamps every event of a batch within the same second or two: format each second once.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def epoch_of(value: str | None) -> float | None:

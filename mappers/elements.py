@@ -7,7 +7,7 @@ UTC datetimes only when they name a point in time (a local time needs the clinic
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,13 +20,14 @@ _INSTANT: Final = re.compile(
 )
 
 
-def items(value: object) -> Iterator[Any]:
-    """Yield the elements of an array (a lone object counts as one)."""
-    # A lone object where R4 wants an array is a common vendor slip; read it as a one-element array.
+def items(value: object) -> Sequence[Any]:
+    """Return the elements of an array (a lone object counts as one); read them, never change them."""
     if isinstance(value, list):
-        yield from value
-    elif isinstance(value, Mapping):
-        yield value
+        return value
+    # A lone object where R4 wants an array is a common vendor slip; read it as a one-element array.
+    if value is not None and isinstance(value, Mapping):
+        return (value,)
+    return ()
 
 
 def text(value: object) -> str | None:
@@ -136,10 +137,28 @@ def _offset(text: str) -> tzinfo:
     return timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
 
 
+def _plain_utc(value: str) -> bool:
+    # Separators where the expression wants them, and ASCII only (the expression's digits are ASCII digits).
+    return (
+        value[4] == "-"
+        and value[7] == "-"
+        and value[10] == "T"
+        and value[13] == ":"
+        and value[16] == ":"
+        and (value.isascii())
+    )
+
+
 def instant(value: object, zone_name: str | None) -> datetime | None:
     """Read a FHIR instant as an aware UTC datetime, or None when it names no point in time."""
     if not isinstance(value, str):
         return None
+    if len(value) == 20 and value[19] == "Z" and _plain_utc(value):
+        # The form records carry and most EHRs send (2027-01-04T14:00:00Z), read without the expression.
+        try:
+            return datetime.fromisoformat(value)  # aware, in datetime.UTC
+        except ValueError:
+            pass  # a leap second, or no date at all: the general reading decides
     match = _INSTANT.fullmatch(value.strip())
     if match is None:
         return None

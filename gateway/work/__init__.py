@@ -2,11 +2,13 @@
 
 Owns ``streams`` (consumer groups, reads, reclaim, settle, retry schedule, promote, dead letters, replay: used by
 inbound jobs, write-back deliveries and webhook dead letters alike), the inbound queue's lanes, the worker loop,
-and ``records``: a batch of jobs mapped to platform records and change events in one atomic commit.
+and ``records``: a batch of jobs mapped to platform records and change events in one atomic commit, from what
+``held`` reads for the batch in one round trip.
 """
 
 # The package's modules; each is imported where it is used, so importing the package loads none of them.
 __all__ = [
+    "held",
     "inbound",
     "records",
     "streams",

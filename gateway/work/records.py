@@ -35,31 +35,12 @@ from gateway.settings import ClientsConfig
 from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
 from gateway.store.keys import Keyspace, lane
+from gateway.work.held import Found, Held, HeldReader, Wanted
 from gateway.work.inbound import Job
 from mappers.context import MapContext
 from mappers.family import Aggregate, Family, canonical_key
 from mappers.model import Record
 from mappers.registry import MAPPED
-
-
-@dataclass
-class _Held:
-    """A record (or an aggregate) as the batch found it, and as the batch has changed it so far."""
-
-    key: str
-    rev: int
-    vid: int
-    raw: bytes | None
-    model: type[Record]
-    current: Record | None = None
-    parsed: bool = False
-    changed: bool = False
-
-    def record(self) -> Record | None:
-        if not self.parsed:
-            self.current = self.model.model_validate_json(self.raw) if self.raw else None
-            self.parsed = True
-        return self.current
 
 
 @dataclass
@@ -90,6 +71,7 @@ class RecordWriter:
         self._clients = clients
         self._risks = risks
         self._clock = clock
+        self._held = HeldReader(redis, keys)
 
     async def plan(self, jobs: Sequence[Job]) -> Outcome:
         """Decide what ``jobs`` do; the caller settles the applied ones in ``outcome.plan`` and commits it."""
@@ -97,9 +79,8 @@ class RecordWriter:
         groups: dict[tuple[str, str, str], list[Job]] = {}
         for job in jobs:
             groups.setdefault((job.tenant, job.rtype, job.rid), []).append(job)
-        held = await self._read_held([(t, MAPPED[rtype], rid) for (t, rtype, rid) in groups if rtype in MAPPED])
-        versions = await self._read_versions({g: held[self._record_key(g)] for g in groups if g[1] in MAPPED}, groups)
-        aggregates: dict[str, _Held] = {}
+        found = await self._read(groups)
+        aggregates: dict[str, Held] = {}
         provided: list[tuple[str, str, set[str]]] = []  # (tenant, source, keys): whose dependents to re-map
         for group, members in groups.items():
             tenant, rtype, rid = group
@@ -110,15 +91,9 @@ class RecordWriter:
                     # An unmapped resource that records depend on (a Binary body): re-map those records.
                     events, gives = await self._dependents(members)
                 else:
-                    events, gives = await self._apply(
-                        tenant,
-                        family,
-                        held[self._record_key(group)],
-                        versions.get(group, []),
-                        members,
-                        draft,
-                        aggregates,
-                    )
+                    seen = found[group]
+                    events, gives = await self._apply(tenant, family, seen.held, seen.versions, members, draft,
+                                                      aggregates)  # fmt: skip
             except Exception as exc:
                 for job in members:
                     outcome.failed[job.entry_id] = exc
@@ -128,7 +103,8 @@ class RecordWriter:
                 outcome.events[job.entry_id] = job_events
             if gives:
                 provided.append((tenant, f"{rtype}/{rid}", gives))
-        await self._refreshes(provided, outcome.plan)
+        known = {(tenant, f"{rtype}/{rid}"): seen.dependents for (tenant, rtype, rid), seen in found.items()}
+        await self._refreshes(provided, outcome.plan, known)
         for agg in aggregates.values():
             if agg.changed:
                 outcome.plan.expect_field(agg.key, "rev", str(agg.rev) if agg.rev else None)
@@ -137,39 +113,27 @@ class RecordWriter:
                 outcome.plan.write("HSET", agg.key, "rev", agg.rev + 1, "json", current.model_dump_json())
         return outcome
 
-    # -- reads, one round trip each for the whole batch ---------------------------------------------------
+    # -- reads: one round trip per tenant for the whole batch --------------------------------------------
 
-    def _record_key(self, group: tuple[str, str, str]) -> str:
-        tenant, rtype, rid = group
-        return self.keys.record(tenant, MAPPED[rtype].record_type, rid)
-
-    async def _read_held(self, wanted: Sequence[tuple[str, Family[Any], str]]) -> dict[str, _Held]:
-        pipe = self._redis.pipeline(transaction=False)
-        keys = [self.keys.record(tenant, family.record_type, rid) for tenant, family, rid in wanted]
-        for key in keys:
-            pipe.hmget(key, ["vid", "rev", "json"])
-        held = {}
-        for key, (_, family, _), (vid, rev, raw) in zip(keys, wanted, await pipe.execute(), strict=True):
-            held[key] = _Held(key, int(rev or 0), int(vid or 0), raw, family.model)
-        return held
-
-    async def _read_versions(
-        self, held: Mapping[tuple[str, str, str], _Held], groups: Mapping[tuple[str, str, str], list[Job]]
-    ) -> dict[tuple[str, str, str], list[tuple[int, bytes | None]]]:
-        """Return, per resource, the stored versions its jobs ask to map: each one after the record's."""
-        wanted: list[tuple[tuple[str, str, str], int]] = []
-        for group, record in held.items():
-            newest = max((j.vid for j in groups[group] if j.op != "refresh"), default=0)
-            if newest > record.vid:
-                wanted += [(group, v) for v in range(record.vid + 1, newest + 1)]
-            elif any(j.op == "refresh" for j in groups[group]) and record.vid:
-                wanted.append((group, record.vid))  # something it read changed: map the version it holds again
-        pipe = self._redis.pipeline(transaction=False)
-        for (tenant, rtype, rid), version in wanted:
-            pipe.hget(self.keys.history(tenant, rtype, rid), str(version))
-        found: dict[tuple[str, str, str], list[tuple[int, bytes | None]]] = {}
-        for (group, version), raw in zip(wanted, await pipe.execute(), strict=True):
-            found.setdefault(group, []).append((version, raw))
+    async def _read(self, groups: Mapping[tuple[str, str, str], list[Job]]) -> dict[tuple[str, str, str], Found]:
+        """Return, per mapped resource, its record, the stored versions its jobs ask to map (each one after the
+        record's, or the one it holds for a refresh) and the records that read it."""
+        by_tenant: dict[str, list[tuple[tuple[str, str, str], Wanted]]] = {}
+        for group, members in groups.items():
+            tenant, rtype, rid = group
+            family = MAPPED.get(rtype)
+            if family is None:
+                continue
+            newest = max((j.vid for j in members if j.op != "refresh"), default=0)
+            refresh = any(j.op == "refresh" for j in members)
+            key = self.keys.record(tenant, family.record_type, rid)
+            by_tenant.setdefault(tenant, []).append(
+                (group, Wanted(tenant, rtype, rid, key, family.model, newest, refresh))
+            )
+        found: dict[tuple[str, str, str], Found] = {}
+        for tenant, wanted in by_tenant.items():
+            for (group, _), seen in zip(wanted, await self._held.read(tenant, [w for _, w in wanted]), strict=True):
+                found[group] = seen
         return found
 
     # -- one resource's versions ---------------------------------------------------------------------------
@@ -178,11 +142,11 @@ class RecordWriter:
         self,
         tenant: str,
         family: Family[Any],
-        held: _Held,
+        held: Held,
         versions: list[tuple[int, bytes | None]],
         jobs: list[Job],
         plan: Plan,
-        aggregates: dict[str, _Held],
+        aggregates: dict[str, Held],
     ) -> tuple[list[list[str]], set[str]]:
         """Plan the record through ``versions``; return each job's events (all of them on the newest job) and the
         keys (``Type/id``, canonical URLs) whose dependent records must be mapped again."""
@@ -192,7 +156,7 @@ class RecordWriter:
         if refresh_only and (first is None or first.deleted):
             versions = []
         previous, events, provided, last_vid = first, [], set(), held.vid
-        folds: dict[str, _Held] = {}
+        folds: dict[str, Held] = {}
         rtype, rid = jobs[0].rtype, jobs[0].rid
         source = f"{rtype}/{rid}"
         for version, raw in versions:
@@ -209,9 +173,8 @@ class RecordWriter:
                 meta = resource.get("meta", {})
                 evid, elu = ehr_meta.read(meta)
                 needs = family.needs(resource)
-                ctx = self._context(
-                    tenant, version, meta.get("lastUpdated", ""), evid, elu, await self._related(tenant, needs)
-                )
+                related = await self._related(tenant, needs) if needs else None
+                ctx = self._context(tenant, version, meta.get("lastUpdated", ""), evid, elu, related)
                 record = family.to_platform(resource, ctx)
                 provided |= {source, *(canonical_key(rtype, url) for url in canonical_urls(resource))}
                 for need in needs:
@@ -221,8 +184,13 @@ class RecordWriter:
             events += [(event_type, record) for event_type in family.classify(previous, record)]
             previous = record
         if last_vid != held.vid or (refresh_only and versions):
-            self._write_record(tenant, family, held, previous, last_vid, plan)
-            body = {id(r): r.model_dump_json() for _, r in events}
+            # Each record is serialised once: for its hash and for every event that carries it.
+            body: dict[int, str] = {}
+            for each in (previous, *(r for _, r in events)):
+                if each is not None and id(each) not in body:
+                    body[id(each)] = each.model_dump_json()
+            written = body[id(previous)] if previous is not None else None
+            self._write_record(tenant, family, held, previous, written, last_vid, plan)
             for event_type, record in events:
                 codes = [label.code for label in record.security]
                 event_id = self._publish(
@@ -253,12 +221,19 @@ class RecordWriter:
         )  # fmt: skip
 
     def _write_record(
-        self, tenant: str, family: Family[Any], held: _Held, record: Record | None, vid: int, plan: Plan
+        self,
+        tenant: str,
+        family: Family[Any],
+        held: Held,
+        record: Record | None,
+        encoded: str | None,
+        vid: int,
+        plan: Plan,
     ) -> None:
-        if record is None:  # deleted before it was ever mapped
+        if record is None or encoded is None:  # deleted before it was ever mapped
             plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1)
             return
-        plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", record.model_dump_json())
+        plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", encoded)
         self._plan_indexes(tenant, family, held.record(), record, plan)
 
     def _publish(
@@ -329,16 +304,27 @@ class RecordWriter:
                 continue
         return found
 
-    async def _refreshes(self, provided: list[tuple[str, str, set[str]]], plan: Plan) -> None:
-        """Queue a re-mapping of every record that read one of the keys a resource provides (one round trip)."""
+    async def _refreshes(
+        self, provided: list[tuple[str, str, set[str]]], plan: Plan, known: Mapping[tuple[str, str], set[str]]
+    ) -> None:
+        """Queue a re-mapping of every record that read one of the keys a resource provides.
+
+        ``known`` holds the readers the batch's read already found, by (tenant, ``Type/id``); the other keys (a
+        resource's canonical URLs, an unmapped resource) are read here, in one round trip when there are any.
+        """
         if not provided:
             return
-        pipe = self._redis.pipeline(transaction=False)
-        for tenant, _, gives in provided:
-            # by name: a cluster pipeline refuses the sunion() method even for keys of one slot, as these are
-            pipe.execute_command("SUNION", *(self.keys.dependents(tenant, key) for key in sorted(gives)))
-        for (tenant, source, _), members in zip(provided, await pipe.execute(), strict=True):
-            for dependent in sorted({text(m) for m in members} - {source}):
+        readers = dict(known)
+        missing = sorted({(t, key) for t, _, gives in provided for key in gives if (t, key) not in readers})
+        if missing:
+            pipe = self._redis.pipeline(transaction=False)
+            for tenant, key in missing:
+                pipe.smembers(self.keys.dependents(tenant, key))
+            for where, members in zip(missing, await pipe.execute(), strict=True):
+                readers[where] = {text(m) for m in members}
+        for tenant, source, gives in provided:
+            dependents = set().union(*(readers[(tenant, key)] for key in gives)) - {source}
+            for dependent in sorted(dependents):
                 rtype, _, rid = dependent.partition("/")
                 plan.write(
                     "XADD", self.keys.inbound(tenant, lane(rtype)), "*",
@@ -352,8 +338,8 @@ class RecordWriter:
         previous: Record | None,
         record: Record,
         ctx: MapContext,
-        batch: dict[str, _Held],
-        folds: dict[str, _Held],
+        batch: dict[str, Held],
+        folds: dict[str, Held],
     ) -> None:
         """Fold the record into its aggregate; if it moved from another one, fold it out of that one."""
         new_key = aggregate.key(record)
@@ -372,8 +358,8 @@ class RecordWriter:
         aid: str,
         record: Record,
         ctx: MapContext,
-        batch: dict[str, _Held],
-        folds: dict[str, _Held],
+        batch: dict[str, Held],
+        folds: dict[str, Held],
     ) -> None:
         key = self.keys.record(tenant, aggregate.record_type, aid)
         state = folds.get(key)
@@ -381,9 +367,9 @@ class RecordWriter:
             found = batch.get(key)
             if found is None:
                 rev, raw = await self._redis.hmget(key, ["rev", "json"])
-                found = _Held(key, int(rev or 0), 0, raw if isinstance(raw, bytes) else None, aggregate.model)
+                found = Held(key, int(rev or 0), 0, raw if isinstance(raw, bytes) else None, aggregate.model)
             # This resource's folds go on a copy, kept only if all of its versions map.
-            state = _Held(found.key, found.rev, 0, found.raw, found.model, found.record(), True, found.changed)
+            state = Held(found.key, found.rev, 0, found.raw, found.model, found.record(), True, found.changed)
             folds[key] = state
         state.current = aggregate.fold(state.record(), record, ctx)
         state.changed = True
@@ -399,14 +385,14 @@ class RecordWriter:
             if isinstance(before, str) and before != after:
                 plan.write("SREM", key_of(tenant, rt, before), rid)
             if isinstance(after, str):
-                plan.write("SADD", key_of(tenant, rt, after), rid)
+                plan.add("SADD", key_of(tenant, rt, after), rid)
         sort_key = k.record_sort_index(tenant, rt)
         if record.deleted:
             plan.write("ZREM", sort_key, rid)
         else:
             # Records without a date sort first, so date-less queries still list them.
             sort = new.get("sort")
-            plan.write("ZADD", sort_key, sort if sort is not None else 0, rid)
+            plan.add("ZADD", sort_key, sort if sort is not None else 0, rid)
         # Deleted records stay here, so that a consumer syncing with updated_since learns of the deletion.
         updated = epoch_of(record.source.last_updated)
-        plan.write("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)
+        plan.add("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)

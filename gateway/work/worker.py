@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -151,18 +152,27 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=0.1)
                     continue
-                for tenant in tenants:
-                    await queue.promote_due(tenant)
                 if now >= next_reclaim:
                     next_reclaim = now + max(settings.claim_idle_seconds / 2, 0.5)
                     for tenant in tenants:
                         await self._handle_all(queue, await self._reclaim(queue, tenant))
-                jobs = await queue.read(tenants, self.name, settings.worker_concurrency, settings.worker_block_ms)
-                await self._handle_all(queue, jobs)
+                await self.drain_round(queue, tenants)
             except Exception:
                 # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
                 log.exception("worker loop error")
                 await asyncio.sleep(1.0)
+
+    async def drain_round(self, queue: InboundQueue, tenants: Sequence[str], *, block_ms: int | None = None) -> int:
+        """Move the tenants' due retries back, read one batch of new jobs and apply it; return the jobs read.
+
+        One turn of the job loop (besides reclaiming), waiting up to ``block_ms`` (default the settings') for jobs.
+        """
+        for tenant in tenants:
+            await queue.promote_due(tenant)
+        wait = self._settings.worker_block_ms if block_ms is None else block_ms
+        jobs = await queue.read(tenants, self.name, self._settings.worker_concurrency, wait)
+        await self._handle_all(queue, jobs)
+        return len(jobs)
 
     async def _reclaim(self, queue: InboundQueue, tenant: str) -> list[Job]:
         idle_ms = int(self._settings.claim_idle_seconds * 1000)
@@ -192,9 +202,7 @@ class Worker:
         try:
             for _ in range(self._settings.conditional_retries):
                 outcome = await self._records.plan(jobs)
-                for job in jobs:
-                    if job.entry_id not in outcome.failed:
-                        queue.settle(outcome.plan, job)
+                queue.settle_all(outcome.plan, [job for job in jobs if job.entry_id not in outcome.failed])
                 try:
                     await self._committer.commit(outcome.plan)
                 except PlanConflict:
@@ -206,16 +214,25 @@ class Worker:
         except Exception as exc:  # Redis, or a bug outside one job's mapping: every job is tried again
             failed = {job.entry_id: exc for job in jobs}
         elapsed = (time.perf_counter() - started) / len(jobs)
+        # Metrics are counted per batch: a labelled series looked up once per batch, not once per job.
+        outcomes: Counter[tuple[str, str]] = Counter()
+        published: Counter[str] = Counter()
         for job in jobs:
             if job.entry_id in failed:
                 await self._failed(queue, job, failed[job.entry_id])
                 continue
-            self.processed += 1
-            applied = events.get(job.entry_id, [])
-            JOBS.labels(job.rtype, "applied" if applied else "skipped").inc()
-            JOB_SECONDS.labels(job.rtype).observe(elapsed)
-            for event in applied:
-                EVENTS.labels(event).inc()
+            applied = events.get(job.entry_id)
+            outcomes[job.rtype, "applied" if applied else "skipped"] += 1
+            if applied:
+                published.update(applied)
+        for (rtype, result), count in outcomes.items():
+            self.processed += count
+            JOBS.labels(rtype, result).inc(count)
+            seconds = JOB_SECONDS.labels(rtype)
+            for _ in range(count):
+                seconds.observe(elapsed)
+        for event, count in published.items():
+            EVENTS.labels(event).inc(count)
         log.debug("batch done", extra={"jobs": len(jobs), "failed": len(failed), "ms": round(elapsed * 1000, 2)})
 
     async def _failed(self, queue: InboundQueue, job: Job, exc: Exception) -> None:

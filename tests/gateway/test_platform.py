@@ -144,3 +144,16 @@ async def test_a_cursor_older_than_retention_is_410_with_the_oldest_valid_cursor
     await gateway.ehr("PUT", "/Appointment/r4", json=appointment(id="r4"))
     await gateway.drain()
     assert [e["record_id"] for e in (await gateway.platform(f"/changes?cursor={oldest}")).json()["events"]] == ["r4"]
+
+
+async def test_records_trading_statuses_in_one_batch_are_listed_under_their_new_status(gateway: Gateway) -> None:
+    for rid, status in (("m1", "booked"), ("m2", "cancelled")):
+        await gateway.ehr("PUT", f"/Appointment/{rid}", json=appointment(id=rid, status=status))
+    await gateway.drain()
+    for rid, status in (("m1", "cancelled"), ("m2", "booked"), ("m3", "booked")):
+        await gateway.ehr("PUT", f"/Appointment/{rid}", json=appointment(id=rid, status=status))
+    await gateway.drain()
+    scheduled = (await gateway.platform("/appointments?status=scheduled")).json()
+    cancelled = (await gateway.platform("/appointments?status=cancelled")).json()
+    assert sorted(r["id"] for r in scheduled["records"]) == ["m2", "m3"]
+    assert [r["id"] for r in cancelled["records"]] == ["m1"]

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
+from gateway.store import Committer, Plan
 from gateway.work.inbound import Job
 from gateway.work.worker import Worker
 from mappers import registry
@@ -186,3 +187,19 @@ async def test_a_write_no_replica_confirmed_is_not_acknowledged(settings: Settin
         refused = await gw.ehr("PUT", "/Appointment/rep", json=appointment(id="rep"))
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
+
+
+async def test_a_batch_acknowledged_together_leaves_no_job_pending_however_large(worker: Worker) -> None:
+    queue, redis = worker.queue, worker.queue.redis
+    await queue.ensure_group("clinic-a")
+    pipe = redis.pipeline(transaction=False)
+    for i in range(2_100):  # more entries than one XACK of a batch names
+        pipe.xadd(queue.keys.stream("clinic-a"), {"type": "Appointment", "id": f"ack{i}", "vid": "1", "op": "upsert"})
+    await pipe.execute()
+    jobs = await _read_all(worker)
+    assert len(jobs) == 2_100
+    plan = Plan()
+    queue.settle_all(plan, jobs)
+    await Committer(redis).commit(plan)
+    assert (await queue.counts("clinic-a")).pending == 0
+    assert await queue.backlog("clinic-a") == 0
