@@ -30,8 +30,7 @@ from gateway.fhir.edge import Edge
 from gateway.fhir.policy import accepts
 from gateway.fhir.searchset import searchset
 from gateway.metrics import VALIDATION_FAILURES
-from gateway.store import parse_condition, rejections
-from gateway.store.store import Create, Delete, Operation, Result, Update
+from gateway.store import Create, Delete, Operation, Result, Update, parse_condition, rejections
 from gateway.web.responses import status_line
 
 log = logging.getLogger("gateway.fhir.bundle")

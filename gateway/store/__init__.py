@@ -1,16 +1,17 @@
 """The FHIR resource store on Redis: versions, tombstones, search indexes and the inbound job, written atomically.
 
-Owns the whole keyspace (``keys``), the one atomic write primitive (``plan`` and ``commit.lua``), many reads in
-one round trip (``snapshot``), what a resource is indexed by (``indexing``), reference rewriting (``references``),
-the EHR's version convention (``ehr_meta``) and the Redis connection (``connection``). Imports no other gateway
-package.
+``store.Store`` writes (``apply``: operations and results in ``operation``) and reads (``reads``). Owns the whole
+keyspace (``keys``), the one atomic write primitive (``plan`` and ``commit.lua``), many reads in one round trip
+(``snapshot``), what a resource is indexed by (``indexing``), reference rewriting (``references``), the EHR's
+version convention (``ehr_meta``) and the Redis connection (``connection``). Imports no other gateway package.
 """
 
 from gateway.store.connection import connect, text
 from gateway.store.indexing import parse_condition
 from gateway.store.keys import Keyspace
+from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, digest
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
-from gateway.store.store import Create, Current, Delete, Operation, Result, Store, Update, digest
+from gateway.store.store import Store
 
 __all__ = [
     "Committer",

@@ -1,4 +1,5 @@
-"""The FHIR resource store on Redis: versions, tombstones, search indexes and inbound jobs, written atomically.
+"""The FHIR resource store on Redis: versions, tombstones, search indexes and inbound jobs, written atomically
+(its reads are in ``reads``, the operations it takes in ``operation``).
 
 Every write goes through ``Store.apply``: it reads the current state of what the operations touch, decides every
 outcome (new id, new version, unchanged, conditional match), and commits one ``Plan`` whose preconditions are
@@ -8,29 +9,28 @@ transaction Bundle is all-or-nothing and six concurrent conditional creates make
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from conformance.outcome import Issue, operation_outcome
 from gateway import encoding
 from gateway.clock import Clock, epoch_of, instant, system_clock
-from gateway.errors import BadRequest, Gone, NotFound, Overloaded, PreconditionFailed
+from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import activity, audit, compact, conditional, ehr_meta
+from gateway.store import activity, audit, conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
+from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
 from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.store.reads import Reads
 from gateway.store.references import reference_targets, rewrite_references
 from gateway.store.snapshot import Read, Snapshot
 from mappers.registry import MAPPED
@@ -44,139 +44,6 @@ def _parse_instant(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def digest(content: Mapping[str, Any]) -> str:
-    """Return a stable digest of resource content."""
-    return hashlib.sha256(encoding.canonical(content)).hexdigest()
-
-
-# The current version's body in one round trip: {0} never existed, {1} deleted, {2, body} (a body "" is a
-# deletion), {3} when the version the current state names has no body (never so unless the store was damaged).
-_READ_CURRENT = """
-local state = redis.call("HMGET", KEYS[1], "vid", "deleted")
-if not state[1] then return {0} end
-if state[2] == "1" then return {1} end
-local body = redis.call("HGET", KEYS[2], state[1])
-if not body then return {3} end
-return {2, body}
-"""
-
-
-def _body(rtype: str, raw: bytes | str | None) -> bytes:
-    """Return a stored version's body, or raise NotFound (no such version) / Gone (a deletion)."""
-    if raw is None:
-        raise NotFound(f"that {rtype} has no such version", expression=rtype)
-    if not raw:
-        raise Gone(f"that version of the {rtype} is a deletion", expression=rtype)
-    return raw if isinstance(raw, bytes) else raw.encode()
-
-
-@dataclass(frozen=True)
-class Current:
-    """The current state of one resource as the store holds it."""
-
-    vid: int
-    last_updated: str
-    digest: str
-    deleted: bool
-    ehr_version_id: str | None
-    ehr_last_updated: str | None
-    index: list[IndexEntry]
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[Any, Any]) -> Current | None:
-        if not raw:
-            return None
-        get = {text(k): text(v) for k, v in raw.items()}
-        return cls(
-            vid=int(get["vid"]),
-            last_updated=get.get("lu", ""),
-            digest=get.get("hash", ""),
-            deleted=get.get("deleted") == "1",
-            ehr_version_id=get.get("evid") or None,
-            ehr_last_updated=get.get("elu") or None,
-            index=[_entry(e) for e in encoding.loads(get.get("idx") or "[]")],
-        )
-
-
-def _entry(raw: Any) -> IndexEntry:
-    """Read one ``idx`` entry (a plain key, from before entries had kinds, is a set holding the id)."""
-    if isinstance(raw, str):
-        return ("s", raw, "")
-    kind, key, member = raw
-    return (str(kind), str(key), str(member))
-
-
-@dataclass
-class Create:
-    """POST: a new resource, unless ``if_none_exist`` matches one."""
-
-    rtype: str
-    resource: dict[str, Any]
-    if_none_exist: str | None = None
-    full_url: str | None = None
-    path: str | None = None
-    issues: list[Issue] = field(default_factory=list)  # errors a lenient policy accepted; kept with the version
-    dedupe: bool = True  # an identical plain create within the dedupe window answers with the first resource
-
-
-@dataclass
-class Update:
-    """PUT: create or update the resource with this id, or the one ``criteria`` matches (conditional)."""
-
-    rtype: str
-    rid: str
-    resource: dict[str, Any]
-    if_match: str | None = None
-    full_url: str | None = None
-    criteria: str | None = None
-    path: str | None = None
-    issues: list[Issue] = field(default_factory=list)  # errors a lenient policy accepted; kept with the version
-    # The body is the EHR's own copy (the poller, or a push that says so): a ``meta.lastUpdated`` older than the
-    # EHR version held means it arrived late, and it is not applied. Otherwise the body's meta orders nothing
-    # (R4 http.html: a server SHALL ignore the versionId and lastUpdated of an update's body).
-    ehr_ordered: bool = False
-
-
-@dataclass
-class Delete:
-    """DELETE: leave a tombstone on the resource with this id, or the one ``criteria`` matches."""
-
-    rtype: str
-    rid: str
-    criteria: str | None = None
-    path: str | None = None
-
-
-Operation = Create | Update | Delete
-
-
-def _criteria(op: Operation) -> str | None:
-    return op.if_none_exist if isinstance(op, Create) else op.criteria
-
-
-@dataclass
-class Result:
-    """What one operation did."""
-
-    status: int
-    rtype: str
-    rid: str
-    vid: int | None = None
-    last_updated: str | None = None
-    resource: dict[str, Any] | None = None
-    issues: list[Issue] = field(default_factory=list)
-    # created, updated, deleted (a new version was written), or unchanged, matched, stale, absent (none was)
-    outcome: str = "unchanged"
-
-    @property
-    def location(self) -> str | None:
-        return f"{self.rtype}/{self.rid}/_history/{self.vid}" if self.vid else None
-
-    @property
-    def etag(self) -> str | None:
-        return f'W/"{self.vid}"' if self.vid else None
 
 
 @dataclass
@@ -200,7 +67,7 @@ class _Decision:
         return self.targets
 
 
-class Store:
+class Store(Reads):
     """Read and write FHIR resources of every type, per tenant."""
 
     def __init__(
@@ -228,95 +95,6 @@ class Store:
         self._dedupe_seconds = dedupe_seconds
         self._retries = retries
         self._wait = (wait_replicas, wait_timeout_ms)
-
-    # -- reads -------------------------------------------------------------------------------------------
-
-    async def current(self, tenant: str, rtype: str, rid: str) -> Current | None:
-        """Return the current state of a resource, or None if it never existed."""
-        return Current.from_hash(await self._redis.hgetall(self._keys.current(tenant, rtype, rid)))
-
-    async def read(self, tenant: str, rtype: str, rid: str) -> dict[str, Any]:
-        """Return the current version, or raise NotFound / Gone."""
-        result: dict[str, Any] = encoding.loads(await self._current_body(tenant, rtype, rid))
-        audit.note_read(result)
-        return result
-
-    async def read_json(self, tenant: str, rtype: str, rid: str) -> bytes:
-        """Return the current version's JSON as stored, or raise NotFound / Gone (``compact`` reads its meta)."""
-        raw = await self._current_body(tenant, rtype, rid)
-        compact.note_read(raw)
-        return raw
-
-    async def vread(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any]:
-        """Return one version, or raise NotFound / Gone."""
-        result: dict[str, Any] = encoding.loads(await self._version(tenant, rtype, rid, vid))
-        audit.note_read(result)
-        return result
-
-    async def vread_json(self, tenant: str, rtype: str, rid: str, vid: int) -> bytes:
-        """Return one version's JSON as stored, or raise NotFound / Gone."""
-        raw = await self._version(tenant, rtype, rid, vid)
-        compact.note_read(raw)
-        return raw
-
-    async def _current_body(self, tenant: str, rtype: str, rid: str) -> bytes:
-        """Return the current version's body, or raise NotFound / Gone: in one round trip (``_READ_CURRENT``)."""
-        keys = [self._keys.current(tenant, rtype, rid), self._keys.history(tenant, rtype, rid)]
-        reply = await self._read_current(keys=keys)
-        state = int(reply[0])
-        if state == 0:
-            raise NotFound(f"no {rtype} has that id", expression=rtype)
-        if state == 1:
-            raise Gone(f"that {rtype} was deleted", expression=rtype)
-        return _body(rtype, reply[1] if state == 2 else None)
-
-    async def _version(self, tenant: str, rtype: str, rid: str, vid: int) -> bytes:
-        return _body(rtype, await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid)))
-
-    @cached_property
-    def _read_current(self) -> AsyncScript:
-        return self._redis.register_script(_READ_CURRENT)
-
-    async def issues(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any] | None:
-        """Return the OperationOutcome a version was accepted with under a lenient policy, or None."""
-        raw = await self._redis.hget(self._keys.issues(tenant, rtype, rid), str(vid))
-        return encoding.loads(raw) if raw else None
-
-    async def by_canonical(self, tenant: str, rtype: str, url: str) -> list[dict[str, Any]]:
-        """Return the live resources whose canonical URL is ``url`` (``url|version``, or failing that ``url``)."""
-        for candidate in dict.fromkeys([url, url.partition("|")[0]]):
-            members = await self._redis.smembers(self._keys.url_index(tenant, rtype, candidate))
-            if found := await self.read_many(tenant, rtype, sorted(text(m) for m in members)):
-                return found
-        return []
-
-    async def read_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Return the current versions of ``ids`` that exist and are not deleted, in order."""
-        return [encoding.loads(raw) for _, raw in await self.read_many_json(tenant, rtype, ids)]
-
-    async def read_many_json(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[tuple[str, bytes]]:
-        """Return the id and stored JSON of the current versions of ``ids`` that exist and are not deleted, in order."""
-        pipe = self._redis.pipeline(transaction=False)
-        for rid in ids:
-            pipe.hmget(self._keys.current(tenant, rtype, rid), ["vid", "deleted"])
-        states = await pipe.execute()
-        pipe = self._redis.pipeline(transaction=False)
-        wanted = []
-        for rid, (vid, deleted) in zip(ids, states, strict=True):
-            if vid is not None and deleted != b"1":
-                pipe.hget(self._keys.history(tenant, rtype, rid), vid)
-                wanted.append(rid)
-        bodies = await pipe.execute()
-        return [(rid, bytes(b)) for rid, b in zip(wanted, bodies, strict=True) if b]
-
-    async def check_backlog(self, tenant: str) -> None:
-        """Refuse (503) work for a tenant whose queue is past its limit, before its body is read and parsed."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.xlen(self._keys.inbound(tenant))
-        pipe.zcard(self._keys.retry(tenant))
-        waiting = sum(int(n) for n in await pipe.execute())
-        if waiting >= self._max_backlog:
-            raise Overloaded(f"the gateway has {waiting} jobs waiting; retry later", retry_after=5)
 
     # -- maintenance -------------------------------------------------------------------------------------
 
@@ -460,7 +238,7 @@ class Store:
         plan = Plan()
 
         # 1. Conditional operations: which existing resources match their criteria?
-        conditional = [(d, c) for d in decisions if (c := _criteria(d.op))]
+        conditional = [(d, c) for d in decisions if (c := condition_of(d.op))]
         if conditional:
             pipe = self._redis.pipeline(transaction=False)
             for d, criteria in conditional:
