@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import redis as sync_redis
-from gateway_bench import make_bundle
+from gateway_bench import delete_keys, make_bundle
 
 from gateway.embedded import EmbeddedRedis
 from gateway.fhir import bundle as bundles
@@ -149,12 +149,6 @@ async def _accept(store: Store, body: bytes, clock: _Clock) -> None:
 _EDGE: dict[int, Any] = {}
 
 
-def _cleanup(url: str, prefix: str) -> None:
-    client = sync_redis.Redis.from_url(url)
-    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
-        client.delete(key)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="20,100", help="Bundle sizes in entries (default 20,100)")
@@ -174,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             if embedded:
                 embedded.stop()
             elif url:
-                _cleanup(url, prefix)
+                delete_keys(url, prefix)
     print(f"Redis: {'embedded (appendfsync always)' if embedded else 'REDIS_URL'}; {args.bundles} Bundles per size")
     print()
     print("| Bundle | " + " | ".join(PHASES) + " | other | total us/resource | Redis us/resource | resources/s |")

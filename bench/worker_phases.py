@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import redis as sync_redis
-from gateway_bench import make_bundle
+from gateway_bench import delete_keys, make_bundle
 
 from gateway.embedded import EmbeddedRedis
 from gateway.fhir import bundle as bundles
@@ -196,12 +196,6 @@ async def _run(url: str, prefix: str, size: int, count: int, batch: int, profile
             profiler.dump_stats(str(profile))
 
 
-def _cleanup(url: str, prefix: str) -> None:
-    client = sync_redis.Redis.from_url(url)
-    for key in client.scan_iter(match=f"{prefix}:*", count=5000):
-        client.delete(key)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=100, help="entries per Bundle, one of them a Patient (100)")
@@ -222,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             if embedded:
                 embedded.stop()
             elif url:
-                _cleanup(url, prefix)
+                delete_keys(url, prefix)
     where = "embedded (appendfsync always)" if embedded else "REDIS_URL"
     print(f"Redis: {where}; {row['jobs']:,.0f} jobs queued from {args.bundles} {args.size}-entry Bundles, "
           f"batches of {args.batch}; dead-lettered {row['dead']:.0f}, left {row['left']:.0f}")  # fmt: skip
