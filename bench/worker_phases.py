@@ -179,6 +179,8 @@ async def _run(url: str, prefix: str, size: int, count: int, batch: int, profile
         finally:
             undo()
         done = timed["done"]
+        if not done or not plain["done"]:
+            raise SystemExit("too few jobs to measure: raise --bundles or --size (the warm-up takes two batches)")
         dead = int(await services.redis.xlen(services.keys.dead_letters(TENANT)))
         left = int(await services.redis.xlen(services.keys.inbound(TENANT)))
         row = {phase: clock.cpu[phase] * 1e6 / done for phase in PHASES}
