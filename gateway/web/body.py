@@ -161,6 +161,8 @@ def _parse_plain(raw: bytes, max_depth: int, max_string: int) -> Any:
     - Depth: in ``out`` every quote inside a string is escaped, so splitting on the bare quotes leaves the text
       outside strings at even positions; its brackets, one kind, lose one level per ``replace`` of ``{}``.
     - String length: a string cannot be longer than the body.
+    - Integers: orjson reads one past 64 bits as a float, written back with an exponent (``-9.2e+18``); ``out``
+      then holds more ``e+`` than ``raw`` (strings, without ``\\u`` escapes, hold the same text in both).
     """
     if len(raw) > max_string or b"\\u" in raw:
         return _UNSURE
@@ -170,6 +172,8 @@ def _parse_plain(raw: bytes, max_depth: int, max_string: int) -> Any:
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # refused, or nested past orjson's 254 levels
         return _UNSURE
     if raw.count(b":") != out.count(b":"):
+        return _UNSURE
+    if out.count(b"e+") != raw.count(b"e+"):  # an integer past 64 bits, which orjson reads as a float
         return _UNSURE
     if b"\\" in out:  # escaped quotes and backslashes go first, so that every quote left is a bare one
         out = out.replace(b"\\\\", b"").replace(b'\\"', b"")

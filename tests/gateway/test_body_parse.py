@@ -92,3 +92,12 @@ def test_a_string_past_the_limit_is_refused_on_either_path() -> None:
 def test_nesting_past_what_orjson_reads_or_writes_is_a_400_not_a_crash(levels: int) -> None:
     with pytest.raises(BadRequest, match="nested deeper"):
         parse_json(b"[" * levels + b"]" * levels, max_depth=DEPTH, max_string=LONGEST)
+
+
+@pytest.mark.parametrize(
+    "literal", ["-9223372036854775809", "18446744073709551616", "-99999999999999999999", "123456789012345678901234"]
+)
+def test_an_integer_past_64_bits_stays_an_exact_integer(literal: str) -> None:
+    """orjson reads these as floats; the body must still hold the integer the client sent (or be refused)."""
+    raw = f'{{"resourceType": "Observation", "valueInteger": {literal}, "note": "e+1"}}'.encode()
+    assert parse_json(raw, max_depth=DEPTH, max_string=LONGEST)["valueInteger"] == int(literal)
