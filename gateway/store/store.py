@@ -53,7 +53,6 @@ class _Decision:
     current: Current | None = None
     match: str | None = None  # an existing id this create resolves to
     watched: bool = False  # an unmapped resource some record's mapping read: a change must re-map that record
-    stored: dict[str, Any] | None = None  # the current resource, for answers that write nothing
     targets: frozenset[str] | None = None  # the references the resource holds, once computed
     # A create's content as ``_resolve`` rewrote and digested it, with the ids its references were given then:
     # ``_decide_one`` reuses it while those ids still hold, instead of rewriting and hashing the resource again.
