@@ -56,4 +56,4 @@ def rewrite_references(node: Any, mapping: Mapping[str, str]) -> Any:
         if target is not None:
             parts[i] = encoding.dumps(target)[1:-1].decode() + parts[i][end:]
             rewritten = True
-    return encoding.loads(_MARK.join(parts)) if rewritten else node
+    return encoding.loads(_MARK.join(parts).encode()) if rewritten else node

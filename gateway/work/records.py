@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from gateway import encoding
 from gateway.clock import Clock, epoch_of, instant, system_clock
 from gateway.errors import NotFound
 from gateway.platform import feed
@@ -169,7 +170,7 @@ class RecordWriter:
                 ctx = self._context(tenant, version, instant(self._clock()))
                 record = family.deleted_record(previous, ctx)
             else:
-                resource = orjson.loads(raw)
+                resource = encoding.loads(raw)
                 meta = resource.get("meta", {})
                 evid, elu = ehr_meta.read(meta)
                 needs = family.needs(resource)
@@ -270,7 +271,7 @@ class RecordWriter:
         plan = Plan()
         self._risks.escalate_in(plan, tenant, flag)
         raised = {"id": flag.id, "flags": flag.flags, "raised_at": instant(flag.raised_at)}
-        codes = label_codes(orjson.loads(body))
+        codes = label_codes(encoding.loads(body))
         self._publish(tenant, flag.record_type, "risk.escalated", flag.record_id, text(body), codes, plan, flag=raised)
         return plan
 

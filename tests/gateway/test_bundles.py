@@ -307,3 +307,19 @@ async def test_a_transaction_whose_commit_reply_is_lost_answers_what_was_done(
     assert [e["response"]["location"] for e in again["entry"]] == locations
     history = (await gateway.ehr("GET", "/Appointment/lost-reply-a/_history")).json()
     assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["1"]
+
+
+async def test_a_wide_integer_in_a_transaction_with_references_is_stored_exactly(gateway: Gateway) -> None:
+    # A decimal written as a 23-digit integer in an entry whose reference the transaction rewrites.
+    wide = 12345678901234567890123
+    extension = [{"url": "http://example.org/fhir/StructureDefinition/units", "valueDecimal": wide}]
+    urn = "urn:uuid:3b0f1a6e-7d1c-4a9e-8b2f-5c6d7e8f9a01"
+    appt = appointment(extension=extension, participant=[{"actor": {"reference": urn}, "status": "accepted"}])
+    patient = {"resourceType": "Patient", "name": [{"family": "Synthetic"}]}
+    body = json.dumps(transaction(post_entry(appt), post_entry(patient, urn)))
+    answer = await gateway.ehr("POST", "", content=body, headers={"content-type": "application/fhir+json"})
+    assert answer.status_code == 200, answer.text
+    appt_id = answer.json()["entry"][0]["response"]["location"].split("/")[1]
+    stored = await gateway.ehr("GET", f"/Appointment/{appt_id}")
+    assert f'"valueDecimal":{wide}' in stored.text.replace(" ", "")
+    assert stored.json()["participant"][0]["actor"]["reference"].startswith("Patient/")
