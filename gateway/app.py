@@ -28,7 +28,6 @@ from gateway.errors import GatewayError, Unavailable, request_invalid
 from gateway.fhir import routes as fhir_routes
 from gateway.identity import routes as identity_routes
 from gateway.identity.assertion import OAuthError
-from gateway.identity.reload import ClientsReloader
 from gateway.platform import risk_routes
 from gateway.platform import routes as platform_routes
 from gateway.services import Services
@@ -71,15 +70,8 @@ def create_app(
             app.state.worker = built.worker()
             tasks.append(asyncio.create_task(app.state.worker.run(stop), name="worker"))
         if services is None and settings.clients_file is not None:
-            # The clients file read again on change or SIGHUP: new and revoked credentials without a restart. Weak
-            # tokens are refused as at start: production processes never start with one (the CLI refuses them),
-            # so there a reload bringing one is refused too; development and embedding apps keep their rule.
-            reloader = ClientsReloader(
-                settings.clients_file,
-                built.apply_clients,
-                interval=settings.clients_reload_seconds,
-                placeholders=settings.development or bool(built.clients.weak_clients()),
-            )
+            # The clients file read again on change or SIGHUP: new and revoked credentials without a restart.
+            reloader = built.clients_reloader()
             tasks.append(asyncio.create_task(reloader.run(stop), name="clients-reload"))
         if with_poller and built.connectors.tenants:
             app.state.poller = built.poller()

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import admin
 from gateway.admin import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from gateway.settings import MIN_TOKEN_BITS, ClientsConfig, Settings
+
+if TYPE_CHECKING:
+    from gateway.services import Services
 
 T = TypeVar("T")
 
@@ -344,13 +348,30 @@ def _worker(args: argparse.Namespace) -> int:
 
     async def work() -> None:
         services = Services.build(settings, clients)
+        stop = await _until_signalled()
         try:
-            await services.worker().run(await _until_signalled())
+            async with _watching_clients(services, stop):  # tenants' mapping settings, webhook owners' scopes
+                await services.worker().run(stop)
         finally:
             await services.aclose()
 
     _run_loop(work())
     return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _watching_clients(
+    services: Services, stop: asyncio.Event, select: Callable[[ClientsConfig], ClientsConfig] | None = None
+) -> AsyncIterator[None]:
+    """Read the clients file again on change or SIGHUP while the body runs, as the API does (EHR connector blocks
+    excepted: they are read at start)."""
+    task = asyncio.create_task(services.clients_reloader(select).run(stop)) if services.settings.clients_file else None
+    try:
+        yield
+    finally:
+        stop.set()
+        if task is not None:
+            await task
 
 
 def _run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -369,9 +390,13 @@ def _poll(args: argparse.Namespace) -> int:
 
     logs.configure()
     settings = _production_settings()
-    clients = _production_clients(settings)
-    if args.tenant:
-        clients = clients.model_copy(update={"tenants": {t: v for t, v in clients.tenants.items() if t in args.tenant}})
+
+    def chosen(clients: ClientsConfig) -> ClientsConfig:
+        if not args.tenant:
+            return clients
+        return clients.model_copy(update={"tenants": {t: v for t, v in clients.tenants.items() if t in args.tenant}})
+
+    clients = chosen(_production_clients(settings))
     if not clients.connector_targets():
         raise RuntimeError("no tenant has an 'ehr' block in the clients file (GATEWAY_CLIENTS_FILE)")
 
@@ -380,7 +405,9 @@ def _poll(args: argparse.Namespace) -> int:
         poller = services.poller()
         try:
             if not args.once:
-                await poller.run(await _until_signalled())
+                stop = await _until_signalled()
+                async with _watching_clients(services, stop, chosen):  # tenants' validation and dedupe settings
+                    await poller.run(stop)
                 return EXIT_OK
             failed = False
             for tenant in poller.tenants:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from gateway.clock import Clock, system_clock
 from gateway.fhir import bundle
 from gateway.fhir.edge import Edge
 from gateway.identity.keysets import KeySets
+from gateway.identity.reload import ClientsReloader
 from gateway.identity.tokens import AccessTokens
 from gateway.platform.feed import Feed
 from gateway.platform.risk import RiskFlags
@@ -62,6 +64,8 @@ class Services:
     connectors: Connectors
     audit: AuditTrail
     limiter: RateLimiter
+    # What else holds the clients file's settings: each worker's record writer and webhook dispatcher.
+    _reloaded: list[Callable[[ClientsConfig], None]] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(
@@ -133,12 +137,28 @@ class Services:
         )
 
     def apply_clients(self, clients: ClientsConfig) -> None:
-        """Use a reloaded clients file: its clients at once, its tenants' validation and dedupe policies (EHR
-        connector blocks and webhook owners are read at start; they need a restart)."""
+        """Use a reloaded clients file: its clients at once; its tenants' validation, dedupe and mapping settings
+        (vendor, timezone, local codes) and its platform clients' scopes for webhooks from the next request, job or
+        event. EHR connector blocks are read at start (restart the worker and poller for those)."""
         self.clients = clients
         self.edge = dataclasses.replace(self.edge, clients=clients)
         self.auth.replace(clients)
         self.limiter.replace(clients)
+        for apply in self._reloaded:
+            apply(clients)
+
+    def clients_reloader(self, select: Callable[[ClientsConfig], ClientsConfig] | None = None) -> ClientsReloader:
+        """Return what watches the clients file (on change and SIGHUP) and applies each good new version, through
+        ``select`` when given (a poller limited to some tenants). Weak tokens are refused as at start: production
+        processes never start with one (the CLI refuses them), so there a reload bringing one is refused too;
+        development and embedding apps keep their rule."""
+        assert self.settings.clients_file is not None
+        return ClientsReloader(
+            self.settings.clients_file,
+            (lambda c: self.apply_clients(select(c))) if select else self.apply_clients,
+            interval=self.settings.clients_reload_seconds,
+            placeholders=self.settings.development or bool(self.clients.weak_clients()),
+        )
 
     def worker(self, name: str | None = None, *, webhook_transport: httpx.AsyncBaseTransport | None = None) -> Worker:
         """Return a worker (inbound jobs) with its companions: webhook delivery and write-back delivery."""
@@ -153,6 +173,7 @@ class Services:
             claim_idle_seconds=settings.claim_idle_seconds,
         )  # fmt: skip
         records = RecordWriter(self.redis, self.keys, self.store, self.clients, self.risks, clock=self.clock)
+        self._reloaded += [records.replace_clients, dispatcher.replace_clients]
         configured = sorted(set(self.clients.tenants) | {c.tenant for c in self.clients.clients})
         return Worker(
             [self.inbound, self.risk_inbound], records, self.feed, self.risks, settings, tenants=configured,

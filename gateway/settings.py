@@ -259,7 +259,9 @@ class Settings(BaseSettings):
     clients_reload_seconds: float = Field(
         default=1.0,
         ge=0,
-        description="how often the API looks for a changed clients file and reloads it (0: only on SIGHUP)",
+        description=(
+            "how often the API, worker and poller look for a changed clients file and reload it (0: only on SIGHUP)"
+        ),
     )
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")

@@ -81,6 +81,7 @@ class Dispatcher:
         self._clock = clock
         self._transport = transport
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._deliveries: dict[tuple[str, str], SubscriptionDelivery] = {}
         self._cooldown: dict[tuple[str, str], float] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tails: dict[str, str] = {}
@@ -132,6 +133,13 @@ class Dispatcher:
                     await pause(stop, 1.0)
             await self._shutdown()
 
+    def replace_clients(self, clients: ClientsConfig) -> None:
+        """Take a reloaded clients file's owner scopes: a scope taken from an owner stops the events it disclosed
+        from the next event each running delivery looks at (and a scope given back brings them back)."""
+        self._owners = owner_scopes(clients)
+        for delivery in self._deliveries.values():
+            delivery.scopes = self.scopes(delivery.sub)
+
     def scopes(self, sub: Subscription) -> frozenset[str]:
         """Return the scopes a subscription's events are disclosed under: its owner's, then and now."""
         return sub.scopes & self._owners.get((sub.tenant, sub.owner), frozenset())
@@ -168,7 +176,7 @@ class Dispatcher:
             await self._leases.release(tenant, sid)
             return
         assert self._shared is not None
-        delivery = SubscriptionDelivery(self._shared, sub, self.scopes(sub))
+        delivery = self._deliveries[(tenant, sid)] = SubscriptionDelivery(self._shared, sub, self.scopes(sub))
         self._tasks[(tenant, sid)] = asyncio.create_task(self._guard(delivery), name=f"webhook-{sid}")
 
     async def _guard(self, delivery: SubscriptionDelivery) -> None:
@@ -193,6 +201,7 @@ class Dispatcher:
         for key, task in list(self._tasks.items()):
             if task.done():
                 del self._tasks[key]
+                self._deliveries.pop(key, None)
                 await self._leases.release(*key)
 
     async def _shutdown(self) -> None:
@@ -211,6 +220,7 @@ class Dispatcher:
             except Exception:
                 break  # Redis gone: the leases expire on their own
         self._tasks.clear()
+        self._deliveries.clear()
 
     # ---- wake-ups -------------------------------------------------------------------------------------
 

@@ -205,6 +205,10 @@ class RecordWriter:
         gives = provided | {source} if last_vid != held.vid and not refresh_only else set()
         return [[e for e, _ in events] if job is newest else [] for job in jobs], gives
 
+    def replace_clients(self, clients: ClientsConfig) -> None:
+        """Map with a reloaded clients file's tenant settings (vendor, timezone, local codes) from the next job."""
+        self._clients = clients
+
     def _context(
         self,
         tenant: str,

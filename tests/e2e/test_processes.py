@@ -187,6 +187,39 @@ def test_api_exits_0_on_sigterm(redis_url: str, key_prefix: str, launch: Callabl
     assert api.terminate() == 0
 
 
+@pytest.mark.embedded_only  # the Redis makes no difference to a reload
+def test_a_worker_process_maps_with_the_tenant_settings_of_a_reloaded_clients_file(
+    redis_url: str, key_prefix: str, launch: Callable[..., Proc], tmp_path: Path
+) -> None:
+    clients = write_clients(tmp_path / "clients.json")
+    env = gateway_env(redis_url, key_prefix, clients)
+    port = free_port()
+    base = wait_http(launch("api", "--host", "127.0.0.1", "--port", str(port), env=env, name="api"), port)
+    worker = launch("worker", env=env, name="worker")
+    with httpx.Client(timeout=30) as http:
+
+        def zone_of(rid: str) -> Any:
+            answer = http.put(f"{base}/fhir/R4/Appointment/{rid}", json=appointment(rid), headers=fhir_headers(EHR))
+            assert answer.status_code == 201, answer.text
+            records = wait_until(
+                lambda: [e["record"] for e in all_events(http, base, PLATFORM) if e["record_id"] == rid],
+                "the worker to map the appointment",
+            )
+            return records[0].get("timezone")
+
+        assert zone_of("before") is None
+        # The tenant gets a timezone: written then renamed, as an editor or a Kubernetes volume does.
+        config = json.loads(clients.read_text(encoding="utf-8"))
+        config["tenants"] = {TENANT: {"vendor": "generic", "timezone": "America/Chicago"}}
+        clients.with_suffix(".tmp").write_text(json.dumps(config), encoding="utf-8")
+        clients.with_suffix(".tmp").replace(clients)
+        # The worker looks at the file every second: one of the next appointments is mapped with the new zone.
+        pushed = iter(range(1000))
+        wait_until(lambda: zone_of(f"after-{next(pushed)}") == "America/Chicago", "a record in the new zone", every=0.2)
+    assert worker.alive(), worker.describe()
+    assert worker.terminate() == 0
+
+
 # ---------------------------------------------------------------- 3. poison jobs and dead letters
 
 

@@ -18,7 +18,8 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import CLIENTS, EHR_A
+from tests.conftest import CLIENTS, EHR_A, EHR_B, PLATFORM_B, Gateway
+from tests.gateway.fixtures import appointment
 from tests.gateway.smart_setup import BASE, assertion, smart_clients, token_form
 from tests.support import until
 
@@ -130,3 +131,33 @@ async def test_sighup_reloads_at_once(settings: Settings, clients_file: Path) ->
 
 async def _ok(client: httpx.AsyncClient, token: str) -> bool:
     return await _status(client, token) == 200
+
+
+async def test_the_worker_maps_with_the_tenant_settings_of_a_reloaded_file(
+    settings: Settings, clients_file: Path
+) -> None:
+    # clinic-b has no tenant block: its appointments carry no timezone until the file gives it one.
+    settings = settings.model_copy(update={"clients_file": clients_file})
+    app = create_app(settings, with_worker=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as client,
+    ):
+        gw = Gateway(client, app)
+
+        async def zone_of(rid: str) -> str | None:
+            answer = await gw.ehr("PUT", f"/Appointment/{rid}", token=EHR_B, json=appointment(id=rid))
+            assert answer.status_code == 201, answer.text
+            await gw.drain()
+            events = (await gw.platform("/changes?types=appointment.*", token=PLATFORM_B)).json()["events"]
+            [record] = [e["record"] for e in events if e["record_id"] == rid]
+            zone: str | None = record.get("timezone")
+            return zone
+
+        assert await zone_of("before") is None
+        tenants = {**CLIENTS["tenants"], "clinic-b": {"vendor": "generic", "timezone": "America/Chicago"}}
+        spare = clients_file.with_suffix(".tmp")
+        spare.write_text(json.dumps({**CLIENTS, "tenants": tenants}), encoding="utf-8")
+        os.replace(spare, clients_file)
+        await until(lambda: gw.services.clients.tenant("clinic-b").timezone is not None, "the reload")
+        assert await zone_of("after") == "America/Chicago"

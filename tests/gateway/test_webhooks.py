@@ -25,7 +25,7 @@ from gateway.store import Keyspace
 from gateway.store.connection import connect
 from gateway.webhooks.dispatch import Dispatcher
 from gateway.webhooks.subscriptions import Subscriptions
-from tests.conftest import EHR_A, PLATFORM_A, PLATFORM_A_BASIC, PLATFORM_B, Gateway, running
+from tests.conftest import CLIENTS, EHR_A, PLATFORM_A, PLATFORM_A_BASIC, PLATFORM_B, Gateway, running
 from tests.gateway.fixtures import appointment
 from tests.support import WAIT_LIMIT, fake_dns, until
 
@@ -395,6 +395,21 @@ async def test_a_sensitive_event_is_never_delivered_to_a_subscription_without_th
     await until(lambda: len(receiver.at("/basic")) == 2, "the next plain delivery")
     assert [r.event["record_id"] for r in receiver.at("/basic")] == ["plain1", "plain2"]
     assert all(b"psy" not in r.body for r in receiver.at("/basic"))
+
+
+async def test_a_scope_taken_away_in_a_reloaded_file_stops_sensitive_deliveries_at_once(
+    hooks: Gateway, receiver: Receiver
+) -> None:
+    await subscribe(hooks, receiver.url("/full"), token=PLATFORM_A)
+    await put(hooks, "psy1", meta=PSY)
+    await until(lambda: len(receiver.at("/full")) == 1, "the sensitive delivery while the owner has the scope")
+    # The owner loses the sensitive scope (the clients file reloaded, as the API and the worker do).
+    narrowed = [{**c, "scopes": []} if c["token"] == PLATFORM_A else c for c in CLIENTS["clients"]]
+    hooks.services.apply_clients(ClientsConfig.model_validate({**CLIENTS, "clients": narrowed}))
+    await put(hooks, "psy2", meta=PSY)
+    await put(hooks, "plain2")
+    await until(lambda: len(receiver.at("/full")) == 2, "the next plain delivery")
+    assert [r.event["record_id"] for r in receiver.at("/full")] == ["psy1", "plain2"]
 
 
 async def test_events_an_older_gateway_wrote_are_delivered_and_passed_over_alike(
