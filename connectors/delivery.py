@@ -181,15 +181,20 @@ class Delivery(Generic[J]):
         self.delivered = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; finish the deliveries in hand first."""
-        tenants = self.connectors.tenants
-        if not tenants:
-            return
-        log.info("write-back delivery started", extra={"consumer": self.consumer, "tenants": len(tenants)})
+        """Deliver until ``stop`` is set; finish the deliveries in hand first. The tenants are those with a
+        connector at each round: a reloaded clients file's new EHR block is delivered to from the next one."""
+        log.info(
+            "write-back delivery started", extra={"consumer": self.consumer, "tenants": len(self.connectors.tenants)}
+        )
         next_reclaim = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
+            tenants = self.connectors.tenants
             try:
+                if not tenants:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    continue
                 if loop.time() >= next_reclaim:
                     next_reclaim = loop.time() + max(self._claim_idle / 2, 0.5)
                     for tenant in tenants:

@@ -45,6 +45,7 @@ DEFAULT_LOOKBACK = timedelta(days=30)
 MAX_PAGES = 10_000  # per sweep: a bound on an EHR whose next links never end
 MAX_DEAD_LETTERS = 1_000  # per tenant: the newest kept, the count of all in the status hash
 POLL_NOW_SECONDS = 2.0  # how often a waiting poller looks for an operator's "poll now"
+RESCAN_SECONDS = 1.0  # how soon a running poller takes the EHR blocks of a reloaded clients file
 
 _TAKE = """
 local holder = redis.call("GET", KEYS[1])
@@ -241,17 +242,37 @@ class Poller:
         await self._release(keys=[self._keys.connector_lease(tenant)], args=[self.token])
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every tenant at its interval until ``stop`` is set."""
-        tenants = self.tenants
-        if not tenants:
-            return
-        log.info("poller started", extra={"tenants": len(tenants), "poller": self.token})
-        await asyncio.gather(*(self._tenant_loop(tenant, stop) for tenant in tenants))
+        """Poll every tenant at its interval until ``stop`` is set.
+
+        The tenants are looked at again every ``RESCAN_SECONDS``: a tenant whose EHR block a reloaded clients file
+        added is polled from then on, one whose block changed is polled with its new client, one whose block is
+        gone is no longer polled (its loop ends after the poll in progress and lets its lease go).
+        """
+        loops: dict[str, tuple[EHRClient, asyncio.Event, asyncio.Task[None]]] = {}
+        log.info("poller started", extra={"tenants": len(self.tenants), "poller": self.token})
+        try:
+            while not stop.is_set():
+                wanted = {t: c for t in self.tenants if (c := self.connectors.get(t)) is not None}
+                for tenant, (client, ended, task) in list(loops.items()):
+                    if wanted.get(tenant) is not client or task.done():
+                        ended.set()
+                        await task
+                        del loops[tenant]
+                for tenant, client in wanted.items():
+                    if tenant not in loops:
+                        ended = asyncio.Event()
+                        task = asyncio.create_task(self._tenant_loop(tenant, client, ended), name=f"poll-{tenant}")
+                        loops[tenant] = (client, ended, task)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=RESCAN_SECONDS)
+        finally:
+            for _, ended, _ in loops.values():
+                ended.set()
+            await asyncio.gather(*(task for _, _, task in loops.values()), return_exceptions=True)
         log.info("poller stopped", extra={"poller": self.token})
 
-    async def _tenant_loop(self, tenant: str, stop: asyncio.Event) -> None:
-        client = self.connectors.get(tenant)
-        assert client is not None and client.config.poll is not None
+    async def _tenant_loop(self, tenant: str, client: EHRClient, stop: asyncio.Event) -> None:
+        assert client.config.poll is not None
         interval = client.config.poll.interval_seconds
         try:
             while not stop.is_set():

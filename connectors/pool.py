@@ -33,7 +33,7 @@ class Target:
 
 
 class Connectors:
-    """One ``EHRClient`` per tenant that has an EHR block."""
+    """One ``EHRClient`` per tenant that has an EHR block; ``replace`` takes a reloaded clients file's blocks."""
 
     def __init__(
         self,
@@ -45,25 +45,47 @@ class Connectors:
         transport: Callable[[str], httpx.AsyncBaseTransport | None] | None = None,
         outbound: OutboundPolicy | None = None,
     ) -> None:
-        self.targets = dict(targets)
+        self._observer = observer
+        self._sleep = sleep
+        self._clock = clock
+        self._transport = transport
+        self._outbound = outbound
+        self.targets: dict[str, Target] = {}
         self.clients: dict[str, EHRClient] = {}
         self.broken: dict[str, str] = {}
-        for tenant, target in sorted(self.targets.items()):
-            try:
-                self.clients[tenant] = EHRClient(
-                    tenant,
-                    target.vendor,
-                    target.ehr,
-                    observer=observer(tenant) if observer else None,
-                    sleep=sleep,
-                    clock=clock,
-                    transport=transport(tenant) if transport else None,
-                    outbound=outbound,
-                )
-            except ConfigError as exc:
-                # One tenant's unreadable key must not stop every other tenant's connector.
-                self.broken[tenant] = exc.message
-                log.error("connector not opened", extra={"tenant": tenant, "error": exc.message})
+        self._retired: list[EHRClient] = []  # replaced while requests may be in flight on them: closed by aclose
+        self.replace(targets)
+
+    def _open(self, tenant: str, target: Target) -> None:
+        try:
+            self.clients[tenant] = EHRClient(
+                tenant,
+                target.vendor,
+                target.ehr,
+                observer=self._observer(tenant) if self._observer else None,
+                sleep=self._sleep,
+                clock=self._clock,
+                transport=self._transport(tenant) if self._transport else None,
+                outbound=self._outbound,
+            )
+        except ConfigError as exc:
+            # One tenant's unreadable key must not stop every other tenant's connector.
+            self.broken[tenant] = exc.message
+            log.error("connector not opened", extra={"tenant": tenant, "error": exc.message})
+
+    def replace(self, targets: Mapping[str, Target]) -> None:
+        """Take these EHR blocks: a tenant whose block is new or changed gets a new client (pool, circuit breaker,
+        rate limit), one whose block is gone has none; an unchanged one keeps its client and its state."""
+        for tenant in sorted(set(self.targets) | set(targets)):
+            target = targets.get(tenant)
+            if target is not None and self.targets.get(tenant) == target:
+                continue
+            if (old := self.clients.pop(tenant, None)) is not None:
+                self._retired.append(old)
+            self.broken.pop(tenant, None)
+            if target is not None:
+                self._open(tenant, target)
+        self.targets = dict(targets)
 
     def get(self, tenant: str) -> EHRClient | None:
         """Return the tenant's client, or None when it has no (usable) EHR block."""
@@ -75,9 +97,10 @@ class Connectors:
         return sorted(self.clients)
 
     async def aclose(self) -> None:
-        """Close every connection pool."""
-        for client in self.clients.values():
+        """Close every connection pool, replaced ones included."""
+        for client in [*self.clients.values(), *self._retired]:
             await client.aclose()
+        self._retired.clear()
 
 
 def smart_auths(targets: Mapping[str, Target]) -> list[SmartBackendAuth]:

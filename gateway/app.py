@@ -61,9 +61,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services or Services.build(settings, clients)
         app.state.services = built
-        app.state.jwks, unreadable = ops.publish_keys(built)
-        if unreadable:
-            log.warning("SMART keys not published (unreadable)", extra={"kids": unreadable})
+
+        def publish_keys(_: ClientsConfig | None = None) -> None:
+            app.state.jwks, unreadable = ops.publish_keys(built)
+            if unreadable:
+                log.warning("SMART keys not published (unreadable)", extra={"kids": unreadable})
+
+        publish_keys()
+        built.on_reload(publish_keys)  # an EHR block added or changed by a reload: its key published at once
         stop = asyncio.Event()
         tasks = [asyncio.create_task(built.audit.run(stop), name="audit")]  # flushes what is buffered when stopped
         if with_worker:
@@ -73,7 +78,7 @@ def create_app(
             # The clients file read again on change or SIGHUP: new and revoked credentials without a restart.
             reloader = built.clients_reloader()
             tasks.append(asyncio.create_task(reloader.run(stop), name="clients-reload"))
-        if with_poller and built.connectors.tenants:
+        if with_poller:  # also when no tenant polls yet: a reloaded clients file may bring one
             app.state.poller = built.poller()
             tasks.append(asyncio.create_task(app.state.poller.run(stop), name="poller"))
         try:

@@ -64,7 +64,8 @@ class Services:
     connectors: Connectors
     audit: AuditTrail
     limiter: RateLimiter
-    # What else holds the clients file's settings: each worker's record writer and webhook dispatcher.
+    # What else holds the clients file's settings (each worker's record writer and webhook dispatcher, the app's
+    # published keys): called on each reload (``on_reload``).
     _reloaded: list[Callable[[ClientsConfig], None]] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -139,13 +140,18 @@ class Services:
     def apply_clients(self, clients: ClientsConfig) -> None:
         """Use a reloaded clients file: its clients at once; its tenants' validation, dedupe and mapping settings
         (vendor, timezone, local codes) and its platform clients' scopes for webhooks from the next request, job or
-        event. EHR connector blocks are read at start (restart the worker and poller for those)."""
+        event; its EHR blocks from the next write-back or poll (a changed block gets a new connector)."""
         self.clients = clients
         self.edge = dataclasses.replace(self.edge, clients=clients)
         self.auth.replace(clients)
         self.limiter.replace(clients)
+        self.connectors.replace(clients.connector_targets())
         for apply in self._reloaded:
             apply(clients)
+
+    def on_reload(self, apply: Callable[[ClientsConfig], None]) -> None:
+        """Call ``apply`` with each reloaded clients file, once these services have taken it."""
+        self._reloaded.append(apply)
 
     def clients_reloader(self, select: Callable[[ClientsConfig], ClientsConfig] | None = None) -> ClientsReloader:
         """Return what watches the clients file (on change and SIGHUP) and applies each good new version, through
@@ -173,7 +179,8 @@ class Services:
             claim_idle_seconds=settings.claim_idle_seconds,
         )  # fmt: skip
         records = RecordWriter(self.redis, self.keys, self.store, self.clients, self.risks, clock=self.clock)
-        self._reloaded += [records.replace_clients, dispatcher.replace_clients]
+        self.on_reload(records.replace_clients)
+        self.on_reload(dispatcher.replace_clients)
         configured = sorted(set(self.clients.tenants) | {c.tenant for c in self.clients.clients})
         return Worker(
             [self.inbound, self.risk_inbound], records, self.feed, self.risks, settings, tenants=configured,

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from jwt import PyJWKSet
 
 from connectors import ClientAssertion, ConfigError, SmartBackendAuth, load_signing_key
+from gateway.app import create_app
 from gateway.settings import ClientsConfig, Settings
 from tests.conftest import CLIENTS, running
 from tests.connectors.conftest import CLIENT_ID, TOKEN_URL, ehr_config, smart_auth
+from tests.support import until
 
 
 def _clients(*tenants: tuple[str, dict[str, Any]]) -> ClientsConfig:
@@ -96,3 +100,31 @@ def test_a_key_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, rs
         {**smart_auth(Path("unused")), "private_key_file": None, "private_key_env": "EHR_PRIVATE_KEY"}
     )
     assert load_signing_key(auth).key_size == 2048  # type: ignore[union-attr]
+
+
+async def test_a_reload_adding_a_smart_ehr_block_publishes_its_key(
+    settings: Settings, tmp_path: Path, rsa_pem: bytes
+) -> None:
+    key_file = tmp_path / "ehr.pem"
+    key_file.write_bytes(rsa_pem)
+    path = tmp_path / "clients.json"
+    path.write_text(json.dumps(CLIENTS), encoding="utf-8")
+    app = create_app(settings.model_copy(update={"clients_file": path}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as client,
+    ):
+        assert (await client.get("/.well-known/jwks.json")).json()["keys"] == []
+        ehr = ehr_config(key_file, auth=smart_auth(key_file, kid="kid-added")).model_dump(mode="json")
+        spare = tmp_path / "clients.tmp"
+        spare.write_text(json.dumps({**CLIENTS, "tenants": {"clinic-a": {"ehr": ehr}}}), encoding="utf-8")
+        spare.replace(path)
+
+        async def published() -> list[str]:
+            return [k["kid"] for k in (await client.get("/.well-known/jwks.json")).json()["keys"]]
+
+        await until(lambda: _equal(published(), ["kid-added"]), "the added EHR block's key published")
+
+
+async def _equal(value: Any, expected: Any) -> bool:
+    return await value == expected

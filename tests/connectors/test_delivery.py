@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from gateway.store.connection import connect
 from gateway.store.keys import Keyspace
 from gateway.writebacks.queue import OutboundQueue
 from tests.connectors.conftest import BASE, TOKEN_URL, FakeTime, ehr_config, outcome, token_answer
+from tests.support import until
 
 TENANT = "clinic-a"
 MESSAGE = {
@@ -216,3 +218,47 @@ async def test_a_writeback_without_a_resource_fails(outbound: Outbound, ehr: res
     await outbound.step()
     state = await outbound.state(wid)
     assert state["status"] == "failed" and "no resource" in state["error"]
+
+
+async def test_a_running_delivery_takes_an_ehr_block_a_reload_adds(
+    redis_url: str, key_prefix: str, fake_time: FakeTime, ehr: respx.MockRouter
+) -> None:
+    # The tenant's EHR block arrives in a reloaded clients file while the worker runs: its queued write-back goes.
+    redis, keys = connect(redis_url), Keyspace(key_prefix)
+    connectors = Connectors({}, sleep=fake_time.sleep, clock=fake_time.clock)
+    queue = OutboundQueue(redis, keys, max_attempts=3, wait=backoff(1, 4), clock=fake_time.clock)
+    outbound = Outbound(redis, keys, Delivery(queue, connectors, consumer="c", check=None, block_ms=10), fake_time)
+    route = ehr.post(f"{BASE}/Communication").respond(201, headers={"Location": f"{BASE}/Communication/c-1/_history/1"})
+    stop = asyncio.Event()
+    running = asyncio.create_task(outbound.delivery.run(stop))
+    try:
+        wid = await outbound.enqueue("create", MESSAGE, if_none_exist="identifier=urn:x|1")
+        await asyncio.sleep(0.2)
+        assert (await outbound.state(wid))["status"] == "queued" and route.call_count == 0
+        connectors.replace({TENANT: Target(TENANT, "generic", ehr_config())})
+        await until(lambda: _status_is(outbound, wid, "delivered"), "the delivery with the new connector")
+        assert route.call_count == 1
+    finally:
+        stop.set()
+        await running
+        await connectors.aclose()
+        await redis.aclose()
+
+
+async def _status_is(outbound: Outbound, wid: str, status: str) -> bool:
+    return (await outbound.state(wid))["status"] == status
+
+
+async def test_replaced_ehr_blocks_get_new_clients_and_unchanged_ones_keep_theirs(fake_time: FakeTime) -> None:
+    first = {t: Target(t, "generic", ehr_config()) for t in ("a", "b", "c")}
+    connectors = Connectors(first, sleep=fake_time.sleep, clock=fake_time.clock)
+    kept, changed, removed = (connectors.get(t) for t in ("a", "b", "c"))
+    moved = Target("b", "generic", ehr_config(base_url="https://ehr2.example.test/fhir"))
+    connectors.replace({"a": first["a"], "b": moved, "d": Target("d", "generic", ehr_config())})
+    assert connectors.get("a") is kept  # its pool, circuit breaker and rate limit go on
+    assert connectors.get("b") is not changed and str(connectors.get("b").config.base_url).startswith("https://ehr2")  # type: ignore[union-attr]
+    assert connectors.get("c") is None and connectors.get("d") is not None
+    assert connectors.tenants == ["a", "b", "d"]
+    await connectors.aclose()
+    for client in (kept, changed, removed):
+        assert client is not None and client._http.is_closed  # replaced ones too, once nothing uses them

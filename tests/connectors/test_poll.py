@@ -371,3 +371,36 @@ async def test_a_resource_that_crashes_validation_is_found_and_set_aside_alone(
     assert [(x["id"], x["status"], x["error"]) for x in map(json.loads, letters)] == [
         ("e-crash", 500, "failed: RecursionError")
     ]
+
+
+async def test_a_running_poller_takes_the_ehr_blocks_of_a_reloaded_clients_file(
+    settings: Settings, fake_time: FakeTime
+) -> None:
+    plain = ClientsConfig.model_validate(CLIENTS)  # no tenant has an EHR block yet
+    async with running(settings, plain, with_worker=True) as gw:
+        services = dataclasses.replace(gw.services, connectors=Connectors({}, sleep=fake_time.sleep))
+        poller, stop = services.poller(), asyncio.Event()
+        moved = "https://ehr2.example.test/fhir"
+        with respx.mock() as ehr:
+            first = ehr.get(f"{BASE}/Appointment").respond(
+                200, json=_page([_appointment("polled-1", "2026-02-01T12:00:00Z")])
+            )
+            second = ehr.get(f"{moved}/Appointment").respond(200, json=_page([]))
+            task = asyncio.create_task(poller.run(stop))
+            try:
+                services.apply_clients(clients_with_ehr())  # the block arrives: the tenant is polled
+                await until(lambda: first.call_count >= 1, "the first poll of the added tenant")
+                changed = clients_file_data()
+                changed["tenants"][TENANT]["ehr"]["base_url"] = moved
+                services.apply_clients(ClientsConfig.model_validate(changed))  # the block moves: the new EHR is
+                await until(lambda: second.call_count >= 1, "the poll of the changed block")
+                calls = first.call_count
+                await asyncio.sleep(0.3)
+                assert first.call_count == calls  # and the old one no longer
+            finally:
+                stop.set()
+                await task
+                await services.connectors.aclose()
+        await gw.drain()
+        events = (await gw.platform("/changes?limit=100")).json()["events"]
+        assert [e["record_id"] for e in events] == ["polled-1"]
