@@ -12,7 +12,8 @@ holding poller looks for every ``connectors.poll.POLL_NOW_SECONDS``.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from connectors import read_status
 from connectors.poll import POLL_NOW_SECONDS, PollReport
@@ -48,6 +49,8 @@ class Connector:
     token_renews_at: float | None
     broken: str | None = None  # why the connector could not be opened (a key that cannot be read)
     poll_requested: bool = False
+    # The newest resources the gateway refused while polling (type, id, status, error class: no content).
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def connectors(sources: Sources, tenants: list[str]) -> list[Connector]:
@@ -59,7 +62,7 @@ async def connectors(sources: Sources, tenants: list[str]) -> list[Connector]:
         target = targets[tenant]
         status = await read_status(
             sources.redis, tenant, status_key=keys.connector_status(tenant), cursor_key=keys.connector_cursor(tenant),
-            lease_key=keys.connector_lease(tenant),
+            lease_key=keys.connector_lease(tenant), dead_key=keys.connector_dead_letters(tenant),
         )  # fmt: skip
         pipe = sources.redis.pipeline(transaction=False)
         pipe.hget(keys.connector_status(tenant), "circuit_changed")
@@ -79,6 +82,7 @@ async def connectors(sources: Sources, tenants: list[str]) -> list[Connector]:
                 next_poll=status.last_poll + interval if status.last_poll and interval else None,
                 poller=status.poller, token_renews_at=tokens.renews_at if tokens is not None else None,
                 broken=sources.connectors.broken.get(tenant), poll_requested=bool(requested),
+                dead_letters=status.dead_letters,
             )
         )  # fmt: skip
     return found

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 
 from conformance.outcome import Issue
 from gateway.console import hooks
@@ -330,3 +331,23 @@ async def test_poll_now_asks_the_poller_that_holds_the_tenant(settings: Settings
         assert "every 10.0 min" in html
         refused = await act(gw, "/console/connectors/poll", tenant="clinic-b")
         assert "clinic-b%20has%20no%20EHR%20connector" in refused.headers["set-cookie"]
+
+
+async def test_the_connectors_page_lists_what_polling_refused(settings: Settings) -> None:
+    base = "https://ehr.example.org/fhir"
+    ehr = {"base_url": base, "auth": {"type": "bearer", "token": "static-ehr-token-0123456789"},
+           "poll": {"types": ["Appointment"], "since": "2026-01-01T00:00:00Z"}}  # fmt: skip
+    clients = ClientsConfig.model_validate(console_clients(**{"clinic-a": {"vendor": "generic", "ehr": ehr}}))
+    good = appointment(id="polled-good", meta={"versionId": "1", "lastUpdated": "2026-02-01T10:00:00Z"})
+    bad = appointment(id="polled-bad", status="bogus", meta={"versionId": "1", "lastUpdated": "2026-02-01T11:00:00Z"})
+    page_of = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in (good, bad)]}
+    async with running(settings, clients, with_worker=False) as gw:
+        assert "polled-bad" not in await page(gw, "/console/connectors")
+        with respx.mock() as ehr_mock:
+            ehr_mock.get(f"{base}/Appointment").respond(200, json=page_of)
+            report = await gw.services.poller().poll_once("clinic-a")
+        assert report is not None and [(s.accepted, s.rejected) for s in report.sweeps] == [(1, 1)]
+        html = await page(gw, "/console/connectors")
+        [row] = [r for r in cells(html) if any("polled-bad" in c for c in r)]
+        assert row[1:3] == ["Appointment/polled-bad", "400"] and row[3]
+        assert "polled-good" not in html and "bogus" not in html  # what was refused, never its content
