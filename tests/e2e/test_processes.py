@@ -179,6 +179,7 @@ def test_jobs_of_a_killed_worker_are_reclaimed_and_applied_once(
         assert rescuer.terminate() == 0
 
 
+@pytest.mark.embedded_only  # the Redis server makes no difference here
 def test_api_exits_0_on_sigterm(redis_url: str, key_prefix: str, launch: Callable[..., Proc], tmp_path: Path) -> None:
     env = gateway_env(redis_url, key_prefix, write_clients(tmp_path / "clients.json"))
     port = free_port()
@@ -223,6 +224,7 @@ def test_a_worker_process_maps_with_the_tenant_settings_of_a_reloaded_clients_fi
 # ---------------------------------------------------------------- 3. poison jobs and dead letters
 
 
+@pytest.mark.embedded_only  # the Redis server makes no difference here
 def test_poison_jobs_are_dead_lettered_listed_and_replayed(
     redis_url: str, key_prefix: str, queue: Queue, launch: Callable[..., Proc], tmp_path: Path
 ) -> None:
@@ -291,6 +293,7 @@ def test_poison_jobs_are_dead_lettered_listed_and_replayed(
         assert worker.terminate() == 0
 
 
+@pytest.mark.embedded_only  # the Redis server makes no difference here
 def test_dlq_list_prints_the_id_that_replay_takes(
     redis_url: str, key_prefix: str, queue: Queue, launch: Callable[..., Proc]
 ) -> None:
@@ -350,12 +353,14 @@ def test_cli_contracts(tmp_path: Path) -> None:
     assert cli(env=env).returncode == 2  # no command
 
 
+@pytest.mark.embedded_only  # the Redis server makes no difference here
 def test_api_refuses_to_start_without_clients(redis_url: str, key_prefix: str) -> None:
     result = cli("api", "--port", str(free_port()), env=gateway_env(redis_url, key_prefix))
     assert result.returncode != 0
     assert "no API clients are configured" in result.stderr
 
 
+@pytest.mark.embedded_only  # the Redis server makes no difference here
 def test_dlq_replay_needs_ids_or_all(redis_url: str, key_prefix: str) -> None:
     result = cli("dlq", "replay", env=gateway_env(redis_url, key_prefix))
     assert result.returncode == 2
