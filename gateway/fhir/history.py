@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import APIRouter, Request
 
 from gateway.clock import instant
@@ -18,7 +19,7 @@ from gateway.deps import EhrPrincipal, ServicesDep
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir.requests import check_id, check_type, handling_strict
 from gateway.settings import Settings
-from gateway.store import history
+from gateway.store import compact, history
 from gateway.store.indexing import date_range
 from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
@@ -60,15 +61,24 @@ class _Params:
         return links
 
 
-def _entry(version: history.Version, base: str) -> dict[str, Any]:
-    method = "DELETE" if version.resource is None else ("POST" if version.vid == 1 else "PUT")
+def _entries(versions: list[history.Version], base: str) -> list[dict[str, Any]]:
+    """Return the Bundle's entries: the stored bytes spliced in as they are when every version is in the compact
+    form; else every one parsed and written again (one Bundle, one way of writing), as reads do."""
+    bodies = [v.body for v in versions if v.body is not None]
+    if all(compact.is_compact(body) for body in bodies):
+        return [_entry(v, base, orjson.Fragment(v.body) if v.body is not None else None) for v in versions]
+    return [_entry(v, base, v.resource) for v in versions]
+
+
+def _entry(version: history.Version, base: str, resource: Any) -> dict[str, Any]:
+    method = "DELETE" if resource is None else ("POST" if version.vid == 1 else "PUT")
     url = version.rtype if method == "POST" else f"{version.rtype}/{version.rid}"
     response = {"status": _METHOD_STATUS[method], "etag": f'W/"{version.vid}"'}
     if version.written_ms:
         response["lastModified"] = instant(version.written_ms / 1000)
     entry: dict[str, Any] = {"fullUrl": f"{base}/{version.rtype}/{version.rid}"}
-    if version.resource is not None:
-        entry["resource"] = version.resource
+    if resource is not None:
+        entry["resource"] = resource
     entry["request"] = {"method": method, "url": url}
     entry["response"] = response
     return entry
@@ -87,7 +97,7 @@ async def _recent(request: Request, services: ServicesDep, tenant: str, rtype: s
     page = await history.recent(services.redis, services.keys, tenant, rtype, p.since_ms, p.cursor, p.count)
     base = base_url(request)
     url = f"{base}/{rtype}/_history" if rtype else f"{base}/_history"
-    return FhirResponse(_bundle(page.total, p.links(url, page.after), [_entry(v, base) for v in page.versions]))
+    return FhirResponse(_bundle(page.total, p.links(url, page.after), _entries(page.versions, base)))
 
 
 @router.get("/_history", summary="History of every resource", **openapi.HISTORY)
@@ -130,4 +140,4 @@ async def instance_history(
     page, more = versions[: p.count], len(versions) > p.count
     base = base_url(request)
     links = p.links(f"{base}/{rtype}/{rid}/_history", str(page[-1].vid) if more and page else None)
-    return FhirResponse(_bundle(total, links, [_entry(v, base) for v in page]))
+    return FhirResponse(_bundle(total, links, _entries(page, base)))

@@ -7,25 +7,30 @@ while new versions arrive (they come first, newest first, and a client that star
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway import encoding
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
 
 
 @dataclass(frozen=True)
 class Version:
-    """One version: its resource (None for a deletion) and when it was written (epoch ms)."""
+    """One version: its stored JSON (None for a deletion) and when it was written (epoch ms)."""
 
     rtype: str
     rid: str
     vid: int
-    resource: dict[str, Any] | None
+    body: bytes | None
     written_ms: float
+
+    @property
+    def resource(self) -> dict[str, Any] | None:
+        """Return the version's resource, parsed (None for a deletion)."""
+        return encoding.loads(self.body) if self.body else None
 
 
 @dataclass(frozen=True)
@@ -39,15 +44,14 @@ class VersionPage:
 
 async def of_resource(redis: Redis, keys: Keyspace, tenant: str, rtype: str, rid: str) -> list[Version]:
     """Return every version of one resource, newest first (empty when it never existed)."""
-    raw = await redis.hgetall(keys.history(tenant, rtype, rid))
+    raw: Any = await redis.hgetall(keys.history(tenant, rtype, rid))
     vids = sorted((int(text(v)) for v in raw), reverse=True)
     if not vids:
         return []
     written = await redis.zmscore(keys.type_versions(tenant, rtype), [f"{rid}/{vid}" for vid in vids])
-    bodies = {int(text(v)): body for v, body in raw.items()}
+    bodies: dict[int, bytes] = {int(text(v)): body for v, body in raw.items()}
     return [
-        Version(rtype, rid, vid, json.loads(bodies[vid]) if bodies[vid] else None, float(ms or 0))
-        for vid, ms in zip(vids, written, strict=True)
+        Version(rtype, rid, vid, bodies[vid] or None, float(ms or 0)) for vid, ms in zip(vids, written, strict=True)
     ]
 
 
@@ -74,7 +78,7 @@ async def recent(
         pipe.hget(keys.history(tenant, kind, rid), str(vid))
     bodies = await pipe.execute() if named else []
     versions = [
-        Version(kind, rid, vid, json.loads(body) if body else None, score)
+        Version(kind, rid, vid, body or None, score)
         for (kind, rid, vid, score), body in zip(named, bodies, strict=True)
     ]
     return VersionPage(versions, total, page[-1][0] if more and page else None)

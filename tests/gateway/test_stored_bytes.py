@@ -149,3 +149,25 @@ async def test_a_current_state_naming_a_missing_version_is_a_404_as_before(gatew
     await services.redis.hdel(services.keys.history("clinic-a", "Observation", "obs-1"), "1")
     answer = await gateway.ehr("GET", "/Observation/obs-1")
     assert answer.status_code == 404 and "no such version" in answer.text
+
+
+async def test_history_bundles_splice_each_stored_version_in_as_it_is(gateway: Gateway) -> None:
+    await gateway.ehr("PUT", "/Observation/obs-1", json=OBSERVATION)
+    await gateway.ehr("PUT", "/Observation/obs-1", json={**OBSERVATION, "status": "amended"})
+    await gateway.ehr("DELETE", "/Observation/obs-1")
+    for path in ("/Observation/obs-1/_history", "/Observation/_history", "/_history"):
+        answer = await gateway.ehr("GET", path)
+        assert answer.status_code == 200
+        bundle = answer.json()
+        assert [e["request"]["method"] for e in bundle["entry"]] == ["DELETE", "PUT", "POST"]
+        assert "resource" not in bundle["entry"][0]
+        # The page is what parsing every version and writing the Bundle again gave, and holds each stored version.
+        assert answer.content == encoding.dumps(bundle)
+        for vid in (1, 2):
+            assert (
+                b'"resource":' + await _stored(gateway, "Observation", "obs-1", vid) + b',"request"' in answer.content
+            )
+    before = await gateway.ehr("GET", "/Observation/obs-1/_history")
+    await _store_as_an_older_gateway_did(gateway, "Observation", "obs-1", 1)
+    after = await gateway.ehr("GET", "/Observation/obs-1/_history")
+    assert after.content == before.content
