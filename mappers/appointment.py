@@ -26,12 +26,12 @@ from mappers.elements import (
     concepts,
     identifiers,
     instant,
+    instant_text,
     items,
     ref,
     refs,
     security_labels,
     text,
-    utc_text,
 )
 from mappers.errors import WrongResourceType
 from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
@@ -176,8 +176,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
         id=fhir_id,
         status=STATUS.get(fhir_status.strip().lower(), "unknown"),
         fhir_status=fhir_status,
-        start=utc_text(start),
-        end=utc_text(end),
+        start=instant_text(resource.get("start"), ctx.timezone),
+        end=instant_text(resource.get("end"), ctx.timezone),
         timezone=ctx.timezone,
         minutes_duration=_minutes(resource.get("minutesDuration"), start, end),
         patient=next((p.actor for p in participants if p.kind == "patient"), None),

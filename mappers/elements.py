@@ -86,6 +86,9 @@ def identifiers(value: object) -> list[Identifier]:
 
 def security_labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
     """Collect every `meta.security` label of a resource and its contained resources (see ``merge_labels``)."""
+    meta = resource.get("meta")
+    if "contained" not in resource and (not isinstance(meta, MAPPING) or meta.get("security") is None):
+        return []  # most resources: nothing to collect (an empty string or object is still a label, below)
     contained = [c for c in items(resource.get("contained")) if isinstance(c, MAPPING)]
     return merge_labels(_own_labels(each) for each in (resource, *contained))
 
@@ -175,6 +178,18 @@ def instant(value: object, zone_name: str | None) -> datetime | None:
         return datetime(year, month, day, hour, minute, second, tzinfo=tz).astimezone(UTC)
     except (ValueError, OverflowError):
         return None
+
+
+def instant_text(value: object, zone_name: str | None) -> str | None:
+    """Return ``utc_text(instant(value, zone_name))``: a FHIR instant as ISO 8601 UTC with Z, or None."""
+    if type(value) is str and len(value) == 20 and value[19] == "Z" and _plain_utc(value):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            pass  # not a time at all, or a leap second: the general reading decides
+        else:
+            return value  # already that text (every field zero-padded): reading and writing it gives it back
+    return utc_text(instant(value, zone_name))
 
 
 def utc_text(moment: datetime | None) -> str | None:

@@ -16,12 +16,12 @@ from mappers.elements import (
     concepts,
     identifiers,
     instant,
+    instant_text,
     items,
     ref,
     refs,
     security_labels,
     text,
-    utc_text,
 )
 from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.model import CodeableText, Part, Record, Ref
@@ -161,7 +161,7 @@ def when(value: object, zone_name: str | None) -> str | None:
         return None
     if _DATE.fullmatch(value.strip()):
         return value.strip()
-    return utc_text(instant(value, zone_name))
+    return instant_text(value, zone_name)
 
 
 def epoch(value: str | None) -> float | None:

@@ -32,13 +32,13 @@ from mappers.elements import (
     concepts,
     identifiers,
     instant,
+    instant_text,
     items,
     merge_labels,
     ref,
     refs,
     security_labels,
     text,
-    utc_text,
 )
 from mappers.errors import TenantMismatch, WrongResourceType
 from mappers.family import FRAME, Aggregate, Family, IndexFields, resource_id, tombstone, visible
@@ -158,8 +158,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Message:
         encounter=ref(resource.get("encounter")),
         sender=ref(resource.get("sender")),
         recipients=refs(resource.get("recipient")),
-        sent_at=utc_text(instant(resource.get("sent"), ctx.timezone)),
-        received_at=utc_text(instant(resource.get("received"), ctx.timezone)),
+        sent_at=instant_text(resource.get("sent"), ctx.timezone),
+        received_at=instant_text(resource.get("received"), ctx.timezone),
         topic=topic,
         body=payload.body,
         attachments=payload.attachments,

@@ -26,13 +26,13 @@ from mappers.elements import (
     MAPPING,
     identifiers,
     instant,
+    instant_text,
     items,
     merge_labels,
     ref,
     refs,
     security_labels,
     text,
-    utc_text,
 )
 from mappers.family import FRAME, Family, IndexFields, canonical_key, resource_id, tombstone, visible
 from mappers.instruments import InstrumentKey
@@ -142,7 +142,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
         answered_by=ref(resource.get("source")),
         based_on=refs(resource.get("basedOn")),
         part_of=refs(resource.get("partOf")),
-        authored_at=utc_text(instant(resource.get("authored"), ctx.timezone)),
+        authored_at=instant_text(resource.get("authored"), ctx.timezone),
         answers=reader.answers,
         **assessment.record_fields(),
         unmapped=sorted(reader.unread | unread(resource, _READ_CONTAINED if inline else _READ)),
