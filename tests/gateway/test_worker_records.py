@@ -7,10 +7,12 @@ dumped with ``model_dump_json``. The batch's reads are given (no Redis): these a
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
 from gateway.settings import ClientsConfig
@@ -111,3 +113,39 @@ def test_event_ids_are_random_version_4_uuids_as_uuid4_hex_writes_them() -> None
         assert made.startswith("evt_") and len(made) == 36
         parsed = uuid.UUID(hex=made[4:])
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == made[4:]
+
+
+async def test_a_resource_that_fails_partway_leaves_nothing_of_itself_in_the_batchs_plan() -> None:
+    """Its record written and its index failing: the batch's plan holds the others' writes and none of its own."""
+    clients = ClientsConfig.model_validate({"clients": [], "tenants": {TENANT: {"vendor": "generic"}}})
+    keys = Keyspace("gwtest")
+    writer = RecordWriter(Redis(), keys, None, clients, None)  # type: ignore[arg-type]
+    _, appointment = _bench_shaped()
+    jobs, found = [], {}
+    for n, rid in enumerate(["first", "broken", "last"]):
+        resource = {**appointment, "id": rid, "meta": {"versionId": "1", "lastUpdated": LAST_UPDATED}}
+        jobs.append(Job(TENANT, f"1-{n}", {"type": "Appointment", "id": rid, "vid": "1", "op": "upsert"}))
+        held = Held(keys.record(TENANT, "appointment", rid), 0, 0, None, MAPPED["Appointment"].model)
+        found[(TENANT, "Appointment", rid)] = Found(held, [(1, orjson.dumps(resource))], set())
+    family = MAPPED["Appointment"]
+
+    def index_fields(record: Any) -> Any:
+        if record.id == "broken":
+            raise ValueError("index bug")
+        return family.index_fields(record)
+
+    async def read(groups: Any) -> Any:
+        return found
+
+    writer._read = read  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MAPPED, "Appointment", dataclasses.replace(family, index_fields=index_fields))
+        outcome = await writer.plan(jobs)
+    assert list(outcome.failed) == ["1-1"]
+    plan = outcome.plan
+    assert [k for k in plan.keys if "broken" in k] == []
+    assert not any(isinstance(a, str | bytes) and b"broken" in (a if isinstance(a, bytes) else a.encode())
+                   for a in plan.writes)  # fmt: skip
+    assert all("broken" not in members for members in plan.adds.values())
+    assert {keys.record(TENANT, "appointment", rid) for rid in ("first", "last")} <= set(plan.keys)
+    assert len(plan.checks) == 2
