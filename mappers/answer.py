@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from mappers import instruments
-from mappers.elements import items, ref, text
+from mappers.elements import MAPPING, items, ref, text
 from mappers.instruments import Number
 from mappers.model import Coding, Part, Ref
 from mappers.writer import present
@@ -127,7 +127,7 @@ def _typed(value_type: ValueType, suffix: str, raw: object) -> Value | None:
 
 
 def _quantity(raw: object) -> Quantity | None:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, MAPPING):
         return None
     quantity = Quantity(
         value=instruments.whole(raw.get("value")),
@@ -140,7 +140,7 @@ def _quantity(raw: object) -> Quantity | None:
 
 
 def _attachment(raw: object) -> Attachment | None:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, MAPPING):
         return None
     size = raw.get("size")
     attachment = Attachment(
@@ -173,7 +173,7 @@ def codings(value: object) -> list[Coding]:
     found = [
         Coding(system=text(c.get("system")), code=text(c.get("code")), display=text(c.get("display")))
         for c in items(value)
-        if isinstance(c, Mapping)
+        if isinstance(c, MAPPING)
     ]
     return [c for c in found if c.system or c.code or c.display]
 

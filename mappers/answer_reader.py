@@ -25,7 +25,7 @@ from mappers.answer import (
     read_value,
 )
 from mappers.codes import LocalCodes
-from mappers.elements import items, text
+from mappers.elements import MAPPING, items, text
 from mappers.instruments import Number
 from mappers.model import Coding
 from mappers.survey import SurveyItem, unread
@@ -56,7 +56,7 @@ class AnswerReader:
         if len(path) >= MAX_DEPTH:
             return
         for item in items(value):
-            if not isinstance(item, Mapping):
+            if not isinstance(item, MAPPING):
                 continue
             self.unread |= unread(item, ITEM_READ, "item.")
             link_id = text(item.get("linkId"))
@@ -66,7 +66,7 @@ class AnswerReader:
             question = text(item.get("text")) or (definition.text if definition else None)
             inner = [*path, link_id or ""]
             for element in items(item.get("answer")):
-                if not isinstance(element, Mapping):
+                if not isinstance(element, MAPPING):
                     continue
                 self.unread |= unread(element, ANSWER_READ, "item.answer.")
                 found = read_value(element, "value")

@@ -21,16 +21,17 @@ from conformance import fhir_models
 from mappers import writer
 from mappers.context import MapContext
 from mappers.elements import (
+    MAPPING,
     concept,
     concepts,
     identifiers,
     instant,
+    instant_text,
     items,
     ref,
     refs,
     security_labels,
     text,
-    utc_text,
 )
 from mappers.errors import WrongResourceType
 from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
@@ -175,8 +176,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
         id=fhir_id,
         status=STATUS.get(fhir_status.strip().lower(), "unknown"),
         fhir_status=fhir_status,
-        start=utc_text(start),
-        end=utc_text(end),
+        start=instant_text(resource.get("start"), ctx.timezone),
+        end=instant_text(resource.get("end"), ctx.timezone),
         timezone=ctx.timezone,
         minutes_duration=_minutes(resource.get("minutesDuration"), start, end),
         patient=next((p.actor for p in participants if p.kind == "patient"), None),
@@ -244,7 +245,7 @@ def to_fhir(appointment: Appointment, ctx: MapContext) -> dict[str, Any]:
 def r4_names(resource: Mapping[str, Any]) -> dict[str, Any]:
     """Return a copy of a stored Appointment with R5's spelling, which some EHRs send, under R4's name
     (``cancellationReason`` as ``cancelationReason``), so that it can be constructed and written back as R4."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != FHIR_TYPE:
+    if not isinstance(resource, MAPPING) or resource.get("resourceType") != FHIR_TYPE:
         raise WrongResourceType("only an Appointment can be cancelled")
     written = copy.deepcopy(dict(resource))
     r5_reason = written.pop("cancellationReason", None)
@@ -330,7 +331,7 @@ def _extension(resource: Mapping[str, Any], url: str | None, read: set[str]) -> 
     if url is None:
         return None
     read.add(url)
-    return next((e for e in items(resource.get("extension")) if isinstance(e, Mapping) and e.get("url") == url), None)
+    return next((e for e in items(resource.get("extension")) if isinstance(e, MAPPING) and e.get("url") == url), None)
 
 
 def _flag(resource: Mapping[str, Any], url: str | None, read: set[str]) -> bool | None:
@@ -368,7 +369,7 @@ def _unmapped(resource: Mapping[str, Any], read: set[str], *, contained_read: bo
     paths: set[str] = set()
     for key in resource:
         if key in ("extension", "modifierExtension"):
-            urls = {text(e.get("url")) or "" for e in items(resource[key]) if isinstance(e, Mapping)}
+            urls = {text(e.get("url")) or "" for e in items(resource[key]) if isinstance(e, MAPPING)}
             # A modifier extension changes what the resource means, so it is listed even when read.
             paths |= {f"{key}('{url}')" for url in urls if key == "modifierExtension" or url not in read}
         elif key == "contained":
@@ -379,7 +380,7 @@ def _unmapped(resource: Mapping[str, Any], read: set[str], *, contained_read: bo
             paths |= {
                 f"participant.{name}"
                 for p in items(resource[key])
-                if isinstance(p, Mapping)
+                if isinstance(p, MAPPING)
                 for name in p
                 if name not in _PARTICIPANT_MAPPED
             }

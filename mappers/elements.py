@@ -14,6 +14,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mappers.model import CodeableText, Coding, Identifier, Ref, SecurityLabel
 
+# What ``isinstance`` reads as a JSON object: a parsed object is a dict, answered without the ABC's slower check.
+MAPPING: Final = (dict, Mapping)
+
 # Looser than the FHIR instant: EHRs send missing seconds, long fractions and offsets without a colon.
 _INSTANT: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?", re.ASCII
@@ -25,7 +28,7 @@ def items(value: object) -> Sequence[Any]:
     if isinstance(value, list):
         return value
     # A lone object where R4 wants an array is a common vendor slip; read it as a one-element array.
-    if value is not None and isinstance(value, Mapping):
+    if value is not None and isinstance(value, MAPPING):
         return (value,)
     return ()
 
@@ -37,7 +40,7 @@ def text(value: object) -> str | None:
 
 def ref(value: object) -> Ref | None:
     """Return a Reference as given (never resolved), or None."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return None
     reference, display = text(value.get("reference")), text(value.get("display"))
     if reference is None and display is None:
@@ -52,12 +55,12 @@ def refs(value: object) -> list[Ref]:
 
 def concept(value: object) -> CodeableText | None:
     """Return a CodeableConcept in compact form, or None when it says nothing."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return None
     codings = [
         Coding(system=text(c.get("system")), code=text(c.get("code")), display=text(c.get("display")))
         for c in items(value.get("coding"))
-        if isinstance(c, Mapping)
+        if isinstance(c, MAPPING)
     ]
     codings = [c for c in codings if c.system or c.code or c.display]
     words = text(value.get("text"))
@@ -76,14 +79,17 @@ def identifiers(value: object) -> list[Identifier]:
     identifiers = [
         Identifier(system=text(i.get("system")), value=text(i.get("value")), use=text(i.get("use")))
         for i in items(value)
-        if isinstance(i, Mapping)
+        if isinstance(i, MAPPING)
     ]
     return [i for i in identifiers if i.system or i.value]
 
 
 def security_labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
     """Collect every `meta.security` label of a resource and its contained resources (see ``merge_labels``)."""
-    contained = [c for c in items(resource.get("contained")) if isinstance(c, Mapping)]
+    meta = resource.get("meta")
+    if "contained" not in resource and (not isinstance(meta, MAPPING) or meta.get("security") is None):
+        return []  # most resources: nothing to collect (an empty string or object is still a label, below)
+    contained = [c for c in items(resource.get("contained")) if isinstance(c, MAPPING)]
     return merge_labels(_own_labels(each) for each in (resource, *contained))
 
 
@@ -103,7 +109,7 @@ def merge_labels(groups: Iterable[Iterable[SecurityLabel]]) -> list[SecurityLabe
 
 def _own_labels(resource: Mapping[str, Any]) -> Iterator[SecurityLabel]:
     meta = resource.get("meta")
-    if not isinstance(meta, Mapping):
+    if not isinstance(meta, MAPPING):
         return
     raw = meta.get("security")
     # A lone string where an array of Codings belongs still asks for restriction: read it as one code.
@@ -111,7 +117,7 @@ def _own_labels(resource: Mapping[str, Any]) -> Iterator[SecurityLabel]:
         if isinstance(coding, str):
             # A bare code where a Coding belongs is malformed, but it still asks for restriction.
             coding = {"code": coding}
-        if not isinstance(coding, Mapping):
+        if not isinstance(coding, MAPPING):
             continue
         # A label without a code is still a sign the source meant to restrict: keep it, never drop it.
         yield SecurityLabel(
@@ -172,6 +178,18 @@ def instant(value: object, zone_name: str | None) -> datetime | None:
         return datetime(year, month, day, hour, minute, second, tzinfo=tz).astimezone(UTC)
     except (ValueError, OverflowError):
         return None
+
+
+def instant_text(value: object, zone_name: str | None) -> str | None:
+    """Return ``utc_text(instant(value, zone_name))``: a FHIR instant as ISO 8601 UTC with Z, or None."""
+    if type(value) is str and len(value) == 20 and value[19] == "Z" and _plain_utc(value):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            pass  # not a time at all, or a leap second: the general reading decides
+        else:
+            return value  # already that text (every field zero-padded): reading and writing it gives it back
+    return utc_text(instant(value, zone_name))
 
 
 def utc_text(moment: datetime | None) -> str | None:

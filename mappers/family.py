@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Generic, TypedDict, TypeVar
 
 from mappers.context import MapContext
+from mappers.elements import MAPPING
 from mappers.errors import MissingId, TenantMismatch, WrongResourceType
 from mappers.model import Record
 
@@ -32,8 +33,8 @@ VERSION_FIELDS: Final = frozenset({"version_id", "last_updated", "fhir_url", "eh
 
 def resource_id(resource: Mapping[str, Any], fhir_type: str) -> str:
     """Return the id of a resource of ``fhir_type``, or raise the MappingError that says why there is none."""
-    if not isinstance(resource, Mapping) or resource.get("resourceType") != fhir_type:
-        got = resource.get("resourceType") if isinstance(resource, Mapping) else type(resource).__name__
+    if not isinstance(resource, MAPPING) or resource.get("resourceType") != fhir_type:
+        got = resource.get("resourceType") if isinstance(resource, MAPPING) else type(resource).__name__
         raise WrongResourceType(f"expected a resource of type {fhir_type}, got {str(got)[:64]!r}")
     fhir_id = resource.get("id")
     if not isinstance(fhir_id, str) or not fhir_id:

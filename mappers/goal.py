@@ -11,16 +11,17 @@ from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import (
+    MAPPING,
     concept,
     concepts,
     identifiers,
     instant,
+    instant_text,
     items,
     ref,
     refs,
     security_labels,
     text,
-    utc_text,
 )
 from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.model import CodeableText, Part, Record, Ref
@@ -160,7 +161,7 @@ def when(value: object, zone_name: str | None) -> str | None:
         return None
     if _DATE.fullmatch(value.strip()):
         return value.strip()
-    return utc_text(instant(value, zone_name))
+    return instant_text(value, zone_name)
 
 
 def epoch(value: str | None) -> float | None:
@@ -199,12 +200,12 @@ def unread(value: object, read: frozenset[str], prefix: str = "") -> set[str]:
     """Return the paths of the elements of an element (or of every element of an array) not in ``read``."""
     paths: set[str] = set()
     for each in items(value):
-        if not isinstance(each, Mapping):
+        if not isinstance(each, MAPPING):
             continue
         for key, found in each.items():
             if key in ("extension", "modifierExtension"):
                 # Extensions are listed by URL: which one went unread is what a maintainer needs to know.
-                urls = {text(e.get("url")) or "" for e in items(found) if isinstance(e, Mapping)}
+                urls = {text(e.get("url")) or "" for e in items(found) if isinstance(e, MAPPING)}
                 paths |= {f"{prefix}{key}('{url}')" for url in urls}
             elif key not in read:
                 paths.add(f"{prefix}{key}")
@@ -219,7 +220,7 @@ def _number(value: object) -> float | None:
 
 def quantity(value: object) -> Quantity | None:
     """Return a Quantity (or Duration, Age...), or None when it says nothing."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return None
     found = Quantity(
         value=_number(value.get("value")),
@@ -232,7 +233,7 @@ def quantity(value: object) -> Quantity | None:
 
 
 def _range(value: object) -> QuantityRange | None:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return None
     low, high = quantity(value.get("low")), quantity(value.get("high"))
     return QuantityRange(low=low, high=high) if low or high else None
@@ -262,7 +263,7 @@ def _detail_text(target: Mapping[str, Any]) -> str | None:
     if coded:
         return coded
     ratio = target.get("detailRatio")
-    if isinstance(ratio, Mapping):
+    if isinstance(ratio, MAPPING):
         numerator, denominator = quantity(ratio.get("numerator")), quantity(ratio.get("denominator"))
         if numerator and denominator and numerator.value is not None and denominator.value is not None:
             return f"{numerator.value:g}{_unit(numerator)}/{denominator.value:g}{_unit(denominator)}"
@@ -274,7 +275,7 @@ def _unit(amount: Quantity) -> str:
 
 
 def _target(value: object, zone_name: str | None) -> GoalTarget | None:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return None
     found = GoalTarget(
         measure=concept(value.get("measure")),
@@ -341,7 +342,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Goal:
 
 
 def _note_text(value: object) -> str | None:
-    return text(value.get("text")) if isinstance(value, Mapping) else None
+    return text(value.get("text")) if isinstance(value, MAPPING) else None
 
 
 def classify(previous: Goal | None, current: Goal) -> list[str]:

@@ -13,6 +13,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from mappers.elements import MAPPING
+
 LOINC: Final = "http://loinc.org"
 # LOINC's OID (HL7's OID registry) is another spelling of the same code system.
 LOINC_OID: Final = "urn:oid:2.16.840.1.113883.6.1"
@@ -178,11 +180,11 @@ def answer_score(system: str | None, code: str | None) -> int | None:
 
 def weight_extension(element: object) -> Number | None:
     """Return the ordinalValue / itemWeight of an element (a Coding or an answerOption), or None."""
-    if not isinstance(element, Mapping):
+    if not isinstance(element, MAPPING):
         return None
     extensions = element.get("extension")
     for extension in extensions if isinstance(extensions, list) else []:
-        if isinstance(extension, Mapping) and extension.get("url") in WEIGHT_EXTENSIONS:
+        if isinstance(extension, MAPPING) and extension.get("url") in WEIGHT_EXTENSIONS:
             for key in ("valueDecimal", "valueInteger"):
                 found = whole(extension.get(key))
                 if found is not None:

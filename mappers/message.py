@@ -27,17 +27,18 @@ from pydantic import Field
 from mappers import writer
 from mappers.context import MapContext
 from mappers.elements import (
+    MAPPING,
     concept,
     concepts,
     identifiers,
     instant,
+    instant_text,
     items,
     merge_labels,
     ref,
     refs,
     security_labels,
     text,
-    utc_text,
 )
 from mappers.errors import TenantMismatch, WrongResourceType
 from mappers.family import FRAME, Aggregate, Family, IndexFields, resource_id, tombstone, visible
@@ -139,7 +140,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Message:
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
     subject = ref(resource.get("subject"))
     # Communication.subject may be a Group; only a patient is the patient.
-    declared = resource.get("subject", {}).get("type") if isinstance(resource.get("subject"), Mapping) else None
+    declared = resource.get("subject", {}).get("type") if isinstance(resource.get("subject"), MAPPING) else None
     is_group = subject is not None and "Group" in (_literal(resource.get("subject"))[0], declared)
     patient = None if is_group else subject
     topic = concept(resource.get("topic"))
@@ -157,8 +158,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Message:
         encounter=ref(resource.get("encounter")),
         sender=ref(resource.get("sender")),
         recipients=refs(resource.get("recipient")),
-        sent_at=utc_text(instant(resource.get("sent"), ctx.timezone)),
-        received_at=utc_text(instant(resource.get("received"), ctx.timezone)),
+        sent_at=instant_text(resource.get("sent"), ctx.timezone),
+        received_at=instant_text(resource.get("received"), ctx.timezone),
         topic=topic,
         body=payload.body,
         attachments=payload.attachments,
@@ -284,7 +285,7 @@ def fold(previous: MessageThread | None, message: Message, ctx: MapContext) -> M
 
 def _literal(value: object) -> tuple[str | None, str | None]:
     """Return (type, id) of a literal reference (relative, absolute or versioned), else (None, None)."""
-    reference = text(value.get("reference")) if isinstance(value, Mapping) else None
+    reference = text(value.get("reference")) if isinstance(value, MAPPING) else None
     match = _LITERAL.search(reference.strip()) if reference else None
     return (match.group(1), match.group(2)) if match else (None, None)
 
@@ -308,7 +309,7 @@ def _thread(
         root = parent
         seen.add(parent)
         found = ctx.related.get(f"{FHIR_TYPE}/{parent}")
-        if not isinstance(found, Mapping):
+        if not isinstance(found, MAPPING):
             break
         chain.append(found)
         current = found
@@ -324,8 +325,8 @@ def _thread(
 
 def _replies_without_id(resource: Mapping[str, Any]) -> bool:
     """Tell whether the message names a parent Communication only by identifier or display."""
-    replies = [v for v in items(resource.get("inResponseTo")) if isinstance(v, Mapping)]
-    replies += [v for v in items(resource.get("partOf")) if isinstance(v, Mapping) and v.get("type") == FHIR_TYPE]
+    replies = [v for v in items(resource.get("inResponseTo")) if isinstance(v, MAPPING)]
+    replies += [v for v in items(resource.get("partOf")) if isinstance(v, MAPPING) and v.get("type") == FHIR_TYPE]
     return any(_literal(v)[0] is None and (ref(v) is not None or v.get("identifier")) for v in replies)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mappers.elements import items, ref, text
+from mappers.elements import MAPPING, items, ref, text
 from mappers.model import Part, Ref
 from mappers.narrative import plain_text
 
@@ -50,7 +50,7 @@ class Payload:
 
 def binary_keys(payload: object) -> list[str]:
     """Return the ``related`` keys of the Binaries a payload references."""
-    keys = (_binary_key(part.get("contentReference")) for part in items(payload) if isinstance(part, Mapping))
+    keys = (_binary_key(part.get("contentReference")) for part in items(payload) if isinstance(part, MAPPING))
     return [key for key in keys if key is not None]
 
 
@@ -58,11 +58,11 @@ def read_payload(payload: object, related: Mapping[str, Mapping[str, Any]]) -> P
     """Read a Communication.payload: text parts joined into the body, the rest as metadata or references."""
     found, texts = Payload(), []
     for part in items(payload):
-        if not isinstance(part, Mapping):
+        if not isinstance(part, MAPPING):
             continue
         if (words := text(part.get("contentString"))) is not None:
             texts.append(words)
-        elif isinstance(attachment := part.get("contentAttachment"), Mapping):
+        elif isinstance(attachment := part.get("contentAttachment"), MAPPING):
             if (words := decoded(attachment.get("contentType"), attachment.get("data"))) is not None:
                 # A body is the message's words, not a file to download: it is not listed as an attachment.
                 texts.append(words)
@@ -71,7 +71,7 @@ def read_payload(payload: object, related: Mapping[str, Mapping[str, Any]]) -> P
         elif (reference := ref(part.get("contentReference"))) is not None:
             key = _binary_key(part.get("contentReference"))
             binary = related.get(key) if key else None
-            if isinstance(binary, Mapping):
+            if isinstance(binary, MAPPING):
                 found.binaries.append(binary)
                 if (words := decoded(binary.get("contentType"), binary.get("data"))) is not None:
                     texts.append(words)
@@ -105,7 +105,7 @@ def encoded(body: str) -> str:
 
 
 def _binary_key(value: object) -> str | None:
-    reference = text(value.get("reference")) if isinstance(value, Mapping) else None
+    reference = text(value.get("reference")) if isinstance(value, MAPPING) else None
     match = _BINARY.search(reference.strip()) if reference else None
     return f"Binary/{match.group(1)}" if match else None
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from mappers.elements import items, text
+from mappers.elements import MAPPING, items, text
 from mappers.model import CodeableText
 from mappers.vendors import VendorProfile
 
@@ -89,9 +89,9 @@ def virtual_service(resource: Mapping[str, Any]) -> tuple[Modality | None, str |
     found: Modality | None = None
     link: str | None = None
     details = [
-        {text(sub.get("url")): sub for sub in items(ext.get("extension")) if isinstance(sub, Mapping)}
+        {text(sub.get("url")): sub for sub in items(ext.get("extension")) if isinstance(sub, MAPPING)}
         for ext in items(resource.get("extension"))
-        if isinstance(ext, Mapping) and ext.get("url") == VIRTUAL_SERVICE
+        if isinstance(ext, MAPPING) and ext.get("url") == VIRTUAL_SERVICE
     ]
     for detail in details:
         channel = detail.get("channelType", {}).get("valueCoding")
@@ -101,7 +101,7 @@ def virtual_service(resource: Mapping[str, Any]) -> tuple[Modality | None, str |
         found, link = strongest(found, here[0]), link or here[1]
     # An R5 server, or a lenient feed, may send the element itself.
     for native in items(resource.get("virtualService")):
-        if isinstance(native, Mapping):
+        if isinstance(native, MAPPING):
             here = _service(native.get("channelType"), native.get("addressUrl"), native.get("addressContactPoint"))
             found, link = strongest(found, here[0]), link or here[1]
     return found, link
@@ -109,9 +109,9 @@ def virtual_service(resource: Mapping[str, Any]) -> tuple[Modality | None, str |
 
 def _service(channel: object, address: object, point: object) -> tuple[Modality | None, str | None]:
     modality: Modality = "video"
-    if isinstance(channel, Mapping) and channel.get("system") == PARTICIPATION_MODE:
+    if isinstance(channel, MAPPING) and channel.get("system") == PARTICIPATION_MODE:
         modality = _CODES.get((PARTICIPATION_MODE, str(channel.get("code"))), "video")
-    if isinstance(point, Mapping):
+    if isinstance(point, MAPPING):
         if point.get("system") == "phone":
             modality = "phone"
         address = address or (point.get("value") if point.get("system") == "url" else None)
@@ -138,7 +138,7 @@ def contained_links(resource: Mapping[str, Any], vendor: VendorProfile) -> tuple
     labels = _participant_labels(resource)
     rooms: dict[int, tuple[str | None, str | None]] = {}
     for index, room in enumerate(contained):
-        if isinstance(room, Mapping) and room.get("resourceType") == "HealthcareService":
+        if isinstance(room, MAPPING) and room.get("resourceType") == "HealthcareService":
             words = [*_type_words(room.get("type")), *labels.get(str(room.get("id")), [])]
             rooms[index] = (_role(words, vendor), _room_link(room))
     links: dict[str, str | None] = {}
@@ -156,7 +156,7 @@ def contained_links(resource: Mapping[str, Any], vendor: VendorProfile) -> tuple
 
 def _room_link(room: Mapping[str, Any]) -> str | None:
     for point in items(room.get("telecom")):
-        if isinstance(point, Mapping) and point.get("system") == "url":
+        if isinstance(point, MAPPING) and point.get("system") == "url":
             link = web_link(point.get("value"))
             if link is not None:
                 return link
@@ -166,8 +166,8 @@ def _room_link(room: Mapping[str, Any]) -> str | None:
 def _type_words(value: object) -> list[str]:
     words: list[str] = []
     for concept in items(value):
-        if isinstance(concept, Mapping):
-            displays = [c.get("display") for c in items(concept.get("coding")) if isinstance(c, Mapping)]
+        if isinstance(concept, MAPPING):
+            displays = [c.get("display") for c in items(concept.get("coding")) if isinstance(c, MAPPING)]
             words += [w for w in map(text, [concept.get("text"), *displays]) if w]
     return words
 
@@ -176,7 +176,7 @@ def _participant_labels(resource: Mapping[str, Any]) -> dict[str, list[str]]:
     # Participants name the rooms they reference ("#28" typed "Patient Virtual Meeting Room").
     labels: dict[str, list[str]] = {}
     for participant in items(resource.get("participant")):
-        if not isinstance(participant, Mapping) or not isinstance(participant.get("actor"), Mapping):
+        if not isinstance(participant, MAPPING) or not isinstance(participant.get("actor"), MAPPING):
             continue
         reference = text(participant["actor"].get("reference"))
         if reference and reference.startswith("#"):

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from mappers import writer
-from mappers.elements import concepts, ref, text
+from mappers.elements import MAPPING, concepts, ref, text
 from mappers.model import CodeableText, Part, Ref
 from mappers.writer import put
 
@@ -58,7 +58,7 @@ _REFERENCE: Final = re.compile(
 
 def kind_of(value: object) -> ParticipantKind:
     """Return the kind of a Reference, from its literal reference or, failing that, its declared type."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return "other"
     reference = text(value.get("reference"))
     match = _REFERENCE.search(reference) if reference else None
@@ -71,7 +71,7 @@ def kind_of(value: object) -> ParticipantKind:
 
 def participant(value: object) -> Participant:
     """Read an Appointment.participant (an empty one for anything else)."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return Participant()
     actor = value.get("actor")
     who = ref(actor)

@@ -8,7 +8,7 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from mappers.context import MapContext
-from mappers.elements import concept, identifiers, items, ref, refs, security_labels, text
+from mappers.elements import MAPPING, concept, identifiers, items, ref, refs, security_labels, text
 from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
@@ -129,14 +129,14 @@ def _vendor_extensions(vendor: VendorProfile) -> list[str]:
 
 
 def _preferred_language(value: object) -> CodeableText | None:
-    spoken = [c for c in items(value) if isinstance(c, Mapping) and concept(c.get("language")) is not None]
+    spoken = [c for c in items(value) if isinstance(c, MAPPING) and concept(c.get("language")) is not None]
     chosen = next((c for c in spoken if c.get("preferred") is True), spoken[0] if spoken else None)
     return concept(chosen.get("language")) if chosen is not None else None
 
 
 def _merged_into(value: object) -> Ref | None:
     for link in items(value):
-        if isinstance(link, Mapping) and (text(link.get("type")) or "").strip().lower() == "replaced-by":
+        if isinstance(link, MAPPING) and (text(link.get("type")) or "").strip().lower() == "replaced-by":
             found = ref(link.get("other"))
             if found is not None:
                 return found

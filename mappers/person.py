@@ -12,7 +12,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from pydantic import Field
 
-from mappers.elements import concept, items, ref, text
+from mappers.elements import MAPPING, concept, items, ref, text
 from mappers.family import visible
 from mappers.model import CodeableText, Part, Record, Ref
 from mappers.vendors import VendorProfile
@@ -75,7 +75,7 @@ def is_active(value: object) -> bool:
 def person_name(value: object) -> PersonName | None:
     """Return the official name, else the usual one, else the first other name that says something."""
     # An old or maiden name is shown only when it is all there is; never address someone by a past name.
-    candidates = [n for n in items(value) if isinstance(n, Mapping)]
+    candidates = [n for n in items(value) if isinstance(n, MAPPING)]
     ranked = sorted(
         enumerate(candidates),
         key=lambda pair: (_NAME_USE_RANK.get(_code(pair[1].get("use")), _OLD_RANK), pair[0]),
@@ -114,7 +114,7 @@ def contact_points(value: object) -> list[ContactPoint]:
     """Return every ContactPoint that has a value to reach someone at."""
     found: list[ContactPoint] = []
     for point in items(value):
-        if not isinstance(point, Mapping):
+        if not isinstance(point, MAPPING):
             continue
         reach = _words(point.get("value"))
         if reach is None:
@@ -135,7 +135,7 @@ def person_identifiers(value: object, vendor: VendorProfile, *, ignore: Collecti
     """Return the Identifiers that have a system or a value, each with its kind (``ignore`` drops kinds)."""
     found: list[PersonIdentifier] = []
     for identifier in items(value):
-        if not isinstance(identifier, Mapping):
+        if not isinstance(identifier, MAPPING):
             continue
         system, given = _words(identifier.get("system")), _words(identifier.get("value"))
         if system is None and given is None:
@@ -201,7 +201,7 @@ def unmapped(resource: Mapping[str, Any], mapped: Collection[str], read: Collect
         if key in _FRAME or key in mapped:
             continue
         if key in ("extension", "modifierExtension"):
-            urls = {text(e.get("url")) or "" for e in items(value) if isinstance(e, Mapping)}
+            urls = {text(e.get("url")) or "" for e in items(value) if isinstance(e, MAPPING)}
             # A modifier extension changes what the resource means, so it is listed even when read.
             paths |= {f"{key}('{url}')" for url in urls if key == "modifierExtension" or url not in read}
         else:
@@ -213,7 +213,7 @@ def extension_ref(resource: Mapping[str, Any], url: str | None) -> Ref | None:
     """Return the Reference of the resource's first extension with that URL, or None."""
     if url is None:
         return None
-    found = next((e for e in items(resource.get("extension")) if isinstance(e, Mapping) and e.get("url") == url), None)
+    found = next((e for e in items(resource.get("extension")) if isinstance(e, MAPPING) and e.get("url") == url), None)
     return ref(found.get("valueReference")) if found is not None else None
 
 

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import Field
 
 from mappers.context import MapContext
-from mappers.elements import concept, concepts, identifiers, items, ref, refs, security_labels
+from mappers.elements import MAPPING, concept, concepts, identifiers, items, ref, refs, security_labels
 from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
@@ -103,7 +103,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Provider:
         qualifications=[
             code
             for q in items(resource.get("qualification"))
-            if isinstance(q, Mapping) and (code := concept(q.get("code"))) is not None
+            if isinstance(q, MAPPING) and (code := concept(q.get("code"))) is not None
         ],
         unmapped=unmapped(resource, _PRACTITIONER_MAPPED),
         security=security_labels(resource),

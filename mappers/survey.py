@@ -28,7 +28,7 @@ from mappers.answer import (
 )
 from mappers.codes import NO_CODES, LocalCodes
 from mappers.context import MapContext
-from mappers.elements import identifiers, instant, items, security_labels, text
+from mappers.elements import MAPPING, identifiers, instant, items, security_labels, text
 from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.instruments import InstrumentKey
 from mappers.model import Coding, Part, Record
@@ -229,14 +229,14 @@ WEIGHT_READ: Final = frozenset(instruments.WEIGHT_EXTENSIONS)
 def unread(element: object, known: Collection[str], prefix: str = "") -> set[str]:
     """Return the paths of an element's children a mapper did not read (extensions named by URL)."""
     paths: set[str] = set()
-    if not isinstance(element, Mapping):
+    if not isinstance(element, MAPPING):
         return paths
     for key, value in element.items():
         if key in ("extension", "modifierExtension"):
             paths |= {
                 f"{prefix}{key}('{e.get('url')}')"
                 for e in items(value)
-                if isinstance(e, Mapping) and (key == "modifierExtension" or e.get("url") not in WEIGHT_READ)
+                if isinstance(e, MAPPING) and (key == "modifierExtension" or e.get("url") not in WEIGHT_READ)
             }
         elif key not in known:
             paths.add(f"{prefix}{key}")
@@ -258,7 +258,7 @@ def _every_item(value: object, depth: int) -> Iterator[Mapping[str, Any]]:
     if depth >= MAX_DEPTH:
         return
     for item in items(value):
-        if isinstance(item, Mapping):
+        if isinstance(item, MAPPING):
             yield item
             yield from _every_item(item.get("item"), depth + 1)
 
@@ -275,7 +275,7 @@ def _walk(value: object, path: list[str], codes: LocalCodes) -> Iterator[SurveyI
     if len(path) >= MAX_DEPTH:
         return
     for item in items(value):
-        if not isinstance(item, Mapping):
+        if not isinstance(item, MAPPING):
             continue
         survey_item = _item(item, path, codes)
         yield survey_item
@@ -302,7 +302,7 @@ def _item(item: Mapping[str, Any], path: list[str], codes: LocalCodes) -> Survey
 
 
 def _option(option: object, item_code: Coding | None, codes: LocalCodes) -> AnswerOption | None:
-    if not isinstance(option, Mapping):
+    if not isinstance(option, MAPPING):
         return None
     found = read_value(option, "value")
     if found is None:
@@ -318,7 +318,7 @@ def _option(option: object, item_code: Coding | None, codes: LocalCodes) -> Answ
 
 
 def _enable_when(condition: object) -> EnableWhen | None:
-    if not isinstance(condition, Mapping):
+    if not isinstance(condition, MAPPING):
         return None
     found = read_value(condition, "answer")
     return EnableWhen(

@@ -22,7 +22,18 @@ from mappers import writer
 from mappers.answer import Answer, codings, loinc_code, nest
 from mappers.answer_reader import AnswerReader, may_score
 from mappers.context import MapContext
-from mappers.elements import identifiers, instant, items, merge_labels, ref, refs, security_labels, text, utc_text
+from mappers.elements import (
+    MAPPING,
+    identifiers,
+    instant,
+    instant_text,
+    items,
+    merge_labels,
+    ref,
+    refs,
+    security_labels,
+    text,
+)
 from mappers.family import FRAME, Family, IndexFields, canonical_key, resource_id, tombstone, visible
 from mappers.instruments import InstrumentKey
 from mappers.model import Record, Ref
@@ -131,7 +142,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> SurveyResponse:
         answered_by=ref(resource.get("source")),
         based_on=refs(resource.get("basedOn")),
         part_of=refs(resource.get("partOf")),
-        authored_at=utc_text(instant(resource.get("authored"), ctx.timezone)),
+        authored_at=instant_text(resource.get("authored"), ctx.timezone),
         answers=reader.answers,
         **assessment.record_fields(),
         unmapped=sorted(reader.unread | unread(resource, _READ_CONTAINED if inline else _READ)),
@@ -169,7 +180,7 @@ def to_fhir(response: SurveyResponse, ctx: MapContext) -> dict[str, Any]:
 def if_none_exist(resource: Mapping[str, Any]) -> str | None:
     """Return the If-None-Exist search of a written-back QuestionnaireResponse (its identifier), or None."""
     identifier = resource.get("identifier")
-    if not isinstance(identifier, Mapping) or text(identifier.get("value")) is None:
+    if not isinstance(identifier, MAPPING) or text(identifier.get("value")) is None:
         return None
     system = text(identifier.get("system"))
     return f"identifier={system}|{identifier['value']}" if system else f"identifier={identifier['value']}"
@@ -240,13 +251,13 @@ def _questionnaire(
     if canonical is not None and canonical.startswith("#"):
         for contained in items(resource.get("contained")):
             if (
-                isinstance(contained, Mapping)
+                isinstance(contained, MAPPING)
                 and contained.get("resourceType") == "Questionnaire"
                 and contained.get("id") == canonical[1:]
             ):
                 return contained, None, []
         return None, None, []
-    read = [r for r in (related.get(key) for key in needs(resource)) if isinstance(r, Mapping)]
+    read = [r for r in (related.get(key) for key in needs(resource)) if isinstance(r, MAPPING)]
     for candidate in read:
         if candidate.get("resourceType") == "Questionnaire":
             return candidate, text(candidate.get("id")), read
@@ -254,7 +265,7 @@ def _questionnaire(
 
 
 def _is_patient(value: object) -> bool:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return False
     reference = text(value.get("reference")) or ""
     path = reference.split("/_history/", 1)[0].rstrip("/").split("/")

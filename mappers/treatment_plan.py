@@ -14,7 +14,18 @@ from pydantic import Field
 
 from mappers import goal, writer
 from mappers.context import MapContext
-from mappers.elements import concept, concepts, identifiers, items, merge_labels, ref, refs, security_labels, text
+from mappers.elements import (
+    MAPPING,
+    concept,
+    concepts,
+    identifiers,
+    items,
+    merge_labels,
+    ref,
+    refs,
+    security_labels,
+    text,
+)
 from mappers.errors import TenantMismatch
 from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
 from mappers.goal import GoalFacts, epoch, literal, patient_key, when
@@ -159,7 +170,7 @@ class TreatmentPlan(Record):
 
 def needs(resource: Mapping[str, Any]) -> list[str]:
     """Return the ``Goal/<id>`` keys of the stored Goals a plan references (contained ones need nothing)."""
-    if not isinstance(resource, Mapping):
+    if not isinstance(resource, MAPPING):
         return []
     keys = (literal(found.reference) for found in refs(resource.get("goal")))
     return list(dict.fromkeys(key for key in keys if key and key.startswith("Goal/")))
@@ -174,7 +185,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> TreatmentPlan:
     description = text(resource.get("description"))
     if description is None and profile(ctx.vendor).careplan_description_in_narrative:
         narrative = resource.get("text")
-        description = plain_text(narrative.get("div")) if isinstance(narrative, Mapping) else None
+        description = plain_text(narrative.get("div")) if isinstance(narrative, MAPPING) else None
     return TreatmentPlan(
         id=fhir_id,
         status=STATUS.get(fhir_status.strip().lower(), "unknown") if isinstance(fhir_status, str) else "unknown",
@@ -190,7 +201,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> TreatmentPlan:
         activities=[
             _activity(index, value, ctx.timezone)
             for index, value in enumerate(items(resource.get("activity")))
-            if isinstance(value, Mapping)
+            if isinstance(value, MAPPING)
         ],
         security=merge_labels([security_labels(resource), *goal_labels]),
         source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
@@ -266,7 +277,7 @@ def _goals(resource: Mapping[str, Any], ctx: MapContext) -> tuple[list[PlanGoal]
     contained = {
         c["id"]: c
         for c in items(resource.get("contained"))
-        if isinstance(c, Mapping) and c.get("resourceType") == goal.FHIR_TYPE and isinstance(c.get("id"), str)
+        if isinstance(c, MAPPING) and c.get("resourceType") == goal.FHIR_TYPE and isinstance(c.get("id"), str)
     }
     found: list[PlanGoal] = []
     labels: list[list[SecurityLabel]] = []
@@ -279,7 +290,7 @@ def _goals(resource: Mapping[str, Any], ctx: MapContext) -> tuple[list[PlanGoal]
             held = contained.get(target[1:])
         elif gid is not None:
             candidate = ctx.related.get(f"Goal/{gid}")
-            if isinstance(candidate, Mapping) and candidate.get("resourceType") == goal.FHIR_TYPE:
+            if isinstance(candidate, MAPPING) and candidate.get("resourceType") == goal.FHIR_TYPE:
                 held = candidate
                 # Its labels restrict the plan that shows it; contained Goals' are already the plan's own.
                 labels.append(security_labels(candidate))
@@ -292,7 +303,7 @@ def _goals(resource: Mapping[str, Any], ctx: MapContext) -> tuple[list[PlanGoal]
 
 
 def _unmapped(resource: Mapping[str, Any]) -> list[str]:
-    activities = [a for a in items(resource.get("activity")) if isinstance(a, Mapping)]
+    activities = [a for a in items(resource.get("activity")) if isinstance(a, MAPPING)]
     paths = (
         goal.unread(resource, _READ)
         | goal.unread(activities, _ACTIVITY_READ, "activity.")
@@ -300,14 +311,14 @@ def _unmapped(resource: Mapping[str, Any]) -> list[str]:
     )
     # Contained Goals are read as the plan's goals (and every contained resource's labels); the rest is not.
     if any(
-        isinstance(c, Mapping) and c.get("resourceType") != goal.FHIR_TYPE for c in items(resource.get("contained"))
+        isinstance(c, MAPPING) and c.get("resourceType") != goal.FHIR_TYPE for c in items(resource.get("contained"))
     ):
         paths.add("contained")
     return sorted(paths)
 
 
 def _period(value: object, zone_name: str | None) -> Period | None:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return None
     start, end = when(value.get("start"), zone_name), when(value.get("end"), zone_name)
     return Period(start=start, end=end) if start or end else None
@@ -316,7 +327,7 @@ def _period(value: object, zone_name: str | None) -> Period | None:
 def _activity(index: int, value: Mapping[str, Any], zone_name: str | None) -> Activity:
     reference = ref(value.get("reference"))
     detail = value.get("detail")
-    detail = detail if isinstance(detail, Mapping) else {}
+    detail = detail if isinstance(detail, MAPPING) else {}
     status = text(detail.get("status"))
     kind = text(detail.get("kind")) or _kind(value.get("reference"))
     return Activity(
@@ -333,7 +344,7 @@ def _activity(index: int, value: Mapping[str, Any], zone_name: str | None) -> Ac
 
 
 def _kind(value: object) -> str | None:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         return None
     found = literal(text(value.get("reference")))
     if found is not None:
@@ -349,10 +360,10 @@ def _schedule(detail: Mapping[str, Any], zone_name: str | None) -> ActivitySched
     if period is not None:
         return ActivitySchedule(kind="period", start=period.start, end=period.end)
     timing = detail.get("scheduledTiming")
-    if not isinstance(timing, Mapping):
+    if not isinstance(timing, MAPPING):
         return None
     repeat = timing.get("repeat")
-    repeat = repeat if isinstance(repeat, Mapping) else {}
+    repeat = repeat if isinstance(repeat, MAPPING) else {}
     bounds = _period(repeat.get("boundsPeriod"), zone_name) or Period()
     summary = goal.concept_words(concept(timing.get("code"))) or _summary(timing, repeat)
     if summary is None and bounds.start is None and bounds.end is None:
@@ -413,7 +424,7 @@ def _summary(timing: Mapping[str, Any], repeat: Mapping[str, Any]) -> str | None
 
 
 def _note(value: object, zone_name: str | None) -> ProgressNote | None:
-    if not isinstance(value, Mapping) or not text(value.get("text")):
+    if not isinstance(value, MAPPING) or not text(value.get("text")):
         return None
     author = ref(value.get("authorReference"))
     if author is None and text(value.get("authorString")):

@@ -44,6 +44,8 @@ class Plan:
     adds: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
     backlog: tuple[list[str], int] | None = None
     _index: dict[str, int] = field(default_factory=dict)
+    # Since the last ``mark``: each ``adds`` list extended, its length before, and whether ``add`` created it.
+    _journal: list[tuple[tuple[str, int], list[Any], int, bool]] | None = field(default=None, compare=False, repr=False)
 
     def key(self, name: str) -> int:
         """Return the 1-based KEYS index of ``name``, declaring it once."""
@@ -80,7 +82,32 @@ class Plan:
         For index sets that many resources of a set share (a status, a practitioner, a date zset): one command each
         instead of one per resource. Only for members no other write of the plan removes (a resource written once).
         """
-        self.adds.setdefault((command, self.key(key)), []).extend(args)
+        at = (command, self.key(key))
+        members = self.adds.get(at)
+        created = members is None
+        if members is None:
+            members = self.adds[at] = []
+        if self._journal is not None:
+            self._journal.append((at, members, len(members), created))
+        members.extend(args)
+
+    def mark(self) -> tuple[int, int, int]:
+        """Return where the plan is now, for ``undo``: what one part of a batch adds can then be taken out again
+        (the batch's other parts write straight into the plan, instead of into plans of their own to ``absorb``)."""
+        self._journal = []
+        return len(self.keys), len(self.checks), len(self.writes)
+
+    def undo(self, mark: tuple[int, int, int]) -> None:
+        """Take out everything declared, checked, written and added since ``mark``, the last mark made."""
+        keys, checks, writes = mark
+        for name in self.keys[keys:]:
+            del self._index[name]
+        del self.keys[keys:], self.checks[checks:], self.writes[writes:]
+        for at, members, before, created in reversed(self._journal or []):  # a list's earliest length is set last
+            del members[before:]
+            if created:
+                del self.adds[at]
+        self._journal = []
 
     def absorb(self, other: Plan) -> None:
         """Append ``other``'s checks and writes to this plan (its backlog limit is not taken over)."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mappers.elements import instant, items
+from mappers.elements import _own_labels, instant, instant_text, items, merge_labels, security_labels, utc_text
 
 
 @pytest.mark.parametrize(
@@ -34,3 +38,36 @@ def test_items_reads_a_lone_object_as_one_element_and_anything_else_as_none() ->
     assert list(items([{"a": 1}, {"b": 2}])) == [{"a": 1}, {"b": 2}]
     assert list(items({"a": 1})) == [{"a": 1}]
     assert list(items(None)) == list(items("text")) == list(items(3)) == []
+
+
+# Instants written back as the records carry them: the plain UTC form is its own text, everything else is read and
+# written; either way the text is what reading and writing it makes (the reference: ``utc_text(instant(...))``).
+_PLAIN = st.builds(
+    "{}-{}-{}T{}:{}:{}Z".format,
+    st.sampled_from(["0000", "0001", "1970", "2027", "9999", "20a7", "\u0662027"]),
+    *(st.sampled_from(["00", "01", "02", "09", "12", "13", "23", "24", "29", "30", "31", "59", "60", "99", "1 "])
+      for _ in range(5)),
+)  # fmt: skip
+
+
+@given(st.one_of(_PLAIN, st.text(max_size=26), st.none(), st.integers()), st.sampled_from([None, "America/New_York"]))
+def test_instant_text_is_the_instant_written_as_utc_text(value: object, zone_name: str | None) -> None:
+    assert instant_text(value, zone_name) == utc_text(instant(value, zone_name))
+
+
+_LABELS = st.one_of(
+    st.none(), st.just(""), st.just({}), st.just([]), st.integers(), st.text(max_size=3),
+    st.lists(st.one_of(st.text(max_size=2), st.fixed_dictionaries({"code": st.text(max_size=2)}), st.none())),
+)  # fmt: skip
+_META = st.one_of(st.none(), st.just("x"), st.fixed_dictionaries({}, optional={"security": _LABELS}))
+_RESOURCE = st.fixed_dictionaries(
+    {"resourceType": st.just("Appointment")},
+    optional={"meta": _META, "contained": st.one_of(st.none(), st.lists(st.fixed_dictionaries({"meta": _META})))},
+)
+
+
+@given(_RESOURCE)
+def test_security_labels_are_every_label_of_the_resource_and_its_contained_ones(resource: dict[str, Any]) -> None:
+    contained = [c for c in items(resource.get("contained")) if isinstance(c, Mapping)]
+    reference = merge_labels(_own_labels(each) for each in (resource, *contained))
+    assert security_labels(resource) == reference

@@ -1,0 +1,151 @@
+"""The records and change events a batch plans are the bytes the plain path makes: the record's ``model_dump_json``.
+
+The batch serialises each record once, with the model's serializer, straight to bytes, and writes every resource
+into the batch's plan in place; the reference is each corpus or benchmark-shaped resource mapped on its own and
+dumped with ``model_dump_json``. The batch's reads are given (no Redis): these are creates of fresh records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from gateway.settings import ClientsConfig
+from gateway.store.keys import Keyspace
+from gateway.work.held import Found, Held
+from gateway.work.inbound import Job
+from gateway.work.records import RecordWriter, event_id
+from mappers.context import MapContext
+from mappers.registry import MAPPED
+from tests.mappers.conftest import corpus_found
+
+TENANT = "clinic-a"
+LAST_UPDATED = "2026-12-03T09:00:00.123Z"
+
+
+def _bench_shaped() -> list[dict[str, Any]]:
+    """The stored versions ``bench/worker_phases.py`` drains (``gateway_bench.make_bundle``, references rewritten)."""
+    patient = {
+        "resourceType": "Patient",
+        "id": "3f0a7c1e",
+        "identifier": [{"system": "urn:gwbench:mrn", "value": "mrn-w1-100-3"}],
+        "name": [{"family": "Bench", "given": ["Synthetic3"]}],
+        "birthDate": "1980-01-01",
+    }
+    appointment = {
+        "resourceType": "Appointment",
+        "id": "bw1-100-3-4",
+        "identifier": [{"system": "urn:gwbench:appt", "value": "appt-w1-100-3-4"}],
+        "status": "booked",
+        "description": "Synthetic benchmark visit",
+        "start": "2027-01-04T15:00:00Z",
+        "end": "2027-01-04T15:30:00Z",
+        "participant": [
+            {"actor": {"reference": "Patient/3f0a7c1e"}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/bench-prac-1"}, "status": "accepted"},
+        ],
+    }
+    return [patient, appointment]
+
+
+def _stored() -> list[dict[str, Any]]:
+    """Benchmark-shaped resources and the corpus's Appointments and Patients, with ids, as the store keeps them."""
+    found = [f.resource for _, f in corpus_found("Appointment", "Patient")]
+    unique = {(r["resourceType"], r.get("id")): r for r in [*_bench_shaped(), *found] if isinstance(r.get("id"), str)}
+    return [
+        {**r, "meta": {**r.get("meta", {}), "versionId": "1", "lastUpdated": LAST_UPDATED}} for r in unique.values()
+    ]
+
+
+async def test_a_batch_writes_each_record_and_event_as_model_dump_json_makes_them() -> None:
+    resources = _stored()
+    clients = ClientsConfig.model_validate({"clients": [], "tenants": {TENANT: {"vendor": "generic"}}})
+    keys = Keyspace("gwtest")
+    writer = RecordWriter(Redis(), keys, None, clients, None)  # type: ignore[arg-type]
+    jobs, found = [], {}
+    for n, resource in enumerate(resources):
+        rtype, rid = resource["resourceType"], resource["id"]
+        family = MAPPED[rtype]
+        jobs.append(Job(TENANT, f"1-{n}", {"type": rtype, "id": rid, "vid": "1", "op": "upsert", "attempt": "0"}))
+        held = Held(keys.record(TENANT, family.record_type, rid), 0, 0, None, family.model)
+        found[(TENANT, rtype, rid)] = Found(held, [(1, orjson.dumps(resource))], set())
+
+    async def read(groups: Any) -> Any:
+        return found
+
+    writer._read = read  # type: ignore[method-assign]
+    outcome = await writer.plan(jobs)
+    assert not outcome.failed
+
+    expected: dict[str, bytes] = {}  # record key -> the reference's bytes
+    for resource in resources:
+        family = MAPPED[resource["resourceType"]]
+        context = MapContext(tenant=TENANT, version_id="1", last_updated=LAST_UPDATED)
+        record = family.to_platform(resource, context)
+        expected[keys.record(TENANT, family.record_type, record.id)] = record.model_dump_json().encode()
+    written, events = {}, []
+    plan, at = outcome.plan, 0
+    while at < len(plan.writes):
+        command, key, count = plan.writes[at : at + 3]
+        args = plan.writes[at + 3 : at + 3 + count]
+        if command == "HSET" and "json" in args:
+            written[plan.keys[key - 1]] = args[args.index("json") + 1]
+        elif command == "XADD":
+            events.append(orjson.loads(args[args.index("e") + 1]))
+        at += 3 + count
+    assert written == expected
+    assert len(events) == len(resources)
+    for event in events:
+        key = keys.record(TENANT, event["record_type"], event["record_id"])
+        assert orjson.dumps(event["record"]) == orjson.dumps(orjson.loads(expected[key]))
+        assert event["type"].endswith(".created") and event["tenant"] == TENANT
+
+
+def test_event_ids_are_random_version_4_uuids_as_uuid4_hex_writes_them() -> None:
+    ids = [event_id() for _ in range(5_000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids:
+        assert made.startswith("evt_") and len(made) == 36
+        parsed = uuid.UUID(hex=made[4:])
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == made[4:]
+
+
+async def test_a_resource_that_fails_partway_leaves_nothing_of_itself_in_the_batchs_plan() -> None:
+    """Its record written and its index failing: the batch's plan holds the others' writes and none of its own."""
+    clients = ClientsConfig.model_validate({"clients": [], "tenants": {TENANT: {"vendor": "generic"}}})
+    keys = Keyspace("gwtest")
+    writer = RecordWriter(Redis(), keys, None, clients, None)  # type: ignore[arg-type]
+    _, appointment = _bench_shaped()
+    jobs, found = [], {}
+    for n, rid in enumerate(["first", "broken", "last"]):
+        resource = {**appointment, "id": rid, "meta": {"versionId": "1", "lastUpdated": LAST_UPDATED}}
+        jobs.append(Job(TENANT, f"1-{n}", {"type": "Appointment", "id": rid, "vid": "1", "op": "upsert"}))
+        held = Held(keys.record(TENANT, "appointment", rid), 0, 0, None, MAPPED["Appointment"].model)
+        found[(TENANT, "Appointment", rid)] = Found(held, [(1, orjson.dumps(resource))], set())
+    family = MAPPED["Appointment"]
+
+    def index_fields(record: Any) -> Any:
+        if record.id == "broken":
+            raise ValueError("index bug")
+        return family.index_fields(record)
+
+    async def read(groups: Any) -> Any:
+        return found
+
+    writer._read = read  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MAPPED, "Appointment", dataclasses.replace(family, index_fields=index_fields))
+        outcome = await writer.plan(jobs)
+    assert list(outcome.failed) == ["1-1"]
+    plan = outcome.plan
+    assert [k for k in plan.keys if "broken" in k] == []
+    assert not any(isinstance(a, str | bytes) and b"broken" in (a if isinstance(a, bytes) else a.encode())
+                   for a in plan.writes)  # fmt: skip
+    assert all("broken" not in members for members in plan.adds.values())
+    assert {keys.record(TENANT, "appointment", rid) for rid in ("first", "last")} <= set(plan.keys)
+    assert len(plan.checks) == 2
