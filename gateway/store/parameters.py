@@ -32,8 +32,9 @@ _DATE = re.compile(
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 
-# Appends to its list what one path reaches from a node.
-Walker = Callable[[Any, list[Any]], None]
+# Appends what one path (or several: ``_compile``) reaches from a node to its second argument: a list, or a dict of
+# lists by parameter name.
+Walker = Callable[[Any, Any], None]
 
 
 @dataclass(frozen=True)
@@ -111,44 +112,104 @@ def _flat(value: Any, out: list[Any]) -> None:
 def _walker(path: tuple[Any, ...]) -> Walker:
     """Return a function appending to ``out`` what ``path`` reaches from a node (lists are walked through).
 
-    Built once per path, step by step from the last, so walking a resource runs no generic interpreter of steps.
+    Built once per path, step by step, so walking a resource runs no generic interpreter of steps.
     """
-    walk: Walker = _flat
-    for step in reversed(path):
-        walk = _step(step, walk)
-    return walk
+    return _compile([(path, _flat)])
 
 
-def _step(step: Any, then: Walker) -> Walker:
-    if isinstance(step, str):
+def _compile(paths: list[tuple[tuple[Any, ...], Walker]]) -> Walker:
+    """Return one walker following every path from a node, each to its own end walker.
 
-        def child(node: Any, out: list[Any]) -> None:
+    Paths that start alike share their walk: an element is read once, and a reference's type is found once
+    however many ``is`` filters test it (Appointment's ``actor``, ``patient``, ``practitioner`` and ``location``).
+    """
+    ends: list[Walker] = []
+    named: dict[str, list[tuple[tuple[Any, ...], Walker]]] = {}
+    typed: dict[str, list[tuple[tuple[Any, ...], Walker]]] = {}
+    where: dict[tuple[str, Any], list[tuple[tuple[Any, ...], Walker]]] = {}
+    for path, end in paths:
+        if not path:
+            ends.append(end)
+            continue
+        step, rest = path[0], path[1:]
+        if isinstance(step, str):
+            named.setdefault(step, []).append((rest, end))
+        elif "is" in step:
+            typed.setdefault(step["is"], []).append((rest, end))
+        else:
+            where.setdefault(tuple(step["where"]), []).append((rest, end))
+    walkers = ends
+    if named:
+        walkers.append(_children({name: _compile(rests) for name, rests in named.items()}))
+    if typed:
+        walkers.append(_typed({wanted: _compile(rests) for wanted, rests in typed.items()}))
+    walkers += [_where(element, expected, _compile(rests)) for (element, expected), rests in where.items()]
+    return walkers[0] if len(walkers) == 1 else _fan(tuple(walkers))
+
+
+def _fan(walkers: tuple[Walker, ...]) -> Walker:
+    def fan(node: Any, out: Any) -> None:
+        for walk in walkers:
+            walk(node, out)
+
+    return fan
+
+
+def _children(then: dict[str, Walker]) -> Walker:
+    """Walk each named element of an object on with its own walker."""
+    if len(then) == 1:
+        [(name, only)] = then.items()
+
+        def child(node: Any, out: Any) -> None:
             if type(node) is list:
                 for item in node:
                     child(item, out)
             elif type(node) is dict:
-                value = node.get(step)
+                value = node.get(name)
                 if value is not None:
-                    then(value, out)
+                    only(value, out)
 
         return child
-    if "is" in step:
-        wanted = step["is"]
 
-        def typed(node: Any, out: list[Any]) -> None:
-            if type(node) is list:
-                for item in node:
-                    typed(item, out)
-                return
-            ref = node.get("reference") if isinstance(node, Mapping) else None
-            target = relative_reference(ref if isinstance(ref, str) else None)
-            if target is not None and target.split("/", 1)[0] == wanted:
-                then(node, out)
+    def children(node: Any, out: Any) -> None:
+        if type(node) is list:
+            for item in node:
+                children(item, out)
+        elif type(node) is dict:
+            if len(node) < len(then):  # read the fewer names: a resource holds a few of its type's elements
+                for name, value in node.items():
+                    walk = then.get(name)
+                    if walk is not None and value is not None:
+                        walk(value, out)
+            else:
+                for name, walk in then.items():
+                    value = node.get(name)
+                    if value is not None:
+                        walk(value, out)
 
-        return typed
-    element, expected = step["where"]
+    return children
 
-    def where(node: Any, out: list[Any]) -> None:
+
+def _typed(then: dict[str, Walker]) -> Walker:
+    """Walk a reference on with the walker of the type it references, if any."""
+
+    def typed(node: Any, out: Any) -> None:
+        if type(node) is list:
+            for item in node:
+                typed(item, out)
+            return
+        ref = node.get("reference") if isinstance(node, Mapping) else None
+        target = relative_reference(ref if isinstance(ref, str) else None)
+        if target is not None:
+            walk = then.get(target.split("/", 1)[0])
+            if walk is not None:
+                walk(node, out)
+
+    return typed
+
+
+def _where(element: str, expected: Any, then: Walker) -> Walker:
+    def where(node: Any, out: Any) -> None:
         if type(node) is list:
             for item in node:
                 where(item, out)
@@ -156,6 +217,31 @@ def _step(step: Any, then: Walker) -> Walker:
             then(node, out)
 
     return where
+
+
+def _into(name: str) -> Walker:
+    def end(node: Any, found: dict[str, list[Any]]) -> None:
+        _flat(node, found.setdefault(name, []))
+
+    return end
+
+
+@cache
+def _extractor(rtype: str) -> Walker:
+    return _compile(
+        [(path, _into(name)) for name, param in indexed(rtype).items() if param.type != "uri" for path in param.paths]
+    )
+
+
+def indexed_values(resource: Mapping[str, Any], rtype: str) -> dict[str, list[Any]]:
+    """Return the JSON values each parameter of ``rtype`` reaches in ``resource``, by name, for the parameters
+    that reach any (``uri`` ones are left out: no index holds them).
+
+    One walk of the resource for all of them, which ``reached`` per parameter would walk again and again.
+    """
+    found: dict[str, list[Any]] = {}
+    _extractor(rtype)(resource, found)
+    return found
 
 
 def reached(resource: Mapping[str, Any], param: Parameter) -> list[Any]:
