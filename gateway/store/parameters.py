@@ -19,7 +19,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import date
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -325,35 +325,40 @@ def _cached_range(text: str) -> tuple[float, float] | None:
     return _range(text)
 
 
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_DAY_US = 86_400_000_000
+_FIRST_US = (1 - _EPOCH_DAY) * _DAY_US  # datetime.min (0001-01-01T00:00Z) in epoch microseconds
+_LAST_US = (date.max.toordinal() + 1 - _EPOCH_DAY) * _DAY_US - 1  # datetime.max
+
+
 def _range(text: str) -> tuple[float, float] | None:
+    # In whole microseconds, as datetime counts (``date`` checks the calendar): the same floats as
+    # ``datetime.timestamp() * 1000`` (which divides the same integer by 10**6), without building datetimes.
     match = _DATE.match(text)
     if not match:
         return None
-    g = match.groupdict()
-    tz = g["tz"] or "Z"
-    offset = timedelta(0) if tz == "Z" else timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
-    offset *= -1 if tz[0] == "-" else 1
+    year, month, day, h, m, s, frac, tz = match.group("year", "month", "day", "h", "m", "s", "frac", "tz")
     try:
-        start = datetime(
-            int(g["year"]), int(g["month"] or 1), int(g["day"] or 1),
-            int(g["h"] or 0), int(g["m"] or 0), int(g["s"] or 0),
-            int(float(g["frac"] or 0) * 1_000_000), tzinfo=UTC,
-        ) - offset  # fmt: skip
-        if g["frac"]:
-            end = start + timedelta(milliseconds=1)
-        elif g["s"]:
-            end = start + timedelta(seconds=1)
-        elif g["m"]:
-            end = start + timedelta(minutes=1)
-        elif g["day"]:
-            end = start + timedelta(days=1)
-        elif g["month"]:
-            end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+        if day is None:  # a month or a year (no time, so no offset): up to the first day of the next one
+            first = date(int(year), int(month or 1), 1).toordinal()
+            after = date(int(year) + (int(month) == 12), int(month) % 12 + 1, 1) if month else date(int(year) + 1, 1, 1)
+            start, end = (first - _EPOCH_DAY) * _DAY_US, (after.toordinal() - _EPOCH_DAY) * _DAY_US
         else:
-            end = start.replace(year=start.year + 1)
-    except (ValueError, OverflowError):
-        return None  # out of the calendar (a 13th month) or of datetime's range (the end of year 9999)
-    return start.timestamp() * 1000, end.timestamp() * 1000 - 1
+            days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+            hour, minute, second = int(h or 0), int(m or 0), int(s or 0)
+            micro = int(float(frac or 0) * 1_000_000)
+            if hour > 23 or minute > 59 or second > 59 or micro > 999_999:
+                return None
+            offset = 0 if not tz or tz == "Z" else int(tz[1:3]) * 3_600 + int(tz[4:6]) * 60
+            offset *= -1 if tz and tz[0] == "-" else 1
+            start = (days * 86_400 + hour * 3_600 + minute * 60 + second - offset) * 1_000_000 + micro
+            step = 1_000 if frac else 1_000_000 if s else 60_000_000 if m else _DAY_US
+            end = start + step
+    except ValueError:
+        return None  # out of the calendar (a 13th month, a 30th of February, year 0 or 10000)
+    if start < _FIRST_US or end > _LAST_US:
+        return None  # out of datetime's range (the end of year 9999, an offset before year 1)
+    return start / 1_000_000 * 1000, end / 1_000_000 * 1000 - 1
 
 
 def dates(values: list[Any]) -> tuple[float, float] | None:
