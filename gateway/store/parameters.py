@@ -325,6 +325,7 @@ def _cached_range(text: str) -> tuple[float, float] | None:
     return _range(text)
 
 
+_INF = float("inf")
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 _DAY_US = 86_400_000_000
 _FIRST_US = (1 - _EPOCH_DAY) * _DAY_US  # datetime.min (0001-01-01T00:00Z) in epoch microseconds
@@ -363,17 +364,24 @@ def _range(text: str) -> tuple[float, float] | None:
 
 def dates(values: list[Any]) -> tuple[float, float] | None:
     """Return the range of epoch milliseconds the values cover together, or None when they hold no date."""
-    low, high = float("inf"), float("-inf")
+    low, high = _INF, -_INF
     for value in values:
-        spans: list[tuple[float, float]] = []
         if isinstance(value, str):
-            spans = [r for r in [date_range(value)] if r]
+            span = date_range(value)
+            if span is None:
+                continue
+            lo, hi = span
         elif isinstance(value, Mapping) and ("start" in value or "end" in value):
-            start = date_range(value["start"]) if isinstance(value.get("start"), str) else None
-            end = date_range(value["end"]) if isinstance(value.get("end"), str) else None
-            spans = [(start[0] if start else float("-inf"), end[1] if end else float("inf"))]
+            start, end = value.get("start"), value.get("end")
+            first = date_range(start) if isinstance(start, str) else None
+            last = date_range(end) if isinstance(end, str) else None
+            lo, hi = first[0] if first else -_INF, last[1] if last else _INF
         elif isinstance(value, Mapping) and isinstance(value.get("event"), list):
-            spans = [r for e in value["event"] if isinstance(e, str) and (r := date_range(e))]
-        for lo, hi in spans:
-            low, high = min(low, lo), max(high, hi)
+            for event in value["event"]:
+                if isinstance(event, str) and (span := date_range(event)):
+                    low, high = min(low, span[0]), max(high, span[1])
+            continue
+        else:
+            continue
+        low, high = min(low, lo), max(high, hi)
     return (low, high) if low <= high else None

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.store.parameters import _DATE, Parameter, _range, indexed, reached, relative_reference
+from gateway.store.parameters import _DATE, Parameter, _range, dates, indexed, reached, relative_reference
 
 PARAMS = [p for rtype in ("Appointment", "Patient", "Observation", "QuestionnaireResponse") for p in
           indexed(rtype).values()]  # fmt: skip
@@ -123,3 +123,36 @@ def date_texts(draw: st.DrawFn) -> str:
 @given(date_texts() | st.from_regex(_DATE, fullmatch=True) | st.text(max_size=30))
 def test_a_dates_range_is_what_datetime_makes_of_it(text: str) -> None:
     assert _range(text) == datetime_range(text)
+
+
+def datetime_dates(values: list[Any]) -> tuple[float, float] | None:
+    """The range several values cover, as ``dates`` computed it before it was streamlined."""
+    low, high = float("inf"), float("-inf")
+    for value in values:
+        spans: list[tuple[float, float]] = []
+        if isinstance(value, str):
+            spans = [r for r in [datetime_range(value)] if r]
+        elif isinstance(value, Mapping) and ("start" in value or "end" in value):
+            start = datetime_range(value["start"]) if isinstance(value.get("start"), str) else None
+            end = datetime_range(value["end"]) if isinstance(value.get("end"), str) else None
+            spans = [(start[0] if start else float("-inf"), end[1] if end else float("inf"))]
+        elif isinstance(value, Mapping) and isinstance(value.get("event"), list):
+            spans = [r for e in value["event"] if isinstance(e, str) and (r := datetime_range(e))]
+        for lo, hi in spans:
+            low, high = min(low, lo), max(high, hi)
+    return (low, high) if low <= high else None
+
+
+dated = st.sampled_from(["2024", "2024-02-29", "1980-01-01", "2024-03-10T01:30:00-05:00", "2021-01-01T00:00:00.5Z"])
+dated = dated | date_texts() | st.integers() | st.none()
+date_values = st.lists(
+    dated
+    | st.fixed_dictionaries({}, optional={"start": dated, "end": dated, "event": st.lists(dated, max_size=3)})
+    | st.fixed_dictionaries({"event": st.lists(dated, max_size=3) | dated}),
+    max_size=4,
+)
+
+
+@given(date_values)
+def test_several_values_cover_the_range_datetime_makes_of_them(values: list[Any]) -> None:
+    assert dates(values) == datetime_dates(values)
