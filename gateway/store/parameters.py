@@ -198,7 +198,7 @@ def _typed(then: dict[str, Walker]) -> Walker:
             for item in node:
                 typed(item, out)
             return
-        ref = node.get("reference") if isinstance(node, Mapping) else None
+        ref = node.get("reference") if type(node) is dict or isinstance(node, Mapping) else None
         target = relative_reference(ref if isinstance(ref, str) else None)
         if target is not None:
             walk = then.get(target.split("/", 1)[0])
@@ -276,11 +276,11 @@ def tokens(values: list[Any]) -> set[tuple[str | None, str]]:
             found.add((None, "true" if value else "false"))
         elif isinstance(value, str):
             found.add((None, value))
-        elif isinstance(value, Mapping):
+        elif type(value) is dict or isinstance(value, Mapping):  # the type test first: no ABC check for JSON
             coding_list = value.get("coding")
             codings: list[Any] = coding_list if isinstance(coding_list, list) else [value]
             for coding in codings:
-                if not isinstance(coding, Mapping):
+                if type(coding) is not dict and not isinstance(coding, Mapping):
                     continue
                 code = coding.get("code", coding.get("value"))
                 system = coding.get("system")
