@@ -240,7 +240,8 @@ def indexed_values(resource: Mapping[str, Any], rtype: str) -> dict[str, list[An
     One walk of the resource for all of them, which ``reached`` per parameter would walk again and again.
     """
     found: dict[str, list[Any]] = {}
-    _extractor(rtype)(resource, found)
+    if rtype in _indexed():  # one extractor per type the table knows, not per name a stored resource gives
+        _extractor(rtype)(resource, found)
     return found
 
 
