@@ -8,16 +8,17 @@ field of ``cur``) so that the next version removes exactly what this one added.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
-from gateway.store.keys import Keyspace
+from gateway.store.keys import Keyspace, escape
 from gateway.store.parameters import (
     date_range,
     dates,
     indexed,
+    indexed_values,
     normalized,
-    reached,
     references,
     relative_reference,
     strings,
@@ -51,31 +52,52 @@ def canonical_urls(resource: Mapping[str, Any]) -> list[str]:
 def index_entries(keys: Keyspace, tenant: str, stored: Mapping[str, Any]) -> list[IndexEntry]:
     """Return every index entry of a stored resource (not the ``ids`` and ``lu`` zsets, which hold every one)."""
     rtype, rid = str(stored.get("resourceType")), str(stored.get("id"))
+    url_prefix, by_name = _index_keys(keys, tenant, rtype)
     found: set[IndexEntry] = set()
     for url in canonical_urls(stored):
-        found.add(("s", keys.url_index(tenant, rtype, url), ""))
-    for name, param in indexed(rtype).items():
-        values = reached(stored, param)
+        found.add(("s", url_prefix + url, ""))
+    for name, values in indexed_values(stored, rtype).items():
         if not values:
             continue
-        if param.type == "reference":
-            found.update(("s", keys.reference_index(tenant, rtype, name, t), "") for t in references(values))
-        elif param.type == "token":
+        kind, key, other = by_name[name]
+        if kind == "reference":
+            found.update([("s", key + escape(t), "") for t in references(values)])
+        elif kind == "token":  # the keys of Keyspace.token_index: "{s}|{c}", "*|{c}" and "{s}|*"
             for system, code in tokens(values):
-                found.add(("s", keys.token_index(tenant, rtype, name, system or "", code), ""))
-                found.add(("s", keys.token_index(tenant, rtype, name, None, code), ""))
+                c = escape(code)
+                found.add(("s", f"{key}{escape(system) if system else ''}|{c}", ""))
+                found.add(("s", f"{key}*|{c}", ""))
                 if system:
-                    found.add(("s", keys.token_index(tenant, rtype, name, system, None), ""))
-        elif param.type == "date":
+                    found.add(("s", f"{key}{escape(system)}|*", ""))
+        elif kind == "date":
             span = dates(values)
             if span is not None:
-                found.add(("z", keys.date_index(tenant, rtype, name, "lo"), repr(span[0])))
-                found.add(("z", keys.date_index(tenant, rtype, name, "hi"), repr(span[1])))
-        elif param.type == "string":
+                found.add(("z", key, repr(span[0])))
+                found.add(("z", other, repr(span[1])))
+        elif kind == "string":
             for text in strings(values):
-                found.add(("l", keys.string_index(tenant, rtype, name), f"{normalized(text)}\0{rid}"))
-                found.add(("l", keys.string_index(tenant, rtype, name, exact=True), f"{text}\0{rid}"))
+                found.add(("l", key, f"{normalized(text)}\0{rid}"))
+                found.add(("l", other, f"{text}\0{rid}"))
     return sorted(found)
+
+
+@lru_cache(maxsize=4096)
+def _index_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, dict[str, tuple[str, str, str]]]:
+    """Return the key prefix of a type's canonical URLs, and by parameter name its search type and the keys (or key
+    prefixes) its entries go in: built once, not for every entry of every version written."""
+    by_name: dict[str, tuple[str, str, str]] = {}
+    for name, param in indexed(rtype).items():
+        if param.type == "reference":
+            by_name[name] = (param.type, keys.reference_prefix(tenant, rtype, name), "")
+        elif param.type == "token":
+            by_name[name] = (param.type, keys.token_prefix(tenant, rtype, name), "")
+        elif param.type == "date":
+            lo, hi = keys.date_index(tenant, rtype, name, "lo"), keys.date_index(tenant, rtype, name, "hi")
+            by_name[name] = (param.type, lo, hi)
+        elif param.type == "string":
+            exact = keys.string_index(tenant, rtype, name, exact=True)
+            by_name[name] = (param.type, keys.string_index(tenant, rtype, name), exact)
+    return keys.url_prefix(tenant, rtype), by_name
 
 
 def split_escaped(value: str, separator: str) -> list[str]:

@@ -207,10 +207,18 @@ class Keyspace:
         """Return a token index key; ``system`` None is any system ("" none), ``code`` None any code."""
         s = "*" if system is None else escape(system)
         c = "*" if code is None else escape(code)
-        return f"{self._t(tenant)}:idx:{rtype}:tok:{param}:{s}|{c}"
+        return f"{self.token_prefix(tenant, rtype, param)}{s}|{c}"
+
+    def token_prefix(self, tenant: str, rtype: str, param: str) -> str:
+        """Return what every token index key of a parameter starts with (``{s}|{c}`` follows)."""
+        return f"{self._t(tenant)}:idx:{rtype}:tok:{param}:"
 
     def reference_index(self, tenant: str, rtype: str, param: str, target: str) -> str:
-        return f"{self._t(tenant)}:idx:{rtype}:ref:{param}:{escape(target)}"
+        return f"{self.reference_prefix(tenant, rtype, param)}{escape(target)}"
+
+    def reference_prefix(self, tenant: str, rtype: str, param: str) -> str:
+        """Return what every reference index key of a parameter starts with (the escaped target follows)."""
+        return f"{self._t(tenant)}:idx:{rtype}:ref:{param}:"
 
     def date_index(self, tenant: str, rtype: str, param: str, end: str) -> str:
         """Return the zset of the first (``end="lo"``) or last (``"hi"``) millisecond of a date parameter."""
@@ -220,7 +228,11 @@ class Keyspace:
         return f"{self._t(tenant)}:idx:{rtype}:{'strx' if exact else 'str'}:{param}"
 
     def url_index(self, tenant: str, rtype: str, url: str) -> str:
-        return f"{self._t(tenant)}:idx:{rtype}:url:{url}"
+        return f"{self.url_prefix(tenant, rtype)}{url}"
+
+    def url_prefix(self, tenant: str, rtype: str) -> str:
+        """Return what every canonical URL index key of a type starts with (the URL follows, unescaped)."""
+        return f"{self._t(tenant)}:idx:{rtype}:url:"
 
     def type_versions(self, tenant: str, rtype: str) -> str:
         return f"{self._t(tenant)}:vers:{rtype}"

@@ -19,7 +19,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import date
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -32,8 +32,9 @@ _DATE = re.compile(
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
 _ADDRESS_PARTS = ("text", "line", "city", "district", "state", "postalCode", "country")
 
-# Appends to its list what one path reaches from a node.
-Walker = Callable[[Any, list[Any]], None]
+# Appends what one path (or several: ``_compile``) reaches from a node to its second argument: a list, or a dict of
+# lists by parameter name.
+Walker = Callable[[Any, Any], None]
 
 
 @dataclass(frozen=True)
@@ -111,44 +112,104 @@ def _flat(value: Any, out: list[Any]) -> None:
 def _walker(path: tuple[Any, ...]) -> Walker:
     """Return a function appending to ``out`` what ``path`` reaches from a node (lists are walked through).
 
-    Built once per path, step by step from the last, so walking a resource runs no generic interpreter of steps.
+    Built once per path, step by step, so walking a resource runs no generic interpreter of steps.
     """
-    walk: Walker = _flat
-    for step in reversed(path):
-        walk = _step(step, walk)
-    return walk
+    return _compile([(path, _flat)])
 
 
-def _step(step: Any, then: Walker) -> Walker:
-    if isinstance(step, str):
+def _compile(paths: list[tuple[tuple[Any, ...], Walker]]) -> Walker:
+    """Return one walker following every path from a node, each to its own end walker.
 
-        def child(node: Any, out: list[Any]) -> None:
+    Paths that start alike share their walk: an element is read once, and a reference's type is found once
+    however many ``is`` filters test it (Appointment's ``actor``, ``patient``, ``practitioner`` and ``location``).
+    """
+    ends: list[Walker] = []
+    named: dict[str, list[tuple[tuple[Any, ...], Walker]]] = {}
+    typed: dict[str, list[tuple[tuple[Any, ...], Walker]]] = {}
+    where: dict[tuple[str, Any], list[tuple[tuple[Any, ...], Walker]]] = {}
+    for path, end in paths:
+        if not path:
+            ends.append(end)
+            continue
+        step, rest = path[0], path[1:]
+        if isinstance(step, str):
+            named.setdefault(step, []).append((rest, end))
+        elif "is" in step:
+            typed.setdefault(step["is"], []).append((rest, end))
+        else:
+            where.setdefault(tuple(step["where"]), []).append((rest, end))
+    walkers = ends
+    if named:
+        walkers.append(_children({name: _compile(rests) for name, rests in named.items()}))
+    if typed:
+        walkers.append(_typed({wanted: _compile(rests) for wanted, rests in typed.items()}))
+    walkers += [_where(element, expected, _compile(rests)) for (element, expected), rests in where.items()]
+    return walkers[0] if len(walkers) == 1 else _fan(tuple(walkers))
+
+
+def _fan(walkers: tuple[Walker, ...]) -> Walker:
+    def fan(node: Any, out: Any) -> None:
+        for walk in walkers:
+            walk(node, out)
+
+    return fan
+
+
+def _children(then: dict[str, Walker]) -> Walker:
+    """Walk each named element of an object on with its own walker."""
+    if len(then) == 1:
+        [(name, only)] = then.items()
+
+        def child(node: Any, out: Any) -> None:
             if type(node) is list:
                 for item in node:
                     child(item, out)
             elif type(node) is dict:
-                value = node.get(step)
+                value = node.get(name)
                 if value is not None:
-                    then(value, out)
+                    only(value, out)
 
         return child
-    if "is" in step:
-        wanted = step["is"]
 
-        def typed(node: Any, out: list[Any]) -> None:
-            if type(node) is list:
-                for item in node:
-                    typed(item, out)
-                return
-            ref = node.get("reference") if isinstance(node, Mapping) else None
-            target = relative_reference(ref if isinstance(ref, str) else None)
-            if target is not None and target.split("/", 1)[0] == wanted:
-                then(node, out)
+    def children(node: Any, out: Any) -> None:
+        if type(node) is list:
+            for item in node:
+                children(item, out)
+        elif type(node) is dict:
+            if len(node) < len(then):  # read the fewer names: a resource holds a few of its type's elements
+                for name, value in node.items():
+                    walk = then.get(name)
+                    if walk is not None and value is not None:
+                        walk(value, out)
+            else:
+                for name, walk in then.items():
+                    value = node.get(name)
+                    if value is not None:
+                        walk(value, out)
 
-        return typed
-    element, expected = step["where"]
+    return children
 
-    def where(node: Any, out: list[Any]) -> None:
+
+def _typed(then: dict[str, Walker]) -> Walker:
+    """Walk a reference on with the walker of the type it references, if any."""
+
+    def typed(node: Any, out: Any) -> None:
+        if type(node) is list:
+            for item in node:
+                typed(item, out)
+            return
+        ref = node.get("reference") if type(node) is dict or isinstance(node, Mapping) else None
+        target = relative_reference(ref if isinstance(ref, str) else None)
+        if target is not None:
+            walk = then.get(target.split("/", 1)[0])
+            if walk is not None:
+                walk(node, out)
+
+    return typed
+
+
+def _where(element: str, expected: Any, then: Walker) -> Walker:
+    def where(node: Any, out: Any) -> None:
         if type(node) is list:
             for item in node:
                 where(item, out)
@@ -156,6 +217,32 @@ def _step(step: Any, then: Walker) -> Walker:
             then(node, out)
 
     return where
+
+
+def _into(name: str) -> Walker:
+    def end(node: Any, found: dict[str, list[Any]]) -> None:
+        _flat(node, found.setdefault(name, []))
+
+    return end
+
+
+@cache
+def _extractor(rtype: str) -> Walker:
+    return _compile(
+        [(path, _into(name)) for name, param in indexed(rtype).items() if param.type != "uri" for path in param.paths]
+    )
+
+
+def indexed_values(resource: Mapping[str, Any], rtype: str) -> dict[str, list[Any]]:
+    """Return the JSON values each parameter of ``rtype`` reaches in ``resource``, by name, for the parameters
+    that reach any (``uri`` ones are left out: no index holds them).
+
+    One walk of the resource for all of them, which ``reached`` per parameter would walk again and again.
+    """
+    found: dict[str, list[Any]] = {}
+    if rtype in _indexed():  # one extractor per type the table knows, not per name a stored resource gives
+        _extractor(rtype)(resource, found)
+    return found
 
 
 def reached(resource: Mapping[str, Any], param: Parameter) -> list[Any]:
@@ -190,11 +277,11 @@ def tokens(values: list[Any]) -> set[tuple[str | None, str]]:
             found.add((None, "true" if value else "false"))
         elif isinstance(value, str):
             found.add((None, value))
-        elif isinstance(value, Mapping):
+        elif type(value) is dict or isinstance(value, Mapping):  # the type test first: no ABC check for JSON
             coding_list = value.get("coding")
             codings: list[Any] = coding_list if isinstance(coding_list, list) else [value]
             for coding in codings:
-                if not isinstance(coding, Mapping):
+                if type(coding) is not dict and not isinstance(coding, Mapping):
                     continue
                 code = coding.get("code", coding.get("value"))
                 system = coding.get("system")
@@ -239,50 +326,63 @@ def _cached_range(text: str) -> tuple[float, float] | None:
     return _range(text)
 
 
+_INF = float("inf")
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_DAY_US = 86_400_000_000
+_FIRST_US = (1 - _EPOCH_DAY) * _DAY_US  # datetime.min (0001-01-01T00:00Z) in epoch microseconds
+_LAST_US = (date.max.toordinal() + 1 - _EPOCH_DAY) * _DAY_US - 1  # datetime.max
+
+
 def _range(text: str) -> tuple[float, float] | None:
+    # In whole microseconds, as datetime counts (``date`` checks the calendar): the same floats as
+    # ``datetime.timestamp() * 1000`` (which divides the same integer by 10**6), without building datetimes.
     match = _DATE.match(text)
     if not match:
         return None
-    g = match.groupdict()
-    tz = g["tz"] or "Z"
-    offset = timedelta(0) if tz == "Z" else timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
-    offset *= -1 if tz[0] == "-" else 1
+    year, month, day, h, m, s, frac, tz = match.group("year", "month", "day", "h", "m", "s", "frac", "tz")
     try:
-        start = datetime(
-            int(g["year"]), int(g["month"] or 1), int(g["day"] or 1),
-            int(g["h"] or 0), int(g["m"] or 0), int(g["s"] or 0),
-            int(float(g["frac"] or 0) * 1_000_000), tzinfo=UTC,
-        ) - offset  # fmt: skip
-        if g["frac"]:
-            end = start + timedelta(milliseconds=1)
-        elif g["s"]:
-            end = start + timedelta(seconds=1)
-        elif g["m"]:
-            end = start + timedelta(minutes=1)
-        elif g["day"]:
-            end = start + timedelta(days=1)
-        elif g["month"]:
-            end = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+        if day is None:  # a month or a year (no time, so no offset): up to the first day of the next one
+            first = date(int(year), int(month or 1), 1).toordinal()
+            after = date(int(year) + (int(month) == 12), int(month) % 12 + 1, 1) if month else date(int(year) + 1, 1, 1)
+            start, end = (first - _EPOCH_DAY) * _DAY_US, (after.toordinal() - _EPOCH_DAY) * _DAY_US
         else:
-            end = start.replace(year=start.year + 1)
-    except (ValueError, OverflowError):
-        return None  # out of the calendar (a 13th month) or of datetime's range (the end of year 9999)
-    return start.timestamp() * 1000, end.timestamp() * 1000 - 1
+            days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
+            hour, minute, second = int(h or 0), int(m or 0), int(s or 0)
+            micro = int(float(frac or 0) * 1_000_000)
+            if hour > 23 or minute > 59 or second > 59 or micro > 999_999:
+                return None
+            offset = 0 if not tz or tz == "Z" else int(tz[1:3]) * 3_600 + int(tz[4:6]) * 60
+            offset *= -1 if tz and tz[0] == "-" else 1
+            start = (days * 86_400 + hour * 3_600 + minute * 60 + second - offset) * 1_000_000 + micro
+            step = 1_000 if frac else 1_000_000 if s else 60_000_000 if m else _DAY_US
+            end = start + step
+    except ValueError:
+        return None  # out of the calendar (a 13th month, a 30th of February, year 0 or 10000)
+    if start < _FIRST_US or end > _LAST_US:
+        return None  # out of datetime's range (the end of year 9999, an offset before year 1)
+    return start / 1_000_000 * 1000, end / 1_000_000 * 1000 - 1
 
 
 def dates(values: list[Any]) -> tuple[float, float] | None:
     """Return the range of epoch milliseconds the values cover together, or None when they hold no date."""
-    low, high = float("inf"), float("-inf")
+    low, high = _INF, -_INF
     for value in values:
-        spans: list[tuple[float, float]] = []
         if isinstance(value, str):
-            spans = [r for r in [date_range(value)] if r]
+            span = date_range(value)
+            if span is None:
+                continue
+            lo, hi = span
         elif isinstance(value, Mapping) and ("start" in value or "end" in value):
-            start = date_range(value["start"]) if isinstance(value.get("start"), str) else None
-            end = date_range(value["end"]) if isinstance(value.get("end"), str) else None
-            spans = [(start[0] if start else float("-inf"), end[1] if end else float("inf"))]
+            start, end = value.get("start"), value.get("end")
+            first = date_range(start) if isinstance(start, str) else None
+            last = date_range(end) if isinstance(end, str) else None
+            lo, hi = first[0] if first else -_INF, last[1] if last else _INF
         elif isinstance(value, Mapping) and isinstance(value.get("event"), list):
-            spans = [r for e in value["event"] if isinstance(e, str) and (r := date_range(e))]
-        for lo, hi in spans:
-            low, high = min(low, lo), max(high, hi)
+            for event in value["event"]:
+                if isinstance(event, str) and (span := date_range(event)):
+                    low, high = min(low, span[0]), max(high, span[1])
+            continue
+        else:
+            continue
+        low, high = min(low, lo), max(high, hi)
     return (low, high) if low <= high else None

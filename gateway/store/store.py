@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -64,6 +65,19 @@ class _Decision:
             resource = getattr(self.op, "resource", None)
             self.targets = frozenset(reference_targets(resource)) if resource is not None else frozenset()
         return self.targets
+
+
+@lru_cache(maxsize=4096)
+def _type_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, str, str, str, str]:
+    """Return the keys every version of a type is written to (its last-updated and id indexes, the type's and the
+    tenant's version indexes, its jobs' inbound lane): built once, not for each resource a set writes."""
+    return (
+        keys.last_updated_index(tenant, rtype),
+        keys.ids_index(tenant, rtype),
+        keys.type_versions(tenant, rtype),
+        keys.all_versions(tenant),
+        keys.inbound(tenant, lane(rtype)),
+    )
 
 
 class Store(Reads):
@@ -457,7 +471,7 @@ class Store(Reads):
     ) -> tuple[Result, bool]:
         k = self._keys
         vid = (cur.vid if cur else 0) + 1
-        lu_index, ids_index = k.last_updated_index(tenant, rtype), k.ids_index(tenant, rtype)
+        lu_index, ids_index, type_versions, all_versions, inbound = _type_keys(k, tenant, rtype)
         new_index: list[IndexEntry] = []
         if stored is not None:
             stored["meta"] = {"versionId": str(vid), "lastUpdated": lu, **stored["meta"]}
@@ -469,8 +483,8 @@ class Store(Reads):
         else:
             plan.add("ZADD", lu_index, lu_ms, rid)
             plan.add("ZADD", ids_index, 0, rid)
-        plan.add("ZADD", k.type_versions(tenant, rtype), lu_ms, f"{rid}/{vid}")
-        plan.add("ZADD", k.all_versions(tenant), lu_ms, f"{rtype}/{rid}/{vid}")
+        plan.add("ZADD", type_versions, lu_ms, f"{rid}/{vid}")
+        plan.add("ZADD", all_versions, lu_ms, f"{rtype}/{rid}/{vid}")
         plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
         plan.write(
             "HSET",
@@ -483,7 +497,7 @@ class Store(Reads):
         if job:
             plan.write(
                 "XADD",
-                k.inbound(tenant, lane(rtype)),
+                inbound,
                 "*",
                 "type", rtype, "id", rid, "vid", vid, "op", "delete" if deleted else "upsert", "attempt", 0,
             )  # fmt: skip
