@@ -1621,6 +1621,9 @@ def main(argv: list[str] | None = None) -> int:
                 "PYTHONUNBUFFERED": "1",
                 # No worker metrics HTTP port: several workers (and other gateways here) would contend for it.
                 "GATEWAY_WORKER_METRICS_PORT": "0",
+                # Phase 1 accepts with no worker running: every run's jobs wait until phase 2, past the default
+                # backlog limit (100,000) once the open loops add theirs, which would answer 503 by design.
+                "GATEWAY_MAX_BACKLOG": "10000000",
             }
         )
         if args.worker_concurrency:
