@@ -22,41 +22,16 @@ from gateway.work.inbound import Job
 from gateway.work.records import RecordWriter, event_id
 from mappers.context import MapContext
 from mappers.registry import MAPPED
-from tests.mappers.conftest import corpus_found
+from tests.mappers.conftest import bench_shaped, corpus_found
 
 TENANT = "clinic-a"
 LAST_UPDATED = "2026-12-03T09:00:00.123Z"
 
 
-def _bench_shaped() -> list[dict[str, Any]]:
-    """The stored versions ``bench/worker_phases.py`` drains (``gateway_bench.make_bundle``, references rewritten)."""
-    patient = {
-        "resourceType": "Patient",
-        "id": "3f0a7c1e",
-        "identifier": [{"system": "urn:gwbench:mrn", "value": "mrn-w1-100-3"}],
-        "name": [{"family": "Bench", "given": ["Synthetic3"]}],
-        "birthDate": "1980-01-01",
-    }
-    appointment = {
-        "resourceType": "Appointment",
-        "id": "bw1-100-3-4",
-        "identifier": [{"system": "urn:gwbench:appt", "value": "appt-w1-100-3-4"}],
-        "status": "booked",
-        "description": "Synthetic benchmark visit",
-        "start": "2027-01-04T15:00:00Z",
-        "end": "2027-01-04T15:30:00Z",
-        "participant": [
-            {"actor": {"reference": "Patient/3f0a7c1e"}, "status": "accepted"},
-            {"actor": {"reference": "Practitioner/bench-prac-1"}, "status": "accepted"},
-        ],
-    }
-    return [patient, appointment]
-
-
 def _stored() -> list[dict[str, Any]]:
     """Benchmark-shaped resources and the corpus's Appointments and Patients, with ids, as the store keeps them."""
     found = [f.resource for _, f in corpus_found("Appointment", "Patient")]
-    unique = {(r["resourceType"], r.get("id")): r for r in [*_bench_shaped(), *found] if isinstance(r.get("id"), str)}
+    unique = {(r["resourceType"], r.get("id")): r for r in [*bench_shaped(), *found] if isinstance(r.get("id"), str)}
     return [
         {**r, "meta": {**r.get("meta", {}), "versionId": "1", "lastUpdated": LAST_UPDATED}} for r in unique.values()
     ]
@@ -120,7 +95,7 @@ async def test_a_resource_that_fails_partway_leaves_nothing_of_itself_in_the_bat
     clients = ClientsConfig.model_validate({"clients": [], "tenants": {TENANT: {"vendor": "generic"}}})
     keys = Keyspace("gwtest")
     writer = RecordWriter(Redis(), keys, None, clients, None)  # type: ignore[arg-type]
-    _, appointment = _bench_shaped()
+    _, appointment = bench_shaped()
     jobs, found = [], {}
     for n, rid in enumerate(["first", "broken", "last"]):
         resource = {**appointment, "id": rid, "meta": {"versionId": "1", "lastUpdated": LAST_UPDATED}}

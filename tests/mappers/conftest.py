@@ -102,3 +102,32 @@ def corpus_file(relative: str) -> dict[str, Any]:
 def hl7_example(name: str) -> dict[str, Any]:
     """Return one of the official R4 examples, skipping the test when the corpus is absent."""
     return corpus_file(f"hl7-r4-spec-examples/{name}")
+
+
+def bench_shaped(meta: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The stored versions ``bench/worker_phases.py`` drains (``gateway_bench.make_bundle``, references rewritten),
+    with ``meta`` when given."""
+    stamp = {"meta": meta} if meta else {}
+    patient = {
+        "resourceType": "Patient",
+        "id": "3f0a7c1e",
+        **stamp,
+        "identifier": [{"system": "urn:gwbench:mrn", "value": "mrn-w1-100-3"}],
+        "name": [{"family": "Bench", "given": ["Synthetic3"]}],
+        "birthDate": "1980-01-01",
+    }
+    appointment = {
+        "resourceType": "Appointment",
+        "id": "bw1-100-3-4",
+        **stamp,
+        "identifier": [{"system": "urn:gwbench:appt", "value": "appt-w1-100-3-4"}],
+        "status": "booked",
+        "description": "Synthetic benchmark visit",
+        "start": "2027-01-04T15:00:00Z",
+        "end": "2027-01-04T15:30:00Z",
+        "participant": [
+            {"actor": {"reference": "Patient/3f0a7c1e"}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/bench-prac-1"}, "status": "accepted"},
+        ],
+    }
+    return [patient, appointment]

@@ -20,7 +20,7 @@ from mappers.context import MapContext
 from mappers.errors import MappingError
 from mappers.registry import MAPPED
 from mappers.vendors import VENDORS
-from tests.mappers.conftest import corpus_params, ctx
+from tests.mappers.conftest import bench_shaped, corpus_params, ctx
 
 
 def _modules() -> list[Any]:
@@ -52,36 +52,15 @@ def _same(resource: Mapping[str, Any], context: MapContext) -> None:
     assert fast[1] == slow[1]
 
 
-def _bench_shaped() -> list[dict[str, Any]]:
-    """The stored versions ``bench/worker_phases.py`` drains (``gateway_bench.make_bundle``, references rewritten)."""
-    meta = {"versionId": "1", "lastUpdated": "2026-12-03T09:00:00.123Z"}
-    patient = {
-        "resourceType": "Patient",
-        "id": "3f0a7c1e",
-        "meta": meta,
-        "identifier": [{"system": "urn:gwbench:mrn", "value": "mrn-w1-100-3"}],
-        "name": [{"family": "Bench", "given": ["Synthetic3"]}],
-        "birthDate": "1980-01-01",
-    }
-    appointment = {
-        "resourceType": "Appointment",
-        "id": "bw1-100-3-4",
-        "meta": meta,
-        "identifier": [{"system": "urn:gwbench:appt", "value": "appt-w1-100-3-4"}],
-        "status": "booked",
-        "description": "Synthetic benchmark visit",
-        "start": "2027-01-04T15:00:00Z",
-        "end": "2027-01-04T15:30:00Z",
-        "participant": [
-            {"actor": {"reference": "Patient/3f0a7c1e"}, "status": "accepted"},
-            {"actor": {"reference": "Practitioner/bench-prac-1"}, "status": "accepted"},
-        ],
-    }
-    return [patient, appointment]
+STAMP = {"versionId": "1", "lastUpdated": "2026-12-03T09:00:00.123Z"}
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
-@pytest.mark.parametrize("resource", _bench_shaped(), ids=lambda r: str(r["resourceType"]))
+@pytest.mark.parametrize(
+    "resource",
+    bench_shaped(STAMP),
+    ids=lambda r: str(r["resourceType"]),
+)
 def test_benchmark_resources_map_as_the_reference_maps_them(resource: dict[str, Any], vendor: str) -> None:
     _same(resource, ctx(vendor=vendor))
 
