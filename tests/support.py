@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 WAIT_LIMIT = 20.0  # bounds a hang; no claim about speed
@@ -66,3 +66,18 @@ def fake_dns(monkeypatch: Any) -> dict[str, str]:
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     return table
+
+
+def rewritten_references(node: Any, mapping: Mapping[str, str]) -> Any:
+    """Return ``node`` with each ``reference`` string found in ``mapping`` replaced, by walking its objects: the
+    plain reference the store's text-level rewrite is checked against."""
+    if isinstance(node, Mapping):
+        return {
+            k: mapping[v]
+            if k == "reference" and isinstance(v, str) and v in mapping
+            else rewritten_references(v, mapping)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [rewritten_references(item, mapping) for item in node]
+    return node

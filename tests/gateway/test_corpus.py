@@ -33,6 +33,7 @@ import httpx
 import pytest
 
 from tests.conftest import Gateway, corpus_dir
+from tests.support import rewritten_references
 
 pytestmark = pytest.mark.corpus
 
@@ -203,18 +204,6 @@ def _round_trip(sent: dict[str, Any], stored: dict[str, Any], rid: str) -> list[
     return problems
 
 
-def _rewritten(node: Any, mapping: dict[str, str]) -> Any:
-    """Return ``node`` with each ``reference`` that names a Bundle entry's fullUrl replaced by its Type/id."""
-    if isinstance(node, dict):
-        return {
-            k: mapping[v] if k == "reference" and isinstance(v, str) and v in mapping else _rewritten(v, mapping)
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_rewritten(item, mapping) for item in node]
-    return node
-
-
 async def _read_back(gateway: Gateway, verdict: Verdict, sent: dict[str, Any], location: str, where: str) -> None:
     """Read the version a write answered with and compare it with what was sent."""
     rid = location.split("/")[1]
@@ -286,7 +275,7 @@ async def _push_bundle(gateway: Gateway, raw: bytes, bundle: dict[str, Any]) -> 
             mapping = {own: links[own]} if own in links else {}
         else:
             mapping = links
-        await _read_back(gateway, verdict, _rewritten(resource, mapping), location, f"Bundle.entry[{index}]")
+        await _read_back(gateway, verdict, rewritten_references(resource, mapping), location, f"Bundle.entry[{index}]")
     return verdict
 
 

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.store.references import reference_targets, rewrite_references
+from tests.support import rewritten_references
 
 # Strings with what could fool a text scan: quotes, backslashes (also before a quote), the marker itself.
 text = st.text(alphabet=st.sampled_from(list('ab:"\\/ \u00e9\n')), max_size=10) | st.sampled_from(
@@ -36,17 +37,6 @@ def walked_targets(node: Any) -> set[str]:
     return found
 
 
-def walked_rewrite(node: Any, mapping: Mapping[str, str]) -> Any:
-    if isinstance(node, Mapping):
-        return {
-            k: mapping[v] if k == "reference" and isinstance(v, str) and v in mapping else walked_rewrite(v, mapping)
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [walked_rewrite(item, mapping) for item in node]
-    return node
-
-
 @given(values)
 def test_targets_are_every_reference_key_holding_a_string(value: Any) -> None:
     assert reference_targets(value) == walked_targets(value)
@@ -54,14 +44,14 @@ def test_targets_are_every_reference_key_holding_a_string(value: Any) -> None:
 
 @given(values, mappings)
 def test_rewriting_replaces_exactly_the_mapped_references(value: Any, mapping: dict[str, str]) -> None:
-    assert rewrite_references(value, mapping) == walked_rewrite(value, mapping)
+    assert rewrite_references(value, mapping) == rewritten_references(value, mapping)
 
 
 @given(values, mappings)
 def test_used_references_are_the_mapped_ones(value: Any, mapping: dict[str, str]) -> None:
     found = reference_targets(value)
     mapping.update({target: "Patient/new" for target in list(found)[:1]})
-    assert rewrite_references(value, mapping) == walked_rewrite(value, mapping)
+    assert rewrite_references(value, mapping) == rewritten_references(value, mapping)
 
 
 def test_a_resource_without_mapped_references_is_returned_as_it_is() -> None:
