@@ -250,6 +250,8 @@ class Poller:
         """
         loops: dict[str, tuple[EHRClient, asyncio.Event, asyncio.Task[None]]] = {}
         log.info("poller started", extra={"tenants": len(self.tenants), "poller": self.token})
+        if not self.tenants:
+            log.warning("no tenant has an EHR block with a poll section yet: waiting for the clients file to add one")
         try:
             while not stop.is_set():
                 wanted = {t: c for t in self.tenants if (c := self.connectors.get(t)) is not None}

@@ -71,10 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         "poll",
         help="production: pull changes from the tenants' EHRs",
         description="Poll every tenant whose EHR block has a 'poll' section (_lastUpdated since its cursor, all "
-        "pages) and accept what comes back as a push is accepted, until SIGTERM or SIGINT. Replicas are safe: one "
-        "lease per tenant in Redis. Needs REDIS_URL ('fhir-gateway run' polls in-process).",
+        "pages) and accept what comes back as a push is accepted, until SIGTERM or SIGINT. The clients file is "
+        "watched: a tenant given a 'poll' section later is polled from then on, so the poller may start with none. "
+        "Replicas are safe: one lease per tenant in Redis. Needs REDIS_URL ('fhir-gateway run' polls in-process).",
     )
-    poll.add_argument("--once", action="store_true", help="poll each tenant once (whose lease is free) and exit")
+    poll.add_argument(
+        "--once", action="store_true",
+        help="poll each tenant once (whose lease is free) and exit; refused when no tenant has an EHR block",
+    )  # fmt: skip
     poll.add_argument("--tenant", action="append", help="only this tenant (repeatable; default all)")
 
     connectors = sub.add_parser(
@@ -363,8 +367,8 @@ def _worker(args: argparse.Namespace) -> int:
 async def _watching_clients(
     services: Services, stop: asyncio.Event, select: Callable[[ClientsConfig], ClientsConfig] | None = None
 ) -> AsyncIterator[None]:
-    """Read the clients file again on change or SIGHUP while the body runs, as the API does (EHR connector blocks
-    excepted: they are read at start)."""
+    """Read the clients file again on change or SIGHUP while the body runs, as the API does (EHR blocks included:
+    connectors are added, replaced and retired)."""
     task = asyncio.create_task(services.clients_reloader(select).run(stop)) if services.settings.clients_file else None
     try:
         yield
@@ -397,7 +401,7 @@ def _poll(args: argparse.Namespace) -> int:
         return clients.model_copy(update={"tenants": {t: v for t, v in clients.tenants.items() if t in args.tenant}})
 
     clients = chosen(_production_clients(settings))
-    if not clients.connector_targets():
+    if args.once and not clients.connector_targets():
         raise RuntimeError("no tenant has an 'ehr' block in the clients file (GATEWAY_CLIENTS_FILE)")
 
     async def work() -> int:

@@ -119,3 +119,39 @@ def test_run_polls_the_ehr_and_delivers_a_writeback_once_despite_503s(
     assert status["tenant"] == TENANT and status["cursors"]["Appointment"] == "2026-02-01T11:00:00Z"
     assert status["last_success"] and status["circuit"] == "closed" and status["retries"] >= 2
     assert run.terminate() == 0
+
+
+@pytest.mark.embedded_only  # the Redis server makes no difference here
+def test_a_poll_process_started_before_any_ehr_block_polls_the_one_a_reload_adds(
+    launch: Callable[..., Proc], fake_ehr: FakeEHR, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    # A new site deploys the poller before its first EHR is configured: it must wait, not exit (a crash loop).
+    key_file = tmp_path / "ehr-key.pem"
+    key_file.write_bytes(new_rsa_pem())
+    clients = _clients(tmp_path / "clients.json", fake_ehr, key_file)
+    with_ehr = json.loads(clients.read_text(encoding="utf-8"))
+    without = json.loads(json.dumps(with_ehr))
+    del without["tenants"][TENANT]["ehr"]
+    clients.write_text(json.dumps(without), encoding="utf-8")
+    fake_ehr.seed(_appointment("ehr-late", "2026-02-01T10:00:00Z"))
+
+    env = gateway_env(redis_url, key_prefix, clients, GATEWAY_OUTBOUND_ALLOW="127.0.0.1/32")  # the fake EHR
+    once = cli("poll", "--once", env=env)  # a one-off poll with nothing to poll is still refused
+    assert once.returncode != 0 and "no tenant has an 'ehr' block" in once.stderr
+    poller = launch("poll", env=env, name="poll")
+    wait_until(lambda: "waiting for the clients file" in poller.stdout() + poller.stderr(), "the poller to wait")
+    assert poller.alive(), poller.describe()
+    assert not fake_ehr.requests("GET", "/fhir/Appointment")
+
+    # The EHR block arrives (written then renamed, as a Kubernetes Secret volume does): the running poller pulls.
+    clients.with_suffix(".tmp").write_text(json.dumps(with_ehr), encoding="utf-8")
+    clients.with_suffix(".tmp").replace(clients)
+    wait_until(lambda: fake_ehr.requests("GET", "/fhir/Appointment"), "the poller to search the EHR")
+
+    def cursor() -> Any:
+        status = json.loads(cli("connectors", "status", env=env).stdout.splitlines()[0])
+        return status["cursors"].get("Appointment") == "2026-02-01T10:00:00Z"
+
+    wait_until(cursor, "the poll cursor to move past the pulled appointment")
+    assert poller.alive(), poller.describe()
+    assert poller.terminate() == 0
