@@ -171,3 +171,26 @@ async def test_history_bundles_splice_each_stored_version_in_as_it_is(gateway: G
     await _store_as_an_older_gateway_did(gateway, "Observation", "obs-1", 1)
     after = await gateway.ehr("GET", "/Observation/obs-1/_history")
     assert after.content == before.content
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+async def test_read_entries_of_a_bundle_splice_each_stored_version_in_as_it_is(gateway: Gateway, kind: str) -> None:
+    await gateway.ehr("PUT", "/Observation/obs-1", json=OBSERVATION)
+    await gateway.ehr("PUT", "/Observation/obs-1", json={**OBSERVATION, "status": "amended"})
+    await gateway.ehr("PUT", "/Patient/pat-9", json={"resourceType": "Patient", "id": "pat-9"})
+    reads = {"resourceType": "Bundle", "type": kind, "entry": [
+        {"request": {"method": "GET", "url": "Observation/obs-1"}},
+        {"request": {"method": "GET", "url": "Patient/pat-9"}},
+    ]}  # fmt: skip
+    answer = await gateway.ehr("POST", "", json=reads)
+    assert answer.status_code == 200
+    bundle = answer.json()
+    assert [e["response"]["etag"] for e in bundle["entry"]] == ['W/"2"', 'W/"1"']
+    assert [e["resource"]["meta"]["versionId"] for e in bundle["entry"]] == ["2", "1"]
+    # What parsing every version and writing the Bundle again gave, holding each stored version as it is.
+    assert answer.content == encoding.dumps(bundle)
+    for rtype, rid, vid in (("Observation", "obs-1", 2), ("Patient", "pat-9", 1)):
+        assert b'"resource":' + await _stored(gateway, rtype, rid, vid) + b',"response"' in answer.content
+    # A version an older gateway stored is answered as before.
+    await _store_as_an_older_gateway_did(gateway, "Observation", "obs-1", 2)
+    assert (await gateway.ehr("POST", "", json=reads)).content == answer.content
