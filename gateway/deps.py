@@ -18,7 +18,7 @@ from gateway.services import Services
 from gateway.store import audit
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:  # async: FastAPI runs a plain function in a thread per request
     services: Services = request.app.state.services
     return services
 

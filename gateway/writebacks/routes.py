@@ -75,7 +75,7 @@ router = APIRouter(
 )
 
 
-def _writebacks(services: ServicesDep) -> Writebacks:
+async def _writebacks(services: ServicesDep) -> Writebacks:  # async, as every dependency (gateway.deps._services)
     return services.writebacks
 
 
