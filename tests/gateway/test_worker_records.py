@@ -8,6 +8,7 @@ dumped with ``model_dump_json``. The batch's reads are given (no Redis): these a
 from __future__ import annotations
 
 import dataclasses
+import sys
 import uuid
 from typing import Any
 
@@ -16,11 +17,14 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.settings import ClientsConfig
+from gateway.store import Plan
 from gateway.store.keys import Keyspace
 from gateway.work.held import Found, Held
 from gateway.work.inbound import Job
 from gateway.work.records import RecordWriter, event_id
+from mappers import person
 from mappers.context import MapContext
+from mappers.family import visible
 from mappers.registry import MAPPED
 from tests.mappers.conftest import bench_shaped, corpus_found
 
@@ -35,6 +39,20 @@ def _stored() -> list[dict[str, Any]]:
     return [
         {**r, "meta": {**r.get("meta", {}), "versionId": "1", "lastUpdated": LAST_UPDATED}} for r in unique.values()
     ]
+
+
+def _written(plan: Plan) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    """Return the records a plan writes (by key) and the events it publishes, in order."""
+    written, events, at = {}, [], 0
+    while at < len(plan.writes):
+        command, key, count = plan.writes[at : at + 3]
+        args = plan.writes[at + 3 : at + 3 + count]
+        if command == "HSET" and "json" in args:
+            written[plan.keys[key - 1]] = args[args.index("json") + 1]
+        elif command == "XADD":
+            events.append(orjson.loads(args[args.index("e") + 1]))
+        at += 3 + count
+    return written, events
 
 
 async def test_a_batch_writes_each_record_and_event_as_model_dump_json_makes_them() -> None:
@@ -63,16 +81,7 @@ async def test_a_batch_writes_each_record_and_event_as_model_dump_json_makes_the
         context = MapContext(tenant=TENANT, version_id="1", last_updated=LAST_UPDATED)
         record = family.to_platform(resource, context)
         expected[keys.record(TENANT, family.record_type, record.id)] = record.model_dump_json().encode()
-    written, events = {}, []
-    plan, at = outcome.plan, 0
-    while at < len(plan.writes):
-        command, key, count = plan.writes[at : at + 3]
-        args = plan.writes[at + 3 : at + 3 + count]
-        if command == "HSET" and "json" in args:
-            written[plan.keys[key - 1]] = args[args.index("json") + 1]
-        elif command == "XADD":
-            events.append(orjson.loads(args[args.index("e") + 1]))
-        at += 3 + count
+    written, events = _written(outcome.plan)
     assert written == expected
     assert len(events) == len(resources)
     for event in events:
@@ -124,3 +133,68 @@ async def test_a_resource_that_fails_partway_leaves_nothing_of_itself_in_the_bat
     assert all("broken" not in members for members in plan.adds.values())
     assert {keys.record(TENANT, "appointment", rid) for rid in ("first", "last")} <= set(plan.keys)
     assert len(plan.checks) == 2
+
+
+# What bench/worker_phases.py --updates sends again (and more): each change, and none but a regenerated narrative.
+UPDATES = (
+    {"start": "2027-01-05T15:00:00Z", "end": "2027-01-05T15:30:00Z"},
+    {"status": "cancelled"},
+    {"status": "arrived"},
+    {"description": "Synthetic benchmark visit, room changed"},
+    {"participant": [{"actor": {"reference": "Patient/3f0a7c1e"}, "status": "declined"}]},
+    {"name": [{"family": "Bench", "given": ["Renamed"]}]},
+    {"text": {"status": "generated", "div": "<div>regenerated</div>"}},
+)
+
+
+Pair = tuple[dict[str, Any], dict[str, Any]]
+
+
+async def _updated(pairs: list[Pair]) -> tuple[dict[str, bytes], list[tuple[str, str, Any]]]:
+    """Plan the second of each pair of versions as a job against the record the first one made, held as stored;
+    return the records written and the events published (type, record id, record)."""
+    clients = ClientsConfig.model_validate({"clients": [], "tenants": {TENANT: {"vendor": "generic"}}})
+    keys = Keyspace("gwtest")
+    writer = RecordWriter(Redis(), keys, None, clients, None)  # type: ignore[arg-type]
+    jobs, found = [], {}
+    for n, (first, second) in enumerate(pairs):
+        rtype, rid = first["resourceType"], first["id"]
+        family = MAPPED[rtype]
+        record = family.to_platform(first, MapContext(tenant=TENANT, version_id="1", last_updated=LAST_UPDATED))
+        jobs.append(Job(TENANT, f"1-{n}", {"type": rtype, "id": rid, "vid": "2", "op": "upsert", "attempt": "0"}))
+        held = Held(keys.record(TENANT, family.record_type, rid), 1, 1, record.model_dump_json().encode(), family.model)
+        found[(TENANT, rtype, rid)] = Found(held, [(2, orjson.dumps(second))], set())
+
+    async def read(groups: Any) -> Any:
+        return found
+
+    writer._read = read  # type: ignore[method-assign]
+    outcome = await writer.plan(jobs)
+    assert not outcome.failed
+    written, events = _written(outcome.plan)
+    return written, [(e["type"], e["record_id"], e["record"]) for e in events]
+
+
+async def test_updates_write_the_records_and_events_the_dumps_comparison_decides() -> None:
+    """New versions of the benchmark's and the corpus's Appointments and Patients, planned against their held
+    records, make the same records, events and "unchanged" decisions as with ``visible`` dumps compared."""
+    pairs = []
+    for resource in _stored():
+        for m, change in enumerate(UPDATES):
+            first = {**resource, "id": f"{resource['id']}-{m}"}
+            second = {**first, **change, "meta": {"versionId": "2", "lastUpdated": LAST_UPDATED}}
+            pairs.append((first, second))
+    fast = await _updated(pairs)
+    with pytest.MonkeyPatch.context() as patch:
+        for module in {sys.modules[family.classify.__module__] for family in MAPPED.values()} | {person}:
+            if hasattr(module, "visibly_changed"):
+                patch.setattr(module, "visibly_changed", _dumps_differ)
+        reference = await _updated(pairs)
+    assert fast[0] == reference[0]
+    assert fast[1] == reference[1]
+    assert len(fast[0]) == len(pairs)  # every record written again (its version), changed or not
+    assert 0 < len(fast[1]) < len(pairs)  # some versions changed what the platform sees, some did not
+
+
+def _dumps_differ(previous: Any, current: Any, *, besides: Any = ()) -> bool:
+    return visible(previous, besides=besides) != visible(current, besides=besides)
