@@ -110,6 +110,34 @@ def _differs(before: object, after: object) -> bool | None:
     return None
 
 
+# Where a record's JSON (``model_dump_json``) names its version: ``Source``'s version fields run from version_id to
+# ehr_last_updated, identifiers follow, and fhir_url closes the source object.
+_VERSION_FROM, _VERSION_TO, _URL = b',"version_id":', b',"identifiers":', b',"fhir_url":"'
+
+
+def differs_only_in_version(stored: bytes, encoded: bytes) -> bool:
+    """Tell whether two records' JSON (one class's ``model_dump_json``) are the same bytes but for their source's
+    ``VERSION_FIELDS``: the platform then sees no change from one to the other, which costs no parse to tell.
+
+    Certain one way only: records whose bytes differ elsewhere too (an unmapped element, or a number written 1 and
+    then 1.0) may still look alike to the platform, which ``visibly_changed`` tells.
+    """
+    before, after = _unversioned(stored), _unversioned(encoded)
+    return before is not None and before == after
+
+
+def _unversioned(encoded: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """Return a record's JSON cut around its version fields and its fhir_url's value, or None when it has none."""
+    start = encoded.find(_VERSION_FROM)
+    end = encoded.find(_VERSION_TO, start)
+    url = encoded.find(_URL, end)
+    # A JSON string holds no bare quote, so the first '"}' after the URL's opening quote is at or before its end.
+    close = encoded.find(b'"}', url + len(_URL))
+    if start < 0 or end < 0 or url < 0 or close < 0:
+        return None
+    return encoded[:start], encoded[end:url], encoded[close:]
+
+
 def tombstone(previous: R, ctx: MapContext) -> R:
     """Return the previous record as a tombstone of the stored version that deleted it."""
     if previous.source.tenant != ctx.tenant:
