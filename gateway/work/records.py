@@ -170,9 +170,7 @@ class RecordWriter:
         if refresh_only and (previous is None or previous.deleted):
             versions = []
         alike: Record | None = None  # the first version's record, when the platform sees it as the held one
-        # Each record is serialised once, to the bytes ``model_dump_json`` encodes: for its hash and for every
-        # event that carries it.
-        body: dict[int, bytes] = {}
+        first: tuple[Record, bytes] | None = None  # the first version's record and its bytes, once compared
         events, provided, last_vid = [], set(), held.vid
         folds: dict[str, Held] = {}
         rtype, rid = jobs[0].rtype, jobs[0].rid
@@ -201,8 +199,8 @@ class RecordWriter:
                     plan.write("SADD", self.keys.dependents(tenant, need), source)
                 if pending:
                     pending = False
-                    body[id(record)] = record.__pydantic_serializer__.to_json(record)
-                    if held.raw is not None and differs_only_in_version(held.raw, body[id(record)]):
+                    first = (record, record.__pydantic_serializer__.to_json(record))
+                    if held.raw is not None and differs_only_in_version(held.raw, first[1]):
                         previous = alike = record
                         continue
                     previous = held.record()
@@ -211,9 +209,15 @@ class RecordWriter:
             events += [(event_type, record) for event_type in family.classify(previous, record)]
             previous = record
         if last_vid != held.vid or (refresh_only and versions):
+            # Each record is serialised once, to the bytes ``model_dump_json`` encodes: for its hash and for every
+            # event that carries it.
+            body: dict[int, bytes] = {}
             for each in (previous, *(r for _, r in events)):
                 if each is not None and id(each) not in body:
-                    body[id(each)] = each.__pydantic_serializer__.to_json(each)
+                    if first is not None and each is first[0]:
+                        body[id(each)] = first[1]
+                    else:
+                        body[id(each)] = each.__pydantic_serializer__.to_json(each)
             written = body[id(previous)] if previous is not None else None
             before = alike if alike is not None else held.record()
             self._write_record(tenant, family, held, before, previous, written, last_vid, plan)

@@ -148,23 +148,22 @@ UPDATES = (
 )
 
 
-Pair = tuple[dict[str, Any], dict[str, Any]]
-
-
-async def _updated(pairs: list[Pair]) -> tuple[Any, ...]:
-    """Plan the second of each pair of versions as a job against the record the first one made, held as stored;
-    return the records written and the events published (type, record id, record)."""
+async def _updated(chains: list[list[dict[str, Any]]]) -> tuple[Any, ...]:
+    """Plan the later versions of each chain as one job against the record its first version made, held as stored;
+    return the records written, the events published (type, record id, record) and every other write and check."""
     clients = ClientsConfig.model_validate({"clients": [], "tenants": {TENANT: {"vendor": "generic"}}})
     keys = Keyspace("gwtest")
     writer = RecordWriter(Redis(), keys, None, clients, None)  # type: ignore[arg-type]
     jobs, found = [], {}
-    for n, (first, second) in enumerate(pairs):
+    for n, (first, *later) in enumerate(chains):
         rtype, rid = first["resourceType"], first["id"]
         family = MAPPED[rtype]
         record = family.to_platform(first, MapContext(tenant=TENANT, version_id="1", last_updated=LAST_UPDATED))
-        jobs.append(Job(TENANT, f"1-{n}", {"type": rtype, "id": rid, "vid": "2", "op": "upsert", "attempt": "0"}))
+        newest = str(len(later) + 1)
+        jobs.append(Job(TENANT, f"1-{n}", {"type": rtype, "id": rid, "vid": newest, "op": "upsert", "attempt": "0"}))
         held = Held(keys.record(TENANT, family.record_type, rid), 1, 1, record.model_dump_json().encode(), family.model)
-        found[(TENANT, rtype, rid)] = Found(held, [(2, orjson.dumps(second))], set())
+        versions: list[tuple[int, bytes | None]] = [(v, orjson.dumps(r)) for v, r in enumerate(later, start=2)]
+        found[(TENANT, rtype, rid)] = Found(held, versions, set())
 
     async def read(groups: Any) -> Any:
         return found
@@ -187,24 +186,27 @@ async def test_updates_write_the_records_and_events_the_dumps_comparison_decides
     """New versions of the benchmark's and the corpus's Appointments and Patients, planned against their held
     records, make the same records, events, "unchanged" decisions and index writes as the plain path: every held
     record read back and classified, with ``visible`` dumps compared."""
-    pairs = []
+    chains = []
     for resource in _stored():
-        for m, change in enumerate(UPDATES):
+        # Each change alone, and each after another (two versions in one job: the first told from the held record).
+        steps = [(c, None) for c in UPDATES] + list(zip(UPDATES, UPDATES[::-1], strict=True))
+        for m, (change, then) in enumerate(steps):
             first = {**resource, "id": f"{resource['id']}-{m}"}
             second = {**first, **change, "meta": {"versionId": "2", "lastUpdated": LAST_UPDATED}}
-            pairs.append((first, second))
-    fast = await _updated(pairs)
+            third = [{**second, **then, "meta": {"versionId": "3", "lastUpdated": LAST_UPDATED}}] if then else []
+            chains.append([first, second, *third])
+    fast = await _updated(chains)
     with pytest.MonkeyPatch.context() as patch:
         for module in {sys.modules[family.classify.__module__] for family in MAPPED.values()} | {person}:
             if hasattr(module, "visibly_changed"):
                 patch.setattr(module, "visibly_changed", _dumps_differ)
         patch.setattr(records, "differs_only_in_version", lambda stored, encoded: False)
-        reference = await _updated(pairs)
+        reference = await _updated(chains)
     assert fast[0] == reference[0]
     assert fast[1] == reference[1]
     assert fast[2:] == reference[2:]
-    assert len(fast[0]) == len(pairs)  # every record written again (its version), changed or not
-    assert 0 < len(fast[1]) < len(pairs)  # some versions changed what the platform sees, some did not
+    assert len(fast[0]) == len(chains)  # every record written again (its version), changed or not
+    assert 0 < len(fast[1]) < len(chains)  # some versions changed what the platform sees, some did not
 
 
 def _dumps_differ(previous: Any, current: Any, *, besides: Any = ()) -> bool:
