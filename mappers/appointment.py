@@ -34,7 +34,7 @@ from mappers.elements import (
     text,
 )
 from mappers.errors import WrongResourceType
-from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visibly_changed
 from mappers.modality import (
     VIRTUAL_SERVICE,
     contained_links,
@@ -288,7 +288,7 @@ def _event(previous: Appointment | None, current: Appointment) -> str | None:
     ):
         return "appointment.rescheduled"
     # A new video link, or a visit that became cancelable, is news; a narrative the EHR regenerated is not.
-    if visible(previous) != visible(current):
+    if visibly_changed(previous, current):
         return "appointment.updated"
     return None
 

@@ -23,7 +23,7 @@ from mappers.elements import (
     security_labels,
     text,
 )
-from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visibly_changed
 from mappers.model import CodeableText, Part, Record, Ref
 
 FHIR_TYPE: Final = "Goal"
@@ -354,7 +354,7 @@ def classify(previous: Goal | None, current: Goal) -> list[str]:
     if current.achievement_status == "achieved" and previous.achievement_status != "achieved":
         # Wins over other edits made with it: reaching a goal is what the patient and the team celebrate.
         return ["goal.achieved"]
-    if visible(previous) != visible(current):
+    if visibly_changed(previous, current):
         return ["goal.updated"]
     return []
 

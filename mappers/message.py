@@ -41,7 +41,7 @@ from mappers.elements import (
     text,
 )
 from mappers.errors import TenantMismatch, WrongResourceType
-from mappers.family import FRAME, Aggregate, Family, IndexFields, resource_id, tombstone, visible
+from mappers.family import FRAME, Aggregate, Family, IndexFields, resource_id, tombstone, visibly_changed
 from mappers.message_body import MessageAttachment, binary_keys, read_payload
 from mappers.model import CodeableText, Identifier, Part, Record, Ref, SecurityLabel, Source
 from mappers.writer import put
@@ -222,7 +222,7 @@ def classify(previous: Message | None, current: Message) -> list[str]:
         return ["message.deleted"] if previous is not None and not previous.deleted else []
     if previous is None or previous.deleted:
         return ["message.received"]
-    return ["message.updated"] if visible(previous) != visible(current) else []
+    return ["message.updated"] if visibly_changed(previous, current) else []
 
 
 def index_fields(message: Message) -> IndexFields:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mappers.context import MapContext
 from mappers.elements import MAPPING, concept, identifiers, items, ref, refs, security_labels, text
-from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visibly_changed
 from mappers.model import CodeableText, Record, Ref
 from mappers.person import (
     ContactPoint,
@@ -112,10 +112,10 @@ def classify(previous: Patient | None, current: Patient) -> list[str]:
         return ([event] if event else []) + merged
     if current.merged_into is not None and current.merged_into != previous.merged_into:
         events = ["patient.merged"]
-        if visible(previous, besides=_MERGE_FIELDS) != visible(current, besides=_MERGE_FIELDS):
+        if visibly_changed(previous, current, besides=_MERGE_FIELDS):
             events.append("patient.updated")
         return events
-    return ["patient.updated"] if visible(previous) != visible(current) else []
+    return ["patient.updated"] if visibly_changed(previous, current) else []
 
 
 def index_fields(patient: Patient) -> IndexFields:

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import Field
 
 from mappers.elements import MAPPING, concept, items, ref, text
-from mappers.family import visible
+from mappers.family import visibly_changed
 from mappers.model import CodeableText, Part, Record, Ref
 from mappers.vendors import VendorProfile
 
@@ -224,7 +224,7 @@ def lifecycle(prefix: str, previous: Record | None, current: Record) -> str | No
         return f"{prefix}.deleted" if previous is not None and not previous.deleted else None
     if previous is None or previous.deleted:
         return f"{prefix}.created"
-    return f"{prefix}.updated" if visible(previous) != visible(current) else None
+    return f"{prefix}.updated" if visibly_changed(previous, current) else None
 
 
 def _words(value: object) -> str | None:

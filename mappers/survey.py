@@ -29,7 +29,7 @@ from mappers.answer import (
 from mappers.codes import NO_CODES, LocalCodes
 from mappers.context import MapContext
 from mappers.elements import MAPPING, identifiers, instant, items, security_labels, text
-from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visibly_changed
 from mappers.instruments import InstrumentKey
 from mappers.model import Coding, Part, Record
 
@@ -179,7 +179,7 @@ def classify(previous: Survey | None, current: Survey) -> list[str]:
     first = previous is None or previous.deleted
     if current.status == "active" and (first or previous is None or previous.status != "active"):
         return ["survey.published"]
-    if first or previous is None or visible(previous) != visible(current):
+    if first or previous is None or visibly_changed(previous, current):
         return ["survey.updated"]
     return []
 

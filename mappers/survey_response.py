@@ -34,7 +34,7 @@ from mappers.elements import (
     security_labels,
     text,
 )
-from mappers.family import FRAME, Family, IndexFields, canonical_key, resource_id, tombstone, visible
+from mappers.family import FRAME, Family, IndexFields, canonical_key, resource_id, tombstone, visibly_changed
 from mappers.instruments import InstrumentKey
 from mappers.model import Record, Ref
 from mappers.recognition import recognized, scored_question
@@ -197,7 +197,7 @@ def classify(previous: SurveyResponse | None, current: SurveyResponse) -> list[s
         events.append("survey_response.completed")
     elif _amended(before, current):
         events.append("survey_response.amended")
-    elif before is None or visible(before) != visible(current):
+    elif before is None or visibly_changed(before, current):
         # Also a late score: the Questionnaire arrived and the same answers now carry a total.
         events.append("survey_response.updated")
     if set(current.risk_flags) - set(before.risk_flags if before else ()):

@@ -27,7 +27,7 @@ from mappers.elements import (
     text,
 )
 from mappers.errors import TenantMismatch
-from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visible
+from mappers.family import FRAME, Family, IndexFields, resource_id, tombstone, visibly_changed
 from mappers.goal import GoalFacts, epoch, literal, patient_key, when
 from mappers.model import CodeableText, Part, Record, Ref, SecurityLabel
 from mappers.narrative import plain_text
@@ -261,7 +261,7 @@ def classify(previous: TreatmentPlan | None, current: TreatmentPlan) -> list[str
     if current.status == "completed" and previous.status != "completed":
         return ["treatment_plan.completed"]
     # Includes a goal's change arriving by a refresh: the plan's version is the same, what it shows is not.
-    return ["treatment_plan.updated"] if visible(previous) != visible(current) else []
+    return ["treatment_plan.updated"] if visibly_changed(previous, current) else []
 
 
 def index_fields(plan: TreatmentPlan) -> IndexFields:

@@ -8,6 +8,7 @@ dumped with ``model_dump_json``. The batch's reads are given (no Redis): these a
 from __future__ import annotations
 
 import dataclasses
+import sys
 import uuid
 from typing import Any
 
@@ -16,11 +17,15 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.settings import ClientsConfig
+from gateway.store import Plan
 from gateway.store.keys import Keyspace
+from gateway.work import records
 from gateway.work.held import Found, Held
 from gateway.work.inbound import Job
 from gateway.work.records import RecordWriter, event_id
+from mappers import person
 from mappers.context import MapContext
+from mappers.family import visible
 from mappers.registry import MAPPED
 from tests.mappers.conftest import bench_shaped, corpus_found
 
@@ -35,6 +40,20 @@ def _stored() -> list[dict[str, Any]]:
     return [
         {**r, "meta": {**r.get("meta", {}), "versionId": "1", "lastUpdated": LAST_UPDATED}} for r in unique.values()
     ]
+
+
+def _written(plan: Plan) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    """Return the records a plan writes (by key) and the events it publishes, in order."""
+    written, events, at = {}, [], 0
+    while at < len(plan.writes):
+        command, key, count = plan.writes[at : at + 3]
+        args = plan.writes[at + 3 : at + 3 + count]
+        if command == "HSET" and "json" in args:
+            written[plan.keys[key - 1]] = args[args.index("json") + 1]
+        elif command == "XADD":
+            events.append(orjson.loads(args[args.index("e") + 1]))
+        at += 3 + count
+    return written, events
 
 
 async def test_a_batch_writes_each_record_and_event_as_model_dump_json_makes_them() -> None:
@@ -63,16 +82,7 @@ async def test_a_batch_writes_each_record_and_event_as_model_dump_json_makes_the
         context = MapContext(tenant=TENANT, version_id="1", last_updated=LAST_UPDATED)
         record = family.to_platform(resource, context)
         expected[keys.record(TENANT, family.record_type, record.id)] = record.model_dump_json().encode()
-    written, events = {}, []
-    plan, at = outcome.plan, 0
-    while at < len(plan.writes):
-        command, key, count = plan.writes[at : at + 3]
-        args = plan.writes[at + 3 : at + 3 + count]
-        if command == "HSET" and "json" in args:
-            written[plan.keys[key - 1]] = args[args.index("json") + 1]
-        elif command == "XADD":
-            events.append(orjson.loads(args[args.index("e") + 1]))
-        at += 3 + count
+    written, events = _written(outcome.plan)
     assert written == expected
     assert len(events) == len(resources)
     for event in events:
@@ -124,3 +134,80 @@ async def test_a_resource_that_fails_partway_leaves_nothing_of_itself_in_the_bat
     assert all("broken" not in members for members in plan.adds.values())
     assert {keys.record(TENANT, "appointment", rid) for rid in ("first", "last")} <= set(plan.keys)
     assert len(plan.checks) == 2
+
+
+# What bench/worker_phases.py --updates sends again (and more): each change, and none but a regenerated narrative.
+UPDATES = (
+    {"start": "2027-01-05T15:00:00Z", "end": "2027-01-05T15:30:00Z"},
+    {"status": "cancelled"},
+    {"status": "arrived"},
+    {"description": "Synthetic benchmark visit, room changed"},
+    {"participant": [{"actor": {"reference": "Patient/3f0a7c1e"}, "status": "declined"}]},
+    {"name": [{"family": "Bench", "given": ["Renamed"]}]},
+    {"text": {"status": "generated", "div": "<div>regenerated</div>"}},
+)
+
+
+async def _updated(chains: list[list[dict[str, Any]]]) -> tuple[Any, ...]:
+    """Plan the later versions of each chain as one job against the record its first version made, held as stored;
+    return the records written, the events published (type, record id, record) and every other write and check."""
+    clients = ClientsConfig.model_validate({"clients": [], "tenants": {TENANT: {"vendor": "generic"}}})
+    keys = Keyspace("gwtest")
+    writer = RecordWriter(Redis(), keys, None, clients, None)  # type: ignore[arg-type]
+    jobs, found = [], {}
+    for n, (first, *later) in enumerate(chains):
+        rtype, rid = first["resourceType"], first["id"]
+        family = MAPPED[rtype]
+        record = family.to_platform(first, MapContext(tenant=TENANT, version_id="1", last_updated=LAST_UPDATED))
+        newest = str(len(later) + 1)
+        jobs.append(Job(TENANT, f"1-{n}", {"type": rtype, "id": rid, "vid": newest, "op": "upsert", "attempt": "0"}))
+        held = Held(keys.record(TENANT, family.record_type, rid), 1, 1, record.model_dump_json().encode(), family.model)
+        versions: list[tuple[int, bytes | None]] = [(v, orjson.dumps(r)) for v, r in enumerate(later, start=2)]
+        found[(TENANT, rtype, rid)] = Found(held, versions, set())
+
+    async def read(groups: Any) -> Any:
+        return found
+
+    writer._read = read  # type: ignore[method-assign]
+    outcome = await writer.plan(jobs)
+    assert not outcome.failed
+    plan, at, rest = outcome.plan, 0, []  # every write but the events (their ids and times are new each time)
+    while at < len(plan.writes):
+        command, key, count = plan.writes[at : at + 3]
+        if command != "XADD":
+            rest.append((command, plan.keys[key - 1], *plan.writes[at + 3 : at + 3 + count]))
+        at += 3 + count
+    adds = {(command, plan.keys[key - 1]): members for (command, key), members in plan.adds.items()}
+    written, events = _written(plan)
+    return written, [(e["type"], e["record_id"], e["record"]) for e in events], rest, adds, plan.checks
+
+
+async def test_updates_write_the_records_and_events_the_dumps_comparison_decides() -> None:
+    """New versions of the benchmark's and the corpus's Appointments and Patients, planned against their held
+    records, make the same records, events, "unchanged" decisions and index writes as the plain path: every held
+    record read back and classified, with ``visible`` dumps compared."""
+    chains = []
+    for resource in _stored():
+        # Each change alone, and each after another (two versions in one job: the first told from the held record).
+        steps = [(c, None) for c in UPDATES] + list(zip(UPDATES, UPDATES[::-1], strict=True))
+        for m, (change, then) in enumerate(steps):
+            first = {**resource, "id": f"{resource['id']}-{m}"}
+            second = {**first, **change, "meta": {"versionId": "2", "lastUpdated": LAST_UPDATED}}
+            third = [{**second, **then, "meta": {"versionId": "3", "lastUpdated": LAST_UPDATED}}] if then else []
+            chains.append([first, second, *third])
+    fast = await _updated(chains)
+    with pytest.MonkeyPatch.context() as patch:
+        for module in {sys.modules[family.classify.__module__] for family in MAPPED.values()} | {person}:
+            if hasattr(module, "visibly_changed"):
+                patch.setattr(module, "visibly_changed", _dumps_differ)
+        patch.setattr(records, "differs_only_in_version", lambda stored, encoded: False)
+        reference = await _updated(chains)
+    assert fast[0] == reference[0]
+    assert fast[1] == reference[1]
+    assert fast[2:] == reference[2:]
+    assert len(fast[0]) == len(chains)  # every record written again (its version), changed or not
+    assert 0 < len(fast[1]) < len(chains)  # some versions changed what the platform sees, some did not
+
+
+def _dumps_differ(previous: Any, current: Any, *, besides: Any = ()) -> bool:
+    return visible(previous, besides=besides) != visible(current, besides=besides)
