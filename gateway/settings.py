@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.address import OutboundPolicy, parse_allow
@@ -169,6 +178,8 @@ class ClientsConfig(BaseModel):
 
     clients: list[Client] = Field(default_factory=list)
     tenants: dict[str, Tenant] = Field(default_factory=dict)
+    # The settings of a tenant without a block, built once per loaded file: the edge asks for every entry it takes.
+    _default_tenant: Tenant = PrivateAttr(default_factory=Tenant)
 
     @field_validator("clients")
     @classmethod
@@ -192,7 +203,7 @@ class ClientsConfig(BaseModel):
 
     def tenant(self, name: str) -> Tenant:
         """Return the tenant's settings, defaults where it has no block."""
-        return self.tenants.get(name) or Tenant()
+        return self.tenants.get(name) or self._default_tenant
 
     def connector_targets(self) -> dict[str, Target]:
         """Return the tenants that have an EHR block, as the connectors take them."""
