@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.address import OutboundPolicy, parse_allow
@@ -178,8 +170,6 @@ class ClientsConfig(BaseModel):
 
     clients: list[Client] = Field(default_factory=list)
     tenants: dict[str, Tenant] = Field(default_factory=dict)
-    # The settings of a tenant without a block, built once per loaded file: the edge asks for every entry it takes.
-    _default_tenant: Tenant = PrivateAttr(default_factory=Tenant)
 
     @field_validator("clients")
     @classmethod
@@ -204,6 +194,12 @@ class ClientsConfig(BaseModel):
     def tenant(self, name: str) -> Tenant:
         """Return the tenant's settings, defaults where it has no block."""
         return self.tenants.get(name) or self._default_tenant
+
+    @cached_property
+    def _default_tenant(self) -> Tenant:
+        # Built once per loaded file, not per call: the edge asks for every entry it takes. (A pydantic private
+        # attribute would cost as much as building it: its reads go through ``BaseModel.__getattr__``.)
+        return Tenant()
 
     def connector_targets(self) -> dict[str, Target]:
         """Return the tenants that have an EHR block, as the connectors take them."""
