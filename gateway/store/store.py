@@ -30,7 +30,7 @@ from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
-from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.store.plan import Committer, Form, Plan, PlanConflict, PlanOverloaded
 from gateway.store.reads import Reads
 from gateway.store.references import reference_targets, rewrite_references
 from gateway.store.snapshot import Read, Snapshot
@@ -65,6 +65,15 @@ class _Decision:
             resource = getattr(self.op, "resource", None)
             self.targets = frozenset(reference_targets(resource)) if resource is not None else frozenset()
         return self.targets
+
+
+# The forms (``Plan.put``) of what every version writes: its body, its current state and its job.
+_VERSION: Form = ("HSET", (None, None))
+_CURRENT: Form = (
+    "HSET",
+    ("vid", None, "lu", None, "hash", None, "deleted", None, "evid", None, "elu", None, "idx", None),
+)
+_JOB: Form = ("XADD", ("*", "type", None, "id", None, "vid", None, "op", None, "attempt", 0))
 
 
 @lru_cache(maxsize=4096)
@@ -440,7 +449,7 @@ class Store(Reads):
         else:
             plan.expect_field(cur_key, "vid", None)
             if self._dedupe_seconds > 0 and not op.if_none_exist and op.dedupe:
-                plan.write("SET", k.dedupe(tenant, op.rtype, dg), rid, "EX", self._dedupe_seconds)
+                plan.put(("SET", (None, "EX", self._dedupe_seconds)), k.dedupe(tenant, op.rtype, dg), rid)
 
         stored = {"resourceType": op.rtype, "id": rid, "meta": ehr_meta.stamp(content, evid, elu)}
         stored.update((key, value) for key, value in content.items() if key not in ("resourceType", "meta"))
@@ -485,22 +494,15 @@ class Store(Reads):
             plan.add("ZADD", ids_index, 0, rid)
         plan.add("ZADD", type_versions, lu_ms, f"{rid}/{vid}")
         plan.add("ZADD", all_versions, lu_ms, f"{rtype}/{rid}/{vid}")
-        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
-        plan.write(
-            "HSET",
-            k.current(tenant, rtype, rid),
-            "vid", vid, "lu", lu, "hash", digest_, "deleted", "1" if deleted else "0",
-            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", encoding.dumps(new_index),
+        plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
+        plan.put(
+            _CURRENT, k.current(tenant, rtype, rid),
+            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", encoding.dumps(new_index),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched
         if job:
-            plan.write(
-                "XADD",
-                inbound,
-                "*",
-                "type", rtype, "id", rid, "vid", vid, "op", "delete" if deleted else "upsert", "attempt", 0,
-            )  # fmt: skip
+            plan.put(_JOB, inbound, rtype, rid, vid, "delete" if deleted else "upsert")
         status = 204 if deleted else (201 if cur is None else 200)
         outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
         return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome), job
