@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -65,6 +65,25 @@ class _Decision:
             resource = getattr(self.op, "resource", None)
             self.targets = frozenset(reference_targets(resource)) if resource is not None else frozenset()
         return self.targets
+
+
+def _still_resolved(d: _Decision, mapping: Mapping[str, str]) -> bool:
+    """Tell whether every reference of a prepared create still has the id it was prepared with."""
+    return d.prepared is not None and all(mapping.get(r) == i for r, i in d.prepared[4].items())
+
+
+def _dependency_order(creates: list[_Decision]) -> Iterator[list[_Decision]]:
+    """Yield the creates in turns: each one's entries point at no entry of a later turn (a cycle: all at once)."""
+    pending = {id(d): d for d in creates}
+    urls_pending = {getattr(d.op, "full_url", None) for d in creates} - {None}
+    while pending:
+        ready = [
+            d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
+        ] or list(pending.values())
+        for d in ready:
+            del pending[id(d)]
+            urls_pending.discard(getattr(d.op, "full_url", None))
+        yield ready
 
 
 # The forms (``Plan.put``) of what every version writes: its body, its current state and its job.
@@ -298,20 +317,19 @@ class Store(Reads):
                 )
             touched[key] = d
 
-        # 2. Current state of everything the operations touch (a create given a fresh uuid touches nothing there).
+        # 2. Current state of everything the operations touch (a create given a fresh uuid touches nothing there),
+        # read with the first reads of step 3 (one round trip).
         existing = [d for d in decisions if d.match is not None or not isinstance(d.op, Create)]
-        if existing:
-            reads: list[Read] = []
-            for d in existing:
-                reads += [("hgetall", k.current(tenant, d.op.rtype, d.rid)),
-                          ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))]  # fmt: skip
-            replies = await self._snapshot.read(reads)
-            for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
-                d.current = Current.from_hash(raw)
-                d.watched = d.op.rtype not in MAPPED and bool(watched)
+        reads: list[Read] = []
+        for d in existing:
+            reads += [("hgetall", k.current(tenant, d.op.rtype, d.rid)),
+                      ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))]  # fmt: skip
 
         # 3. Resolve urn:uuid and fullUrl references, deduplicating retried plain creates on the way.
-        mapping = await self._resolve(tenant, decisions, plan)
+        mapping, replies = await self._resolve(tenant, decisions, plan, reads)
+        for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
+            d.current = Current.from_hash(raw)
+            d.watched = d.op.rtype not in MAPPED and bool(watched)
 
         results: list[Result] = []
         now = self._clock()
@@ -338,9 +356,11 @@ class Store(Reads):
                 r.resource = encoding.loads(raw) if raw else None
         return plan, results
 
-    async def _resolve(self, tenant: str, decisions: list[_Decision], plan: Plan) -> dict[str, str]:
+    async def _resolve(
+        self, tenant: str, decisions: list[_Decision], plan: Plan, reads: list[Read]
+    ) -> tuple[dict[str, str], list[Any]]:
         """Map every entry's fullUrl and every conditional reference to ``Type/id``, giving retried identical creates
-        their first id."""
+        their first id; return the mapping and the answers to ``reads``, read with the first dedupe keys."""
         mapping: dict[str, str] = {}
         for d in decisions:
             full_url = getattr(d.op, "full_url", None)
@@ -352,34 +372,33 @@ class Store(Reads):
         ]
         mapping.update(await conditional.resolve(self._redis, self._keys, tenant, written, plan))
         plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist and d.op.dedupe]
-        if not plain or self._dedupe_seconds <= 0:
-            return mapping
-        # Creates are deduplicated on their content with references resolved, so an entry is looked up only
-        # once every entry it points at has its final id (dependency order; a cycle falls back to new ids).
-        pending = {id(d): d for d in plain}
-        urls_pending = {getattr(d.op, "full_url", None) for d in plain} - {None}
-        while pending:
-            ready = [
-                d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
-            ] or list(pending.values())
-            digests = []
-            for d in ready:
-                assert isinstance(d.op, Create)
-                content, evid, elu = ehr_meta.split(rewrite_references(d.op.resource, mapping))
-                digests.append(digest(content))
-                ids_then = {ref: mapping.get(ref) for ref in d.references()}
-                d.prepared = (content, evid, elu, digests[-1], ids_then)
-            hits = await self._snapshot.read([("get", self._keys.dedupe(tenant, d.op.rtype, dg))
-                                              for d, dg in zip(ready, digests, strict=True)])  # fmt: skip
-            states: list[Any] = [{}] * len(ready)
-            found = [(i, d, h) for i, (d, h) in enumerate(zip(ready, hits, strict=True)) if h]
+        if self._dedupe_seconds <= 0:
+            plain = []
+        # Creates are deduplicated on their content with references resolved, so an entry is looked up only once
+        # every entry it points at has its final id (dependency order; a cycle falls back to new ids). Every entry is
+        # digested and looked up at once with the ids known now, which hold unless an entry it points at is found to
+        # be a retry: only then is it digested and looked up again, in its turn.
+        for d in plain:
+            self._prepare(d, mapping)
+        replies = await self._snapshot.read(reads + [self._dedupe_read(tenant, d) for d in plain])
+        hits = dict(zip(map(id, plain), replies[len(reads) :], strict=True))
+        for ready in _dependency_order(plain):
+            moved = [d for d in ready if not _still_resolved(d, mapping)]
+            for d in moved:
+                self._prepare(d, mapping)
+            for d, hit in zip(moved, await self._snapshot.read([self._dedupe_read(tenant, d) for d in moved]),
+                              strict=True):  # fmt: skip
+                hits[id(d)] = hit
+            found = [(i, d, hits[id(d)]) for i, d in enumerate(ready) if hits[id(d)]]
             # The resources these digests name: still there, still with this content?
             checked = await self._snapshot.read([("hgetall", self._keys.current(tenant, d.op.rtype, h.decode()))
                                                  for _, d, h in found])  # fmt: skip
+            states: list[Any] = [{}] * len(ready)
             for (i, _, _), state in zip(found, checked, strict=True):
                 states[i] = state
-            for d, dg, hit, raw in zip(ready, digests, hits, states, strict=True):
-                assert isinstance(d.op, Create)
+            for d, raw in zip(ready, states, strict=True):
+                assert isinstance(d.op, Create) and d.prepared is not None
+                dg, hit = d.prepared[3], hits[id(d)]
                 key = self._keys.dedupe(tenant, d.op.rtype, dg)
                 live = Current.from_hash(raw)
                 if hit and live is not None and live.digest == dg and not live.deleted:
@@ -391,9 +410,18 @@ class Store(Reads):
                         mapping[d.op.full_url] = f"{d.op.rtype}/{d.rid}"
                 else:
                     plan.expect_value(key, hit.decode() if hit else None)
-                del pending[id(d)]
-                urls_pending.discard(d.op.full_url)
-        return mapping
+        return mapping, replies[: len(reads)]
+
+    @staticmethod
+    def _prepare(d: _Decision, mapping: Mapping[str, str]) -> None:
+        """Rewrite and digest a create's content with the ids its references have in ``mapping`` now."""
+        assert isinstance(d.op, Create)
+        content, evid, elu = ehr_meta.split(rewrite_references(d.op.resource, mapping))
+        d.prepared = (content, evid, elu, digest(content), {ref: mapping.get(ref) for ref in d.references()})
+
+    def _dedupe_read(self, tenant: str, d: _Decision) -> Read:
+        assert d.prepared is not None
+        return ("get", self._keys.dedupe(tenant, d.op.rtype, d.prepared[3]))
 
     def _decide_one(
         self, tenant: str, d: _Decision, mapping: Mapping[str, str], plan: Plan, lu: str, lu_ms: int
@@ -411,7 +439,7 @@ class Store(Reads):
                 tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True, watched=d.watched
             )
 
-        if d.prepared is not None and all(mapping.get(r) == i for r, i in d.prepared[4].items()):
+        if d.prepared is not None and _still_resolved(d, mapping):
             content, evid, elu, dg, _ = d.prepared
         else:
             content, evid, elu = ehr_meta.split(rewrite_references(op.resource, mapping))
