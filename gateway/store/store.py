@@ -32,7 +32,7 @@ from gateway.store.keys import Keyspace, lane
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
 from gateway.store.plan import Committer, Form, Plan, PlanConflict, PlanOverloaded
 from gateway.store.reads import Reads
-from gateway.store.references import reference_targets, rewrite_references
+from gateway.store.references import Found
 from gateway.store.snapshot import Read, Snapshot
 from mappers.registry import MAPPED
 
@@ -55,6 +55,7 @@ class _Decision:
     match: str | None = None  # an existing id this create resolves to
     watched: bool = False  # an unmapped resource some record's mapping read: a change must re-map that record
     targets: frozenset[str] | None = None  # the references the resource holds, once computed
+    _found: Found | None = None
     # A create's content as ``_resolve`` rewrote and digested it, with the ids its references were given then:
     # ``_decide_one`` reuses it while those ids still hold, instead of rewriting and hashing the resource again.
     prepared: tuple[dict[str, Any], str | None, str | None, str, dict[str, str | None]] | None = None
@@ -62,9 +63,23 @@ class _Decision:
     def references(self) -> frozenset[str]:
         """Return (once) the references the operation's resource holds."""
         if self.targets is None:
-            resource = getattr(self.op, "resource", None)
-            self.targets = frozenset(reference_targets(resource)) if resource is not None else frozenset()
+            found = self.found()
+            self.targets = frozenset(found.targets()) if found is not None else frozenset()
         return self.targets
+
+    def found(self) -> Found | None:
+        """Return (once) the references of the operation's resource, found for reading and rewriting."""
+        resource = getattr(self.op, "resource", None)
+        if self._found is None and resource is not None:
+            self._found = Found(resource)
+        return self._found
+
+    def rewritten(self, mapping: Mapping[str, str]) -> dict[str, Any]:
+        """Return the operation's resource with its references to ``mapping``'s keys rewritten."""
+        found = self.found()
+        assert found is not None
+        resource: dict[str, Any] = found.rewritten(mapping) if mapping else found.node
+        return resource
 
 
 def _still_resolved(d: _Decision, mapping: Mapping[str, str]) -> bool:
@@ -416,7 +431,7 @@ class Store(Reads):
     def _prepare(d: _Decision, mapping: Mapping[str, str]) -> None:
         """Rewrite and digest a create's content with the ids its references have in ``mapping`` now."""
         assert isinstance(d.op, Create)
-        content, evid, elu = ehr_meta.split(rewrite_references(d.op.resource, mapping))
+        content, evid, elu = ehr_meta.split(d.rewritten(mapping))
         d.prepared = (content, evid, elu, digest(content), {ref: mapping.get(ref) for ref in d.references()})
 
     def _dedupe_read(self, tenant: str, d: _Decision) -> Read:
@@ -442,7 +457,7 @@ class Store(Reads):
         if d.prepared is not None and _still_resolved(d, mapping):
             content, evid, elu, dg, _ = d.prepared
         else:
-            content, evid, elu = ehr_meta.split(rewrite_references(op.resource, mapping))
+            content, evid, elu = ehr_meta.split(d.rewritten(mapping))
             dg = digest(content)
 
         if d.match is not None:  # a conditional create or a retried create that found its resource
