@@ -18,7 +18,8 @@ from gateway.services import Services
 from gateway.store import audit
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
+    # A coroutine, as every dependency: FastAPI runs a plain function in its thread pool, a thread hop per request.
     services: Services = request.app.state.services
     return services
 

@@ -75,7 +75,7 @@ router = APIRouter(
 )
 
 
-def _writebacks(services: ServicesDep) -> Writebacks:
+async def _writebacks(services: ServicesDep) -> Writebacks:
     return services.writebacks
 
 
