@@ -265,3 +265,34 @@ def test_a_writes_audit_entries_are_the_xadds_of_their_fields_whatever_they_shar
         expected.append(("XADD", plan.key(keys.audit("t")), ["MINID", "~", 1_000, "*", *fields]))
     assert list(plan.commands()) == expected
     assert len(plan.forms) == 2  # with a patient, and without
+
+
+async def test_a_flush_returns_once_every_entry_recorded_before_it_is_written(gw: Gateway) -> None:
+    """A flush called while another is writing (the flusher task's) waits for it: it used to return at once with
+    nothing left to take, before the entries in the other one's pipeline were in the stream."""
+    trail_ = gw.services.audit
+    release, real = asyncio.Event(), gw.services.redis.pipeline
+
+    class SlowPipeline:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._pipe = real(*args, **kwargs)
+
+        def execute_command(self, *args: Any) -> None:
+            self._pipe.execute_command(*args)
+
+        async def execute(self) -> Any:
+            await release.wait()
+            return await self._pipe.execute()
+
+    trail_.record("clinic-a", ["at", "1", "tenant", "clinic-a", "interaction", "read", "id", "flush-race-1"])
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(trail_._redis, "pipeline", SlowPipeline)
+        first = asyncio.create_task(trail_.flush())
+        await asyncio.sleep(0)  # the first flush has taken the entry and waits in its pipeline
+        second = asyncio.create_task(trail_.flush())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not second.done()
+        release.set()
+        await asyncio.gather(first, second)
+    assert any(e.get("id") == "flush-race-1" for e in await trail(gw))
