@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -199,9 +200,8 @@ class Committer:
             indexes = [plan.key(k) for k in plan.backlog[0]]
             args += [len(indexes), *indexes, plan.backlog[1]]
         args.append(len(plan.forms))
-        for command, form_args in plan.forms:
-            args += (command, "".join("v" if a is None else "c" for a in form_args))
-            args += [a for a in form_args if a is not None]
+        for form in plan.forms:
+            args += _declared(form)
         args += plan.writes
         for (command, key), members in plan.adds.items():
             for at in range(0, len(members), _MOST_ARGS):  # Lua unpacks a bounded number of values at once
@@ -214,6 +214,14 @@ class Committer:
         if status == "overloaded":
             raise PlanOverloaded(int(_text(reply[1])))
         return [_text(r) for r in reply[1:]]
+
+
+@lru_cache(maxsize=1024)
+def _declared(form: Form) -> tuple[Value, ...]:
+    """Return a form as the script reads it: command, pattern ("c" or "v" per argument), the constant arguments
+    (worked out once per form: the store's own forms are the same for every plan)."""
+    command, args = form
+    return (command, "".join("v" if a is None else "c" for a in args), *(a for a in args if a is not None))
 
 
 def _text(value: Any) -> str:
