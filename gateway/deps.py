@@ -18,7 +18,8 @@ from gateway.services import Services
 from gateway.store import audit
 
 
-async def _services(request: Request) -> Services:  # async: FastAPI runs a plain function in a thread per request
+async def _services(request: Request) -> Services:
+    # A coroutine, as every dependency: FastAPI runs a plain function in its thread pool, a thread hop per request.
     services: Services = request.app.state.services
     return services
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -192,7 +193,13 @@ class ClientsConfig(BaseModel):
 
     def tenant(self, name: str) -> Tenant:
         """Return the tenant's settings, defaults where it has no block."""
-        return self.tenants.get(name) or Tenant()
+        return self.tenants.get(name) or self._default_tenant
+
+    @cached_property
+    def _default_tenant(self) -> Tenant:
+        # Built once per loaded file, not per call: the edge asks for every entry it takes. (A pydantic private
+        # attribute would cost as much as building it: its reads go through ``BaseModel.__getattr__``.)
+        return Tenant()
 
     def connector_targets(self) -> dict[str, Target]:
         """Return the tenants that have an EHR block, as the connectors take them."""

@@ -56,6 +56,7 @@ class AuditTrail:
         self._buffer: list[tuple[str, list[str]]] = []
         self._full: asyncio.Event | None = None
         self._tenants: set[str] = set()
+        self._flushing = asyncio.Lock()
 
     def open(self, source: str, interaction: str, params: str = "") -> RequestAudit:
         """Return the audit of a request starting now."""
@@ -75,7 +76,15 @@ class AuditTrail:
             self._full.set()
 
     async def flush(self) -> int:
-        """Write the buffered entries in one pipeline; return how many; keep them when Redis fails."""
+        """Write the buffered entries in one pipeline; return how many; keep them when Redis fails.
+
+        A flush already writing (the ``run`` task's) is waited for first: every entry recorded before the call is
+        written when it returns, not still on its way in the other one's pipeline.
+        """
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         taken, self._buffer = self._buffer, []
         if not taken:
             return 0

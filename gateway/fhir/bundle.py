@@ -311,8 +311,9 @@ async def _entries(
         parse_entries, bundle, edge.settings.max_bundle_entries, with_requests=with_requests,
         policy=edge.policy(tenant), ehr_ordered=ehr_ordered,
     ))  # fmt: skip
+    dedupe = edge.dedupe(tenant)
     for e in entries:
-        e.dedupe = edge.dedupe(tenant)
+        e.dedupe = dedupe
     return entries
 
 

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.store.keys import Keyspace
-from gateway.store.plan import Plan
+from gateway.store.plan import Plan, Value
 
 ANONYMOUS = "~anonymous"  # the audit stream of refusals whose credential names no tenant (no tenant has a "~")
 FIELDS = (
     "at", "tenant", "client", "interaction", "type", "id", "vid", "patient", "outcome", "source", "params", "writeback",
 )  # fmt: skip
+
+_OWN = frozenset({"type", "id", "vid", "patient", "outcome", "writeback"})  # the fields entries of a request differ by
 
 
 @dataclass
@@ -71,8 +73,18 @@ def entry(
 
 
 def add(plan: Plan, keys: Keyspace, tenant: str, fields: list[str], minid: int) -> None:
-    """Append an entry to ``plan``: XADDed by the commit script with the writes it describes."""
-    plan.write("XADD", keys.audit(tenant), "MINID", "~", minid, "*", *fields)
+    """Append an entry to ``plan``: XADDed by the commit script with the writes it describes.
+
+    What a request's entries share (its time, tenant, client, source...) goes in the plan once, as their form
+    (``Plan.put``); each entry sends only the fields that name its resource and outcome.
+    """
+    form: list[Value | None] = ["MINID", "~", minid, "*", *fields]
+    values: list[Value] = []
+    for at in range(5, len(form), 2):
+        if form[at - 1] in _OWN:
+            values.append(fields[at - 4])
+            form[at] = None
+    plan.put(("XADD", tuple(form)), keys.audit(tenant), *values)
 
 
 def patient_of(resource: Mapping[str, Any] | None) -> str:

@@ -3,7 +3,9 @@
 -- as one argument, as it is):
 --   n_checks, then per check: op, key_index, field ("" when none), expected;
 --   n_backlog_keys, then those key indexes and the maximum (nothing more when n is 0);
---   then per write: command, key_index, n_args, args...
+--   n_forms, then per form: command, pattern (a "c" or "v" per argument), the constant ("c") arguments;
+--   then per write: command, key_index, n_args, args...; or form_number, key_index, a value per "v" of its form
+--   (the write is the form's command on the key, with the form's arguments and these values in its "v" places).
 -- Check ops: "hget" (expected "" means absent), "get" (likewise), "members" (sorted members joined by "\n"),
 --   "hget_not" (the field's value, "" when absent, is none of the "\n"-joined values).
 -- Returns {"ok", xadd_id...} or {"conflict", check_index} or {"overloaded", backlog}.
@@ -58,12 +60,46 @@ if n_backlog > 0 then
   end
 end
 
+-- Each form: its command, its arguments (a table reused by every write of the form: redis.call copies them), the
+-- places of its values in them, and how many arguments it has.
+local forms = {}
+local n_forms = tonumber(ARGV[i])
+i = i + 1
+for f = 1, n_forms do
+  local command, pattern = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  local args, places = {}, {}
+  for a = 1, #pattern do
+    if string.sub(pattern, a, a) == "v" then
+      places[#places + 1] = a
+    else
+      args[a] = ARGV[i]
+      i = i + 1
+    end
+  end
+  forms[f] = {command, args, places, #pattern}
+end
+
 local result = {"ok"}
 local n = #ARGV
 while i <= n do
-  local command, key, n_args = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
-  local reply = redis.call(command, key, unpack(ARGV, i + 3, i + 2 + n_args))
-  i = i + 3 + n_args
+  local command, reply
+  local form = forms[tonumber(ARGV[i])]
+  local key = KEYS[tonumber(ARGV[i + 1])]
+  if form then
+    local args, places = form[2], form[3]
+    for v = 1, #places do
+      args[places[v]] = ARGV[i + 1 + v]
+    end
+    command = form[1]
+    reply = redis.call(command, key, unpack(args, 1, form[4]))
+    i = i + 2 + #places
+  else
+    local n_args = tonumber(ARGV[i + 2])
+    command = ARGV[i]
+    reply = redis.call(command, key, unpack(ARGV, i + 3, i + 2 + n_args))
+    i = i + 3 + n_args
+  end
   if command == "XADD" then
     result[#result + 1] = reply
   end

@@ -39,21 +39,38 @@ def _values(parts: list[str]) -> Iterator[tuple[int, int, str]]:
         yield i, end, _unescaped(parts[i][:end])
 
 
+class Found:
+    """A resource's references, found on its compact JSON once: read, and rewritten for as many mappings as asked
+    (a create is digested with its references' ids, and again if one of them changes), without serialising and
+    splitting the resource again each time."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._parts = encoding.dumps(node).decode().split(_MARK)
+        self._values = list(_values(self._parts))
+
+    def targets(self) -> set[str]:
+        """Return every ``reference`` string in the resource (an object's ``reference`` key holding a string)."""
+        return {value for _, _, value in self._values}
+
+    def rewritten(self, mapping: Mapping[str, str]) -> Any:
+        """Return the resource with each ``reference`` found in ``mapping`` replaced by its target: a copy when one
+        is, the resource itself when none is."""
+        parts: list[str] | None = None
+        for i, end, value in self._values:
+            target = mapping.get(value)
+            if target is not None:
+                parts = parts or list(self._parts)
+                parts[i] = encoding.dumps(target)[1:-1].decode() + self._parts[i][end:]
+        return encoding.loads(_MARK.join(parts).encode()) if parts is not None else self.node
+
+
 def reference_targets(node: Any) -> set[str]:
     """Return every ``reference`` string in a resource (an object's ``reference`` key holding a string)."""
-    return {value for _, _, value in _values(encoding.dumps(node).decode().split(_MARK))}
+    return Found(node).targets()
 
 
 def rewrite_references(node: Any, mapping: Mapping[str, str]) -> Any:
     """Return ``node`` with each ``reference`` found in ``mapping`` replaced by its target: a copy when one is,
     ``node`` itself when none is."""
-    if not mapping:
-        return node
-    parts = encoding.dumps(node).decode().split(_MARK)
-    rewritten = False
-    for i, end, value in _values(parts):
-        target = mapping.get(value)
-        if target is not None:
-            parts[i] = encoding.dumps(target)[1:-1].decode() + parts[i][end:]
-            rewritten = True
-    return encoding.loads(_MARK.join(parts).encode()) if rewritten else node
+    return Found(node).rewritten(mapping) if mapping else node

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -30,9 +30,9 @@ from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
-from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.store.plan import Committer, Form, Plan, PlanConflict, PlanOverloaded
 from gateway.store.reads import Reads
-from gateway.store.references import reference_targets, rewrite_references
+from gateway.store.references import Found
 from gateway.store.snapshot import Read, Snapshot
 from mappers.registry import MAPPED
 
@@ -55,6 +55,7 @@ class _Decision:
     match: str | None = None  # an existing id this create resolves to
     watched: bool = False  # an unmapped resource some record's mapping read: a change must re-map that record
     targets: frozenset[str] | None = None  # the references the resource holds, once computed
+    _found: Found | None = None
     # A create's content as ``_resolve`` rewrote and digested it, with the ids its references were given then:
     # ``_decide_one`` reuses it while those ids still hold, instead of rewriting and hashing the resource again.
     prepared: tuple[dict[str, Any], str | None, str | None, str, dict[str, str | None]] | None = None
@@ -62,9 +63,51 @@ class _Decision:
     def references(self) -> frozenset[str]:
         """Return (once) the references the operation's resource holds."""
         if self.targets is None:
-            resource = getattr(self.op, "resource", None)
-            self.targets = frozenset(reference_targets(resource)) if resource is not None else frozenset()
+            found = self.found()
+            self.targets = frozenset(found.targets()) if found is not None else frozenset()
         return self.targets
+
+    def found(self) -> Found | None:
+        """Return (once) the references of the operation's resource, found for reading and rewriting."""
+        resource = getattr(self.op, "resource", None)
+        if self._found is None and resource is not None:
+            self._found = Found(resource)
+        return self._found
+
+    def rewritten(self, mapping: Mapping[str, str]) -> dict[str, Any]:
+        """Return the operation's resource with its references to ``mapping``'s keys rewritten."""
+        found = self.found()
+        assert found is not None
+        resource: dict[str, Any] = found.rewritten(mapping) if mapping else found.node
+        return resource
+
+
+def _still_resolved(d: _Decision, mapping: Mapping[str, str]) -> bool:
+    """Tell whether every reference of a prepared create still has the id it was prepared with."""
+    return d.prepared is not None and all(mapping.get(r) == i for r, i in d.prepared[4].items())
+
+
+def _dependency_order(creates: list[_Decision]) -> Iterator[list[_Decision]]:
+    """Yield the creates in turns: each one's entries point at no entry of a later turn (a cycle: all at once)."""
+    pending = {id(d): d for d in creates}
+    urls_pending = {getattr(d.op, "full_url", None) for d in creates} - {None}
+    while pending:
+        ready = [
+            d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
+        ] or list(pending.values())
+        for d in ready:
+            del pending[id(d)]
+            urls_pending.discard(getattr(d.op, "full_url", None))
+        yield ready
+
+
+# The forms (``Plan.put``) of what every version writes: its body, its current state and its job.
+_VERSION: Form = ("HSET", (None, None))
+_CURRENT: Form = (
+    "HSET",
+    ("vid", None, "lu", None, "hash", None, "deleted", None, "evid", None, "elu", None, "idx", None),
+)
+_JOB: Form = ("XADD", ("*", "type", None, "id", None, "vid", None, "op", None, "attempt", 0))
 
 
 @lru_cache(maxsize=4096)
@@ -289,20 +332,19 @@ class Store(Reads):
                 )
             touched[key] = d
 
-        # 2. Current state of everything the operations touch (a create given a fresh uuid touches nothing there).
+        # 2. Current state of everything the operations touch (a create given a fresh uuid touches nothing there),
+        # read with the first reads of step 3 (one round trip).
         existing = [d for d in decisions if d.match is not None or not isinstance(d.op, Create)]
-        if existing:
-            reads: list[Read] = []
-            for d in existing:
-                reads += [("hgetall", k.current(tenant, d.op.rtype, d.rid)),
-                          ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))]  # fmt: skip
-            replies = await self._snapshot.read(reads)
-            for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
-                d.current = Current.from_hash(raw)
-                d.watched = d.op.rtype not in MAPPED and bool(watched)
+        reads: list[Read] = []
+        for d in existing:
+            reads += [("hgetall", k.current(tenant, d.op.rtype, d.rid)),
+                      ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))]  # fmt: skip
 
         # 3. Resolve urn:uuid and fullUrl references, deduplicating retried plain creates on the way.
-        mapping = await self._resolve(tenant, decisions, plan)
+        mapping, replies = await self._resolve(tenant, decisions, plan, reads)
+        for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
+            d.current = Current.from_hash(raw)
+            d.watched = d.op.rtype not in MAPPED and bool(watched)
 
         results: list[Result] = []
         now = self._clock()
@@ -329,9 +371,11 @@ class Store(Reads):
                 r.resource = encoding.loads(raw) if raw else None
         return plan, results
 
-    async def _resolve(self, tenant: str, decisions: list[_Decision], plan: Plan) -> dict[str, str]:
+    async def _resolve(
+        self, tenant: str, decisions: list[_Decision], plan: Plan, reads: list[Read]
+    ) -> tuple[dict[str, str], list[Any]]:
         """Map every entry's fullUrl and every conditional reference to ``Type/id``, giving retried identical creates
-        their first id."""
+        their first id; return the mapping and the answers to ``reads``, read with the first dedupe keys."""
         mapping: dict[str, str] = {}
         for d in decisions:
             full_url = getattr(d.op, "full_url", None)
@@ -343,34 +387,33 @@ class Store(Reads):
         ]
         mapping.update(await conditional.resolve(self._redis, self._keys, tenant, written, plan))
         plain = [d for d in decisions if isinstance(d.op, Create) and not d.op.if_none_exist and d.op.dedupe]
-        if not plain or self._dedupe_seconds <= 0:
-            return mapping
-        # Creates are deduplicated on their content with references resolved, so an entry is looked up only
-        # once every entry it points at has its final id (dependency order; a cycle falls back to new ids).
-        pending = {id(d): d for d in plain}
-        urls_pending = {getattr(d.op, "full_url", None) for d in plain} - {None}
-        while pending:
-            ready = [
-                d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
-            ] or list(pending.values())
-            digests = []
-            for d in ready:
-                assert isinstance(d.op, Create)
-                content, evid, elu = ehr_meta.split(rewrite_references(d.op.resource, mapping))
-                digests.append(digest(content))
-                ids_then = {ref: mapping.get(ref) for ref in d.references()}
-                d.prepared = (content, evid, elu, digests[-1], ids_then)
-            hits = await self._snapshot.read([("get", self._keys.dedupe(tenant, d.op.rtype, dg))
-                                              for d, dg in zip(ready, digests, strict=True)])  # fmt: skip
-            states: list[Any] = [{}] * len(ready)
-            found = [(i, d, h) for i, (d, h) in enumerate(zip(ready, hits, strict=True)) if h]
+        if self._dedupe_seconds <= 0:
+            plain = []
+        # Creates are deduplicated on their content with references resolved, so an entry is looked up only once
+        # every entry it points at has its final id (dependency order; a cycle falls back to new ids). Every entry is
+        # digested and looked up at once with the ids known now, which hold unless an entry it points at is found to
+        # be a retry: only then is it digested and looked up again, in its turn.
+        for d in plain:
+            self._prepare(d, mapping)
+        replies = await self._snapshot.read(reads + [self._dedupe_read(tenant, d) for d in plain])
+        hits = dict(zip(map(id, plain), replies[len(reads) :], strict=True))
+        for ready in _dependency_order(plain):
+            moved = [d for d in ready if not _still_resolved(d, mapping)]
+            for d in moved:
+                self._prepare(d, mapping)
+            for d, hit in zip(moved, await self._snapshot.read([self._dedupe_read(tenant, d) for d in moved]),
+                              strict=True):  # fmt: skip
+                hits[id(d)] = hit
+            found = [(i, d, hits[id(d)]) for i, d in enumerate(ready) if hits[id(d)]]
             # The resources these digests name: still there, still with this content?
             checked = await self._snapshot.read([("hgetall", self._keys.current(tenant, d.op.rtype, h.decode()))
                                                  for _, d, h in found])  # fmt: skip
+            states: list[Any] = [{}] * len(ready)
             for (i, _, _), state in zip(found, checked, strict=True):
                 states[i] = state
-            for d, dg, hit, raw in zip(ready, digests, hits, states, strict=True):
-                assert isinstance(d.op, Create)
+            for d, raw in zip(ready, states, strict=True):
+                assert isinstance(d.op, Create) and d.prepared is not None
+                dg, hit = d.prepared[3], hits[id(d)]
                 key = self._keys.dedupe(tenant, d.op.rtype, dg)
                 live = Current.from_hash(raw)
                 if hit and live is not None and live.digest == dg and not live.deleted:
@@ -382,9 +425,18 @@ class Store(Reads):
                         mapping[d.op.full_url] = f"{d.op.rtype}/{d.rid}"
                 else:
                     plan.expect_value(key, hit.decode() if hit else None)
-                del pending[id(d)]
-                urls_pending.discard(d.op.full_url)
-        return mapping
+        return mapping, replies[: len(reads)]
+
+    @staticmethod
+    def _prepare(d: _Decision, mapping: Mapping[str, str]) -> None:
+        """Rewrite and digest a create's content with the ids its references have in ``mapping`` now."""
+        assert isinstance(d.op, Create)
+        content, evid, elu = ehr_meta.split(d.rewritten(mapping))
+        d.prepared = (content, evid, elu, digest(content), {ref: mapping.get(ref) for ref in d.references()})
+
+    def _dedupe_read(self, tenant: str, d: _Decision) -> Read:
+        assert d.prepared is not None
+        return ("get", self._keys.dedupe(tenant, d.op.rtype, d.prepared[3]))
 
     def _decide_one(
         self, tenant: str, d: _Decision, mapping: Mapping[str, str], plan: Plan, lu: str, lu_ms: int
@@ -402,10 +454,10 @@ class Store(Reads):
                 tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True, watched=d.watched
             )
 
-        if d.prepared is not None and all(mapping.get(r) == i for r, i in d.prepared[4].items()):
+        if d.prepared is not None and _still_resolved(d, mapping):
             content, evid, elu, dg, _ = d.prepared
         else:
-            content, evid, elu = ehr_meta.split(rewrite_references(op.resource, mapping))
+            content, evid, elu = ehr_meta.split(d.rewritten(mapping))
             dg = digest(content)
 
         if d.match is not None:  # a conditional create or a retried create that found its resource
@@ -440,7 +492,7 @@ class Store(Reads):
         else:
             plan.expect_field(cur_key, "vid", None)
             if self._dedupe_seconds > 0 and not op.if_none_exist and op.dedupe:
-                plan.write("SET", k.dedupe(tenant, op.rtype, dg), rid, "EX", self._dedupe_seconds)
+                plan.put(("SET", (None, "EX", self._dedupe_seconds)), k.dedupe(tenant, op.rtype, dg), rid)
 
         stored = {"resourceType": op.rtype, "id": rid, "meta": ehr_meta.stamp(content, evid, elu)}
         stored.update((key, value) for key, value in content.items() if key not in ("resourceType", "meta"))
@@ -485,22 +537,15 @@ class Store(Reads):
             plan.add("ZADD", ids_index, 0, rid)
         plan.add("ZADD", type_versions, lu_ms, f"{rid}/{vid}")
         plan.add("ZADD", all_versions, lu_ms, f"{rtype}/{rid}/{vid}")
-        plan.write("HSET", k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
-        plan.write(
-            "HSET",
-            k.current(tenant, rtype, rid),
-            "vid", vid, "lu", lu, "hash", digest_, "deleted", "1" if deleted else "0",
-            "evid", ehr[0] or "", "elu", ehr[1] or "", "idx", encoding.dumps(new_index),
+        plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
+        plan.put(
+            _CURRENT, k.current(tenant, rtype, rid),
+            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", encoding.dumps(new_index),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched
         if job:
-            plan.write(
-                "XADD",
-                inbound,
-                "*",
-                "type", rtype, "id", rid, "vid", vid, "op", "delete" if deleted else "upsert", "attempt", 0,
-            )  # fmt: skip
+            plan.put(_JOB, inbound, rtype, rid, vid, "delete" if deleted else "upsert")
         status = 204 if deleted else (201 if cur is None else 200)
         outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
         return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome), job

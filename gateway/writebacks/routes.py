@@ -75,7 +75,7 @@ router = APIRouter(
 )
 
 
-async def _writebacks(services: ServicesDep) -> Writebacks:  # async, as every dependency (gateway.deps._services)
+async def _writebacks(services: ServicesDep) -> Writebacks:
     return services.writebacks
 
 

@@ -19,6 +19,7 @@ from conformance.validator import validate_resource
 from gateway import cli
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
+from gateway.store import Keyspace, Plan, audit
 from tests.conftest import CLIENTS, EHR_A, EHR_B, PLATFORM_A, Gateway, running
 from tests.support import ShiftedClock
 
@@ -246,3 +247,52 @@ async def test_export_writes_valid_r4_audit_events_without_phi(
     last = (await trail(gw))[-1]
     assert (last["interaction"], last["client"]) == ("export", "operator-cli")
     assert await asyncio.to_thread(cli.main, ["audit", "export", "--tenant", "clinic-a", "--since", "yesterday"]) != 0
+
+
+def test_a_writes_audit_entries_are_the_xadds_of_their_fields_whatever_they_share() -> None:
+    """``audit.add`` sends what a request's entries share once (``Plan.put``); each entry is still its own XADD."""
+    trail, keys = audit.RequestAudit("10.0.0.1", "transaction", 1_000, 2_000, "ehr-a"), Keyspace("gw")
+    plan, rows = (
+        Plan(),
+        [("Patient", "p1", "Patient/p1"), ("Practitioner", "d1", ""), ("Appointment", "a1", "Patient/p1")],
+    )
+    expected = []
+    for rtype, rid, patient in rows:
+        fields = audit.entry(
+            trail, tenant="t", client="ehr-a", rtype=rtype, rid=rid, vid="1", outcome=201, patient=patient
+        )
+        audit.add(plan, keys, "t", fields, trail.minid)
+        expected.append(("XADD", plan.key(keys.audit("t")), ["MINID", "~", 1_000, "*", *fields]))
+    assert list(plan.commands()) == expected
+    assert len(plan.forms) == 2  # with a patient, and without
+
+
+async def test_a_flush_returns_once_every_entry_recorded_before_it_is_written(gw: Gateway) -> None:
+    """A flush called while another is writing (the flusher task's) waits for it: it used to return at once with
+    nothing left to take, before the entries in the other one's pipeline were in the stream."""
+    trail_ = gw.services.audit
+    release, real = asyncio.Event(), gw.services.redis.pipeline
+
+    class SlowPipeline:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._pipe = real(*args, **kwargs)
+
+        def execute_command(self, *args: Any) -> None:
+            self._pipe.execute_command(*args)
+
+        async def execute(self) -> Any:
+            await release.wait()
+            return await self._pipe.execute()
+
+    trail_.record("clinic-a", ["at", "1", "tenant", "clinic-a", "interaction", "read", "id", "flush-race-1"])
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(trail_._redis, "pipeline", SlowPipeline)
+        first = asyncio.create_task(trail_.flush())
+        await asyncio.sleep(0)  # the first flush has taken the entry and waits in its pipeline
+        second = asyncio.create_task(trail_.flush())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not second.done()
+        release.set()
+        await asyncio.gather(first, second)
+    assert any(e.get("id") == "flush-race-1" for e in await trail(gw))

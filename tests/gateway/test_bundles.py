@@ -323,3 +323,33 @@ async def test_a_wide_integer_in_a_transaction_with_references_is_stored_exactly
     stored = await gateway.ehr("GET", f"/Appointment/{appt_id}")
     assert f'"valueDecimal":{wide}' in stored.text.replace(" ", "")
     assert stored.json()["participant"][0]["actor"]["reference"].startswith("Patient/")
+
+
+async def test_retried_creates_that_point_at_each_other_find_their_first_ids_in_turn(gateway: Gateway) -> None:
+    """A plain create is a retry when its content, with references given their final ids, was stored: an entry
+    pointing at a retried entry is compared with that entry's first id, along a chain of three."""
+    patient_urn, appt_urn = (
+        "urn:uuid:9e0b3c4d-0000-4000-8000-00000000a001",
+        "urn:uuid:9e0b3c4d-0000-4000-8000-00000000a002",
+    )
+
+    def bundle(family: str) -> dict[str, Any]:
+        patient = {"resourceType": "Patient", "name": [{"family": family}]}
+        appt = appointment(participant=[{"actor": {"reference": patient_urn}, "status": "accepted"}])
+        encounter = {"resourceType": "Encounter", "status": "finished",
+                     "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                     "subject": {"reference": patient_urn}, "appointment": [{"reference": appt_urn}]}  # fmt: skip
+        return transaction(post_entry(encounter), post_entry(appt, appt_urn), post_entry(patient, patient_urn))
+
+    async def push(family: str) -> list[tuple[str, str]]:
+        answer = await gateway.ehr("POST", "", json=bundle(family))
+        assert answer.status_code == 200, answer.text
+        return [(e["response"]["status"], e["response"]["location"]) for e in answer.json()["entry"]]
+
+    first, again = await push("Chain"), await push("Chain")
+    assert [s for s, _ in first] == ["201 Created"] * 3 and [s for s, _ in again] == ["200 OK"] * 3
+    assert [loc for _, loc in again] == [loc for _, loc in first]
+    other, other_again = await push("Other"), await push("Other")  # a new Patient: the entries pointing at it are new
+    assert [s for s, _ in other] == ["201 Created"] * 3 and [s for s, _ in other_again] == ["200 OK"] * 3
+    assert [loc for _, loc in other_again] == [loc for _, loc in other]
+    assert not {loc for _, loc in other} & {loc for _, loc in first}

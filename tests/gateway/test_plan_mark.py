@@ -15,28 +15,33 @@ from hypothesis import strategies as st
 from gateway.store import Plan
 
 _KEYS = st.sampled_from([f"gw:{{t}}:k{i}" for i in range(6)])
+_FORMS = [("HSET", ("vid", None, "lu", None)), ("XADD", ("*", "type", None, "id", None)), ("HSET", (None, None))]
 _VALUES = st.one_of(st.text(max_size=3), st.integers(-3, 3), st.binary(max_size=2))
 _OPS = st.one_of(
     st.tuples(st.just("write"), st.sampled_from(["HSET", "XADD", "SREM"]), _KEYS, st.lists(_VALUES, max_size=3)),
     st.tuples(st.just("add"), st.sampled_from(["SADD", "ZADD"]), _KEYS, st.lists(_VALUES, max_size=3)),
     st.tuples(st.just("check"), st.just("rev"), _KEYS, st.lists(st.sampled_from(["1", "2"]), max_size=1)),
+    st.tuples(st.just("put"), st.sampled_from(_FORMS), _KEYS, st.lists(_VALUES, min_size=2, max_size=2)),
 )
 # Each part of a batch: its operations, and whether it fails after them.
 _PARTS = st.lists(st.tuples(st.lists(_OPS, max_size=6), st.booleans()), max_size=8)
 
 
-def _apply(plan: Plan, ops: list[tuple[str, str, str, list[Any]]]) -> None:
+def _apply(plan: Plan, ops: list[tuple[str, Any, str, list[Any]]]) -> None:
     for kind, command, key, args in ops:
         if kind == "write":
             plan.write(command, key, *args)
         elif kind == "add":
             plan.add(command, key, *args)
+        elif kind == "put":
+            plan.put(command, key, *args)
         else:
             plan.expect_field(key, command, args[0] if args else None)
 
 
 def _state(plan: Plan) -> tuple[Any, ...]:
-    return plan.keys, plan.checks, plan.writes, list(plan.adds.items()), {k: plan.key(k) for k in plan.keys}
+    keys = {k: plan.key(k) for k in plan.keys}
+    return plan.keys, plan.checks, plan.writes, plan.forms, list(plan.adds.items()), keys, list(plan.commands())
 
 
 @given(_PARTS)

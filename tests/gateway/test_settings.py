@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.cli import main
-from gateway.settings import ClientsConfig, token_bits
+from gateway.settings import ClientsConfig, Tenant, token_bits
 
 
 def test_yaml_and_json_clients_files_load_with_defaults(tmp_path: Path) -> None:
@@ -29,6 +29,19 @@ def test_yaml_and_json_clients_files_load_with_defaults(tmp_path: Path) -> None:
     assert config.tenant("clinic-a").vendor == "epic"
     assert config.tenant("clinic-z").vendor == "generic"
     assert "abcdefghijklmnopqrst" not in repr(config)
+
+
+def test_a_tenant_without_a_block_gets_the_defaults_of_its_own_file(tmp_path: Path) -> None:
+    path = tmp_path / "clients.json"
+    path.write_text(json.dumps({"tenants": {"clinic-a": {"validation": "lenient"}}}))
+    config = ClientsConfig.load(path)
+    assert config.tenant("clinic-z") == Tenant()
+    assert config.tenant("clinic-z") is config.tenant("clinic-y")  # built once, not for each entry asking
+    assert config.tenant("clinic-a").validation == "lenient"
+    path.write_text(json.dumps({"tenants": {"clinic-z": {"dedupe_posts": False}}}))
+    reloaded = ClientsConfig.load(path)
+    assert reloaded.tenant("clinic-z").dedupe_posts is False
+    assert reloaded.tenant("clinic-a") == Tenant() and reloaded.tenant("clinic-a") is not config.tenant("clinic-a")
 
 
 @pytest.mark.parametrize(

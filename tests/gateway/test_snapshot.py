@@ -40,3 +40,53 @@ async def test_a_plans_added_members_are_all_written_however_many(redis_url: str
     finally:
         await redis.delete(zset, members, other)
         await redis.aclose()
+
+
+async def test_a_plans_put_writes_leave_what_the_writes_they_stand_for_leave(redis_url: str, key_prefix: str) -> None:
+    """``Plan.put`` sends a form's constant arguments once; the script makes the same commands, in the same order."""
+    redis = connect(redis_url, cluster=False, timeout=5.0)
+    job = ("XADD", ("*", "type", None, "id", None, "attempt", 0))
+    state = ("HSET", ("vid", None, "lu", None, "deleted", None))
+
+    def build(prefix: str, *, put: bool) -> Plan:
+        plan, names = Plan(), [f"{prefix}:{{t}}:{name}" for name in ("stream", "h1", "h2", "s", "body")]
+        stream, h1, h2, s, body = names
+        writes: list[tuple[tuple[str, tuple[object, ...]], str, tuple[object, ...]]] = [
+            (job, stream, ("Patient", "p1")),
+            (state, h1, (1, "2026-01-01T00:00:00Z", "0")),
+            (("HSET", (None, None)), body, ("1", b"\x00{\xc3\xa9}")),
+            (job, stream, ("Appointment", "a1")),
+            (("XADD", ("*", "type", None)), stream, ("Binary",)),  # another form on the same stream, in between
+            (state, h2, (7, "", "1")),
+            (("SET", (None, "EX", 60)), s, ("p1",)),
+            (job, stream, ("Appointment", "a2")),
+        ]
+        for at, (form, key, values) in enumerate(writes):
+            if put:
+                plan.put(form, key, *values)
+            else:
+                args = iter(values)
+                plan.write(form[0], key, *(next(args) if a is None else a for a in form[1]))
+            if at == 3:
+                plan.write("HSET", h1, "rev", 2)  # a plain write between puts, on a key a put wrote
+        return plan
+
+    async def state_of(prefix: str) -> list[object]:
+        stream, h1, h2, s, body = (f"{prefix}:{{t}}:{name}" for name in ("stream", "h1", "h2", "s", "body"))
+        entries = [fields for _, fields in await redis.xrange(stream)]
+        return [entries, await redis.hgetall(h1), await redis.hgetall(h2), await redis.get(s),
+                await redis.ttl(s) > 0, await redis.hgetall(body)]  # fmt: skip
+
+    try:
+        put, plain = build(f"{key_prefix}:put", put=True), build(f"{key_prefix}:plain", put=False)
+        assert list(put.commands()) == list(plain.commands())
+        assert len(put.writes) < len(plain.writes)
+        put_ids, plain_ids = await Committer(redis).commit(put), await Committer(redis).commit(plain)
+        assert len(put_ids) == len(plain_ids) == 4
+        assert await state_of(f"{key_prefix}:put") == await state_of(f"{key_prefix}:plain")
+        entries = await redis.xrange(f"{key_prefix}:put:{{t}}:stream")
+        assert [fields[b"type"] for _, fields in entries] == [b"Patient", b"Appointment", b"Binary", b"Appointment"]
+    finally:
+        for prefix in (f"{key_prefix}:put", f"{key_prefix}:plain"):
+            await redis.delete(*(f"{prefix}:{{t}}:{name}" for name in ("stream", "h1", "h2", "s", "body")))
+        await redis.aclose()
