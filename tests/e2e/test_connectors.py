@@ -50,7 +50,10 @@ def _appointment(rid: str, updated: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _clients(path: Path, fake: FakeEHR, key_file: Path) -> Path:
+def _clients(folder: Path, fake: FakeEHR) -> Path:
+    """Write a clients file whose tenant polls ``fake`` with a new SMART key (written beside it)."""
+    key_file, path = folder / "ehr-key.pem", folder / "clients.json"
+    key_file.write_bytes(new_rsa_pem())
     ehr = {
         "base_url": fake.base,
         "auth": {"type": "smart-backend", "token_url": fake.token_url, "client_id": CLIENT_ID,
@@ -71,9 +74,7 @@ def _clients(path: Path, fake: FakeEHR, key_file: Path) -> Path:
 def test_run_polls_the_ehr_and_delivers_a_writeback_once_despite_503s(
     launch: Callable[..., Proc], fake_ehr: FakeEHR, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
-    key_file = tmp_path / "ehr-key.pem"
-    key_file.write_bytes(new_rsa_pem())
-    clients = _clients(tmp_path / "clients.json", fake_ehr, key_file)
+    clients = _clients(tmp_path, fake_ehr)
     port = free_port()
     fake_ehr.control("config", {"jwks_url": f"http://127.0.0.1:{port}/.well-known/jwks.json"})
     fake_ehr.seed(_appointment("ehr-a1", "2026-02-01T10:00:00Z"), _appointment("ehr-a2", "2026-02-01T11:00:00Z"))
@@ -126,9 +127,7 @@ def test_a_poll_process_started_before_any_ehr_block_polls_the_one_a_reload_adds
     launch: Callable[..., Proc], fake_ehr: FakeEHR, redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
     # A new site deploys the poller before its first EHR is configured: it must wait, not exit (a crash loop).
-    key_file = tmp_path / "ehr-key.pem"
-    key_file.write_bytes(new_rsa_pem())
-    clients = _clients(tmp_path / "clients.json", fake_ehr, key_file)
+    clients = _clients(tmp_path, fake_ehr)
     with_ehr = json.loads(clients.read_text(encoding="utf-8"))
     without = json.loads(json.dumps(with_ehr))
     del without["tenants"][TENANT]["ehr"]
