@@ -1,5 +1,5 @@
 """The FHIR resource store on Redis: versions, tombstones, search indexes and inbound jobs, written atomically
-(its reads are in ``reads``, the operations it takes in ``operation``).
+(its reads are in ``reads``, its index rebuild in ``maintenance``, the operations it takes in ``operation``).
 
 Every write goes through ``Store.apply``: it reads the current state of what the operations touch, decides every
 outcome (new id, new version, unchanged, conditional match), and commits one ``Plan`` whose preconditions are
@@ -22,13 +22,14 @@ from redis.asyncio import Redis
 
 from conformance.outcome import Issue, operation_outcome
 from gateway import encoding
-from gateway.clock import Clock, epoch_of, instant, system_clock
+from gateway.clock import Clock, instant, system_clock
 from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
+from gateway.store.maintenance import Maintenance, move_index
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
 from gateway.store.plan import Committer, Form, Plan, PlanConflict, PlanOverloaded
 from gateway.store.reads import Reads
@@ -123,7 +124,7 @@ def _type_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, str, str, 
     )
 
 
-class Store(Reads):
+class Store(Reads, Maintenance):
     """Read and write FHIR resources of every type, per tenant."""
 
     def __init__(
@@ -151,51 +152,6 @@ class Store(Reads):
         self._dedupe_seconds = dedupe_seconds
         self._retries = retries
         self._wait = (wait_replicas, wait_timeout_ms)
-
-    # -- maintenance -------------------------------------------------------------------------------------
-
-    async def reindex(self, tenant: str) -> tuple[int, int]:
-        """Write every stored resource of ``tenant`` into the indexes this version of the gateway keeps.
-
-        For data stored by an older version (whose identifier and patient keys had another form, and which kept
-        no reference, token, date or string indexes, nor version indexes): each resource's current version is
-        indexed again in one atomic step that holds only while the resource is unchanged (a concurrent write
-        indexes it anyway). Return (resources reindexed, resources that changed meanwhile and were left as their
-        new write indexed them).
-        """
-        done = changed = 0
-        async for key in self._redis.scan_iter(match=self._keys.current(tenant, "*", "*"), count=500):
-            _, rtype, rid = text(key).rsplit(":", 2)
-            if await self._reindex_one(tenant, rtype, rid):
-                done += 1
-            else:
-                changed += 1
-        return done, changed
-
-    async def _reindex_one(self, tenant: str, rtype: str, rid: str) -> bool:
-        k = self._keys
-        cur = Current.from_hash(await self._redis.hgetall(k.current(tenant, rtype, rid)))
-        if cur is None:
-            return False
-        versions = {text(v): body for v, body in (await self._redis.hgetall(k.history(tenant, rtype, rid))).items()}
-        plan = Plan()
-        plan.expect_field(k.current(tenant, rtype, rid), "vid", str(cur.vid))
-        stored = versions.get(str(cur.vid))
-        new_index = index_entries(k, tenant, json.loads(stored)) if stored and not cur.deleted else []
-        self._plan_index(plan, rid, cur.index, new_index)
-        if not cur.deleted:
-            plan.write("ZADD", k.ids_index(tenant, rtype), 0, rid)
-        for vid, body in versions.items():
-            meta = json.loads(body).get("meta", {}) if body else {}
-            when = epoch_of(meta.get("lastUpdated")) or epoch_of(cur.last_updated) or 0.0
-            plan.write("ZADD", k.type_versions(tenant, rtype), int(when * 1000), f"{rid}/{vid}")
-            plan.write("ZADD", k.all_versions(tenant), int(when * 1000), f"{rtype}/{rid}/{vid}")
-        plan.write("HSET", k.current(tenant, rtype, rid), "idx", json.dumps(new_index, ensure_ascii=False))
-        try:
-            await self._committer.commit(plan)
-        except PlanConflict:
-            return False
-        return True
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -528,7 +484,7 @@ class Store(Reads):
         if stored is not None:
             stored["meta"] = {"versionId": str(vid), "lastUpdated": lu, **stored["meta"]}
             new_index = index_entries(k, tenant, stored)
-        self._plan_index(plan, rid, cur.index if cur else [], new_index)
+        move_index(plan, rid, cur.index if cur else [], new_index)
         if deleted:
             plan.write("ZREM", lu_index, rid)
             plan.write("ZREM", ids_index, rid)
@@ -549,27 +505,6 @@ class Store(Reads):
         status = 204 if deleted else (201 if cur is None else 200)
         outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
         return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome), job
-
-    @staticmethod
-    def _plan_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:
-        """Move the resource from the index entries of its last version to those of this one."""
-        if old:
-            kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
-            for kind, key, member in set(old) - set(new):
-                if kind == "s":
-                    plan.write("SREM", key, rid)
-                elif kind == "l":
-                    plan.write("ZREM", key, member)
-                elif (kind, key) not in kept_scores:
-                    plan.write("ZREM", key, rid)
-            new = sorted(set(new) - set(old))
-        for kind, key, member in new:  # index_entries lists them sorted and once each
-            if kind == "s":
-                plan.add("SADD", key, rid)
-            elif kind == "l":
-                plan.add("ZADD", key, 0, member)
-            else:
-                plan.add("ZADD", key, member, rid)
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
         """Return the identifier-index key a condition reads."""
