@@ -26,7 +26,8 @@ from tests.e2e.conftest import (
     write_clients,
 )
 
-pytestmark = pytest.mark.e2e
+# What is checked is the processes' shutdown, not the Redis under them: run once, on the embedded server.
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 BURST = 400
 
 
