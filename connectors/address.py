@@ -21,6 +21,7 @@ names that pass even when private. Development mode (``fhir-gateway run``) allow
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
@@ -281,8 +282,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         http2: bool = False,
     ) -> None:
         limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        super().__init__(verify=verify, trust_env=False, limits=limits, http2=http2)
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+        context = verify if isinstance(verify, ssl.SSLContext) else _context(verify, http2)
+        super().__init__(verify=context, trust_env=False, limits=limits, http2=http2)
         self.policy = policy
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
@@ -293,6 +294,15 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             http2=http2,
             network_backend=GuardedBackend(policy),
         )
+
+
+@functools.cache
+def _context(verify: bool, http2: bool) -> ssl.SSLContext:
+    """Return httpx's TLS context for ``verify``, built once per process: building one reads the whole CA bundle
+    (about 20-40 ms), and every client (webhooks, each EHR's connector, the JWKS fetcher) wants the same one. An
+    ``SSLContext`` is meant to be shared by connections; httpcore sets its ALPN protocols at each connection, so
+    HTTP/2 clients get one of their own."""
+    return httpx.create_ssl_context(verify=verify)
 
 
 def refused(exc: BaseException) -> bool:

@@ -3,13 +3,21 @@ every connection (against what the name resolves to then: DNS rebinding)."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from connectors import EHRConfig, UnsafeURL
 from connectors.address import GuardedTransport, OutboundPolicy
@@ -121,6 +129,53 @@ async def test_an_allowed_address_is_connected_to_with_the_host_name_kept(server
         answer = await http.get(f"http://receiver.internal.example:{server.port}/")
     assert answer.status_code == 200
     assert server.hosts == [f"receiver.internal.example:{server.port}"]
+
+
+def _self_signed(folder: Path, host: str) -> tuple[Path, Path]:
+    """Write a self-signed certificate for ``host`` (an IP address) and its key; return their paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loopback test receiver")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+async def test_tls_is_verified_by_every_client_although_they_share_one_context(server: _Server, tmp_path: Path) -> None:
+    """Clients share the process's TLS context (building one reads the CA bundle): each still refuses a certificate
+    that no trusted CA signed, and trusts one its own ``verify`` context names."""
+    cert, key = _self_signed(tmp_path, "127.0.0.1")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.server.socket = tls.wrap_socket(server.server.socket, server_side=True)
+    policy = OutboundPolicy.from_settings("127.0.0.0/8")
+    url = f"https://127.0.0.1:{server.port}/"
+    for _ in range(2):  # the second client gets the context the first one built
+        async with httpx.AsyncClient(transport=GuardedTransport(policy)) as http:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await http.get(url)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with httpx.AsyncClient(transport=GuardedTransport(policy, verify=trusting)) as http:
+        assert (await http.get(url)).status_code == 200
+    async with httpx.AsyncClient(transport=GuardedTransport(policy)) as http:  # the trusting one was not shared
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await http.get(url)
+    assert server.hosts == [f"127.0.0.1:{server.port}"]
 
 
 # ---- EHR connectors: at configuration and at connection ---------------------------------------------------------
