@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +35,7 @@ from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
 from gateway.web.access_log import AccessLog
 from gateway.web.negotiation import Negotiation
-from gateway.web.openapi import AUTH_ERRORS, FHIR_ERRORS, OTHER_ERRORS, errors
+from gateway.web.openapi import AUTH_ERRORS, FHIR_ERRORS, OTHER_ERRORS, errors, with_outcome_schemas
 from gateway.web.responses import outcome_response
 from gateway.webhooks import routes as webhook_routes
 from gateway.writebacks import routes as writeback_routes
@@ -112,6 +113,16 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(console_routes.router)
     app.add_middleware(Negotiation)  # 406 and the answer's media type for every FHIR route
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The error answers refer to the OperationOutcome schema rather than naming it as a model, which cost
+        # FastAPI a validator per route and status, built on the first request (about 60 ms of every start).
+        if app.openapi_schema is None:
+            with_outcome_schemas(document())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> Response:

@@ -69,12 +69,20 @@ def errors(*statuses: int, why: Mapping[int, str] | None = None) -> Responses:
         description = (why or {}).get(status, meaning)
         example = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code,
                                                                   "diagnostics": description}]}  # fmt: skip
-        documented[status] = {
-            "model": OperationOutcome,
+        documented[status] = {  # no "model": FastAPI would build a validator per route and status for it
             "description": description,
             "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}, "example": example}},
         }
     return documented
+
+
+def with_outcome_schemas(document: dict[str, Any]) -> dict[str, Any]:
+    """Add the OperationOutcome schemas that the error answers refer to to an OpenAPI document (in place)."""
+    schema = OperationOutcome.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(schema.pop("$defs", {}))
+    schemas[OperationOutcome.__name__] = schema
+    return document
 
 
 AUTH_ERRORS: Final = errors(401, 403)
