@@ -27,6 +27,7 @@ from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, ehr_meta
 from gateway.store.connection import text
+from gateway.store.ids import new_ids
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.maintenance import Maintenance, move_index
@@ -209,6 +210,7 @@ class Store(Reads, Maintenance):
     ) -> None:
         """Add an audit entry per operation to the plan that writes them (one atomic step)."""
         client = trail.client or "unknown"
+        rows: list[audit.Written] = []
         for op, result in zip(ops, results, strict=True):
             if trail.interaction == "patch":
                 interaction = "patch"
@@ -217,11 +219,8 @@ class Store(Reads, Maintenance):
             patient = audit.patient_of(result.resource)
             if not patient and result.rtype == "Patient":
                 patient = f"Patient/{result.rid}"
-            fields = audit.entry(
-                trail, tenant=tenant, client=client, rtype=result.rtype, rid=result.rid, vid=str(result.vid or ""),
-                outcome=result.status, interaction=interaction, patient=patient,
-            )  # fmt: skip
-            audit.add(plan, self._keys, tenant, fields, trail.minid)
+            rows.append((interaction, result.rtype, result.rid, str(result.vid or ""), patient, result.status))
+        audit.add_written(plan, self._keys, trail, tenant, client, rows)
 
     async def _register(self, tenant: str) -> None:
         """List the tenant among those that have written, for the workers (once per process and tenant).
@@ -243,10 +242,9 @@ class Store(Reads, Maintenance):
 
     async def _decide(self, tenant: str, ops: Sequence[Operation]) -> tuple[Plan, list[Result]]:
         k = self._keys
-        decisions = [
-            _Decision(op=op, rid=op.rid if isinstance(op, Update | Delete) and op.rid else str(uuid.uuid4()))
-            for op in ops
-        ]
+        given = [op.rid if isinstance(op, Update | Delete) else "" for op in ops]
+        fresh = iter(new_ids(given.count("")))  # a new id for each operation that names none (a create)
+        decisions = [_Decision(op=op, rid=rid or next(fresh)) for op, rid in zip(ops, given, strict=True)]
         plan = Plan()
 
         # 1. Conditional operations: which existing resources match their criteria?
@@ -493,7 +491,8 @@ class Store(Reads, Maintenance):
             plan.add("ZADD", ids_index, 0, rid)
         plan.add("ZADD", type_versions, lu_ms, f"{rid}/{vid}")
         plan.add("ZADD", all_versions, lu_ms, f"{rtype}/{rid}/{vid}")
-        plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
+        raw = encoding.dumps(stored) if stored else None
+        plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), raw or "")
         plan.put(
             _CURRENT, k.current(tenant, rtype, rid),
             vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", encoding.dumps(new_index),
@@ -504,7 +503,7 @@ class Store(Reads, Maintenance):
             plan.put(_JOB, inbound, rtype, rid, vid, "delete" if deleted else "upsert")
         status = 204 if deleted else (201 if cur is None else 200)
         outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
-        return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome), job
+        return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome, raw=raw), job
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
         """Return the identifier-index key a condition reads."""
