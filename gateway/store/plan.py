@@ -106,7 +106,7 @@ class Plan:
             number = self._form_index[form] = self._form_ids[id(form)] = len(self.forms)
         if len(values) != self._slots[number - 1]:
             raise ValueError(f"{form[0]} takes {self._slots[number - 1]} values, not {len(values)}")
-        self.writes += (number, self.key(key), *values)
+        self.writes += (number, self._index.get(key) or self.key(key), *values)
 
     def commands(self) -> Iterator[tuple[str, int, list[Any]]]:
         """Yield each write as its command, key index and arguments, in order (a ``put`` one with its form's)."""
@@ -139,7 +139,7 @@ class Plan:
         For index sets that many resources of a set share (a status, a practitioner, a date zset): one command each
         instead of one per resource. Only for members no other write of the plan removes (a resource written once).
         """
-        at = (command, self.key(key))
+        at = (command, self._index.get(key) or self.key(key))  # most keys are declared already
         members = self.adds.get(at)
         created = members is None
         if members is None:

@@ -94,8 +94,9 @@ def _dependency_order(creates: list[_Decision]) -> Iterator[list[_Decision]]:
     pending = {id(d): d for d in creates}
     urls_pending = {getattr(d.op, "full_url", None) for d in creates} - {None}
     while pending:
+        # An entry points at no pending entry but (perhaps) itself; the smaller set is intersected first.
         ready = [
-            d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
+            d for d in pending.values() if (d.references() & urls_pending) <= {getattr(d.op, "full_url", None)}
         ] or list(pending.values())
         for d in ready:
             del pending[id(d)]

@@ -211,3 +211,47 @@ async def test_a_transaction_answered_with_representations_splices_the_stored_by
         stored = await services.redis.hget(services.keys.history("clinic-a", rtype, rid), "1")
         assert orjson.dumps(entry["resource"]) == stored
         assert encoding.dumps(entry["resource"]) in answer.content
+
+
+# -- the order creates are decided in ----------------------------------------------------------------------------
+
+
+class _Op:
+    def __init__(self, full_url: str | None) -> None:
+        self.full_url = full_url
+
+
+class _Create:
+    def __init__(self, full_url: str | None, targets: frozenset[str]) -> None:
+        self.op = _Op(full_url)
+        self.targets = targets
+
+    def references(self) -> frozenset[str]:
+        return self.targets
+
+
+def _order_as_before(creates: list[Any]) -> list[list[Any]]:
+    """``store._dependency_order`` as 9738e12 wrote it."""
+    turns: list[list[Any]] = []
+    pending = {id(d): d for d in creates}
+    urls_pending = {getattr(d.op, "full_url", None) for d in creates} - {None}
+    while pending:
+        ready = [
+            d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
+        ] or list(pending.values())
+        for d in ready:
+            del pending[id(d)]
+            urls_pending.discard(getattr(d.op, "full_url", None))
+        turns.append(ready)
+    return turns
+
+
+_URLS = st.sampled_from(["urn:uuid:1", "urn:uuid:2", "urn:uuid:3", "Patient/p"])
+
+
+@given(st.lists(st.tuples(st.none() | _URLS, st.frozensets(_URLS, max_size=3)), max_size=8))
+def test_creates_are_decided_in_the_turns_they_were_before(specs: list[tuple[str | None, frozenset[str]]]) -> None:
+    from gateway.store.store import _dependency_order
+
+    creates = [_Create(url, targets) for url, targets in specs]
+    assert list(_dependency_order(creates)) == _order_as_before(creates)  # type: ignore[arg-type]
