@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -179,10 +180,15 @@ class Store(Reads, Maintenance):
             if trail is not None:
                 trail.written += [(r.rtype, r.rid, str(r.vid or ""), r.status) for r in results]
             await self._replicated()
-            for result, op in zip(results, ops, strict=True):
-                RESOURCES.labels(result.rtype, result.outcome).inc()
-                if not isinstance(op, Delete) and op.issues:
-                    LENIENT_ACCEPTED.labels(result.rtype).inc()
+            # Counted once per type and outcome (a labelled counter costs 1.5-3.5 us a call, a Bundle's entries share
+            # a few): the same totals as one increment per result.
+            for (rtype, outcome), count in Counter((r.rtype, r.outcome) for r in results).items():
+                RESOURCES.labels(rtype, outcome).inc(count)
+            lenient = Counter(
+                r.rtype for r, op in zip(results, ops, strict=True) if not isinstance(op, Delete) and op.issues
+            )
+            for rtype, count in lenient.items():
+                LENIENT_ACCEPTED.labels(rtype).inc(count)
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
 

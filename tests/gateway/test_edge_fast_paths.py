@@ -255,3 +255,26 @@ def test_creates_are_decided_in_the_turns_they_were_before(specs: list[tuple[str
 
     creates = [_Create(url, targets) for url, targets in specs]
     assert list(_dependency_order(creates)) == _order_as_before(creates)  # type: ignore[arg-type]
+
+
+async def test_written_resources_are_counted_once_each_by_type_and_outcome(gateway: Gateway) -> None:
+    """Counted per type and outcome for the whole set: the totals one increment per resource made."""
+    from gateway.metrics import REGISTRY
+
+    def count(rtype: str, outcome: str) -> float:
+        value = REGISTRY.get_sample_value("gateway_resources_total", {"type": rtype, "outcome": outcome})
+        return value or 0.0
+
+    rid = f"b{uuid.uuid4().hex[:8]}"
+    await gateway.ehr("PUT", f"/Basic/{rid}", json={"resourceType": "Basic", "id": rid, "code": {"text": "x"}})
+    before = {(t, o): count(t, o) for t in ("Basic", "Patient") for o in ("created", "updated", "unchanged")}
+    bundle = transaction(
+        post_entry({"resourceType": "Patient", "name": [{"family": "A"}]}),
+        post_entry({"resourceType": "Patient", "name": [{"family": "B"}]}),
+        put_entry({"resourceType": "Basic", "id": rid, "code": {"text": "y"}}),
+        put_entry({"resourceType": "Basic", "id": f"{rid}-2", "code": {"text": "x"}}),
+    )
+    assert (await gateway.ehr("POST", "", json=bundle)).status_code == 200
+    after = {key: count(*key) - value for key, value in before.items()}
+    assert after == {("Basic", "created"): 1, ("Basic", "updated"): 1, ("Basic", "unchanged"): 0,
+                     ("Patient", "created"): 2, ("Patient", "updated"): 0, ("Patient", "unchanged"): 0}  # fmt: skip
