@@ -278,3 +278,28 @@ async def test_written_resources_are_counted_once_each_by_type_and_outcome(gatew
     after = {key: count(*key) - value for key, value in before.items()}
     assert after == {("Basic", "created"): 1, ("Basic", "updated"): 1, ("Basic", "unchanged"): 0,
                      ("Patient", "created"): 2, ("Patient", "updated"): 0, ("Patient", "unchanged"): 0}  # fmt: skip
+
+
+def test_a_fragment_beside_an_integer_past_64_bits_is_written_as_its_value() -> None:
+    """orjson refuses the integer, and the standard library writes the whole: the fragment as the value it holds
+    (it raised TypeError before, so a transaction answer splicing a read entry beside such a resource failed)."""
+    inner = {"resourceType": "Basic", "id": "b1", "code": {"text": "é \u2028"}, "n": 1.5}
+    value = {"entry": [{"resource": orjson.Fragment(encoding.dumps(inner))}, {"resource": {"wide": 2**70}}]}
+    plain = {"entry": [{"resource": inner}, {"resource": {"wide": 2**70}}]}
+    assert encoding.dumps(value) == encoding.dumps(plain)
+
+
+async def test_a_transaction_reads_beside_a_wide_integer(gateway: Gateway) -> None:
+    """A read entry (its stored bytes spliced in) and a written resource holding an integer past 64 bits, answered
+    with representations: one answer, as the plain values would have been written."""
+    rid = f"r{uuid.uuid4().hex[:8]}"
+    await gateway.ehr("PUT", f"/Basic/{rid}", json={"resourceType": "Basic", "id": rid, "code": {"text": "x"}})
+    wide = {"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+            "valueQuantity": {"value": 10**30, "unit": "u"}}  # fmt: skip
+    bundle = transaction(post_entry(wide), {"request": {"method": "GET", "url": f"Basic/{rid}"}})
+    answer = await gateway.ehr("POST", "", json=bundle, headers={"Prefer": "return=representation"})
+    assert answer.status_code == 200, answer.text
+    body = encoding.loads(answer.content)
+    assert body["entry"][0]["resource"]["valueQuantity"]["value"] == 10**30
+    assert body["entry"][1]["resource"]["id"] == rid
+    assert answer.content == encoding.dumps(body)
