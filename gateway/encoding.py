@@ -32,11 +32,19 @@ def loads(raw: bytes | str) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """Return ``value`` as compact UTF-8 JSON."""
+    """Return ``value`` as compact UTF-8 JSON (an ``orjson.Fragment`` in it, JSON already, as its value)."""
     try:
         return orjson.dumps(value)
     except TypeError:  # an integer beyond 64 bits
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_fragment).encode()
+
+
+def _fragment(value: Any) -> Any:
+    """Return the value of a fragment's JSON, for the standard library to write where orjson could not write the
+    whole: the same bytes as if the value had been in place of the fragment."""
+    if isinstance(value, orjson.Fragment):
+        return loads(orjson.dumps(value))  # orjson writes a fragment as its bytes
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def canonical(value: Any) -> bytes:

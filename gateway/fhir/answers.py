@@ -32,7 +32,8 @@ def written(result: Result, request: Request) -> Response:
         return FhirResponse(operation_outcome(issues), status_code=result.status, headers=headers)
     if not prefers_representation(request, True):
         return Response(status_code=result.status, headers=headers)
-    return FhirResponse(result.resource, status_code=result.status, headers=headers)
+    body = result.raw if result.raw is not None else result.resource  # the stored bytes, not written again
+    return FhirResponse(body, status_code=result.status, headers=headers)
 
 
 def read_response(resource: dict[str, Any]) -> FhirResponse:

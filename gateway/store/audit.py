@@ -87,6 +87,29 @@ def add(plan: Plan, keys: Keyspace, tenant: str, fields: list[str], minid: int) 
     plan.put(("XADD", tuple(form)), keys.audit(tenant), *values)
 
 
+# What a write's entry says of its resource: interaction, type, id, version, patient ("" when none), status.
+Written = tuple[str, str, str, str, str, int]
+
+
+def add_written(plan: Plan, keys: Keyspace, audit: RequestAudit, tenant: str, client: str, rows: list[Written]) -> None:
+    """Append one entry per write to ``plan``, as ``add(plan, keys, tenant, entry(audit, ...), audit.minid)`` would
+    for each (the same forms and values, in the same order), with what the entries share worked out once."""
+    forms: dict[tuple[str, bool, bool, bool, bool], tuple[str, tuple[Value | None, ...]]] = {}
+    where = keys.audit(tenant)
+    for interaction, rtype, rid, vid, patient, outcome in rows:
+        # What else an entry holds is the request's, the same for every row: only these decide its form.
+        shape = (interaction, bool(rtype), bool(rid), bool(vid), bool(patient))
+        form = forms.get(shape)
+        if form is None:
+            fields = entry(audit, tenant=tenant, client=client, rtype=rtype, rid=rid, vid=vid, outcome=outcome,
+                           interaction=interaction, patient=patient)  # fmt: skip
+            before = len(plan.writes)
+            add(plan, keys, tenant, fields, audit.minid)
+            form = forms[shape] = plan.forms[plan.writes[before] - 1]
+            continue
+        plan.put(form, where, *[v for v in (rtype, rid, vid, patient, str(outcome)) if v])
+
+
 def patient_of(resource: Mapping[str, Any] | None) -> str:
     """Return the ``Patient/<id>`` a resource is about (itself, ``subject`` or ``patient``), or ""."""
     if not resource:

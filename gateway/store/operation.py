@@ -117,6 +117,9 @@ class Result:
     issues: list[Issue] = field(default_factory=list)
     # created, updated, deleted (a new version was written), or unchanged, matched, stale, absent (none was)
     outcome: str = "unchanged"
+    # The version just written, as stored: ``encoding.dumps(resource)``, so an answer splices these bytes in instead
+    # of writing the resource again (None when the store did not write it: an answer then writes ``resource``).
+    raw: bytes | None = None
 
     @property
     def location(self) -> str | None:

@@ -57,6 +57,10 @@ class Plan:
     # Since the last ``mark``: each ``adds`` list extended, its length before, and whether ``add`` created it.
     _journal: list[tuple[tuple[str, int], list[Any], int, bool]] | None = field(default=None, compare=False, repr=False)
     _slots: list[int] = field(default_factory=list, compare=False, repr=False)  # values per form, by number - 1
+    # The number of each form object ``forms`` holds, by its ``id``: a write of a form the plan holds (the store's own
+    # are module constants) is found without hashing the form's tuple again. Only objects ``forms`` keeps alive are
+    # here, so no other object can have one of these ids.
+    _form_ids: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
 
     def key(self, name: str) -> int:
         """Return the 1-based KEYS index of ``name``, declaring it once."""
@@ -95,14 +99,14 @@ class Plan:
         words (its current-state hash, its job, its audit entry). Fewer arguments cost less to send and for Redis
         to read.
         """
-        number = self._form_index.get(form)
+        number = self._form_ids.get(id(form)) or self._form_index.get(form)
         if number is None:
             self.forms.append(form)
             self._slots.append(form[1].count(None))
-            number = self._form_index[form] = len(self.forms)
+            number = self._form_index[form] = self._form_ids[id(form)] = len(self.forms)
         if len(values) != self._slots[number - 1]:
             raise ValueError(f"{form[0]} takes {self._slots[number - 1]} values, not {len(values)}")
-        self.writes += (number, self.key(key), *values)
+        self.writes += (number, self._index.get(key) or self.key(key), *values)
 
     def commands(self) -> Iterator[tuple[str, int, list[Any]]]:
         """Yield each write as its command, key index and arguments, in order (a ``put`` one with its form's)."""
@@ -135,7 +139,7 @@ class Plan:
         For index sets that many resources of a set share (a status, a practitioner, a date zset): one command each
         instead of one per resource. Only for members no other write of the plan removes (a resource written once).
         """
-        at = (command, self.key(key))
+        at = (command, self._index.get(key) or self.key(key))  # most keys are declared already
         members = self.adds.get(at)
         created = members is None
         if members is None:
@@ -156,7 +160,7 @@ class Plan:
         for name in self.keys[keys:]:
             del self._index[name]
         for form in self.forms[forms:]:
-            del self._form_index[form]
+            del self._form_index[form], self._form_ids[id(form)]
         del self.keys[keys:], self.checks[checks:], self.writes[writes:], self.forms[forms:], self._slots[forms:]
         for at, members, before, created in reversed(self._journal or []):  # a list's earliest length is set last
             del members[before:]

@@ -9,7 +9,7 @@ object's ``reference`` key holding a string, never text inside a value.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from gateway import encoding
@@ -33,10 +33,17 @@ def _unescaped(raw: str) -> str:
     return value
 
 
-def _values(parts: list[str]) -> Iterator[tuple[int, int, str]]:
+def _values(parts: list[str]) -> list[tuple[int, int, str]]:
+    """Return, for each part after the first, its index, where its string ends and the string's value."""
+    found = []
     for i in range(1, len(parts)):
-        end = _end(parts[i])
-        yield i, end, _unescaped(parts[i][:end])
+        part = parts[i]
+        end = part.find('"')
+        if end > 0 and part[end - 1] == "\\":  # an escaped quote, perhaps: looked at closely
+            end = _end(part)
+        value = part[:end]
+        found.append((i, end, _unescaped(value) if "\\" in value else value))
+    return found
 
 
 class Found:
@@ -47,7 +54,7 @@ class Found:
     def __init__(self, node: Any) -> None:
         self.node = node
         self._parts = encoding.dumps(node).decode().split(_MARK)
-        self._values = list(_values(self._parts))
+        self._values = _values(self._parts)
 
     def targets(self) -> set[str]:
         """Return every ``reference`` string in the resource (an object's ``reference`` key holding a string)."""

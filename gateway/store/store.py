@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, ehr_meta
 from gateway.store.connection import text
+from gateway.store.ids import new_ids
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.maintenance import Maintenance, move_index
@@ -93,8 +95,9 @@ def _dependency_order(creates: list[_Decision]) -> Iterator[list[_Decision]]:
     pending = {id(d): d for d in creates}
     urls_pending = {getattr(d.op, "full_url", None) for d in creates} - {None}
     while pending:
+        # An entry points at no pending entry but (perhaps) itself; the smaller set is intersected first.
         ready = [
-            d for d in pending.values() if not (d.references() & (urls_pending - {getattr(d.op, "full_url", None)}))
+            d for d in pending.values() if (d.references() & urls_pending) <= {getattr(d.op, "full_url", None)}
         ] or list(pending.values())
         for d in ready:
             del pending[id(d)]
@@ -177,10 +180,15 @@ class Store(Reads, Maintenance):
             if trail is not None:
                 trail.written += [(r.rtype, r.rid, str(r.vid or ""), r.status) for r in results]
             await self._replicated()
-            for result, op in zip(results, ops, strict=True):
-                RESOURCES.labels(result.rtype, result.outcome).inc()
-                if not isinstance(op, Delete) and op.issues:
-                    LENIENT_ACCEPTED.labels(result.rtype).inc()
+            # Counted once per type and outcome (a labelled counter costs 1.5-3.5 us a call, a Bundle's entries share
+            # a few): the same totals as one increment per result.
+            for (rtype, outcome), count in Counter((r.rtype, r.outcome) for r in results).items():
+                RESOURCES.labels(rtype, outcome).inc(count)
+            lenient = Counter(
+                r.rtype for r, op in zip(results, ops, strict=True) if not isinstance(op, Delete) and op.issues
+            )
+            for rtype, count in lenient.items():
+                LENIENT_ACCEPTED.labels(rtype).inc(count)
             return results
         raise Overloaded("too many concurrent writes to the same resources; retry", retry_after=1)
 
@@ -209,6 +217,7 @@ class Store(Reads, Maintenance):
     ) -> None:
         """Add an audit entry per operation to the plan that writes them (one atomic step)."""
         client = trail.client or "unknown"
+        rows: list[audit.Written] = []
         for op, result in zip(ops, results, strict=True):
             if trail.interaction == "patch":
                 interaction = "patch"
@@ -217,11 +226,8 @@ class Store(Reads, Maintenance):
             patient = audit.patient_of(result.resource)
             if not patient and result.rtype == "Patient":
                 patient = f"Patient/{result.rid}"
-            fields = audit.entry(
-                trail, tenant=tenant, client=client, rtype=result.rtype, rid=result.rid, vid=str(result.vid or ""),
-                outcome=result.status, interaction=interaction, patient=patient,
-            )  # fmt: skip
-            audit.add(plan, self._keys, tenant, fields, trail.minid)
+            rows.append((interaction, result.rtype, result.rid, str(result.vid or ""), patient, result.status))
+        audit.add_written(plan, self._keys, trail, tenant, client, rows)
 
     async def _register(self, tenant: str) -> None:
         """List the tenant among those that have written, for the workers (once per process and tenant).
@@ -243,10 +249,9 @@ class Store(Reads, Maintenance):
 
     async def _decide(self, tenant: str, ops: Sequence[Operation]) -> tuple[Plan, list[Result]]:
         k = self._keys
-        decisions = [
-            _Decision(op=op, rid=op.rid if isinstance(op, Update | Delete) and op.rid else str(uuid.uuid4()))
-            for op in ops
-        ]
+        given = [op.rid if isinstance(op, Update | Delete) else "" for op in ops]
+        fresh = iter(new_ids(given.count("")))  # a new id for each operation that names none (a create)
+        decisions = [_Decision(op=op, rid=rid or next(fresh)) for op, rid in zip(ops, given, strict=True)]
         plan = Plan()
 
         # 1. Conditional operations: which existing resources match their criteria?
@@ -493,7 +498,8 @@ class Store(Reads, Maintenance):
             plan.add("ZADD", ids_index, 0, rid)
         plan.add("ZADD", type_versions, lu_ms, f"{rid}/{vid}")
         plan.add("ZADD", all_versions, lu_ms, f"{rtype}/{rid}/{vid}")
-        plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), encoding.dumps(stored) if stored else "")
+        raw = encoding.dumps(stored) if stored else None
+        plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), raw or "")
         plan.put(
             _CURRENT, k.current(tenant, rtype, rid),
             vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", encoding.dumps(new_index),
@@ -504,7 +510,7 @@ class Store(Reads, Maintenance):
             plan.put(_JOB, inbound, rtype, rid, vid, "delete" if deleted else "upsert")
         status = 204 if deleted else (201 if cur is None else 200)
         outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
-        return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome), job
+        return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome, raw=raw), job
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
         """Return the identifier-index key a condition reads."""

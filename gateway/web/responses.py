@@ -59,9 +59,12 @@ def outcome_response(status: int, issues: Sequence[Issue], headers: dict[str, st
     return FhirResponse(operation_outcome(issues), status_code=status, headers=headers)
 
 
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
+            410: "Gone", 412: "Precondition Failed", 413: "Payload Too Large", 422: "Unprocessable Entity",
+            503: "Service Unavailable"}  # fmt: skip
+_LINES = {status: f"{status} {reason}" for status, reason in _REASONS.items()}
+
+
 def status_line(status: int) -> str:
     """Return the ``response.status`` text of a Bundle entry."""
-    reasons = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-               409: "Conflict", 410: "Gone", 412: "Precondition Failed", 413: "Payload Too Large",
-               422: "Unprocessable Entity", 503: "Service Unavailable"}  # fmt: skip
-    return f"{status} {reasons.get(status, '')}".strip()
+    return _LINES.get(status) or f"{status} {_REASONS.get(status, '')}".strip()
