@@ -36,6 +36,7 @@ from gateway.settings import ClientsConfig
 from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
 from gateway.store.keys import Keyspace, lane
+from gateway.store.plan import Form
 from gateway.work.held import Found, Held, HeldReader, Wanted
 from gateway.work.inbound import Job
 from mappers.context import MapContext
@@ -43,14 +44,27 @@ from mappers.family import Aggregate, Family, canonical_key, differs_only_in_ver
 from mappers.model import Record
 from mappers.registry import MAPPED
 
+# Random bytes for event ids, drawn from os.urandom 256 ids at a time (one system call per batch of events instead
+# of one per event) and used from the end; a forked child starts without its parent's, so no two processes share any.
+_RANDOM = bytearray()
+_RANDOM_DRAW = 16 * 256
+os.register_at_fork(after_in_child=_RANDOM.clear)
+
 
 def event_id() -> str:
     """Return a new change event id: ``evt_`` and a random UUID's hex, as ``uuid.uuid4().hex`` makes it (version 4,
     RFC 4122 variant), without building the UUID object (a third of the cost)."""
-    raw = bytearray(os.urandom(16))
+    if not _RANDOM:
+        _RANDOM.extend(os.urandom(_RANDOM_DRAW))
+    raw = _RANDOM[-16:]
+    del _RANDOM[-16:]
     raw[6] = raw[6] & 0x0F | 0x40
     raw[8] = raw[8] & 0x3F | 0x80
     return "evt_" + raw.hex()
+
+
+# A record's write as a plan's form (``Plan.put``, the key the record's): its field names sent once per commit.
+_RECORD_FORM: Form = ("HSET", ("vid", None, "rev", None, "json", None))
 
 
 @dataclass
@@ -269,7 +283,7 @@ class RecordWriter:
         if record is None or encoded is None:  # deleted before it was ever mapped
             plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1)
             return
-        plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", encoded)
+        plan.put(_RECORD_FORM, held.key, vid, held.rev + 1, encoded)
         self._plan_indexes(tenant, family, before, record, plan)
 
     def _publish(
@@ -295,7 +309,7 @@ class RecordWriter:
         }
         # The record is serialised once and spliced in rather than encoded again for every event.
         encoded = orjson.dumps(event)[:-1] + b',"record":' + body + b"}"
-        plan.write("XADD", self.keys.feed(tenant), "*", *feed.entry_fields(encoded, event_type, codes))
+        plan.put(feed.ENTRY_FORM, self.keys.feed(tenant), *feed.entry_values(encoded, event_type, codes))
         return str(event["id"])
 
     async def escalate(self, tenant: str, flag: Flag) -> Plan | None:
