@@ -96,6 +96,9 @@ class RecordWriter:
         self._risks = risks
         self._clock = clock
         self._held = HeldReader(redis, keys)
+        # The last source time read as epoch seconds: a batch's versions mostly share one (a Bundle's are stored
+        # at one time), so each is parsed once instead of once per record.
+        self._updated_at: tuple[str | None, float | None] = (None, None)
 
     async def plan(self, jobs: Sequence[Job]) -> Outcome:
         """Decide what ``jobs`` do; the caller settles the applied ones in ``outcome.plan`` and commits it."""
@@ -445,5 +448,8 @@ class RecordWriter:
             sort = new.get("sort")
             plan.add("ZADD", sort_key, sort if sort is not None else 0, rid)
         # Deleted records stay here, so that a consumer syncing with updated_since learns of the deletion.
-        updated = epoch_of(record.source.last_updated)
+        last_updated = record.source.last_updated
+        if last_updated != self._updated_at[0]:
+            self._updated_at = (last_updated, epoch_of(last_updated))
+        updated = self._updated_at[1]
         plan.add("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from gateway.clock import epoch_of
 from gateway.platform import feed
 from gateway.settings import ClientsConfig
 from gateway.store import Plan
@@ -292,6 +293,25 @@ async def test_records_and_feed_entries_written_as_forms_are_the_commands_plain_
         plain = await _planned(chains)
     assert not plain.forms
     assert _as_redis_reads(fast) == _as_redis_reads(plain)
+
+
+async def test_each_record_is_scored_by_its_own_source_time_when_a_batch_mixes_them() -> None:
+    """The updated-since index reads each record's source time, parsed once per run of records that share it."""
+    times = [LAST_UPDATED, LAST_UPDATED, "2026-12-03T09:00:01.5Z", LAST_UPDATED, "not a time", "2026-12-03T10:00:00Z"]
+    chains = [
+        [{**resource, "id": f"{resource['id']}-{n}", "meta": {"versionId": "1", "lastUpdated": times[n % len(times)]}}]
+        for n, resource in enumerate(_stored())
+    ]
+    plan = await _planned(chains)
+    scores: dict[str, float] = {}
+    for (command, key), members in plan.adds.items():
+        if command == "ZADD" and plan.keys[key - 1].endswith(":updated"):
+            scores |= dict(zip(members[1::2], members[::2], strict=True))
+    assert len(scores) == len(chains)
+    for chain in chains:
+        resource = chain[0]
+        expected = epoch_of(resource["meta"]["lastUpdated"])
+        assert scores[resource["id"]] == (expected if expected is not None else scores[resource["id"]])
 
 
 def _dumps_differ(previous: Any, current: Any, *, besides: Any = ()) -> bool:
