@@ -46,6 +46,7 @@ from mappers.registry import MAPPED
 
 # Random bytes for event ids, drawn from os.urandom 256 ids at a time (one system call per batch of events instead
 # of one per event) and used from the end; a forked child starts without its parent's, so no two processes share any.
+# Taken from the worker's event-loop thread only (two threads taking at once could take the same bytes).
 _RANDOM = bytearray()
 _RANDOM_DRAW = 16 * 256
 os.register_at_fork(after_in_child=_RANDOM.clear)
