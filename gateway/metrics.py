@@ -76,3 +76,22 @@ CONNECTOR_CURSOR = Gauge(
     "gateway_connector_poll_cursor_timestamp_seconds", "the poll cursor (newest lastUpdated accepted) per type",
     ["tenant", "type"], registry=REGISTRY,
 )  # fmt: skip
+
+
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """Observe ``amount`` ``count`` times, as that many ``histogram.observe(amount)`` calls would: the same bucket
+    and count, the sum raised by ``amount * count`` (one multiplication instead of ``count`` additions, so it may
+    differ from theirs in the last bits). One bucket lookup and two locked additions instead of ``count`` of each:
+    the worker observes every job of a batch with the batch's time per job."""
+    if count <= 0:
+        return
+    buckets, bounds, total = (getattr(histogram, name, None) for name in ("_buckets", "_upper_bounds", "_sum"))
+    if buckets is None or bounds is None or total is None:  # not a labelled child as prometheus_client makes them
+        for _ in range(count):
+            histogram.observe(amount)
+        return
+    total.inc(amount * count)
+    for value, bound in zip(buckets, bounds, strict=True):
+        if amount <= bound:
+            value.inc(count)
+            break

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio import Redis
 
@@ -19,6 +19,7 @@ from gateway.errors import BadRequest, Gone, NotFound
 from gateway.platform.disclosure import label_codes
 from gateway.store.connection import socket_timeout, text
 from gateway.store.keys import Keyspace
+from gateway.store.plan import Form
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _MAX_PART = 2**64 - 1
@@ -87,6 +88,18 @@ def entry_fields(event: bytes, event_type: str, codes: Iterable[str]) -> list[st
     """Return the stream fields of a feed entry (for XADD): the event's JSON, its type, its record's label codes."""
     listed = list(codes)
     return ["e", event.decode(), "type", event_type, "labels", encoding.dumps(listed).decode() if listed else ""]
+
+
+# A feed entry's XADD as a plan's form (``Plan.put``, the key the feed): the same command as ``entry_fields`` makes,
+# with the field names sent once per commit instead of once per entry.
+ENTRY_FORM: Final[Form] = ("XADD", ("*", "e", None, "type", None, "labels", None))
+
+
+def entry_values(event: bytes, event_type: str, codes: Iterable[str]) -> tuple[bytes, str, str]:
+    """Return the values ``ENTRY_FORM`` takes for a feed entry: the event's JSON (its bytes, which Redis stores as
+    the text ``entry_fields`` gives), its type, its record's label codes."""
+    listed = list(codes)
+    return event, event_type, encoding.dumps(listed).decode() if listed else ""
 
 
 @dataclass(slots=True)

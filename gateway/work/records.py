@@ -36,6 +36,7 @@ from gateway.settings import ClientsConfig
 from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
 from gateway.store.keys import Keyspace, lane
+from gateway.store.plan import Form
 from gateway.work.held import Found, Held, HeldReader, Wanted
 from gateway.work.inbound import Job
 from mappers.context import MapContext
@@ -43,14 +44,28 @@ from mappers.family import Aggregate, Family, canonical_key, differs_only_in_ver
 from mappers.model import Record
 from mappers.registry import MAPPED
 
+# Random bytes for event ids, drawn from os.urandom 256 ids at a time (one system call per batch of events instead
+# of one per event) and used from the end; a forked child starts without its parent's, so no two processes share any.
+# Taken from the worker's event-loop thread only (two threads taking at once could take the same bytes).
+_RANDOM = bytearray()
+_RANDOM_DRAW = 16 * 256
+os.register_at_fork(after_in_child=_RANDOM.clear)
+
 
 def event_id() -> str:
     """Return a new change event id: ``evt_`` and a random UUID's hex, as ``uuid.uuid4().hex`` makes it (version 4,
     RFC 4122 variant), without building the UUID object (a third of the cost)."""
-    raw = bytearray(os.urandom(16))
+    if not _RANDOM:
+        _RANDOM.extend(os.urandom(_RANDOM_DRAW))
+    raw = _RANDOM[-16:]
+    del _RANDOM[-16:]
     raw[6] = raw[6] & 0x0F | 0x40
     raw[8] = raw[8] & 0x3F | 0x80
     return "evt_" + raw.hex()
+
+
+# A record's write as a plan's form (``Plan.put``, the key the record's): its field names sent once per commit.
+_RECORD_FORM: Form = ("HSET", ("vid", None, "rev", None, "json", None))
 
 
 @dataclass
@@ -82,6 +97,9 @@ class RecordWriter:
         self._risks = risks
         self._clock = clock
         self._held = HeldReader(redis, keys)
+        # The last source time read as epoch seconds: a batch's versions mostly share one (a Bundle's are stored
+        # at one time), so each is parsed once instead of once per record.
+        self._updated_at: tuple[str | None, float | None] = (None, None)
 
     async def plan(self, jobs: Sequence[Job]) -> Outcome:
         """Decide what ``jobs`` do; the caller settles the applied ones in ``outcome.plan`` and commits it."""
@@ -269,7 +287,7 @@ class RecordWriter:
         if record is None or encoded is None:  # deleted before it was ever mapped
             plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1)
             return
-        plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1, "json", encoded)
+        plan.put(_RECORD_FORM, held.key, vid, held.rev + 1, encoded)
         self._plan_indexes(tenant, family, before, record, plan)
 
     def _publish(
@@ -295,7 +313,7 @@ class RecordWriter:
         }
         # The record is serialised once and spliced in rather than encoded again for every event.
         encoded = orjson.dumps(event)[:-1] + b',"record":' + body + b"}"
-        plan.write("XADD", self.keys.feed(tenant), "*", *feed.entry_fields(encoded, event_type, codes))
+        plan.put(feed.ENTRY_FORM, self.keys.feed(tenant), *feed.entry_values(encoded, event_type, codes))
         return str(event["id"])
 
     async def escalate(self, tenant: str, flag: Flag) -> Plan | None:
@@ -431,5 +449,8 @@ class RecordWriter:
             sort = new.get("sort")
             plan.add("ZADD", sort_key, sort if sort is not None else 0, rid)
         # Deleted records stay here, so that a consumer syncing with updated_since learns of the deletion.
-        updated = epoch_of(record.source.last_updated)
+        last_updated = record.source.last_updated
+        if last_updated != self._updated_at[0]:
+            self._updated_at = (last_updated, epoch_of(last_updated))
+        updated = self._updated_at[1]
         plan.add("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)
