@@ -50,12 +50,13 @@ __all__ = [
 # zset, member the entry itself ("{text}\0{id}").
 IndexEntry = tuple[str, str, str]
 
-# Stored, an entry is one string, its key relative to the type's index prefix (``Keyspace.index_prefix``): the kind
-# letter, the rest of the key and, for "z" and "l", a space and the member ("sref:patient:Patient/1",
-# "zdate:date:lo 1796997600000.0", "lstr:name riv\0p1"). The keys of "z" and "l" entries end in a parameter name,
-# which has no space, so the first space ends the key; an "s" entry has no member, so its key may hold anything.
+# Stored, an entry is one string, its key relative to the type's index prefix (``Keyspace.index_prefix``): an "s"
+# entry is that key ("ref:patient:Patient/1": set keys start with "tok:", "ref:" or "url:"); a "z" or "l" entry is
+# its kind letter, the key, a space and the member ("zdate:date:lo 1796997600000.0", "lstr:name riv\0p1"). Their
+# keys end in a parameter name, which has no space, so the first space ends the key; an "s" entry's key may hold
+# anything. A set entry is then written with one concatenation, the cheapest for the many set entries.
 _MARK = ""  # the first item of the stored list: the compact form (the old form's first item is a list or a key)
-_FOREIGN = "!"  # an entry read from the old form whose key is outside the type's prefix: "!" + its JSON
+_FOREIGN = "!"  # an old form's entry that the compact form cannot hold (a key outside the prefix): "!" + its JSON
 
 
 def canonical_urls(resource: Mapping[str, Any]) -> list[str]:
@@ -77,7 +78,7 @@ def compact_entries(stored: Mapping[str, Any]) -> list[str]:
     sorted and once each: the same entries as ``index_entries``, whatever the tenant and key prefix."""
     rtype, rid = str(stored.get("resourceType")), str(stored.get("id"))
     by_name = _index_keys(rtype)
-    found = {"surl:" + url for url in canonical_urls(stored)}
+    found = {"url:" + url for url in canonical_urls(stored)}
     for name, values in indexed_values(stored, rtype).items():
         if not values:
             continue
@@ -108,15 +109,15 @@ _RELATIVE = Keyspace("")  # builds keys whose type prefix is cut off below (the 
 
 @lru_cache(maxsize=1024)
 def _index_keys(rtype: str) -> dict[str, tuple[str, str, str]]:
-    """Return by parameter name its search type and the starts of its compact entries (kind letter and relative
-    key, or key prefix, and for "z" and "l" the space before the member): built once per type."""
+    """Return by parameter name its search type and the starts of its compact entries (the relative key or key
+    prefix; for "z" and "l" after the kind letter and before the space and the member): built once per type."""
     cut = len(_RELATIVE.index_prefix("", rtype))
     by_name: dict[str, tuple[str, str, str]] = {}
     for name, param in indexed(rtype).items():
         if param.type == "reference":
-            by_name[name] = (param.type, "s" + _RELATIVE.reference_prefix("", rtype, name)[cut:], "")
+            by_name[name] = (param.type, _RELATIVE.reference_prefix("", rtype, name)[cut:], "")
         elif param.type == "token":
-            by_name[name] = (param.type, "s" + _RELATIVE.token_prefix("", rtype, name)[cut:], "")
+            by_name[name] = (param.type, _RELATIVE.token_prefix("", rtype, name)[cut:], "")
         elif param.type == "date":
             lo, hi = (_RELATIVE.date_index("", rtype, name, end)[cut:] for end in ("lo", "hi"))
             by_name[name] = (param.type, f"z{lo} ", f"z{hi} ")
@@ -152,9 +153,11 @@ def _compacted(prefix: str, item: Any) -> str:
     """Return an old form's entry in the compact form."""
     kind, key, member = ("s", item, "") if isinstance(item, str) else (str(item[0]), str(item[1]), str(item[2]))
     relative = key[len(prefix) :]
-    if not key.startswith(prefix) or kind not in ("s", "z", "l") or (kind != "s" and " " in relative):
-        return _FOREIGN + json.dumps([kind, key, member], ensure_ascii=False)  # kept as it was, to be removed
-    return kind + relative if kind == "s" else f"{kind}{relative} {member}"
+    if kind == "s" and key.startswith(prefix) and relative[:1] not in ("", "z", "l", _FOREIGN):
+        return relative
+    if kind in ("z", "l") and key.startswith(prefix) and " " not in relative:
+        return f"{kind}{relative} {member}"
+    return _FOREIGN + json.dumps([kind, key, member], ensure_ascii=False)  # kept as it was, to be removed
 
 
 def expand_index(prefix: str, entries: list[str]) -> list[IndexEntry]:
@@ -165,13 +168,13 @@ def expand_index(prefix: str, entries: list[str]) -> list[IndexEntry]:
 def _expanded(prefix: str, entry: str) -> IndexEntry:
     """Return a compact entry as [kind, full key, member]."""
     kind = entry[0]
-    if kind == "s":
-        return kind, prefix + entry[1:], ""
+    if kind == "z" or kind == "l":
+        key, _, member = entry[1:].partition(" ")
+        return kind, prefix + key, member
     if kind == _FOREIGN:
         found = json.loads(entry[1:])
         return str(found[0]), str(found[1]), str(found[2])
-    key, _, member = entry[1:].partition(" ")
-    return kind, prefix + key, member
+    return "s", prefix + entry, ""
 
 
 def split_escaped(value: str, separator: str) -> list[str]:

@@ -11,10 +11,10 @@ FHIR store (what EHRs pushed, as FHIR):
                                           deleted ("1" for a tombstone), evid / elu (the EHR's meta as received),
                                           idx (the search index entries this version is in, so that the next one
                                           removes exactly them: a JSON list, "" then one string per entry, its key
-                                          relative to gw:{t}:idx:{type}: after a kind letter: "s" a set holding the
-                                          id ("sref:patient:Patient/p1"); "z" a scored zset holding the id, then a
-                                          space and the score ("zdate:date:lo 1796997600000.0"); "l" a lexical zset,
-                                          then a space and the entry ("lstr:name riv\0p1"); [] for none. Earlier
+                                          relative to gw:{t}:idx:{type}:. A set holding the id: the key alone
+                                          ("ref:patient:Patient/p1"); a scored zset holding the id: "z", the key, a
+                                          space and the score ("zdate:date:lo 1796997600000.0"); a lexical zset: "l",
+                                          the key, a space and the entry ("lstr:name riv\0p1"); [] for none. Earlier
                                           gateways wrote a list of [kind, full key, member]: still read)
   gw:{t}:hist:{type}:{id}          hash   vid -> the stored resource JSON of that version ("" for a tombstone)
   gw:{t}:issues:{type}:{id}        hash   vid -> the OperationOutcome JSON of the errors a tenant's lenient

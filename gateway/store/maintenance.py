@@ -29,29 +29,29 @@ def move_index(plan: Plan, prefix: str, rid: str, old: list[str], new: list[str]
             kept_scores = {entry[: entry.index(" ")] for entry in new if entry[0] == "z"}  # "zdate:date:lo"
             for entry in gone:
                 kind = entry[0]
-                if kind == "s":
-                    plan.write("SREM", prefix + entry[1:], rid)
-                elif kind == "l":
-                    key, _, member = entry[1:].partition(" ")
-                    plan.write("ZREM", prefix + key, member)
-                elif kind == "z":
+                if kind == "z":
                     head = entry[: entry.index(" ")]
                     if head not in kept_scores:  # else the ZADD below moves the score
                         plan.write("ZREM", prefix + head[1:], rid)
-                else:  # an old form's entry outside the type's prefix (none is written): its full key
+                elif kind == "l":
+                    key, _, member = entry[1:].partition(" ")
+                    plan.write("ZREM", prefix + key, member)
+                elif kind == "!":  # an old form's entry the compact form cannot hold (none is written): full key
                     kind, key, member = json.loads(entry[1:])
                     plan.write("SREM" if kind == "s" else "ZREM", key, member if kind == "l" else rid)
+                else:
+                    plan.write("SREM", prefix + entry, rid)
         new = sorted(set(new).difference(old))
     for entry in new:  # compact_entries lists them sorted and once each
         kind = entry[0]
-        if kind == "s":
-            plan.add("SADD", prefix + entry[1:], rid)
-        else:
+        if kind == "z":
             key, _, member = entry[1:].partition(" ")
-            if kind == "l":
-                plan.add("ZADD", prefix + key, 0, member)
-            else:
-                plan.add("ZADD", prefix + key, member, rid)
+            plan.add("ZADD", prefix + key, member, rid)
+        elif kind == "l":
+            key, _, member = entry[1:].partition(" ")
+            plan.add("ZADD", prefix + key, 0, member)
+        else:
+            plan.add("SADD", prefix + entry, rid)
 
 
 class Maintenance:
