@@ -12,9 +12,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.store.indexing import IndexEntry, canonical_urls, index_entries
+from gateway import encoding
+from gateway.store.indexing import (
+    IndexEntry,
+    _index_keys,
+    canonical_urls,
+    compact_entries,
+    decode_index,
+    encode_index,
+    expand_index,
+    index_entries,
+)
 from gateway.store.keys import Keyspace
-from gateway.store.parameters import dates, indexed, normalized, references, strings, tokens
+from gateway.store.maintenance import move_index
+from gateway.store.parameters import _indexed, dates, indexed, normalized, references, strings, tokens
 from tests.conftest import corpus_dir
 from tests.gateway.test_parameters import walked
 
@@ -171,3 +182,112 @@ def resources(draw: st.DrawFn) -> dict[str, Any]:
 def test_made_up_resources_get_the_entries_their_paths_mean(resource: dict[str, Any], tenant: str, prefix: str) -> None:
     keys = Keyspace(prefix)
     assert index_entries(keys, tenant, resource) == reference_entries(keys, tenant, resource)
+
+
+# The ``idx`` field of ``cur``: the compact form (keys relative to the type's index prefix) holds the same entries as
+# the old form (a JSON list of [kind, full key, member]), and a write moves a resource's index entries from either
+# exactly as the old code moved them from the old form.
+
+
+def _old_move_index(plan: Any, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:
+    """``move_index`` as it was before the compact form: full-key entries."""
+    if old:
+        kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
+        for kind, key, member in set(old) - set(new):
+            if kind == "s":
+                plan.write("SREM", key, rid)
+            elif kind == "l":
+                plan.write("ZREM", key, member)
+            elif (kind, key) not in kept_scores:
+                plan.write("ZREM", key, rid)
+        new = sorted(set(new) - set(old))
+    for kind, key, member in new:
+        if kind == "s":
+            plan.add("SADD", key, rid)
+        elif kind == "l":
+            plan.add("ZADD", key, 0, member)
+        else:
+            plan.add("ZADD", key, member, rid)
+
+
+class _Recorded:
+    """A plan that records its writes (removals, in any order) and its adds (in order)."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[Any, ...]] = []
+        self.adds: list[tuple[Any, ...]] = []
+
+    def write(self, command: str, key: str, *args: Any) -> None:
+        self.writes.append((command, key, *args))
+
+    def add(self, command: str, key: str, *args: Any) -> None:
+        self.adds.append((command, key, *args))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(resources(), st.sampled_from(["clinic-a", "t|*%"]), st.sampled_from(["gw", "gw-test"]))
+def test_the_compact_form_holds_the_entries_of_the_old_form(resource: dict[str, Any], tenant: str, prefix: str) -> None:
+    keys = Keyspace(prefix)
+    index_prefix = keys.index_prefix(tenant, resource["resourceType"])
+    compact = compact_entries(resource)
+    old = reference_entries(keys, tenant, resource)
+    assert expand_index(index_prefix, compact) == old
+    assert decode_index(encode_index(compact), index_prefix) == compact
+    assert decode_index(encode_index(compact).decode(), index_prefix) == compact  # as text, as from_hash may hold it
+    assert decode_index(encoding.dumps(old), index_prefix) == compact  # the old form, as the old code wrote it
+    assert decode_index(json.dumps(old), index_prefix) == compact  # and as the reindex wrote it
+    plain = [key for kind, key, _ in old if kind == "s"]  # the form before entries had kinds: set keys
+    assert decode_index(json.dumps(plain), index_prefix) == [e for e in compact if e[0] not in ("z", "l")]
+    assert len(encode_index(compact)) <= len(encoding.dumps(old))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
+@given(resources(), resources(), st.sampled_from(["clinic-a", "t|*%"]), st.sampled_from(["old", "compact", "none"]))
+def test_a_write_moves_the_entries_as_the_old_code_did(
+    before: dict[str, Any], after: dict[str, Any], tenant: str, stored_as: str
+) -> None:
+    keys = Keyspace("gw")
+    after = {**after, "resourceType": before["resourceType"], "id": before["id"]}  # a next version of the same one
+    index_prefix = keys.index_prefix(tenant, before["resourceType"])
+    old, new = index_entries(keys, tenant, before), index_entries(keys, tenant, after)
+    if stored_as == "none":  # a create, or a version after a delete
+        old = []
+    raw = encoding.dumps(old) if stored_as == "old" else encode_index(decode_index(encoding.dumps(old), index_prefix))
+    expected, moved = _Recorded(), _Recorded()
+    _old_move_index(expected, before["id"], old, new)
+    move_index(moved, index_prefix, before["id"], decode_index(raw, index_prefix), compact_entries(after))
+    assert sorted(moved.writes) == sorted(expected.writes)
+    assert moved.adds == expected.adds
+
+
+def test_an_old_entry_the_compact_form_cannot_hold_is_still_removed() -> None:
+    keys = Keyspace("gw")
+    index_prefix = keys.index_prefix("clinic-a", "Appointment")
+    old = [["s", "gw:{clinic-a}:idx:Patient:tok:x:|y", ""], ["z", "gw:{clinic-a}:other lo", "1.0"],
+           ["l", f"{index_prefix}str:a b", "t\0r1"], ["s", f"{index_prefix}tok:status:|booked", ""],
+           ["s", f"{index_prefix}zip:1", ""], ["s", index_prefix, ""]]  # fmt: skip
+    moved = _Recorded()
+    move_index(moved, index_prefix, "r1", decode_index(json.dumps(old), index_prefix), [])
+    assert sorted(moved.writes) == sorted(
+        [
+            ("SREM", "gw:{clinic-a}:idx:Patient:tok:x:|y", "r1"),
+            ("SREM", f"{index_prefix}tok:status:|booked", "r1"),
+            ("SREM", f"{index_prefix}zip:1", "r1"),
+            ("SREM", index_prefix, "r1"),
+            ("ZREM", "gw:{clinic-a}:other lo", "r1"),
+            ("ZREM", f"{index_prefix}str:a b", "t\0r1"),
+        ]
+    )
+
+
+def test_the_compact_form_tells_the_kinds_of_entries_apart() -> None:
+    """A "z" or "l" entry's key ends at its first space (date and string parameter names have none); a set entry is
+    its bare key, which starts with neither kind letter (nor the mark of an old form's foreign entry)."""
+    for rtype in _indexed():
+        for name, (kind, key, other) in _index_keys(rtype).items():
+            if kind in ("date", "string"):
+                assert " " not in name and key[0] == other[0] == ("z" if kind == "date" else "l"), (rtype, name)
+                assert key.endswith(" ") and other.endswith(" ") and key.count(" ") == other.count(" ") == 1
+            else:
+                assert key[0] not in ("z", "l", "!") and key.startswith(("tok:", "ref:")), (rtype, name)
+    assert all(entry.startswith("url:") for entry in compact_entries({"resourceType": "Questionnaire", "url": "u"}))
