@@ -93,6 +93,7 @@ class Services:
             retries=settings.conditional_retries,
             wait_replicas=settings.wait_replicas,
             wait_timeout_ms=settings.wait_timeout_ms,
+            compact_index=settings.compact_index_lists,
             clock=clock,
         )
         return cls(

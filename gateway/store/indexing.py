@@ -127,9 +127,17 @@ def _index_keys(rtype: str) -> dict[str, tuple[str, str, str]]:
     return by_name
 
 
-def encode_index(entries: list[str]) -> bytes:
-    """Return the ``idx`` field of ``cur`` for compact entries: a JSON list, the mark then the entries (none: [])."""
-    return encoding.dumps([_MARK, *entries]) if entries else b"[]"
+def encode_index(entries: list[str], prefix: str, *, compact: bool) -> bytes:
+    """Return the ``idx`` field of ``cur`` for compact entries (``prefix`` is the type's index prefix).
+
+    ``compact``: a JSON list, the mark then the entries (none: []). Otherwise the form every gateway reads, earlier
+    ones included: a JSON list of [kind, full key, member]. A gateway from before the compact form would take a
+    compact entry for a set key and leave the previous version's index entries behind, so the compact form is
+    written only when ``GATEWAY_COMPACT_INDEX_LISTS`` says that no such gateway shares the Redis any more.
+    """
+    if not entries:
+        return b"[]"
+    return encoding.dumps([_MARK, *entries]) if compact else encoding.dumps(expand_index(prefix, entries))
 
 
 def decode_index(raw: bytes | str | None, prefix: str) -> list[str]:

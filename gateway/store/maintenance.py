@@ -60,6 +60,7 @@ class Maintenance:
     _redis: Redis
     _keys: Keyspace
     _committer: Committer
+    compact_index: bool
 
     async def reindex(self, tenant: str) -> tuple[int, int]:
         """Write every stored resource of ``tenant`` into the indexes this version of the gateway keeps.
@@ -98,7 +99,9 @@ class Maintenance:
             when = epoch_of(meta.get("lastUpdated")) or epoch_of(cur.last_updated) or 0.0
             plan.write("ZADD", k.type_versions(tenant, rtype), int(when * 1000), f"{rid}/{vid}")
             plan.write("ZADD", k.all_versions(tenant), int(when * 1000), f"{rtype}/{rid}/{vid}")
-        plan.write("HSET", k.current(tenant, rtype, rid), "idx", encode_index(new_index))
+        plan.write(
+            "HSET", k.current(tenant, rtype, rid), "idx", encode_index(new_index, prefix, compact=self.compact_index)
+        )
         try:
             await self._committer.commit(plan)
         except PlanConflict:

@@ -142,9 +142,11 @@ class Store(Reads, Maintenance):
         retries: int,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        compact_index: bool = False,
         clock: Clock = system_clock,
     ) -> None:
         self.redis = redis
+        self.compact_index = compact_index  # the idx field written compact (see indexing.encode_index)
         self.keys = keys
         self._redis = redis
         self._keys = keys
@@ -502,9 +504,10 @@ class Store(Reads, Maintenance):
         plan.add("ZADD", all_versions, lu_ms, f"{rtype}/{rid}/{vid}")
         raw = encoding.dumps(stored) if stored else None
         plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), raw or "")
+        listed = encode_index(new_index, prefix, compact=self.compact_index)
         plan.put(
             _CURRENT, k.current(tenant, rtype, rid),
-            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", encode_index(new_index),
+            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", listed,
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched

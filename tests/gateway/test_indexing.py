@@ -232,13 +232,15 @@ def test_the_compact_form_holds_the_entries_of_the_old_form(resource: dict[str, 
     compact = compact_entries(resource)
     old = reference_entries(keys, tenant, resource)
     assert expand_index(index_prefix, compact) == old
-    assert decode_index(encode_index(compact), index_prefix) == compact
-    assert decode_index(encode_index(compact).decode(), index_prefix) == compact  # as text, as from_hash may hold it
+    assert decode_index(encode_index(compact, index_prefix, compact=True), index_prefix) == compact
+    assert (
+        decode_index(encode_index(compact, index_prefix, compact=True).decode(), index_prefix) == compact
+    )  # as text, as from_hash may hold it
     assert decode_index(encoding.dumps(old), index_prefix) == compact  # the old form, as the old code wrote it
     assert decode_index(json.dumps(old), index_prefix) == compact  # and as the reindex wrote it
     plain = [key for kind, key, _ in old if kind == "s"]  # the form before entries had kinds: set keys
     assert decode_index(json.dumps(plain), index_prefix) == [e for e in compact if e[0] not in ("z", "l")]
-    assert len(encode_index(compact)) <= len(encoding.dumps(old))
+    assert len(encode_index(compact, index_prefix, compact=True)) <= len(encoding.dumps(old))
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
@@ -252,7 +254,11 @@ def test_a_write_moves_the_entries_as_the_old_code_did(
     old, new = index_entries(keys, tenant, before), index_entries(keys, tenant, after)
     if stored_as == "none":  # a create, or a version after a delete
         old = []
-    raw = encoding.dumps(old) if stored_as == "old" else encode_index(decode_index(encoding.dumps(old), index_prefix))
+    raw = (
+        encoding.dumps(old)
+        if stored_as == "old"
+        else encode_index(decode_index(encoding.dumps(old), index_prefix), index_prefix, compact=True)
+    )
     expected, moved = _Recorded(), _Recorded()
     _old_move_index(expected, before["id"], old, new)
     move_index(moved, index_prefix, before["id"], decode_index(raw, index_prefix), compact_entries(after))

@@ -1,17 +1,64 @@
-"""The ``idx`` field of ``cur`` (the index entries a version is in) is stored compact, and the form earlier gateways
-wrote (a JSON list of [kind, full key, member]) is still read: the next write of such a resource, and the reindex,
-remove exactly its entries and add the new version's, on the same Redis keys."""
+"""The ``idx`` field of ``cur`` (the index entries a version is in) is stored compact when
+``GATEWAY_COMPACT_INDEX_LISTS`` is on, and the form earlier gateways wrote (a JSON list of [kind, full key, member])
+is still read: the next write of such a resource, and the reindex, remove exactly its entries and add the new
+version's, on the same Redis keys. By default the old form is written, which a gateway from before the compact form
+(during a rolling upgrade, or after a rollback) reads right."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pytest
+
 from gateway import encoding
+from gateway.settings import ClientsConfig, Settings
 from gateway.store.indexing import decode_index, expand_index, index_entries
-from tests.conftest import Gateway
+from gateway.store.store import Store
+from tests.conftest import Gateway, running
 from tests.gateway.fixtures import appointment
 
 TENANT = "clinic-a"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The gateway of these tests writes the compact form (one test below runs one with the default)."""
+    return settings.model_copy(update={"compact_index_lists": True})
+
+
+def _as_an_older_gateway_reads_it(raw: bytes) -> list[tuple[str, str, str]]:
+    """Read an ``idx`` field as gateways before the compact form did (``Current.from_hash`` and ``_entry``)."""
+    return [("s", e, "") if isinstance(e, str) else (str(e[0]), str(e[1]), str(e[2])) for e in json.loads(raw or "[]")]
+
+
+async def test_by_default_the_form_that_older_gateways_read_is_written(
+    redis_url: str, key_prefix: str, clients: ClientsConfig
+) -> None:
+    plain = Settings(redis_url=redis_url, key_prefix=key_prefix)
+    assert not plain.compact_index_lists
+    async with running(plain, clients, with_worker=False) as gateway:
+        keys, redis = gateway.services.keys, gateway.services.redis
+        first = appointment(id="d1", start="2026-12-10T09:00:00Z", end="2026-12-10T09:30:00Z")
+        assert (await gateway.ehr("PUT", "/Appointment/d1", json=first)).status_code == 201
+        second = appointment(
+            id="d1", status="cancelled", participant=[{"actor": {"reference": "Patient/pat-2"}, "status": "accepted"}]
+        )
+        assert (await gateway.ehr("PUT", "/Appointment/d1", json=second)).status_code == 200
+        raw = await redis.hget(keys.current(TENANT, "Appointment", "d1"), "idx")
+        listed = _as_an_older_gateway_reads_it(raw)
+        assert listed == index_entries(keys, TENANT, await _stored(gateway, "Appointment", "d1"))
+        assert set(listed) == await _in_indexes(gateway, "Appointment", "d1")
+        assert ("s", keys.reference_prefix(TENANT, "Appointment", "patient") + "Patient/pat-2", "") in listed
+
+        # Turned on, then off again with a reindex (before rolling back to an older gateway): the old form again.
+        compact = Store(redis, keys, max_backlog=1000, dedupe_seconds=60, retries=3, compact_index=True)
+        assert await compact.reindex(TENANT) == (1, 0)
+        assert (await redis.hget(keys.current(TENANT, "Appointment", "d1"), "idx")).startswith(b'[""')
+        assert await gateway.services.store.reindex(TENANT) == (1, 0)
+        assert (
+            _as_an_older_gateway_reads_it(await redis.hget(keys.current(TENANT, "Appointment", "d1"), "idx")) == listed
+        )
 
 
 async def _in_indexes(gateway: Gateway, rtype: str, rid: str) -> set[tuple[str, str, str]]:
