@@ -34,6 +34,8 @@ except ImportError:  # an older checkout: full-key entries
     COMPACT = False
 
 KEYS, TENANT = Keyspace("mem-0123abcd"), "mem"  # the key prefix bench/memory.py uses (12 characters)
+PREFIX = KEYS.index_prefix(TENANT, "Appointment") if COMPACT else ""
+WRITTEN = {"compact": False}  # --compact: the form GATEWAY_COMPACT_INDEX_LISTS writes (else the one all gateways read)
 
 
 def _stored(version: int) -> dict[str, Any]:
@@ -44,7 +46,7 @@ def _stored(version: int) -> dict[str, Any]:
 
 def _idx(stored: dict[str, Any]) -> bytes:
     if COMPACT:
-        return encode_index(compact_entries(stored))
+        return encode_index(compact_entries(stored), PREFIX, compact=WRITTEN["compact"])
     return encoding.dumps(index_entries(KEYS, TENANT, stored))
 
 
@@ -60,10 +62,9 @@ def _write(raw: dict[bytes, bytes] | None, stored: dict[str, Any]) -> bytes:
     plan = Plan()
     cur = Current.from_hash(raw) if raw else None
     if COMPACT:
-        prefix = KEYS.index_prefix(TENANT, "Appointment")
         new = compact_entries(stored)
-        move_index(plan, prefix, "a7", decode_index(cur.index, prefix) if cur else [], new)
-        return encode_index(new)
+        move_index(plan, PREFIX, "a7", decode_index(cur.index, PREFIX) if cur else [], new)
+        return encode_index(new, PREFIX, compact=WRITTEN["compact"])
     new_full = index_entries(KEYS, TENANT, stored)
     move_index(plan, "a7", cur.index if cur else [], new_full)
     return encoding.dumps(new_full)
@@ -73,14 +74,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loops", type=int, default=20000, help="writes per measurement (default 20000)")
     parser.add_argument("--repeat", type=int, default=5, help="measurements per case; the median is printed")
+    parser.add_argument("--compact", action="store_true", help="write the compact form (GATEWAY_COMPACT_INDEX_LISTS)")
     args = parser.parse_args()
+    WRITTEN["compact"] = args.compact and COMPACT
     second, third = _stored(1), _stored(2)  # version 2 is cancelled: the status entries move
     cases = {
         "create": (None, second),
         "update, status changed": (_hash(second), third),
         "update, no indexed value changed": (_hash(second), second),
     }
-    print(f"{'compact' if COMPACT else 'full-key'} idx: {len(_idx(second))} bytes for the Appointment")
+    print(f"{'compact' if WRITTEN['compact'] else 'full-key'} idx: {len(_idx(second))} bytes for the Appointment")
     for name, (raw, stored) in cases.items():
         runs = []
         for _ in range(args.repeat):
