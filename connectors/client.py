@@ -45,7 +45,15 @@ from connectors.errors import (
 )
 from connectors.guard import URLGuard
 from connectors.ratelimit import TokenBucket
-from connectors.retry import RETRY_STATUSES, RetryPolicy, Sleep, is_idempotent, parse_retry_after
+from connectors.retry import (
+    RETRY_STATUSES,
+    Halted,
+    RetryPolicy,
+    Sleep,
+    halted_error,
+    is_idempotent,
+    parse_retry_after,
+)
 from connectors.status import Observer
 
 FHIR_JSON = "application/fhir+json"
@@ -166,6 +174,7 @@ class EHRClient:
         self.bucket = TokenBucket(config.rate_limit_per_second, clock=monotonic, sleep=sleep or asyncio.sleep)
         self.tokens: TokenCache | None = None
         self._bearer: str | None = None
+        self._winding_down = asyncio.Event()
         if isinstance(config.auth, SmartBackendAuth):
             self.assertion = ClientAssertion(config.auth, load_signing_key(config.auth), clock=clock)
             self.tokens = TokenCache(self._fetch_token, clock=clock)
@@ -182,6 +191,12 @@ class EHRClient:
             headers={"Accept": FHIR_JSON, "User-Agent": "fhir-gateway-connector"},
             event_hooks={"request": [self._check_request]},
         )
+
+    def wind_down(self) -> None:
+        """Stop retrying, the process is stopping: an attempt in flight finishes, a wait between attempts ends now,
+        and no further attempt is made. The caller keeps the work for later (a write-back goes back to its retry
+        queue, a poll keeps its cursor), so that a shutdown does not wait out an EHR's outage."""
+        self._winding_down.set()
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -222,10 +237,15 @@ class EHRClient:
         if json_body is not None:
             content = json.dumps(json_body, separators=(",", ":"), ensure_ascii=False).encode()
             headers.setdefault("Content-Type", FHIR_JSON)
-        retrying = self.policy.retrying(idempotent=is_idempotent(method, headers), before_sleep=self._retrying)
-        async for attempt in retrying:
-            with attempt:
-                return await self._attempt(method, url, params, content, headers, what, use_token=True)
+        retrying = self.policy.retrying(
+            idempotent=is_idempotent(method, headers), before_sleep=self._retrying, halt=self._winding_down
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(method, url, params, content, headers, what, use_token=True)
+        except Halted as halted:
+            raise halted_error(halted) from None
         raise AssertionError("the retry policy ended without an outcome")  # pragma: no cover
 
     async def _retrying(self, _: RetryCallState) -> None:
@@ -322,7 +342,7 @@ class EHRClient:
         auth = self.config.auth
         assert isinstance(auth, SmartBackendAuth)
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
-        retrying = self.policy.retrying(idempotent=True, before_sleep=self._retrying)
+        retrying = self.policy.retrying(idempotent=True, before_sleep=self._retrying, halt=self._winding_down)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -331,6 +351,8 @@ class EHRClient:
                     response = await self._attempt(
                         "POST", auth.token_url, None, content, headers, "token request", use_token=False
                     )
+        except Halted as halted:  # after a retryable error (a Rejected one is not retried)
+            raise halted_error(halted) from None
         except Rejected as exc:
             raise AuthError(f"the token endpoint refused the client ({exc.status})", status=exc.status) from None
         body = json_body(response, "token request")

@@ -181,13 +181,28 @@ class Delivery(Generic[J]):
         self.delivered = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; finish the deliveries in hand first. The tenants are those with a
+        """Deliver until ``stop`` is set; finish the deliveries in hand first (their attempts in flight; a delivery
+        waiting to retry goes back to the retry queue instead of waiting). The tenants are those with a
         connector at each round: a reloaded clients file's new EHR block is delivered to from the next one."""
         log.info(
             "write-back delivery started", extra={"consumer": self.consumer, "tenants": len(self.connectors.tenants)}
         )
-        next_reclaim = 0.0
         loop = asyncio.get_running_loop()
+        # Once stopping, a delivery being retried gives up at once and goes back to the retry queue (durable):
+        # the shutdown does not wait out the EHR's outage.
+        winding = asyncio.create_task(self._wind_down_when(stop), name="write-back wind-down")
+        try:
+            await self._deliver_until(stop, loop)
+        finally:
+            winding.cancel()
+        log.info("write-back delivery stopped", extra={"consumer": self.consumer, "delivered": self.delivered})
+
+    async def _wind_down_when(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.connectors.wind_down()
+
+    async def _deliver_until(self, stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
+        next_reclaim = 0.0
         while not stop.is_set():
             tenants = self.connectors.tenants
             try:
@@ -205,7 +220,6 @@ class Delivery(Generic[J]):
                 log.exception("write-back delivery loop error")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
-        log.info("write-back delivery stopped", extra={"consumer": self.consumer, "delivered": self.delivered})
 
     async def step(self, tenants: list[str]) -> int:
         """Promote due retries, read new jobs and deliver them; return how many were handled."""

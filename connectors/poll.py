@@ -268,6 +268,7 @@ class Poller:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=RESCAN_SECONDS)
         finally:
+            self.connectors.wind_down()  # a request being retried gives up now; its sweep resumes from its cursor
             for _, ended, _ in loops.values():
                 ended.set()
             await asyncio.gather(*(task for _, _, task in loops.values()), return_exceptions=True)

@@ -54,6 +54,7 @@ class Connectors:
         self.clients: dict[str, EHRClient] = {}
         self.broken: dict[str, str] = {}
         self._retired: list[EHRClient] = []  # replaced while requests may be in flight on them: closed by aclose
+        self._winding_down = False
         self.replace(targets)
 
     def _open(self, tenant: str, target: Target) -> None:
@@ -68,6 +69,8 @@ class Connectors:
                 transport=self._transport(tenant) if self._transport else None,
                 outbound=self._outbound,
             )
+            if self._winding_down:
+                self.clients[tenant].wind_down()
         except ConfigError as exc:
             # One tenant's unreadable key must not stop every other tenant's connector.
             self.broken[tenant] = exc.message
@@ -95,6 +98,12 @@ class Connectors:
     def tenants(self) -> list[str]:
         """Return the tenants with an open client, sorted."""
         return sorted(self.clients)
+
+    def wind_down(self) -> None:
+        """Stop every client's retries (``EHRClient.wind_down``): the process is stopping."""
+        self._winding_down = True
+        for client in [*self.clients.values(), *self._retired]:
+            client.wind_down()
 
     async def aclose(self) -> None:
         """Close every connection pool, replaced ones included."""

@@ -19,6 +19,8 @@ gateway's work queues and webhook deliveries use them too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -129,6 +131,48 @@ class stop_before_budget(stop_base):
         return spent + retry_state.upcoming_sleep > self.budget
 
 
+class stop_when_set(stop_base):
+    """Stop once ``event`` is set (the process is stopping: the work goes back to its durable queue instead)."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.event.is_set()
+
+
+class Halted(Exception):
+    """A wait between attempts ended because the process is stopping: no attempt follows. Its ``__cause__`` is the
+    error of the attempt before the wait, which the caller raises instead (``halted_error``)."""
+
+
+class _Halting:
+    """The ``before_sleep`` and ``sleep`` of a request whose waits end when ``event`` is set. tenacity makes the
+    next attempt whenever its sleep returns, so ending a wait is raising; the error to raise is noted before it."""
+
+    def __init__(self, event: asyncio.Event, before_sleep: Callable[[RetryCallState], Awaitable[None]] | None) -> None:
+        self.event = event
+        self._before_sleep = before_sleep
+        self._error: BaseException | None = None
+
+    async def before_sleep(self, retry_state: RetryCallState) -> None:
+        outcome = retry_state.outcome
+        self._error = outcome.exception() if outcome is not None and outcome.failed else None
+        if self._before_sleep is not None:
+            await self._before_sleep(retry_state)
+
+    async def sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout=seconds)
+        if self.event.is_set():
+            raise Halted("stopping") from self._error
+
+
+def halted_error(halted: Halted) -> BaseException:
+    """Return what a request ended by ``Halted`` raises: the error of its last attempt."""
+    return halted.__cause__ or halted
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How one EHR's requests are retried."""
@@ -140,20 +184,26 @@ class RetryPolicy:
     sleep: Sleep | None = None
 
     def retrying(
-        self, *, idempotent: bool, before_sleep: Callable[[RetryCallState], Awaitable[None]] | None = None
+        self,
+        *,
+        idempotent: bool,
+        before_sleep: Callable[[RetryCallState], Awaitable[None]] | None = None,
+        halt: asyncio.Event | None = None,
     ) -> AsyncRetrying:
-        """Return the tenacity controller for one request."""
+        """Return the tenacity controller for one request; once ``halt`` is set, a wait between attempts ends and
+        no further attempt is made (the last error is raised)."""
         options: dict[str, object] = {}
-        if self.sleep is not None:
+        if self.sleep is not None:  # a test's stand-in: used as it is
             options["sleep"] = self.sleep
+        elif halt is not None:
+            halting = _Halting(halt, before_sleep)
+            options["sleep"], before_sleep = halting.sleep, halting.before_sleep
+        stop = stop_after_attempt(self.max_attempts) | stop_if_wait_exceeds(self.backoff_max)
+        stop = stop | stop_before_budget(self.max_seconds)
         return AsyncRetrying(
             retry=retry_if_exception(retryable) if idempotent else retry_never,
             wait=wait_retry_after(backoff(self.backoff_base, self.backoff_max)),
-            stop=(
-                stop_after_attempt(self.max_attempts)
-                | stop_if_wait_exceeds(self.backoff_max)
-                | stop_before_budget(self.max_seconds)
-            ),
+            stop=stop | stop_when_set(halt) if halt is not None else stop,
             before_sleep=before_sleep,
             reraise=True,
             **options,  # type: ignore[arg-type]

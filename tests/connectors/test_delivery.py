@@ -245,6 +245,39 @@ async def test_a_running_delivery_takes_an_ehr_block_a_reload_adds(
         await redis.aclose()
 
 
+async def test_stopping_ends_a_retry_wait_and_the_writeback_goes_back_to_its_retry_queue(
+    redis_url: str, key_prefix: str, fake_time: FakeTime, ehr: respx.MockRouter
+) -> None:
+    # The EHR is down and asks for 15 s between attempts: a worker told to stop meanwhile must not wait it out (a
+    # pod's grace period is about that long), and the write-back it was retrying must stay queued, not be lost.
+    redis, keys = connect(redis_url), Keyspace(key_prefix)
+    config = ehr_config(max_attempts=4, backoff_max_seconds=20, breaker_failures=50)
+    connectors = Connectors({TENANT: Target(TENANT, "generic", config)})  # real sleeps
+    queue = OutboundQueue(redis, keys, max_attempts=3, wait=backoff(1, 4), clock=fake_time.clock)
+    outbound = Outbound(redis, keys, Delivery(queue, connectors, consumer="c", check=None, block_ms=10), fake_time)
+    route = ehr.post(f"{BASE}/Communication").respond(503, headers={"Retry-After": "15"})
+    stop = asyncio.Event()
+    running = asyncio.create_task(outbound.delivery.run(stop))
+    try:
+        wid = await outbound.enqueue("create", MESSAGE, if_none_exist="identifier=urn:x|1")
+        await until(lambda: _called(route), "the first attempt")
+        stop.set()
+        await asyncio.wait_for(asyncio.shield(running), timeout=10)  # not the 15 s wait, nor three of them
+        assert route.call_count == 1
+        state = await outbound.state(wid)
+        assert state["status"] == "queued" and "503" in state["error"] and state["attempts"] == "1"
+        assert await outbound.waiting() == (0, 1, 0)  # in the retry queue, for the next worker
+    finally:
+        stop.set()
+        await running
+        await connectors.aclose()
+        await redis.aclose()
+
+
+async def _called(route: respx.Route) -> bool:
+    return route.call_count > 0
+
+
 async def _status_is(outbound: Outbound, wid: str, status: str) -> bool:
     return (await outbound.state(wid))["status"] == status
 
