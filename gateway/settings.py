@@ -341,7 +341,8 @@ class Settings(BaseSettings):
     compact_index_lists: bool = Field(
         default=False,
         description="write each resource's list of its search-index entries in the compact form (about 480 bytes "
-        "less per resource); turn on only once no gateway from before that form shares the Redis",
+        "less per resource); turn on only once no gateway from before that form shares the Redis (docs/deploy.md, "
+        "Compact index lists)",
     )
 
     webhook_max_attempts: int = Field(
