@@ -93,7 +93,6 @@ class Services:
             retries=settings.conditional_retries,
             wait_replicas=settings.wait_replicas,
             wait_timeout_ms=settings.wait_timeout_ms,
-            compact_index=settings.compact_index_lists,
             clock=clock,
         )
         return cls(

@@ -338,12 +338,6 @@ class Settings(BaseSettings):
     feed_retention_days: float = Field(
         default=30.0, gt=0, description="how long change events are kept; an older cursor is answered 410"
     )
-    compact_index_lists: bool = Field(
-        default=False,
-        description="write each resource's list of its search-index entries in the compact form (about 480 bytes "
-        "less per resource); turn on only once no gateway from before that form shares the Redis (docs/deploy.md, "
-        "Compact index lists)",
-    )
 
     webhook_max_attempts: int = Field(
         default=8, ge=1, description="attempts at one webhook delivery before it is dead-lettered"

@@ -9,13 +9,9 @@ lets one Lua script write a resource version, its indexes and its job atomically
 FHIR store (what EHRs pushed, as FHIR):
   gw:{t}:cur:{type}:{id}           hash   current state: vid, lu (gateway lastUpdated), hash (content digest),
                                           deleted ("1" for a tombstone), evid / elu (the EHR's meta as received),
-                                          idx (the search index entries this version is in, so that the next one
-                                          removes exactly them: a JSON list, "" then one string per entry, its key
-                                          relative to gw:{t}:idx:{type}:. A set holding the id: the key alone
-                                          ("ref:patient:Patient/p1"); a scored zset holding the id: "z", the key, a
-                                          space and the score ("zdate:date:lo 1796997600000.0"); a lexical zset: "l",
-                                          the key, a space and the entry ("lstr:name riv\0p1"); [] for none. Earlier
-                                          gateways wrote a list of [kind, full key, member]: still read)
+                                          idx (JSON list of the index entries this version is in, each [kind, key,
+                                          member]: kind "s" a set holding the id, "z" a scored zset holding the id
+                                          (member: the score), "l" a lexical zset (member: the entry))
   gw:{t}:hist:{type}:{id}          hash   vid -> the stored resource JSON of that version ("" for a tombstone)
   gw:{t}:issues:{type}:{id}        hash   vid -> the OperationOutcome JSON of the errors a tenant's lenient
                                           validation policy accepted that version with (gateway/policy.py)
@@ -206,10 +202,6 @@ class Keyspace:
 
     def ids_index(self, tenant: str, rtype: str) -> str:
         return f"{self._t(tenant)}:idx:{rtype}:ids"
-
-    def index_prefix(self, tenant: str, rtype: str) -> str:
-        """Return what every search index key of a type starts with (the compact ``idx`` entries' keys follow)."""
-        return f"{self._t(tenant)}:idx:{rtype}:"
 
     def token_index(self, tenant: str, rtype: str, param: str, system: str | None, code: str | None) -> str:
         """Return a token index key; ``system`` None is any system ("" none), ``code`` None any code."""

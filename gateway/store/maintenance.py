@@ -12,46 +12,31 @@ from redis.asyncio import Redis
 
 from gateway.clock import epoch_of
 from gateway.store.connection import text
-from gateway.store.indexing import compact_entries, decode_index, encode_index
+from gateway.store.indexing import IndexEntry, index_entries
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Current
 from gateway.store.plan import Committer, Plan, PlanConflict
 
 
-def move_index(plan: Plan, prefix: str, rid: str, old: list[str], new: list[str]) -> None:
-    """Move the resource from the index entries of its last version to those of this one (compact entries, keys
-    relative to ``prefix``, the type's index prefix: ``indexing.compact_entries``)."""
-    if old == new:
-        return  # nothing moves: an update that changed no indexed value
+def move_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:
+    """Move the resource from the index entries of its last version to those of this one."""
     if old:
-        gone = set(old).difference(new)
-        if gone:
-            kept_scores = {entry[: entry.index(" ")] for entry in new if entry[0] == "z"}  # "zdate:date:lo"
-            for entry in gone:
-                kind = entry[0]
-                if kind == "z":
-                    head = entry[: entry.index(" ")]
-                    if head not in kept_scores:  # else the ZADD below moves the score
-                        plan.write("ZREM", prefix + head[1:], rid)
-                elif kind == "l":
-                    key, _, member = entry[1:].partition(" ")
-                    plan.write("ZREM", prefix + key, member)
-                elif kind == "!":  # an old form's entry the compact form cannot hold (none is written): full key
-                    kind, key, member = json.loads(entry[1:])
-                    plan.write("SREM" if kind == "s" else "ZREM", key, member if kind == "l" else rid)
-                else:
-                    plan.write("SREM", prefix + entry, rid)
-        new = sorted(set(new).difference(old))
-    for entry in new:  # compact_entries lists them sorted and once each
-        kind = entry[0]
-        if kind == "z":
-            key, _, member = entry[1:].partition(" ")
-            plan.add("ZADD", prefix + key, member, rid)
+        kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
+        for kind, key, member in set(old) - set(new):
+            if kind == "s":
+                plan.write("SREM", key, rid)
+            elif kind == "l":
+                plan.write("ZREM", key, member)
+            elif (kind, key) not in kept_scores:
+                plan.write("ZREM", key, rid)
+        new = sorted(set(new) - set(old))
+    for kind, key, member in new:  # index_entries lists them sorted and once each
+        if kind == "s":
+            plan.add("SADD", key, rid)
         elif kind == "l":
-            key, _, member = entry[1:].partition(" ")
-            plan.add("ZADD", prefix + key, 0, member)
+            plan.add("ZADD", key, 0, member)
         else:
-            plan.add("SADD", prefix + entry, rid)
+            plan.add("ZADD", key, member, rid)
 
 
 class Maintenance:
@@ -60,7 +45,6 @@ class Maintenance:
     _redis: Redis
     _keys: Keyspace
     _committer: Committer
-    compact_index: bool
 
     async def reindex(self, tenant: str) -> tuple[int, int]:
         """Write every stored resource of ``tenant`` into the indexes this version of the gateway keeps.
@@ -89,9 +73,8 @@ class Maintenance:
         plan = Plan()
         plan.expect_field(k.current(tenant, rtype, rid), "vid", str(cur.vid))
         stored = versions.get(str(cur.vid))
-        new_index = compact_entries(json.loads(stored)) if stored and not cur.deleted else []
-        prefix = k.index_prefix(tenant, rtype)
-        move_index(plan, prefix, rid, decode_index(cur.index, prefix), new_index)
+        new_index = index_entries(k, tenant, json.loads(stored)) if stored and not cur.deleted else []
+        move_index(plan, rid, cur.index, new_index)
         if not cur.deleted:
             plan.write("ZADD", k.ids_index(tenant, rtype), 0, rid)
         for vid, body in versions.items():
@@ -99,9 +82,7 @@ class Maintenance:
             when = epoch_of(meta.get("lastUpdated")) or epoch_of(cur.last_updated) or 0.0
             plan.write("ZADD", k.type_versions(tenant, rtype), int(when * 1000), f"{rid}/{vid}")
             plan.write("ZADD", k.all_versions(tenant), int(when * 1000), f"{rtype}/{rid}/{vid}")
-        plan.write(
-            "HSET", k.current(tenant, rtype, rid), "idx", encode_index(new_index, prefix, compact=self.compact_index)
-        )
+        plan.write("HSET", k.current(tenant, rtype, rid), "idx", json.dumps(new_index, ensure_ascii=False))
         try:
             await self._committer.commit(plan)
         except PlanConflict:

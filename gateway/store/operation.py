@@ -11,6 +11,7 @@ from typing import Any
 from conformance.outcome import Issue
 from gateway import encoding
 from gateway.store.connection import text
+from gateway.store.indexing import IndexEntry
 
 
 def digest(content: Mapping[str, Any]) -> str:
@@ -28,22 +29,30 @@ class Current:
     deleted: bool
     ehr_version_id: str | None
     ehr_last_updated: str | None
-    index: bytes | str  # the idx field as stored: ``indexing.decode_index`` reads it (both its forms)
+    index: list[IndexEntry]
 
     @classmethod
     def from_hash(cls, raw: Mapping[Any, Any]) -> Current | None:
         if not raw:
             return None
-        get = {text(k): v for k, v in raw.items()}
+        get = {text(k): text(v) for k, v in raw.items()}
         return cls(
             vid=int(get["vid"]),
-            last_updated=text(get.get("lu", "")),
-            digest=text(get.get("hash", "")),
-            deleted=text(get.get("deleted", "")) == "1",
-            ehr_version_id=text(get.get("evid", "")) or None,
-            ehr_last_updated=text(get.get("elu", "")) or None,
-            index=get.get("idx", b""),  # read (decode_index) only where a write moves it
+            last_updated=get.get("lu", ""),
+            digest=get.get("hash", ""),
+            deleted=get.get("deleted") == "1",
+            ehr_version_id=get.get("evid") or None,
+            ehr_last_updated=get.get("elu") or None,
+            index=[_entry(e) for e in encoding.loads(get.get("idx") or "[]")],
         )
+
+
+def _entry(raw: Any) -> IndexEntry:
+    """Read one ``idx`` entry (a plain key, from before entries had kinds, is a set holding the id)."""
+    if isinstance(raw, str):
+        return ("s", raw, "")
+    kind, key, member = raw
+    return (str(kind), str(key), str(member))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.ids import new_ids
-from gateway.store.indexing import compact_entries, decode_index, encode_index, parse_condition
+from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.maintenance import Maintenance, move_index
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
@@ -115,17 +115,15 @@ _JOB: Form = ("XADD", ("*", "type", None, "id", None, "vid", None, "op", None, "
 
 
 @lru_cache(maxsize=4096)
-def _type_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, str, str, str, str, str]:
+def _type_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, str, str, str, str]:
     """Return the keys every version of a type is written to (its last-updated and id indexes, the type's and the
-    tenant's version indexes, its jobs' inbound lane) and its search indexes' prefix: built once, not for each
-    resource a set writes."""
+    tenant's version indexes, its jobs' inbound lane): built once, not for each resource a set writes."""
     return (
         keys.last_updated_index(tenant, rtype),
         keys.ids_index(tenant, rtype),
         keys.type_versions(tenant, rtype),
         keys.all_versions(tenant),
         keys.inbound(tenant, lane(rtype)),
-        keys.index_prefix(tenant, rtype),
     )
 
 
@@ -142,11 +140,9 @@ class Store(Reads, Maintenance):
         retries: int,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
-        compact_index: bool = False,
         clock: Clock = system_clock,
     ) -> None:
         self.redis = redis
-        self.compact_index = compact_index  # the idx field written compact (see indexing.encode_index)
         self.keys = keys
         self._redis = redis
         self._keys = keys
@@ -488,12 +484,12 @@ class Store(Reads, Maintenance):
     ) -> tuple[Result, bool]:
         k = self._keys
         vid = (cur.vid if cur else 0) + 1
-        lu_index, ids_index, type_versions, all_versions, inbound, prefix = _type_keys(k, tenant, rtype)
-        new_index: list[str] = []
+        lu_index, ids_index, type_versions, all_versions, inbound = _type_keys(k, tenant, rtype)
+        new_index: list[IndexEntry] = []
         if stored is not None:
             stored["meta"] = {"versionId": str(vid), "lastUpdated": lu, **stored["meta"]}
-            new_index = compact_entries(stored)
-        move_index(plan, prefix, rid, decode_index(cur.index, prefix) if cur else [], new_index)
+            new_index = index_entries(k, tenant, stored)
+        move_index(plan, rid, cur.index if cur else [], new_index)
         if deleted:
             plan.write("ZREM", lu_index, rid)
             plan.write("ZREM", ids_index, rid)
@@ -504,10 +500,9 @@ class Store(Reads, Maintenance):
         plan.add("ZADD", all_versions, lu_ms, f"{rtype}/{rid}/{vid}")
         raw = encoding.dumps(stored) if stored else None
         plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), raw or "")
-        listed = encode_index(new_index, prefix, compact=self.compact_index)
         plan.put(
             _CURRENT, k.current(tenant, rtype, rid),
-            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", listed,
+            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", encoding.dumps(new_index),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched

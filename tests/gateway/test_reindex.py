@@ -9,7 +9,6 @@ import pytest
 
 from gateway.cli import main
 from gateway.settings import Settings
-from gateway.store.indexing import decode_index, expand_index
 from tests.conftest import Gateway
 from tests.gateway.fixtures import appointment
 
@@ -19,8 +18,7 @@ async def _as_if_stored_by_the_previous_version(gateway: Gateway, rid: str) -> N
     services = gateway.services
     keys, redis = services.keys, services.redis
     cur = keys.current("clinic-a", "Appointment", rid)
-    prefix = keys.index_prefix("clinic-a", "Appointment")
-    entries = expand_index(prefix, decode_index(await redis.hget(cur, "idx"), prefix))
+    entries = json.loads((await redis.hget(cur, "idx")) or "[]")
     for kind, key, member in entries:
         await (redis.srem(key, rid) if kind == "s" else redis.zrem(key, member if kind == "l" else rid))
     old = [
