@@ -5,7 +5,7 @@ Runs the gateway's own code in this process, one Bundle after another, against a
 each phase of accepting a Bundle costs per resource:
 
 - *parse*: the body's bytes to JSON values (``gateway.web.body.parse_json``, the strict parser the API uses);
-- *validate*: the Bundle and every entry checked (``gateway.fhir.bundle.parse_entries``);
+- *validate*: the Bundle and every entry checked (``gateway.fhir.entries.parse_entries``);
 - *decide*: the store reads what the writes touch and builds the atomic plan (references rewritten, digests,
   search indexes, versions, audit entries), without the commit;
 - *commit*: the plan sent to Redis and applied by the commit script (this process's side only: Redis's own CPU

@@ -13,255 +13,28 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from redis.exceptions import RedisError
 
-from conformance.definitions import R4_RESOURCE_TYPES
 from conformance.outcome import Issue, has_errors, operation_outcome
-from conformance.validator import validate_resource
 from connectors import Refusal
 from gateway import encoding
-from gateway.errors import BadRequest, GatewayError, InvalidResource, Overloaded, PayloadTooLarge, Unprocessable
+from gateway.errors import BadRequest, GatewayError, InvalidResource, Overloaded, Unprocessable
 from gateway.fhir.edge import Edge
-from gateway.fhir.policy import accepts
+from gateway.fhir.entries import ENTRY_PATH, METHOD_ORDER, Entry, parse_entries
 from gateway.fhir.searchset import searchset
-from gateway.metrics import VALIDATION_FAILURES
-from gateway.store import Create, Delete, Operation, Result, Update, compact, parse_condition, rejections
+from gateway.store import Result, compact
 from gateway.web.responses import status_line
 
 log = logging.getLogger("gateway.fhir.bundle")
 
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 IMPORT_TYPES = ("collection", "searchset", "history")
 # Errors that say "not now" rather than "not this entry": an import that meets one stops whole, so the caller (a
 # client, or the poller whose cursor then stays) tries again later. Every other error is the entry's own.
 TRANSIENT: tuple[type[BaseException], ...] = (Overloaded, RedisError, OSError)
-
-
-@dataclass
-class Entry:
-    """One Bundle entry, parsed."""
-
-    index: int
-    method: str
-    rtype: str = ""
-    rid: str | None = None
-    query: list[tuple[str, str]] | None = None
-    resource: dict[str, Any] | None = None
-    full_url: str | None = None
-    if_none_exist: str | None = None
-    if_match: str | None = None
-    criteria: str | None = None
-    issues: list[Issue] = field(default_factory=list)
-    lenient: list[Issue] = field(default_factory=list)  # the resource's errors a lenient policy accepted
-    ehr_ordered: bool = False  # the resource is the EHR's own copy: see ``gateway.store.Update.ehr_ordered``
-    dedupe: bool = True  # see ``gateway.store.Create.dedupe``
-
-    @property
-    def path(self) -> str:
-        return f"Bundle.entry[{self.index}]"
-
-    def operation(self) -> Operation:
-        assert self.rtype
-        if self.method == "DELETE":
-            return Delete(self.rtype, self.rid or "", criteria=self.criteria, path=self.path)
-        assert self.resource is not None
-        if self.method == "PUT":
-            return Update(
-                self.rtype,
-                self.rid or "",
-                self.resource,
-                if_match=self.if_match,
-                full_url=self.full_url,
-                criteria=self.criteria,
-                path=self.path,
-                issues=self.lenient,
-                ehr_ordered=self.ehr_ordered,
-            )
-        return Create(
-            self.rtype,
-            self.resource,
-            if_none_exist=self.if_none_exist,
-            full_url=self.full_url,
-            path=self.path,
-            issues=self.lenient,
-            dedupe=self.dedupe,
-        )
-
-
-def etag_version(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return value.strip().removeprefix("W/").strip('"')
-
-
-# A request url that is only a path (a type, a type and an id): what ``urlsplit`` would make of it is plain, and
-# telling that costs less than splitting it (urlsplit's own checks cost about 2 us an entry).
-_PLAIN_PATH = re.compile(r"[A-Za-z][A-Za-z0-9\-._/]*")
-
-
-def split_url(url: str) -> tuple[str, str, str]:
-    """Return a request url's scheme, path and query, as ``urllib.parse.urlsplit`` gives them."""
-    if _PLAIN_PATH.fullmatch(url):
-        return "", url, ""
-    parts = urlsplit(url)
-    return parts.scheme, parts.path, parts.query
-
-
-def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
-    request = raw.get("request")
-    if not isinstance(request, dict):
-        entry.issues.append(Issue("error", "required", f"{entry.path}.request", "a request is required"))
-        return
-    method, url = request.get("method"), request.get("url")
-    if method not in _ORDER or method in ("PATCH", "HEAD"):
-        entry.issues.append(
-            Issue(
-                "error",
-                "not-supported",
-                f"{entry.path}.request.method",
-                "method must be GET, POST, PUT or DELETE",
-            )
-        )
-        return
-    entry.method = method
-    if not isinstance(url, str) or not url:
-        entry.issues.append(Issue("error", "required", f"{entry.path}.request.url", "a request url is required"))
-        return
-    scheme, path, query = split_url(url)
-    segments = [s for s in path.split("/") if s]
-    if any(s.startswith("$") for s in segments):
-        entry.issues.append(
-            Issue("error", "not-supported", f"{entry.path}.request.url", "operations are not supported in Bundles")
-        )
-        return
-    if scheme or not segments or segments[0] not in R4_RESOURCE_TYPES:
-        entry.issues.append(
-            Issue(
-                "error",
-                "invalid",
-                f"{entry.path}.request.url",
-                "url must be relative: Type, Type/id or Type?query",
-            )
-        )
-        return
-    if len(segments) == 2 and _ID.match(segments[1]):
-        entry.rid = segments[1]
-    elif len(segments) != 1:
-        entry.issues.append(Issue("error", "invalid", f"{entry.path}.request.url", "url is not Type or Type/id"))
-        return
-    entry.rtype = segments[0]
-    if method in ("PUT", "DELETE"):
-        if entry.rid is None and query:
-            entry.criteria = query
-        elif entry.rid is None or query:
-            entry.issues.append(
-                Issue("error", "invalid", f"{entry.path}.request.url", f"{method} takes Type/id or Type?identifier=")
-            )
-    if method == "POST" and entry.rid is not None:
-        entry.issues.append(Issue("error", "invalid", f"{entry.path}.request.url", "POST takes Type, not Type/id"))
-    if method == "GET" and entry.rid is None:
-        entry.query = parse_qsl(query, keep_blank_values=True)
-    entry.if_none_exist = request.get("ifNoneExist") if method == "POST" else None
-    entry.if_match = etag_version(request.get("ifMatch")) if method == "PUT" else None
-    for condition, where in ((entry.criteria, "url"), (entry.if_none_exist, "ifNoneExist")):
-        if condition is not None:
-            try:
-                parse_condition(condition)
-            except ValueError as exc:
-                entry.issues.append(Issue("error", "not-supported", f"{entry.path}.request.{where}", str(exc)))
-
-
-_ENTRY_PATH = re.compile(r"^Bundle\.entry\[(\d+)\]")
-
-
-def _declared_type(raw: object) -> str:
-    resource = raw.get("resource") if isinstance(raw, dict) else None
-    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
-    return rtype if isinstance(rtype, str) and rtype in R4_RESOURCE_TYPES else "unknown"
-
-
-def parse_entries(
-    bundle: dict[str, Any], max_entries: int, *, with_requests: bool, policy: str = "strict", ehr_ordered: bool = False
-) -> list[Entry]:
-    """Check the Bundle and every entry; return the entries with their issues (none stored yet).
-
-    Under a ``lenient`` policy an entry whose resource errors all pass ``gateway.fhir.policy.accepts`` keeps them in
-    ``lenient`` instead of ``issues``, and is stored with them.
-    """
-    entries = bundle.get("entry") or []
-    if not isinstance(entries, list):
-        raise InvalidResource(
-            "Bundle.entry must be a list",
-            issues=[Issue("error", "structure", "Bundle.entry", "entry must be a list")],
-        )
-    if len(entries) > max_entries:
-        raise PayloadTooLarge(f"the Bundle has {len(entries)} entries; the limit is {max_entries}")
-    # The Bundle is validated whole (its invariants see every entry); each issue then goes to its entry, so a batch
-    # or an import can answer one bad entry without refusing the others.
-    by_entry: dict[int, list[Issue]] = defaultdict(list)
-    loose: list[Issue] = []
-    for issue in validate_resource(bundle):
-        match = _ENTRY_PATH.match(issue.expression or "")
-        if match:
-            by_entry[int(match.group(1))].append(issue)
-        elif issue.severity in ("error", "fatal"):
-            loose.append(issue)
-    parsed: list[Entry] = []
-    for index, raw in enumerate(entries):
-        entry = Entry(index=index, method="POST", ehr_ordered=ehr_ordered)
-        entry.issues = by_entry.get(index, [])
-        if (
-            policy != "strict"
-            and has_errors(entry.issues)
-            and accepts(policy, _declared_type(raw), entry.issues, f"{entry.path}.resource")
-        ):
-            entry.lenient, entry.issues = entry.issues, []
-        if has_errors(entry.issues):
-            VALIDATION_FAILURES.labels(entry.rtype or _declared_type(raw)).inc()
-            rejections.note(entry.rtype or _declared_type(raw), entry.issues)
-        if not isinstance(raw, dict):
-            entry.issues.append(Issue("error", "structure", entry.path, "an entry must be an object"))
-            parsed.append(entry)
-            continue
-        entry.full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
-        resource = raw.get("resource")
-        if with_requests:
-            _parse_request(entry, raw)
-        elif isinstance(resource, dict):
-            rtype, rid = resource.get("resourceType"), resource.get("id")
-            entry.rtype = rtype if isinstance(rtype, str) else ""
-            entry.method, entry.rid = ("PUT", rid) if isinstance(rid, str) and _ID.match(rid) else ("POST", None)
-        if entry.method in ("POST", "PUT"):
-            if not isinstance(resource, dict):
-                entry.issues.append(Issue("error", "required", f"{entry.path}.resource", "a resource is required"))
-            else:
-                entry.resource = resource
-                if entry.rtype and resource.get("resourceType") != entry.rtype:
-                    entry.issues.append(
-                        Issue(
-                            "error",
-                            "invalid",
-                            f"{entry.path}.resource.resourceType",
-                            "resourceType does not match request.url",
-                        )
-                    )
-                if with_requests and entry.method == "PUT" and entry.rid and resource.get("id") != entry.rid:
-                    entry.issues.append(
-                        Issue("error", "invalid", f"{entry.path}.resource.id", "id must be the id in request.url")
-                    )
-        parsed.append(entry)
-    # Bundle-level problems not tied to one entry still count.
-    if loose:
-        raise InvalidResource("the Bundle is not valid", issues=loose)
-    return parsed
 
 
 @dataclass(frozen=True)
@@ -345,7 +118,7 @@ async def transaction(
     issues = [i for e in entries for i in e.issues]
     if has_errors(issues):
         raise InvalidResource("the transaction has invalid entries; nothing was stored", issues=issues)
-    writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: (_ORDER[e.method], e.index))
+    writes = sorted((e for e in entries if e.method != "GET"), key=lambda e: (METHOD_ORDER[e.method], e.index))
     results = await edge.store.apply(tenant, [e.operation() for e in writes])
     answers: dict[int, dict[str, Any]] = {
         e.index: _response_entry(r, base, prefer) for e, r in zip(writes, results, strict=True)
@@ -507,4 +280,4 @@ def _status(response: dict[str, Any]) -> int | Refusal:
 
 def _local(expression: Any) -> str:
     path = expression[0] if isinstance(expression, list) and expression else ""
-    return _ENTRY_PATH.sub("", str(path)).removeprefix(".resource.").removeprefix(".") or "the resource"
+    return ENTRY_PATH.sub("", str(path)).removeprefix(".resource.").removeprefix(".") or "the resource"

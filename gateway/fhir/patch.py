@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from gateway.deps import EhrPrincipal, ServicesDep
 from gateway.errors import BadRequest, InvalidResource, PreconditionFailed, Unprocessable, UnsupportedMediaType
 from gateway.fhir.answers import written
-from gateway.fhir.bundle import etag_version
+from gateway.fhir.entries import etag_version
 from gateway.fhir.requests import check_id, check_type, read_raw, validated
 from gateway.store import Update
 from gateway.web import openapi

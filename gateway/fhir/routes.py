@@ -15,6 +15,7 @@ from gateway.errors import BadRequest, NotFound
 from gateway.fhir import bundle as bundles
 from gateway.fhir import capability, history, patch, validate_op
 from gateway.fhir.answers import stored_response, written
+from gateway.fhir.entries import etag_version
 from gateway.fhir.requests import (
     check_id,
     check_type,
@@ -154,7 +155,7 @@ async def update(
     if resource.get("id") != rid:
         raise BadRequest("the body's id must be the id in the URL (R4 update)", expression=f"{rtype}.id")
     change = Update(
-        rtype, rid, resource, if_match=bundles.etag_version(if_match), issues=issues, ehr_ordered=ehr_source(request)
+        rtype, rid, resource, if_match=etag_version(if_match), issues=issues, ehr_ordered=ehr_source(request)
     )
     [result] = await services.store.apply(principal.tenant, [change])
     return written(result, request)

@@ -1,7 +1,7 @@
 """Resources refused as invalid, per tenant: counted by type and element path, never with a value.
 
 The edge validates synchronously and does not know the tenant, so recording has two halves. ``note`` is called
-where a resource is refused (``gateway.fhir.requests.validated`` and ``gateway.fhir.bundle.parse_entries``) and
+where a resource is refused (``gateway.fhir.requests.validated`` and ``gateway.fhir.entries.parse_entries``) and
 adds to the tally of the work in hand, if one is open; whoever knows the tenant opens that tally with ``tally()``
 and writes it with ``flush``: the console's middleware for each FHIR request (``gateway.console.recording``), and
 ``Services.poller`` for each page pulled from an EHR. Outside a tally ``note`` does nothing.

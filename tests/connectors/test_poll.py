@@ -348,16 +348,16 @@ async def test_backpressure_still_keeps_the_whole_page_for_later(
 async def test_a_resource_that_crashes_validation_is_found_and_set_aside_alone(
     pulled: Pulled, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.fhir import bundle
+    from gateway.fhir import entries
 
-    real = bundle.validate_resource
+    real = entries.validate_resource
 
     def validate(resource: dict[str, Any]) -> Any:
         if "e-crash" in json.dumps(resource):
             raise RecursionError("the validator met something it cannot handle")
         return real(resource)
 
-    monkeypatch.setattr(bundle, "validate_resource", validate)
+    monkeypatch.setattr(entries, "validate_resource", validate)
     page = [_appointment("e-1", "2026-02-01T10:00:00Z"), _appointment("e-crash", "2026-02-01T11:00:00Z"),
             _appointment("e-2", "2026-02-01T12:00:00Z")]  # fmt: skip
     with respx.mock() as ehr:

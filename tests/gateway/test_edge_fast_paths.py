@@ -21,7 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import encoding
-from gateway.fhir.bundle import Prefer, _response_entry, split_url
+from gateway.fhir.bundle import Prefer, _response_entry
+from gateway.fhir.entries import split_url
 from gateway.store import Plan, Result, audit, digest
 from gateway.store.ids import formatted, new_ids
 from gateway.store.keys import Keyspace
