@@ -47,7 +47,7 @@ async def test_health_answers_while_large_bodies_are_processed(gateway: Gateway)
 
 
 async def test_large_bodies_are_validated_off_the_event_loop(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.fhir.bundle as bundle_module
+    import gateway.fhir.entries as entries_module
     import gateway.fhir.requests as requests_module
 
     on_loop: list[bool] = []
@@ -58,7 +58,7 @@ async def test_large_bodies_are_validated_off_the_event_loop(gateway: Gateway, m
         return validate(resource, *args, **kwargs)
 
     monkeypatch.setattr(requests_module, "validate_resource", spy)
-    monkeypatch.setattr(bundle_module, "validate_resource", spy)
+    monkeypatch.setattr(entries_module, "validate_resource", spy)
     assert (await gateway.ehr("POST", "/Patient", content=big_patient("Threaded"))).status_code == 201
     patient = json.loads(big_patient("InBundle", contacts=5_000))
     bundle = {"resourceType": "Bundle", "type": "transaction",
