@@ -683,7 +683,8 @@ async def test_a_paused_subscription_receives_nothing_until_resumed_then_gets_wh
     await put(hooks, "p1")
     await until(lambda: len(receiver.at("/paused")) == 1, "the first delivery")
     assert (await subscription(hooks, sid))["status"] == "active"
-    assert (await subs.get("clinic-a", sid)).delivered_at > 0
+    # The receiver has the event before the dispatcher records the delivery: wait for the record, not the receipt.
+    await until(lambda: _delivered(subs, sid), "the delivery to be recorded")
 
     assert await subs.pause("clinic-a", sid, True)
     assert (await subscription(hooks, sid))["status"] == "paused"
@@ -722,3 +723,7 @@ async def test_rewinding_a_paused_subscription_delivers_the_feed_again_from_that
 
 async def _released(gw: Gateway, lease: str) -> bool:
     return not await gw.services.redis.exists(lease)
+
+
+async def _delivered(subs: Any, sid: str) -> bool:
+    return (await subs.get("clinic-a", sid)).delivered_at > 0
