@@ -7,7 +7,7 @@ field of ``cur``) so that the next version removes exactly what this one added.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
@@ -19,10 +19,8 @@ from gateway.store.parameters import (
     indexed,
     indexed_values,
     normalized,
-    references,
     relative_reference,
     strings,
-    tokens,
 )
 
 __all__ = [
@@ -54,49 +52,109 @@ def index_entries(keys: Keyspace, tenant: str, stored: Mapping[str, Any]) -> lis
     rtype, rid = str(stored.get("resourceType")), str(stored.get("id"))
     url_prefix, by_name = _index_keys(keys, tenant, rtype)
     found: set[IndexEntry] = set()
-    for url in canonical_urls(stored):
-        found.add(("s", url_prefix + url, ""))
+    add = found.add
+    if "url" in stored:
+        for url in canonical_urls(stored):
+            add(("s", url_prefix + url, ""))
     for name, values in indexed_values(stored, rtype).items():
-        if not values:
-            continue
-        kind, key, other = by_name[name]
-        if kind == "reference":
-            found.update([("s", key + escape(t), "") for t in references(values)])
-        elif kind == "token":  # the keys of Keyspace.token_index: "{s}|{c}", "*|{c}" and "{s}|*"
-            for system, code in tokens(values):
-                c = escape(code)
-                found.add(("s", f"{key}{escape(system) if system else ''}|{c}", ""))
-                found.add(("s", f"{key}*|{c}", ""))
-                if system:
-                    found.add(("s", f"{key}{escape(system)}|*", ""))
-        elif kind == "date":
-            span = dates(values)
-            if span is not None:
-                found.add(("z", key, repr(span[0])))
-                found.add(("z", other, repr(span[1])))
-        elif kind == "string":
-            for text in strings(values):
-                found.add(("l", key, f"{normalized(text)}\0{rid}"))
-                found.add(("l", other, f"{text}\0{rid}"))
+        if values:
+            by_name[name](values, add, rid)
     return sorted(found)
 
 
+# What one parameter's values add to a resource's entries: (its values, the entries' ``add``, the resource's id).
+_Emit = Callable[[list[Any], Callable[[IndexEntry], None], str], None]
+
+
+def _reference_entries(key: str) -> _Emit:
+    def emit(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
+        # ``references``, its targets added as they are found (the entries are a set: each once all the same).
+        for value in values:
+            if type(value) is dict or isinstance(value, Mapping):
+                reference = value.get("reference")
+                target = relative_reference(reference if type(reference) is str else None)
+                if target:
+                    add(("s", key + escape(target), ""))
+            elif isinstance(value, str) and value:
+                add(("s", key + escape(value), ""))
+                add(("s", key + escape(value.partition("|")[0]), ""))
+
+    return emit
+
+
+def _token_entries(key: str) -> _Emit:
+    # The keys of Keyspace.token_index: "{s}|{c}", "*|{c}" and "{s}|*".
+    def one(system: Any, code: str, add: Callable[[IndexEntry], None]) -> None:
+        c = escape(code)
+        if isinstance(system, str) and system:
+            s = escape(system)
+            add(("s", f"{key}{s}|{c}", ""))
+            add(("s", f"{key}{s}|*", ""))
+        else:
+            add(("s", f"{key}|{c}", ""))
+        add(("s", f"{key}*|{c}", ""))
+
+    def emit(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
+        # ``tokens``, each (system, code) turned into its entries as it is found.
+        for value in values:
+            if isinstance(value, bool):
+                one(None, "true" if value else "false", add)
+            elif isinstance(value, str):
+                one(None, value, add)
+            elif type(value) is dict or isinstance(value, Mapping):
+                coding_list = value.get("coding")
+                codings: list[Any] = coding_list if isinstance(coding_list, list) else [value]
+                for coding in codings:
+                    if type(coding) is not dict and not isinstance(coding, Mapping):
+                        continue
+                    code = coding.get("code", coding.get("value"))
+                    if isinstance(code, str) and code:
+                        one(coding.get("system"), code, add)
+
+    return emit
+
+
+def _date_entries(lo: str, hi: str) -> _Emit:
+    def emit(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
+        span = dates(values)
+        if span is not None:
+            add(("z", lo, repr(span[0])))
+            add(("z", hi, repr(span[1])))
+
+    return emit
+
+
+def _string_entries(key: str, exact: str) -> _Emit:
+    def emit(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
+        for text in strings(values):
+            add(("l", key, f"{normalized(text)}\0{rid}"))
+            add(("l", exact, f"{text}\0{rid}"))
+
+    return emit
+
+
+def _no_entries(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
+    """A uri parameter's (the walk reaches none: no index holds them)."""
+
+
 @lru_cache(maxsize=4096)
-def _index_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, dict[str, tuple[str, str, str]]]:
-    """Return the key prefix of a type's canonical URLs, and by parameter name its search type and the keys (or key
-    prefixes) its entries go in: built once, not for every entry of every version written."""
-    by_name: dict[str, tuple[str, str, str]] = {}
+def _index_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, dict[str, _Emit]]:
+    """Return the key prefix of a type's canonical URLs, and by parameter name what its values add to the entries,
+    with the keys (or key prefixes) they go in: built once, not for every entry of every version written."""
+    by_name: dict[str, _Emit] = {}
     for name, param in indexed(rtype).items():
         if param.type == "reference":
-            by_name[name] = (param.type, keys.reference_prefix(tenant, rtype, name), "")
+            by_name[name] = _reference_entries(keys.reference_prefix(tenant, rtype, name))
         elif param.type == "token":
-            by_name[name] = (param.type, keys.token_prefix(tenant, rtype, name), "")
+            by_name[name] = _token_entries(keys.token_prefix(tenant, rtype, name))
         elif param.type == "date":
             lo, hi = keys.date_index(tenant, rtype, name, "lo"), keys.date_index(tenant, rtype, name, "hi")
-            by_name[name] = (param.type, lo, hi)
+            by_name[name] = _date_entries(lo, hi)
         elif param.type == "string":
             exact = keys.string_index(tenant, rtype, name, exact=True)
-            by_name[name] = (param.type, keys.string_index(tenant, rtype, name), exact)
+            by_name[name] = _string_entries(keys.string_index(tenant, rtype, name), exact)
+        else:
+            by_name[name] = _no_entries
     return keys.url_prefix(tenant, rtype), by_name
 
 

@@ -333,7 +333,45 @@ _FIRST_US = (1 - _EPOCH_DAY) * _DAY_US  # datetime.min (0001-01-01T00:00Z) in ep
 _LAST_US = (date.max.toordinal() + 1 - _EPOCH_DAY) * _DAY_US - 1  # datetime.max
 
 
+# An instant to the second, in UTC or with an offset (what EHRs send), in ASCII digits: read by position.
+_INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+@lru_cache(maxsize=4096)
+def _day_us(day: str) -> int | None:
+    """Return the first microsecond of a ``YYYY-MM-DD`` day since the epoch, or None when the calendar has no such
+    day (a clinic's instants fall on a few hundred days: cached)."""
+    try:
+        return (date(int(day[:4]), int(day[5:7]), int(day[8:10])).toordinal() - _EPOCH_DAY) * _DAY_US
+    except ValueError:
+        return None
+
+
+def _instant_range(text: str) -> tuple[float, float] | None:
+    """``_range`` of an instant to the second, ``YYYY-MM-DDThh:mm:ssZ`` or with a ``+hh:mm``/``-hh:mm`` offset, read
+    by position: the same integers and floats as ``_range``'s general reading (which any other text goes to)."""
+    if _INSTANT.fullmatch(text) is None:
+        return _general_range(text)
+    day = _day_us(text[:10])
+    hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if day is None or hour > 23 or minute > 59 or second > 59:
+        return None
+    if text[19] == "Z":
+        start = day + (hour * 3_600 + minute * 60 + second) * 1_000_000
+    else:
+        offset = int(text[20:22]) * 3_600 + int(text[23:25]) * 60
+        start = day + (hour * 3_600 + minute * 60 + second + (offset if text[19] == "-" else -offset)) * 1_000_000
+    end = start + 1_000_000
+    if start < _FIRST_US or end > _LAST_US:
+        return None
+    return start / 1_000_000 * 1000, end / 1_000_000 * 1000 - 1
+
+
 def _range(text: str) -> tuple[float, float] | None:
+    return _instant_range(text) if len(text) in (20, 25) else _general_range(text)
+
+
+def _general_range(text: str) -> tuple[float, float] | None:
     # In whole microseconds, as datetime counts (``date`` checks the calendar): the same floats as
     # ``datetime.timestamp() * 1000`` (which divides the same integer by 10**6), without building datetimes.
     match = _DATE.match(text)

@@ -10,7 +10,17 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.store.parameters import _DATE, Parameter, _range, dates, indexed, reached, relative_reference
+from gateway.store.parameters import (
+    _DATE,
+    Parameter,
+    _general_range,
+    _instant_range,
+    _range,
+    dates,
+    indexed,
+    reached,
+    relative_reference,
+)
 
 PARAMS = [p for rtype in ("Appointment", "Patient", "Observation", "QuestionnaireResponse") for p in
           indexed(rtype).values()]  # fmt: skip
@@ -123,6 +133,28 @@ def date_texts(draw: st.DrawFn) -> str:
 @given(date_texts() | st.from_regex(_DATE, fullmatch=True) | st.text(max_size=30))
 def test_a_dates_range_is_what_datetime_makes_of_it(text: str) -> None:
     assert _range(text) == datetime_range(text)
+
+
+@st.composite
+def instant_texts(draw: st.DrawFn) -> str:
+    """Texts of an instant's length, to the second (``_instant_range`` reads them by position): valid ones, out of
+    the calendar or of datetime's range, with odd offsets, non-ASCII digits or a character out of place."""
+    text = draw(date_texts().filter(lambda t: len(t) == 10) | st.sampled_from(["2027-01-04", "0001-01-01"]))
+    hour, minute, second = (draw(_digits(2, edges, 99)) for edges in ([0, 23, 24], [0, 59, 60], [0, 59, 60]))
+    text += f"T{hour}:{minute}:{second}"
+    hours, minutes = draw(_digits(2, [0, 1, 14, 23, 99], 99)), draw(_digits(2, [0, 30, 59, 99], 99))
+    text += draw(st.sampled_from(["Z", f"+{hours}:{minutes}", f"-{hours}:{minutes}", "z", "+0100", "Z\n"]))
+    if draw(st.integers(0, 3)) == 0:  # one character replaced: a separator, a digit (perhaps by a non-ASCII one)
+        at = draw(st.integers(0, len(text) - 1))
+        odd = draw(st.sampled_from(["-", ":", "T", " ", "\u0663", "\u00b2", "x", "+", "Z"]))
+        text = text[:at] + odd + text[at + 1 :]
+    return text
+
+
+@given(instant_texts())
+def test_an_instant_read_by_position_has_the_general_readings_range(text: str) -> None:
+    assert _instant_range(text) == _general_range(text) == datetime_range(text)
+    assert _range(text) == _general_range(text)
 
 
 def datetime_dates(values: list[Any]) -> tuple[float, float] | None:

@@ -1,0 +1,338 @@
+"""The decide phase's faster paths (issue #13) send Redis exactly what the code before them sent.
+
+A transaction's commit is captured as the commit script receives it (its keys and arguments): the bytes stored,
+the digests and dedupe keys, the index entries and the ``idx`` kept beside each version, the audit entries. Two
+checks:
+
+- the commits of deterministic runs (the benchmark's Bundles through the edge, then again as retries and with
+  changes, and hand-made resources of several types created, updated, matched and deleted) hash to what the code at
+  84f3f51 (main before the sixth round) made of the same runs: old and new gateways write the same keys, fields and
+  bytes, side by side in a rolling upgrade, and a create retried across the upgrade finds its first resource;
+- made-up resources of every indexed shape (``test_indexing.resources``) are committed alike by the store as it is
+  and by the store with the code the round replaced put back (kept here as the reference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gateway.store.indexing as indexing_module
+import gateway.store.parameters as parameters_module
+import gateway.store.store as store_module
+from gateway.embedded import EmbeddedRedis
+from gateway.fhir import bundle as bundles
+from gateway.store import Keyspace, Store, audit
+from gateway.store.connection import connect
+from gateway.store.indexing import IndexEntry, canonical_urls
+from gateway.store.keys import escape
+from gateway.store.operation import Create, Delete, Operation, Update
+from gateway.store.parameters import dates, indexed, indexed_values, normalized, references, strings, tokens
+from tests.gateway.test_indexing import resources
+from tests.gateway.test_parameters import datetime_range
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = 1_800_000_000.25  # every decision's instant (its versions' lastUpdated, the audit entries' time)
+
+# What the code at 84f3f51 committed for ``_golden_runs`` (sha256 of ``_normalized`` commits): see the docstring.
+GOLDEN = "f3821a4aa51ee2c447ecc944b3683d8c48b06a257b0aa76707bcfdbe51fc9402"
+
+
+def _gateway_bench() -> Any:
+    sys.path.insert(0, str(ROOT / "bench"))  # gateway_bench imports its sibling baseline.py
+    try:
+        spec = importlib.util.spec_from_file_location("gateway_bench_for_commits", ROOT / "bench" / "gateway_bench.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return module
+
+
+@contextmanager
+def _captured(store: Store, commits: list[tuple[list[Any], list[Any]]], *, apply: bool = True) -> Iterator[None]:
+    """Record every commit the store makes, as the commit script receives it (and run it, when ``apply``)."""
+    script = store._committer._script
+
+    async def recording(keys: list[Any], args: list[Any]) -> Any:
+        commits.append((list(keys), list(args)))
+        return await script(keys=keys, args=args) if apply else [b"ok"]
+
+    store._committer._script = recording  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        store._committer._script = script
+
+
+def _normalized(commits: list[tuple[list[Any], list[Any]]], prefix: str) -> bytes:
+    """The commits as comparable bytes: the run's own key prefix left out, every value with its Python type."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, str):
+            return ["s", value.replace(prefix, "<prefix>")]
+        if isinstance(value, bytes):
+            return ["b", value.decode("utf-8", "backslashreplace").replace(prefix, "<prefix>")]
+        return [type(value).__name__, repr(value)]
+
+    return orjson.dumps([[[one(k) for k in keys], [one(a) for a in args]] for keys, args in commits])
+
+
+def _ids() -> Any:
+    """A stand-in for ``new_ids``: the same ids in every run."""
+    counter = iter(range(1_000_000))
+
+    def new_ids(n: int) -> list[str]:
+        return [str(uuid.UUID(int=next(counter) * 7919 + 1, version=4)) for _ in range(n)]
+
+    return new_ids
+
+
+def _store(url: str, prefix: str) -> Store:
+    return Store(connect(url, cluster=False, timeout=5.0), Keyspace(prefix), max_backlog=10_000_000,
+                 dedupe_seconds=300, retries=5, clock=lambda: NOW)  # fmt: skip
+
+
+@contextmanager
+def _trail() -> Iterator[None]:
+    now_ms = int(NOW * 1000)
+    token = audit.current.set(audit.RequestAudit("127.0.0.1", "transaction", now_ms - 86_400_000, now_ms, "bench"))
+    try:
+        yield
+    finally:
+        audit.current.reset(token)
+
+
+def _hand_made() -> list[list[Operation]]:
+    """Sets of operations over resources of several types: every search type, canonical URLs, the EHR's version
+    meta, key parts to escape, accents, an integer past 64 bits, conditional creates, updates and deletes."""
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:mrn", "value": "m-1"}, {"system": "urn:x|y", "value": "50%*"}, {"value": "v"}],
+        "name": [{"family": "Zoë  Ça", "given": ["Ab", "Ab"], "prefix": ["Dr"]}, {"text": "  "}],
+        "address": [{"line": ["1 Main St"], "city": "Springfield", "postalCode": "01234"}],
+        "gender": "female",
+        "birthDate": "1980-02-29",
+        "active": True,
+        "meta": {"versionId": "ehr-7", "lastUpdated": "2026-01-02T03:04:05.678+01:00", "tag": [{"code": "t"}]},
+        "managingOrganization": {"reference": "http://ehr/fhir/Organization/o-1/_history/3"},
+    }
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}, {"code": "local"}], "text": "HR"},
+        "subject": {"reference": "urn:uuid:00000000-0000-4000-8000-00000000000a"},
+        "effectivePeriod": {"start": "2026-03-10T01:30:00-05:00", "end": "2026-03-10T06:30:00.123Z"},
+        "valueQuantity": {"value": 123456789012345678901234567890, "unit": "/min"},
+        "performer": [{"reference": "Practitioner/d-1"}, {"reference": "#contained"}],
+    }
+    encounter = {
+        "resourceType": "Encounter",
+        "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient?identifier=urn:mrn|m-1"},
+        "period": {"start": "2026-03-10"},
+        "meta": {"extension": [{"url": "urn:fhir-gateway:extension:ehr-versionId", "valueId": "9"},
+                               {"url": "urn:x", "valueString": "kept"}]},
+    }  # fmt: skip
+    questionnaire = {
+        "resourceType": "Questionnaire",
+        "url": "http://example.org/q|odd",
+        "version": "2.0",
+        "status": "active",
+        "name": "Intake",
+        "date": "2026-02",
+    }
+    urn = "urn:uuid:00000000-0000-4000-8000-00000000000a"
+    changed = {**patient, "gender": "other", "birthDate": "1980-03-01", "name": [{"family": "Other"}]}
+    return [
+        [
+            Create("Patient", dict(patient), full_url=urn),
+            Create("Observation", dict(observation)),
+            Create("Questionnaire", dict(questionnaire)),
+        ],
+        [Create("Encounter", dict(encounter)), Update("Practitioner", "d-1", {"resourceType": "Practitioner",
+                                                                             "id": "d-1", "name": [{"family": "D"}]})],
+        [Create("Patient", dict(patient), if_none_exist="identifier=urn:mrn|m-1")],
+        [Create("Questionnaire", dict(questionnaire))],  # a retry: the first one's id
+        [Update("Practitioner", "d-1", {"resourceType": "Practitioner", "id": "d-1", "name": [{"family": "D"}]})],
+        [Update("Patient", "", changed, criteria="identifier=urn:mrn|m-1")],
+        [Update("Questionnaire", "q-2", {**questionnaire, "id": "q-2", "version": "3"}),
+         Delete("Practitioner", "d-1")],
+        [Delete("Practitioner", "d-1"), Update("Practitioner", "d-2", {"resourceType": "Practitioner"})],
+    ]  # fmt: skip
+
+
+async def _golden_runs(url: str, prefix: str) -> bytes:
+    """Commit the deterministic runs on a fresh prefix and return their commits, normalized."""
+    from gateway.fhir.edge import Edge
+    from gateway.settings import ClientsConfig, Settings
+
+    bench = _gateway_bench()
+    rng = random.Random(13)
+    real_uuid4 = uuid.uuid4
+    uuid.uuid4 = lambda: uuid.UUID(int=rng.getrandbits(128), version=4)  # type: ignore[assignment]
+    try:
+        bodies = [bench.make_bundle("golden", size, seq)[0] for size in (20, 100) for seq in range(3)]
+    finally:
+        uuid.uuid4 = real_uuid4  # type: ignore[assignment]
+    store = _store(url, prefix)
+    edge = Edge(store, Settings(redis_url="redis://unused"), ClientsConfig.model_validate({"clients": []}))
+    commits: list[tuple[list[Any], list[Any]]] = []
+    real_ids = store_module.new_ids
+    store_module.new_ids = _ids()  # type: ignore[assignment]
+    try:
+        with _captured(store, commits), _trail():
+            for body in [*bodies, *bodies[:2], bodies[0].replace(b'"booked"', b'"cancelled"')]:
+                await bundles.process(edge, "bench", orjson.loads(body), "http://bench/fhir/R4", bundles.Prefer())
+            for ops in _hand_made():
+                await store.apply("clinic-a", ops)
+    finally:
+        store_module.new_ids = real_ids  # type: ignore[assignment]
+        await store.redis.aclose()
+    return _normalized(commits, prefix)
+
+
+def golden(folder: str) -> str:
+    """Return the sha256 of ``_golden_runs``'s commits on a private server, with a fixed prefix and ``PYTHONHASHSEED=0``
+    (the order a resource's old index entries are removed in, and so its keys' order, follows their strings' hashes,
+    which the prefix is part of)."""
+    with EmbeddedRedis(Path(folder)) as server:
+        made = asyncio.run(_golden_runs(server.url, "gwtest-golden"))
+    assert made.count(b"Appointment") > 1000 and made.count(b"Questionnaire") > 10
+    return hashlib.sha256(made).hexdigest()
+
+
+def test_the_commits_are_the_ones_main_made(tmp_path: Path) -> None:
+    code = f"from tests.gateway.test_decide_commit import golden; print(golden({str(tmp_path)!r}))"
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-1] == GOLDEN
+
+
+# -- made-up resources, against the code the round replaced ------------------------------------------------------
+
+
+def index_entries_before(keys: Keyspace, tenant: str, stored: Mapping[str, Any]) -> list[IndexEntry]:
+    """``index_entries`` as it was at 84f3f51: each parameter's values read by name, then turned into entries."""
+    rtype, rid = str(stored.get("resourceType")), str(stored.get("id"))
+    by_name: dict[str, tuple[str, str, str]] = {}
+    for name, param in indexed(rtype).items():
+        if param.type == "reference":
+            by_name[name] = (param.type, keys.reference_prefix(tenant, rtype, name), "")
+        elif param.type == "token":
+            by_name[name] = (param.type, keys.token_prefix(tenant, rtype, name), "")
+        elif param.type == "date":
+            lo, hi = keys.date_index(tenant, rtype, name, "lo"), keys.date_index(tenant, rtype, name, "hi")
+            by_name[name] = (param.type, lo, hi)
+        elif param.type == "string":
+            exact = keys.string_index(tenant, rtype, name, exact=True)
+            by_name[name] = (param.type, keys.string_index(tenant, rtype, name), exact)
+    found: set[IndexEntry] = set()
+    for url in canonical_urls(stored):
+        found.add(("s", keys.url_prefix(tenant, rtype) + url, ""))
+    for name, values in indexed_values(stored, rtype).items():
+        if not values:
+            continue
+        kind, key, other = by_name[name]
+        if kind == "reference":
+            found.update([("s", key + escape(t), "") for t in references(values)])
+        elif kind == "token":
+            for system, code in tokens(values):
+                c = escape(code)
+                found.add(("s", f"{key}{escape(system) if system else ''}|{c}", ""))
+                found.add(("s", f"{key}*|{c}", ""))
+                if system:
+                    found.add(("s", f"{key}{escape(system)}|*", ""))
+        elif kind == "date":
+            span = dates(values)
+            if span is not None:
+                found.add(("z", key, repr(span[0])))
+                found.add(("z", other, repr(span[1])))
+        elif kind == "string":
+            for text in strings(values):
+                found.add(("l", key, f"{normalized(text)}\0{rid}"))
+                found.add(("l", other, f"{text}\0{rid}"))
+    return sorted(found)
+
+
+@contextmanager
+def _before() -> Iterator[None]:
+    """Put back the code the round replaced."""
+    saved = store_module.index_entries, parameters_module._range, indexing_module.index_entries
+    store_module.index_entries = index_entries_before  # type: ignore[assignment]
+    indexing_module.index_entries = index_entries_before  # type: ignore[assignment]
+    parameters_module._range = datetime_range  # type: ignore[assignment]
+    parameters_module._cached_range.cache_clear()
+    try:
+        yield
+    finally:
+        store_module.index_entries, parameters_module._range, indexing_module.index_entries = saved
+        parameters_module._cached_range.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis-commits")) as server:
+        yield server.url
+
+
+_TYPES = st.sampled_from(["Create", "Update", "conditional"])
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.lists(st.tuples(resources(), _TYPES), min_size=1, max_size=4))
+def test_made_up_resources_are_committed_as_before(private_redis: str, made: list[tuple[Any, str]]) -> None:
+    ops: list[Operation] = []
+    for i, (resource, how) in enumerate(made):
+        rtype = resource["resourceType"]
+        if how == "Create":
+            ops.append(Create(rtype, dict(resource), full_url=f"urn:uuid:{uuid.UUID(int=i + 1)}"))
+        elif how == "conditional":
+            ops.append(Create(rtype, dict(resource), if_none_exist=f"identifier=urn:x|v{i}"))
+        else:
+            ops.append(Update(rtype, f"u{i}", {**resource, "id": f"u{i}"}))
+    prefix = f"gwtest-{uuid.uuid4().hex[:10]}"
+    assert asyncio.run(_commits(private_redis, prefix, ops, old=False)) == asyncio.run(
+        _commits(private_redis, prefix, ops, old=True)
+    )
+
+
+async def _commits(url: str, prefix: str, ops: list[Operation], *, old: bool) -> bytes:
+    """Decide ``ops`` (nothing is written) and return the commit, normalized, or the error the set failed with."""
+    store = _store(url, prefix)
+    commits: list[tuple[list[Any], list[Any]]] = []
+    real_ids = store_module.new_ids
+    store_module.new_ids = _ids()  # type: ignore[assignment]
+    try:
+        with _captured(store, commits, apply=False), _trail(), _before() if old else _nothing():
+            await store.apply("clinic-a", ops)
+    except Exception as exc:  # the same refusal either way
+        return repr(exc).encode()
+    finally:
+        store_module.new_ids = real_ids  # type: ignore[assignment]
+        await store.redis.aclose()
+    return _normalized(commits, prefix)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
