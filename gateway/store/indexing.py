@@ -14,10 +14,12 @@ from urllib.parse import unquote
 
 from gateway.store.keys import Keyspace, escape
 from gateway.store.parameters import (
+    Walker,
+    _compile,
+    _flat,
     date_range,
     dates,
     indexed,
-    indexed_values,
     normalized,
     relative_reference,
     strings,
@@ -50,39 +52,50 @@ def canonical_urls(resource: Mapping[str, Any]) -> list[str]:
 def index_entries(keys: Keyspace, tenant: str, stored: Mapping[str, Any]) -> list[IndexEntry]:
     """Return every index entry of a stored resource (not the ``ids`` and ``lu`` zsets, which hold every one)."""
     rtype, rid = str(stored.get("resourceType")), str(stored.get("id"))
-    url_prefix, by_name = _index_keys(keys, tenant, rtype)
+    url_prefix, walk, by_date = _index_walk(keys, tenant, rtype)
     found: set[IndexEntry] = set()
     add = found.add
     if "url" in stored:
         for url in canonical_urls(stored):
             add(("s", url_prefix + url, ""))
-    for name, values in indexed_values(stored, rtype).items():
-        if values:
-            by_name[name](values, add, rid)
+    if walk is not None:
+        spans: dict[str, list[Any]] = {}  # a date parameter's values make one range: gathered, then read together
+        walk(stored, (add, rid, spans))
+        for name, values in spans.items():
+            span = dates(values)
+            if span is not None:
+                lo, hi = by_date[name]
+                add(("z", lo, repr(span[0])))
+                add(("z", hi, repr(span[1])))
     return sorted(found)
 
 
-# What one parameter's values add to a resource's entries: (its values, the entries' ``add``, the resource's id).
-_Emit = Callable[[list[Any], Callable[[IndexEntry], None], str], None]
+# What the walk passes its ends (``parameters.Walker``'s second argument): the entries' ``add``, the resource's id,
+# and the values each date parameter reached, by name. Each end adds the entries of what its path reached, as
+# ``references``, ``tokens`` and ``strings`` read values (a list walked through, None left out); the entries are a
+# set, so a value reached twice adds nothing more.
+_Out = tuple[Callable[[IndexEntry], None], str, dict[str, list[Any]]]
 
 
-def _reference_entries(key: str) -> _Emit:
-    def emit(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
-        # ``references``, its targets added as they are found (the entries are a set: each once all the same).
-        for value in values:
-            if type(value) is dict or isinstance(value, Mapping):
-                reference = value.get("reference")
-                target = relative_reference(reference if type(reference) is str else None)
-                if target:
-                    add(("s", key + escape(target), ""))
-            elif isinstance(value, str) and value:
-                add(("s", key + escape(value), ""))
-                add(("s", key + escape(value.partition("|")[0]), ""))
+def _reference_end(key: str) -> Walker:
+    def end(node: Any, out: _Out) -> None:
+        if type(node) is list:
+            for item in node:
+                end(item, out)
+        elif type(node) is dict or isinstance(node, Mapping):
+            reference = node.get("reference")
+            target = relative_reference(reference if type(reference) is str else None)
+            if target:
+                out[0](("s", key + escape(target), ""))
+        elif isinstance(node, str) and node:
+            add = out[0]
+            add(("s", key + escape(node), ""))
+            add(("s", key + escape(node.partition("|")[0]), ""))
 
-    return emit
+    return end
 
 
-def _token_entries(key: str) -> _Emit:
+def _token_end(key: str) -> Walker:
     # The keys of Keyspace.token_index: "{s}|{c}", "*|{c}" and "{s}|*".
     def one(system: Any, code: str, add: Callable[[IndexEntry], None]) -> None:
         c = escape(code)
@@ -94,68 +107,70 @@ def _token_entries(key: str) -> _Emit:
             add(("s", f"{key}|{c}", ""))
         add(("s", f"{key}*|{c}", ""))
 
-    def emit(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
-        # ``tokens``, each (system, code) turned into its entries as it is found.
-        for value in values:
-            if isinstance(value, bool):
-                one(None, "true" if value else "false", add)
-            elif isinstance(value, str):
-                one(None, value, add)
-            elif type(value) is dict or isinstance(value, Mapping):
-                coding_list = value.get("coding")
-                codings: list[Any] = coding_list if isinstance(coding_list, list) else [value]
-                for coding in codings:
-                    if type(coding) is not dict and not isinstance(coding, Mapping):
-                        continue
-                    code = coding.get("code", coding.get("value"))
-                    if isinstance(code, str) and code:
-                        one(coding.get("system"), code, add)
+    def end(node: Any, out: _Out) -> None:
+        if type(node) is list:
+            for item in node:
+                end(item, out)
+        elif isinstance(node, bool):
+            one(None, "true" if node else "false", out[0])
+        elif isinstance(node, str):
+            one(None, node, out[0])
+        elif type(node) is dict or isinstance(node, Mapping):
+            coding_list = node.get("coding")
+            codings: list[Any] = coding_list if isinstance(coding_list, list) else [node]
+            for coding in codings:
+                if type(coding) is not dict and not isinstance(coding, Mapping):
+                    continue
+                code = coding.get("code", coding.get("value"))
+                if isinstance(code, str) and code:
+                    one(coding.get("system"), code, out[0])
 
-    return emit
-
-
-def _date_entries(lo: str, hi: str) -> _Emit:
-    def emit(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
-        span = dates(values)
-        if span is not None:
-            add(("z", lo, repr(span[0])))
-            add(("z", hi, repr(span[1])))
-
-    return emit
+    return end
 
 
-def _string_entries(key: str, exact: str) -> _Emit:
-    def emit(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
-        for text in strings(values):
-            add(("l", key, f"{normalized(text)}\0{rid}"))
-            add(("l", exact, f"{text}\0{rid}"))
+def _date_end(name: str) -> Walker:
+    def end(node: Any, out: _Out) -> None:
+        _flat(node, out[2].setdefault(name, []))
 
-    return emit
+    return end
 
 
-def _no_entries(values: list[Any], add: Callable[[IndexEntry], None], rid: str) -> None:
-    """A uri parameter's (the walk reaches none: no index holds them)."""
+def _string_end(key: str, exact: str) -> Walker:
+    def end(node: Any, out: _Out) -> None:
+        if type(node) is list:
+            for item in node:
+                end(item, out)
+        elif node is not None:
+            add, rid, _ = out
+            for text in strings([node]):
+                add(("l", key, f"{normalized(text)}\0{rid}"))
+                add(("l", exact, f"{text}\0{rid}"))
+
+    return end
 
 
 @lru_cache(maxsize=4096)
-def _index_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, dict[str, _Emit]]:
-    """Return the key prefix of a type's canonical URLs, and by parameter name what its values add to the entries,
-    with the keys (or key prefixes) they go in: built once, not for every entry of every version written."""
-    by_name: dict[str, _Emit] = {}
+def _index_walk(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, Walker | None, dict[str, tuple[str, str]]]:
+    """Return the key prefix of a type's canonical URLs, one walk of a resource that adds the entries of all its
+    type's parameters (each path ending in what its search type makes of the values, with its keys or key prefixes),
+    and the two keys of each date parameter: built once, not for every entry of every version written."""
+    ends: list[tuple[tuple[Any, ...], Walker]] = []
+    by_date: dict[str, tuple[str, str]] = {}
     for name, param in indexed(rtype).items():
         if param.type == "reference":
-            by_name[name] = _reference_entries(keys.reference_prefix(tenant, rtype, name))
+            end = _reference_end(keys.reference_prefix(tenant, rtype, name))
         elif param.type == "token":
-            by_name[name] = _token_entries(keys.token_prefix(tenant, rtype, name))
+            end = _token_end(keys.token_prefix(tenant, rtype, name))
         elif param.type == "date":
-            lo, hi = keys.date_index(tenant, rtype, name, "lo"), keys.date_index(tenant, rtype, name, "hi")
-            by_name[name] = _date_entries(lo, hi)
+            by_date[name] = keys.date_index(tenant, rtype, name, "lo"), keys.date_index(tenant, rtype, name, "hi")
+            end = _date_end(name)
         elif param.type == "string":
             exact = keys.string_index(tenant, rtype, name, exact=True)
-            by_name[name] = _string_entries(keys.string_index(tenant, rtype, name), exact)
+            end = _string_end(keys.string_index(tenant, rtype, name), exact)
         else:
-            by_name[name] = _no_entries
-    return keys.url_prefix(tenant, rtype), by_name
+            continue  # uri: no index holds them
+        ends += [(path, end) for path in param.paths]
+    return keys.url_prefix(tenant, rtype), _compile(ends) if ends else None, by_date
 
 
 def split_escaped(value: str, separator: str) -> list[str]:

@@ -30,13 +30,7 @@ def move_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry
             elif (kind, key) not in kept_scores:
                 plan.write("ZREM", key, rid)
         new = sorted(set(new) - set(old))
-    for kind, key, member in new:  # index_entries lists them sorted and once each
-        if kind == "s":
-            plan.add("SADD", key, rid)
-        elif kind == "l":
-            plan.add("ZADD", key, 0, member)
-        else:
-            plan.add("ZADD", key, member, rid)
+    plan.add_entries(rid, new)  # index_entries lists them sorted and once each
 
 
 class Maintenance:

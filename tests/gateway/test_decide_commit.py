@@ -37,7 +37,7 @@ import gateway.store.parameters as parameters_module
 import gateway.store.store as store_module
 from gateway.embedded import EmbeddedRedis
 from gateway.fhir import bundle as bundles
-from gateway.store import Keyspace, Store, audit
+from gateway.store import Keyspace, Plan, Store, audit
 from gateway.store.connection import connect
 from gateway.store.indexing import IndexEntry, canonical_urls
 from gateway.store.keys import escape
@@ -336,3 +336,32 @@ async def _commits(url: str, prefix: str, ops: list[Operation], *, old: bool) ->
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+# -- a resource's index entries added at once --------------------------------------------------------------------
+
+_ENTRIES = st.lists(
+    st.tuples(
+        st.sampled_from(["s", "l", "z"]), st.sampled_from(["k1", "k2", "k3"]), st.sampled_from(["", "1.5", "a\0r"])
+    ),
+    max_size=8,
+)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["r1", "r2"]), _ENTRIES), min_size=1, max_size=3), st.booleans())
+def test_index_entries_are_added_as_one_add_each_adds_them(sets: list[tuple[str, list[Any]]], marked: bool) -> None:
+    one_each, at_once = Plan(), Plan()
+    for plan in (one_each, at_once):
+        plan.write("DEL", "k2")
+        if marked:
+            plan.mark()
+    for rid, entries in sets:
+        for kind, key, member in entries:
+            if kind == "s":
+                one_each.add("SADD", key, rid)
+            elif kind == "l":
+                one_each.add("ZADD", key, 0, member)
+            else:
+                one_each.add("ZADD", key, member, rid)
+        at_once.add_entries(rid, entries)
+    assert (at_once.keys, at_once.adds, at_once._journal) == (one_each.keys, one_each.adds, one_each._journal)
