@@ -49,7 +49,8 @@ async def resolve(redis: Redis, keys: Keyspace, tenant: str, written: Sequence[W
     """Return ``{conditional reference: "Type/id"}`` for every conditional reference the resources hold."""
     wanted: dict[str, tuple[str, str, tuple[str | None, str], str | None]] = {}
     for w in written:
-        for ref in sorted(w.references):
+        # Only a reference holding "?" can be conditional: the others are not sorted and matched one by one.
+        for ref in sorted([r for r in w.references if "?" in r]):
             match = _CONDITIONAL.match(ref)
             if match is None or ref in wanted:
                 continue

@@ -412,7 +412,7 @@ class Store(Reads, Maintenance):
             if cur is None or cur.deleted:
                 return Result(204, op.rtype, rid, outcome="absent"), False
             return self._write_version(
-                tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True, watched=d.watched
+                tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True, watched=d.watched, cur_key=cur_key
             )
 
         if d.prepared is not None and _still_resolved(d, mapping):
@@ -455,11 +455,15 @@ class Store(Reads, Maintenance):
             if self._dedupe_seconds > 0 and not op.if_none_exist and op.dedupe:
                 plan.put(("SET", (None, "EX", self._dedupe_seconds)), k.dedupe(tenant, op.rtype, dg), rid)
 
-        stored = {"resourceType": op.rtype, "id": rid, "meta": ehr_meta.stamp(content, evid, elu)}
-        stored.update((key, value) for key, value in content.items() if key not in ("resourceType", "meta"))
+        # Type, id and meta first, then the content's other elements in their order (the keys merged in after the
+        # first three keep their places; the type and meta are set again over the content's own).
+        stored = {"resourceType": op.rtype, "id": rid, "meta": None, **content}
+        stored["resourceType"], stored["id"] = op.rtype, rid
+        stored["meta"] = ehr_meta.stamp(content, evid, elu)
         result, job = self._write_version(
-            tenant, op.rtype, rid, stored, cur, plan, lu, lu_ms, digest_=dg, ehr=(evid, elu), watched=d.watched
-        )
+            tenant, op.rtype, rid, stored, cur, plan, lu, lu_ms, digest_=dg, ehr=(evid, elu), watched=d.watched,
+            cur_key=cur_key,
+        )  # fmt: skip
         if op.issues:
             outcome = json.dumps(operation_outcome(op.issues))
             plan.write("HSET", k.issues(tenant, op.rtype, rid), str(result.vid), outcome)
@@ -481,6 +485,7 @@ class Store(Reads, Maintenance):
         digest_: str = "",
         ehr: tuple[str | None, str | None] = (None, None),
         watched: bool = False,
+        cur_key: str | None = None,
     ) -> tuple[Result, bool]:
         k = self._keys
         vid = (cur.vid if cur else 0) + 1
@@ -501,7 +506,7 @@ class Store(Reads, Maintenance):
         raw = encoding.dumps(stored) if stored else None
         plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), raw or "")
         plan.put(
-            _CURRENT, k.current(tenant, rtype, rid),
+            _CURRENT, cur_key or k.current(tenant, rtype, rid),
             vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", encoding.dumps(new_index),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
