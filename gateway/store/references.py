@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from gateway import encoding
 
 _MARK = '"reference":"'
@@ -53,7 +55,11 @@ class Found:
 
     def __init__(self, node: Any) -> None:
         self.node = node
-        self._parts = encoding.dumps(node).decode().split(_MARK)
+        try:
+            text, self._orjson = orjson.dumps(node), True
+        except TypeError:  # an integer past 64 bits: ``encoding.dumps`` writes it with the standard library
+            text, self._orjson = encoding.dumps(node), False
+        self._parts = text.decode().split(_MARK)
         self._values = _values(self._parts)
 
     def targets(self) -> set[str]:
@@ -69,7 +75,18 @@ class Found:
             if target is not None:
                 parts = parts or list(self._parts)
                 parts[i] = encoding.dumps(target)[1:-1].decode() + self._parts[i][end:]
-        return encoding.loads(_MARK.join(parts).encode()) if parts is not None else self.node
+        if parts is None:
+            return self.node
+        raw = _MARK.join(parts).encode()
+        if self._orjson:
+            # orjson wrote every number here, so each is one it reads exactly: ``encoding.loads``'s look for an
+            # integer past 64 bits (a scan of the whole text) would find none, and the standard library would read
+            # the same values.
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                pass
+        return encoding.loads(raw)
 
 
 def reference_targets(node: Any) -> set[str]:
