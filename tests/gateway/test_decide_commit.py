@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
+import json
 import os
 import random
 import subprocess
@@ -24,6 +24,7 @@ import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +50,58 @@ from tests.gateway.test_parameters import datetime_range
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_800_000_000.25  # every decision's instant (its versions' lastUpdated, the audit entries' time)
 
-# What the code at 84f3f51 committed for ``_golden_runs`` (sha256 of ``_normalized`` commits): see the docstring.
+# What the code at 84f3f51 committed for ``_golden_runs`` (sha256 of ``_normalized`` commits): see the docstring. A
+# change meant to alter what is written changes it: print ``golden(<a folder>)`` (``PYTHONHASHSEED=0``) with the code
+# before the change and after, and say in the commit why old and new gateways can still run side by side.
 GOLDEN = "f3821a4aa51ee2c447ecc944b3683d8c48b06a257b0aa76707bcfdbe51fc9402"
 
 
-def _gateway_bench() -> Any:
-    sys.path.insert(0, str(ROOT / "bench"))  # gateway_bench imports its sibling baseline.py
-    try:
-        spec = importlib.util.spec_from_file_location("gateway_bench_for_commits", ROOT / "bench" / "gateway_bench.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return module
+def bench_bundle(rng: random.Random, run: str, size: int, seq: int) -> bytes:
+    """``bench/gateway_bench.py``'s ``make_bundle`` as of 84f3f51 (a copy, so that the hash below follows the store
+    alone), its urn:uuids drawn from ``rng``: a Patient, then Appointments pointing at it, half PUT and half POST."""
+    patient_urn = f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+    tag = f"{run}-{size}-{seq}"
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": patient_urn,
+            "resource": {
+                "resourceType": "Patient",
+                "identifier": [{"system": "urn:gwbench:mrn", "value": f"mrn-{tag}"}],
+                "name": [{"family": "Bench", "given": [f"Synthetic{seq}"]}],
+                "birthDate": "1980-01-01",
+            },
+            "request": {"method": "POST", "url": "Patient"},
+        }
+    ]
+    day = datetime(2027, 1, 4, 14, 0, tzinfo=UTC) + timedelta(days=seq % 300)
+    for i in range(size - 1):
+        start = day + timedelta(minutes=15 * i)
+        appointment: dict[str, Any] = {
+            "resourceType": "Appointment",
+            "identifier": [{"system": "urn:gwbench:appt", "value": f"appt-{tag}-{i}"}],
+            "status": "booked",
+            "description": "Synthetic benchmark visit",
+            "start": start.isoformat().replace("+00:00", "Z"),
+            "end": (start + timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
+            "participant": [
+                {"actor": {"reference": patient_urn}, "status": "accepted"},
+                {"actor": {"reference": "Practitioner/bench-prac-1"}, "status": "accepted"},
+            ],
+        }
+        if i % 2 == 0:
+            rid = f"b{tag}-{i}"
+            appointment["id"] = rid
+            entries.append({"resource": appointment, "request": {"method": "PUT", "url": f"Appointment/{rid}"}})
+        else:
+            entries.append(
+                {
+                    "fullUrl": f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}",
+                    "resource": appointment,
+                    "request": {"method": "POST", "url": "Appointment"},
+                }
+            )
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return json.dumps(bundle, separators=(",", ":")).encode()
 
 
 @contextmanager
@@ -185,14 +223,8 @@ async def _golden_runs(url: str, prefix: str) -> bytes:
     from gateway.fhir.edge import Edge
     from gateway.settings import ClientsConfig, Settings
 
-    bench = _gateway_bench()
     rng = random.Random(13)
-    real_uuid4 = uuid.uuid4
-    uuid.uuid4 = lambda: uuid.UUID(int=rng.getrandbits(128), version=4)  # type: ignore[assignment]
-    try:
-        bodies = [bench.make_bundle("golden", size, seq)[0] for size in (20, 100) for seq in range(3)]
-    finally:
-        uuid.uuid4 = real_uuid4  # type: ignore[assignment]
+    bodies = [bench_bundle(rng, "golden", size, seq) for size in (20, 100) for seq in range(3)]
     store = _store(url, prefix)
     edge = Edge(store, Settings(redis_url="redis://unused"), ClientsConfig.model_validate({"clients": []}))
     commits: list[tuple[list[Any], list[Any]]] = []
