@@ -306,7 +306,17 @@ def strings(values: list[Any]) -> set[str]:
 
 
 def normalized(text: str) -> str:
-    """Return text as string search compares it: accents removed, case folded, spaces collapsed."""
+    """Return text as string search compares it: accents removed, case folded, spaces collapsed (cached for text as
+    long as a name: names repeat, and every version written normalizes each of its names)."""
+    return _cached_normalized(text) if len(text) <= 64 else _normalized(text)
+
+
+@lru_cache(maxsize=16384)
+def _cached_normalized(text: str) -> str:
+    return _normalized(text)
+
+
+def _normalized(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(plain.casefold().split())

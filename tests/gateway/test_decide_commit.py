@@ -36,9 +36,10 @@ from hypothesis import strategies as st
 import gateway.store.indexing as indexing_module
 import gateway.store.parameters as parameters_module
 import gateway.store.store as store_module
+from gateway import encoding
 from gateway.embedded import EmbeddedRedis
 from gateway.fhir import bundle as bundles
-from gateway.store import Keyspace, Plan, Store, audit
+from gateway.store import Keyspace, Plan, Store, audit, ehr_meta
 from gateway.store.connection import connect
 from gateway.store.indexing import IndexEntry, canonical_urls
 from gateway.store.keys import escape
@@ -397,3 +398,58 @@ def test_index_entries_are_added_as_one_add_each_adds_them(sets: list[tuple[str,
                 one_each.add("ZADD", key, member, rid)
         at_once.add_entries(rid, entries)
     assert (at_once.keys, at_once.adds, at_once._journal) == (one_each.keys, one_each.adds, one_each._journal)
+
+
+# -- a resource split into its content and the EHR's version -----------------------------------------------------
+
+
+def split_before(resource: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
+    """``ehr_meta.split`` as it was at 84f3f51 (the content built by a comprehension)."""
+    content = {k: v for k, v in resource.items() if k != "id"}
+    meta = content.get("meta")
+    evid = elu = None
+    if isinstance(meta, Mapping):
+        meta = dict(meta)
+        evid = meta.pop("versionId", None)
+        elu = meta.pop("lastUpdated", None)
+        if any(isinstance(e, Mapping) and e.get("url") in ehr_meta._OURS for e in meta.get("extension") or []):
+            evid, elu = ehr_meta.read(meta)
+        if extensions := ehr_meta._other_extensions(meta):
+            meta["extension"] = extensions
+        else:
+            meta.pop("extension", None)
+        if meta:
+            content["meta"] = meta
+        else:
+            content.pop("meta")
+    return content, (evid if isinstance(evid, str) else None), (elu if isinstance(elu, str) else None)
+
+
+_EXTENSIONS = st.lists(
+    st.fixed_dictionaries(
+        {"url": st.sampled_from([ehr_meta.VERSION_ID, ehr_meta.LAST_UPDATED, "urn:x"])},
+        optional={"valueId": st.sampled_from(["7", "8"]), "valueInstant": st.sampled_from(["2026-01-01T00:00:00Z"])},
+    ),
+    max_size=3,
+)
+_METAS = st.none() | st.integers() | st.fixed_dictionaries(
+    {}, optional={"versionId": st.sampled_from(["1", 2]), "lastUpdated": st.sampled_from(["2026-01-02T03:04:05Z"]),
+                  "extension": _EXTENSIONS, "tag": st.just([{"code": "t"}])}
+)  # fmt: skip
+
+
+@given(
+    st.dictionaries(st.sampled_from(["resourceType", "id", "status", "meta", "a", "b"]), st.integers(), max_size=6),
+    st.sampled_from(["absent", "first", "last"]),
+    _METAS,
+)
+def test_a_resource_splits_as_before(body: dict[str, Any], where: str, meta: Any) -> None:
+    body.pop("meta", None)
+    if where == "first":
+        body = {"meta": meta, **body}
+    elif where == "last":
+        body["meta"] = meta
+    before = split_before(body)
+    after = ehr_meta.split(body)
+    assert after == before and list(after[0]) == list(before[0])
+    assert encoding.dumps(after[0]) == encoding.dumps(before[0])
