@@ -12,11 +12,14 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conformance.outcome import has_errors, operation_outcome
 from conformance.validator import Support, validate_resource
-from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
+
+if TYPE_CHECKING:  # imported where used: ``--help``, ``validate`` and usage errors start without the services
+    from gateway.services import Services
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -29,6 +32,7 @@ def settings(**overrides: object) -> Settings:
 def _running(data_dir: Path | None) -> Services:
     """Return the services of the gateway whose Redis is REDIS_URL, or the ``run`` whose data is in ``data_dir``."""
     from gateway.embedded import EmbeddedRedis
+    from gateway.services import Services
 
     found = settings(data_dir=data_dir)
     if not found.redis_url:

@@ -1,5 +1,6 @@
 """The FHIR resource store on Redis: versions, tombstones, search indexes and inbound jobs, written atomically
-(its reads are in ``reads``, its index rebuild in ``maintenance``, the operations it takes in ``operation``).
+(its reads are in ``reads``, its index rebuild in ``maintenance``, the operations it takes in ``operation``,
+what it decides for each in ``decisions``).
 
 Every write goes through ``Store.apply``: it reads the current state of what the operations touch, decides every
 outcome (new id, new version, unchanged, conditional match), and commits one ``Plan`` whose preconditions are
@@ -12,8 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -28,6 +28,7 @@ from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, ehr_meta
 from gateway.store.connection import text
+from gateway.store.decisions import Decision, dependency_order, still_resolved
 from gateway.store.ids import new_ids
 from gateway.store.indexing import IndexEntry, index_entries, parse_condition
 from gateway.store.keys import Keyspace, lane
@@ -35,7 +36,6 @@ from gateway.store.maintenance import Maintenance, move_index
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
 from gateway.store.plan import Committer, Form, Plan, PlanConflict, PlanOverloaded
 from gateway.store.reads import Reads
-from gateway.store.references import Found
 from gateway.store.snapshot import Read, Snapshot
 from mappers.registry import MAPPED
 
@@ -48,61 +48,6 @@ def _parse_instant(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-@dataclass
-class _Decision:
-    op: Operation
-    rid: str
-    current: Current | None = None
-    match: str | None = None  # an existing id this create resolves to
-    watched: bool = False  # an unmapped resource some record's mapping read: a change must re-map that record
-    targets: frozenset[str] | None = None  # the references the resource holds, once computed
-    _found: Found | None = None
-    # A create's content as ``_resolve`` rewrote and digested it, with the ids its references were given then:
-    # ``_decide_one`` reuses it while those ids still hold, instead of rewriting and hashing the resource again.
-    prepared: tuple[dict[str, Any], str | None, str | None, str, dict[str, str | None]] | None = None
-
-    def references(self) -> frozenset[str]:
-        """Return (once) the references the operation's resource holds."""
-        if self.targets is None:
-            found = self.found()
-            self.targets = frozenset(found.targets()) if found is not None else frozenset()
-        return self.targets
-
-    def found(self) -> Found | None:
-        """Return (once) the references of the operation's resource, found for reading and rewriting."""
-        resource = getattr(self.op, "resource", None)
-        if self._found is None and resource is not None:
-            self._found = Found(resource)
-        return self._found
-
-    def rewritten(self, mapping: Mapping[str, str]) -> dict[str, Any]:
-        """Return the operation's resource with its references to ``mapping``'s keys rewritten."""
-        found = self.found()
-        assert found is not None
-        resource: dict[str, Any] = found.rewritten(mapping) if mapping else found.node
-        return resource
-
-
-def _still_resolved(d: _Decision, mapping: Mapping[str, str]) -> bool:
-    """Tell whether every reference of a prepared create still has the id it was prepared with."""
-    return d.prepared is not None and all(mapping.get(r) == i for r, i in d.prepared[4].items())
-
-
-def _dependency_order(creates: list[_Decision]) -> Iterator[list[_Decision]]:
-    """Yield the creates in turns: each one's entries point at no entry of a later turn (a cycle: all at once)."""
-    pending = {id(d): d for d in creates}
-    urls_pending = {getattr(d.op, "full_url", None) for d in creates} - {None}
-    while pending:
-        # An entry points at no pending entry but (perhaps) itself; the smaller set is intersected first.
-        ready = [
-            d for d in pending.values() if (d.references() & urls_pending) <= {getattr(d.op, "full_url", None)}
-        ] or list(pending.values())
-        for d in ready:
-            del pending[id(d)]
-            urls_pending.discard(getattr(d.op, "full_url", None))
-        yield ready
 
 
 # The forms (``Plan.put``) of what every version writes: its body, its current state and its job.
@@ -251,7 +196,7 @@ class Store(Reads, Maintenance):
         k = self._keys
         given = [op.rid if isinstance(op, Update | Delete) else "" for op in ops]
         fresh = iter(new_ids(given.count("")))  # a new id for each operation that names none (a create)
-        decisions = [_Decision(op=op, rid=rid or next(fresh)) for op, rid in zip(ops, given, strict=True)]
+        decisions = [Decision(op=op, rid=rid or next(fresh)) for op, rid in zip(ops, given, strict=True)]
         plan = Plan()
 
         # 1. Conditional operations: which existing resources match their criteria?
@@ -280,7 +225,7 @@ class Store(Reads, Maintenance):
                     d.rid = body_id if isinstance(body_id, str) else str(uuid.uuid4())
 
         # Every operation was decided from the state before the set: two on one resource would lose a write.
-        touched: dict[tuple[str, str], _Decision] = {}
+        touched: dict[tuple[str, str], Decision] = {}
         for d in decisions:
             if isinstance(d.op, Create) and d.match is None:
                 continue
@@ -333,7 +278,7 @@ class Store(Reads, Maintenance):
         return plan, results
 
     async def _resolve(
-        self, tenant: str, decisions: list[_Decision], plan: Plan, reads: list[Read]
+        self, tenant: str, decisions: list[Decision], plan: Plan, reads: list[Read]
     ) -> tuple[dict[str, str], list[Any]]:
         """Map every entry's fullUrl and every conditional reference to ``Type/id``, giving retried identical creates
         their first id; return the mapping and the answers to ``reads``, read with the first dedupe keys."""
@@ -358,8 +303,8 @@ class Store(Reads, Maintenance):
             self._prepare(d, mapping)
         replies = await self._snapshot.read(reads + [self._dedupe_read(tenant, d) for d in plain])
         hits = dict(zip(map(id, plain), replies[len(reads) :], strict=True))
-        for ready in _dependency_order(plain):
-            moved = [d for d in ready if not _still_resolved(d, mapping)]
+        for ready in dependency_order(plain):
+            moved = [d for d in ready if not still_resolved(d, mapping)]
             for d in moved:
                 self._prepare(d, mapping)
             for d, hit in zip(moved, await self._snapshot.read([self._dedupe_read(tenant, d) for d in moved]),
@@ -389,18 +334,18 @@ class Store(Reads, Maintenance):
         return mapping, replies[: len(reads)]
 
     @staticmethod
-    def _prepare(d: _Decision, mapping: Mapping[str, str]) -> None:
+    def _prepare(d: Decision, mapping: Mapping[str, str]) -> None:
         """Rewrite and digest a create's content with the ids its references have in ``mapping`` now."""
         assert isinstance(d.op, Create)
         content, evid, elu = ehr_meta.split(d.rewritten(mapping))
         d.prepared = (content, evid, elu, digest(content), {ref: mapping.get(ref) for ref in d.references()})
 
-    def _dedupe_read(self, tenant: str, d: _Decision) -> Read:
+    def _dedupe_read(self, tenant: str, d: Decision) -> Read:
         assert d.prepared is not None
         return ("get", self._keys.dedupe(tenant, d.op.rtype, d.prepared[3]))
 
     def _decide_one(
-        self, tenant: str, d: _Decision, mapping: Mapping[str, str], plan: Plan, lu: str, lu_ms: int
+        self, tenant: str, d: Decision, mapping: Mapping[str, str], plan: Plan, lu: str, lu_ms: int
     ) -> tuple[Result, bool]:
         k = self._keys
         op, rid = d.op, d.rid
@@ -415,7 +360,7 @@ class Store(Reads, Maintenance):
                 tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True, watched=d.watched, cur_key=cur_key
             )
 
-        if d.prepared is not None and _still_resolved(d, mapping):
+        if d.prepared is not None and still_resolved(d, mapping):
             content, evid, elu, dg, _ = d.prepared
         else:
             content, evid, elu = ehr_meta.split(d.rewritten(mapping))

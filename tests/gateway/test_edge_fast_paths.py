@@ -232,7 +232,7 @@ class _Create:
 
 
 def _order_as_before(creates: list[Any]) -> list[list[Any]]:
-    """``store._dependency_order`` as 9738e12 wrote it."""
+    """``store._dependency_order`` (now ``decisions.dependency_order``) as 9738e12 wrote it."""
     turns: list[list[Any]] = []
     pending = {id(d): d for d in creates}
     urls_pending = {getattr(d.op, "full_url", None) for d in creates} - {None}
@@ -252,10 +252,10 @@ _URLS = st.sampled_from(["urn:uuid:1", "urn:uuid:2", "urn:uuid:3", "Patient/p"])
 
 @given(st.lists(st.tuples(st.none() | _URLS, st.frozensets(_URLS, max_size=3)), max_size=8))
 def test_creates_are_decided_in_the_turns_they_were_before(specs: list[tuple[str | None, frozenset[str]]]) -> None:
-    from gateway.store.store import _dependency_order
+    from gateway.store.decisions import dependency_order
 
     creates = [_Create(url, targets) for url, targets in specs]
-    assert list(_dependency_order(creates)) == _order_as_before(creates)  # type: ignore[arg-type]
+    assert list(dependency_order(creates)) == _order_as_before(creates)  # type: ignore[arg-type]
 
 
 async def test_written_resources_are_counted_once_each_by_type_and_outcome(gateway: Gateway) -> None:
