@@ -65,6 +65,9 @@ class Element:
     check: Any = None
     hook: Any = None
     local: bool = False
+    # Set by the engine: a URI whose urn:uuid: and urn:oid: forms are checked; a date type's memo of valid parts.
+    urns: bool = False
+    memo: Any = None
 
     @property
     def many(self) -> bool:
@@ -88,6 +91,8 @@ class TypeDef:
     invariants: list[Invariant] = field(default_factory=list)
     # What runs after the walk of an object of the type: required, choices, invariants (set by the engine).
     after: tuple[Any, ...] | None = None
+    # The required groups of one or two names (x and _x), checked by the walk itself (set by the engine).
+    pairs: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(slots=True, eq=False)

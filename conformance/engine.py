@@ -19,7 +19,7 @@ from typing import Any
 from conformance.definitions import COMPLEX, PRIMITIVE, Element, TypeDef, tables
 from conformance.outcome import Issue
 from conformance.primitive import SURROGATE as surrogate
-from conformance.primitive import checkers
+from conformance.primitive import checkers, lenient_uri
 from conformance.support import Support
 
 # Unknown keys and resource types are echoed in paths only when they look like element names.
@@ -27,7 +27,9 @@ NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]{0,63}")
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _SHOWN_CODES = 12
 _URI_TYPES = frozenset({"uri", "url", "canonical"})
-_STRING, _TOKEN, _COMPLEX, _COMPLEX_ARRAY, _BOUND_CODE, _PRIMITIVE, _ARRAY, _RESOURCE = range(8)
+_STRING, _TOKEN, _COMPLEX, _COMPLEX_ARRAY, _BOUND_CODE, _PRIMITIVE, _ARRAY, _RESOURCE, _MOMENT = range(9)
+# A code or URI whose checker accepts any printable text without spaces, except these prefixes for a URI.
+_URNS = ("urn:uuid:", "urn:oid:")
 _TOKENS = frozenset({"uri", "url", "canonical", "code"})
 _PLAIN_STRINGS = frozenset({"string", "markdown"})
 
@@ -132,10 +134,15 @@ class Run:
                     continue
                 self._primitive(element, value, f"{path}.{key}")
             elif mode == _TOKEN:
-                # A code or URI without whitespace is valid as it stands (the rest is rare: urn:, '#').
+                # A code or URI without whitespace is valid as it stands (printable text has no other whitespace
+                # and no lone surrogate), but for the urn:uuid: and urn:oid: forms of a URI.
                 if type(value) is str and value and value.isprintable() and " " not in value:
                     first = value[0]
-                    if first != "u" and first != "#":
+                    if first == "#":
+                        if element.local and self.scope is not None:
+                            self.scope.local.add(value)
+                        continue
+                    if first != "u" or not element.urns or not value.startswith(_URNS):
                         continue
                 if element.check(value) is not None:
                     self._primitive(element, value, f"{path}.{key}")
@@ -175,6 +182,20 @@ class Run:
                 if type(value) is str and value in element.codes:  # type: ignore[operator]
                     continue
                 self._primitive(element, value, f"{path}.{key}")
+            elif mode == _MOMENT:
+                # A date, dateTime or instant: its day and its time of day each seen valid before is valid.
+                if type(value) is str and len(value) >= 10 and value[4] == "-":
+                    memo = element.memo
+                    if value[:4] in memo.years and value[5:10] in memo.days:
+                        if len(value) == 10:
+                            if memo.day_alone:
+                                continue
+                        elif value[10:] in memo.times:
+                            continue
+                if element.check(value) is not None:
+                    self._primitive(element, value, f"{path}.{key}")
+                else:
+                    element.memo.learn(value)
             elif mode == _PRIMITIVE:
                 if element.check(value) is not None:
                     self._primitive(element, value, f"{path}.{key}")
@@ -187,6 +208,12 @@ class Run:
                 self.error("structure", f"{path}.{key}", "This element must not be an array")
             else:
                 self.resource(value, f"{path}.{key}")
+        pairs = spec.pairs
+        if pairs is not None:
+            for first, second in pairs:
+                if first not in node and second not in node:
+                    self.required(node, spec, path)
+                    break
         after = spec.after
         if after is not None:
             for check in after:
@@ -331,9 +358,42 @@ def _required_check(spec: TypeDef) -> Callable[[Run, dict[str, Any], str], None]
 
 def _choice_check(spec: TypeDef) -> Callable[[Run, dict[str, Any], str], None]:
     def check(run: Run, node: dict[str, Any], path: str) -> None:
-        run.choices(node, spec, path)
+        run._choices(node, spec, path)
 
     return check
+
+
+class Moments:
+    """The parts of the valid values of one date, dateTime or instant element type met so far, to accept the next
+    value whose parts were all seen valid without its regex: its year, month and day (``MM-DD``, never 29 February,
+    which depends on the year), and its time of day with its zone (``T09:00:00Z``). Within its year's
+    ``YYYY-MM-DD`` a value's parts are independent of each other (the lexical forms are fixed-width and only 29
+    February depends on another part), so any combination of parts seen valid is valid. No value of a resource is
+    held whole; the times are bounded."""
+
+    __slots__ = ("day_alone", "days", "times", "years")
+
+    def __init__(self, day_alone: bool) -> None:
+        self.day_alone = day_alone  # a date alone is a valid value of the type (not an instant)
+        self.years: set[str] = set()
+        self.days: set[str] = set()
+        self.times: set[str] = set()
+
+    def learn(self, value: str) -> None:
+        """Note the parts of a value its checker found valid."""
+        if len(value) < 10 or value[4] != "-" or (len(value) == 10 and not self.day_alone):
+            return
+        day = value[5:10]
+        if day == "02-29":
+            return
+        self.years.add(value[:4])
+        self.days.add(day)
+        if len(value) > 10 and len(self.times) < _MAX_TIMES:
+            self.times.add(value[10:])
+
+
+_MAX_TIMES = 20_000
+_MOMENTS = {"date": True, "dateTime": True, "instant": False}
 
 
 def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
@@ -359,9 +419,28 @@ def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
             element.hook = hooks.get(element.type)
             element.local = element.type in _URI_TYPES
         after: list[Any] = []
-        if spec.required:
+        if spec.required and all(len(group) <= 2 for group in spec.required):
+            # Checked in the walk itself: (name, name or its _name) pairs.
+            spec.pairs = tuple((group[0], group[-1]) for group in spec.required)
+        elif spec.required:
             after.append(_required_check(spec))
         if spec.choices:
             after.append(_choice_check(spec))
         after.extend(spec.invariants)
         spec.after = tuple(after) if after else None
+
+
+def finish(types: dict[str, TypeDef]) -> None:
+    """Set the walk's fast paths that depend on each property's final checker (after every rule is installed)."""
+    checks = checkers()
+    tokens = {checks["code"]: False, checks["uri"]: True, lenient_uri: False}
+    moments = {name: Moments(day_alone) for name, day_alone in _MOMENTS.items()}
+    for spec in types.values():
+        for element in spec.elements.values():
+            if element.mode == _TOKEN:
+                if element.check not in tokens:
+                    raise ValueError(f"{spec.name}.{element.name}: no fast path for its checker")
+                element.urns = tokens[element.check]
+            elif element.mode == _PRIMITIVE and element.type in moments and element.check is checks[element.type]:
+                element.mode = _MOMENT
+                element.memo = moments[element.type]

@@ -14,7 +14,7 @@ from typing import Any
 
 from conformance import bundled, coded, datatypes, invariants, profile, questionnaire, resources
 from conformance.definitions import Invariant, TypeDef, tables
-from conformance.engine import Run, prepare
+from conformance.engine import Run, finish, prepare
 from conformance.narrative import anchors, internal_links
 from conformance.primitive import lenient_uri
 from conformance.reference import check_canonical_type, check_reference, finish_scope
@@ -118,4 +118,5 @@ def _registered() -> tuple[Finisher, ...]:
     prepare(types, {"Reference": check_reference})
     coded.install(types, tables())
     types["Bundle.entry"].elements["fullUrl"].check = lenient_uri
+    finish(types)
     return (_finish_scopes, _finish_links, bundled.finish, questionnaire.finish, profile.finish)
