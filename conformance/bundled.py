@@ -81,7 +81,7 @@ def register(types: dict[str, TypeDef]) -> None:
 
 
 class _Entry:
-    __slots__ = ("base", "full_url", "index", "resource", "scope", "type_id", "version")
+    __slots__ = ("base", "full_url", "index", "resource", "restful", "scope", "type_id", "version")
 
     def __init__(self, index: int, node: dict[str, Any], scope: Scope | None) -> None:
         self.index = index
@@ -99,7 +99,9 @@ class _Entry:
             meta = self.resource.get("meta")
             if type(meta) is dict and type(meta.get("versionId")) is str:
                 self.version = meta["versionId"]
-        found = _RESTFUL.fullmatch(self.full_url) if self.full_url else None
+        # A urn:uuid: fullUrl has no '/', which the pattern needs.
+        found = _RESTFUL.fullmatch(self.full_url) if self.full_url and "/" in self.full_url else None
+        self.restful = found
         self.base = found.group(1) if found is not None and ":" in found.group(1) else None
 
 
@@ -124,14 +126,13 @@ def finish(run: Run, resource: object) -> None:
 def _full_urls(run: Run, entries: list[_Entry], path: str, kind: object) -> None:
     seen: set[tuple[str, str | None]] = set()
     for item in entries:
-        here = f"{path}.entry[{item.index}]"
         full_url = item.full_url
         if full_url is None:
             continue
         if ":" not in full_url.split("/", 1)[0]:
-            run.error("invalid", f"{here}.fullUrl", "The fullUrl must be an absolute URL")
+            run.error("invalid", f"{path}.entry[{item.index}].fullUrl", "The fullUrl must be an absolute URL")
             continue
-        found = _RESTFUL.fullmatch(full_url)
+        found = item.restful
         if (
             found is not None
             and found.group(2) in run.resource_types
@@ -142,13 +143,17 @@ def _full_urls(run: Run, entries: list[_Entry], path: str, kind: object) -> None
             # An error, as in the reference validator (three of HL7's own R4 examples fail it).
             run.error(
                 "invalid",
-                f"{here}.fullUrl",
+                f"{path}.entry[{item.index}].fullUrl",
                 "The fullUrl looks like a RESTful server URL, so it must end with the resource's type and id",
             )
         if kind != "history":
             key = (full_url, item.version)
             if key in seen:
-                run.error("invariant", here, "bdl-7: fullUrl must be unique in a bundle, or else versionIds differ")
+                run.error(
+                    "invariant",
+                    f"{path}.entry[{item.index}]",
+                    "bdl-7: fullUrl must be unique in a bundle, or else versionIds differ",
+                )
             seen.add(key)
 
 

@@ -122,8 +122,15 @@ _BUILDING = threading.Lock()
 
 def tables() -> Tables:
     """Read and build the R4 tables (once per process; later calls return the same object)."""
+    global _BUILT
+    if _BUILT is not None:
+        return _BUILT
     with _BUILDING:
-        return _tables()
+        _BUILT = _tables()
+        return _BUILT
+
+
+_BUILT: Tables | None = None
 
 
 @cache

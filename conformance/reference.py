@@ -45,6 +45,10 @@ def check_reference(run: Run, node: dict[str, Any], path: str, element: Element)
             scope.local.add(reference)
         return
     slash = reference.find("/")
+    if slash < 0:  # urn:uuid:..., or no reference form at all (what the branches below make of it, sooner)
+        if "?" not in reference and ":" not in reference:
+            run.error("invalid", here, "Relative references must be of the form [ResourceName]/[id]")
+        return
     if slash > 0 and reference.count("/") == 1 and ":" not in reference and "?" not in reference:
         resource_type = reference[:slash]  # the common case, Type/id
         if slash == len(reference) - 1:

@@ -57,7 +57,8 @@ def _nested_extensions(types: dict[str, TypeDef]) -> None:
 
 def _finish_scopes(run: Run, resource: object) -> None:
     for scope in run.scopes:
-        finish_scope(run, scope)
+        if scope.contained or scope.local:  # else no fragment reference and nothing contained: nothing to check
+            finish_scope(run, scope)
 
 
 def _finish_links(run: Run, resource: object) -> None:
@@ -91,8 +92,15 @@ _REGISTERING = threading.Lock()
 
 def finishers() -> tuple[Finisher, ...]:
     """Register every rule on the type tables (on the first call) and return the steps that run after the walk."""
+    global _FINISHERS
+    if _FINISHERS is not None:
+        return _FINISHERS
     with _REGISTERING:
-        return _registered()
+        _FINISHERS = _registered()
+        return _FINISHERS
+
+
+_FINISHERS: tuple[Finisher, ...] | None = None
 
 
 @cache
