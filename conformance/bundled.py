@@ -107,6 +107,8 @@ class _Entry:
 
 def finish(run: Run, resource: object) -> None:
     """Check every Bundle met in the walk once its entries' resources are known."""
+    if not run.bundles:
+        return
     scopes = {id(scope.node): scope for scope in run.scopes}
     for node, path in run.bundles:
         raw = node.get("entry")

@@ -68,6 +68,7 @@ class Element:
     # Set by the engine: a URI whose urn:uuid: and urn:oid: forms are checked; a date type's memo of valid parts.
     urns: bool = False
     memo: Any = None
+    plain: bool = False  # a repeating string element whose items need only the string checks
 
     @property
     def many(self) -> bool:

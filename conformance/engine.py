@@ -19,6 +19,7 @@ from typing import Any
 from conformance.definitions import COMPLEX, PRIMITIVE, Element, TypeDef, tables
 from conformance.outcome import Issue
 from conformance.primitive import SURROGATE as surrogate
+from conformance.primitive import MAX_STRING as _MAX_STRING
 from conformance.primitive import checkers, lenient_uri
 from conformance.support import Support
 
@@ -27,7 +28,7 @@ NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]{0,63}")
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _SHOWN_CODES = 12
 _URI_TYPES = frozenset({"uri", "url", "canonical"})
-_STRING, _TOKEN, _COMPLEX, _COMPLEX_ARRAY, _BOUND_CODE, _PRIMITIVE, _ARRAY, _RESOURCE, _MOMENT = range(9)
+_STRING, _TOKEN, _COMPLEX, _COMPLEX_ARRAY, _BOUND_CODE, _PRIMITIVE, _ARRAY, _RESOURCE, _MOMENT, _REFERENCE = range(10)
 # A code or URI whose checker accepts any printable text without spaces, except these prefixes for a URI.
 _URNS = ("urn:uuid:", "urn:oid:")
 _TOKENS = frozenset({"uri", "url", "canonical", "code"})
@@ -47,9 +48,17 @@ class Scope:
         self.path = path
         # (path, reference text, allowed target types) of every Reference.reference inside, contained included.
         self.references: list[tuple[str, str, frozenset[str] | None]] = []
-        # Fragment references ('#x') made by any element (references, canonicals, uris).
-        self.local: set[str] = set()
-        self.contained: list[tuple[str, dict[str, Any]]] = []
+        # Fragment references ('#x') made by any element (references, canonicals, uris); None until one is met.
+        self.local: set[str] | None = None
+        # The contained resources (path, JSON); None until one is met.
+        self.contained: list[tuple[str, dict[str, Any]]] | None = None
+
+    def add_local(self, fragment: str) -> None:
+        """Note a fragment reference ('#x')."""
+        if self.local is None:
+            self.local = {fragment}
+        else:
+            self.local.add(fragment)
 
 
 class Run:
@@ -140,21 +149,50 @@ class Run:
                     first = value[0]
                     if first == "#":
                         if element.local and self.scope is not None:
-                            self.scope.local.add(value)
+                            self.scope.add_local(value)
                         continue
                     if first != "u" or not element.urns or not value.startswith(_URNS):
                         continue
                 if element.check(value) is not None:
                     self._primitive(element, value, f"{path}.{key}")
                 elif element.local and value[0] == "#" and self.scope is not None:
-                    self.scope.local.add(value)
+                    self.scope.add_local(value)
             elif mode == _COMPLEX:
                 if type(value) is dict and value:
                     here = f"{path}.{key}"
                     self.walk(value, element.spec, here)  # type: ignore[arg-type]
                     if element.hook is not None:
                         element.hook(self, value, here, element)
-                    if "id" in value and len(value) == 1:
+                    if len(value) == 1 and "id" in value:
+                        self._only_id(node, element, here)
+                else:
+                    self._bad_object(value, f"{path}.{key}")
+            elif mode == _REFERENCE:
+                # A Reference of a reference and a display, plain strings, as the walk of its type would find it
+                # (a Reference has no required element and no rule of its own): only its hook to run.
+                if type(value) is dict and value:
+                    here = f"{path}.{key}"
+                    size = len(value)
+                    reference = value.get("reference")
+                    if (
+                        type(reference) is str
+                        and reference
+                        and reference.isascii()
+                        and (
+                            size == 1
+                            or (
+                                size == 2
+                                and type(display := value.get("display")) is str
+                                and display
+                                and (display.isascii() or surrogate(display) is None)
+                            )
+                        )
+                    ):
+                        element.hook(self, value, here, element)
+                        continue
+                    self.walk(value, element.spec, here)  # type: ignore[arg-type]
+                    element.hook(self, value, here, element)
+                    if len(value) == 1 and "id" in value:
                         self._only_id(node, element, here)
                 else:
                     self._bad_object(value, f"{path}.{key}")
@@ -169,7 +207,7 @@ class Run:
                             self.walk(item, sub, here)  # type: ignore[arg-type]
                             if hook is not None:
                                 hook(self, item, here, element)
-                            if "id" in item and len(item) == 1:
+                            if len(item) == 1 and "id" in item:
                                 self._only_id(node, element, here)
                         else:
                             self._bad_item(element, item, f"{path}.{key}[{index}]")
@@ -201,6 +239,18 @@ class Run:
                     self._primitive(element, value, f"{path}.{key}")
             elif mode == _ARRAY:
                 if type(value) is list and value:
+                    if element.plain and (element.max < 0 or len(value) <= element.max):
+                        # An array of plain strings (given names, address lines), as ``_array`` would find it.
+                        for item in value:
+                            if not (
+                                type(item) is str
+                                and item
+                                and (item.isascii() or surrogate(item) is None)
+                                and len(item) <= _MAX_STRING
+                            ):
+                                break
+                        else:
+                            continue
                     self._array(node, element, value, f"{path}.{key}")
                 else:
                     self._bad_array(value, f"{path}.{key}")
@@ -290,7 +340,7 @@ class Run:
                 elif codes is not None and item not in codes:
                     self.error("code-invalid", f"{path}[{index}]", _not_in(codes))
                 elif element.local and item[0] == "#" and self.scope is not None:
-                    self.scope.local.add(item)
+                    self.scope.add_local(item)
             return
         contained = element.name == "contained"
         for index, item in enumerate(value):
@@ -298,6 +348,8 @@ class Run:
             if contained:
                 scope = self.scope
                 if scope is not None and type(item) is dict:
+                    if scope.contained is None:
+                        scope.contained = []
                     scope.contained.append((here, item))
                 self.resource(item, here, owner=False)
             else:
@@ -432,15 +484,35 @@ def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
 
 def finish(types: dict[str, TypeDef]) -> None:
     """Set the walk's fast paths that depend on each property's final checker (after every rule is installed)."""
+    from conformance.reference import check_reference  # it imports this module
     checks = checkers()
     tokens = {checks["code"]: False, checks["uri"]: True, lenient_uri: False}
     moments = {name: Moments(day_alone) for name, day_alone in _MOMENTS.items()}
+    reference = types["Reference"]
+    fields = reference.elements
+    reference_only = (
+        reference.after is None
+        and reference.pairs is None
+        and fields["reference"].mode == _STRING
+        and fields["display"].mode == _STRING
+    )
     for spec in types.values():
         for element in spec.elements.values():
             if element.mode == _TOKEN:
                 if element.check not in tokens:
                     raise ValueError(f"{spec.name}.{element.name}: no fast path for its checker")
                 element.urns = tokens[element.check]
+            elif (
+                element.mode == _COMPLEX
+                and element.type == "Reference"
+                and element.hook is check_reference
+                and element.spec is types["Reference"]
+                and reference_only
+            ):
+                element.mode = _REFERENCE
+            elif element.mode == _ARRAY and element.kind == PRIMITIVE:
+                # A repeating string or markdown, unbound: every item checked by ``_string`` alone.
+                element.plain = element.check is checks["string"] and element.codes is None and not element.local
             elif element.mode == _PRIMITIVE and element.type in moments and element.check is checks[element.type]:
                 element.mode = _MOMENT
                 element.memo = moments[element.type]
