@@ -209,12 +209,16 @@ def _searched_types(node: dict[str, Any]) -> set[str]:
 def _resolve(run: Run, entries: list[_Entry], kind: object) -> None:
     by_url: dict[str, list[_Entry]] = {}
     by_type_id: dict[tuple[str, str], list[_Entry]] = {}
+    strict = kind in ("document", "message")
     for item in entries:
         if item.full_url is not None:
-            by_url.setdefault(item.full_url, []).append(item)
-        if item.type_id is not None:
+            found = by_url.get(item.full_url)
+            if found is None:
+                by_url[item.full_url] = [item]
+            else:
+                found.append(item)
+        if strict and item.type_id is not None:  # read only for documents and messages
             by_type_id.setdefault(item.type_id, []).append(item)
-    strict = kind in ("document", "message")
     # A urn: reference names an entry of the Bundle (or nothing at all) in these kinds.
     local_names = strict or kind == "transaction"
     for item in entries:
@@ -223,7 +227,8 @@ def _resolve(run: Run, entries: list[_Entry], kind: object) -> None:
         for path, reference, _targets in item.scope.references:
             if reference[0] == "#" or "?" in reference:
                 continue
-            if ":" in reference.split("/", 1)[0]:
+            colon = reference.find(":")
+            if colon >= 0 and (colon < reference.find("/") or "/" not in reference):  # a ':' before any '/'
                 if local_names and reference.startswith("urn:") and reference not in by_url:
                     run.error("not-found", path, "The reference cannot be found in the bundle")
                 continue

@@ -18,8 +18,8 @@ from typing import Any
 
 from conformance.definitions import COMPLEX, PRIMITIVE, Element, TypeDef, tables
 from conformance.outcome import Issue
-from conformance.primitive import SURROGATE as surrogate
 from conformance.primitive import MAX_STRING as _MAX_STRING
+from conformance.primitive import SURROGATE as surrogate
 from conformance.primitive import checkers, lenient_uri
 from conformance.support import Support
 
@@ -485,6 +485,7 @@ def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
 def finish(types: dict[str, TypeDef]) -> None:
     """Set the walk's fast paths that depend on each property's final checker (after every rule is installed)."""
     from conformance.reference import check_reference  # it imports this module
+
     checks = checkers()
     tokens = {checks["code"]: False, checks["uri"]: True, lenient_uri: False}
     moments = {name: Moments(day_alone) for name, day_alone in _MOMENTS.items()}

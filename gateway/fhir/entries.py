@@ -205,7 +205,9 @@ def parse_entries(
     parsed: list[Entry] = []
     for index, raw in enumerate(entries):
         entry = Entry(index=index, method="POST", ehr_ordered=ehr_ordered)
-        entry.issues = by_entry.get(index, [])
+        found = by_entry.get(index)
+        if found is not None:
+            entry.issues = found
         if (
             policy != "strict"
             and entry.issues
