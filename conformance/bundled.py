@@ -33,18 +33,20 @@ def bundle(run: Run, node: dict[str, Any], path: str) -> None:
     entries = [e for e in as_list(node.get("entry")) if type(e) is dict] if type(node.get("entry")) is list else []
     if "total" in node and kind not in ("searchset", "history"):
         run.error("invariant", f"{path}.total", "bdl-1: total only when a search or history")
-    if kind != "searchset" and any("search" in e for e in entries):
-        run.error("invariant", path, "bdl-2: entry.search only when a search")
+    if kind != "searchset":
+        for e in entries:
+            if "search" in e:
+                run.error("invariant", path, "bdl-2: entry.search only when a search")
+                break
     needs_request = kind in ("batch", "transaction", "history")
     needs_response = kind in ("batch-response", "transaction-response", "history")
     for index, entry in enumerate(entries):
-        here = f"{path}.entry[{index}]"
         if ("request" in entry) != needs_request:
             text = "mandatory for batch, transaction and history" if needs_request else "only for batch or history"
-            run.error("invariant", here, f"bdl-3: entry.request is {text}")
+            run.error("invariant", f"{path}.entry[{index}]", f"bdl-3: entry.request is {text}")
         if ("response" in entry) != needs_response:
             text = "mandatory for responses and history" if needs_response else "only for responses or history"
-            run.error("invariant", here, f"bdl-4: entry.response is {text}")
+            run.error("invariant", f"{path}.entry[{index}]", f"bdl-4: entry.response is {text}")
     if kind == "document":
         identifier = node.get("identifier")
         if not (type(identifier) is dict and "system" in identifier and "value" in identifier):
