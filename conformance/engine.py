@@ -482,9 +482,9 @@ def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
         spec.after = tuple(after) if after else None
 
 
-def finish(types: dict[str, TypeDef]) -> None:
-    """Set the walk's fast paths that depend on each property's final checker (after every rule is installed)."""
-    from conformance.reference import check_reference  # it imports this module
+def finish(types: dict[str, TypeDef], check_reference: Hook) -> None:
+    """Set the walk's fast paths that depend on each property's final checker and hook (after every rule is
+    installed); ``check_reference`` is the hook of Reference elements."""
 
     checks = checkers()
     tokens = {checks["code"]: False, checks["uri"]: True, lenient_uri: False}

@@ -126,5 +126,5 @@ def _registered() -> tuple[Finisher, ...]:
     prepare(types, {"Reference": check_reference})
     coded.install(types, tables())
     types["Bundle.entry"].elements["fullUrl"].check = lenient_uri
-    finish(types)
+    finish(types, check_reference)
     return (_finish_scopes, _finish_links, bundled.finish, questionnaire.finish, profile.finish)
