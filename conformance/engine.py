@@ -135,14 +135,10 @@ class Run:
                 if not (key == "resourceType" and spec.is_resource):
                     self.unknown(path, key)
                 continue
-            # The modes in order of frequency; each has a fast path for a valid value and falls back to the
-            # full check, which says what is wrong.
+            # The modes in order of frequency (in the corpus); each has a fast path for a valid value and falls
+            # back to the full check, which says what is wrong.
             mode = element.mode
-            if mode == _STRING:
-                if type(value) is str and value and (value.isascii() or surrogate(value) is None):
-                    continue
-                self._primitive(element, value, f"{path}.{key}")
-            elif mode == _TOKEN:
+            if mode == _TOKEN:
                 # A code or URI without whitespace is valid as it stands (printable text has no other whitespace
                 # and no lone surrogate), but for the urn:uuid: and urn:oid: forms of a URI.
                 if type(value) is str and value and value.isprintable() and " " not in value:
@@ -157,6 +153,30 @@ class Run:
                     self._primitive(element, value, f"{path}.{key}")
                 elif element.local and value[0] == "#" and self.scope is not None:
                     self.scope.add_local(value)
+            elif mode == _STRING:
+                if type(value) is str and value and (value.isascii() or surrogate(value) is None):
+                    continue
+                self._primitive(element, value, f"{path}.{key}")
+            elif mode == _COMPLEX_ARRAY:
+                if type(value) is list and value:
+                    sub = element.spec
+                    hook = element.hook
+                    index = 0
+                    for item in value:
+                        if type(item) is dict and item:
+                            here = f"{path}.{key}[{index}]"
+                            self.walk(item, sub, here)  # type: ignore[arg-type]
+                            if hook is not None:
+                                hook(self, item, here, element)
+                            if len(item) == 1 and "id" in item:
+                                self._only_id(node, element, here)
+                        else:
+                            self._bad_item(element, item, f"{path}.{key}[{index}]")
+                        index += 1
+                    if 0 < element.max < index:
+                        self.error("structure", f"{path}.{key}", f"At most {element.max} items are allowed")
+                else:
+                    self._bad_array(value, f"{path}.{key}")
             elif mode == _COMPLEX:
                 if type(value) is dict and value:
                     here = f"{path}.{key}"
@@ -167,6 +187,13 @@ class Run:
                         self._only_id(node, element, here)
                 else:
                     self._bad_object(value, f"{path}.{key}")
+            elif mode == _PRIMITIVE:
+                if element.check(value) is not None:
+                    self._primitive(element, value, f"{path}.{key}")
+            elif mode == _BOUND_CODE:
+                if type(value) is str and value in element.codes:  # type: ignore[operator]
+                    continue
+                self._primitive(element, value, f"{path}.{key}")
             elif mode == _REFERENCE:
                 # A Reference of a reference and a display, plain strings, as the walk of its type would find it
                 # (a Reference has no required element and no rule of its own): only its hook to run.
@@ -196,30 +223,6 @@ class Run:
                         self._only_id(node, element, here)
                 else:
                     self._bad_object(value, f"{path}.{key}")
-            elif mode == _COMPLEX_ARRAY:
-                if type(value) is list and value:
-                    sub = element.spec
-                    hook = element.hook
-                    index = 0
-                    for item in value:
-                        if type(item) is dict and item:
-                            here = f"{path}.{key}[{index}]"
-                            self.walk(item, sub, here)  # type: ignore[arg-type]
-                            if hook is not None:
-                                hook(self, item, here, element)
-                            if len(item) == 1 and "id" in item:
-                                self._only_id(node, element, here)
-                        else:
-                            self._bad_item(element, item, f"{path}.{key}[{index}]")
-                        index += 1
-                    if 0 < element.max < index:
-                        self.error("structure", f"{path}.{key}", f"At most {element.max} items are allowed")
-                else:
-                    self._bad_array(value, f"{path}.{key}")
-            elif mode == _BOUND_CODE:
-                if type(value) is str and value in element.codes:  # type: ignore[operator]
-                    continue
-                self._primitive(element, value, f"{path}.{key}")
             elif mode == _MOMENT:
                 # A date, dateTime or instant: its day and its time of day each seen valid before is valid.
                 if type(value) is str and len(value) >= 10 and value[4] == "-":
@@ -234,9 +237,6 @@ class Run:
                     self._primitive(element, value, f"{path}.{key}")
                 else:
                     element.memo.learn(value)
-            elif mode == _PRIMITIVE:
-                if element.check(value) is not None:
-                    self._primitive(element, value, f"{path}.{key}")
             elif mode == _ARRAY:
                 if type(value) is list and value:
                     if element.plain and (element.max < 0 or len(value) <= element.max):
