@@ -33,18 +33,20 @@ def bundle(run: Run, node: dict[str, Any], path: str) -> None:
     entries = [e for e in as_list(node.get("entry")) if type(e) is dict] if type(node.get("entry")) is list else []
     if "total" in node and kind not in ("searchset", "history"):
         run.error("invariant", f"{path}.total", "bdl-1: total only when a search or history")
-    if kind != "searchset" and any("search" in e for e in entries):
-        run.error("invariant", path, "bdl-2: entry.search only when a search")
+    if kind != "searchset":
+        for e in entries:
+            if "search" in e:
+                run.error("invariant", path, "bdl-2: entry.search only when a search")
+                break
     needs_request = kind in ("batch", "transaction", "history")
     needs_response = kind in ("batch-response", "transaction-response", "history")
     for index, entry in enumerate(entries):
-        here = f"{path}.entry[{index}]"
         if ("request" in entry) != needs_request:
             text = "mandatory for batch, transaction and history" if needs_request else "only for batch or history"
-            run.error("invariant", here, f"bdl-3: entry.request is {text}")
+            run.error("invariant", f"{path}.entry[{index}]", f"bdl-3: entry.request is {text}")
         if ("response" in entry) != needs_response:
             text = "mandatory for responses and history" if needs_response else "only for responses or history"
-            run.error("invariant", here, f"bdl-4: entry.response is {text}")
+            run.error("invariant", f"{path}.entry[{index}]", f"bdl-4: entry.response is {text}")
     if kind == "document":
         identifier = node.get("identifier")
         if not (type(identifier) is dict and "system" in identifier and "value" in identifier):
@@ -81,7 +83,7 @@ def register(types: dict[str, TypeDef]) -> None:
 
 
 class _Entry:
-    __slots__ = ("base", "full_url", "index", "resource", "scope", "type_id", "version")
+    __slots__ = ("base", "full_url", "index", "resource", "restful", "scope", "type_id", "version")
 
     def __init__(self, index: int, node: dict[str, Any], scope: Scope | None) -> None:
         self.index = index
@@ -99,12 +101,16 @@ class _Entry:
             meta = self.resource.get("meta")
             if type(meta) is dict and type(meta.get("versionId")) is str:
                 self.version = meta["versionId"]
-        found = _RESTFUL.fullmatch(self.full_url) if self.full_url else None
+        # A urn:uuid: fullUrl has no '/', which the pattern needs.
+        found = _RESTFUL.fullmatch(self.full_url) if self.full_url and "/" in self.full_url else None
+        self.restful = found
         self.base = found.group(1) if found is not None and ":" in found.group(1) else None
 
 
 def finish(run: Run, resource: object) -> None:
     """Check every Bundle met in the walk once its entries' resources are known."""
+    if not run.bundles:
+        return
     scopes = {id(scope.node): scope for scope in run.scopes}
     for node, path in run.bundles:
         raw = node.get("entry")
@@ -124,14 +130,13 @@ def finish(run: Run, resource: object) -> None:
 def _full_urls(run: Run, entries: list[_Entry], path: str, kind: object) -> None:
     seen: set[tuple[str, str | None]] = set()
     for item in entries:
-        here = f"{path}.entry[{item.index}]"
         full_url = item.full_url
         if full_url is None:
             continue
         if ":" not in full_url.split("/", 1)[0]:
-            run.error("invalid", f"{here}.fullUrl", "The fullUrl must be an absolute URL")
+            run.error("invalid", f"{path}.entry[{item.index}].fullUrl", "The fullUrl must be an absolute URL")
             continue
-        found = _RESTFUL.fullmatch(full_url)
+        found = item.restful
         if (
             found is not None
             and found.group(2) in run.resource_types
@@ -142,13 +147,17 @@ def _full_urls(run: Run, entries: list[_Entry], path: str, kind: object) -> None
             # An error, as in the reference validator (three of HL7's own R4 examples fail it).
             run.error(
                 "invalid",
-                f"{here}.fullUrl",
+                f"{path}.entry[{item.index}].fullUrl",
                 "The fullUrl looks like a RESTful server URL, so it must end with the resource's type and id",
             )
         if kind != "history":
             key = (full_url, item.version)
             if key in seen:
-                run.error("invariant", here, "bdl-7: fullUrl must be unique in a bundle, or else versionIds differ")
+                run.error(
+                    "invariant",
+                    f"{path}.entry[{item.index}]",
+                    "bdl-7: fullUrl must be unique in a bundle, or else versionIds differ",
+                )
             seen.add(key)
 
 
@@ -202,12 +211,16 @@ def _searched_types(node: dict[str, Any]) -> set[str]:
 def _resolve(run: Run, entries: list[_Entry], kind: object) -> None:
     by_url: dict[str, list[_Entry]] = {}
     by_type_id: dict[tuple[str, str], list[_Entry]] = {}
+    strict = kind in ("document", "message")
     for item in entries:
         if item.full_url is not None:
-            by_url.setdefault(item.full_url, []).append(item)
-        if item.type_id is not None:
+            found = by_url.get(item.full_url)
+            if found is None:
+                by_url[item.full_url] = [item]
+            else:
+                found.append(item)
+        if strict and item.type_id is not None:  # read only for documents and messages
             by_type_id.setdefault(item.type_id, []).append(item)
-    strict = kind in ("document", "message")
     # A urn: reference names an entry of the Bundle (or nothing at all) in these kinds.
     local_names = strict or kind == "transaction"
     for item in entries:
@@ -216,7 +229,8 @@ def _resolve(run: Run, entries: list[_Entry], kind: object) -> None:
         for path, reference, _targets in item.scope.references:
             if reference[0] == "#" or "?" in reference:
                 continue
-            if ":" in reference.split("/", 1)[0]:
+            colon = reference.find(":")
+            if colon >= 0 and (colon < reference.find("/") or "/" not in reference):  # a ':' before any '/'
                 if local_names and reference.startswith("urn:") and reference not in by_url:
                     run.error("not-found", path, "The reference cannot be found in the bundle")
                 continue

@@ -65,6 +65,10 @@ class Element:
     check: Any = None
     hook: Any = None
     local: bool = False
+    # Set by the engine: a URI whose urn:uuid: and urn:oid: forms are checked; a date type's memo of valid parts.
+    urns: bool = False
+    memo: Any = None
+    plain: bool = False  # a repeating string element whose items need only the string checks
 
     @property
     def many(self) -> bool:
@@ -88,6 +92,8 @@ class TypeDef:
     invariants: list[Invariant] = field(default_factory=list)
     # What runs after the walk of an object of the type: required, choices, invariants (set by the engine).
     after: tuple[Any, ...] | None = None
+    # The required groups of one or two names (x and _x), checked by the walk itself (set by the engine).
+    pairs: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -117,8 +123,15 @@ _BUILDING = threading.Lock()
 
 def tables() -> Tables:
     """Read and build the R4 tables (once per process; later calls return the same object)."""
+    global _BUILT
+    if _BUILT is not None:
+        return _BUILT
     with _BUILDING:
-        return _tables()
+        _BUILT = _tables()
+        return _BUILT
+
+
+_BUILT: Tables | None = None
 
 
 @cache

@@ -18,8 +18,9 @@ from typing import Any
 
 from conformance.definitions import COMPLEX, PRIMITIVE, Element, TypeDef, tables
 from conformance.outcome import Issue
+from conformance.primitive import MAX_STRING as _MAX_STRING
 from conformance.primitive import SURROGATE as surrogate
-from conformance.primitive import checkers
+from conformance.primitive import checkers, lenient_uri
 from conformance.support import Support
 
 # Unknown keys and resource types are echoed in paths only when they look like element names.
@@ -27,7 +28,9 @@ NAME = re.compile(r"_?[A-Za-z][A-Za-z0-9_]{0,63}")
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _SHOWN_CODES = 12
 _URI_TYPES = frozenset({"uri", "url", "canonical"})
-_STRING, _TOKEN, _COMPLEX, _COMPLEX_ARRAY, _BOUND_CODE, _PRIMITIVE, _ARRAY, _RESOURCE = range(8)
+_STRING, _TOKEN, _COMPLEX, _COMPLEX_ARRAY, _BOUND_CODE, _PRIMITIVE, _ARRAY, _RESOURCE, _MOMENT, _REFERENCE = range(10)
+# A code or URI whose checker accepts any printable text without spaces, except these prefixes for a URI.
+_URNS = ("urn:uuid:", "urn:oid:")
 _TOKENS = frozenset({"uri", "url", "canonical", "code"})
 _PLAIN_STRINGS = frozenset({"string", "markdown"})
 
@@ -45,9 +48,17 @@ class Scope:
         self.path = path
         # (path, reference text, allowed target types) of every Reference.reference inside, contained included.
         self.references: list[tuple[str, str, frozenset[str] | None]] = []
-        # Fragment references ('#x') made by any element (references, canonicals, uris).
-        self.local: set[str] = set()
-        self.contained: list[tuple[str, dict[str, Any]]] = []
+        # Fragment references ('#x') made by any element (references, canonicals, uris); None until one is met.
+        self.local: set[str] | None = None
+        # The contained resources (path, JSON); None until one is met.
+        self.contained: list[tuple[str, dict[str, Any]]] | None = None
+
+    def add_local(self, fragment: str) -> None:
+        """Note a fragment reference ('#x')."""
+        if self.local is None:
+            self.local = {fragment}
+        else:
+            self.local.add(fragment)
 
 
 class Run:
@@ -124,33 +135,28 @@ class Run:
                 if not (key == "resourceType" and spec.is_resource):
                     self.unknown(path, key)
                 continue
-            # The modes in order of frequency; each has a fast path for a valid value and falls back to the
-            # full check, which says what is wrong.
+            # The modes in order of frequency (in the corpus); each has a fast path for a valid value and falls
+            # back to the full check, which says what is wrong.
             mode = element.mode
-            if mode == _STRING:
-                if type(value) is str and value and (value.isascii() or surrogate(value) is None):
-                    continue
-                self._primitive(element, value, f"{path}.{key}")
-            elif mode == _TOKEN:
-                # A code or URI without whitespace is valid as it stands (the rest is rare: urn:, '#').
+            if mode == _TOKEN:
+                # A code or URI without whitespace is valid as it stands (printable text has no other whitespace
+                # and no lone surrogate), but for the urn:uuid: and urn:oid: forms of a URI.
                 if type(value) is str and value and value.isprintable() and " " not in value:
                     first = value[0]
-                    if first != "u" and first != "#":
+                    if first == "#":
+                        if element.local and self.scope is not None:
+                            self.scope.add_local(value)
+                        continue
+                    if first != "u" or not element.urns or not value.startswith(_URNS):
                         continue
                 if element.check(value) is not None:
                     self._primitive(element, value, f"{path}.{key}")
                 elif element.local and value[0] == "#" and self.scope is not None:
-                    self.scope.local.add(value)
-            elif mode == _COMPLEX:
-                if type(value) is dict and value:
-                    here = f"{path}.{key}"
-                    self.walk(value, element.spec, here)  # type: ignore[arg-type]
-                    if element.hook is not None:
-                        element.hook(self, value, here, element)
-                    if "id" in value and len(value) == 1:
-                        self._only_id(node, element, here)
-                else:
-                    self._bad_object(value, f"{path}.{key}")
+                    self.scope.add_local(value)
+            elif mode == _STRING:
+                if type(value) is str and value and (value.isascii() or surrogate(value) is None):
+                    continue
+                self._primitive(element, value, f"{path}.{key}")
             elif mode == _COMPLEX_ARRAY:
                 if type(value) is list and value:
                     sub = element.spec
@@ -162,7 +168,7 @@ class Run:
                             self.walk(item, sub, here)  # type: ignore[arg-type]
                             if hook is not None:
                                 hook(self, item, here, element)
-                            if "id" in item and len(item) == 1:
+                            if len(item) == 1 and "id" in item:
                                 self._only_id(node, element, here)
                         else:
                             self._bad_item(element, item, f"{path}.{key}[{index}]")
@@ -171,15 +177,80 @@ class Run:
                         self.error("structure", f"{path}.{key}", f"At most {element.max} items are allowed")
                 else:
                     self._bad_array(value, f"{path}.{key}")
+            elif mode == _COMPLEX:
+                if type(value) is dict and value:
+                    here = f"{path}.{key}"
+                    self.walk(value, element.spec, here)  # type: ignore[arg-type]
+                    if element.hook is not None:
+                        element.hook(self, value, here, element)
+                    if len(value) == 1 and "id" in value:
+                        self._only_id(node, element, here)
+                else:
+                    self._bad_object(value, f"{path}.{key}")
+            elif mode == _PRIMITIVE:
+                if element.check(value) is not None:
+                    self._primitive(element, value, f"{path}.{key}")
             elif mode == _BOUND_CODE:
                 if type(value) is str and value in element.codes:  # type: ignore[operator]
                     continue
                 self._primitive(element, value, f"{path}.{key}")
-            elif mode == _PRIMITIVE:
+            elif mode == _REFERENCE:
+                # A Reference of a reference and a display, plain strings, as the walk of its type would find it
+                # (a Reference has no required element and no rule of its own): only its hook to run.
+                if type(value) is dict and value:
+                    here = f"{path}.{key}"
+                    size = len(value)
+                    reference = value.get("reference")
+                    if (
+                        type(reference) is str
+                        and reference
+                        and reference.isascii()
+                        and (
+                            size == 1
+                            or (
+                                size == 2
+                                and type(display := value.get("display")) is str
+                                and display
+                                and (display.isascii() or surrogate(display) is None)
+                            )
+                        )
+                    ):
+                        element.hook(self, value, here, element)
+                        continue
+                    self.walk(value, element.spec, here)  # type: ignore[arg-type]
+                    element.hook(self, value, here, element)
+                    if len(value) == 1 and "id" in value:
+                        self._only_id(node, element, here)
+                else:
+                    self._bad_object(value, f"{path}.{key}")
+            elif mode == _MOMENT:
+                # A date, dateTime or instant: its day and its time of day each seen valid before is valid.
+                if type(value) is str and len(value) >= 10 and value[4] == "-":
+                    memo = element.memo
+                    if value[:4] in memo.years and value[5:10] in memo.days:
+                        if len(value) == 10:
+                            if memo.day_alone:
+                                continue
+                        elif value[10:] in memo.times:
+                            continue
                 if element.check(value) is not None:
                     self._primitive(element, value, f"{path}.{key}")
+                else:
+                    element.memo.learn(value)
             elif mode == _ARRAY:
                 if type(value) is list and value:
+                    if element.plain and (element.max < 0 or len(value) <= element.max):
+                        # An array of plain strings (given names, address lines), as ``_array`` would find it.
+                        for item in value:
+                            if not (
+                                type(item) is str
+                                and item
+                                and (item.isascii() or surrogate(item) is None)
+                                and len(item) <= _MAX_STRING
+                            ):
+                                break
+                        else:
+                            continue
                     self._array(node, element, value, f"{path}.{key}")
                 else:
                     self._bad_array(value, f"{path}.{key}")
@@ -187,6 +258,12 @@ class Run:
                 self.error("structure", f"{path}.{key}", "This element must not be an array")
             else:
                 self.resource(value, f"{path}.{key}")
+        pairs = spec.pairs
+        if pairs is not None:
+            for first, second in pairs:
+                if first not in node and second not in node:
+                    self.required(node, spec, path)
+                    break
         after = spec.after
         if after is not None:
             for check in after:
@@ -263,7 +340,7 @@ class Run:
                 elif codes is not None and item not in codes:
                     self.error("code-invalid", f"{path}[{index}]", _not_in(codes))
                 elif element.local and item[0] == "#" and self.scope is not None:
-                    self.scope.local.add(item)
+                    self.scope.add_local(item)
             return
         contained = element.name == "contained"
         for index, item in enumerate(value):
@@ -271,6 +348,8 @@ class Run:
             if contained:
                 scope = self.scope
                 if scope is not None and type(item) is dict:
+                    if scope.contained is None:
+                        scope.contained = []
                     scope.contained.append((here, item))
                 self.resource(item, here, owner=False)
             else:
@@ -331,9 +410,42 @@ def _required_check(spec: TypeDef) -> Callable[[Run, dict[str, Any], str], None]
 
 def _choice_check(spec: TypeDef) -> Callable[[Run, dict[str, Any], str], None]:
     def check(run: Run, node: dict[str, Any], path: str) -> None:
-        run.choices(node, spec, path)
+        run._choices(node, spec, path)
 
     return check
+
+
+class Moments:
+    """The parts of the valid values of one date, dateTime or instant element type met so far, to accept the next
+    value whose parts were all seen valid without its regex: its year, month and day (``MM-DD``, never 29 February,
+    which depends on the year), and its time of day with its zone (``T09:00:00Z``). Within its year's
+    ``YYYY-MM-DD`` a value's parts are independent of each other (the lexical forms are fixed-width and only 29
+    February depends on another part), so any combination of parts seen valid is valid. No value of a resource is
+    held whole; the times are bounded."""
+
+    __slots__ = ("day_alone", "days", "times", "years")
+
+    def __init__(self, day_alone: bool) -> None:
+        self.day_alone = day_alone  # a date alone is a valid value of the type (not an instant)
+        self.years: set[str] = set()
+        self.days: set[str] = set()
+        self.times: set[str] = set()
+
+    def learn(self, value: str) -> None:
+        """Note the parts of a value its checker found valid."""
+        if len(value) < 10 or value[4] != "-" or (len(value) == 10 and not self.day_alone):
+            return
+        day = value[5:10]
+        if day == "02-29":
+            return
+        self.years.add(value[:4])
+        self.days.add(day)
+        if len(value) > 10 and len(self.times) < _MAX_TIMES:
+            self.times.add(value[10:])
+
+
+_MAX_TIMES = 20_000
+_MOMENTS = {"date": True, "dateTime": True, "instant": False}
 
 
 def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
@@ -359,9 +471,49 @@ def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:
             element.hook = hooks.get(element.type)
             element.local = element.type in _URI_TYPES
         after: list[Any] = []
-        if spec.required:
+        if spec.required and all(len(group) <= 2 for group in spec.required):
+            # Checked in the walk itself: (name, name or its _name) pairs.
+            spec.pairs = tuple((group[0], group[-1]) for group in spec.required)
+        elif spec.required:
             after.append(_required_check(spec))
         if spec.choices:
             after.append(_choice_check(spec))
         after.extend(spec.invariants)
         spec.after = tuple(after) if after else None
+
+
+def finish(types: dict[str, TypeDef], check_reference: Hook) -> None:
+    """Set the walk's fast paths that depend on each property's final checker and hook (after every rule is
+    installed); ``check_reference`` is the hook of Reference elements."""
+
+    checks = checkers()
+    tokens = {checks["code"]: False, checks["uri"]: True, lenient_uri: False}
+    moments = {name: Moments(day_alone) for name, day_alone in _MOMENTS.items()}
+    reference = types["Reference"]
+    fields = reference.elements
+    reference_only = (
+        reference.after is None
+        and reference.pairs is None
+        and fields["reference"].mode == _STRING
+        and fields["display"].mode == _STRING
+    )
+    for spec in types.values():
+        for element in spec.elements.values():
+            if element.mode == _TOKEN:
+                if element.check not in tokens:
+                    raise ValueError(f"{spec.name}.{element.name}: no fast path for its checker")
+                element.urns = tokens[element.check]
+            elif (
+                element.mode == _COMPLEX
+                and element.type == "Reference"
+                and element.hook is check_reference
+                and element.spec is types["Reference"]
+                and reference_only
+            ):
+                element.mode = _REFERENCE
+            elif element.mode == _ARRAY and element.kind == PRIMITIVE:
+                # A repeating string or markdown, unbound: every item checked by ``_string`` alone.
+                element.plain = element.check is checks["string"] and element.codes is None and not element.local
+            elif element.mode == _PRIMITIVE and element.type in moments and element.check is checks[element.type]:
+                element.mode = _MOMENT
+                element.memo = moments[element.type]

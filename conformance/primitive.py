@@ -20,7 +20,7 @@ from conformance.definitions import tables
 Checker = Callable[[object], str | None]
 
 _INT32 = 2**31
-_MAX_STRING = 1024 * 1024
+MAX_STRING = 1024 * 1024
 _DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _UUID = re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SPACE = re.compile(r"\s").search
@@ -53,7 +53,7 @@ def _string(value: object) -> str | None:
         return "The value must be a JSON string"
     if not value:
         return "A value must not be an empty string"
-    if len(value) > _MAX_STRING:
+    if len(value) > MAX_STRING:
         return "The string is longer than 1 MB"
     if bad_unicode(value):
         return SURROGATE_TEXT

@@ -23,13 +23,16 @@ _UNSUPPORTED = object()
 
 def finish(run: Run, resource: object) -> None:
     """Apply the profiles each resource claims (and those named by the caller to the top-level resource)."""
+    plain = run.support is None and not run.profiles
     for index, scope in enumerate(run.scopes):
         node = scope.node
+        meta = node.get("meta")
+        if plain and not (type(meta) is dict and "profile" in meta):
+            continue  # no profile claimed, none named, no support's global profiles
         resource_type = node.get("resourceType")
         if type(resource_type) is not str:
             continue
         claimed: list[tuple[str, bool]] = []
-        meta = node.get("meta")
         if type(meta) is dict and type(meta.get("profile")) is list:
             claimed += [(url, False) for url in meta["profile"] if type(url) is str]
         if run.support is not None:

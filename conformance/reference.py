@@ -42,9 +42,13 @@ def check_reference(run: Run, node: dict[str, Any], path: str, element: Element)
         scope.references.append((here, reference, element.targets))
     if reference[0] == "#":
         if scope is not None:
-            scope.local.add(reference)
+            scope.add_local(reference)
         return
     slash = reference.find("/")
+    if slash < 0:  # urn:uuid:..., or no reference form at all (what the branches below make of it, sooner)
+        if "?" not in reference and ":" not in reference:
+            run.error("invalid", here, "Relative references must be of the form [ResourceName]/[id]")
+        return
     if slash > 0 and reference.count("/") == 1 and ":" not in reference and "?" not in reference:
         resource_type = reference[:slash]  # the common case, Type/id
         if slash == len(reference) - 1:
@@ -96,7 +100,9 @@ def check_canonical_type(run: Run, value: object, path: str, targets: frozenset[
 def finish_scope(run: Run, scope: Scope) -> None:
     """Resolve fragment references against the contained resources, and check the contained resources."""
     ids: dict[str, str] = {}
-    for path, item in scope.contained:
+    contained = scope.contained or ()
+    local = scope.local or ()
+    for path, item in contained:
         contained_id = item.get("id")
         if type(contained_id) is str:
             ids[contained_id] = path
@@ -111,11 +117,11 @@ def finish_scope(run: Run, scope: Scope) -> None:
     for path, reference, _targets in scope.references:
         if reference[0] == "#" and len(reference) > 1 and reference[1:] not in ids:
             run.error("invariant", path, "ref-1: a fragment reference must name a contained resource")
-    for path, item in scope.contained:
+    for path, item in contained:
         contained_id = item.get("id")
         if type(contained_id) is not str:
             run.error("invariant", path, "dom-3: a contained resource must have an id that is referred to")
-        elif f"#{contained_id}" not in scope.local and not _refers_to_container(item):
+        elif f"#{contained_id}" not in local and not _refers_to_container(item):
             run.error(
                 "invariant",
                 path,

@@ -14,7 +14,7 @@ from typing import Any
 
 from conformance import bundled, coded, datatypes, invariants, profile, questionnaire, resources
 from conformance.definitions import Invariant, TypeDef, tables
-from conformance.engine import Run, prepare
+from conformance.engine import Run, finish, prepare
 from conformance.narrative import anchors, internal_links
 from conformance.primitive import lenient_uri
 from conformance.reference import check_canonical_type, check_reference, finish_scope
@@ -57,7 +57,8 @@ def _nested_extensions(types: dict[str, TypeDef]) -> None:
 
 def _finish_scopes(run: Run, resource: object) -> None:
     for scope in run.scopes:
-        finish_scope(run, scope)
+        if scope.contained or scope.local:  # else no fragment reference and nothing contained: nothing to check
+            finish_scope(run, scope)
 
 
 def _finish_links(run: Run, resource: object) -> None:
@@ -91,8 +92,15 @@ _REGISTERING = threading.Lock()
 
 def finishers() -> tuple[Finisher, ...]:
     """Register every rule on the type tables (on the first call) and return the steps that run after the walk."""
+    global _FINISHERS
+    if _FINISHERS is not None:
+        return _FINISHERS
     with _REGISTERING:
-        return _registered()
+        _FINISHERS = _registered()
+        return _FINISHERS
+
+
+_FINISHERS: tuple[Finisher, ...] | None = None
 
 
 @cache
@@ -118,4 +126,5 @@ def _registered() -> tuple[Finisher, ...]:
     prepare(types, {"Reference": check_reference})
     coded.install(types, tables())
     types["Bundle.entry"].elements["fullUrl"].check = lenient_uri
+    finish(types, check_reference)
     return (_finish_scopes, _finish_links, bundled.finish, questionnaire.finish, profile.finish)

@@ -113,8 +113,10 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
         entry.issues.append(Issue("error", "required", f"{entry.path}.request.url", "a request url is required"))
         return
     scheme, path, query = split_url(url)
-    segments = [s for s in path.split("/") if s]
-    if any(s.startswith("$") for s in segments):
+    segments = path.split("/")
+    if "" in segments:
+        segments = [s for s in segments if s]
+    if "$" in path and any(s.startswith("$") for s in segments):
         entry.issues.append(
             Issue("error", "not-supported", f"{entry.path}.request.url", "operations are not supported in Bundles")
         )
@@ -147,13 +149,22 @@ def _parse_request(entry: Entry, raw: dict[str, Any]) -> None:
     if method == "GET" and entry.rid is None:
         entry.query = parse_qsl(query, keep_blank_values=True)
     entry.if_none_exist = request.get("ifNoneExist") if method == "POST" else None
-    entry.if_match = etag_version(request.get("ifMatch")) if method == "PUT" else None
-    for condition, where in ((entry.criteria, "url"), (entry.if_none_exist, "ifNoneExist")):
-        if condition is not None:
-            try:
-                parse_condition(condition)
-            except ValueError as exc:
-                entry.issues.append(Issue("error", "not-supported", f"{entry.path}.request.{where}", str(exc)))
+    if method == "PUT":
+        if_match = request.get("ifMatch")
+        entry.if_match = etag_version(if_match) if if_match is not None else None
+    else:
+        entry.if_match = None
+    if entry.criteria is not None:
+        _check_condition(entry, entry.criteria, "url")
+    if entry.if_none_exist is not None:
+        _check_condition(entry, entry.if_none_exist, "ifNoneExist")
+
+
+def _check_condition(entry: Entry, condition: str, where: str) -> None:
+    try:
+        parse_condition(condition)
+    except ValueError as exc:
+        entry.issues.append(Issue("error", "not-supported", f"{entry.path}.request.{where}", str(exc)))
 
 
 ENTRY_PATH = re.compile(r"^Bundle\.entry\[(\d+)\]")
@@ -194,21 +205,25 @@ def parse_entries(
     parsed: list[Entry] = []
     for index, raw in enumerate(entries):
         entry = Entry(index=index, method="POST", ehr_ordered=ehr_ordered)
-        entry.issues = by_entry.get(index, [])
+        found = by_entry.get(index)
+        if found is not None:
+            entry.issues = found
         if (
             policy != "strict"
+            and entry.issues
             and has_errors(entry.issues)
             and accepts(policy, _declared_type(raw), entry.issues, f"{entry.path}.resource")
         ):
             entry.lenient, entry.issues = entry.issues, []
-        if has_errors(entry.issues):
+        if entry.issues and has_errors(entry.issues):
             VALIDATION_FAILURES.labels(entry.rtype or _declared_type(raw)).inc()
             rejections.note(entry.rtype or _declared_type(raw), entry.issues)
         if not isinstance(raw, dict):
             entry.issues.append(Issue("error", "structure", entry.path, "an entry must be an object"))
             parsed.append(entry)
             continue
-        entry.full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
+        full_url = raw.get("fullUrl")
+        entry.full_url = full_url if isinstance(full_url, str) else None
         resource = raw.get("resource")
         if with_requests:
             _parse_request(entry, raw)
