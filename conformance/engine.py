@@ -20,7 +20,7 @@ from conformance.definitions import COMPLEX, PRIMITIVE, Element, TypeDef, tables
 from conformance.outcome import Issue
 from conformance.primitive import MAX_STRING as _MAX_STRING
 from conformance.primitive import SURROGATE as surrogate
-from conformance.primitive import checkers, lenient_uri
+from conformance.primitive import Moments, checkers, lenient_uri
 from conformance.support import Support
 
 # Unknown keys and resource types are echoed in paths only when they look like element names.
@@ -415,37 +415,7 @@ def _choice_check(spec: TypeDef) -> Callable[[Run, dict[str, Any], str], None]:
     return check
 
 
-class Moments:
-    """The parts of the valid values of one date, dateTime or instant element type met so far, to accept the next
-    value whose parts were all seen valid without its regex: its year, month and day (``MM-DD``, never 29 February,
-    which depends on the year), and its time of day with its zone (``T09:00:00Z``). Within its year's
-    ``YYYY-MM-DD`` a value's parts are independent of each other (the lexical forms are fixed-width and only 29
-    February depends on another part), so any combination of parts seen valid is valid. No value of a resource is
-    held whole; the times are bounded."""
-
-    __slots__ = ("day_alone", "days", "times", "years")
-
-    def __init__(self, day_alone: bool) -> None:
-        self.day_alone = day_alone  # a date alone is a valid value of the type (not an instant)
-        self.years: set[str] = set()
-        self.days: set[str] = set()
-        self.times: set[str] = set()
-
-    def learn(self, value: str) -> None:
-        """Note the parts of a value its checker found valid."""
-        if len(value) < 10 or value[4] != "-" or (len(value) == 10 and not self.day_alone):
-            return
-        day = value[5:10]
-        if day == "02-29":
-            return
-        self.years.add(value[:4])
-        self.days.add(day)
-        if len(value) > 10 and len(self.times) < _MAX_TIMES:
-            self.times.add(value[10:])
-
-
-_MAX_TIMES = 20_000
-_MOMENTS = {"date": True, "dateTime": True, "instant": False}
+_MOMENTS = {"date": True, "dateTime": True, "instant": False}  # the types of Moments, and whether a day alone is one
 
 
 def prepare(types: dict[str, TypeDef], hooks: dict[str, Hook]) -> None:

@@ -1,4 +1,5 @@
-"""R4 primitive values: their JSON kind, their lexical forms, and the date and time comparisons FHIRPath makes.
+"""R4 primitive values: their JSON kind, their lexical forms, the date and time comparisons FHIRPath makes, and the
+memo of date parts already found valid that lets the walk skip a checker (``Moments``).
 
 Each checker takes a JSON value and returns None when it is valid, else a short text that never repeats the
 value (it may be PHI). The lexical forms are the specification's regexes (from the generated tables), plus what
@@ -280,3 +281,35 @@ def compare(left: Moment, right: Moment) -> int | None:
     if left.precision == right.precision:
         return 0
     return None
+
+
+_MAX_TIMES = 20_000  # times of day a Moments keeps at most
+
+
+class Moments:
+    """The parts of the valid values of one date, dateTime or instant element type met so far, to accept the next
+    value whose parts were all seen valid without its regex: its year, month and day (``MM-DD``, never 29 February,
+    which depends on the year), and its time of day with its zone (``T09:00:00Z``). Within its year's
+    ``YYYY-MM-DD`` a value's parts are independent of each other (the lexical forms are fixed-width and only 29
+    February depends on another part), so any combination of parts seen valid is valid. No value of a resource is
+    held whole; the times are bounded."""
+
+    __slots__ = ("day_alone", "days", "times", "years")
+
+    def __init__(self, day_alone: bool) -> None:
+        self.day_alone = day_alone  # a date alone is a valid value of the type (not an instant)
+        self.years: set[str] = set()
+        self.days: set[str] = set()
+        self.times: set[str] = set()
+
+    def learn(self, value: str) -> None:
+        """Note the parts of a value its checker found valid."""
+        if len(value) < 10 or value[4] != "-" or (len(value) == 10 and not self.day_alone):
+            return
+        day = value[5:10]
+        if day == "02-29":
+            return
+        self.years.add(value[:4])
+        self.days.add(day)
+        if len(value) > 10 and len(self.times) < _MAX_TIMES:
+            self.times.add(value[10:])
