@@ -219,14 +219,24 @@ def _redis_cpu(url: str) -> float:
 
 
 async def _drain(
-    worker: Worker, url: str, limit: int | None, profiler: cProfile.Profile | None = None
+    worker: Worker, url: str, limit: int | None, profiler: cProfile.Profile | None = None, *, loop: bool = False
 ) -> dict[str, float]:
-    """Drain about ``limit`` jobs (all when None); return jobs done, CPU seconds, wall seconds, Redis CPU seconds."""
+    """Drain about ``limit`` jobs (all when None); return jobs done, CPU seconds, wall seconds, Redis CPU seconds.
+
+    With ``loop`` (and a ``limit``), by the worker's own job loop, stopped once that many are done."""
     processed_before = worker.processed
     redis_before = _redis_cpu(url)
     cpu, wall = time.process_time(), time.perf_counter()
     if profiler:
         profiler.enable()
+    if loop and limit is not None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker._consume(worker.queue, stop))
+        while not task.done():
+            if worker.processed - processed_before >= limit:
+                stop.set()
+            await asyncio.wait([task], timeout=0.005)
+        await task
     while limit is None or worker.processed - processed_before < limit:
         if not await worker.drain_round(worker.queue, [TENANT], block_ms=10):
             break
@@ -242,7 +252,7 @@ async def _drain(
 
 
 async def _measure(
-    worker: Worker, services: Services, url: str, jobs: int, profiler: cProfile.Profile | None
+    worker: Worker, services: Services, url: str, jobs: int, profiler: cProfile.Profile | None, loop: bool
 ) -> dict[str, float]:
     """Drain the ``jobs`` queued: two warm-up rounds, half as the worker runs, the rest phase by phase."""
     heap.settle()  # as ``fhir-gateway worker`` starts: the fill's objects are not the drain's to collect
@@ -251,7 +261,7 @@ async def _measure(
         await worker.drain_round(worker.queue, [TENANT])
     # The first half as the worker runs (its CPU per job and rate), the rest with every phase timed: the
     # timers' own cost (a CPU-clock read on each side of each map and classify) shows as the difference.
-    plain = await _drain(worker, url, (jobs - (worker.processed - before)) // 2, profiler)
+    plain = await _drain(worker, url, (jobs - (worker.processed - before)) // 2, profiler, loop=loop)
     clock = _Clock()
     undo = _instrument(worker, clock)
     try:
@@ -275,7 +285,7 @@ async def _measure(
 
 
 async def _run(
-    url: str, prefix: str, size: int, count: int, batch: int, profile: Path | None, updates: bool
+    url: str, prefix: str, size: int, count: int, batch: int, profile: Path | None, updates: bool, loop: bool
 ) -> dict[str, Any]:
     """Measure the creates, and the updates after them when ``updates``; return a row of figures per workload."""
     settings = Settings(redis_url=url, key_prefix=prefix, worker_concurrency=batch, worker_metrics_port=0)
@@ -288,11 +298,11 @@ async def _run(
         worker = services.worker("worker-phases")
         worker._tenants = [TENANT]
         await worker.queue.ensure_group(TENANT)
-        rows["creates"] = await _measure(worker, services, url, jobs, None if updates else profiler)
+        rows["creates"] = await _measure(worker, services, url, jobs, None if updates else profiler, loop)
         if updates:
             feed = await services.redis.xrevrange(services.keys.feed(TENANT), count=1)
             jobs, due = await _fill_updates(services, sent)
-            rows["updates"] = await _measure(worker, services, url, jobs, profiler)
+            rows["updates"] = await _measure(worker, services, url, jobs, profiler, loop)
             rows["due"], rows["published"] = due, await _events_since(services, feed[0][0].decode())
         return rows
     finally:
@@ -324,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedded", action="store_true", help="use an embedded Redis even when REDIS_URL is set")
     parser.add_argument("--profile", type=Path, help="write cProfile stats of the first half to this file")
     parser.add_argument("--updates", action="store_true", help="then send every resource again changed, and drain")
+    parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="drain the first half with the worker's own job loop (its next batch read and decided while the "
+        "one before commits) instead of one round after another",
+    )
     args = parser.parse_args(argv)
     prefix = f"gwworker-{uuid.uuid4().hex[:8]}"
     url = None if args.embedded else os.environ.get("REDIS_URL")
@@ -331,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         embedded = None if url else EmbeddedRedis(Path(tmp) / "redis").start()
         try:
             url = url or (embedded.url if embedded else "")
-            rows = asyncio.run(_run(url, prefix, args.size, args.bundles, args.batch, args.profile, args.updates))
+            rows = asyncio.run(
+                _run(url, prefix, args.size, args.bundles, args.batch, args.profile, args.updates, args.loop)
+            )
         finally:
             if embedded:
                 embedded.stop()

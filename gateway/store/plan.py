@@ -86,6 +86,11 @@ class Plan:
         """Require a set to hold exactly ``members``."""
         self.checks.append(["members", self.key(key), None, "\n".join(sorted(members))])
 
+    def checked_keys(self) -> set[str]:
+        """Return the keys the plan's checks read."""
+        keys = self.keys
+        return {keys[check[1] - 1] for check in self.checks}
+
     def write(self, command: str, key: str, *args: Value) -> None:
         """Append a write command on ``key`` (redis-py sends str, bytes, int and float as Redis reads them)."""
         self.writes += (command, self.key(key), len(args), *args)

@@ -75,6 +75,18 @@ class Outcome:
     plan: Plan
     events: dict[str, list[str]] = field(default_factory=dict)  # job entry id -> event types
     failed: dict[str, Exception] = field(default_factory=dict)  # job entry id -> why
+    # The sets of dependent records the decision read, which its plan does not check: a batch decided before the
+    # commit before it applied must be decided again if that commit added to one (``Worker``'s overlap).
+    dependents_read: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Batch:
+    """Jobs grouped by resource, with what the read found for each mapped one (``RecordWriter.read``)."""
+
+    jobs: list[Job]
+    groups: dict[tuple[str, str, str], list[Job]]  # (tenant, type, id) -> its jobs
+    found: dict[tuple[str, str, str], Found]
 
 
 class RecordWriter:
@@ -103,11 +115,24 @@ class RecordWriter:
 
     async def plan(self, jobs: Sequence[Job]) -> Outcome:
         """Decide what ``jobs`` do; the caller settles the applied ones in ``outcome.plan`` and commits it."""
-        outcome = Outcome(Plan())
+        return await self.decide(await self.read(jobs))
+
+    async def read(self, jobs: Sequence[Job]) -> Batch:
+        """Read what ``jobs`` need to be decided (one round trip per tenant): the first half of ``plan``.
+
+        The worker reads its next batch before it sends the current one's commit, then decides it while Redis
+        applies that commit. A record that commit changes makes this batch's own commit conflict, and the batch is
+        read and decided again.
+        """
         groups: dict[tuple[str, str, str], list[Job]] = {}
         for job in jobs:
             groups.setdefault((job.tenant, job.rtype, job.rid), []).append(job)
-        found = await self._read(groups)
+        return Batch(list(jobs), groups, await self._read(groups))
+
+    async def decide(self, batch: Batch) -> Outcome:
+        """Decide what the jobs of ``batch`` do, from what ``read`` found: the second half of ``plan``."""
+        outcome = Outcome(Plan())
+        groups, found = batch.groups, batch.found
         aggregates: dict[str, Held] = {}
         provided: list[tuple[str, str, set[str]]] = []  # (tenant, source, keys): whose dependents to re-map
         for group, members in groups.items():
@@ -134,6 +159,7 @@ class RecordWriter:
                 provided.append((tenant, f"{rtype}/{rid}", gives))
         known = {(tenant, f"{rtype}/{rid}"): seen.dependents for (tenant, rtype, rid), seen in found.items()}
         await self._refreshes(provided, outcome.plan, known)
+        outcome.dependents_read = {self.keys.dependents(t, key) for t, _, gives in provided for key in gives}
         for agg in aggregates.values():
             if agg.changed:
                 outcome.plan.expect_field(agg.key, "rev", str(agg.rev) if agg.rev else None)

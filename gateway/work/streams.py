@@ -181,11 +181,17 @@ def is_cluster(redis: Any) -> bool:
 
 
 async def read_streams(
-    redis: Redis, streams: dict[str, str], count: int, block_ms: int, group: str | None = None, consumer: str = ""
+    redis: Redis,
+    streams: dict[str, str],
+    count: int,
+    block_ms: int | None,
+    group: str | None = None,
+    consumer: str = "",
 ) -> list[Any]:
     """Read entries after the given ids from several streams (through ``group`` as ``consumer`` when given).
 
-    One command reads them all on a single Redis, blocking up to ``block_ms`` for the first entry. A Redis Cluster
+    One command reads them all on a single Redis, blocking up to ``block_ms`` for the first entry (None: not at
+    all). A Redis Cluster
     refuses a command naming keys of several slots (every tenant has its own), so there each stream is read on
     its own: one blocking read when there is one stream, else one non-blocking read each, in a pipeline, and a
     pause of at most 50 ms when none had anything.
@@ -202,7 +208,7 @@ async def read_streams(
         else:
             pipe.xreadgroup(group, consumer, {stream: after}, count=count)
     found = [row for reply in await pipe.execute() for row in reply or []]
-    if not found:
+    if not found and block_ms:
         await asyncio.sleep(min(block_ms, 50) / 1000)
     return found
 
@@ -267,8 +273,9 @@ class StreamQueue(Generic[E]):
                 missing.append(tenant)
         return missing
 
-    async def read(self, tenants: Sequence[str], consumer: str, count: int, block_ms: int) -> list[E]:
-        """Read new entries for ``consumer`` from the tenants' streams (creating their groups first)."""
+    async def read(self, tenants: Sequence[str], consumer: str, count: int, block_ms: int | None) -> list[E]:
+        """Read new entries for ``consumer`` from the tenants' streams (creating their groups first), waiting up to
+        ``block_ms`` for the first (None: not waiting)."""
         if not tenants:
             return []
         for tenant in tenants:

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -30,9 +31,12 @@ from gateway.platform.risk import RiskFlags
 from gateway.settings import Settings
 from gateway.store import Committer, PlanConflict
 from gateway.work.inbound import InboundQueue, Job, known_tenants
-from gateway.work.records import RecordWriter
+from gateway.work.records import Batch, Outcome, RecordWriter
 
 log = logging.getLogger("gateway.worker")
+
+# Seconds between two moves of due retries back onto the streams, at most (they are due after a backoff of seconds).
+_PROMOTE_EVERY = 0.05
 
 
 def consumer_name() -> str:
@@ -141,9 +145,17 @@ class Worker:
             log.warning("risk flag escalated", extra={"flag": flag.id, "record_type": flag.record_type})
 
     async def _consume(self, queue: InboundQueue, stop: asyncio.Event) -> None:
-        """Read and apply one lane's jobs, with its due retries and the jobs of crashed workers."""
-        next_reclaim = 0.0
+        """Read and apply one lane's jobs, with its due retries and the jobs of crashed workers.
+
+        The loop keeps one batch in hand, decided and not yet committed. Each turn reads the next batch (its jobs
+        and what they find) before the batch in hand's commit goes out, then decides it while Redis applies that
+        commit: Redis's work and the worker's overlap instead of taking turns. A record that commit changed makes
+        the next batch decide again (before its own commit, when it is known to have read it). On stop, the batch
+        in hand is committed before the loop returns.
+        """
+        next_reclaim = next_promotion = 0.0
         settings = self._settings
+        hand: list[_Turn] = []
         while not stop.is_set():
             now = time.monotonic()
             tenants = self._tenants
@@ -154,18 +166,38 @@ class Worker:
                     continue
                 if now >= next_reclaim:
                     next_reclaim = now + max(settings.claim_idle_seconds / 2, 0.5)
+                    await self._complete_all(queue, hand)
+                    hand = []
                     for tenant in tenants:
                         await self._handle_all(queue, await self._reclaim(queue, tenant))
-                await self.drain_round(queue, tenants)
+                if now >= next_promotion:  # retries wait seconds: looking every round would cost a round trip each
+                    next_promotion = now + _PROMOTE_EVERY
+                    for tenant in tenants:
+                        await queue.promote_due(tenant)
+                # With a batch in hand the read does not wait: that batch's commit must not wait for new work.
+                jobs = await queue.read(tenants, self.name, settings.worker_concurrency,
+                                        None if hand else settings.worker_block_ms)  # fmt: skip
+                turns = [await self._read(batch) for batch in _by_tenant(jobs)]
+                committing = None
+                if hand:
+                    committing = asyncio.ensure_future(self._complete_all(queue, hand))
+                    await asyncio.sleep(0)  # the commit goes out now: deciding yields to nothing until it is done
+                hand = turns  # committed next turn, or at stop (and after an error here, on the next turn)
+                for turn in turns:
+                    await self._decide(queue, turn)
+                if committing is not None:
+                    _stale(turns, await committing)
             except Exception:
                 # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
                 log.exception("worker loop error")
                 await asyncio.sleep(1.0)
+        await self._complete_all(queue, hand)
 
     async def drain_round(self, queue: InboundQueue, tenants: Sequence[str], *, block_ms: int | None = None) -> int:
         """Move the tenants' due retries back, read one batch of new jobs and apply it; return the jobs read.
 
-        One turn of the job loop (besides reclaiming), waiting up to ``block_ms`` (default the settings') for jobs.
+        One turn of the job loop (besides reclaiming), waiting up to ``block_ms`` (default the settings') for jobs,
+        without the loop's overlap: the batch is committed before this returns.
         """
         for tenant in tenants:
             await queue.promote_due(tenant)
@@ -186,34 +218,73 @@ class Worker:
     async def _handle_all(self, queue: InboundQueue, jobs: list[Job]) -> None:
         """Apply one batch per tenant: a tenant's keys share a hash slot, so each commit stays on one node of a
         Redis Cluster (on a single Redis this costs one commit per tenant present in the read)."""
-        by_tenant: dict[str, list[Job]] = {}
-        for job in jobs:
-            by_tenant.setdefault(job.tenant, []).append(job)
-        for batch in by_tenant.values():
+        for batch in _by_tenant(jobs):
             await self.handle(*batch, queue=queue)
 
     async def handle(self, *jobs: Job, queue: InboundQueue | None = None) -> None:
         """Apply jobs read from ``queue`` (the default lane) as one batch; schedule the retry of each one that
         failed (dead-lettering it at the last)."""
         queue = queue or self.queue
-        started = time.perf_counter()
+        turn = await self._read(list(jobs))
+        await self._decide(queue, turn)
+        await self._complete(queue, turn)
+
+    async def _read(self, jobs: list[Job]) -> _Turn:
+        """Start a batch: read what its jobs need."""
+        turn = _Turn(jobs, time.perf_counter())
+        try:
+            turn.batch = await self._records.read(jobs)
+        except Exception as exc:  # Redis, or a bug outside one job's mapping: every job is tried again
+            turn.error = exc
+        return turn
+
+    async def _decide(self, queue: InboundQueue, turn: _Turn) -> None:
+        """Decide a batch from what it read, settling its applied jobs in the plan."""
+        if turn.batch is None:
+            return
+        try:
+            outcome = await self._records.decide(turn.batch)
+        except Exception as exc:
+            turn.error = exc
+            return
+        queue.settle_all(outcome.plan, [job for job in turn.jobs if job.entry_id not in outcome.failed])
+        turn.outcome = outcome
+
+    async def _complete_all(self, queue: InboundQueue, turns: Sequence[_Turn]) -> set[str]:
+        """Commit the batches; return the keys their commits named."""
+        written: set[str] = set()
+        for turn in turns:
+            written |= await self._complete(queue, turn)
+        return written
+
+    async def _complete(self, queue: InboundQueue, turn: _Turn) -> set[str]:
+        """Commit a decided batch, deciding it again while a concurrent write changed what it read; schedule the
+        retry of each job that failed. Return the keys the commit named (none when nothing was committed)."""
+        jobs = turn.jobs
         failed: dict[str, Exception] = {}
         events: dict[str, list[str]] = {}
+        named: set[str] = set()
         try:
+            if turn.error is not None:
+                raise turn.error
+            outcome = turn.outcome
             for _ in range(self._settings.conditional_retries):
-                outcome = await self._records.plan(jobs)
-                queue.settle_all(outcome.plan, [job for job in jobs if job.entry_id not in outcome.failed])
+                if outcome is None:
+                    outcome = await self._records.plan(jobs)
+                    queue.settle_all(outcome.plan, [job for job in jobs if job.entry_id not in outcome.failed])
                 try:
                     await self._committer.commit(outcome.plan)
                 except PlanConflict:
-                    continue  # another worker changed a record this batch read: decide again
+                    outcome = None
+                    continue  # another worker (or this one's previous batch) changed a record it read: decide again
                 failed, events = outcome.failed, outcome.events
+                named = set(outcome.plan.keys)
                 break
             else:
                 failed = {job.entry_id: RuntimeError("records kept changing under the batch") for job in jobs}
         except Exception as exc:  # Redis, or a bug outside one job's mapping: every job is tried again
             failed = {job.entry_id: exc for job in jobs}
-        elapsed = (time.perf_counter() - started) / len(jobs)
+        elapsed = (time.perf_counter() - turn.started) / len(jobs)
         # Metrics are counted per batch: a labelled series looked up once per batch, not once per job.
         outcomes: Counter[tuple[str, str]] = Counter()
         published: Counter[str] = Counter()
@@ -232,6 +303,7 @@ class Worker:
         for event, count in published.items():
             EVENTS.labels(event).inc(count)
         log.debug("batch done", extra={"jobs": len(jobs), "failed": len(failed), "ms": round(elapsed * 1000, 2)})
+        return named
 
     async def _failed(self, queue: InboundQueue, job: Job, exc: Exception) -> None:
         outcome = await queue.fail(job, f"{type(exc).__name__}: {exc}")
@@ -241,3 +313,36 @@ class Worker:
             extra={"type": job.fields.get("type"), "job": job.entry_id, "attempt": job.attempt + 1,
                    "outcome": outcome, "error": type(exc).__name__},
         )  # fmt: skip
+
+
+@dataclass
+class _Turn:
+    """One tenant's batch on its way: read, decided (or failed), then committed."""
+
+    jobs: list[Job]
+    started: float  # perf_counter when it was read
+    batch: Batch | None = None
+    outcome: Outcome | None = None
+    error: Exception | None = None
+
+
+def _by_tenant(jobs: Sequence[Job]) -> list[list[Job]]:
+    """Split jobs into one batch per tenant, in the order each tenant first appears."""
+    by_tenant: dict[str, list[Job]] = {}
+    for job in jobs:
+        by_tenant.setdefault(job.tenant, []).append(job)
+    return list(by_tenant.values())
+
+
+def _stale(turns: Sequence[_Turn], written: set[str]) -> None:
+    """Drop the decisions of batches that read a key the commit just made wrote (a record, which would make their
+    own commit conflict; a set of dependent records, which it would not): they are decided again, from fresh
+    reads, when their turn to commit comes."""
+    if not written:
+        return
+    for turn in turns:
+        outcome = turn.outcome
+        if outcome is not None and not (
+            written.isdisjoint(outcome.plan.checked_keys()) and written.isdisjoint(outcome.dependents_read)
+        ):
+            turn.outcome = None
