@@ -18,6 +18,7 @@ at all. A job whose mapping fails is left out of the batch (the worker schedules
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,9 @@ def event_id() -> str:
     raw[8] = raw[8] & 0x3F | 0x80
     return "evt_" + raw.hex()
 
+
+# Resources decided between two turns of the event loop (see ``RecordWriter.decide``).
+_YIELD_EVERY = 8
 
 # A record's write as a plan's form (``Plan.put``, the key the record's): its field names sent once per commit.
 _RECORD_FORM: Form = ("HSET", ("vid", None, "rev", None, "json", None))
@@ -135,7 +139,11 @@ class RecordWriter:
         groups, found = batch.groups, batch.found
         aggregates: dict[str, Held] = {}
         provided: list[tuple[str, str, set[str]]] = []  # (tenant, source, keys): whose dependents to re-map
-        for group, members in groups.items():
+        for count, (group, members) in enumerate(groups.items(), 1):
+            if not count % _YIELD_EVERY:
+                # Let the event loop run: the commit sent before this batch is decided streams out to Redis
+                # while the socket takes it, instead of waiting for the whole decision.
+                await asyncio.sleep(0)
             tenant, rtype, rid = group
             # Each resource writes straight into the batch's plan; one whose mapping fails is taken out again.
             mark = outcome.plan.mark()
