@@ -77,6 +77,7 @@ class Worker:
         self.name = name or consumer_name()
         self.companions = list(companions)
         self.processed = 0
+        self._promoted: dict[InboundQueue, float] = {}  # when each lane's due retries were last moved back
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; finish and acknowledge the batches in hand before returning."""
@@ -147,15 +148,18 @@ class Worker:
     async def _consume(self, queue: InboundQueue, stop: asyncio.Event) -> None:
         """Read and apply one lane's jobs, with its due retries and the jobs of crashed workers.
 
-        The loop keeps one batch in hand, decided and not yet committed. Each turn reads the next batch (its jobs
-        and what they find) before the batch in hand's commit goes out, then decides it while Redis applies that
-        commit: Redis's work and the worker's overlap instead of taking turns. A record that commit changed makes
-        the next batch decide again (before its own commit, when it is known to have read it). On stop, the batch
-        in hand is committed before the loop returns.
+        The loop works on three batches at once, so that Redis's work and the worker's overlap instead of taking
+        turns: while Redis applies one batch's commit and reads the batch after the next (its jobs, then what they
+        find), the worker decides the next one. A batch that read a record or a set of dependent records one of
+        the two commits before it wrote is decided again, from fresh reads, before its own commit (and any record
+        changed under it still makes that commit conflict). On stop, the batches in hand are applied before the
+        loop returns.
         """
-        next_reclaim = next_promotion = 0.0
+        next_reclaim = 0.0
         settings = self._settings
-        hand: list[_Turn] = []
+        hand: list[_Turn] = []  # decided, not yet committed
+        ahead: asyncio.Future[list[_Turn]] | None = None  # the batch after it, being read
+        written_before: set[str] = set()  # what the commit before the last one wrote
         while not stop.is_set():
             now = time.monotonic()
             tenants = self._tenants
@@ -166,32 +170,54 @@ class Worker:
                     continue
                 if now >= next_reclaim:
                     next_reclaim = now + max(settings.claim_idle_seconds / 2, 0.5)
-                    await self._complete_all(queue, hand)
-                    hand = []
+                    await self._flush(queue, hand, ahead)
+                    hand, ahead = [], None
                     for tenant in tenants:
                         await self._handle_all(queue, await self._reclaim(queue, tenant))
-                if now >= next_promotion:  # retries wait seconds: looking every round would cost a round trip each
-                    next_promotion = now + _PROMOTE_EVERY
-                    for tenant in tenants:
-                        await queue.promote_due(tenant)
-                # With a batch in hand the read does not wait: that batch's commit must not wait for new work.
-                jobs = await queue.read(tenants, self.name, settings.worker_concurrency,
-                                        None if hand else settings.worker_block_ms)  # fmt: skip
-                turns = [await self._read(batch) for batch in _by_tenant(jobs)]
+                if ahead is not None:
+                    reading, ahead = ahead, None
+                    turns = await reading
+                else:  # with a batch in hand the read does not wait: its commit must not wait for new work
+                    turns = await self._fetch(queue, tenants, None if hand else settings.worker_block_ms)
                 committing = None
                 if hand:
                     committing = asyncio.ensure_future(self._complete_all(queue, hand))
                     await asyncio.sleep(0)  # the commit goes out now: deciding yields to nothing until it is done
+                    ahead = asyncio.ensure_future(self._fetch(queue, tenants, None))
                 hand = turns  # committed next turn, or at stop (and after an error here, on the next turn)
                 for turn in turns:
                     await self._decide(queue, turn)
-                if committing is not None:
-                    _stale(turns, await committing)
+                written = await committing if committing is not None else set()
+                _stale(turns, written | written_before)
+                written_before = written
             except Exception:
                 # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
                 log.exception("worker loop error")
                 await asyncio.sleep(1.0)
+        try:
+            await self._flush(queue, hand, ahead)
+        except Exception:  # their jobs stay pending: another worker reclaims them
+            log.exception("worker loop error")
+
+    async def _fetch(self, queue: InboundQueue, tenants: Sequence[str], block_ms: int | None) -> list[_Turn]:
+        """Read a batch of jobs, one batch per tenant, and what their jobs need; move due retries back first (at
+        most every ``_PROMOTE_EVERY`` seconds per lane: they wait seconds, and each look costs a round trip)."""
+        now = time.monotonic()
+        if now >= self._promoted.get(queue, 0.0) + _PROMOTE_EVERY:
+            self._promoted[queue] = now
+            for tenant in tenants:
+                await queue.promote_due(tenant)
+        jobs = await queue.read(tenants, self.name, self._settings.worker_concurrency, block_ms)
+        return [await self._read(batch) for batch in _by_tenant(jobs)]
+
+    async def _flush(
+        self, queue: InboundQueue, hand: Sequence[_Turn], ahead: asyncio.Future[list[_Turn]] | None
+    ) -> None:
+        """Commit the batches in hand, then apply the one being read (read again: it may predate those commits)."""
         await self._complete_all(queue, hand)
+        if ahead is not None:
+            for turn in await ahead:
+                await self.handle(*turn.jobs, queue=queue)
 
     async def drain_round(self, queue: InboundQueue, tenants: Sequence[str], *, block_ms: int | None = None) -> int:
         """Move the tenants' due retries back, read one batch of new jobs and apply it; return the jobs read.

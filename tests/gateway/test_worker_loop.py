@@ -168,3 +168,38 @@ async def test_a_worker_stopped_with_a_batch_decided_commits_it_before_it_exits(
     assert await _types(edge) == ["appointment.created"]
     counts = await edge.services.inbound.counts("clinic-a")
     assert (counts.queued, counts.pending, counts.backlog) == (0, 0, 0)
+
+
+async def test_a_goal_read_two_batches_after_its_plan_still_reaches_the_plan(edge: Gateway, worker: Worker) -> None:
+    """The loop reads the batch after the next while a commit is on its way: here the goal's batch reads who
+    depends on the goal before the plan's commit (two batches earlier, held back) is applied."""
+    await edge.ehr("PUT", "/CarePlan/cp1", json=careplan())
+    await edge.ehr("PUT", "/Appointment/between", json=appointment(id="between"))
+    stored: list[str] = []
+
+    async def store_goal(tenant: str, needs: list[str]) -> None:
+        if not stored:
+            stored.append("Goal/g1")
+            response = await edge.ehr("PUT", "/Goal/g1", json=goal())
+            assert response.status_code == 201, response.text
+
+    _hook(worker._records, "_related", store_goal)
+    commit = worker._committer.commit
+    commits: list[Plan] = []
+
+    async def late_first_commit(plan: Plan) -> list[str]:
+        commits.append(plan)
+        if len(commits) == 1:
+            await asyncio.sleep(0.3)  # the plan's commit reaches Redis after the goal's batch was read
+        return await commit(plan)
+
+    worker._committer.commit = late_first_commit  # type: ignore[method-assign]
+    async with working(worker):
+        await _drained(edge)
+
+        async def resolved() -> bool:
+            plan = (await edge.platform("/treatment-plans/cp1")).json()
+            return bool(plan["goals"][0]["resolved"])
+
+        await until(resolved, "the plan to show its goal")
+    assert (await edge.platform("/treatment-plans/cp1")).json()["goals"][0]["description"] == "PHQ-9 score below 5"
