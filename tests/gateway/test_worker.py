@@ -21,13 +21,6 @@ from tests.support import until
 
 
 @pytest.fixture
-async def edge(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
-    """The app without a worker: jobs stay queued until a test runs one."""
-    async with running(settings, clients, with_worker=False) as gw:
-        yield gw
-
-
-@pytest.fixture
 async def worker(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Worker]:
     services = Services.build(settings, clients)
     yield services.worker(name="test-worker")

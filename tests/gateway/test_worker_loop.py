@@ -18,17 +18,10 @@ from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Plan
 from gateway.work.worker import Worker
-from tests.conftest import Gateway, running
+from tests.conftest import Gateway
 from tests.gateway.fixtures import appointment
 from tests.gateway.test_treatment_plan_flow import careplan, goal
 from tests.support import until
-
-
-@pytest.fixture
-async def edge(settings: Settings, clients: ClientsConfig) -> AsyncIterator[Gateway]:
-    """The app without a worker: jobs stay queued until a test runs one."""
-    async with running(settings, clients, with_worker=False) as gw:
-        yield gw
 
 
 @pytest.fixture
@@ -76,6 +69,24 @@ def _hook(owner: Any, name: str, after: Callable[..., Awaitable[None]]) -> list[
 
     setattr(owner, name, hooked)
     return calls
+
+
+def _store_goal_once_the_plan_read_it(edge: Gateway, worker: Worker) -> None:
+    """Store Goal/g1 right after the worker read, for the plan cp1, the goal it needs (not there yet)."""
+    stored: list[str] = []
+
+    async def store_goal(tenant: str, needs: list[str]) -> None:
+        if not stored:
+            stored.append("Goal/g1")
+            response = await edge.ehr("PUT", "/Goal/g1", json=goal())
+            assert response.status_code == 201, response.text
+
+    _hook(worker._records, "_related", store_goal)
+
+
+async def _goal_resolved(edge: Gateway) -> bool:
+    plan = (await edge.platform("/treatment-plans/cp1")).json()
+    return bool(plan["goals"][0]["resolved"])
 
 
 async def test_the_next_batch_is_decided_while_the_one_before_it_commits(edge: Gateway, worker: Worker) -> None:
@@ -132,23 +143,10 @@ async def test_a_goal_stored_while_its_plan_commits_still_reaches_the_plan(edge:
     batch looks for the records that read it before the plan's commit adds the plan to them. The goal's batch
     is decided again once that commit is in, so the plan is mapped again with its goal."""
     await edge.ehr("PUT", "/CarePlan/cp1", json=careplan())
-    stored: list[str] = []
-
-    async def store_goal(tenant: str, needs: list[str]) -> None:
-        if not stored:
-            stored.append("Goal/g1")
-            response = await edge.ehr("PUT", "/Goal/g1", json=goal())
-            assert response.status_code == 201, response.text
-
-    _hook(worker._records, "_related", store_goal)
+    _store_goal_once_the_plan_read_it(edge, worker)
     async with working(worker):
         await _drained(edge)
-
-        async def resolved() -> bool:
-            plan = (await edge.platform("/treatment-plans/cp1")).json()
-            return bool(plan["goals"][0]["resolved"])
-
-        await until(resolved, "the plan to show its goal")
+        await until(lambda: _goal_resolved(edge), "the plan to show its goal")
     plan = (await edge.platform("/treatment-plans/cp1")).json()
     assert plan["goals"][0]["description"] == "PHQ-9 score below 5"
     assert await _types(edge) == ["treatment_plan.created", "goal.created", "treatment_plan.updated"]
@@ -175,15 +173,7 @@ async def test_a_goal_read_two_batches_after_its_plan_still_reaches_the_plan(edg
     depends on the goal before the plan's commit (two batches earlier, held back) is applied."""
     await edge.ehr("PUT", "/CarePlan/cp1", json=careplan())
     await edge.ehr("PUT", "/Appointment/between", json=appointment(id="between"))
-    stored: list[str] = []
-
-    async def store_goal(tenant: str, needs: list[str]) -> None:
-        if not stored:
-            stored.append("Goal/g1")
-            response = await edge.ehr("PUT", "/Goal/g1", json=goal())
-            assert response.status_code == 201, response.text
-
-    _hook(worker._records, "_related", store_goal)
+    _store_goal_once_the_plan_read_it(edge, worker)
     commit = worker._committer.commit
     commits: list[Plan] = []
 
@@ -196,10 +186,5 @@ async def test_a_goal_read_two_batches_after_its_plan_still_reaches_the_plan(edg
     worker._committer.commit = late_first_commit  # type: ignore[method-assign]
     async with working(worker):
         await _drained(edge)
-
-        async def resolved() -> bool:
-            plan = (await edge.platform("/treatment-plans/cp1")).json()
-            return bool(plan["goals"][0]["resolved"])
-
-        await until(resolved, "the plan to show its goal")
+        await until(lambda: _goal_resolved(edge), "the plan to show its goal")
     assert (await edge.platform("/treatment-plans/cp1")).json()["goals"][0]["description"] == "PHQ-9 score below 5"
