@@ -159,7 +159,7 @@ class Worker:
         settings = self._settings
         hand: list[_Turn] = []  # decided, not yet committed
         ahead: asyncio.Future[list[_Turn]] | None = None  # the batch after it, being read
-        written_before: set[str] = set()  # what the commit before the last one wrote
+        written_before: set[str] | None = set()  # what the commit before the last one wrote (None: not known)
         while not stop.is_set():
             now = time.monotonic()
             tenants = self._tenants
@@ -170,8 +170,8 @@ class Worker:
                     continue
                 if now >= next_reclaim:
                     next_reclaim = now + max(settings.claim_idle_seconds / 2, 0.5)
-                    await self._flush(queue, hand, ahead)
-                    hand, ahead = [], None
+                    flushing, reading, hand, ahead = hand, ahead, [], None
+                    await self._flush(queue, flushing, reading)
                     for tenant in tenants:
                         await self._handle_all(queue, await self._reclaim(queue, tenant))
                 if ahead is not None:
@@ -188,11 +188,14 @@ class Worker:
                 for turn in turns:
                     await self._decide(queue, turn)
                 written = await committing if committing is not None else set()
-                _stale(turns, written | written_before)
+                _stale(turns, None if written is None or written_before is None else written | written_before)
                 written_before = written
             except Exception:
-                # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
+                # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on. What
+                # a failed commit wrote is not known: the batches decided meanwhile are decided again.
                 log.exception("worker loop error")
+                _stale(hand, None)
+                written_before = None
                 await asyncio.sleep(1.0)
         try:
             await self._flush(queue, hand, ahead)
@@ -276,20 +279,22 @@ class Worker:
         queue.settle_all(outcome.plan, [job for job in turn.jobs if job.entry_id not in outcome.failed])
         turn.outcome = outcome
 
-    async def _complete_all(self, queue: InboundQueue, turns: Sequence[_Turn]) -> set[str]:
-        """Commit the batches; return the keys their commits named."""
-        written: set[str] = set()
+    async def _complete_all(self, queue: InboundQueue, turns: Sequence[_Turn]) -> set[str] | None:
+        """Commit the batches; return the keys their commits named (None: not known, a commit failed)."""
+        written: set[str] | None = set()
         for turn in turns:
-            written |= await self._complete(queue, turn)
+            named = await self._complete(queue, turn)
+            written = None if written is None or named is None else written | named
         return written
 
-    async def _complete(self, queue: InboundQueue, turn: _Turn) -> set[str]:
+    async def _complete(self, queue: InboundQueue, turn: _Turn) -> set[str] | None:
         """Commit a decided batch, deciding it again while a concurrent write changed what it read; schedule the
-        retry of each job that failed. Return the keys the commit named (none when nothing was committed)."""
+        retry of each job that failed. Return the keys the commit named: none when the batch decided nothing to
+        commit, None when the commit failed (an error may come after Redis applied it)."""
         jobs = turn.jobs
         failed: dict[str, Exception] = {}
         events: dict[str, list[str]] = {}
-        named: set[str] = set()
+        named: set[str] | None = set()
         try:
             if turn.error is not None:
                 raise turn.error
@@ -310,6 +315,7 @@ class Worker:
                 failed = {job.entry_id: RuntimeError("records kept changing under the batch") for job in jobs}
         except Exception as exc:  # Redis, or a bug outside one job's mapping: every job is tried again
             failed = {job.entry_id: exc for job in jobs}
+            named = None
         elapsed = (time.perf_counter() - turn.started) / len(jobs)
         # Metrics are counted per batch: a labelled series looked up once per batch, not once per job.
         outcomes: Counter[tuple[str, str]] = Counter()
@@ -360,15 +366,15 @@ def _by_tenant(jobs: Sequence[Job]) -> list[list[Job]]:
     return list(by_tenant.values())
 
 
-def _stale(turns: Sequence[_Turn], written: set[str]) -> None:
-    """Drop the decisions of batches that read a key the commit just made wrote (a record, which would make their
-    own commit conflict; a set of dependent records, which it would not): they are decided again, from fresh
-    reads, when their turn to commit comes."""
-    if not written:
-        return
+def _stale(turns: Sequence[_Turn], written: set[str] | None) -> None:
+    """Drop the decisions of batches that read a key the commits just made wrote (a record, which would make their
+    own commit conflict; a set of dependent records, which it would not), or all of them when what was written is
+    not known (None): they are decided again, from fresh reads, when their turn to commit comes."""
     for turn in turns:
         outcome = turn.outcome
-        if outcome is not None and not (
+        if outcome is None:
+            continue
+        if written is None or not (
             written.isdisjoint(outcome.plan.checked_keys()) and written.isdisjoint(outcome.dependents_read)
         ):
             turn.outcome = None

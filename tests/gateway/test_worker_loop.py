@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
@@ -188,3 +189,28 @@ async def test_a_goal_read_two_batches_after_its_plan_still_reaches_the_plan(edg
         await _drained(edge)
         await until(lambda: _goal_resolved(edge), "the plan to show its goal")
     assert (await edge.platform("/treatment-plans/cp1")).json()["goals"][0]["description"] == "PHQ-9 score below 5"
+
+
+async def test_a_commit_whose_answer_is_lost_makes_the_batch_after_it_decide_again(
+    edge: Gateway, worker: Worker
+) -> None:
+    """Redis applies the plan's commit but the connection drops before its answer: what it wrote is not known, so
+    the goal's batch, decided meanwhile, is decided again and the plan still reaches its goal."""
+    await edge.ehr("PUT", "/CarePlan/cp1", json=careplan())
+    _store_goal_once_the_plan_read_it(edge, worker)
+    commit = worker._committer.commit
+    commits: list[Plan] = []
+
+    async def answer_lost(plan: Plan) -> list[str]:
+        commits.append(plan)
+        written = await commit(plan)
+        if len(commits) == 1:
+            raise RedisConnectionError("Connection reset by peer")
+        return written
+
+    worker._committer.commit = answer_lost  # type: ignore[method-assign]
+    async with working(worker):
+        await _drained(edge)
+        await until(lambda: _goal_resolved(edge), "the plan to show its goal")
+    assert (await edge.platform("/treatment-plans/cp1")).json()["goals"][0]["description"] == "PHQ-9 score below 5"
+    assert (await edge.services.inbound.counts("clinic-a")).dead == 0
