@@ -86,10 +86,10 @@ class Plan:
         """Require a set to hold exactly ``members``."""
         self.checks.append(["members", self.key(key), None, "\n".join(sorted(members))])
 
-    def checked_keys(self) -> set[str]:
-        """Return the keys the plan's checks read."""
+    def checked_keys(self, field_name: str) -> set[str]:
+        """Return the keys whose hash field ``field_name`` the plan's checks read."""
         keys = self.keys
-        return {keys[check[1] - 1] for check in self.checks}
+        return {keys[check[1] - 1] for check in self.checks if check[2] == field_name}
 
     def write(self, command: str, key: str, *args: Value) -> None:
         """Append a write command on ``key`` (redis-py sends str, bytes, int and float as Redis reads them)."""

@@ -4,6 +4,7 @@ canonical URL, and the backlog check made before a body is read."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -16,16 +17,17 @@ from gateway.store import audit, compact
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Current
+from gateway.store.plan import Plan
 
-# The current version's body in one round trip: {0} never existed, {1} deleted, {2, body} (a body "" is a
-# deletion), {3} when the version the current state names has no body (never so unless the store was damaged).
+# The current version's body in one round trip: {0} never existed, {1, vid} deleted, {2, body, vid} (a body "" is
+# a deletion), {3, vid} when the version the current state names has no body (never so unless the store was damaged).
 _READ_CURRENT = """
 local state = redis.call("HMGET", KEYS[1], "vid", "deleted")
 if not state[1] then return {0} end
-if state[2] == "1" then return {1} end
+if state[2] == "1" then return {1, state[1]} end
 local body = redis.call("HGET", KEYS[2], state[1])
-if not body then return {3} end
-return {2, body}
+if not body then return {3, state[1]} end
+return {2, body, state[1]}
 """
 
 
@@ -36,6 +38,23 @@ def _body(rtype: str, raw: bytes | str | None) -> bytes:
     if not raw:
         raise Gone(f"that version of the {rtype} is a deletion", expression=rtype)
     return raw if isinstance(raw, bytes) else raw.encode()
+
+
+@dataclass
+class Seen:
+    """The state reads found, for a plan to require it unchanged at its commit (``expect_in``): the worker maps a
+    record from the resources it reads, and a resource changed between the read and the commit must make the
+    commit conflict (its job may already have looked for the records that read it, before this one was listed)."""
+
+    versions: list[tuple[str, str | None]] = field(default_factory=list)  # current-state key, its vid (None: none)
+    members: list[tuple[str, list[str]]] = field(default_factory=list)  # canonical URL index key, its members
+
+    def expect_in(self, plan: Plan) -> None:
+        """Add to ``plan`` the checks that what was read is still so."""
+        for key, vid in self.versions:
+            plan.expect_field(key, "vid", vid)
+        for key, members in self.members:
+            plan.expect_members(key, members)
 
 
 class Reads:
@@ -49,9 +68,9 @@ class Reads:
         """Return the current state of a resource, or None if it never existed."""
         return Current.from_hash(await self._redis.hgetall(self._keys.current(tenant, rtype, rid)))
 
-    async def read(self, tenant: str, rtype: str, rid: str) -> dict[str, Any]:
-        """Return the current version, or raise NotFound / Gone."""
-        result: dict[str, Any] = encoding.loads(await self._current_body(tenant, rtype, rid))
+    async def read(self, tenant: str, rtype: str, rid: str, seen: Seen | None = None) -> dict[str, Any]:
+        """Return the current version, or raise NotFound / Gone; note in ``seen`` the version read."""
+        result: dict[str, Any] = encoding.loads(await self._current_body(tenant, rtype, rid, seen))
         audit.note_read(result)
         return result
 
@@ -73,11 +92,13 @@ class Reads:
         compact.note_read(raw)
         return raw
 
-    async def _current_body(self, tenant: str, rtype: str, rid: str) -> bytes:
+    async def _current_body(self, tenant: str, rtype: str, rid: str, seen: Seen | None = None) -> bytes:
         """Return the current version's body, or raise NotFound / Gone: in one round trip (``_READ_CURRENT``)."""
         keys = [self._keys.current(tenant, rtype, rid), self._keys.history(tenant, rtype, rid)]
         reply = await self._read_current(keys=keys)
         state = int(reply[0])
+        if seen is not None:
+            seen.versions.append((keys[0], text(reply[-1]) if state else None))
         if state == 0:
             raise NotFound(f"no {rtype} has that id", expression=rtype)
         if state == 1:
@@ -96,24 +117,38 @@ class Reads:
         raw = await self._redis.hget(self._keys.issues(tenant, rtype, rid), str(vid))
         return encoding.loads(raw) if raw else None
 
-    async def by_canonical(self, tenant: str, rtype: str, url: str) -> list[dict[str, Any]]:
-        """Return the live resources whose canonical URL is ``url`` (``url|version``, or failing that ``url``)."""
+    async def by_canonical(self, tenant: str, rtype: str, url: str, seen: Seen | None = None) -> list[dict[str, Any]]:
+        """Return the live resources whose canonical URL is ``url`` (``url|version``, or failing that ``url``); note
+        in ``seen`` the index members and versions read."""
         for candidate in dict.fromkeys([url, url.partition("|")[0]]):
-            members = await self._redis.smembers(self._keys.url_index(tenant, rtype, candidate))
-            if found := await self.read_many(tenant, rtype, sorted(text(m) for m in members)):
+            key = self._keys.url_index(tenant, rtype, candidate)
+            ids = sorted(text(m) for m in await self._redis.smembers(key))
+            if seen is not None:
+                seen.members.append((key, ids))
+            if found := await self.read_many(tenant, rtype, ids, seen):
                 return found
         return []
 
-    async def read_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+    async def read_many(
+        self, tenant: str, rtype: str, ids: Sequence[str], seen: Seen | None = None
+    ) -> list[dict[str, Any]]:
         """Return the current versions of ``ids`` that exist and are not deleted, in order."""
-        return [encoding.loads(raw) for _, raw in await self.read_many_json(tenant, rtype, ids)]
+        return [encoding.loads(raw) for _, raw in await self.read_many_json(tenant, rtype, ids, seen)]
 
-    async def read_many_json(self, tenant: str, rtype: str, ids: Sequence[str]) -> list[tuple[str, bytes]]:
-        """Return the id and stored JSON of the current versions of ``ids`` that exist and are not deleted, in order."""
+    async def read_many_json(
+        self, tenant: str, rtype: str, ids: Sequence[str], seen: Seen | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Return the id and stored JSON of the current versions of ``ids`` that exist and are not deleted, in order;
+        note in ``seen`` the versions read."""
         pipe = self._redis.pipeline(transaction=False)
         for rid in ids:
             pipe.hmget(self._keys.current(tenant, rtype, rid), ["vid", "deleted"])
         states = await pipe.execute()
+        if seen is not None:
+            seen.versions += [
+                (self._keys.current(tenant, rtype, rid), text(vid) if vid is not None else None)
+                for rid, (vid, _) in zip(ids, states, strict=True)
+            ]
         pipe = self._redis.pipeline(transaction=False)
         wanted = []
         for rid, (vid, deleted) in zip(ids, states, strict=True):

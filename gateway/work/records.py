@@ -38,6 +38,7 @@ from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
 from gateway.store.keys import Keyspace, lane
 from gateway.store.plan import Form
+from gateway.store.reads import Seen
 from gateway.work.held import Found, Held, HeldReader, Wanted
 from gateway.work.inbound import Job
 from mappers.context import MapContext
@@ -79,9 +80,6 @@ class Outcome:
     plan: Plan
     events: dict[str, list[str]] = field(default_factory=dict)  # job entry id -> event types
     failed: dict[str, Exception] = field(default_factory=dict)  # job entry id -> why
-    # The sets of dependent records the decision read, which its plan does not check: a batch decided before the
-    # commit before it applied must be decided again if that commit added to one (``Worker``'s overlap).
-    dependents_read: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -124,9 +122,9 @@ class RecordWriter:
     async def read(self, jobs: Sequence[Job]) -> Batch:
         """Read what ``jobs`` need to be decided (one round trip per tenant): the first half of ``plan``.
 
-        The worker reads its next batch before it sends the current one's commit, then decides it while Redis
-        applies that commit. A record that commit changes makes this batch's own commit conflict, and the batch is
-        read and decided again.
+        The worker reads its next batches before it sends the current one's commit, and decides them while Redis
+        applies it. A record or related resource that commit changes makes this batch's own commit conflict, and
+        the batch is read and decided again.
         """
         groups: dict[tuple[str, str, str], list[Job]] = {}
         for job in jobs:
@@ -167,7 +165,6 @@ class RecordWriter:
                 provided.append((tenant, f"{rtype}/{rid}", gives))
         known = {(tenant, f"{rtype}/{rid}"): seen.dependents for (tenant, rtype, rid), seen in found.items()}
         await self._refreshes(provided, outcome.plan, known)
-        outcome.dependents_read = {self.keys.dependents(t, key) for t, _, gives in provided for key in gives}
         for agg in aggregates.values():
             if agg.changed:
                 outcome.plan.expect_field(agg.key, "rev", str(agg.rev) if agg.rev else None)
@@ -243,7 +240,7 @@ class RecordWriter:
                 meta = resource.get("meta", {})
                 evid, elu = ehr_meta.read(meta)
                 needs = family.needs(resource)
-                related = await self._related(tenant, needs) if needs else None
+                related = await self._related(tenant, needs, plan) if needs else None
                 ctx = self._context(tenant, version, meta.get("lastUpdated", ""), evid, elu, related)
                 record = family.to_platform(resource, ctx)
                 provided |= {source, *(canonical_key(rtype, url) for url in canonical_urls(resource))}
@@ -375,22 +372,30 @@ class RecordWriter:
             provided |= {canonical_key(job.rtype, url) for url in canonical_urls(resource)}
         return [[] for _ in jobs], provided
 
-    async def _related(self, tenant: str, needs: list[str]) -> dict[str, Mapping[str, Any]]:
-        """Read the stored resources a mapping needs; a key the gateway does not hold is left out."""
+    async def _related(self, tenant: str, needs: list[str], plan: Plan) -> dict[str, Mapping[str, Any]]:
+        """Read the stored resources a mapping needs; a key the gateway does not hold is left out.
+
+        ``plan`` requires what was read unchanged at its commit: a resource the EHR changes meanwhile makes the
+        commit conflict and the batch map the record again, from the new version. Without it, the new version's
+        job could look for the records that read the resource before this commit lists this one, and the record
+        would keep showing the old version.
+        """
         found: dict[str, Mapping[str, Any]] = {}
+        seen = Seen()
         for need in needs:
             rtype, sep, query = need.partition("?url=")
             if sep:
-                candidates = await self._store.by_canonical(tenant, rtype, query)
+                candidates = await self._store.by_canonical(tenant, rtype, query, seen)
                 if candidates:
                     # Several resources may claim one canonical URL: the most recently stored wins.
                     found[need] = max(candidates, key=lambda r: str(r.get("meta", {}).get("lastUpdated", "")))
                 continue
             rtype, _, rid = need.partition("/")
             try:
-                found[need] = await self._store.read(tenant, rtype, rid)
+                found[need] = await self._store.read(tenant, rtype, rid, seen)
             except NotFound:
                 continue
+        seen.expect_in(plan)
         return found
 
     async def _refreshes(

@@ -35,6 +35,9 @@ from gateway.work.records import Batch, Outcome, RecordWriter
 
 log = logging.getLogger("gateway.worker")
 
+# The field of a record's (and an aggregate's) hash that every write bumps and a plan checks.
+_REV = "rev"
+
 # Seconds between two moves of due retries back onto the streams, at most (they are due after a backoff of seconds).
 _PROMOTE_EVERY = 0.05
 
@@ -150,16 +153,17 @@ class Worker:
 
         The loop works on three batches at once, so that Redis's work and the worker's overlap instead of taking
         turns: while Redis applies one batch's commit and reads the batch after the next (its jobs, then what they
-        find), the worker decides the next one. A batch that read a record or a set of dependent records one of
-        the two commits before it wrote is decided again, from fresh reads, before its own commit (and any record
-        changed under it still makes that commit conflict). On stop, the batches in hand are applied before the
-        loop returns.
+        find), the worker decides the next one. A batch decided from reads older than a commit is as safe as two
+        workers' batches: its commit checks every record and related resource it read, and conflicts if one
+        changed. A batch known to have read a record one of the two commits before it wrote is decided again
+        before its commit instead of sending a commit bound to conflict. On stop, the batches in hand are applied
+        before the loop returns.
         """
         next_reclaim = 0.0
         settings = self._settings
         hand: list[_Turn] = []  # decided, not yet committed
         ahead: asyncio.Future[list[_Turn]] | None = None  # the batch after it, being read
-        written_before: set[str] | None = set()  # what the commit before the last one wrote (None: not known)
+        written_before: set[str] = set()  # what the commit before the last one wrote
         while not stop.is_set():
             now = time.monotonic()
             tenants = self._tenants
@@ -188,14 +192,11 @@ class Worker:
                 for turn in turns:
                     await self._decide(queue, turn)
                 written = await committing if committing is not None else set()
-                _stale(turns, None if written is None or written_before is None else written | written_before)
+                _stale(turns, written | written_before)
                 written_before = written
             except Exception:
-                # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on. What
-                # a failed commit wrote is not known: the batches decided meanwhile are decided again.
+                # Redis gone or a bug outside one job: nothing is lost (jobs stay pending); pause and go on.
                 log.exception("worker loop error")
-                _stale(hand, None)
-                written_before = None
                 await asyncio.sleep(1.0)
         try:
             await self._flush(queue, hand, ahead)
@@ -279,22 +280,20 @@ class Worker:
         queue.settle_all(outcome.plan, [job for job in turn.jobs if job.entry_id not in outcome.failed])
         turn.outcome = outcome
 
-    async def _complete_all(self, queue: InboundQueue, turns: Sequence[_Turn]) -> set[str] | None:
-        """Commit the batches; return the keys their commits named (None: not known, a commit failed)."""
-        written: set[str] | None = set()
+    async def _complete_all(self, queue: InboundQueue, turns: Sequence[_Turn]) -> set[str]:
+        """Commit the batches; return the keys of the records their commits wrote."""
+        written: set[str] = set()
         for turn in turns:
-            named = await self._complete(queue, turn)
-            written = None if written is None or named is None else written | named
+            written |= await self._complete(queue, turn)
         return written
 
-    async def _complete(self, queue: InboundQueue, turn: _Turn) -> set[str] | None:
+    async def _complete(self, queue: InboundQueue, turn: _Turn) -> set[str]:
         """Commit a decided batch, deciding it again while a concurrent write changed what it read; schedule the
-        retry of each job that failed. Return the keys the commit named: none when the batch decided nothing to
-        commit, None when the commit failed (an error may come after Redis applied it)."""
+        retry of each job that failed. Return the keys of the records the commit wrote (none when it failed)."""
         jobs = turn.jobs
         failed: dict[str, Exception] = {}
         events: dict[str, list[str]] = {}
-        named: set[str] | None = set()
+        written: set[str] = set()
         try:
             if turn.error is not None:
                 raise turn.error
@@ -309,13 +308,12 @@ class Worker:
                     outcome = None
                     continue  # another worker (or this one's previous batch) changed a record it read: decide again
                 failed, events = outcome.failed, outcome.events
-                named = set(outcome.plan.keys)
+                written = outcome.plan.checked_keys(_REV)
                 break
             else:
                 failed = {job.entry_id: RuntimeError("records kept changing under the batch") for job in jobs}
         except Exception as exc:  # Redis, or a bug outside one job's mapping: every job is tried again
             failed = {job.entry_id: exc for job in jobs}
-            named = None
         elapsed = (time.perf_counter() - turn.started) / len(jobs)
         # Metrics are counted per batch: a labelled series looked up once per batch, not once per job.
         outcomes: Counter[tuple[str, str]] = Counter()
@@ -335,7 +333,7 @@ class Worker:
         for event, count in published.items():
             EVENTS.labels(event).inc(count)
         log.debug("batch done", extra={"jobs": len(jobs), "failed": len(failed), "ms": round(elapsed * 1000, 2)})
-        return named
+        return written
 
     async def _failed(self, queue: InboundQueue, job: Job, exc: Exception) -> None:
         outcome = await queue.fail(job, f"{type(exc).__name__}: {exc}")
@@ -366,15 +364,11 @@ def _by_tenant(jobs: Sequence[Job]) -> list[list[Job]]:
     return list(by_tenant.values())
 
 
-def _stale(turns: Sequence[_Turn], written: set[str] | None) -> None:
-    """Drop the decisions of batches that read a key the commits just made wrote (a record, which would make their
-    own commit conflict; a set of dependent records, which it would not), or all of them when what was written is
-    not known (None): they are decided again, from fresh reads, when their turn to commit comes."""
+def _stale(turns: Sequence[_Turn], written: set[str]) -> None:
+    """Drop the decisions of batches that read a record the commits just made wrote: their commits would conflict,
+    so they are decided again, from fresh reads, when their turn to commit comes."""
+    if not written:
+        return
     for turn in turns:
-        outcome = turn.outcome
-        if outcome is None:
-            continue
-        if written is None or not (
-            written.isdisjoint(outcome.plan.checked_keys()) and written.isdisjoint(outcome.dependents_read)
-        ):
+        if turn.outcome is not None and not written.isdisjoint(turn.outcome.plan.checked_keys(_REV)):
             turn.outcome = None

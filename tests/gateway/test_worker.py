@@ -17,6 +17,7 @@ from gateway.work.worker import Worker
 from mappers import registry
 from tests.conftest import Gateway, running
 from tests.gateway.fixtures import appointment
+from tests.gateway.test_treatment_plan_flow import careplan, goal
 from tests.support import until
 
 
@@ -196,3 +197,38 @@ async def test_a_batch_acknowledged_together_leaves_no_job_pending_however_large
     await Committer(redis).commit(plan)
     assert (await queue.counts("clinic-a")).pending == 0
     assert await queue.backlog("clinic-a") == 0
+
+
+async def test_a_goal_changed_while_another_worker_maps_its_plan_reaches_the_plan(
+    edge: Gateway, worker: Worker, settings: Settings, clients: ClientsConfig
+) -> None:
+    """One worker maps a plan from its goal; meanwhile the EHR changes the goal and another worker applies the
+    change, looking for the records that read the goal before the plan's commit lists the plan. The plan's
+    commit conflicts on the goal it read, and the plan is mapped again from the new goal, not left showing the
+    old one."""
+    await edge.ehr("PUT", "/Goal/g1", json=goal())
+    await edge.ehr("PUT", "/CarePlan/cp1", json=careplan())
+    first_goal, plan_job = await _read_all(worker)
+    await worker.handle(first_goal)
+    other_services = Services.build(settings, clients)
+    other = other_services.worker(name="other-worker")
+    related = worker._records._related
+    changed: list[dict[str, Any]] = []
+
+    async def goal_changes_meanwhile(*args: Any) -> Any:
+        found = await related(*args)
+        if not changed:
+            changed.append(goal(description={"text": "PHQ-9 score below 10"}))
+            await edge.ehr("PUT", "/Goal/g1", json=changed[0])
+            await other.handle(*await _read_all(other, "other-worker"))
+        return found
+
+    worker._records._related = goal_changes_meanwhile  # type: ignore[method-assign]
+    try:
+        await worker.handle(plan_job)
+        while jobs := await _read_all(worker):  # a refresh, had one been queued
+            await worker.handle(*jobs)
+    finally:
+        await other_services.aclose()
+    plan = (await edge.platform("/treatment-plans/cp1")).json()
+    assert plan["goals"][0]["description"] == "PHQ-9 score below 10"
