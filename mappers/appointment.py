@@ -172,45 +172,48 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     can_reschedule = _flag(resource, vendor.appointment_reschedulable_extension, read)
     practice = _extension_ref(resource, vendor.practice_extension, read)
     department = _department(resource, participants, vendor, read)
-    return Appointment(
-        id=fhir_id,
-        status=STATUS.get(fhir_status.strip().lower(), "unknown"),
-        fhir_status=fhir_status,
-        start=instant_text(resource.get("start"), ctx.timezone),
-        end=instant_text(resource.get("end"), ctx.timezone),
-        timezone=ctx.timezone,
-        minutes_duration=_minutes(resource.get("minutesDuration"), start, end),
-        patient=next((p.actor for p in participants if p.kind == "patient"), None),
-        practitioners=[
-            p.actor for p in participants if p.actor is not None and p.kind in ("practitioner", "practitioner_role")
-        ],
-        participants=participants,
-        service_type=service_type,
-        appointment_type=appointment_type,
-        service_category=service_category,
-        specialty=concepts(resource.get("specialty")),
-        reason=_reasons(resource),
-        description=text(resource.get("description")),
-        patient_instruction=text(resource.get("patientInstruction")),
-        comment=text(resource.get("comment")),
-        # R4 spells it with one "l"; R5 and some EHRs with two.
-        cancellation_reason=concept(resource.get("cancelationReason") or resource.get("cancellationReason")),
-        based_on=refs(resource.get("basedOn")),
-        slot=refs(resource.get("slot")),
-        modality=strongest(
-            from_concepts([*service_type, *([appointment_type] if appointment_type else []), *service_category]),
-            service_modality,
-            "video" if rooms or video_link else None,
-        ),
-        video_link=video_link,
-        can_cancel=can_cancel,
-        can_reschedule=can_reschedule,
-        rescheduled_from=_replaces(resource),
-        practice=practice,
-        department=department,
-        unmapped=_unmapped(resource, read, contained_read=rooms),
-        security=security_labels(resource),
-        source=ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
+    # A dict, not keywords: validating one costs the model a third less (no keyword arguments to gather).
+    return Appointment.model_validate(
+        {
+            "id": fhir_id,
+            "status": STATUS.get(fhir_status.strip().lower(), "unknown"),
+            "fhir_status": fhir_status,
+            "start": instant_text(resource.get("start"), ctx.timezone),
+            "end": instant_text(resource.get("end"), ctx.timezone),
+            "timezone": ctx.timezone,
+            "minutes_duration": _minutes(resource.get("minutesDuration"), start, end),
+            "patient": next((p.actor for p in participants if p.kind == "patient"), None),
+            "practitioners": [
+                p.actor for p in participants if p.actor is not None and p.kind in ("practitioner", "practitioner_role")
+            ],
+            "participants": participants,
+            "service_type": service_type,
+            "appointment_type": appointment_type,
+            "service_category": service_category,
+            "specialty": concepts(resource.get("specialty")),
+            "reason": _reasons(resource),
+            "description": text(resource.get("description")),
+            "patient_instruction": text(resource.get("patientInstruction")),
+            "comment": text(resource.get("comment")),
+            # R4 spells it with one "l"; R5 and some EHRs with two.
+            "cancellation_reason": concept(resource.get("cancelationReason") or resource.get("cancellationReason")),
+            "based_on": refs(resource.get("basedOn")),
+            "slot": refs(resource.get("slot")),
+            "modality": strongest(
+                from_concepts([*service_type, *([appointment_type] if appointment_type else []), *service_category]),
+                service_modality,
+                "video" if rooms or video_link else None,
+            ),
+            "video_link": video_link,
+            "can_cancel": can_cancel,
+            "can_reschedule": can_reschedule,
+            "rescheduled_from": _replaces(resource),
+            "practice": practice,
+            "department": department,
+            "unmapped": _unmapped(resource, read, contained_read=rooms),
+            "security": security_labels(resource),
+            "source": ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
+        }
     )
 
 

@@ -6,6 +6,7 @@ reference declares (``urn:uuid:`` and display-only references), else it is ``oth
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -61,12 +62,20 @@ def kind_of(value: object) -> ParticipantKind:
     if not isinstance(value, MAPPING):
         return "other"
     reference = text(value.get("reference"))
-    match = _REFERENCE.search(reference) if reference else None
-    if match is not None:
-        return _KIND.get(match.group(1), "other")
+    kind = _literal_kind(reference) if reference else None
+    if kind is not None:
+        return kind
     # urn:uuid: and identifier-only references may still say their type, as a name or a profile URL.
     declared = text(value.get("type"))
     return _KIND.get(declared.rsplit("/", 1)[-1], "other") if declared else "other"
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_kind(reference: str) -> ParticipantKind | None:
+    """Return the kind a literal reference names, or None when it is no literal reference (read once per reference:
+    an EHR's appointments name the same practitioners and patients again and again)."""
+    match = _REFERENCE.search(reference)
+    return _KIND.get(match.group(1), "other") if match is not None else None
 
 
 def participant(value: object) -> Participant:
@@ -75,12 +84,13 @@ def participant(value: object) -> Participant:
         return Participant()
     actor = value.get("actor")
     who = ref(actor)
+    roles = value.get("type")
     return Participant(
         actor=who,
         kind=kind_of(actor) if who is not None else "other",
         required=text(value.get("required")),
         status=text(value.get("status")),
-        roles=concepts(value.get("type")),
+        roles=concepts(roles) if roles is not None else [],
     )
 
 

@@ -238,12 +238,15 @@ class RecordWriter:
             else:
                 resource = encoding.loads(raw)
                 meta = resource.get("meta", {})
-                evid, elu = ehr_meta.read(meta)
+                # The EHR's version rides in the stored meta's extensions: most versions have none to read.
+                evid, elu = ehr_meta.read(meta) if "extension" in meta else (None, None)
                 needs = family.needs(resource)
                 related = await self._related(tenant, needs, plan) if needs else None
                 ctx = self._context(tenant, version, meta.get("lastUpdated", ""), evid, elu, related)
                 record = family.to_platform(resource, ctx)
-                provided |= {source, *(canonical_key(rtype, url) for url in canonical_urls(resource))}
+                provided.add(source)
+                if "url" in resource:  # a definitional resource: what reads it by canonical URL is mapped again too
+                    provided.update(canonical_key(rtype, url) for url in canonical_urls(resource))
                 for need in needs:
                     plan.write("SADD", self.keys.dependents(tenant, need), source)
                 if pending:
@@ -279,7 +282,7 @@ class RecordWriter:
                     flags = list(getattr(record, "risk_flags", []))
                     self._risks.raise_in(plan, tenant, event_id, family.record_type, record.id, flags)
         aggregates.update(folds)
-        newest = max(jobs, key=lambda j: j.vid)
+        newest = jobs[0] if len(jobs) == 1 else max(jobs, key=lambda j: j.vid)
         gives = provided | {source} if last_vid != held.vid and not refresh_only else set()
         return [[e for e, _ in events] if job is newest else [] for job in jobs], gives
 
