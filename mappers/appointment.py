@@ -350,9 +350,11 @@ def _extension_ref(resource: Mapping[str, Any], url: str | None, read: set[str])
 
 
 def _replaces(resource: Mapping[str, Any]) -> Ref | None:
-    found = _extension_ref(resource, REPLACES, set())
+    found = _extension_ref(resource, REPLACES, set()) if "extension" in resource else None
+    if found is not None or "replaces" not in resource:
+        return found
     # An R5 server, or a lenient feed, may send the element itself.
-    return found or next(iter(refs(resource.get("replaces"))), None)
+    return next(iter(refs(resource.get("replaces"))), None)
 
 
 def _department(

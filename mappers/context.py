@@ -37,15 +37,18 @@ class MapContext:
 
     def source(self, fhir_type: str, fhir_id: str, identifiers: Sequence[Identifier] = ()) -> Source:
         """Build the source reference of a record made from this stored version."""
-        return Source(
-            tenant=self.tenant,
-            vendor=self.vendor,
-            fhir_type=fhir_type,
-            fhir_id=fhir_id,
-            version_id=self.version_id,
-            last_updated=self.last_updated,
-            ehr_version_id=self.ehr_version_id,
-            ehr_last_updated=self.ehr_last_updated,
-            identifiers=list(identifiers),
-            fhir_url=f"{fhir_type}/{fhir_id}/_history/{self.version_id}",
+        # A dict, not keywords: validated with no keyword arguments to gather (every record has one).
+        return Source.model_validate(
+            {
+                "tenant": self.tenant,
+                "vendor": self.vendor,
+                "fhir_type": fhir_type,
+                "fhir_id": fhir_id,
+                "version_id": self.version_id,
+                "last_updated": self.last_updated,
+                "ehr_version_id": self.ehr_version_id,
+                "ehr_last_updated": self.ehr_last_updated,
+                "identifiers": list(identifiers),
+                "fhir_url": f"{fhir_type}/{fhir_id}/_history/{self.version_id}",
+            }
         )

@@ -55,7 +55,7 @@ def refs(value: object) -> list[Ref]:
 
 def concept(value: object) -> CodeableText | None:
     """Return a CodeableConcept in compact form, or None when it says nothing."""
-    if not isinstance(value, MAPPING):
+    if value is None or not isinstance(value, MAPPING):  # an absent element, told apart without the ABC's check
         return None
     codings = [
         Coding(system=text(c.get("system")), code=text(c.get("code")), display=text(c.get("display")))
