@@ -345,8 +345,9 @@ class RecordWriter:
             "record_id": record_id,
             **extra,
         }
-        # The record is serialised once and spliced in rather than encoded again for every event.
-        encoded = orjson.dumps(event)[:-1] + b',"record":' + body + b"}"
+        # The record is serialised once and spliced in rather than encoded again for every event (one copy of it).
+        head = orjson.dumps(event)
+        encoded = b"".join((memoryview(head)[:-1], b',"record":', body, b"}"))
         plan.put(feed.ENTRY_FORM, self.keys.feed(tenant), *feed.entry_values(encoded, event_type, codes))
         return str(event["id"])
 
@@ -475,8 +476,11 @@ class RecordWriter:
         self, tenant: str, family: Family[Any], previous: Record | None, record: Record, plan: Plan
     ) -> None:
         k, rt, rid = self.keys, family.record_type, record.id
-        old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
         new = family.index_fields(record) if not record.deleted else {}
+        if previous is record:  # a version the platform sees as the held one: the same indexes, read once
+            old = new
+        else:
+            old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
         for name, key_of in (("patient", k.record_patient_index), ("status", k.record_status_index)):
             before, after = old.get(name), new.get(name)
             if isinstance(before, str) and before != after:
