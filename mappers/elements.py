@@ -48,6 +48,17 @@ def ref(value: object) -> Ref | None:
     return Ref(reference=reference, display=display)
 
 
+def ref_fields(value: object) -> dict[str, str | None] | None:
+    """Return what ``ref`` makes a Ref of, as a dict, or None: for a model that builds its Ref as it validates
+    (one validation instead of two)."""
+    if not isinstance(value, MAPPING):
+        return None
+    reference, display = text(value.get("reference")), text(value.get("display"))
+    if reference is None and display is None:
+        return None
+    return {"reference": reference, "display": display}
+
+
 def refs(value: object) -> list[Ref]:
     """Return every usable Reference in an array."""
     return [found for found in map(ref, items(value)) if found is not None]

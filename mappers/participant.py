@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 from pydantic import Field
 
 from mappers import writer
-from mappers.elements import MAPPING, concepts, ref, text
+from mappers.elements import MAPPING, concepts, ref_fields, text
 from mappers.model import CodeableText, Part, Ref
 from mappers.writer import put
 
@@ -83,14 +83,17 @@ def participant(value: object) -> Participant:
     if not isinstance(value, MAPPING):
         return Participant()
     actor = value.get("actor")
-    who = ref(actor)
+    who = ref_fields(actor)
     roles = value.get("type")
-    return Participant(
-        actor=who,
-        kind=kind_of(actor) if who is not None else "other",
-        required=text(value.get("required")),
-        status=text(value.get("status")),
-        roles=concepts(roles) if roles is not None else [],
+    # A dict, its actor's Ref one too: one validation makes both, with no keyword arguments to gather.
+    return Participant.model_validate(
+        {
+            "actor": who,
+            "kind": kind_of(actor) if who is not None else "other",
+            "required": text(value.get("required")),
+            "status": text(value.get("status")),
+            "roles": concepts(roles) if roles is not None else [],
+        }
     )
 
 
