@@ -211,7 +211,7 @@ class RecordWriter:
         """Plan the record through ``versions``; return each job's events (all of them on the newest job) and the
         keys (``Type/id``, canonical URLs) whose dependent records must be mapped again."""
         plan.expect_field(held.key, "rev", str(held.rev) if held.rev else None)
-        refresh_only = all(j.op == "refresh" for j in jobs)
+        refresh_only = jobs[0].op == "refresh" if len(jobs) == 1 else all(j.op == "refresh" for j in jobs)
         # The held record is read back (15-40 us) only when a version is told from it: a first version whose
         # record's bytes differ from the held ones in nothing but the version is no change to classify or index.
         pending = held.raw is not None and not refresh_only and family.aggregate is None
