@@ -114,6 +114,11 @@ class RecordWriter:
         # The last source time read as epoch seconds: a batch's versions mostly share one (a Bundle's are stored
         # at one time), so each is parsed once instead of once per record.
         self._updated_at: tuple[str | None, float | None] = (None, None)
+        # The last mapping context made for versions that read nothing else, by what it holds: a Bundle's versions
+        # share it (one tenant, version number and store time), and it is immutable, so it is made once for them.
+        self._last_context: tuple[tuple[str, int, str, str | None, str | None], MapContext] | None = None
+        # Per tenant and record type: the sort and updated index keys, and the status and patient keys' prefixes.
+        self._index_keys: dict[tuple[str, str], tuple[str, str, str, str]] = {}
 
     async def plan(self, jobs: Sequence[Job]) -> Outcome:
         """Decide what ``jobs`` do; the caller settles the applied ones in ``outcome.plan`` and commits it."""
@@ -289,6 +294,7 @@ class RecordWriter:
     def replace_clients(self, clients: ClientsConfig) -> None:
         """Map with a reloaded clients file's tenant settings (vendor, timezone, local codes) from the next job."""
         self._clients = clients
+        self._last_context = None
 
     def _context(
         self,
@@ -299,12 +305,18 @@ class RecordWriter:
         ehr_last_updated: str | None = None,
         related: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> MapContext:
+        held = (tenant, version, last_updated, ehr_version_id, ehr_last_updated)
+        if not related and self._last_context is not None and self._last_context[0] == held:
+            return self._last_context[1]
         config = self._clients.tenant(tenant)
-        return MapContext(
+        ctx = MapContext(
             tenant=tenant, vendor=config.vendor, timezone=config.timezone, version_id=str(version),
             last_updated=last_updated, ehr_version_id=ehr_version_id, ehr_last_updated=ehr_last_updated,
             related=related or {}, local_codes=config.local_codes,
         )  # fmt: skip
+        if not related:
+            self._last_context = (held, ctx)
+        return ctx
 
     def _write_record(
         self,
@@ -475,19 +487,20 @@ class RecordWriter:
     def _plan_indexes(
         self, tenant: str, family: Family[Any], previous: Record | None, record: Record, plan: Plan
     ) -> None:
-        k, rt, rid = self.keys, family.record_type, record.id
+        rt, rid = family.record_type, record.id
         new = family.index_fields(record) if not record.deleted else {}
         if previous is record:  # a version the platform sees as the held one: the same indexes, read once
             old = new
         else:
             old = family.index_fields(previous) if previous is not None and not previous.deleted else {}
-        for name, key_of in (("patient", k.record_patient_index), ("status", k.record_status_index)):
+        keys = self._index_keys.get((tenant, rt)) or self._keys_of(tenant, rt)
+        sort_key, updated_key, patient_prefix, status_prefix = keys
+        for name, prefix in (("patient", patient_prefix), ("status", status_prefix)):
             before, after = old.get(name), new.get(name)
             if isinstance(before, str) and before != after:
-                plan.write("SREM", key_of(tenant, rt, before), rid)
+                plan.write("SREM", prefix + before, rid)
             if isinstance(after, str):
-                plan.add("SADD", key_of(tenant, rt, after), rid)
-        sort_key = k.record_sort_index(tenant, rt)
+                plan.add("SADD", prefix + after, rid)
         if record.deleted:
             plan.write("ZREM", sort_key, rid)
         else:
@@ -499,4 +512,16 @@ class RecordWriter:
         if last_updated != self._updated_at[0]:
             self._updated_at = (last_updated, epoch_of(last_updated))
         updated = self._updated_at[1]
-        plan.add("ZADD", k.record_updated_index(tenant, rt), updated if updated is not None else self._clock(), rid)
+        plan.add("ZADD", updated_key, updated if updated is not None else self._clock(), rid)
+
+    def _keys_of(self, tenant: str, record_type: str) -> tuple[str, str, str, str]:
+        """Return a record type's index keys (``_index_keys``): a status's or a patient's key is its prefix and the
+        status or reference, as ``Keyspace`` ends them."""
+        k = self.keys
+        found = self._index_keys[(tenant, record_type)] = (
+            k.record_sort_index(tenant, record_type),
+            k.record_updated_index(tenant, record_type),
+            k.record_patient_index(tenant, record_type, ""),
+            k.record_status_index(tenant, record_type, ""),
+        )
+        return found

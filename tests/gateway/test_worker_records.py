@@ -309,3 +309,29 @@ async def test_each_record_is_scored_by_its_own_source_time_when_a_batch_mixes_t
 
 def _dumps_differ(previous: Any, current: Any, *, besides: Any = ()) -> bool:
     return visible(previous, besides=besides) != visible(current, besides=besides)
+
+
+async def test_a_reloaded_clients_file_maps_the_next_job_with_the_tenants_new_zone() -> None:
+    """A Bundle's versions share one mapping context (tenant, version, store time): a reload between two of them
+    must still reach the second."""
+    keys = Keyspace("gwtest")
+    zoned = {"clients": [], "tenants": {TENANT: {"vendor": "generic", "timezone": "America/New_York"}}}
+    writer = RecordWriter(Redis(), keys, None, ClientsConfig.model_validate(zoned), None)  # type: ignore[arg-type]
+    _, appointment = bench_shaped()
+    starts = []
+    for rid, zone in (("before-reload", "America/New_York"), ("after-reload", "Europe/Paris")):
+        zoned["tenants"][TENANT]["timezone"] = zone
+        writer.replace_clients(ClientsConfig.model_validate(zoned))
+        local = {**appointment, "id": rid, "start": "2027-01-04T09:00:00", "end": "2027-01-04T09:30:00",
+                 "meta": {"versionId": "1", "lastUpdated": LAST_UPDATED}}  # fmt: skip
+        held = Held(keys.record(TENANT, "appointment", rid), 0, 0, None, MAPPED["Appointment"].model)
+        found = {(TENANT, "Appointment", rid): Found(held, [(1, orjson.dumps(local))], set())}
+
+        async def read(groups: Any, found: Any = found) -> Any:
+            return found
+
+        writer._read = read  # type: ignore[method-assign]
+        job = Job(TENANT, "1-0", {"type": "Appointment", "id": rid, "vid": "1", "op": "upsert", "attempt": "0"})
+        written, _ = _written((await writer.plan([job])).plan)
+        starts.append(orjson.loads(written[keys.record(TENANT, "appointment", rid)])["start"])
+    assert starts == ["2027-01-04T14:00:00Z", "2027-01-04T08:00:00Z"]
