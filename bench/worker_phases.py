@@ -196,7 +196,7 @@ def _instrument(worker: Worker, clock: _Clock) -> Callable[[], None]:
             to_platform=clock.timed("map", family.to_platform),
             classify=clock.timed("classify", family.classify),
         )
-    records.plan = clock.timed_async("plan", records.plan)
+    records.decide = clock.timed_async("plan", records.decide)
     records._read = clock.timed_async("read batch", records._read)
     records._refreshes = clock.timed_async("dependents", records._refreshes)
     queue.read = clock.timed_async("read jobs", queue.read)
@@ -205,7 +205,7 @@ def _instrument(worker: Worker, clock: _Clock) -> Callable[[], None]:
 
     def undo() -> None:
         MAPPED.update(originals)
-        for obj, names in ((records, ("plan", "_read", "_refreshes")),
+        for obj, names in ((records, ("decide", "_read", "_refreshes")),
                            (queue, ("read", "promote_due")), (committer, ("commit",))):  # fmt: skip
             for name in names:
                 delattr(obj, name)
