@@ -198,14 +198,14 @@ def _instrument(worker: Worker, clock: _Clock) -> Callable[[], None]:
         )
     records.decide = clock.timed_async("plan", records.decide)
     records._read = clock.timed_async("read batch", records._read)
-    records._refreshes = clock.timed_async("dependents", records._refreshes)
+    records._links.refresh_readers = clock.timed_async("dependents", records._links.refresh_readers)
     queue.read = clock.timed_async("read jobs", queue.read)
     queue.promote_due = clock.timed_async("read jobs", queue.promote_due)
     committer.commit = clock.timed_async("commit", committer.commit)
 
     def undo() -> None:
         MAPPED.update(originals)
-        for obj, names in ((records, ("decide", "_read", "_refreshes")),
+        for obj, names in ((records, ("decide", "_read")), (records._links, ("refresh_readers",)),
                            (queue, ("read", "promote_due")), (committer, ("commit",))):  # fmt: skip
             for name in names:
                 delattr(obj, name)

@@ -36,11 +36,11 @@ from gateway.platform.risk import Flag, RiskFlags
 from gateway.settings import ClientsConfig
 from gateway.store import Plan, Store, ehr_meta, text
 from gateway.store.indexing import canonical_urls
-from gateway.store.keys import Keyspace, lane
+from gateway.store.keys import Keyspace
 from gateway.store.plan import Form
-from gateway.store.reads import Seen
 from gateway.work.held import Found, Held, HeldReader, Wanted
 from gateway.work.inbound import Job
+from gateway.work.links import Links
 from mappers.context import MapContext
 from mappers.family import Aggregate, Family, canonical_key, differs_only_in_version
 from mappers.model import Record
@@ -111,6 +111,7 @@ class RecordWriter:
         self._risks = risks
         self._clock = clock
         self._held = HeldReader(redis, keys)
+        self._links = Links(redis, keys, store)
         # The last source time read as epoch seconds: a batch's versions mostly share one (a Bundle's are stored
         # at one time), so each is parsed once instead of once per record.
         self._updated_at: tuple[str | None, float | None] = (None, None)
@@ -154,7 +155,7 @@ class RecordWriter:
                 family = MAPPED.get(rtype)
                 if family is None:
                     # An unmapped resource that records depend on (a Binary body): re-map those records.
-                    events, gives = await self._dependents(members)
+                    events, gives = await self._links.unmapped(members)
                 else:
                     seen = found[group]
                     events, gives = await self._apply(tenant, family, seen.held, seen.versions, members,
@@ -169,7 +170,7 @@ class RecordWriter:
             if gives:
                 provided.append((tenant, f"{rtype}/{rid}", gives))
         known = {(tenant, f"{rtype}/{rid}"): seen.dependents for (tenant, rtype, rid), seen in found.items()}
-        await self._refreshes(provided, outcome.plan, known)
+        await self._links.refresh_readers(provided, outcome.plan, known)
         for agg in aggregates.values():
             if agg.changed:
                 outcome.plan.expect_field(agg.key, "rev", str(agg.rev) if agg.rev else None)
@@ -246,7 +247,7 @@ class RecordWriter:
                 # The EHR's version rides in the stored meta's extensions: most versions have none to read.
                 evid, elu = ehr_meta.read(meta) if "extension" in meta else (None, None)
                 needs = family.needs(resource)
-                related = await self._related(tenant, needs, plan) if needs else None
+                related = await self._links.related(tenant, needs, plan) if needs else None
                 ctx = self._context(tenant, version, meta.get("lastUpdated", ""), evid, elu, related)
                 record = family.to_platform(resource, ctx)
                 provided.add(source)
@@ -375,71 +376,6 @@ class RecordWriter:
         self._publish(tenant, flag.record_type, "risk.escalated", flag.record_id, text(body).encode(), codes, plan,
                       flag=raised)  # fmt: skip
         return plan
-
-    async def _dependents(self, jobs: list[Job]) -> tuple[list[list[str]], set[str]]:
-        """Return the keys of an unmapped resource (a Binary body) whose dependent records must be mapped again."""
-        job = max(jobs, key=lambda j: j.vid)
-        provided = {f"{job.rtype}/{job.rid}"}
-        if job.op != "delete":
-            try:
-                resource = await self._store.vread(job.tenant, job.rtype, job.rid, job.vid)
-            except NotFound:
-                resource = {}
-            provided |= {canonical_key(job.rtype, url) for url in canonical_urls(resource)}
-        return [[] for _ in jobs], provided
-
-    async def _related(self, tenant: str, needs: list[str], plan: Plan) -> dict[str, Mapping[str, Any]]:
-        """Read the stored resources a mapping needs; a key the gateway does not hold is left out.
-
-        ``plan`` requires what was read unchanged at its commit: a resource the EHR changes meanwhile makes the
-        commit conflict and the batch map the record again, from the new version. Without it, the new version's
-        job could look for the records that read the resource before this commit lists this one, and the record
-        would keep showing the old version.
-        """
-        found: dict[str, Mapping[str, Any]] = {}
-        seen = Seen()
-        for need in needs:
-            rtype, sep, query = need.partition("?url=")
-            if sep:
-                candidates = await self._store.by_canonical(tenant, rtype, query, seen)
-                if candidates:
-                    # Several resources may claim one canonical URL: the most recently stored wins.
-                    found[need] = max(candidates, key=lambda r: str(r.get("meta", {}).get("lastUpdated", "")))
-                continue
-            rtype, _, rid = need.partition("/")
-            try:
-                found[need] = await self._store.read(tenant, rtype, rid, seen)
-            except NotFound:
-                continue
-        seen.expect_in(plan)
-        return found
-
-    async def _refreshes(
-        self, provided: list[tuple[str, str, set[str]]], plan: Plan, known: Mapping[tuple[str, str], set[str]]
-    ) -> None:
-        """Queue a re-mapping of every record that read one of the keys a resource provides.
-
-        ``known`` holds the readers the batch's read already found, by (tenant, ``Type/id``); the other keys (a
-        resource's canonical URLs, an unmapped resource) are read here, in one round trip when there are any.
-        """
-        if not provided:
-            return
-        readers = dict(known)
-        missing = sorted({(t, key) for t, _, gives in provided for key in gives if (t, key) not in readers})
-        if missing:
-            pipe = self._redis.pipeline(transaction=False)
-            for tenant, key in missing:
-                pipe.smembers(self.keys.dependents(tenant, key))
-            for where, members in zip(missing, await pipe.execute(), strict=True):
-                readers[where] = {text(m) for m in members}
-        for tenant, source, gives in provided:
-            dependents = set().union(*(readers[(tenant, key)] for key in gives)) - {source}
-            for dependent in sorted(dependents):
-                rtype, _, rid = dependent.partition("/")
-                plan.write(
-                    "XADD", self.keys.inbound(tenant, lane(rtype)), "*",
-                    "type", rtype, "id", rid, "vid", 0, "op", "refresh", "attempt", 0,
-                )  # fmt: skip
 
     async def _fold(
         self,

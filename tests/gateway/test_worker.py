@@ -212,7 +212,7 @@ async def test_a_goal_changed_while_another_worker_maps_its_plan_reaches_the_pla
     await worker.handle(first_goal)
     other_services = Services.build(settings, clients)
     other = other_services.worker(name="other-worker")
-    related = worker._records._related
+    related = worker._records._links.related
     changed: list[dict[str, Any]] = []
 
     async def goal_changes_meanwhile(*args: Any) -> Any:
@@ -223,7 +223,7 @@ async def test_a_goal_changed_while_another_worker_maps_its_plan_reaches_the_pla
             await other.handle(*await _read_all(other, "other-worker"))
         return found
 
-    worker._records._related = goal_changes_meanwhile  # type: ignore[method-assign]
+    worker._records._links.related = goal_changes_meanwhile  # type: ignore[method-assign]
     try:
         await worker.handle(plan_job)
         while jobs := await _read_all(worker):  # a refresh, had one been queued

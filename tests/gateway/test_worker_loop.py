@@ -82,7 +82,7 @@ def _store_goal_once_the_plan_read_it(edge: Gateway, worker: Worker) -> None:
             response = await edge.ehr("PUT", "/Goal/g1", json=goal())
             assert response.status_code == 201, response.text
 
-    _hook(worker._records, "_related", store_goal)
+    _hook(worker._records._links, "related", store_goal)
 
 
 async def _goal_resolved(edge: Gateway) -> bool:
