@@ -186,7 +186,7 @@ class Worker:
                 committing = None
                 if hand:
                     committing = asyncio.ensure_future(self._complete_all(queue, hand))
-                    await asyncio.sleep(0)  # the commit goes out now: deciding yields to nothing until it is done
+                    await asyncio.sleep(0)  # the commit is packed and sent now, before the decide below begins
                     ahead = asyncio.ensure_future(self._fetch(queue, tenants, None))
                 hand = turns  # committed next turn, or at stop (and after an error here, on the next turn)
                 for turn in turns:
@@ -306,7 +306,7 @@ class Worker:
                     await self._committer.commit(outcome.plan)
                 except PlanConflict:
                     outcome = None
-                    continue  # another worker (or this one's previous batch) changed a record it read: decide again
+                    continue  # a record or resource it read changed (another worker, the EHR): decide again
                 failed, events = outcome.failed, outcome.events
                 written = outcome.plan.checked_keys(_REV)
                 break
