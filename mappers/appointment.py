@@ -24,7 +24,7 @@ from mappers.elements import (
     MAPPING,
     concept,
     concepts,
-    identifiers,
+    identifier_fields,
     instant,
     instant_text,
     items,
@@ -44,7 +44,7 @@ from mappers.modality import (
     virtual_service_extension,
 )
 from mappers.model import CodeableText, Record, Ref
-from mappers.participant import Participant, kind_of, participant, participant_json
+from mappers.participant import Participant, kind_of, participant_fields, participant_json
 from mappers.vendors import VendorProfile, profile
 from mappers.writer import put
 
@@ -160,7 +160,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
     start = instant(resource.get("start"), ctx.timezone)
     end = instant(resource.get("end"), ctx.timezone)
-    participants = [participant(p) for p in items(resource.get("participant"))]
+    # Each participant as its fields, and the record's source too: the Appointment's one validation builds them.
+    participants = [participant_fields(p) for p in items(resource.get("participant"))]
     service_type = concepts(resource.get("serviceType"))
     appointment_type = concept(resource.get("appointmentType"))
     service_category = concepts(resource.get("serviceCategory"))
@@ -182,9 +183,11 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
             "end": instant_text(resource.get("end"), ctx.timezone),
             "timezone": ctx.timezone,
             "minutes_duration": _minutes(resource.get("minutesDuration"), start, end),
-            "patient": next((p.actor for p in participants if p.kind == "patient"), None),
+            "patient": next((p["actor"] for p in participants if p.get("kind") == "patient"), None),
             "practitioners": [
-                p.actor for p in participants if p.actor is not None and p.kind in ("practitioner", "practitioner_role")
+                p["actor"]
+                for p in participants
+                if p.get("actor") is not None and p["kind"] in ("practitioner", "practitioner_role")
             ],
             "participants": participants,
             "service_type": service_type,
@@ -212,7 +215,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
             "department": department,
             "unmapped": _unmapped(resource, read, contained_read=rooms),
             "security": security_labels(resource),
-            "source": ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
+            "source": ctx.source_fields(FHIR_TYPE, fhir_id, identifier_fields(resource.get("identifier"))),
         }
     )
 
@@ -358,14 +361,19 @@ def _replaces(resource: Mapping[str, Any]) -> Ref | None:
 
 
 def _department(
-    resource: Mapping[str, Any], participants: list[Participant], vendor: VendorProfile, read: set[str]
-) -> Ref | None:
+    resource: Mapping[str, Any], participants: list[dict[str, Any]], vendor: VendorProfile, read: set[str]
+) -> Ref | dict[str, str | None] | None:
     named = _extension_ref(resource, vendor.department_extension, read)
     if named is not None or vendor.department_reference is None:
         return named
     pattern = re.compile(vendor.department_reference)
+    # A participant's actor, as the fields its Ref is validated from (``participant_fields``).
     return next(
-        (p.actor for p in participants if p.actor and p.actor.reference and pattern.fullmatch(p.actor.reference)),
+        (
+            actor
+            for actor in (p.get("actor") for p in participants)
+            if actor and actor["reference"] and pattern.fullmatch(actor["reference"])
+        ),
         None,
     )
 

@@ -95,6 +95,18 @@ def identifiers(value: object) -> list[Identifier]:
     return [i for i in identifiers if i.system or i.value]
 
 
+def identifier_fields(value: object) -> list[dict[str, str | None]]:
+    """Return what ``identifiers`` makes Identifiers of, as dicts: for a model that builds them as it validates
+    (a record's ``Source``, inside the record's one validation)."""
+    found: list[dict[str, str | None]] = []
+    for i in items(value):
+        if isinstance(i, MAPPING):
+            system, value_ = text(i.get("system")), text(i.get("value"))
+            if system or value_:
+                found.append({"system": system, "value": value_, "use": text(i.get("use"))})
+    return found
+
+
 def security_labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
     """Collect every `meta.security` label of a resource and its contained resources (see ``merge_labels``)."""
     meta = resource.get("meta")

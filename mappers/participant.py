@@ -82,19 +82,25 @@ def participant(value: object) -> Participant:
     """Read an Appointment.participant (an empty one for anything else)."""
     if not isinstance(value, MAPPING):
         return Participant()
+    # A dict, its actor's Ref one too: one validation makes both, with no keyword arguments to gather.
+    return Participant.model_validate(participant_fields(value))
+
+
+def participant_fields(value: object) -> dict[str, Any]:
+    """Return what ``participant`` makes a Participant of, as a dict (its actor a Ref's fields, or None): for an
+    Appointment that builds its participants as it validates (one validation instead of one per participant)."""
+    if not isinstance(value, MAPPING):
+        return {}
     actor = value.get("actor")
     who = ref_fields(actor)
     roles = value.get("type")
-    # A dict, its actor's Ref one too: one validation makes both, with no keyword arguments to gather.
-    return Participant.model_validate(
-        {
-            "actor": who,
-            "kind": kind_of(actor) if who is not None else "other",
-            "required": text(value.get("required")),
-            "status": text(value.get("status")),
-            "roles": concepts(roles) if roles is not None else [],
-        }
-    )
+    return {
+        "actor": who,
+        "kind": kind_of(actor) if who is not None else "other",
+        "required": text(value.get("required")),
+        "status": text(value.get("status")),
+        "roles": concepts(roles) if roles is not None else [],
+    }
 
 
 def participant_json(participant: Participant, waiting: str) -> dict[str, Any]:
