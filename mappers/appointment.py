@@ -26,7 +26,7 @@ from mappers.elements import (
     concepts,
     identifier_fields,
     instant,
-    instant_text,
+    instant_and_text,
     items,
     ref,
     refs,
@@ -158,8 +158,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     vendor = profile(ctx.vendor)
     fhir_status = resource.get("status")
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
-    start = instant(resource.get("start"), ctx.timezone)
-    end = instant(resource.get("end"), ctx.timezone)
+    start, start_text = instant_and_text(resource.get("start"), ctx.timezone)
+    end, end_text = instant_and_text(resource.get("end"), ctx.timezone)
     # Each participant as its fields, and the record's source too: the Appointment's one validation builds them.
     participants = [participant_fields(p) for p in items(resource.get("participant"))]
     service_type = concepts(resource.get("serviceType"))
@@ -179,8 +179,8 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
             "id": fhir_id,
             "status": STATUS.get(fhir_status.strip().lower(), "unknown"),
             "fhir_status": fhir_status,
-            "start": instant_text(resource.get("start"), ctx.timezone),
-            "end": instant_text(resource.get("end"), ctx.timezone),
+            "start": start_text,
+            "end": end_text,
             "timezone": ctx.timezone,
             "minutes_duration": _minutes(resource.get("minutesDuration"), start, end),
             "patient": next((p["actor"] for p in participants if p.get("kind") == "patient"), None),

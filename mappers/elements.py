@@ -215,6 +215,17 @@ def instant_text(value: object, zone_name: str | None) -> str | None:
     return utc_text(instant(value, zone_name))
 
 
+def instant_and_text(value: object, zone_name: str | None) -> tuple[datetime | None, str | None]:
+    """Return ``instant(value, zone_name)`` and ``instant_text(value, zone_name)``, the value read once."""
+    if type(value) is str and len(value) == 20 and value[19] == "Z" and _plain_utc(value):
+        try:
+            return datetime.fromisoformat(value), value  # as both read it: already the text it would be written as
+        except ValueError:
+            pass  # not a time at all, or a leap second: the general reading decides
+    moment = instant(value, zone_name)
+    return moment, utc_text(moment)
+
+
 def utc_text(moment: datetime | None) -> str | None:
     """Return an aware datetime as ISO 8601 UTC with Z, seconds precision."""
     return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z" if moment else None

@@ -78,6 +78,16 @@ def _literal_kind(reference: str) -> ParticipantKind | None:
     return _KIND.get(match.group(1), "other") if match is not None else None
 
 
+def _kind(actor: object, fields: dict[str, str | None] | None) -> ParticipantKind:
+    """Return ``kind_of(actor)`` for an actor whose Ref ``fields`` are read (its reference read once), or "other"
+    for none."""
+    if fields is None:
+        return "other"
+    reference = fields["reference"]
+    kind = _literal_kind(reference) if reference else None
+    return kind if kind is not None else kind_of(actor)
+
+
 def participant(value: object) -> Participant:
     """Read an Appointment.participant (an empty one for anything else)."""
     if not isinstance(value, MAPPING):
@@ -96,7 +106,7 @@ def participant_fields(value: object) -> dict[str, Any]:
     roles = value.get("type")
     return {
         "actor": who,
-        "kind": kind_of(actor) if who is not None else "other",
+        "kind": _kind(actor, who),
         "required": text(value.get("required")),
         "status": text(value.get("status")),
         "roles": concepts(roles) if roles is not None else [],
