@@ -381,6 +381,8 @@ def _department(
 def _unmapped(resource: Mapping[str, Any], read: set[str], *, contained_read: bool) -> list[str]:
     paths: set[str] = set()
     for key in resource:
+        if key in _MAPPED:  # most of a resource's elements, told first
+            continue
         if key in ("extension", "modifierExtension"):
             urls = {text(e.get("url")) or "" for e in items(resource[key]) if isinstance(e, MAPPING)}
             # A modifier extension changes what the resource means, so it is listed even when read.
@@ -390,14 +392,11 @@ def _unmapped(resource: Mapping[str, Any], read: set[str], *, contained_read: bo
             if not contained_read:
                 paths.add(key)
         elif key == "participant":
-            paths |= {
-                f"participant.{name}"
-                for p in items(resource[key])
-                if isinstance(p, MAPPING)
-                for name in p
-                if name not in _PARTICIPANT_MAPPED
-            }
-        elif key not in _MAPPED:
+            for p in items(resource[key]):
+                # Most participants carry only what is mapped: told by one set comparison.
+                if isinstance(p, MAPPING) and not _PARTICIPANT_MAPPED.issuperset(p):
+                    paths.update(f"participant.{name}" for name in p if name not in _PARTICIPANT_MAPPED)
+        else:
             paths.add(key)
     return sorted(paths)
 
