@@ -24,9 +24,9 @@ from mappers.elements import (
     MAPPING,
     concept,
     concepts,
-    identifiers,
+    identifier_fields,
     instant,
-    instant_text,
+    instant_and_text,
     items,
     ref,
     refs,
@@ -44,7 +44,7 @@ from mappers.modality import (
     virtual_service_extension,
 )
 from mappers.model import CodeableText, Record, Ref
-from mappers.participant import Participant, kind_of, participant, participant_json
+from mappers.participant import Participant, kind_of, participant_fields, participant_json
 from mappers.vendors import VendorProfile, profile
 from mappers.writer import put
 
@@ -158,9 +158,10 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
     vendor = profile(ctx.vendor)
     fhir_status = resource.get("status")
     fhir_status = fhir_status if isinstance(fhir_status, str) else ""
-    start = instant(resource.get("start"), ctx.timezone)
-    end = instant(resource.get("end"), ctx.timezone)
-    participants = [participant(p) for p in items(resource.get("participant"))]
+    start, start_text = instant_and_text(resource.get("start"), ctx.timezone)
+    end, end_text = instant_and_text(resource.get("end"), ctx.timezone)
+    # Each participant as its fields, and the record's source too: the Appointment's one validation builds them.
+    participants = [participant_fields(p) for p in items(resource.get("participant"))]
     service_type = concepts(resource.get("serviceType"))
     appointment_type = concept(resource.get("appointmentType"))
     service_category = concepts(resource.get("serviceCategory"))
@@ -178,13 +179,15 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
             "id": fhir_id,
             "status": STATUS.get(fhir_status.strip().lower(), "unknown"),
             "fhir_status": fhir_status,
-            "start": instant_text(resource.get("start"), ctx.timezone),
-            "end": instant_text(resource.get("end"), ctx.timezone),
+            "start": start_text,
+            "end": end_text,
             "timezone": ctx.timezone,
             "minutes_duration": _minutes(resource.get("minutesDuration"), start, end),
-            "patient": next((p.actor for p in participants if p.kind == "patient"), None),
+            "patient": next((p["actor"] for p in participants if p.get("kind") == "patient"), None),
             "practitioners": [
-                p.actor for p in participants if p.actor is not None and p.kind in ("practitioner", "practitioner_role")
+                p["actor"]
+                for p in participants
+                if p.get("actor") is not None and p["kind"] in ("practitioner", "practitioner_role")
             ],
             "participants": participants,
             "service_type": service_type,
@@ -212,7 +215,7 @@ def to_platform(resource: Mapping[str, Any], ctx: MapContext) -> Appointment:
             "department": department,
             "unmapped": _unmapped(resource, read, contained_read=rooms),
             "security": security_labels(resource),
-            "source": ctx.source(FHIR_TYPE, fhir_id, identifiers(resource.get("identifier"))),
+            "source": ctx.source_fields(FHIR_TYPE, fhir_id, identifier_fields(resource.get("identifier"))),
         }
     )
 
@@ -358,14 +361,19 @@ def _replaces(resource: Mapping[str, Any]) -> Ref | None:
 
 
 def _department(
-    resource: Mapping[str, Any], participants: list[Participant], vendor: VendorProfile, read: set[str]
-) -> Ref | None:
+    resource: Mapping[str, Any], participants: list[dict[str, Any]], vendor: VendorProfile, read: set[str]
+) -> Ref | dict[str, str | None] | None:
     named = _extension_ref(resource, vendor.department_extension, read)
     if named is not None or vendor.department_reference is None:
         return named
     pattern = re.compile(vendor.department_reference)
+    # A participant's actor, as the fields its Ref is validated from (``participant_fields``).
     return next(
-        (p.actor for p in participants if p.actor and p.actor.reference and pattern.fullmatch(p.actor.reference)),
+        (
+            actor
+            for actor in (p.get("actor") for p in participants)
+            if actor and actor["reference"] and pattern.fullmatch(actor["reference"])
+        ),
         None,
     )
 
@@ -373,6 +381,8 @@ def _department(
 def _unmapped(resource: Mapping[str, Any], read: set[str], *, contained_read: bool) -> list[str]:
     paths: set[str] = set()
     for key in resource:
+        if key in _MAPPED:  # most of a resource's elements, told first
+            continue
         if key in ("extension", "modifierExtension"):
             urls = {text(e.get("url")) or "" for e in items(resource[key]) if isinstance(e, MAPPING)}
             # A modifier extension changes what the resource means, so it is listed even when read.
@@ -382,14 +392,11 @@ def _unmapped(resource: Mapping[str, Any], read: set[str], *, contained_read: bo
             if not contained_read:
                 paths.add(key)
         elif key == "participant":
-            paths |= {
-                f"participant.{name}"
-                for p in items(resource[key])
-                if isinstance(p, MAPPING)
-                for name in p
-                if name not in _PARTICIPANT_MAPPED
-            }
-        elif key not in _MAPPED:
+            for p in items(resource[key]):
+                # Most participants carry only what is mapped: told by one set comparison.
+                if isinstance(p, MAPPING) and not _PARTICIPANT_MAPPED.issuperset(p):
+                    paths.update(f"participant.{name}" for name in p if name not in _PARTICIPANT_MAPPED)
+        else:
             paths.add(key)
     return sorted(paths)
 

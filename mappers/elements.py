@@ -95,6 +95,18 @@ def identifiers(value: object) -> list[Identifier]:
     return [i for i in identifiers if i.system or i.value]
 
 
+def identifier_fields(value: object) -> list[dict[str, str | None]]:
+    """Return what ``identifiers`` makes Identifiers of, as dicts: for a model that builds them as it validates
+    (a record's ``Source``, inside the record's one validation)."""
+    found: list[dict[str, str | None]] = []
+    for i in items(value):
+        if isinstance(i, MAPPING):
+            system, value_ = text(i.get("system")), text(i.get("value"))
+            if system or value_:
+                found.append({"system": system, "value": value_, "use": text(i.get("use"))})
+    return found
+
+
 def security_labels(resource: Mapping[str, Any]) -> list[SecurityLabel]:
     """Collect every `meta.security` label of a resource and its contained resources (see ``merge_labels``)."""
     meta = resource.get("meta")
@@ -201,6 +213,17 @@ def instant_text(value: object, zone_name: str | None) -> str | None:
         else:
             return value  # already that text (every field zero-padded): reading and writing it gives it back
     return utc_text(instant(value, zone_name))
+
+
+def instant_and_text(value: object, zone_name: str | None) -> tuple[datetime | None, str | None]:
+    """Return ``instant(value, zone_name)`` and ``instant_text(value, zone_name)``, the value read once."""
+    if type(value) is str and len(value) == 20 and value[19] == "Z" and _plain_utc(value):
+        try:
+            return datetime.fromisoformat(value), value  # as both read it: already the text it would be written as
+        except ValueError:
+            pass  # not a time at all, or a leap second: the general reading decides
+    moment = instant(value, zone_name)
+    return moment, utc_text(moment)
 
 
 def utc_text(moment: datetime | None) -> str | None:

@@ -78,23 +78,39 @@ def _literal_kind(reference: str) -> ParticipantKind | None:
     return _KIND.get(match.group(1), "other") if match is not None else None
 
 
+def _kind(actor: object, fields: dict[str, str | None] | None) -> ParticipantKind:
+    """Return ``kind_of(actor)`` for an actor whose Ref ``fields`` are read (its reference read once), or "other"
+    for none."""
+    if fields is None:
+        return "other"
+    reference = fields["reference"]
+    kind = _literal_kind(reference) if reference else None
+    return kind if kind is not None else kind_of(actor)
+
+
 def participant(value: object) -> Participant:
     """Read an Appointment.participant (an empty one for anything else)."""
     if not isinstance(value, MAPPING):
         return Participant()
+    # A dict, its actor's Ref one too: one validation makes both, with no keyword arguments to gather.
+    return Participant.model_validate(participant_fields(value))
+
+
+def participant_fields(value: object) -> dict[str, Any]:
+    """Return what ``participant`` makes a Participant of, as a dict (its actor a Ref's fields, or None): for an
+    Appointment that builds its participants as it validates (one validation instead of one per participant)."""
+    if not isinstance(value, MAPPING):
+        return {}
     actor = value.get("actor")
     who = ref_fields(actor)
     roles = value.get("type")
-    # A dict, its actor's Ref one too: one validation makes both, with no keyword arguments to gather.
-    return Participant.model_validate(
-        {
-            "actor": who,
-            "kind": kind_of(actor) if who is not None else "other",
-            "required": text(value.get("required")),
-            "status": text(value.get("status")),
-            "roles": concepts(roles) if roles is not None else [],
-        }
-    )
+    return {
+        "actor": who,
+        "kind": _kind(actor, who),
+        "required": text(value.get("required")),
+        "status": text(value.get("status")),
+        "roles": concepts(roles) if roles is not None else [],
+    }
 
 
 def participant_json(participant: Participant, waiting: str) -> dict[str, Any]:

@@ -959,3 +959,44 @@ def test_a_bare_string_security_label_is_kept() -> None:
     from mappers.elements import security_labels
 
     assert [label.code for label in security_labels({"meta": {"security": "R"}})] == ["R"]
+
+
+def _old_participant(value: object) -> Participant:
+    """``participant`` as it was before ``participant_fields``: the Participant validated on its own."""
+    from mappers.elements import MAPPING, concepts, ref_fields, text
+    from mappers.participant import kind_of
+
+    if not isinstance(value, MAPPING):
+        return Participant()
+    actor = value.get("actor")
+    who = ref_fields(actor)
+    roles = value.get("type")
+    return Participant.model_validate(
+        {
+            "actor": who,
+            "kind": kind_of(actor) if who is not None else "other",
+            "required": text(value.get("required")),
+            "status": text(value.get("status")),
+            "roles": concepts(roles) if roles is not None else [],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x",
+        {},
+        {"actor": {"reference": "Patient/1"}, "status": "accepted"},
+        {"actor": {"reference": "https://ehr.example/fhir/PractitionerRole/7/_history/2", "display": "Dr A"}},
+        {"actor": {"reference": "urn:uuid:1b2c", "type": "RelatedPerson"}, "required": "required"},
+        {"actor": {"reference": "urn:uuid:1b2c", "type": "http://hl7.org/fhir/StructureDefinition/Location"}},
+        {"actor": {"display": "Room 4", "type": "Device"}, "type": [{"text": "interpreter"}]},
+        {"actor": {"reference": " "}, "status": "tentative"},
+        {"actor": "Patient/1"},
+    ],
+)
+def test_participants_built_inside_the_appointment_match_the_old_participant(value: object) -> None:
+    resource = {"resourceType": "Appointment", "id": "a1", "status": "booked", "participant": [value]}
+    record = to_platform(resource, ctx())
+    assert record.participants == [_old_participant(value)]

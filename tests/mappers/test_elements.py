@@ -10,7 +10,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mappers.elements import _own_labels, instant, instant_text, items, merge_labels, security_labels, utc_text
+from mappers.elements import (
+    _own_labels,
+    identifier_fields,
+    identifiers,
+    instant,
+    instant_and_text,
+    instant_text,
+    items,
+    merge_labels,
+    security_labels,
+    utc_text,
+)
+from mappers.model import Identifier
 
 
 @pytest.mark.parametrize(
@@ -71,3 +83,38 @@ def test_security_labels_are_every_label_of_the_resource_and_its_contained_ones(
     contained = [c for c in items(resource.get("contained")) if isinstance(c, Mapping)]
     reference = merge_labels(_own_labels(each) for each in (resource, *contained))
     assert security_labels(resource) == reference
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2027-01-04T14:00:00Z",
+        "2027-01-04T14:00:60Z",  # a leap second: read by the expression, written as :59
+        "2027-13-04T14:00:00Z",  # the plain form, no date
+        "2027-01-04T14:00Z",
+        "2027-01-04T14:00:00.123+02:00",
+        "2027-01-04T14:00:00",  # local: only the zone says when
+        " 2027-01-04T14:00:00Z ",
+        "2027-01-04T14:00:00z",
+        "\uff12\uff10\uff12\uff17-01-04T14:00:00Z",  # non-ASCII digits
+        "",
+        None,
+        42,
+    ],
+)
+@pytest.mark.parametrize("zone_name", [None, "America/New_York", "Not/AZone"])
+def test_instant_and_text_is_instant_and_instant_text(value: object, zone_name: str | None) -> None:
+    assert instant_and_text(value, zone_name) == (instant(value, zone_name), instant_text(value, zone_name))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        {"system": "s", "value": "v"},
+        [{"system": "s", "value": "v", "use": "usual"}, {"system": " ", "value": ""}, "x", {"use": "old"}],
+        [{"value": "v"}, {"system": "s", "value": 3}],
+    ],
+)
+def test_identifier_fields_validate_to_identifiers(value: object) -> None:
+    assert [Identifier.model_validate(f) for f in identifier_fields(value)] == identifiers(value)
