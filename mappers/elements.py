@@ -40,12 +40,8 @@ def text(value: object) -> str | None:
 
 def ref(value: object) -> Ref | None:
     """Return a Reference as given (never resolved), or None."""
-    if not isinstance(value, MAPPING):
-        return None
-    reference, display = text(value.get("reference")), text(value.get("display"))
-    if reference is None and display is None:
-        return None
-    return Ref(reference=reference, display=display)
+    fields = ref_fields(value)
+    return Ref.model_validate(fields) if fields is not None else None
 
 
 def ref_fields(value: object) -> dict[str, str | None] | None:
@@ -87,12 +83,7 @@ def concepts(value: object) -> list[CodeableText]:
 
 def identifiers(value: object) -> list[Identifier]:
     """Return the Identifiers that have a system or a value."""
-    identifiers = [
-        Identifier(system=text(i.get("system")), value=text(i.get("value")), use=text(i.get("use")))
-        for i in items(value)
-        if isinstance(i, MAPPING)
-    ]
-    return [i for i in identifiers if i.system or i.value]
+    return [Identifier.model_validate(fields) for fields in identifier_fields(value)]
 
 
 def identifier_fields(value: object) -> list[dict[str, str | None]]:
