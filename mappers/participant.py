@@ -88,17 +88,10 @@ def _kind(actor: object, fields: dict[str, str | None] | None) -> ParticipantKin
     return kind if kind is not None else kind_of(actor)
 
 
-def participant(value: object) -> Participant:
-    """Read an Appointment.participant (an empty one for anything else)."""
-    if not isinstance(value, MAPPING):
-        return Participant()
-    # A dict, its actor's Ref one too: one validation makes both, with no keyword arguments to gather.
-    return Participant.model_validate(participant_fields(value))
-
-
 def participant_fields(value: object) -> dict[str, Any]:
-    """Return what ``participant`` makes a Participant of, as a dict (its actor a Ref's fields, or None): for an
-    Appointment that builds its participants as it validates (one validation instead of one per participant)."""
+    """Read an Appointment.participant as the fields a Participant is validated from (its actor a Ref's fields, or
+    None; nothing for anything but an object): the Appointment builds its participants as it validates (one
+    validation instead of one per participant)."""
     if not isinstance(value, MAPPING):
         return {}
     actor = value.get("actor")
