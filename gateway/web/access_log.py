@@ -8,8 +8,9 @@ Only ids and route templates are logged: never a path with its ids, a query or a
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +19,10 @@ from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 log = logging.getLogger("gateway.app")
+# The labelled series each answer counts in, looked up once per label set (``labels`` takes a lock and checks its
+# arguments on every call): methods, route templates and statuses are few.
+_COUNTED: dict[tuple[str, str, int], Any] = {}
+_TIMED: dict[str, Any] = {}
 
 
 class AccessLog:
@@ -31,7 +36,7 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope.get("headers", []) if k.lower() == b"x-request-id"), None)
-        rid = (given.decode("latin-1") if given else uuid.uuid4().hex)[:64]
+        rid = (given.decode("latin-1") if given else os.urandom(16).hex())[:64]
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
@@ -48,8 +53,13 @@ class AccessLog:
         finally:
             template = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
-            HTTP_SECONDS.labels(template).observe(elapsed)
+            counted = (scope["method"], template, status)
+            if (requests := _COUNTED.get(counted)) is None:
+                requests = _COUNTED[counted] = HTTP_REQUESTS.labels(scope["method"], template, str(status))
+            requests.inc()
+            if (seconds := _TIMED.get(template)) is None:
+                seconds = _TIMED[template] = HTTP_SECONDS.labels(template)
+            seconds.observe(elapsed)
             rtype = (scope.get("path_params") or {}).get("rtype")
             log.info(
                 "request",

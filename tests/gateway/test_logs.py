@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -13,6 +14,7 @@ import respx
 
 from gateway import logs
 from gateway.logs import JsonFormatter
+from gateway.metrics import REGISTRY
 from gateway.settings import ClientsConfig, Settings
 from tests.conftest import CLIENTS, PLATFORM_A, Gateway, running
 from tests.gateway.fixtures import appointment
@@ -34,7 +36,7 @@ async def test_no_payload_or_search_value_reaches_the_log(gateway: Gateway, capl
     await gateway.drain()
     # httpx's own records are this test's client talking, not the gateway.
     lines = [JsonFormatter().format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
-    assert any('"route": "/fhir/R4/{rtype}/{rid}"' in line for line in lines)
+    assert any(json.loads(line).get("route") == "/fhir/R4/{rtype}/{rid}" for line in lines)
     assert not [line for line in lines if SECRET in line]
 
 
@@ -54,6 +56,8 @@ def production_logging() -> Iterator[Callable[[], str]]:
     """Configure logging as the processes do, at DEBUG; yield a function returning what was written."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    flags = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    switches = {name: getattr(logging, name) for name in flags}
     logs.configure("DEBUG")
     written = io.StringIO()
     handler = root.handlers[0]
@@ -63,6 +67,8 @@ def production_logging() -> Iterator[Callable[[], str]]:
     root.handlers[:], root.level = saved[0], saved[1]
     for name, level in saved[2].items():
         logging.getLogger(name).setLevel(level)
+    for name, value in switches.items():
+        setattr(logging, name, value)
 
 
 async def test_no_outbound_url_reaches_the_log(settings: Settings, production_logging: Callable[[], str]) -> None:
@@ -93,7 +99,8 @@ async def test_no_outbound_url_reaches_the_log(settings: Settings, production_lo
             await until(lambda: hook.called and cancel.called, "the webhook and the write-back to be delivered")
             await gw.drain()
     written = production_logging()
-    assert '"route": "/platform/v1/appointments/{appointment_id}/cancel"' in written  # the log was captured
+    routes = {json.loads(line).get("route") for line in written.splitlines()}
+    assert "/platform/v1/appointments/{appointment_id}/cancel" in routes  # the log was captured
     assert [line for line in written.splitlines() if CANARY in line] == []
 
 
@@ -109,10 +116,28 @@ async def test_every_answer_is_logged_once_with_its_route_status_and_request_id(
     assert given.status_code == fresh.status_code == 404
     assert given.headers["x-request-id"] == "trace-0001"
     assert len(fresh.headers["x-request-id"]) == 32 and fresh.headers["x-request-id"] != "trace-0001"
-    lines = [json.loads(line) for line in production_logging().splitlines() if '"msg": "request"' in line]
+    lines = [x for x in map(json.loads, production_logging().splitlines()) if x["msg"] == "request"]
     answered = [(x["route"], x["status"], x.get("type"), x.get("request_id")) for x in lines]
     assert answered[:2] == [
         ("/fhir/R4/{rtype}/{rid}", 404, "Appointment", "trace-0001"),
         ("/fhir/R4/{rtype}/{rid}", 404, "Appointment", fresh.headers["x-request-id"]),
     ]
     assert answered[2][1:3] == (unknown.status_code, None) and len(answered) == 3
+
+
+def test_a_log_line_is_one_json_object_with_a_utc_millisecond_stamp() -> None:
+    record = logging.LogRecord("gateway.app", logging.INFO, __file__, 1, "request", (), None)
+    record.__dict__.update(status=200, big=2**70, route="/fhir/R4")  # an integer past 64 bits: written all the same
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert (entry["msg"], entry["status"], entry["big"], entry["route"]) == ("request", 200, 2**70, "/fhir/R4")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["ts"])
+
+
+async def test_each_answer_is_counted_in_the_requests_metric(gateway: Gateway) -> None:
+    labels = {"method": "GET", "route": "/fhir/R4/{rtype}/{rid}", "status": "404"}
+    before = REGISTRY.get_sample_value("gateway_http_requests_total", labels) or 0.0
+    for _ in range(3):
+        assert (await gateway.ehr("GET", "/Appointment/a-none")).status_code == 404
+    assert REGISTRY.get_sample_value("gateway_http_requests_total", labels) == before + 3
