@@ -19,7 +19,7 @@ from gateway.errors import BadRequest, Gone, NotFound
 from gateway.platform.disclosure import label_codes
 from gateway.store.connection import socket_timeout, text
 from gateway.store.keys import Keyspace
-from gateway.store.plan import Form
+from gateway.store.plan import Form, Splice
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _MAX_PART = 2**64 - 1
@@ -95,11 +95,21 @@ def entry_fields(event: bytes, event_type: str, codes: Iterable[str]) -> list[st
 ENTRY_FORM: Final[Form] = ("XADD", ("*", "e", None, "type", None, "labels", None))
 
 
+# The same XADD with the event's JSON joined by the commit script from its head (the event up to ``"record":``) and
+# the record's JSON that the plan already sends for the record's own write (``Plan.put``'s place of it), and "}".
+SPLICED_ENTRY_FORM: Final[Form] = ("XADD", ("*", "e", Splice(b"}"), "type", None, "labels", None))
+
+
 def entry_values(event: bytes, event_type: str, codes: Iterable[str]) -> tuple[bytes, str, str]:
     """Return the values ``ENTRY_FORM`` takes for a feed entry: the event's JSON (its bytes, which Redis stores as
     the text ``entry_fields`` gives), its type, its record's label codes."""
+    return event, event_type, entry_labels(codes)
+
+
+def entry_labels(codes: Iterable[str]) -> str:
+    """Return a feed entry's ``labels`` value: its record's label codes as a JSON list, "" for none."""
     listed = list(codes)
-    return event, event_type, encoding.dumps(listed).decode() if listed else ""
+    return encoding.dumps(listed).decode() if listed else ""
 
 
 @dataclass(slots=True)

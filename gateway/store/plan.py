@@ -20,8 +20,20 @@ _SCRIPT = resources.files("gateway.store").joinpath("commit.lua").read_text(enco
 
 
 Value = str | bytes | int | float  # what redis-py sends as Redis reads it
-# A write's form for ``Plan.put``: its command and arguments, None where each write's own value goes.
-Form = tuple[str, tuple[Value | None, ...]]
+
+
+@dataclass(frozen=True)
+class Splice:
+    """A form's argument that the script joins from two of a write's values, a head and the place (in
+    ``Plan.writes``, as ``Plan.put`` returns it) of a value an earlier write sent, and then ``tail``: a value the
+    plan already sends (a record's JSON, which its change event carries) is sent once, not twice."""
+
+    tail: bytes
+
+
+# A write's form for ``Plan.put``: its command and arguments, None where each write's own value goes, a Splice where
+# a value joined by the script goes (two values: a head and the place of an earlier write's value).
+Form = tuple[str, tuple[Value | Splice | None, ...]]
 
 _MOST_ARGS = 1000  # arguments per command the script passes on (an even number: ZADD takes pairs)
 
@@ -95,7 +107,7 @@ class Plan:
         """Append a write command on ``key`` (redis-py sends str, bytes, int and float as Redis reads them)."""
         self.writes += (command, self.key(key), len(args), *args)
 
-    def put(self, form: Form, key: str, *values: Value) -> None:
+    def put(self, form: Form, key: str, *values: Value) -> int:
         """Append the write ``command key args...`` of ``form`` = (command, args), each None in args replaced by the
         next of ``values``: the same write as ``write`` makes, in the same place among the plan's writes.
 
@@ -103,15 +115,20 @@ class Plan:
         once per plan instead of once per write: for the writes every resource of a Bundle makes with the same
         words (its current-state hash, its job, its audit entry). Fewer arguments cost less to send and for Redis
         to read.
+
+        Return the place of the write's first value in ``writes`` (a ``Splice`` of a later write names its values
+        by such places).
         """
         number = self._form_ids.get(id(form)) or self._form_index.get(form)
         if number is None:
             self.forms.append(form)
-            self._slots.append(form[1].count(None))
+            self._slots.append(sum(1 if a is None else 2 if isinstance(a, Splice) else 0 for a in form[1]))
             number = self._form_index[form] = self._form_ids[id(form)] = len(self.forms)
         if len(values) != self._slots[number - 1]:
             raise ValueError(f"{form[0]} takes {self._slots[number - 1]} values, not {len(values)}")
-        self.writes += (number, self._index.get(key) or self.key(key), *values)
+        writes = self.writes
+        writes += (number, self._index.get(key) or self.key(key), *values)
+        return len(writes) - len(values)
 
     def commands(self) -> Iterator[tuple[str, int, list[Any]]]:
         """Yield each write as its command, key index and arguments, in order (a ``put`` one with its form's)."""
@@ -119,9 +136,18 @@ class Plan:
             if isinstance(head, int):
                 command, form_args = self.forms[head - 1]
                 values = iter(args)
-                yield command, key, [next(values) if a is None else a for a in form_args]
+                yield command, key, [self._argument(a, values) for a in form_args]
             else:
                 yield head, key, args
+
+    def _argument(self, form_arg: Value | Splice | None, values: Iterator[Any]) -> Any:
+        """Return a form's argument as the script makes it, taking the write's values it needs from ``values``."""
+        if form_arg is None:
+            return next(values)
+        if isinstance(form_arg, Splice):
+            head, at = next(values), next(values)
+            return b"".join((head, self.writes[at], form_arg.tail))
+        return form_arg
 
     def _entries(self) -> Iterator[tuple[str | int, int, list[Any]]]:
         """Yield each write as ``writes`` holds it: command (or form number), key index, arguments (or values)."""
@@ -203,9 +229,13 @@ class Plan:
         """Append ``other``'s checks and writes to this plan (its backlog limit is not taken over)."""
         index = {i + 1: self.key(name) for i, name in enumerate(other.keys)}
         self.checks += [[op, index[key], *rest] for op, key, *rest in other.checks]
+        shift = len(self.writes)  # each write takes as many places here as there: a Splice's place moves by this
         for head, key, args in other._entries():
             if isinstance(head, int):
-                self.put(other.forms[head - 1], other.keys[key - 1], *args)
+                form = other.forms[head - 1]
+                if any(isinstance(a, Splice) for a in form[1]):
+                    args = _shifted(form, args, shift)
+                self.put(form, other.keys[key - 1], *args)
             else:
                 self.writes += (head, index[key], len(args), *args)
         for (command, key), args in other.adds.items():
@@ -251,12 +281,25 @@ class Committer:
         return [_text(r) for r in reply[1:]]
 
 
+def _shifted(form: Form, values: list[Any], shift: int) -> list[Any]:
+    """Return a write's values with each Splice's place moved by ``shift``."""
+    moved, at = list(values), 0
+    for a in form[1]:
+        if isinstance(a, Splice):
+            moved[at + 1] += shift
+            at += 2
+        elif a is None:
+            at += 1
+    return moved
+
+
 @lru_cache(maxsize=1024)
 def _declared(form: Form) -> tuple[Value, ...]:
-    """Return a form as the script reads it: command, pattern ("c" or "v" per argument), the constant arguments
-    (worked out once per form: the store's own forms are the same for every plan)."""
+    """Return a form as the script reads it: command, pattern ("c", "v" or "s" per argument), the constant arguments
+    and each Splice's tail (worked out once per form: the store's own forms are the same for every plan)."""
     command, args = form
-    return (command, "".join("v" if a is None else "c" for a in args), *(a for a in args if a is not None))
+    pattern = "".join("v" if a is None else "s" if isinstance(a, Splice) else "c" for a in args)
+    return (command, pattern, *(a.tail if isinstance(a, Splice) else a for a in args if a is not None))
 
 
 def _text(value: Any) -> str:

@@ -141,6 +141,8 @@ class RecordWriter:
         """Decide what the jobs of ``batch`` do, from what ``read`` found: the second half of ``plan``."""
         outcome = Outcome(Plan())
         groups, found = batch.groups, batch.found
+        # One time for the batch's events and deletions: the batch is decided within milliseconds.
+        now = instant(self._clock())
         aggregates: dict[str, Held] = {}
         provided: list[tuple[str, str, set[str]]] = []  # (tenant, source, keys): whose dependents to re-map
         for count, (group, members) in enumerate(groups.items(), 1):
@@ -159,7 +161,7 @@ class RecordWriter:
                 else:
                     seen = found[group]
                     events, gives = await self._apply(tenant, family, seen.held, seen.versions, members,
-                                                      outcome.plan, aggregates)  # fmt: skip
+                                                      outcome.plan, aggregates, now)  # fmt: skip
             except Exception as exc:
                 outcome.plan.undo(mark)
                 for job in members:
@@ -213,6 +215,7 @@ class RecordWriter:
         jobs: list[Job],
         plan: Plan,
         aggregates: dict[str, Held],
+        now: str,
     ) -> tuple[list[list[str]], set[str]]:
         """Plan the record through ``versions``; return each job's events (all of them on the newest job) and the
         keys (``Type/id``, canonical URLs) whose dependent records must be mapped again."""
@@ -239,7 +242,7 @@ class RecordWriter:
                     previous, pending = held.record(), False
                 if previous is None or previous.deleted:
                     continue
-                ctx = self._context(tenant, version, instant(self._clock()))
+                ctx = self._context(tenant, version, now)
                 record = family.deleted_record(previous, ctx)
             else:
                 resource = encoding.loads(raw)
@@ -278,12 +281,12 @@ class RecordWriter:
                         body[id(each)] = each.__pydantic_serializer__.to_json(each)
             written = body[id(previous)] if previous is not None else None
             before = alike if alike is not None else held.record()
-            self._write_record(tenant, family, held, before, previous, written, last_vid, plan)
+            # An event of the record written carries the bytes the write sends: the commit script joins them in.
+            place = self._write_record(tenant, family, held, before, previous, written, last_vid, plan)
             for event_type, record in events:
                 codes = [label.code for label in record.security]
-                event_id = self._publish(
-                    tenant, family.record_type, event_type, record.id, body[id(record)], codes, plan
-                )
+                event_id = self._publish(tenant, family.record_type, event_type, record.id, body[id(record)], codes,
+                                         plan, now, place if record is previous else None)  # fmt: skip
                 if event_type == "risk.flagged":
                     flags = list(getattr(record, "risk_flags", []))
                     self._risks.raise_in(plan, tenant, event_id, family.record_type, record.id, flags)
@@ -329,13 +332,15 @@ class RecordWriter:
         encoded: bytes | None,
         vid: int,
         plan: Plan,
-    ) -> None:
-        """Write the record over the held one, whose indexes ``before`` gives (the held record, or one alike)."""
+    ) -> int | None:
+        """Write the record over the held one, whose indexes ``before`` gives (the held record, or one alike); return
+        the place of its ``encoded`` bytes among the plan's writes (None: not written)."""
         if record is None or encoded is None:  # deleted before it was ever mapped
             plan.write("HSET", held.key, "vid", vid, "rev", held.rev + 1)
-            return
-        plan.put(_RECORD_FORM, held.key, vid, held.rev + 1, encoded)
+            return None
+        first = plan.put(_RECORD_FORM, held.key, vid, held.rev + 1, encoded)
         self._plan_indexes(tenant, family, before, record, plan)
+        return first + 2 if first is not None else None
 
     def _publish(
         self,
@@ -346,22 +351,32 @@ class RecordWriter:
         body: bytes,
         codes: Iterable[str],
         plan: Plan,
+        occurred_at: str,
+        place: int | None = None,
         **extra: Any,
     ) -> str:
-        """Add the change event, and its record's label ``codes``, to the tenant's feed in ``plan``; return its id."""
+        """Add the change event, and its record's label ``codes``, to the tenant's feed in ``plan``; return its id.
+
+        ``place``: where the plan already holds ``body`` (the record's write), for the commit script to join it into
+        the event instead of sending it again.
+        """
         event = {
             "id": event_id(),
             "type": event_type,
             "tenant": tenant,
-            "occurred_at": instant(self._clock()),
+            "occurred_at": occurred_at,
             "record_type": record_type,
             "record_id": record_id,
             **extra,
         }
         # The record is serialised once and spliced in rather than encoded again for every event (one copy of it).
         head = orjson.dumps(event)
-        encoded = b"".join((memoryview(head)[:-1], b',"record":', body, b"}"))
-        plan.put(feed.ENTRY_FORM, self.keys.feed(tenant), *feed.entry_values(encoded, event_type, codes))
+        if place is not None:
+            head = b"".join((memoryview(head)[:-1], b',"record":'))
+            plan.put(feed.SPLICED_ENTRY_FORM, self.keys.feed(tenant), head, place, event_type, feed.entry_labels(codes))
+        else:
+            encoded = b"".join((memoryview(head)[:-1], b',"record":', body, b"}"))
+            plan.put(feed.ENTRY_FORM, self.keys.feed(tenant), *feed.entry_values(encoded, event_type, codes))
         return str(event["id"])
 
     async def escalate(self, tenant: str, flag: Flag) -> Plan | None:
@@ -374,7 +389,7 @@ class RecordWriter:
         raised = {"id": flag.id, "flags": flag.flags, "raised_at": instant(flag.raised_at)}
         codes = label_codes(encoding.loads(body))
         self._publish(tenant, flag.record_type, "risk.escalated", flag.record_id, text(body).encode(), codes, plan,
-                      flag=raised)  # fmt: skip
+                      instant(self._clock()), flag=raised)  # fmt: skip
         return plan
 
     async def _fold(

@@ -18,11 +18,17 @@ Their commits hash to what the code at d3a04f2 (main before this round's changes
 before the commit checked the related resources a mapping read, they were 0d4b965b... and c4a608c9...). A change
 meant to alter what the worker writes changes them: print ``golden(<a folder>, corpus)`` (``PYTHONHASHSEED=0``)
 with the code before the change and after, and say in the commit why old and new workers can run side by side.
+
+Since the commit script joins each change event's record bytes from its record's write (a ``Splice``: sent once,
+not twice), the runs are hashed twice: with every event sent whole, as main sent them (the goldens above,
+unchanged), and as the worker now sends them (``GOLDEN_SPLICED``); and both ways are applied by the script on
+servers of their own, which must hold the same keys, values and stream entries, byte for byte, afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -37,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
+from redis.asyncio import Redis
 
 import gateway.store.store as store_module
 from connectors.retry import backoff
@@ -67,6 +75,11 @@ TENANTS = {
 # What the code at d3a04f2 made of ``_golden_runs`` (sha256 of the normalized commits), without and with the corpus.
 GOLDEN = "331628cbb4eb0ec90e8ad3a40b3ba58c049ba97da33dee6cffc714e5b9f4f849"
 GOLDEN_CORPUS = "200e3104e7e1fd786a84335f71d121d731e9494b6fad4b020ca46f2d01b27e69"
+# The same with each change event's record bytes joined by the commit script from its record's write (``Splice``):
+# what the runs' commits are now (``test_events_joined_by_the_commit_script_leave_redis_as_events_sent_whole``
+# shows they leave Redis as main's did).
+GOLDEN_SPLICED = "7f365da8e5cb2b2ccd50816e0cc3dee0ef1756c1261cb5b02187cfd385d4d130"
+GOLDEN_SPLICED_CORPUS = "a859daf23f4635b209989d4726f7eb67c61cdd3d9efebdcc7c1c45c242d2f273"
 
 
 # -- the runs -----------------------------------------------------------------------------------------------------
@@ -478,17 +491,37 @@ async def _golden_runs(url: str, corpus: bool) -> bytes:
     return _normalized(made)
 
 
-def golden(folder: str, corpus: bool = False) -> str:
+@contextmanager
+def _events_sent_whole() -> Iterator[None]:
+    """Make the worker send each change event's record bytes in the event, as main did, instead of having the
+    commit script join in the bytes its record's write sends (``Splice``): the commits main made."""
+    real = RecordWriter._write_record
+
+    def whole(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)  # its place in the plan is not given: every event is sent whole
+
+    RecordWriter._write_record = whole  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        RecordWriter._write_record = real  # type: ignore[method-assign]
+
+
+def golden(folder: str, corpus: bool = False, *, spliced: bool = False) -> str:
     """Return the sha256 of ``_golden_runs``'s batches on a private server, with ``PYTHONHASHSEED=0`` (the order of
-    a set's members, where the worker writes them as a set gives them, follows their strings' hashes)."""
-    with EmbeddedRedis(Path(folder)) as server:
+    a set's members, where the worker writes them as a set gives them, follows their strings' hashes); unless
+    ``spliced``, with every event sent whole as main sent it."""
+    with EmbeddedRedis(Path(folder)) as server, contextlib.ExitStack() as stack:
+        if not spliced:
+            stack.enter_context(_events_sent_whole())
         made = asyncio.run(_golden_runs(server.url, corpus))
     assert made.count(b"appointment.created") > 200 and made.count(b"risk.flagged") >= 2
     return hashlib.sha256(made).hexdigest()
 
 
-def _golden_in_a_subprocess(folder: Path, corpus: bool) -> str:
-    code = f"from tests.gateway.test_worker_equivalence import golden; print(golden({str(folder)!r}, {corpus}))"
+def _golden_in_a_subprocess(folder: Path, corpus: bool, *, spliced: bool = False) -> str:
+    code = ("from tests.gateway.test_worker_equivalence import golden; "
+            f"print(golden({str(folder)!r}, {corpus}, spliced={spliced}))")  # fmt: skip
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -504,3 +537,74 @@ def test_the_worker_plans_the_corpus_as_main_did(tmp_path: Path) -> None:
 
     corpus_dir()  # skips without the corpus
     assert _golden_in_a_subprocess(tmp_path, corpus=True) == GOLDEN_CORPUS
+
+
+def test_the_worker_plans_what_it_planned_with_events_joined_by_the_script(tmp_path: Path) -> None:
+    assert _golden_in_a_subprocess(tmp_path, corpus=False, spliced=True) == GOLDEN_SPLICED
+
+
+def test_the_worker_plans_the_corpus_as_it_did_with_events_joined_by_the_script(tmp_path: Path) -> None:
+    from tests.conftest import corpus_dir
+
+    corpus_dir()  # skips without the corpus
+    assert _golden_in_a_subprocess(tmp_path, corpus=True, spliced=True) == GOLDEN_SPLICED_CORPUS
+
+
+# -- the events joined by the commit script: the same Redis as the events sent whole ---------------------------------
+
+
+async def _dump(url: str) -> dict[bytes, Any]:
+    """Return every key of a server with its type and value, byte for byte: a set's members and a hash's fields
+    sorted, a stream's entries in order with their ids numbered (an entry's id is the clock's)."""
+    redis = Redis.from_url(url)
+    try:
+        found: dict[bytes, Any] = {}
+        async for key in redis.scan_iter(count=1000):
+            kind = (await redis.type(key)).decode()
+            value: Any
+            if kind == "string":
+                value = await redis.get(key)
+            elif kind == "hash":
+                value = sorted((await redis.hgetall(key)).items())
+            elif kind == "set":
+                value = sorted(await redis.smembers(key))
+            elif kind == "zset":
+                value = await redis.zrange(key, 0, -1, withscores=True)
+            elif kind == "list":
+                value = await redis.lrange(key, 0, -1)
+            elif kind == "stream":
+                value = [[n, sorted(fields.items())] for n, (_, fields) in enumerate(await redis.xrange(key))]
+            else:
+                raise AssertionError(f"{key!r} is a {kind}")
+            found[key] = [kind, value]
+        return found
+    finally:
+        await redis.aclose()
+
+
+def _replayed(folder: Path, corpus: bool, spliced: bool) -> tuple[dict[bytes, Any], list[Any]]:
+    """Run ``_golden_runs`` on a private server, the events sent whole (as main) or joined by the commit script;
+    return every key the runs left and each batch's jobs, events and failures."""
+    with EmbeddedRedis(folder) as server, contextlib.ExitStack() as stack:
+        if not spliced:
+            stack.enter_context(_events_sent_whole())
+        made = orjson.loads(asyncio.run(_golden_runs(server.url, corpus)))
+        return asyncio.run(_dump(server.url)), [m for m in made if m[0] == "jobs"]
+
+
+@pytest.mark.parametrize("corpus", [False, True], ids=["runs", "corpus"])
+def test_events_joined_by_the_commit_script_leave_redis_as_events_sent_whole(tmp_path: Path, corpus: bool) -> None:
+    """The commit script joins an event's record bytes from its record's write (``Splice``) instead of receiving
+    them twice: the same runs, applied by the script each way on servers of their own, leave every key, value and
+    stream entry byte for byte the same (the records, indexes, feeds and their entries, threads, dependents, risk
+    flags, audit trail, the store's own keys), and every job the same events and failures."""
+    if corpus:
+        from tests.conftest import corpus_dir
+
+        corpus_dir()  # skips without the corpus
+    whole_keys, whole_jobs = _replayed(tmp_path / "whole", corpus, spliced=False)
+    joined_keys, joined_jobs = _replayed(tmp_path / "joined", corpus, spliced=True)
+    feeds = [k for k, (kind, _) in whole_keys.items() if kind == "stream" and k.endswith(b":feed")]
+    assert feeds and sum(len(whole_keys[k][1]) for k in feeds) > 200  # the events are there to compare
+    assert joined_keys == whole_keys
+    assert joined_jobs == whole_jobs
