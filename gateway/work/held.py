@@ -61,7 +61,7 @@ class Held:
         return self.current
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass sets each field through object.__setattr__
 class Wanted:
     """One mapped resource a batch's jobs name: its record and what its jobs ask for."""
 

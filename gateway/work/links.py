@@ -81,16 +81,20 @@ class Links:
         """
         if not provided:
             return
-        readers = dict(known)
-        missing = sorted({(t, key) for t, _, gives in provided for key in gives if (t, key) not in readers})
+        missing = sorted({(t, key) for t, _, gives in provided for key in gives if (t, key) not in known})
+        readers: Mapping[tuple[str, str], set[str]] = known
         if missing:
+            readers = dict(known)
             pipe = self._redis.pipeline(transaction=False)
             for tenant, key in missing:
                 pipe.smembers(self._keys.dependents(tenant, key))
             for where, members in zip(missing, await pipe.execute(), strict=True):
                 readers[where] = {text(m) for m in members}
         for tenant, source, gives in provided:
-            dependents = set().union(*(readers[(tenant, key)] for key in gives)) - {source}
+            found = [members for key in gives if (members := readers[(tenant, key)])]
+            if not found:  # most resources have no readers: nothing to gather
+                continue
+            dependents = set().union(*found) - {source}
             for dependent in sorted(dependents):
                 rtype, _, rid = dependent.partition("/")
                 plan.write(

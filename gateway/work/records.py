@@ -120,6 +120,7 @@ class RecordWriter:
         self._last_context: tuple[tuple[str, int, str, str | None, str | None], MapContext] | None = None
         # Per tenant and record type: the sort and updated index keys, and the status and patient keys' prefixes.
         self._index_keys: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+        self._feed_keys: dict[str, str] = {}  # per tenant: its feed's key
 
     async def plan(self, jobs: Sequence[Job]) -> Outcome:
         """Decide what ``jobs`` do; the caller settles the applied ones in ``outcome.plan`` and commits it."""
@@ -192,8 +193,12 @@ class RecordWriter:
             family = MAPPED.get(rtype)
             if family is None:
                 continue
-            newest = max((j.vid for j in members if j.op != "refresh"), default=0)
-            refresh = any(j.op == "refresh" for j in members)
+            if len(members) == 1:  # most resources have one job in a batch
+                refresh = members[0].op == "refresh"
+                newest = 0 if refresh else members[0].vid
+            else:
+                newest = max((j.vid for j in members if j.op != "refresh"), default=0)
+                refresh = any(j.op == "refresh" for j in members)
             key = self.keys.record(tenant, family.record_type, rid)
             by_tenant.setdefault(tenant, []).append(
                 (group, Wanted(tenant, rtype, rid, key, family.model, newest, refresh))
@@ -371,12 +376,13 @@ class RecordWriter:
         }
         # The record is serialised once and spliced in rather than encoded again for every event (one copy of it).
         head = orjson.dumps(event)
+        key = self._feed_keys.get(tenant) or self._feed_keys.setdefault(tenant, self.keys.feed(tenant))
         if place is not None:
             head = b"".join((memoryview(head)[:-1], b',"record":'))
-            plan.put(feed.SPLICED_ENTRY_FORM, self.keys.feed(tenant), head, place, event_type, feed.entry_labels(codes))
+            plan.put(feed.SPLICED_ENTRY_FORM, key, head, place, event_type, feed.entry_labels(codes))
         else:
             encoded = b"".join((memoryview(head)[:-1], b',"record":', body, b"}"))
-            plan.put(feed.ENTRY_FORM, self.keys.feed(tenant), *feed.entry_values(encoded, event_type, codes))
+            plan.put(feed.ENTRY_FORM, key, *feed.entry_values(encoded, event_type, codes))
         return str(event["id"])
 
     async def escalate(self, tenant: str, flag: Flag) -> Plan | None:

@@ -18,7 +18,6 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -316,16 +315,18 @@ class Worker:
             failed = {job.entry_id: exc for job in jobs}
         elapsed = (time.perf_counter() - turn.started) / len(jobs)
         # Metrics are counted per batch: a labelled series looked up once per batch, not once per job.
-        outcomes: Counter[tuple[str, str]] = Counter()
-        published: Counter[str] = Counter()
+        outcomes: dict[tuple[str, str], int] = {}
+        published: dict[str, int] = {}
         for job in jobs:
-            if job.entry_id in failed:
+            if failed and job.entry_id in failed:
                 await self._failed(queue, job, failed[job.entry_id])
                 continue
             applied = events.get(job.entry_id)
-            outcomes[job.rtype, "applied" if applied else "skipped"] += 1
+            at = (job.fields["type"], "applied" if applied else "skipped")
+            outcomes[at] = outcomes.get(at, 0) + 1
             if applied:
-                published.update(applied)
+                for event in applied:
+                    published[event] = published.get(event, 0) + 1
         for (rtype, result), count in outcomes.items():
             self.processed += count
             JOBS.labels(rtype, result).inc(count)
