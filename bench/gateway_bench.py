@@ -240,6 +240,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "still go through the drain and the feed check) (default 2)",
     )
     parser.add_argument(
+        "--open-loop-client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="the open loop's HTTP client: 'raw' (pre-built HTTP/1.1 requests on keep-alive connections, tens of "
+        "microseconds of this process's CPU per request) or 'httpx' (an httpx.AsyncClient as the closed loop "
+        "uses, about a millisecond per request, which on a 2-core machine delays its own sends and the API) "
+        "(default raw)",
+    )
+    parser.add_argument(
         "--no-baseline",
         action="store_true",
         help="skip the fhir.resources-inline baseline (parse each Bundle with fhir.resources' R4B Bundle "
@@ -767,14 +776,132 @@ async def post_bundle(
 ) -> tuple[bool, int, str]:
     """POST one Bundle; return (ok, resources accepted, error text)."""
     response = await client.post("/fhir/R4", content=body, extensions=extensions)
-    if response.status_code != 200:
-        return False, 0, f"HTTP {response.status_code}: {response.text[:300]}"
-    answer = response.json()
+    return check_answer(response.status_code, response.content, entries)
+
+
+def check_answer(status: int, content: bytes, entries: int) -> tuple[bool, int, str]:
+    """Read a transaction's answer: (every entry accepted, resources accepted, error text)."""
+    if status != 200:
+        return False, 0, f"HTTP {status}: {content[:300].decode(errors='replace')}"
+    answer = json.loads(content)
     statuses = [e.get("response", {}).get("status", "") for e in answer.get("entry", [])]
     accepted = sum(1 for s in statuses if s[:1] == "2")
     if len(statuses) != entries or accepted != entries:
         return False, accepted, f"{accepted} of {entries} entries accepted: {Counter(statuses)}"
     return True, accepted, ""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: a request written whole, its answer read up to its Content-Length."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.usable = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None or self.waiter.done():
+            return
+        try:
+            answer = self._answer()
+        except ValueError as exc:
+            self.usable = False
+            self.waiter.set_exception(exc)
+            return
+        if answer is not None:
+            self.waiter.set_result(answer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.usable = False
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the API closed the connection"))
+
+    def _answer(self) -> tuple[int, bytes] | None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        lines = bytes(self.buffer[:end]).split(b"\r\n")
+        status, length = int(lines[0].split()[1]), -1
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                self.usable = False
+            elif name == b"transfer-encoding":
+                raise ValueError("a chunked answer (this client reads Content-Length answers only)")
+        if length < 0:
+            raise ValueError("an answer without Content-Length")
+        if len(self.buffer) < end + 4 + length:
+            return None
+        content = bytes(self.buffer[end + 4 : end + 4 + length])
+        del self.buffer[: end + 4 + length]
+        return status, content
+
+
+class RawClient:
+    """POST pre-built HTTP/1.1 requests on a pool of keep-alive connections, at most ``connections`` at once.
+
+    httpx costs this process about a millisecond of CPU per request (request and response objects, header
+    handling, its pool's bookkeeping); on a 2-core machine that the API and Redis share, that made the open loop's
+    own sends late and took CPU from the API. Here a request is one ``write`` of bytes built before the run and an
+    answer is parsed up to its Content-Length: tens of microseconds each.
+    """
+
+    def __init__(self, base: str, headers: dict[str, str], connections: int, timeout: float) -> None:
+        url = httpx.URL(base)
+        self.host, self.port = url.host, url.port or 80
+        self.timeout = timeout
+        fields = {"Host": f"{self.host}:{self.port}", "Accept": "*/*", **headers}
+        self._head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        self._idle: list[_Connection] = []
+        self._all: list[_Connection] = []
+        self._slots = asyncio.Semaphore(connections)
+
+    def request(self, path: str, body: bytes) -> bytes:
+        """Return the bytes of a POST of ``body`` to ``path``."""
+        return f"POST {path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    async def send(self, request: bytes, mark_started: Callable[[], None]) -> tuple[int, bytes]:
+        """Send one request (from ``request``) and return its answer's status and content."""
+        async with self._slots:
+            conn = None
+            while self._idle and conn is None:
+                conn = self._idle.pop()  # the most recently used first
+                if not conn.usable or conn.transport is None or conn.transport.is_closing():
+                    conn = None
+            if conn is None:
+                _, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
+                self._all.append(conn)
+            assert conn.transport is not None
+            conn.waiter = asyncio.get_running_loop().create_future()
+            mark_started()
+            conn.transport.write(request)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    answer = await conn.waiter
+            except BaseException:
+                conn.usable = False
+                conn.transport.close()
+                raise
+            conn.waiter = None
+            if conn.usable:
+                self._idle.append(conn)
+            else:
+                conn.transport.close()
+            return answer
+
+    def close(self) -> None:
+        for conn in self._all:
+            if conn.transport is not None:
+                conn.transport.close()
 
 
 async def acceptance(
@@ -966,6 +1093,7 @@ async def open_loop(
     warmup: int,
     api_pid: int,
     rclient: redis.Redis,
+    client_kind: str = "raw",
 ) -> OpenLoopResult:
     """Send ``bodies`` at ``result.target_bundles_per_s`` from a pool large enough that no send waits for one."""
     limits = httpx.Limits(max_connections=result.connections, max_keepalive_connections=result.connections)
@@ -974,24 +1102,43 @@ async def open_loop(
     async def window_start() -> None:
         readings.append(await asyncio.to_thread(cpu_reading, api_pid, rclient))
 
-    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=request_timeout) as client:
+    if client_kind == "raw":
+        raw = RawClient(base, headers, result.connections, request_timeout)
+        requests = [raw.request("/fhir/R4", body) for body, _ in bodies]  # built before the schedule starts
 
-        async def send(index: int, mark_started: Callable[[], None]) -> tuple[bool, int, int, str]:
-            body, appointments = bodies[index]
-
-            async def trace(event: str, _info: dict[str, Any]) -> None:
-                if event in ("http11.send_request_headers.started", "http2.send_request_headers.started"):
-                    mark_started()
-
+        async def send_raw(index: int, mark_started: Callable[[], None]) -> tuple[bool, int, int, str]:
             try:
-                ok, accepted, error = await post_bundle(client, body, result.size, {"trace": trace})
-            except httpx.HTTPError as exc:
+                status, content = await raw.send(requests[index], mark_started)
+                ok, accepted, error = check_answer(status, content, result.size)
+            except (OSError, ValueError, TimeoutError) as exc:
                 ok, accepted, error = False, 0, f"{type(exc).__name__}: {exc}"
-            return ok, accepted, appointments if ok else 0, error
+            return ok, accepted, bodies[index][1] if ok else 0, error
 
-        sends = await run_schedule(
-            send, result.target_bundles_per_s, len(bodies), warmup=warmup, at_window_start=window_start
-        )
+        try:
+            sends = await run_schedule(
+                send_raw, result.target_bundles_per_s, len(bodies), warmup=warmup, at_window_start=window_start
+            )
+        finally:
+            raw.close()
+    else:
+        async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=request_timeout) as client:
+
+            async def send(index: int, mark_started: Callable[[], None]) -> tuple[bool, int, int, str]:
+                body, appointments = bodies[index]
+
+                async def trace(event: str, _info: dict[str, Any]) -> None:
+                    if event in ("http11.send_request_headers.started", "http2.send_request_headers.started"):
+                        mark_started()
+
+                try:
+                    ok, accepted, error = await post_bundle(client, body, result.size, {"trace": trace})
+                except httpx.HTTPError as exc:
+                    ok, accepted, error = False, 0, f"{type(exc).__name__}: {exc}"
+                return ok, accepted, appointments if ok else 0, error
+
+            sends = await run_schedule(
+                send, result.target_bundles_per_s, len(bodies), warmup=warmup, at_window_start=window_start
+            )
     end = cpu_reading(api_pid, rclient)
     summarize_open_loop(result, sends, warmup)
     if readings and result.seconds > 0:
@@ -1477,7 +1624,9 @@ async def open_loop_phase(
         flush=True,
     )
     bodies = [make_bundle(run, closed.size, OPEN_LOOP_BUNDLE_SEQ + i) for i in range(warmup + measured)]
-    await open_loop(base, headers, args.request_timeout, result, bodies, warmup, api_pid, rclient)
+    await open_loop(
+        base, headers, args.request_timeout, result, bodies, warmup, api_pid, rclient, args.open_loop_client
+    )
     print(
         f"  {result.bundles} of {result.scheduled} Bundles in {result.seconds:.2f}s: {result.bundles_per_s:,.1f} "
         f"Bundles/s, {result.resources_per_s:,.0f} resources/s, latency from the scheduled send p50 "

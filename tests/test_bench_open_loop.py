@@ -137,3 +137,74 @@ def test_open_loop_rate_argument(bench: ModuleType, text: str, parsed: tuple[str
     closed = bench.AcceptanceResult(size=20, concurrency=8, bundles_per_s=130.0)
     rate, _ = bench.open_loop_rate(args.open_loop, closed)
     assert rate == pytest.approx(65.0 if text == "half" else 104.0 if text == "0.8x" else 150.0)
+
+
+async def _serve(answers: list[bytes], seen: list[bytes], *, close_after: int | None = None) -> asyncio.Server:
+    """A server on a free loopback port that reads each request whole and writes the next canned answer, in two
+    writes as uvicorn does (headers, then body)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        while answers:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            )
+            seen.append(head + await reader.readexactly(length))
+            answer = answers.pop(0)
+            split = answer.index(b"\r\n\r\n") + 4
+            writer.write(answer[:split])
+            await writer.drain()
+            writer.write(answer[split:])
+            await writer.drain()
+            served += 1
+            if close_after is not None and served == close_after:
+                break
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _answer(status: int, body: bytes, *extra: bytes) -> bytes:
+    head = [f"HTTP/1.1 {status} X".encode(), b"content-type: application/fhir+json", *extra]
+    return b"\r\n".join([*head, f"content-length: {len(body)}".encode(), b"", body])
+
+
+async def test_the_raw_client_sends_the_bytes_and_reads_each_answer_whole(bench: ModuleType) -> None:
+    ok = b'{"entry":[{"response":{"status":"201 Created"}},{"response":{"status":"200 OK"}}]}'
+    answers, seen = [_answer(200, ok), _answer(200, ok), _answer(503, b'{"resourceType":"OperationOutcome"}')], []
+    server = await _serve(answers, seen)
+    port = server.sockets[0].getsockname()[1]
+    client = bench.RawClient(f"http://127.0.0.1:{port}", {"Authorization": "Bearer t"}, 4, timeout=10)
+    started: list[int] = []
+    try:
+        replies = [
+            await client.send(client.request("/fhir/R4", b'{"n":%d}' % i), lambda: started.append(1)) for i in range(3)
+        ]
+    finally:
+        client.close()
+        server.close()
+    assert [status for status, _ in replies] == [200, 200, 503]
+    assert bench.check_answer(*replies[0], 2) == (True, 2, "")
+    assert bench.check_answer(*replies[0], 3)[0] is False  # an entry missing from the answer
+    assert bench.check_answer(*replies[2], 2)[:2] == (False, 0)
+    assert len(started) == 3
+    assert len(client._all) == 1  # one keep-alive connection served the three in turn
+    assert seen[1].startswith(b"POST /fhir/R4 HTTP/1.1\r\n") and seen[1].endswith(b'\r\n\r\n{"n":1}')
+    assert b"Authorization: Bearer t\r\n" in seen[1] and b"Content-Length: 7\r\n" in seen[1]
+
+
+async def test_the_raw_client_reconnects_after_the_server_closes_a_connection(bench: ModuleType) -> None:
+    ok = b'{"entry":[]}'
+    answers, seen = [_answer(200, ok, b"connection: close"), _answer(200, ok)], []
+    server = await _serve(answers, seen, close_after=1)
+    port = server.sockets[0].getsockname()[1]
+    client = bench.RawClient(f"http://127.0.0.1:{port}", {}, 4, timeout=10)
+    try:
+        first = await client.send(client.request("/", b"{}"), lambda: None)
+        second = await client.send(client.request("/", b"{}"), lambda: None)
+    finally:
+        client.close()
+        server.close()
+    assert (first, second) == ((200, ok), (200, ok))
+    assert len(client._all) == 2
