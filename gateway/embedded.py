@@ -46,6 +46,12 @@ class EmbeddedRedis:
                 "appendonly yes",
                 "appendfsync always",
                 "appendfilename appendonly.aof",
+                # An AOF rewrite forks (Redis stops for 7-27 ms at a few hundred MB) and its child takes a core for
+                # seconds, while every write still waits for its fsync: the slowest 2% of Bundles in an open loop
+                # were nearly all sent during one. With Redis's 64 MB floor a young, growing AOF was rewritten
+                # every 6-20 s under load (bench/README.md, eighth round); from 512 MB on it is rewritten each
+                # time it doubles, as before. Durability is the same; the AOF may take up to 512 MB before that.
+                "auto-aof-rewrite-min-size 512mb",
                 'save ""',
                 "daemonize no",
                 "loglevel warning",
