@@ -49,8 +49,8 @@ class EmbeddedRedis:
                 # An AOF rewrite forks (Redis stops for 7-27 ms at a few hundred MB) and its child takes a core for
                 # seconds, while every write still waits for its fsync: the slowest 2% of Bundles in an open loop
                 # were nearly all sent during one. With Redis's 64 MB floor a young, growing AOF was rewritten
-                # every 6-20 s under load (bench/README.md, eighth round); from 512 MB on it is rewritten each
-                # time it doubles, as before. Durability is the same; the AOF may take up to 512 MB before that.
+                # every 6-20 s under load (bench/README.md, "latency at half the rate"); from 512 MB on it is
+                # rewritten each time it doubles, as before. Same durability; the AOF may reach 512 MB first.
                 "auto-aof-rewrite-min-size 512mb",
                 'save ""',
                 "daemonize no",
