@@ -231,6 +231,7 @@ def test_bundled_redis_is_durable() -> None:
     assert "appendonly yes" in conf
     assert "appendfsync always" in conf
     assert "maxmemory-policy noeviction" in conf
+    assert "auto-aof-rewrite-min-size 512mb" in conf  # as the embedded Redis: no rewrite every few seconds
     statefulset = release.get("StatefulSet", "redis")
     (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
