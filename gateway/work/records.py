@@ -345,7 +345,7 @@ class RecordWriter:
             return None
         first = plan.put(_RECORD_FORM, held.key, vid, held.rev + 1, encoded)
         self._plan_indexes(tenant, family, before, record, plan)
-        return first + 2  # the values are vid, rev and the bytes
+        return first + 2 if first is not None else None
 
     def _publish(
         self,
