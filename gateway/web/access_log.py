@@ -7,6 +7,7 @@ Only ids and route templates are logged: never a path with its ids, a query or a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -19,10 +20,13 @@ from gateway.logs import request_id
 from gateway.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 log = logging.getLogger("gateway.app")
-# The labelled series each answer counts in, looked up once per label set (``labels`` takes a lock and checks its
-# arguments on every call): methods, route templates and statuses are few.
-_COUNTED: dict[tuple[str, str, int], Any] = {}
-_TIMED: dict[str, Any] = {}
+
+
+@functools.cache
+def _series(method: str, template: str, status: int) -> tuple[Any, Any]:
+    """Return the labelled request counter and duration histogram an answer counts in, looked up once per label set
+    (``labels`` takes a lock and checks its arguments on every call): methods, route templates and statuses are few."""
+    return HTTP_REQUESTS.labels(method, template, str(status)), HTTP_SECONDS.labels(template)
 
 
 class AccessLog:
@@ -53,12 +57,8 @@ class AccessLog:
         finally:
             template = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.perf_counter() - started
-            counted = (scope["method"], template, status)
-            if (requests := _COUNTED.get(counted)) is None:
-                requests = _COUNTED[counted] = HTTP_REQUESTS.labels(scope["method"], template, str(status))
+            requests, seconds = _series(scope["method"], template, status)
             requests.inc()
-            if (seconds := _TIMED.get(template)) is None:
-                seconds = _TIMED[template] = HTTP_SECONDS.labels(template)
             seconds.observe(elapsed)
             rtype = (scope.get("path_params") or {}).get("rtype")
             log.info(

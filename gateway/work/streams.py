@@ -321,15 +321,11 @@ class StreamQueue(Generic[E]):
     def settle_all(self, plan: Plan, entries: Sequence[Entry]) -> None:
         """Add to ``plan`` the acknowledgement and deletion of ``entries``: one XACK and one XDEL per stream (per
         thousand entries), not two commands per entry."""
-        by_tenant: dict[str, list[str]] = {}  # a batch is mostly one tenant's: its stream's key made once
-        for entry in entries:
-            ids = by_tenant.get(entry.tenant)
-            if ids is None:
-                ids = by_tenant[entry.tenant] = []
-            ids.append(entry.entry_id)
+        streams: dict[str, str] = {}  # a batch is mostly one tenant's: its stream's key made once
         by_stream: dict[str, list[str]] = {}
-        for tenant, ids in by_tenant.items():
-            by_stream.setdefault(self.keys.stream(tenant), []).extend(ids)
+        for entry in entries:
+            stream = streams.get(entry.tenant) or streams.setdefault(entry.tenant, self.keys.stream(entry.tenant))
+            by_stream.setdefault(stream, []).append(entry.entry_id)
         for stream, ids in by_stream.items():
             for start in range(0, len(ids), _IDS_PER_COMMAND):
                 chunk = ids[start : start + _IDS_PER_COMMAND]
