@@ -1,6 +1,7 @@
 -- Check preconditions, then apply writes, atomically.
--- KEYS: every key the plan touches. ARGV, flat (values are never JSON-encoded again, so a stored body travels
--- as one argument, as it is):
+-- KEYS: every key the plan touches. ARGV: one msgpack array, unpacked by the line below (gateway.store.plan's
+-- UNPACK; a number in it is an integer, and redis.call writes it as its digits). The array, flat (values are never
+-- JSON-encoded again, so a stored body travels as one string, as it is):
 --   n_checks, then per check: op, key_index, field ("" when none), expected;
 --   n_backlog_keys, then those key indexes and the maximum (nothing more when n is 0);
 --   n_forms, then per form: command, pattern (a "c", "v" or "s" per argument), the constant ("c") arguments and
@@ -13,6 +14,7 @@
 -- Check ops: "hget" (expected "" means absent), "get" (likewise), "members" (sorted members joined by "\n"),
 --   "hget_not" (the field's value, "" when absent, is none of the "\n"-joined values).
 -- Returns {"ok", xadd_id...} or {"conflict", check_index} or {"overloaded", backlog}.
+local ARGV = cmsgpack.unpack(ARGV[1])
 local i = 1
 local n_checks = tonumber(ARGV[i])
 i = i + 1

@@ -14,12 +14,20 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+import msgpack
 from redis.asyncio import Redis
+from redis.exceptions import DataError
 
 _SCRIPT = resources.files("gateway.store").joinpath("commit.lua").read_text(encoding="utf-8")
+# The script's line that unpacks its arguments, which arrive as one msgpack array (see ``Committer``). Without it,
+# the script reads them as flat ARGV, as it did before (the tests compare the two).
+UNPACK = "local ARGV = cmsgpack.unpack(ARGV[1])\n"
 
-
-Value = str | bytes | int | float  # what redis-py sends as Redis reads it
+# What a plan sends. A number reaches the script as a Lua number (a double), which ``redis.call`` writes as text:
+# an int as its digits, exact below 2**53 (ids, counts, epoch milliseconds); a float only as a sorted set's score,
+# which Redis reads back to the same double (as any other value its text would be ``%.17g``, not Python's repr).
+Value = str | bytes | int | float
+_VALUE_TYPES = frozenset({str, bytes, int, float})
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ class Plan:
         return {keys[check[1] - 1] for check in self.checks if check[2] == field_name}
 
     def write(self, command: str, key: str, *args: Value) -> None:
-        """Append a write command on ``key`` (redis-py sends str, bytes, int and float as Redis reads them)."""
+        """Append a write command on ``key``."""
         self.writes += (command, self.key(key), len(args), *args)
 
     def put(self, form: Form, key: str, *values: Value) -> int:
@@ -247,10 +255,26 @@ class Plan:
 
 
 class Committer:
-    """Run plans on one Redis connection pool."""
+    """Run plans on one Redis connection pool.
+
+    A plan's arguments (a thousand or more for a 20-entry Bundle, ten thousand for a worker's batch) travel as one
+    msgpack array, which the script unpacks in C (Redis's ``cmsgpack``): packing them costs a sixth of what
+    packing as many command arguments does (35 against 200 us for a 20-entry Bundle), and Redis reads one argument
+    instead of a thousand. Strings and bytes go as msgpack's raw strings (``use_bin_type=False``: the form every
+    Redis's ``cmsgpack`` reads), byte for byte what redis-py would send. Any other type is refused before anything
+    is sent, as redis-py refused it: msgpack would pack a None, a bool or a list, and the script would stop at the
+    write it reached, after the ones before it (25-35 us a 20-entry Bundle's plan, to look at every value's type).
+    """
 
     def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(_SCRIPT)
+        self._packed = redis.register_script(_SCRIPT)
+
+    async def _script(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the script with ``args``, packed (the tests record commits here, as the script reads them)."""
+        if not _VALUE_TYPES.issuperset(map(type, args)):
+            odd = sorted({type(a).__name__ for a in args} - {t.__name__ for t in _VALUE_TYPES})
+            raise DataError(f"a plan sends str, bytes, int and float values, not {', '.join(odd)}")
+        return await self._packed(keys=keys, args=[msgpack.packb(args, use_bin_type=False)])
 
     async def commit(self, plan: Plan) -> list[str]:
         """Apply ``plan`` or raise PlanConflict / PlanOverloaded; return the ids of added stream entries."""
