@@ -114,12 +114,13 @@ async def test_every_kind_of_value_is_written_as_flat_arguments_wrote_it(redis_u
         await redis.aclose()
 
 
-@pytest.mark.parametrize("odd", [None, True, ["a"], {"a": 1}], ids=["None", "bool", "list", "dict"])
+@pytest.mark.parametrize("odd", [None, True, ["a"], ("a",), {"a": 1}], ids=["None", "bool", "list", "tuple", "dict"])
 async def test_a_value_redis_cannot_hold_is_refused_before_anything_is_written(
     redis_url: str, key_prefix: str, odd: Any
 ) -> None:
-    """msgpack packs what redis-py refused (a None, a bool, a list, a dict): the script would apply the writes before
-    the one holding it and stop there. The plan is refused whole instead, naming the type and not the value."""
+    """msgpack packs what redis-py refused (a None, a bool, a list, a tuple, a dict): the script would apply the
+    writes before the one holding it and stop there. The plan is refused whole instead, naming the type and not the
+    value."""
     redis = connect(redis_url, cluster=False)
     try:
         plan = Plan()
