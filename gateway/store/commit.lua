@@ -1,7 +1,7 @@
 -- Check preconditions, then apply writes, atomically.
 -- KEYS: every key the plan touches. ARGV: one msgpack array, unpacked by the line below (gateway.store.plan's
--- UNPACK; a number in it is an integer, and redis.call writes it as its digits). The array, flat (values are never
--- JSON-encoded again, so a stored body travels as one string, as it is):
+-- UNPACK; plan.Value says how redis.call writes a number in it). The array, flat (values are never JSON-encoded
+-- again, so a stored body travels as one string, as it is):
 --   n_checks, then per check: op, key_index, field ("" when none), expected;
 --   n_backlog_keys, then those key indexes and the maximum (nothing more when n is 0);
 --   n_forms, then per form: command, pattern (a "c", "v" or "s" per argument), the constant ("c") arguments and

@@ -264,7 +264,7 @@ class Committer:
     packing as many command arguments does (35 against 200 us for a 20-entry Bundle), and Redis reads one argument
     instead of a thousand. Strings and bytes go as msgpack's raw strings (``use_bin_type=False``: the form every
     Redis's ``cmsgpack`` reads), byte for byte what redis-py would send. A value redis-py refused is refused before
-    anything is sent (``_REFUSED``: 35-45 us a 20-entry Bundle's plan, to look at every value's type).
+    anything is sent (``_REFUSED``: 35-50 us a 20-entry Bundle's plan, to look at every value's type).
     """
 
     def __init__(self, redis: Redis) -> None:
