@@ -75,32 +75,13 @@ def _every_kind(prefix: str) -> Plan:
     return plan
 
 
-async def _state(redis: Redis, prefix: str) -> dict[bytes, Any]:
-    """Every key under ``prefix`` (named without it) with its value and, for a string, its time to live."""
-    found: dict[bytes, Any] = {}
-    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-        kind = (await redis.type(key)).decode()
-        if kind == "string":
-            value: Any = [await redis.get(key), await redis.ttl(key) > 0]
-        elif kind == "hash":
-            value = sorted((await redis.hgetall(key)).items())
-        elif kind == "set":
-            value = sorted(await redis.smembers(key))
-        elif kind == "zset":
-            value = await redis.zrange(key, 0, -1, withscores=True)
-        else:
-            value = [sorted(fields.items()) for _, fields in await redis.xrange(key)]
-        found[key.removeprefix(prefix.encode())] = [kind, value]
-    return found
-
-
 async def test_every_kind_of_value_is_written_as_flat_arguments_wrote_it(redis_url: str, key_prefix: str) -> None:
     redis = connect(redis_url, cluster=False)
     packed, flat = f"{key_prefix}:packed", f"{key_prefix}:flat"
     try:
         await Committer(redis).commit(_every_kind(packed))
         await FlatCommitter(redis).commit(_every_kind(flat))
-        written, before = await _state(redis, packed), await _state(redis, flat)
+        written, before = await _dump(redis_url, packed), await _dump(redis_url, flat)
         assert len(written) == 12 and written[b":{t}:members"][1][2_499] == b"m999"  # all there, chunks too
         assert written[b":{t}:numbers"][1] == [(b"big", b"9007199254740991"), (b"ms", b"1800000000250"),
                                                (b"negative", b"-7"), (b"zero", b"0")]  # fmt: skip
@@ -109,7 +90,7 @@ async def test_every_kind_of_value_is_written_as_flat_arguments_wrote_it(redis_u
         for committer, prefix in ((Committer(redis), packed), (FlatCommitter(redis), flat)):
             with pytest.raises(PlanConflict, match=r"^1$"):
                 await committer.commit(_every_kind(prefix))
-        assert await _state(redis, packed) == written
+        assert await _dump(redis_url, packed) == written
     finally:
         await redis.aclose()
 

@@ -553,17 +553,18 @@ def test_the_worker_plans_the_corpus_as_it_did_with_events_joined_by_the_script(
 # -- the events joined by the commit script: the same Redis as the events sent whole ---------------------------------
 
 
-async def _dump(url: str) -> dict[bytes, Any]:
-    """Return every key of a server with its type and value, byte for byte: a set's members and a hash's fields
-    sorted, a stream's entries in order with their ids numbered (an entry's id is the clock's)."""
+async def _dump(url: str, prefix: str = "") -> dict[bytes, Any]:
+    """Return every key of a server (or those under ``prefix``, named without it) with its type and value, byte for
+    byte: a string with whether it expires, a set's members and a hash's fields sorted, a stream's entries in order
+    with their ids numbered (an entry's id is the clock's)."""
     redis = Redis.from_url(url)
     try:
         found: dict[bytes, Any] = {}
-        async for key in redis.scan_iter(count=1000):
+        async for key in redis.scan_iter(match=f"{prefix}:*" if prefix else None, count=1000):
             kind = (await redis.type(key)).decode()
             value: Any
             if kind == "string":
-                value = await redis.get(key)
+                value = [await redis.get(key), await redis.ttl(key) > 0]
             elif kind == "hash":
                 value = sorted((await redis.hgetall(key)).items())
             elif kind == "set":
@@ -576,7 +577,7 @@ async def _dump(url: str) -> dict[bytes, Any]:
                 value = [[n, sorted(fields.items())] for n, (_, fields) in enumerate(await redis.xrange(key))]
             else:
                 raise AssertionError(f"{key!r} is a {kind}")
-            found[key] = [kind, value]
+            found[key.removeprefix(prefix.encode())] = [kind, value]
         return found
     finally:
         await redis.aclose()
