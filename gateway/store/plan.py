@@ -268,14 +268,14 @@ class Committer:
     """
 
     def __init__(self, redis: Redis) -> None:
-        self._packed = redis.register_script(_SCRIPT)
+        self._run = redis.register_script(_SCRIPT)
 
     async def _script(self, keys: list[str], args: list[Any]) -> Any:
         """Run the script with ``args``, packed (the tests record commits here, as the script reads them)."""
         if not _REFUSED.isdisjoint(map(type, args)):
             odd = sorted({type(a).__name__ for a in args} & {t.__name__ for t in _REFUSED})
             raise DataError(f"a plan sends str, bytes, int and float values, not {', '.join(odd)}")
-        return await self._packed(keys=keys, args=[msgpack.packb(args, use_bin_type=False)])
+        return await self._run(keys=keys, args=[msgpack.packb(args, use_bin_type=False)])
 
     async def commit(self, plan: Plan) -> list[str]:
         """Apply ``plan`` or raise PlanConflict / PlanOverloaded; return the ids of added stream entries."""

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -35,14 +36,13 @@ _DEDUPE: Form = ("SET", (None, "EX", 300))
 
 
 class FlatCommitter(Committer):
-    """The committer as it was: every argument of the plan sent as an argument of its own."""
+    """The committer as it was: the script without its unpacking line, each argument of a plan sent on its own."""
 
     def __init__(self, redis: Redis) -> None:
-        super().__init__(redis)
-        self._flat = redis.register_script(FLAT)
+        self._run = redis.register_script(FLAT)
 
     async def _script(self, keys: list[str], args: list[Any]) -> Any:
-        return await self._flat(keys=keys, args=args)
+        return await self._run(keys=keys, args=args)
 
 
 def test_the_script_unpacks_its_arguments_and_reads_them_flat_without_that_line() -> None:
@@ -116,23 +116,10 @@ async def test_a_value_redis_cannot_hold_is_refused_before_anything_is_written(
 
 @contextlib.contextmanager
 def _flat_arguments() -> Iterator[None]:
-    """Make every committer send its plans' arguments flat, as before."""
-    real = Committer.__init__
-
-    def flat_init(self: Committer, redis: Redis) -> None:
-        real(self, redis)
-        script = redis.register_script(FLAT)
-
-        async def flat(keys: list[str], args: list[Any]) -> Any:
-            return await script(keys=keys, args=args)
-
-        self._script = flat  # type: ignore[method-assign]
-
-    Committer.__init__ = flat_init  # type: ignore[method-assign]
-    try:
+    """Make every committer a ``FlatCommitter``: the flat script, each argument sent on its own."""
+    flat = FlatCommitter._script
+    with mock.patch.object(plan_module, "_SCRIPT", FLAT), mock.patch.object(Committer, "_script", flat):
         yield
-    finally:
-        Committer.__init__ = real  # type: ignore[method-assign]
 
 
 def _run(folder: Path, *, flat: bool) -> tuple[dict[bytes, Any], list[Any]]:
