@@ -106,8 +106,12 @@ class Store(Reads, Maintenance):
     async def apply(self, tenant: str, ops: Sequence[Operation]) -> list[Result]:
         """Apply ``ops`` atomically (all or none) and return one Result each, in order."""
         await self._register(tenant)
-        for _ in range(self._retries):
-            plan, results = await self._decide(tenant, ops)
+        # The ids of the creates given none: drawn once, as a decision that fails its checks writes nothing.
+        fresh = new_ids(sum(not (isinstance(op, Update | Delete) and op.rid) for op in ops))
+        for attempt in range(self._retries):
+            # The first decision takes plain creates to be new unless it reads anyway; the last one always reads.
+            guess = attempt == 0 and self._retries > 1
+            plan, results = await self._decide(tenant, ops, fresh, guess=guess)
             trail = audit.current.get()
             if trail is not None:
                 self._audit(plan, trail, tenant, ops, results)
@@ -192,10 +196,12 @@ class Store(Reads, Maintenance):
         if replicas and int(await self._redis.wait(replicas, timeout_ms)) < replicas:
             raise Overloaded(f"fewer than {replicas} Redis replicas confirmed the write in time; retry", retry_after=1)
 
-    async def _decide(self, tenant: str, ops: Sequence[Operation]) -> tuple[Plan, list[Result]]:
+    async def _decide(
+        self, tenant: str, ops: Sequence[Operation], ids: list[str], *, guess: bool = False
+    ) -> tuple[Plan, list[Result]]:
         k = self._keys
         given = [op.rid if isinstance(op, Update | Delete) else "" for op in ops]
-        fresh = iter(new_ids(given.count("")))  # a new id for each operation that names none (a create)
+        fresh = iter(ids)  # a new id for each operation that names none (a create)
         decisions = [Decision(op=op, rid=rid or next(fresh)) for op, rid in zip(ops, given, strict=True)]
         plan = Plan()
 
@@ -247,7 +253,7 @@ class Store(Reads, Maintenance):
                       ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))]  # fmt: skip
 
         # 3. Resolve urn:uuid and fullUrl references, deduplicating retried plain creates on the way.
-        mapping, replies = await self._resolve(tenant, decisions, plan, reads)
+        mapping, replies = await self._resolve(tenant, decisions, plan, reads, guess=guess)
         for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
             d.current = Current.from_hash(raw)
             d.watched = d.op.rtype not in MAPPED and bool(watched)
@@ -278,10 +284,15 @@ class Store(Reads, Maintenance):
         return plan, results
 
     async def _resolve(
-        self, tenant: str, decisions: list[Decision], plan: Plan, reads: list[Read]
+        self, tenant: str, decisions: list[Decision], plan: Plan, reads: list[Read], *, guess: bool = False
     ) -> tuple[dict[str, str], list[Any]]:
         """Map every entry's fullUrl and every conditional reference to ``Type/id``, giving retried identical creates
-        their first id; return the mapping and the answers to ``reads``, read with the first dedupe keys."""
+        their first id; return the mapping and the answers to ``reads``, read with the first dedupe keys.
+
+        With ``guess`` and nothing else to read, the plain creates are taken to be new without reading their dedupe
+        keys: a set of creates is then accepted in one round trip instead of two. The plan still requires each key
+        to be absent, so a retried create fails the commit's checks, and the next decision reads them.
+        """
         mapping: dict[str, str] = {}
         for d in decisions:
             full_url = getattr(d.op, "full_url", None)
@@ -301,7 +312,11 @@ class Store(Reads, Maintenance):
         # be a retry: only then is it digested and looked up again, in its turn.
         for d in plain:
             self._prepare(d, mapping)
-        replies = await self._snapshot.read(reads + [self._dedupe_read(tenant, d) for d in plain])
+        replies: list[Any]
+        if guess and not reads:
+            replies = [None] * len(plain)
+        else:
+            replies = await self._snapshot.read(reads + [self._dedupe_read(tenant, d) for d in plain])
         hits = dict(zip(map(id, plain), replies[len(reads) :], strict=True))
         for ready in dependency_order(plain):
             moved = [d for d in ready if not still_resolved(d, mapping)]

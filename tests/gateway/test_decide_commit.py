@@ -107,12 +107,15 @@ def bench_bundle(rng: random.Random, run: str, size: int, seq: int) -> bytes:
 
 @contextmanager
 def _captured(store: Store, commits: list[tuple[list[Any], list[Any]]], *, apply: bool = True) -> Iterator[None]:
-    """Record every commit the store makes, as the commit script receives it (and run it, when ``apply``)."""
+    """Record every commit the store makes, as the commit script receives it (and run it, when ``apply``), but for
+    those whose checks failed: they write nothing (a create taken to be new that was a retry makes one)."""
     script = store._committer._script
 
     async def recording(keys: list[Any], args: list[Any]) -> Any:
-        commits.append((list(keys), list(args)))
-        return await script(keys=keys, args=args) if apply else [b"ok"]
+        reply = await script(keys=keys, args=args) if apply else [b"ok"]
+        if reply[0] != b"conflict":
+            commits.append((list(keys), list(args)))
+        return reply
 
     store._committer._script = recording  # type: ignore[assignment]
     try:

@@ -304,3 +304,71 @@ async def test_a_transaction_reads_beside_a_wide_integer(gateway: Gateway) -> No
     assert body["entry"][0]["resource"]["valueQuantity"]["value"] == 10**30
     assert body["entry"][1]["resource"]["id"] == rid
     assert answer.content == encoding.dumps(body)
+
+
+# -- a set of creates decided without reading first --------------------------------------------------------------
+
+
+def _scripts_run(redis: Any, calls: list[str]) -> Any:
+    """Record the sha of every script ``redis`` runs into ``calls``; return the patch, to undo."""
+    real = redis.execute_command
+
+    async def recording(*args: Any, **options: Any) -> Any:
+        if args and str(args[0]).upper() == "EVALSHA":
+            calls.append(str(args[1]))
+        return await real(*args, **options)
+
+    redis.execute_command = recording  # type: ignore[method-assign]
+    return real
+
+
+async def test_a_set_of_new_resources_is_accepted_in_one_round_trip_and_a_retry_still_finds_it(
+    gateway: Gateway,
+) -> None:
+    """A transaction of plain creates commits without reading the dedupe keys first; the same Bundle sent again
+    fails the commit's check that they are absent, is decided again with them read, and answers the first ids."""
+    store = gateway.services.store
+    snapshot, commit = store._snapshot._script.sha, store._committer._run.sha
+    patient_urn = f"urn:uuid:{uuid.uuid4()}"
+    appointment = {**_APPOINTMENT, "participant": [{"actor": {"reference": patient_urn}, "status": "accepted"}]}
+    bundle = transaction(
+        post_entry({"resourceType": "Patient", "name": [{"family": f"F{uuid.uuid4().hex[:8]}"}]}, patient_urn),
+        post_entry(appointment, f"urn:uuid:{uuid.uuid4()}"),
+    )
+    await gateway.ehr("POST", "/Basic", json={"resourceType": "Basic", "code": {"text": "warm"}})  # scripts loaded
+    calls: list[str] = []
+    real = _scripts_run(store._redis, calls)
+    try:
+        first = await gateway.ehr("POST", "", json=bundle)
+        first_calls, calls[:] = list(calls), []
+        again = await gateway.ehr("POST", "", json=bundle)
+    finally:
+        store._redis.execute_command = real  # type: ignore[method-assign]
+    assert first.status_code == again.status_code == 200
+    assert first_calls == [commit]  # no snapshot read before it
+    statuses = [e["response"]["status"] for e in again.json()["entry"]]
+    assert statuses == ["200 OK", "200 OK"]
+    assert [e["response"]["location"] for e in again.json()["entry"]] == [
+        e["response"]["location"] for e in first.json()["entry"]
+    ]
+    assert calls[:2] == [commit, snapshot]  # the guess failed its check, then the keys were read
+    patient_id = first.json()["entry"][0]["response"]["location"].split("/")[1]
+    by_patient = gateway.services.keys.reference_prefix("clinic-a", "Appointment", "patient") + f"Patient/{patient_id}"
+    assert await store._redis.scard(by_patient) == 1  # one Appointment, not two
+
+
+async def test_a_retried_create_is_found_when_each_write_is_decided_only_once(redis_url: str, key_prefix: str) -> None:
+    """With one decision per write (``conditional_retries`` 1), that decision reads the dedupe keys: a retried
+    create is answered with its first resource, not refused as a conflict."""
+    from gateway.store import Create, Store, connect
+
+    store = Store(connect(redis_url, cluster=False, timeout=5.0), Keyspace(key_prefix), max_backlog=1_000_000,
+                  dedupe_seconds=300, retries=1)  # fmt: skip
+    try:
+        body = {"resourceType": "Basic", "code": {"text": "once"}}
+        [first] = await store.apply("clinic-a", [Create("Basic", dict(body))])
+        [again] = await store.apply("clinic-a", [Create("Basic", dict(body))])
+    finally:
+        await store.redis.aclose()
+    assert (first.status, first.outcome) == (201, "created")
+    assert (again.status, again.rid, again.outcome) == (200, first.rid, "matched")
