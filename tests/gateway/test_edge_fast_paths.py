@@ -310,7 +310,7 @@ async def test_a_transaction_reads_beside_a_wide_integer(gateway: Gateway) -> No
 
 
 def _scripts_run(redis: Any, calls: list[str]) -> Any:
-    """Record the sha of every script ``redis`` runs into ``calls``; return the patch, to undo."""
+    """Record the sha of every script ``redis`` runs into ``calls``; return the method replaced, to put back."""
     real = redis.execute_command
 
     async def recording(*args: Any, **options: Any) -> Any:
