@@ -9,6 +9,7 @@ computed before these changes: a create retried across an upgrade still finds it
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -372,3 +373,24 @@ async def test_a_retried_create_is_found_when_each_write_is_decided_only_once(re
         await store.redis.aclose()
     assert (first.status, first.outcome) == (201, "created")
     assert (again.status, again.rid, again.outcome) == (200, first.rid, "matched")
+
+
+async def test_the_same_new_bundle_sent_eight_times_at_once_makes_its_resources_once(gateway: Gateway) -> None:
+    """Concurrent copies of a Bundle of creates all take their resources to be new; one commits, the others fail
+    its check, read the dedupe keys and answer the same ids."""
+    patient_urn = f"urn:uuid:{uuid.uuid4()}"
+    appointment = {**_APPOINTMENT, "participant": [{"actor": {"reference": patient_urn}, "status": "accepted"}]}
+    bundle = transaction(
+        post_entry({"resourceType": "Patient", "name": [{"family": f"G{uuid.uuid4().hex[:8]}"}]}, patient_urn),
+        post_entry(appointment, f"urn:uuid:{uuid.uuid4()}"),
+    )
+    answers = await asyncio.gather(*[gateway.ehr("POST", "", json=bundle) for _ in range(8)])
+    assert [a.status_code for a in answers] == [200] * 8
+    statuses = sorted(tuple(e["response"]["status"] for e in a.json()["entry"]) for a in answers)
+    assert statuses == [("200 OK", "200 OK")] * 7 + [("201 Created", "201 Created")]
+    locations = {tuple(e["response"]["location"] for e in a.json()["entry"]) for a in answers}
+    assert len(locations) == 1
+    patient_id = next(iter(locations))[0].split("/")[1]
+    services = gateway.services
+    by_patient = services.keys.reference_prefix("clinic-a", "Appointment", "patient") + f"Patient/{patient_id}"
+    assert await services.redis.scard(by_patient) == 1
