@@ -106,12 +106,15 @@ class Store(Reads, Maintenance):
     async def apply(self, tenant: str, ops: Sequence[Operation]) -> list[Result]:
         """Apply ``ops`` atomically (all or none) and return one Result each, in order."""
         await self._register(tenant)
-        # The ids of the creates given none: drawn once, as a decision that fails its checks writes nothing.
-        fresh = new_ids(sum(not (isinstance(op, Update | Delete) and op.rid) for op in ops))
+        # Each operation's id, a new one where none is given (a create): drawn once, as a decision that fails its
+        # checks writes nothing.
+        given = [op.rid if isinstance(op, Update | Delete) else "" for op in ops]
+        fresh = iter(new_ids(given.count("")))
+        ids = [rid or next(fresh) for rid in given]
         for attempt in range(self._retries):
             # The first decision takes plain creates to be new unless it reads anyway; the last one always reads.
             guess = attempt == 0 and self._retries > 1
-            plan, results = await self._decide(tenant, ops, fresh, guess=guess)
+            plan, results = await self._decide(tenant, ops, ids, guess=guess)
             trail = audit.current.get()
             if trail is not None:
                 self._audit(plan, trail, tenant, ops, results)
@@ -199,10 +202,9 @@ class Store(Reads, Maintenance):
     async def _decide(
         self, tenant: str, ops: Sequence[Operation], ids: list[str], *, guess: bool = False
     ) -> tuple[Plan, list[Result]]:
+        """Decide ``ops`` (operation i on the resource ``ids[i]`` unless a condition names another) into one plan."""
         k = self._keys
-        given = [op.rid if isinstance(op, Update | Delete) else "" for op in ops]
-        fresh = iter(ids)  # a new id for each operation that names none (a create)
-        decisions = [Decision(op=op, rid=rid or next(fresh)) for op, rid in zip(ops, given, strict=True)]
+        decisions = [Decision(op=op, rid=rid) for op, rid in zip(ops, ids, strict=True)]
         plan = Plan()
 
         # 1. Conditional operations: which existing resources match their criteria?
