@@ -161,7 +161,8 @@ async def _put_all(gateway: Gateway, *resources: dict[str, Any]) -> None:
 
 async def test_a_phq9_coded_only_at_the_panel_is_scored_and_flagged(gateway: Gateway) -> None:
     form = panel_form("phq9-panel", 9)
-    await _put_all(gateway, form, answers_to(form, "qr-panel", [0, 1, 0, 0, 1, 0, 0, 0, 3]))
+    await _put_all(gateway, form)  # mapped first: a response's risk lane is read before the form's lane
+    await _put_all(gateway, answers_to(form, "qr-panel", [0, 1, 0, 0, 1, 0, 0, 0, 3]))
     record = (await gateway.platform("/survey-responses/qr-panel")).json()
     assert (record["instrument"], record["total_score"], record["score_reason"]) == ("phq-9", 5, None)
     assert record["risk_flags"] == ["self_harm"]
