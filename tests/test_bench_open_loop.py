@@ -208,3 +208,25 @@ async def test_the_raw_client_reconnects_after_the_server_closes_a_connection(be
         server.close()
     assert (first, second) == ((200, ok), (200, ok))
     assert len(client._all) == 2
+
+
+async def test_the_closed_loop_counts_what_the_raw_client_got_answered(bench: ModuleType) -> None:
+    """The closed loop's default sender reads every answer: refused Bundles and a dropped server count as failed."""
+    ok = b'{"entry":[{"response":{"status":"201 Created"}},{"response":{"status":"200 OK"}}]}'
+    answers, seen = [_answer(200, ok), _answer(422, b'{"resourceType":"OperationOutcome"}')], []
+    server = await _serve(answers, seen)
+    port = server.sockets[0].getsockname()[1]
+    client = bench.RawClient(f"http://127.0.0.1:{port}", {}, 1, timeout=10)
+    post = bench.raw_poster(client)
+    try:
+        accepted = await post(b'{"a":1}', 2)
+        refused = await post(b'{"a":2}', 2)
+        server.close()
+        await server.wait_closed()
+        unreachable = await post(b'{"a":3}', 2)  # the server closed the kept-alive connection and stopped listening
+    finally:
+        client.close()
+    assert accepted == (True, 2, "")
+    assert refused[:2] == (False, 0) and refused[2].startswith("HTTP 422")
+    assert unreachable[:2] == (False, 0) and unreachable[2]
+    assert [request.rpartition(b"\r\n\r\n")[2] for request in seen] == [b'{"a":1}', b'{"a":2}']
