@@ -35,13 +35,14 @@ from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
 from gateway.web.access_log import AccessLog
 from gateway.web.negotiation import Negotiation
-from gateway.web.openapi import AUTH_ERRORS, FHIR_ERRORS, OTHER_ERRORS, errors, with_outcome_schemas
+from gateway.web.openapi import AUTH_ERRORS, FHIR_ERRORS, OTHER_ERRORS, errors, with_bearer, with_outcome_schemas
 from gateway.web.responses import outcome_response
 from gateway.webhooks import routes as webhook_routes
 from gateway.writebacks import routes as writeback_routes
 
 log = logging.getLogger("gateway.http")
 # For the OpenAPI document only (auto_error=False: they never answer): gateway.deps checks the token and its role.
+# The platform routes declare theirs as a dependency; the FHIR routes' is added to the document (``with_bearer``).
 EHR_BEARER = HTTPBearer(scheme_name="ehrToken", description="an EHR client's static token", auto_error=False)
 PLATFORM_BEARER = HTTPBearer(
     scheme_name="platformToken", description="a platform client's static token", auto_error=False
@@ -100,8 +101,8 @@ def create_app(
     platform_errors = {**errors(400), **AUTH_ERRORS, **OTHER_ERRORS}
     platform_bearer = [Security(PLATFORM_BEARER)]
     app.include_router(identity_routes.router)  # before the FHIR routes: /fhir/R4/.well-known/...
-    for fhir_router in fhir_routes.ROUTERS:
-        app.include_router(fhir_router, dependencies=[Security(EHR_BEARER)], responses=FHIR_ERRORS)
+    for fhir_router in fhir_routes.ROUTERS:  # each handler checks the token itself (gateway.deps.fhir_caller)
+        app.include_router(fhir_router, responses=FHIR_ERRORS)
     # Write-backs, webhooks and risk flags before the platform's generic /{route}/{rid}, which would take them.
     app.include_router(writeback_routes.router, dependencies=platform_bearer)
     app.include_router(
@@ -119,7 +120,7 @@ def create_app(
         # The error answers refer to the OperationOutcome schema rather than naming it as a model, which cost
         # FastAPI a validator per route and status, built on the first request (about 60 ms of every start).
         if app.openapi_schema is None:
-            with_outcome_schemas(document())
+            with_bearer(with_outcome_schemas(document()), fhir_routes.PREFIX, EHR_BEARER)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 
 from conformance.capability import capability_statement
 from conformance.definitions import R4_RESOURCE_TYPES
-from gateway.deps import ServicesDep
+from gateway.deps import services_of
 from gateway.identity.smart import security, token_url
 from gateway.store.parameters import indexed
 from gateway.web import openapi
@@ -37,8 +37,9 @@ def served_routes(paths: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str
 
 
 @router.get("/metadata", summary="CapabilityStatement", **openapi.METADATA)
-async def metadata(request: Request, services: ServicesDep) -> FhirResponse:
+async def metadata(request: Request) -> FhirResponse:
     """Describe what this server really serves, and how to get a token (SMART ``rest.security``)."""
+    services = services_of(request)
     served = served_routes(request.app.openapi()["paths"])
     statement = capability_statement(base_url(request), served, sorted(R4_RESOURCE_TYPES), search_params)
     for rest in statement.get("rest", []):

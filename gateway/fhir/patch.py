@@ -18,7 +18,7 @@ import jsonpatch
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.deps import EhrPrincipal, ServicesDep
+from gateway.deps import fhir_caller
 from gateway.errors import BadRequest, InvalidResource, PreconditionFailed, Unprocessable, UnsupportedMediaType
 from gateway.fhir.answers import written
 from gateway.fhir.entries import etag_version
@@ -78,11 +78,10 @@ async def patch(
     rtype: openapi.ResourceType,
     rid: openapi.ResourceId,
     request: Request,
-    services: ServicesDep,
-    principal: EhrPrincipal,
     if_match: openapi.IfMatch = None,
 ) -> Response:
     """Apply a patch to the current version and store the result as a new version."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     check_id(rid)
     media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()

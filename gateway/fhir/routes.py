@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gateway.deps import EhrPrincipal, ServicesDep, check_fhir
+from gateway.deps import check_fhir, fhir_caller
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir import bundle as bundles
 from gateway.fhir import capability, history, patch, validate_op
@@ -33,9 +33,8 @@ from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
 
 # Every handler answers a Response itself: the default class only tells the OpenAPI document the media type.
-router = APIRouter(
-    prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse, responses=openapi.FHIR_ERRORS
-)
+PREFIX = "/fhir/R4"
+router = APIRouter(prefix=PREFIX, tags=["FHIR R4"], default_response_class=FhirResponse, responses=openapi.FHIR_ERRORS)
 
 
 def _condition(request: Request) -> str:
@@ -46,8 +45,9 @@ def _condition(request: Request) -> str:
 
 
 @router.post("", summary="Process a Bundle (transaction, batch, or an import)", **openapi.BUNDLE)
-async def process_bundle(request: Request, services: ServicesDep, principal: EhrPrincipal) -> FhirResponse:
+async def process_bundle(request: Request) -> FhirResponse:
     """Take a transaction, batch, collection, searchset or history Bundle."""
+    services, principal = await fhir_caller(request)
     body = await read_body(services.edge, request, principal.tenant)
     if isinstance(body.value, dict):  # each entry needs its interaction's scope; one missing refuses the Bundle
         check_fhir(principal, bundle_needs(body.value))
@@ -68,11 +68,10 @@ async def process_bundle(request: Request, services: ServicesDep, principal: Ehr
 async def create(
     rtype: openapi.ResourceType,
     request: Request,
-    services: ServicesDep,
-    principal: EhrPrincipal,
     if_none_exist: openapi.IfNoneExist = None,
 ) -> Response:
     """Create a resource; an identical create retried within the dedupe window answers with the first one."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     if any(name not in ("_format", "_pretty") for name in request.query_params):
         # Conditional create is If-None-Exist; a search in the URL would be ignored and create a duplicate.
@@ -87,10 +86,9 @@ async def create(
 
 
 @router.get("/{rtype}", summary="Search", **openapi.SEARCH)
-async def search(
-    rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
-) -> FhirResponse:
+async def search(rtype: openapi.ResourceType, request: Request) -> FhirResponse:
     """Search by the parameters the CapabilityStatement lists for the type, paged by _count."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     params = list(request.query_params.multi_items())
     strict = handling_strict(request)
@@ -99,10 +97,9 @@ async def search(
 
 
 @router.post("/{rtype}/_search", summary="Search with the parameters in a form body", **openapi.SEARCH_POST)
-async def search_by_post(
-    rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
-) -> FhirResponse:
+async def search_by_post(rtype: openapi.ResourceType, request: Request) -> FhirResponse:
     """Search as GET does, with parameters from the form body (application/x-www-form-urlencoded) and the URL."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     params = [*request.query_params.multi_items(), *await read_form(services.edge, request)]
     strict = handling_strict(request)
@@ -111,10 +108,9 @@ async def search_by_post(
 
 
 @router.get("/{rtype}/{rid}", summary="Read the current version", **openapi.READ)
-async def read(
-    rtype: openapi.ResourceType, rid: openapi.ResourceId, services: ServicesDep, principal: EhrPrincipal
-) -> FhirResponse:
+async def read(rtype: openapi.ResourceType, rid: openapi.ResourceId, request: Request) -> FhirResponse:
     """Return the current version; 404 if unknown, 410 if deleted."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     check_id(rid)
     return stored_response(await services.store.read_json(principal.tenant, rtype, rid))
@@ -125,10 +121,10 @@ async def vread(
     rtype: openapi.ResourceType,
     rid: openapi.ResourceId,
     vid: openapi.VersionId,
-    services: ServicesDep,
-    principal: EhrPrincipal,
+    request: Request,
 ) -> FhirResponse:
     """Return one version of a resource."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     check_id(rid)
     if not vid.isdigit():
@@ -143,11 +139,10 @@ async def update(
     rtype: openapi.ResourceType,
     rid: openapi.ResourceId,
     request: Request,
-    services: ServicesDep,
-    principal: EhrPrincipal,
     if_match: openapi.IfMatch = None,
 ) -> Response:
     """Create or update; content equal to the current version makes no new version."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     check_id(rid)
     body = await read_body(services.edge, request, principal.tenant)
@@ -162,14 +157,9 @@ async def update(
 
 
 @router.delete("/{rtype}/{rid}", summary="Delete (leaves a tombstone)", **openapi.DELETE)
-async def delete(
-    rtype: openapi.ResourceType,
-    rid: openapi.ResourceId,
-    request: Request,
-    services: ServicesDep,
-    principal: EhrPrincipal,
-) -> Response:
+async def delete(rtype: openapi.ResourceType, rid: openapi.ResourceId, request: Request) -> Response:
     """Delete a resource; deleting an absent or deleted one is not an error."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     check_id(rid)
     [result] = await services.store.apply(principal.tenant, [Delete(rtype, rid)])
@@ -177,10 +167,9 @@ async def delete(
 
 
 @router.put("/{rtype}", summary="Conditional update (?identifier=system|value)", **openapi.CONDITIONAL_UPDATE)
-async def conditional_update(
-    rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
-) -> Response:
+async def conditional_update(rtype: openapi.ResourceType, request: Request) -> Response:
     """Update the one resource the condition matches, or create it when none does; 412 when several do."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     condition = _condition(request)
     body = await read_body(services.edge, request, principal.tenant)
@@ -193,10 +182,9 @@ async def conditional_update(
 
 
 @router.delete("/{rtype}", summary="Conditional delete (?identifier=system|value)", **openapi.CONDITIONAL_DELETE)
-async def conditional_delete(
-    rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
-) -> Response:
+async def conditional_delete(rtype: openapi.ResourceType, request: Request) -> Response:
     """Delete the one resource the condition matches; 412 when several do."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     condition = _condition(request)
     [result] = await services.store.apply(principal.tenant, [Delete(rtype, "", criteria=condition)])

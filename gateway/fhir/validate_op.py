@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from conformance.outcome import has_errors, operation_outcome
 from conformance.validator import Support, validate_resource
-from gateway.deps import EhrPrincipal, ServicesDep
+from gateway.deps import fhir_caller
 from gateway.errors import BadRequest
 from gateway.fhir.requests import check_type, read_body
 from gateway.store import Store
@@ -19,10 +19,9 @@ router = APIRouter(prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=F
 
 
 @router.post("/{rtype}/$validate", summary="Validate a resource without storing it", **openapi.VALIDATE)
-async def validate(
-    rtype: openapi.ResourceType, request: Request, services: ServicesDep, principal: EhrPrincipal
-) -> FhirResponse:
+async def validate(rtype: openapi.ResourceType, request: Request) -> FhirResponse:
     """Answer an OperationOutcome with every issue the validator finds."""
+    services, principal = await fhir_caller(request)
     check_type(rtype)
     body = (await read_body(services.edge, request)).value
     profiles = list(request.query_params.getlist("profile"))

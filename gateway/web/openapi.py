@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import Header, Path
+from fastapi.security.base import SecurityBase
 from pydantic import BaseModel, ConfigDict, Field
 
 from conformance.definitions import R4_RESOURCE_TYPES
@@ -82,6 +83,26 @@ def with_outcome_schemas(document: dict[str, Any]) -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(schema.pop("$defs", {}))
     schemas[OperationOutcome.__name__] = schema
+    return document
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def with_bearer(document: dict[str, Any], prefix: str, scheme: SecurityBase) -> dict[str, Any]:
+    """Declare ``scheme`` on every operation under ``prefix`` (in place), as a route depending on it would be.
+
+    Routes whose handlers check the token themselves declare no security dependency, which FastAPI would solve on
+    every request; an operation that states its own ``security`` (a token that is optional) gets ``scheme`` first.
+    """
+    name = scheme.scheme_name
+    schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes[name] = scheme.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for path, operations in document.get("paths", {}).items():
+        if path == prefix or path.startswith(f"{prefix}/"):
+            for method, operation in operations.items():
+                if method in _HTTP_METHODS:
+                    operation["security"] = [{name: []}, *operation.get("security", [])]
     return document
 
 
