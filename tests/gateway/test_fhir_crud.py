@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import orjson
 import pytest
 
 from gateway.settings import ClientsConfig, Settings
@@ -205,6 +207,30 @@ async def test_metadata_lists_what_is_served(gateway: Gateway) -> None:
     }  # fmt: skip
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     assert len(rest["resource"]) >= 145
+
+
+async def test_metadata_names_the_address_each_client_called(gateway: Gateway) -> None:
+    """The statement is written once per address, and each client still gets the base and token URL it called."""
+
+    def addresses(statement: dict[str, Any]) -> tuple[str, str]:
+        [oauth] = statement["rest"][0]["security"]["extension"]
+        token = next(e["valueUri"] for e in oauth["extension"] if e["url"] == "token")
+        return statement["implementation"]["url"], token
+
+    async def metadata(host: str) -> bytes:
+        answer = await gateway.http.get("/fhir/R4/metadata", headers={"host": host})
+        assert answer.status_code == 200
+        return answer.content
+
+    first = await metadata("gw-a.example.test")
+    assert addresses(orjson.loads(first)) == (
+        "http://gw-a.example.test/fhir/R4", "http://gw-a.example.test/oauth2/token"
+    )  # fmt: skip
+    other = orjson.loads(await metadata("gw-b.example.test:8443"))
+    assert addresses(other) == ("http://gw-b.example.test:8443/fhir/R4", "http://gw-b.example.test:8443/oauth2/token")
+    for n in range(40):  # more addresses than are kept: the first one's statement is written again, the same
+        await metadata(f"gw-{n}.example.test")
+    assert await metadata("gw-a.example.test") == first
 
 
 async def test_conditional_update_and_delete_by_identifier(gateway: Gateway) -> None:
