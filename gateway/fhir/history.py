@@ -15,10 +15,9 @@ import orjson
 from fastapi import APIRouter, Request
 
 from gateway.clock import instant
-from gateway.deps import fhir_caller
+from gateway.deps import FhirCaller, fhir_caller
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir.requests import check_id, check_type, handling_strict
-from gateway.services import Services
 from gateway.settings import Settings
 from gateway.store import compact, history
 from gateway.store.indexing import date_range
@@ -92,8 +91,9 @@ def _bundle(total: int, links: list[dict[str, str]], entries: list[dict[str, Any
     return bundle
 
 
-async def _recent(request: Request, services: Services, tenant: str, rtype: str | None) -> FhirResponse:
+async def _recent(request: Request, caller: FhirCaller, rtype: str | None) -> FhirResponse:
     """Answer the history of a type, or with ``rtype`` None of every type."""
+    services, tenant = caller.services, caller.principal.tenant
     p = _Params(request, services.settings)
     page = await history.recent(services.redis, services.keys, tenant, rtype, p.since_ms, p.cursor, p.count)
     base = base_url(request)
@@ -104,16 +104,15 @@ async def _recent(request: Request, services: Services, tenant: str, rtype: str 
 @router.get("/_history", summary="History of every resource", **openapi.HISTORY)
 async def system_history(request: Request) -> FhirResponse:
     """List every version the tenant holds, newest first."""
-    services, principal = await fhir_caller(request)
-    return await _recent(request, services, principal.tenant, None)
+    return await _recent(request, await fhir_caller(request), None)
 
 
 @router.get("/{rtype}/_history", summary="History of a type", **openapi.HISTORY)
 async def type_history(rtype: openapi.ResourceType, request: Request) -> FhirResponse:
     """List every version of every resource of a type, newest first."""
-    services, principal = await fhir_caller(request)
+    caller = await fhir_caller(request)
     check_type(rtype)
-    return await _recent(request, services, principal.tenant, rtype)
+    return await _recent(request, caller, rtype)
 
 
 @router.get("/{rtype}/{rid}/_history", summary="History of one resource", **openapi.HISTORY)
