@@ -20,6 +20,11 @@ from gateway.store import audit
 
 async def _services(request: Request) -> Services:
     # A coroutine, as every dependency: FastAPI runs a plain function in its thread pool, a thread hop per request.
+    return services_of(request)
+
+
+def services_of(request: Request) -> Services:
+    """Return the app's services."""
     services: Services = request.app.state.services
     return services
 
@@ -53,12 +58,6 @@ class FhirCaller(NamedTuple):
 
     services: Services
     principal: Principal
-
-
-def services_of(request: Request) -> Services:
-    """Return the app's services."""
-    services: Services = request.app.state.services
-    return services
 
 
 async def fhir_caller(request: Request) -> FhirCaller:

@@ -48,7 +48,9 @@ async def metadata(request: Request) -> FhirResponse:
     """Describe what this server really serves, and how to get a token (SMART ``rest.security``)."""
     services = services_of(request)
     base, token = base_url(request), token_url(services.settings.public_base_url, str(request.base_url))
-    written: dict[tuple[str, str], bytes] = request.app.state.__dict__.setdefault("capability_statements", {})
+    written: dict[tuple[str, str], bytes] | None = getattr(request.app.state, "capability_statements", None)
+    if written is None:
+        written = request.app.state.capability_statements = {}
     body = written.get((base, token))
     if body is None:
         served = served_routes(request.app.openapi()["paths"])

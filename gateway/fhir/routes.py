@@ -33,7 +33,7 @@ from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
 
 # Every handler answers a Response itself: the default class only tells the OpenAPI document the media type.
-PREFIX = "/fhir/R4"
+PREFIX = capability.PREFIX  # the FHIR base
 router = APIRouter(prefix=PREFIX, tags=["FHIR R4"], default_response_class=FhirResponse, responses=openapi.FHIR_ERRORS)
 
 
