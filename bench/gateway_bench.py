@@ -1584,51 +1584,53 @@ async def phase_one(
     open_results: list[OpenLoopResult] = []
     sent: dict[int, list[bytes]] = {}
     raw = RawClient(base, headers, args.concurrency, args.request_timeout)
-    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=args.request_timeout) as client:
-        post = raw_poster(raw) if args.client == "raw" else httpx_poster(client)
-        for index, size in enumerate(args.sizes):
-            amount = amounts[index] if len(amounts) > 1 else amounts[0]
-            # Warm-up: untimed, so lazy imports and model builds are not in the figures. Rounds of one Bundle per
-            # API process sent together, so that each process is likely to get some (the kernel, not the
-            # benchmark, decides which process accepts a connection).
-            warm = AcceptanceResult(size=size, concurrency=api_processes)
-            for i in range(args.warmup):
-                bodies = [make_bundle(run, size, 10_000_000 + i * api_processes + j) for j in range(api_processes)]
-                answers = await asyncio.gather(*(post(body, size) for body, _ in bodies))
-                for (ok, _, error), (_, appointments) in zip(answers, bodies, strict=True):
-                    if not ok:
-                        raise RuntimeError(f"a warm-up Bundle of {size} entries failed: {error}")
-                    warm.appointments += appointments
-                    warm.patients += 1
-            source = BundleSource(run, size, mode, amount, first_seq=0)
-            print(
-                f"phase 1: {api_processes} API process(es), {size}-entry Bundles, "
-                + (f"{int(amount)} Bundles" if mode == "count" else f"{amount:g}s")
-                + f", {args.concurrency} clients ({args.client}) ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            result = await acceptance(post, source, args.concurrency, api_pid, api_processes, rclient, args.client)
-            sent[size] = source.sent
-            # They are in the queue and must reach the feed too.
-            result.appointments += warm.appointments
-            result.patients += warm.patients
-            results.append(result)
-            by_process = ", ".join(f"{name} {pct:.0f}" for name, pct in result.api_cpu_pct_by_process.items())
-            print(
-                f"  {result.bundles} Bundles in {result.seconds:.2f}s: {result.resources_per_s:,.0f} resources/s "
-                f"({result.resources_per_s_per_process:,.0f} per API process), "
-                f"{result.api_cpu_ms_per_resource:.3f} ms API CPU per resource, API CPU % by process "
-                f"{by_process}, p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms"
-                + (f", {result.failed} FAILED: {result.errors[0]}" if result.failed else ""),
-                file=sys.stderr,
-                flush=True,
-            )
-            if args.open_loop is not None:
-                opened = await open_loop_phase(args, base, headers, run, api_pid, result, rclient)
-                if opened is not None:
-                    open_results.append(opened)
-    raw.close()
+    with contextlib.closing(raw):
+        async with httpx.AsyncClient(
+            base_url=base, limits=limits, headers=headers, timeout=args.request_timeout
+        ) as client:
+            post = raw_poster(raw) if args.client == "raw" else httpx_poster(client)
+            for index, size in enumerate(args.sizes):
+                amount = amounts[index] if len(amounts) > 1 else amounts[0]
+                # Warm-up: untimed, so lazy imports and model builds are not in the figures. Rounds of one Bundle per
+                # API process sent together, so that each process is likely to get some (the kernel, not the
+                # benchmark, decides which process accepts a connection).
+                warm = AcceptanceResult(size=size, concurrency=api_processes)
+                for i in range(args.warmup):
+                    bodies = [make_bundle(run, size, 10_000_000 + i * api_processes + j) for j in range(api_processes)]
+                    answers = await asyncio.gather(*(post(body, size) for body, _ in bodies))
+                    for (ok, _, error), (_, appointments) in zip(answers, bodies, strict=True):
+                        if not ok:
+                            raise RuntimeError(f"a warm-up Bundle of {size} entries failed: {error}")
+                        warm.appointments += appointments
+                        warm.patients += 1
+                source = BundleSource(run, size, mode, amount, first_seq=0)
+                print(
+                    f"phase 1: {api_processes} API process(es), {size}-entry Bundles, "
+                    + (f"{int(amount)} Bundles" if mode == "count" else f"{amount:g}s")
+                    + f", {args.concurrency} clients ({args.client}) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                result = await acceptance(post, source, args.concurrency, api_pid, api_processes, rclient, args.client)
+                sent[size] = source.sent
+                # They are in the queue and must reach the feed too.
+                result.appointments += warm.appointments
+                result.patients += warm.patients
+                results.append(result)
+                by_process = ", ".join(f"{name} {pct:.0f}" for name, pct in result.api_cpu_pct_by_process.items())
+                print(
+                    f"  {result.bundles} Bundles in {result.seconds:.2f}s: {result.resources_per_s:,.0f} resources/s "
+                    f"({result.resources_per_s_per_process:,.0f} per API process), "
+                    f"{result.api_cpu_ms_per_resource:.3f} ms API CPU per resource, API CPU % by process "
+                    f"{by_process}, p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms"
+                    + (f", {result.failed} FAILED: {result.errors[0]}" if result.failed else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if args.open_loop is not None:
+                    opened = await open_loop_phase(args, base, headers, run, api_pid, result, rclient)
+                    if opened is not None:
+                        open_results.append(opened)
     return results, sent, open_results
 
 
