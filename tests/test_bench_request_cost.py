@@ -1,0 +1,38 @@
+"""``bench/request_cost.py`` drives the real app in process: every kind of request it times is answered as
+expected (it raises on any other status), and it prints one row per kind."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def request_cost() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(ROOT / "bench"))  # it imports its sibling gateway_bench.py
+    try:
+        spec = importlib.util.spec_from_file_location("request_cost", ROOT / "bench" / "request_cost.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+async def test_every_kind_is_answered_and_timed(
+    request_cost: ModuleType, redis_url: str, key_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await request_cost.run(redis_url, key_prefix, list(request_cost.KINDS), requests=4, rounds=2)
+    printed = capsys.readouterr().out
+    rows = {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"^\| (\S+) \| ([\d,]+) \|", printed, re.M)}
+    assert set(rows) == set(request_cost.KINDS)
+    assert all(us > 0 for us in rows.values())
