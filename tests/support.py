@@ -1,11 +1,18 @@
-"""Helpers every test package shares: waiting for a condition, and a clock a test moves by hand."""
+"""Helpers every test package shares: waiting for a condition, a clock a test moves by hand, and loading one of
+the bench/ scripts as a module."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 WAIT_LIMIT = 20.0  # bounds a hang; no claim about speed
 
@@ -81,3 +88,18 @@ def rewritten_references(node: Any, mapping: Mapping[str, str]) -> Any:
     if isinstance(node, list):
         return [rewritten_references(item, mapping) for item in node]
     return node
+
+
+def bench_script(name: str) -> ModuleType:
+    """Load ``bench/<name>.py`` as the module ``name`` (the scripts import their siblings, so bench/ is on the path
+    while it loads)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module

@@ -4,29 +4,17 @@ from the scheduled send time, on a virtual clock: no processes, no network, no w
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import bench_script
 
 
 @pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(ROOT / "bench"))  # gateway_bench imports its sibling baseline.py
-    try:
-        spec = importlib.util.spec_from_file_location("gateway_bench", ROOT / "bench" / "gateway_bench.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+def bench() -> ModuleType:
+    return bench_script("gateway_bench")
 
 
 class VirtualClock:

@@ -3,29 +3,17 @@ expected (it raises on any other status), and it prints one row per kind."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import bench_script
 
 
 @pytest.fixture(scope="module")
-def request_cost() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(ROOT / "bench"))  # it imports its sibling gateway_bench.py
-    try:
-        spec = importlib.util.spec_from_file_location("request_cost", ROOT / "bench" / "request_cost.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+def request_cost() -> ModuleType:
+    return bench_script("request_cost")
 
 
 async def test_every_kind_is_answered_and_timed(

@@ -8,25 +8,18 @@ read back from the store, the change feed and the records. The full run and its 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+from tests.support import bench_script
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
 
 
 def chaos_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chaos_bench", ROOT / "bench" / "chaos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return bench_script("chaos")
 
 
 @pytest.mark.parametrize("scenario", ["worker-kill", "redis-kill"])
