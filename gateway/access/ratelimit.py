@@ -16,6 +16,7 @@ from gateway.clock import Clock, system_clock
 from gateway.errors import TooManyRequests
 from gateway.metrics import RATE_LIMITED
 from gateway.settings import ClientsConfig, Settings
+from gateway.store.connection import Script
 from gateway.store.keys import Keyspace
 
 _SCRIPT = resources.files("gateway.access").joinpath("bucket.lua").read_text(encoding="utf-8")
@@ -37,7 +38,7 @@ class RateLimiter:
     ) -> None:
         self._keys = keys
         self._clock = clock
-        self._script = redis.register_script(_SCRIPT)
+        self._script = Script(redis, _SCRIPT)
         self._default = _limit(settings.rate_limit_rate or None, settings.rate_limit_burst or None)
         self._tenants: dict[str, Limit | None] = {}
         self._clients: dict[tuple[str, str], Limit | None] = {}

@@ -18,6 +18,8 @@ import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import DataError
 
+from gateway.store.connection import Script
+
 _SCRIPT = resources.files("gateway.store").joinpath("commit.lua").read_text(encoding="utf-8")
 # The script's line that unpacks its arguments, which arrive as one msgpack array (see ``Committer``). Without it,
 # the script reads them as flat ARGV, as it did before (the tests compare the two).
@@ -268,7 +270,7 @@ class Committer:
     """
 
     def __init__(self, redis: Redis) -> None:
-        self._run = redis.register_script(_SCRIPT)
+        self._run = Script(redis, _SCRIPT)
 
     async def _script(self, keys: list[str], args: list[Any]) -> Any:
         """Run the script with ``args``, packed (the tests record commits here, as the script reads them)."""

@@ -9,12 +9,11 @@ from functools import cached_property
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from gateway import encoding
 from gateway.errors import Gone, NotFound, Overloaded
 from gateway.store import audit, compact
-from gateway.store.connection import text
+from gateway.store.connection import Script, text
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Current
 from gateway.store.plan import Plan
@@ -109,8 +108,8 @@ class Reads:
         return _body(rtype, await self._redis.hget(self._keys.history(tenant, rtype, rid), str(vid)))
 
     @cached_property
-    def _read_current(self) -> AsyncScript:
-        return self._redis.register_script(_READ_CURRENT)
+    def _read_current(self) -> Script:
+        return Script(self._redis, _READ_CURRENT)
 
     async def issues(self, tenant: str, rtype: str, rid: str, vid: int) -> dict[str, Any] | None:
         """Return the OperationOutcome a version was accepted with under a lenient policy, or None."""

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from gateway.store.connection import Script
+
 Read = tuple[Literal["hgetall", "exists", "get"], str]
 
 _SCRIPT = """
@@ -35,7 +37,7 @@ class Snapshot:
     """Read hashes (as dicts), existence flags (as bools) and strings (bytes, or None) in one call."""
 
     def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(_SCRIPT)
+        self._script = Script(redis, _SCRIPT)
 
     async def read(self, reads: Sequence[Read]) -> list[Any]:
         """Return one answer per read, in order."""

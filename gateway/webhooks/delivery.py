@@ -36,7 +36,7 @@ from gateway.metrics import WEBHOOK_DELIVERIES
 from gateway.platform.disclosure import shown_codes, shown_event
 from gateway.platform.feed import Entry, encode_cursor
 from gateway.settings import Settings
-from gateway.store.connection import text
+from gateway.store.connection import Script, text
 from gateway.store.keys import Keyspace
 from gateway.store.plan import Committer, Plan
 from gateway.webhooks.subscriptions import DEAD_LETTER_MAXLEN, Subscription, sign
@@ -70,8 +70,8 @@ class Leases:
         self._keys = keys
         self.token = token
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._checkin = redis.register_script(_CHECKIN)
-        self._release = redis.register_script(_RELEASE)
+        self._checkin = Script(redis, _CHECKIN)
+        self._release = Script(redis, _RELEASE)
 
     async def take(self, subs: list[tuple[str, str]]) -> list[bool]:
         """Take each free lease; tell which were taken."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from gateway.store import text
+from gateway.store.connection import Script
 from gateway.store.keys import Keyspace
 from mappers.model import Record
 
@@ -88,7 +89,7 @@ class HeldReader:
 
     def __init__(self, redis: Redis, keys: Keyspace) -> None:
         self._keys = keys
-        self._script = redis.register_script(_READ)
+        self._script = Script(redis, _READ)
 
     async def read(self, tenant: str, wanted: Sequence[Wanted]) -> list[Found]:
         """Return what each of ``wanted`` (all of ``tenant``) finds, in order."""

@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 
 from connectors.retry import backoff
 from gateway.clock import Clock, system_clock
-from gateway.store.connection import text
+from gateway.store.connection import Script, text
 from gateway.store.plan import Committer, Plan
 
 # Move due retries back onto the stream: each member is the JSON object of an entry's fields.
@@ -142,7 +142,7 @@ class DeadLetters:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._replay = redis.register_script(_REPLAY)
+        self._replay = Script(redis, _REPLAY)
 
     @staticmethod
     def add(plan: Plan, key: str, fields: dict[str, Any], *, maxlen: int | None = None) -> None:
@@ -245,7 +245,7 @@ class StreamQueue(Generic[E]):
         self.clock = clock
         self._groups: set[str] = set()
         self._committer = Committer(redis)
-        self._promote = redis.register_script(_PROMOTE)
+        self._promote = Script(redis, _PROMOTE)
         self._letters = DeadLetters(redis)
 
     # -- consuming ----------------------------------------------------------------------------------------

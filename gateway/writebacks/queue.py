@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from connectors.delivery import Settle
 from connectors.retry import backoff
 from gateway.clock import Clock, instant, system_clock
-from gateway.store.connection import text
+from gateway.store.connection import Script, text
 from gateway.store.keys import OUTBOUND_GROUP, Keyspace
 from gateway.store.plan import Committer, Plan, PlanConflict
 from gateway.work.streams import Entry, QueueKeys, StreamQueue
@@ -55,7 +55,7 @@ class OutboundQueue(StreamQueue[OutboundJob]):
         where = QueueKeys(stream=keys.outbound, retry=keys.outbound_retry, dead=keys.outbound_dead_letters)
         super().__init__(redis, where, OUTBOUND_GROUP, OutboundJob, max_attempts=max_attempts, wait=wait, clock=clock)
         self._state_key = keys.writeback
-        self._start = redis.register_script(_START)
+        self._start = Script(redis, _START)
         self._commit = Committer(redis).commit
 
     async def state(self, job: OutboundJob) -> dict[str, str]:

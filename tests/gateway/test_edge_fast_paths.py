@@ -25,6 +25,7 @@ from gateway import encoding
 from gateway.fhir.bundle import Prefer, _response_entry
 from gateway.fhir.entries import split_url
 from gateway.store import Plan, Result, audit, digest
+from gateway.store.connection import LaneRedis
 from gateway.store.ids import formatted, new_ids
 from gateway.store.keys import Keyspace
 from tests.conftest import Gateway
@@ -310,17 +311,19 @@ async def test_a_transaction_reads_beside_a_wide_integer(gateway: Gateway) -> No
 # -- a set of creates decided without reading first --------------------------------------------------------------
 
 
-def _scripts_run(redis: Any, calls: list[str]) -> Any:
-    """Record the sha of every script ``redis`` runs into ``calls``; return the method replaced, to put back."""
-    real = redis.execute_command
+def _scripts_run(redis: Any, calls: list[str]) -> tuple[str, Any]:
+    """Record the sha of every script ``redis`` runs into ``calls`` (the scripts go through its lane, a client made
+    elsewhere through ``execute_command``); return the name and method replaced, to put back."""
+    name = "lane" if isinstance(redis, LaneRedis) else "execute_command"
+    real = getattr(redis, name)
 
     async def recording(*args: Any, **options: Any) -> Any:
         if args and str(args[0]).upper() == "EVALSHA":
             calls.append(str(args[1]))
         return await real(*args, **options)
 
-    redis.execute_command = recording  # type: ignore[method-assign]
-    return real
+    setattr(redis, name, recording)
+    return name, real
 
 
 async def test_a_set_of_new_resources_is_accepted_in_one_round_trip_and_a_retry_still_finds_it(
@@ -338,13 +341,13 @@ async def test_a_set_of_new_resources_is_accepted_in_one_round_trip_and_a_retry_
     )
     await gateway.ehr("POST", "/Basic", json={"resourceType": "Basic", "code": {"text": "warm"}})  # scripts loaded
     calls: list[str] = []
-    real = _scripts_run(store._redis, calls)
+    name, real = _scripts_run(store._redis, calls)
     try:
         first = await gateway.ehr("POST", "", json=bundle)
         first_calls, calls[:] = list(calls), []
         again = await gateway.ehr("POST", "", json=bundle)
     finally:
-        store._redis.execute_command = real  # type: ignore[method-assign]
+        setattr(store._redis, name, real)
     assert first.status_code == again.status_code == 200
     assert first_calls == [commit]  # no snapshot read before it
     statuses = [e["response"]["status"] for e in again.json()["entry"]]

