@@ -16,10 +16,11 @@ from gateway.identity.smart import security, token_url
 from gateway.store.parameters import indexed
 from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
+from gateway.web.routing import FhirRoute
 
 PREFIX = "/fhir/R4"
 _METHODS = ("get", "post", "put", "patch", "delete")
-router = APIRouter(prefix=PREFIX, tags=["FHIR R4"], default_response_class=FhirResponse)
+router = APIRouter(route_class=FhirRoute, prefix=PREFIX, tags=["FHIR R4"], default_response_class=FhirResponse)
 
 
 def search_params(rtype: str) -> list[tuple[str, str]]:

@@ -23,8 +23,9 @@ from gateway.store import compact, history
 from gateway.store.indexing import date_range
 from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
+from gateway.web.routing import FhirRoute
 
-router = APIRouter(prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse)
+router = APIRouter(route_class=FhirRoute, prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse)
 _METHOD_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}
 
 

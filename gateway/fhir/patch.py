@@ -27,8 +27,9 @@ from gateway.store import Update
 from gateway.web import openapi
 from gateway.web.body import parse_json
 from gateway.web.responses import FhirResponse
+from gateway.web.routing import FhirRoute
 
-router = APIRouter(prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse)
+router = APIRouter(route_class=FhirRoute, prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse)
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 _MERGE_AS_JSON = ("application/json", "application/fhir+json")

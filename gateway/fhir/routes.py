@@ -31,10 +31,17 @@ from gateway.identity.scopes import bundle_needs
 from gateway.store import Create, Delete, Update
 from gateway.web import openapi
 from gateway.web.responses import FhirResponse, base_url
+from gateway.web.routing import FhirRoute
 
 # Every handler answers a Response itself: the default class only tells the OpenAPI document the media type.
 PREFIX = capability.PREFIX  # the FHIR base
-router = APIRouter(prefix=PREFIX, tags=["FHIR R4"], default_response_class=FhirResponse, responses=openapi.FHIR_ERRORS)
+router = APIRouter(
+    route_class=FhirRoute,
+    prefix=PREFIX,
+    tags=["FHIR R4"],
+    default_response_class=FhirResponse,
+    responses=openapi.FHIR_ERRORS,
+)
 
 
 def _condition(request: Request) -> str:

@@ -14,8 +14,9 @@ from gateway.fhir.requests import check_type, read_body
 from gateway.store import Store
 from gateway.web import openapi
 from gateway.web.responses import FhirResponse
+from gateway.web.routing import FhirRoute
 
-router = APIRouter(prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse)
+router = APIRouter(route_class=FhirRoute, prefix="/fhir/R4", tags=["FHIR R4"], default_response_class=FhirResponse)
 
 
 @router.post("/{rtype}/$validate", summary="Validate a resource without storing it", **openapi.VALIDATE)

@@ -177,7 +177,8 @@ async def test_a_phq9_coded_only_at_the_panel_is_scored_and_flagged(gateway: Gat
 async def test_a_panel_whose_questions_cannot_be_recognized_raises_risk_unscored(gateway: Gateway) -> None:
     # Ten questions where PHQ-9 has nine: which is item 9 is not for the gateway to guess.
     form = panel_form("phq9-ten", 10)
-    await _put_all(gateway, form, answers_to(form, "qr-ten", [0] * 8 + [3, 0]))
+    await _put_all(gateway, form)  # mapped first: a response's risk lane is read before the form's lane
+    await _put_all(gateway, answers_to(form, "qr-ten", [0] * 8 + [3, 0]))
     record = (await gateway.platform("/survey-responses/qr-ten")).json()
     assert (record["instrument"], record["total_score"], record["score_reason"]) == (
         "phq-9",
@@ -200,7 +201,8 @@ async def test_a_flowsheet_coded_form_scores_through_the_tenants_local_codes(gat
     for n, item in enumerate(form["item"], start=1):
         item["code"] = [{"system": FLOWSHEET, "code": f"row-{n}"}]
     answered = answers_to(form, "qr-flow", [1] * 8 + [2])
-    await _put_all(gateway, form, answered)
+    await _put_all(gateway, form)  # mapped first: a response's risk lane is read before the form's lane
+    await _put_all(gateway, answered)
     record = (await gateway.platform("/survey-responses/qr-flow")).json()
     assert (record["total_score"], record["severity"], record["risk_flags"]) == (10, "moderate", ["self_harm"])
     # Another tenant without the map: the same form is no instrument to it.
@@ -224,7 +226,8 @@ async def test_a_phq9_and_a_gad7_in_one_response_each_get_a_score(gateway: Gatew
     }
     answered = answers_to(form, "qr-intake", [0] * 8 + [1], prefix="p")
     answered["item"] += answers_to(form, "qr-intake", [2] * 7, prefix="g")["item"]
-    await _put_all(gateway, form, answered)
+    await _put_all(gateway, form)  # mapped first: a response's risk lane is read before the form's lane
+    await _put_all(gateway, answered)
     record = (await gateway.platform("/survey-responses/qr-intake")).json()
     assert [(s["instrument"], s["total_score"], s["severity"]) for s in record["scores"]] == [
         ("phq-9", 1, "minimal"),
