@@ -13,9 +13,6 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.store.resp import FastConnection, faster
 
-# Connections the lane keeps open between scripts; more in use at once are closed after their script.
-LANE_IDLE = 64
-
 
 def connect(url: str, *, cluster: bool = False, timeout: float | None = 2.0) -> Redis:
     """Open a client for ``url`` (replies as bytes; the gateway decodes what it reads as text).
@@ -59,7 +56,8 @@ class LaneRedis(Redis):
     round trip itself, paid by the store's reads and commits, the rate limiter and the worker's reads on every
     request and batch. ``Script`` sends an ``EVALSHA`` on a connection of the same kind (the same server, TLS,
     credentials, database and timeouts: made by the client's pool from its settings) kept here, one script at a
-    time on each.
+    time on each. Like the client's pool, the lane keeps every connection it made (as many as scripts ran at once
+    at the busiest): a burst must not pay for connecting again.
 
     A connection that fails is dropped: a timeout, a broken socket, or a caller cancelled while waiting (what was
     sent may still be answered, so the connection is never used again). A connection that sat idle and was closed
@@ -72,13 +70,13 @@ class LaneRedis(Redis):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lane: list[AbstractConnection] = []
+        self._closed = False
 
     async def lane(self, *args: Any) -> Any:
         """Send one command on a lane connection and return its reply (an error reply raises, as in redis-py)."""
-        idle = self._lane
         for attempt in (1, 2):
-            reused = attempt == 1 and bool(idle)
-            conn = idle.pop() if reused else self.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            reused = attempt == 1 and bool(self._lane)
+            conn = self._lane.pop() if reused else self.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             try:
                 await conn.send_packed_command(conn.pack_command(*args), check_health=False)
                 reply = await conn.read_response()
@@ -98,12 +96,13 @@ class LaneRedis(Redis):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _keep(self, conn: AbstractConnection) -> None:
-        if len(self._lane) < LANE_IDLE:
-            self._lane.append(conn)
-        else:
+        if self._closed:  # a script that finished after the client was closed
             await conn.disconnect()
+        else:
+            self._lane.append(conn)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        self._closed = True
         idle, self._lane = self._lane, []
         for conn in idle:
             await conn.disconnect()
