@@ -113,6 +113,7 @@ def bench_script(name: str) -> ModuleType:
 
 
 def free_port() -> int:
+    """Return a loopback TCP port free now (for a server a test starts)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

@@ -52,7 +52,7 @@ class LaneRedis(Redis):
     """redis-py's client, with a lane of its own connections for the Lua scripts that every request runs.
 
     A command through the client goes through its pool (a lock, connection counts and release events for
-    observability), its retry wrapper and its response callbacks: about 30 microseconds of CPU on top of the
+    observability), its retry wrapper and its response callbacks: 36-40 microseconds of CPU on top of the
     round trip itself, paid by the store's reads and commits, the rate limiter and the worker's reads on every
     request and batch. ``Script`` sends an ``EVALSHA`` on a connection of the same kind (the same server, TLS,
     credentials, database and timeouts: made by the client's pool from its settings) kept here, one script at a

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from connectors import CountingObserver, EHRClient, EHRConfig
 from connectors.address import OutboundPolicy
+from tests.support import free_port
 
 BASE = "https://ehr.test/fhir/R4"
 TOKEN_URL = "https://auth.ehr.test/oauth2/token"
@@ -174,12 +174,6 @@ class FakeEHR:
 
     def requests(self, method: str, path: str) -> list[dict[str, Any]]:
         return [r for r in self.state()["requests"] if r["method"] == method and r["path"] == path]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -24,11 +24,11 @@ from tests.e2e.conftest import (
     all_events,
     cli,
     fhir_headers,
-    free_port,
     gateway_env,
     wait_http,
     wait_until,
 )
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -32,7 +32,6 @@ from tests.e2e.conftest import (
     demo_tokens,
     fhir_headers,
     find_key,
-    free_port,
     gateway_env,
     hl7_transaction,
     json_lines,
@@ -42,6 +41,7 @@ from tests.e2e.conftest import (
     wait_until,
     write_clients,
 )
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 

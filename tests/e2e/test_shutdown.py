@@ -19,12 +19,12 @@ from tests.e2e.conftest import (
     appointment,
     created_counts,
     fhir_headers,
-    free_port,
     gateway_env,
     wait_http,
     wait_until,
     write_clients,
 )
+from tests.support import free_port
 
 # What is checked is the processes' shutdown, not the Redis under them: run once, on the embedded server.
 pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]

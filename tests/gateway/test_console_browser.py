@@ -23,10 +23,10 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import ClientsConfig, Settings
 from tests.conftest import EHR_A, PLATFORM_A
-from tests.connectors.conftest import FakeEHR, free_port, running_fake_ehr
+from tests.connectors.conftest import FakeEHR, running_fake_ehr
 from tests.gateway.console_setup import ADMIN, CANARY, console_clients, poison
 from tests.gateway.fixtures import appointment
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.embedded_only]  # the Redis given makes no difference
 

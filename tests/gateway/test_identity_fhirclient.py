@@ -4,7 +4,6 @@ with the client assertion we sign here: fhirclient takes a ready-made ``jwt_toke
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -17,21 +16,15 @@ from gateway.app import create_app
 from gateway.settings import ClientsConfig, Settings
 from tests.conftest import CLIENTS
 from tests.gateway.smart_setup import RSA_CLIENT, assertion, smart_clients
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def served(settings: Settings) -> Iterator[str]:
     """Serve the app on a free local port (uvicorn in a thread); yield its public base URL."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     clients = ClientsConfig.model_validate(
         {**CLIENTS, "clients": [*CLIENTS["clients"], *smart_clients(scopes=["system/Patient.cruds"])]}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,22 +17,17 @@ from gateway.app import create_app
 from gateway.settings import ClientsConfig, Settings
 from tests.conftest import EHR_A
 from tests.gateway.test_large_bodies import big_patient
+from tests.support import free_port
 
 # The Redis given makes no difference here (see tests/conftest.py): run once.
 pytestmark = pytest.mark.embedded_only
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
 async def served(settings: Settings, clients: ClientsConfig) -> AsyncIterator[str]:
     """Serve the app with uvicorn on a loopback port, in a thread with its own event loop (as a server process
     has: the test's client never shares the server's loop); yield its base URL."""
-    port = _free_port()
+    port = free_port()
     app = create_app(settings, clients, with_worker=False)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -23,7 +22,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from tests.support import wait_until
+from tests.support import free_port, wait_until
 
 BIN = Path(sys.executable).parent / "fhir-gateway"
 EHR_TOKEN = "interop-ehr-token-0123456789abcdef"
@@ -41,12 +40,6 @@ class Server:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Start ``fhir-gateway run`` on a free port and yield it once it answers."""
@@ -57,7 +50,7 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     config = {"clients": [{"token": EHR_TOKEN, "tenant": "interop", "role": "ehr"}], "tenants": {}}
     clients.write_text(json.dumps(config), encoding="utf-8")
     prefix = f"gwinterop-{uuid.uuid4().hex[:10]}"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("GATEWAY_")}
     env.update(REDIS_URL=redis_url, GATEWAY_KEY_PREFIX=prefix, GATEWAY_CLIENTS_FILE=str(clients),
                GATEWAY_WORKER_BLOCK_MS="100", PYTHONUNBUFFERED="1")  # fmt: skip
