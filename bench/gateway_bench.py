@@ -174,7 +174,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "patient.created, are counted, not checked).\n\n"
             "Redis: REDIS_URL when set (keys under a unique GATEWAY_KEY_PREFIX 'gwbench-<hex>', deleted at the "
             "end;\nthe server is never flushed), else an embedded redis-server (AOF, appendfsync always) in a "
-            "temporary\nfolder, stopped at the end. Prints a machine line and Markdown tables (stdout; progress "
+            "temporary\nfolder, stopped at the end. With the embedded Redis, the AOF is rewritten (BGREWRITEAOF, "
+            "waited for) before\neach timed window, so that no window pays for a rewrite that earlier windows' "
+            "writes made due. Redis\nCPU counts its forked children (a rewrite), and the windows in which Redis "
+            "rewrote its AOF are named.\nPrints a machine line and Markdown tables (stdout; progress "
             "on stderr);\n--json-out writes every figure as JSON. Child processes are always stopped, also on "
             "Ctrl-C or SIGTERM.\n\n"
             "Exit status: 0 on success; 1 if a Bundle failed, the drain timed out, a job was dead-lettered or "
@@ -263,6 +266,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the fhir.resources-inline baseline (parse each Bundle with fhir.resources' R4B Bundle "
         "model, one XADD per resource, pipelined per Bundle, in this process)",
+    )
+    parser.set_defaults(compact_aof=False)  # main() turns it on for the embedded Redis
+    parser.add_argument(
+        "--no-compact-aof",
+        action="store_true",
+        help="do not rewrite the embedded Redis's AOF before each timed window (a rewrite Redis starts by "
+        "itself, when the file has doubled, may then fall in any window; it is never done on a REDIS_URL server)",
     )
     parser.add_argument(
         "--workers", type=_positive, default=1, help="'fhir-gateway worker' processes for phase 2 (default 1)"
@@ -491,9 +501,76 @@ def wait_until_quiet(own_pids: list[int], patience: float) -> float:
         print(f"waiting for a quiet machine: other processes use {other:.0f}% of a core", file=sys.stderr)
 
 
+_REDIS_PIDS: dict[int, int | None] = {}
+
+
+def redis_server_pid(client: redis.Redis) -> int | None:
+    """The Redis server's pid when it runs on this machine and /proc shows it (else None), asked once per client."""
+    if id(client) not in _REDIS_PIDS:
+        pid: int | None = int(client.info("server").get("process_id", 0)) or None
+        try:
+            if pid is None or "redis" not in Path(f"/proc/{pid}/comm").read_text():
+                pid = None  # another machine, or another PID namespace (a container): its pid means nothing here
+        except OSError:
+            pid = None
+        _REDIS_PIDS[id(client)] = pid
+    return _REDIS_PIDS[id(client)]
+
+
 def redis_cpu_seconds(client: redis.Redis) -> float:
+    """Redis's CPU seconds so far, its forked children's included (an AOF rewrite, a snapshot).
+
+    INFO cpu counts a child only once it has exited; a child still running is read from /proc where the server
+    is on this machine, so a window that ends during a rewrite counts the rewrite's work so far (and the next
+    window, the rest).
+    """
     info = client.info("cpu")
-    return float(info.get("used_cpu_user", 0)) + float(info.get("used_cpu_sys", 0))
+    total = sum(float(info.get(f"used_cpu_{kind}", 0)) for kind in ("user", "sys", "user_children", "sys_children"))
+    pid = redis_server_pid(client)
+    if pid is not None:
+        total += sum(proc_cpu_seconds(child) for child in process_tree(pid)[1:])
+    return total
+
+
+def redis_forks(client: redis.Redis) -> int:
+    """How many children Redis has forked since it started (AOF rewrites, snapshots)."""
+    return int(client.info("stats").get("total_forks", 0))
+
+
+def prepare_redis(args: argparse.Namespace, client: redis.Redis, window: str) -> None:
+    """Before a timed window: rewrite the AOF of the benchmark's own (embedded) Redis, unless told not to."""
+    if not args.compact_aof:
+        return
+    seconds = compact_aof(client)
+    if seconds:
+        print(f"rewrote Redis's AOF before {window} in {seconds:.1f}s", file=sys.stderr, flush=True)
+
+
+def compact_aof(client: redis.Redis, timeout: float = 600.0) -> float:
+    """Rewrite Redis's AOF now and wait for the rewrite to end; return the seconds it took (0 when AOF is off).
+
+    Redis rewrites its AOF by itself each time the file doubles, in a forked child that takes most of a core for
+    seconds at a few hundred MB. Started before a timed window, the rewrite of what earlier windows wrote is not
+    in that window's figures; the rewrites a window's own writes cause still are (``redis_forks``).
+    """
+    if client.config_get("appendonly").get("appendonly") != "yes":
+        return 0.0
+    started = time.monotonic()
+
+    def busy() -> bool:
+        info = client.info("persistence")
+        return bool(int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0)))
+
+    while busy():  # one Redis started on its own: it ends first (BGREWRITEAOF would only be scheduled)
+        if time.monotonic() - started > timeout:
+            raise RuntimeError("Redis's AOF rewrite did not end in time")
+        time.sleep(0.05)
+    client.bgrewriteaof()
+    while busy():
+        if time.monotonic() - started > timeout:
+            raise RuntimeError("Redis's AOF rewrite did not end in time")
+        time.sleep(0.05)
+    return time.monotonic() - started
 
 
 @dataclass
@@ -573,6 +650,7 @@ class AcceptanceResult:
     # (uvicorn's API processes), "tracker <pid>" (multiprocessing's resource tracker) -> percent of one core
     api_cpu_pct_by_process: dict[str, float] = field(default_factory=dict)
     api_restarts: int = 0  # API processes uvicorn's supervisor saw die (and replaced) while this API ran
+    redis_forks: int = 0  # children Redis forked during the window (AOF rewrites: their CPU is in redis_cpu_pct)
     client: str = "raw"  # the load client: "raw" (RawClient) or "httpx"
     errors: list[str] = field(default_factory=list)
 
@@ -625,6 +703,7 @@ class OpenLoopResult:
     kernel_cpu_pct: float = 0.0
     api_cpu_ms_per_resource: float = 0.0
     api_cpu_pct_by_process: dict[str, float] = field(default_factory=dict)
+    redis_forks: int = 0  # children Redis forked during the measured window (AOF rewrites)
     errors: list[str] = field(default_factory=list)
 
 
@@ -641,6 +720,7 @@ class DrainResult:
     other_cpu_pct: float = 0.0
     kernel_cpu_pct: float = 0.0
     worker_cpu_ms_per_job: float = 0.0
+    redis_forks: int = 0  # children Redis forked during the timed drain (AOF rewrites)
     drained: bool = False
     dead_letters: int = 0
     processed: int | None = None  # from the workers' "worker stopped" log lines
@@ -955,6 +1035,7 @@ async def acceptance(
 ) -> AcceptanceResult:
     result = AcceptanceResult(size=source.size, concurrency=concurrency, api_processes=api_processes, client=client)
     latencies: list[float] = []
+    forks0 = redis_forks(rclient)
     cpu0 = cpu_reading(api_pid, rclient)
 
     async def one_client() -> None:
@@ -981,6 +1062,7 @@ async def acceptance(
     await asyncio.gather(*(one_client() for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
     cpu = cpu_shares(cpu0, cpu_reading(api_pid, rclient), result.seconds, api_pid)
+    result.redis_forks = redis_forks(rclient) - forks0
     latencies.sort()
     ms = [x * 1000 for x in latencies]
     result.p50_ms, result.p95_ms, result.p99_ms = (percentile(ms, q) for q in (50, 95, 99))
@@ -1136,9 +1218,11 @@ async def open_loop(
     """Send ``bodies`` at ``result.target_bundles_per_s`` from a pool large enough that no send waits for one."""
     limits = httpx.Limits(max_connections=result.connections, max_keepalive_connections=result.connections)
     readings: list[CpuReading] = []
+    forks: list[int] = []
 
     async def window_start() -> None:
         readings.append(await asyncio.to_thread(cpu_reading, api_pid, rclient))
+        forks.append(await asyncio.to_thread(redis_forks, rclient))
 
     if client_kind == "raw":
         raw = RawClient(base, headers, result.connections, request_timeout)
@@ -1181,6 +1265,8 @@ async def open_loop(
     summarize_open_loop(result, sends, warmup)
     if readings and result.seconds > 0:
         _take_cpu(result, cpu_shares(readings[0], end, result.seconds, api_pid))
+    if forks:
+        result.redis_forks = redis_forks(rclient) - forks[0]
     return result
 
 
@@ -1249,7 +1335,8 @@ def drain(
     result.jobs = backlog(rclient, prefix)
     spawned = time.time()
     procs = [children.start(f"worker-{i + 1}", command) for i in range(workers)]
-    cpu_spawn = _drain_cpu(procs, api_pid, rclient)
+    cpu_spawn, forks_spawn = _drain_cpu(procs, api_pid, rclient), redis_forks(rclient)
+    forks_ready = forks_spawn
     ready: float | None = None
     cpu_ready: tuple[float, ...] | None = None
     deadline = time.monotonic() + timeout
@@ -1264,6 +1351,7 @@ def drain(
             if known:
                 ready = min(known)
                 cpu_ready = _drain_cpu(procs, api_pid, rclient)
+                forks_ready = redis_forks(rclient)
         left = backlog(rclient, prefix)
         now = time.time()
         if now - last_sample >= 0.5:
@@ -1271,7 +1359,7 @@ def drain(
             last_sample = now
         if left == 0 and ready is None and now - spawned > 10:
             ready = spawned  # no "worker started" line (a changed log format?): time from the spawn instead
-            cpu_ready = cpu_spawn
+            cpu_ready, forks_ready = cpu_spawn, forks_spawn
         if left == 0 and ready is not None:
             result.samples.append((round(now - spawned, 3), left))
             result.drained = True
@@ -1288,6 +1376,7 @@ def drain(
                 result.kernel_cpu_pct = 100 * (cpu[4] - cpu_ready[4]) / result.seconds
                 if result.jobs:
                     result.worker_cpu_ms_per_job = 1000 * (cpu[0] - cpu_ready[0]) / result.jobs
+                result.redis_forks = redis_forks(rclient) - forks_ready
             break
         time.sleep(0.02)
     result.dead_letters = int(rclient.xlen(f"{prefix}:{{{TENANT}}}:dlq"))
@@ -1390,7 +1479,9 @@ def machine_line(m: dict[str, Any]) -> str:
     return (
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['os']}; "
         f"Redis {m['redis_version']} ({m['redis']}, {m['redis_transport']}, appendonly {m['appendonly']}, "
-        f"appendfsync {m['appendfsync']}); gateway commit {m['gateway_commit']}"
+        f"appendfsync {m['appendfsync']}"
+        + ("; AOF rewritten before each timed window" if m.get("aof_rewritten_before_windows") else "")
+        + f"); gateway commit {m['gateway_commit']}"
     )
 
 
@@ -1492,7 +1583,8 @@ def report(
     lines.append(
         "CPU is percent of one core over the timed window: API = the uvicorn process and every process under "
         "it (with --workers N: the supervisor and its N server processes), client = this script, "
-        "Redis = INFO cpu (on a shared server it includes other clients' commands), other = every other "
+        "Redis = INFO cpu and its forked children (on a shared server it includes other clients' commands), "
+        "other = every other "
         "program on the machine (kernel threads and interrupts excluded; the JSON has them as kernel_cpu_pct)."
     )
     if opened:
@@ -1506,6 +1598,17 @@ def report(
         lines.append(
             f"WARNING: the client fell behind its schedule ({'; '.join(behind)}): the open-loop latencies "
             "include the client's own delay (it is saturated or starved of CPU)."
+        )
+    forked = [f"{r.size}-entry Bundles ({r.api_processes} API)" for r in accepted if r.redis_forks]
+    forked += [
+        f"the open loop of {o.size}-entry Bundles ({o.api_processes} API)" for o in opened or [] if o.redis_forks
+    ]
+    if drained is not None and drained.redis_forks:
+        forked.append("the drain")
+    if forked:
+        lines.append(
+            f"Redis rewrote its AOF (a forked child, its CPU in Redis's share) during {', '.join(forked)}: "
+            "the writes made the file double, and those windows paid for the rewrite."
         )
     if noisy:
         lines.append(
@@ -1604,6 +1707,7 @@ async def phase_one(
                             raise RuntimeError(f"a warm-up Bundle of {size} entries failed: {error}")
                         warm.appointments += appointments
                         warm.patients += 1
+                prepare_redis(args, rclient, f"{size}-entry Bundles")
                 source = BundleSource(run, size, mode, amount, first_seq=0)
                 print(
                     f"phase 1: {api_processes} API process(es), {size}-entry Bundles, "
@@ -1667,6 +1771,7 @@ async def open_loop_phase(
         flush=True,
     )
     bodies = [make_bundle(run, closed.size, OPEN_LOOP_BUNDLE_SEQ + i) for i in range(warmup + measured)]
+    prepare_redis(args, rclient, f"the open loop of {closed.size}-entry Bundles")
     await open_loop(
         base, headers, args.request_timeout, result, bodies, warmup, api_pid, rclient, args.open_loop_client
     )
@@ -1799,6 +1904,8 @@ def main(argv: list[str] | None = None) -> int:
         rclient = redis.Redis.from_url(url)
         rclient.ping()
         m = machine(rclient, embedded is not None)
+        args.compact_aof = embedded is not None and not args.no_compact_aof
+        m["aof_rewritten_before_windows"] = args.compact_aof
         print(machine_line(m), file=sys.stderr, flush=True)
         own = [embedded.process.pid] if embedded is not None and embedded.process is not None else []
         m["other_cpu_pct_before"] = round(wait_until_quiet(own, args.wait_quiet), 1)
@@ -1854,6 +1961,7 @@ def main(argv: list[str] | None = None) -> int:
 
         baseline: list[BaselineResult] = []
         if not args.no_baseline:
+            prepare_redis(args, rclient, "the baseline")
             baseline = baseline_phase(args, rclient, prefix, sent, own, api.pid)
 
         # The open loops' Appointments (their warm-up too) are in the backlog and must reach the feed as well.
@@ -1868,6 +1976,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
 
+        prepare_redis(args, rclient, "the drain")
         print(f"phase 2: draining {queued} jobs with {args.workers} worker(s) ...", file=sys.stderr, flush=True)
         drained, worker_procs = drain(
             children, api.pid, gateway_command(["worker"]), args.workers, rclient, prefix, args.drain_timeout
