@@ -172,25 +172,27 @@ def bundle_needs(bundle: Mapping[str, Any]) -> set[tuple[str, str]]:
     """
     needs: set[tuple[str, str]] = set()
     entries = bundle.get("entry")
-    kind = bundle.get("type")
+    requests = bundle.get("type") in ("transaction", "batch")
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue
         resource = entry.get("resource")
         declared = resource.get("resourceType") if isinstance(resource, dict) else None
         request = entry.get("request")
-        if kind in ("transaction", "batch") and isinstance(request, dict):
+        if requests and isinstance(request, dict):
             method, url = request.get("method"), request.get("url")
-            path = str(url).split("?", 1)[0].strip("/").split("/") if isinstance(url, str) else [""]
+            path = url.split("?", 1)[0].strip("/").split("/") if isinstance(url, str) else [""]
             rtype = path[0] or (declared if isinstance(declared, str) else "*")
-            letter = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(str(method))
             if method in ("GET", "HEAD"):
-                letter = "r" if len(path) > 1 and path[1] != "_history" else "s"
-            if letter is not None:
+                needs.add((rtype, "r" if len(path) > 1 and path[1] != "_history" else "s"))
+            elif isinstance(method, str) and (letter := _WRITE_LETTERS.get(method)) is not None:
                 needs.add((rtype, letter))
         elif isinstance(declared, str):
             needs |= {(declared, "c"), (declared, "u")}
     return needs
+
+
+_WRITE_LETTERS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
 
 
 def platform_scope(method: str, template: str) -> str | None:

@@ -164,7 +164,9 @@ def _parse_plain(raw: bytes, max_depth: int, max_string: int) -> Any:
     - Integers: orjson reads one past 64 bits as a float, written back with an exponent (``-9.2e+18``); ``out``
       then holds more ``e+`` than ``raw`` (strings, without ``\\u`` escapes, hold the same text in both).
     """
-    if len(raw) > max_string or b"\\u" in raw:
+    # Single bytes first: ``in`` and ``count`` find one byte with memchr, but scan slowly for two when the first is
+    # common (every "e" of the text for "e+"): 25 us of a 20-entry Bundle's 90.
+    if len(raw) > max_string or (b"\\" in raw and b"\\u" in raw):
         return _UNSURE
     try:
         value = orjson.loads(raw)
@@ -173,12 +175,17 @@ def _parse_plain(raw: bytes, max_depth: int, max_string: int) -> Any:
         return _UNSURE
     if raw.count(b":") != out.count(b":"):
         return _UNSURE
-    if out.count(b"e+") != raw.count(b"e+"):  # an integer past 64 bits, which orjson reads as a float
-        return _UNSURE
+    if (b"+" in out or b"+" in raw) and out.count(b"e+") != raw.count(b"e+"):
+        return _UNSURE  # an integer past 64 bits, which orjson reads as a float
     if b"\\" in out:  # escaped quotes and backslashes go first, so that every quote left is a bare one
         out = out.replace(b"\\\\", b"").replace(b'\\"', b"")
-    # Only brackets (one kind) and bare quotes are kept; the text outside strings is then at even positions.
-    brackets = b"".join(out.translate(_BRACKETS, _NOT_STRUCTURE).split(b'"')[::2])
+    # Only brackets (one kind) and bare quotes are kept. Most strings hold no bracket and become ``""``: taking out
+    # each such pair leaves no quote at all only when every string was one (the first quote can pair with none but
+    # the second, and so on), and then the rest is the structure. Else the text outside strings is at even positions.
+    kept = out.translate(_BRACKETS, _NOT_STRUCTURE)
+    brackets = kept.replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = b"".join(kept.split(b'"')[::2])
     for _ in range(max_depth):
         if not brackets:
             return value

@@ -81,6 +81,19 @@ def test_brackets_and_quotes_inside_strings_do_not_count_as_nesting() -> None:
     assert parse_json(raw, max_depth=DEPTH, max_string=LONGEST) == json.loads(raw)
 
 
+def test_brackets_inside_strings_cannot_hide_nesting() -> None:
+    """A closing bracket in the first string and an opening one in the last would pair with the outermost list's
+    own brackets if strings were not told apart: the document would look one level shallower than it is."""
+    inner: Any = 1
+    for _ in range(DEPTH):
+        inner = [inner]
+    too_deep = ["]", inner, "["]  # DEPTH + 1 levels
+    with pytest.raises(BadRequest, match="nested deeper"):
+        parse_json(json.dumps(too_deep).encode(), max_depth=DEPTH, max_string=LONGEST)
+    shallow = ["]", inner[0], "["]  # DEPTH levels
+    assert parse_json(json.dumps(shallow).encode(), max_depth=DEPTH, max_string=LONGEST) == shallow
+
+
 def test_a_string_past_the_limit_is_refused_on_either_path() -> None:
     for body in ({"a": "x" * (LONGEST + 1)}, {"a": "\u00e9" * (LONGEST + 1)}):
         for ascii_only in (False, True):
