@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -74,8 +75,12 @@ class FhirScope:
         return f"system/{self.rtype}.{self.letters}"
 
 
+@lru_cache(maxsize=1024)
 def parse_fhir(scope: str) -> FhirScope | None:
-    """Return the ``system/`` scope ``scope`` names, or None when it is not one (or has no letters)."""
+    """Return the ``system/`` scope ``scope`` names, or None when it is not one (or has no letters).
+
+    Cached: every FHIR request checks its caller's few scopes, parsed again and again otherwise.
+    """
     match = _FHIR.match(scope)
     if match is None:
         return None

@@ -40,8 +40,24 @@ class JSONBody(Response):
 
 
 def base_url(request: Request) -> str:
-    """Return the absolute FHIR base URL the client called."""
-    return str(request.base_url).rstrip("/") + "/fhir/R4"
+    """Return the absolute FHIR base URL the client called.
+
+    Remembered for the first few hundred (scheme, Host, server, root path) seen, which are all that make it: a
+    client calls one base, and building it (Starlette parses a whole URL) costs about 10 us a request.
+    """
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    key = (scope.get("scheme"), host, scope.get("server"), scope.get("app_root_path", scope.get("root_path", "")))
+    found = _BASES.get(key)
+    if found is None:
+        found = str(request.base_url).rstrip("/") + "/fhir/R4"
+        if len(_BASES) < _MOST_BASES:  # the Host header is the client's: a flood of made-up ones is not kept
+            _BASES[key] = found
+    return found
+
+
+_BASES: dict[tuple[Any, ...], str] = {}
+_MOST_BASES = 256
 
 
 def http_date(instant: str | None) -> str | None:

@@ -12,8 +12,9 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway.web import responses
 from gateway.web.routing import FhirRoute
-from tests.conftest import Gateway
+from tests.conftest import EHR_A, Gateway
 from tests.gateway.fixtures import appointment
 
 
@@ -82,3 +83,21 @@ async def test_a_dependency_added_where_a_route_is_included_still_runs(guarded: 
         assert answer.status_code == 403
     else:
         assert answer.json() == {"rid": "a-1", "if_match": 'W/"3"', "method": "PUT"}
+
+
+@pytest.mark.parametrize("most", [256, 1])
+async def test_each_base_url_answers_its_own_host_and_scheme(
+    edge: Gateway, monkeypatch: pytest.MonkeyPatch, most: int
+) -> None:
+    """The base URL a Location names is remembered per scheme and Host; one request's never answers another's,
+    including past the number remembered (1 here: later ones are built each time)."""
+    monkeypatch.setattr(responses, "_BASES", {})
+    monkeypatch.setattr(responses, "_MOST_BASES", most)
+    for n, host in enumerate(("a.example", "b.example:8443", "a.example", "c.example")):
+        for scheme in ("http", "https"):
+            body = {**appointment(), "identifier": [{"system": "urn:oid:1.2.3.4", "value": f"base-{n}-{scheme}"}]}
+            created = await edge.http.post(
+                f"{scheme}://{host}/fhir/R4/Appointment", json=body, headers=edge.headers(EHR_A)
+            )
+            assert created.status_code == 201, created.text
+            assert created.headers["Location"].startswith(f"{scheme}://{host}/fhir/R4/Appointment/")
