@@ -47,7 +47,8 @@ def base_url(request: Request) -> str:
     """
     scope = request.scope
     host = next((value for name, value in scope["headers"] if name == b"host"), None)
-    key = (scope.get("scheme"), host, scope.get("server"), scope.get("app_root_path", scope.get("root_path", "")))
+    server = scope.get("server")  # a (host, port) pair, or None; as a tuple, whatever sequence the server gave
+    key = (scope.get("scheme"), host, server and tuple(server), scope.get("app_root_path", scope.get("root_path", "")))
     found = _BASES.get(key)
     if found is None:
         found = str(request.base_url).rstrip("/") + "/fhir/R4"
