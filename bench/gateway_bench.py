@@ -177,7 +177,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "temporary\nfolder, stopped at the end. With the embedded Redis, the AOF is rewritten (BGREWRITEAOF, "
             "waited for) before\neach timed window, so that no window pays for a rewrite that earlier windows' "
             "writes made due. Redis\nCPU counts its forked children (a rewrite), and the windows in which Redis "
-            "rewrote its AOF are named.\nPrints a machine line and Markdown tables (stdout; progress "
+            "forked one are named.\nPrints a machine line and Markdown tables (stdout; progress "
             "on stderr);\n--json-out writes every figure as JSON. Child processes are always stopped, also on "
             "Ctrl-C or SIGTERM.\n\n"
             "Exit status: 0 on success; 1 if a Bundle failed, the drain timed out, a job was dead-lettered or "
@@ -1610,8 +1610,8 @@ def report(
         forked.append("the drain")
     if forked:
         lines.append(
-            f"Redis rewrote its AOF (a forked child, its CPU in Redis's share) during {', '.join(forked)}: "
-            "the writes made the file double, and those windows paid for the rewrite."
+            f"Redis forked a child (an AOF rewrite, or a snapshot on a shared server; its CPU is in Redis's share) "
+            f"during {', '.join(forked)}: those windows paid for it."
         )
     if noisy:
         lines.append(
