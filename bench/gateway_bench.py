@@ -557,19 +557,18 @@ def compact_aof(client: redis.Redis, timeout: float = 600.0) -> float:
         return 0.0
     started = time.monotonic()
 
-    def busy() -> bool:
-        info = client.info("persistence")
-        return bool(int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0)))
+    def wait_for_rewrites() -> None:
+        while True:
+            info = client.info("persistence")
+            if not (int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0))):
+                return
+            if time.monotonic() - started > timeout:
+                raise RuntimeError("Redis's AOF rewrite did not end in time")
+            time.sleep(0.05)
 
-    while busy():  # one Redis started on its own: it ends first (BGREWRITEAOF would only be scheduled)
-        if time.monotonic() - started > timeout:
-            raise RuntimeError("Redis's AOF rewrite did not end in time")
-        time.sleep(0.05)
+    wait_for_rewrites()  # one Redis started on its own ends first (BGREWRITEAOF would only be scheduled)
     client.bgrewriteaof()
-    while busy():
-        if time.monotonic() - started > timeout:
-            raise RuntimeError("Redis's AOF rewrite did not end in time")
-        time.sleep(0.05)
+    wait_for_rewrites()
     status = client.info("persistence").get("aof_last_bgrewrite_status")
     if status != "ok":  # a full disk, say: the window still runs, and its figures may include Redis's next try
         print(f"warning: Redis's AOF rewrite ended with status {status!r}", file=sys.stderr, flush=True)
