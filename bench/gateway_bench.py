@@ -60,6 +60,10 @@ DEFAULT_API_PROCESSES = "1,2"
 NOISE_PCT = 25  # "other" CPU above this (percent of one core) makes a phase's figures suspect
 LATE_MS = 2.0  # an open-loop send whose first byte leaves later than this after its scheduled time is late
 CLIENT_BEHIND_MS = 5.0  # open-loop sender lateness p99 above this: the client could not keep its schedule
+SLOW_MS = 25.0  # an open-loop answer later than this (the issue's p99 target) is slow; slow ones make spells
+SPELL_GAP_S = 0.5  # slow answers to sends scheduled less than this apart belong to one spell
+MOST_SPELLS = 50  # spells kept in the JSON (the longest first); the count covers them all
+LATENCY_MS = 5  # Redis's latency monitor threshold, set on the embedded Redis: events this long are recorded
 OPEN_LOOP_CONNECTIONS = 512  # the open-loop client's pool: requests outstanding at once before one must wait
 OPEN_LOOP_BUNDLE_SEQ = 20_000_000  # open-loop Bundles' numbers (closed loop from 0, warm-up from 10,000,000)
 
@@ -160,8 +164,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"{OPEN_LOOP_CONNECTIONS} connections), whatever the\nanswers do. Latency counts from each Bundle's "
             "SCHEDULED send time, so a slow answer or a sender that fell\nbehind is in the figures. Prints target "
             "and achieved Bundles/s, resources/s, p50/p95/p99/max latency,\nfailures and how late the sender "
-            f"was (p99; sends more than {LATE_MS:g} ms late are counted).\nIts Appointments (warm-up included) "
-            "go through phase 2's drain and feed check like the others.\n\n"
+            f"was (p99; sends more than {LATE_MS:g} ms late are counted).\nAnswers later than {SLOW_MS:g} ms are "
+            f"grouped into spells (slow answers to sends under {SPELL_GAP_S:g} s apart), so that a tail\nmade of one "
+            "stall reads apart from a service slow now and then; with the embedded Redis, its latency\nmonitor "
+            f"(events of {LATENCY_MS} ms or more) names Redis's slowest fsync, fork and command of the window.\n"
+            "Its Appointments (warm-up included) go through phase 2's drain and feed check like the others.\n\n"
             "Baseline: the same Bundles (JSON bytes) parsed in this process with fhir.resources' R4B Bundle model "
             "and each\nentry's resource XADDed (one XADD per resource, pipelined per Bundle) onto a scratch "
             "stream under the run's\nkey prefix (deleted after); prints its resources/s, CPU ms per resource and "
@@ -267,7 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip the fhir.resources-inline baseline (parse each Bundle with fhir.resources' R4B Bundle "
         "model, one XADD per resource, pipelined per Bundle, in this process)",
     )
-    parser.set_defaults(compact_aof=False)  # main() turns it on for the embedded Redis
+    parser.set_defaults(compact_aof=False, redis_latency=False)  # main() turns them on for the embedded Redis
     parser.add_argument(
         "--no-compact-aof",
         action="store_true",
@@ -706,6 +713,14 @@ class OpenLoopResult:
     api_cpu_ms_per_resource: float = 0.0
     api_cpu_pct_by_process: dict[str, float] = field(default_factory=dict)
     redis_forks: int = 0  # children Redis forked during the measured window (AOF rewrites)
+    # Answers slower than slow_ms, grouped into spells (see ``slow_spells``): one stall, or a slow service?
+    slow_ms: float = SLOW_MS
+    slow_sends: int = 0
+    spells: int = 0
+    slow_spells: list[dict[str, float]] = field(default_factory=list)  # the longest MOST_SPELLS, in time order
+    # The embedded Redis's slowest event of each kind in the window, in ms (``LATENCY LATEST``: aof-fsync-always,
+    # fork, command, ...), those of LATENCY_MS or more; empty on a REDIS_URL server, whose settings are not changed
+    redis_latency_ms: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
 
@@ -1196,6 +1211,57 @@ def summarize_open_loop(result: OpenLoopResult, sends: list[Send], warmup: int) 
     result.loop_lateness_p50_ms, result.loop_lateness_p99_ms = percentile(loop_late, 50), percentile(loop_late, 99)
     result.late_sends = sum(1 for x in late if x > result.late_threshold_ms)
     result.max_outstanding = max_outstanding(measured)
+    spells = slow_spells(measured, result.slow_ms)
+    result.slow_sends, result.spells = sum(int(sp["requests"]) for sp in spells), len(spells)
+    longest = sorted(spells, key=lambda sp: (-sp["requests"], sp["at_s"]))[:MOST_SPELLS]
+    result.slow_spells = sorted(longest, key=lambda sp: sp["at_s"])
+
+
+def slow_spells(measured: list[Send], slow_ms: float, gap_s: float = SPELL_GAP_S) -> list[dict[str, float]]:
+    """Group the sends answered later than ``slow_ms`` after their schedule into spells, in time order.
+
+    Slow sends scheduled less than ``gap_s`` apart are one spell: a tail made of one long stall (an AOF rewrite,
+    a fsync that waited, a collection of the API's heap) reads as one spell of many requests, a service slow now
+    and then as many spells of one. Each spell: ``at_s`` (its first slow send's schedule, seconds into the
+    window), ``seconds`` (to its last one's), ``requests`` and ``worst_ms``.
+    """
+    if not measured:
+        return []
+    t0 = measured[0].scheduled
+    spells: list[dict[str, float]] = []
+    last = 0.0
+    for s in sorted(measured, key=lambda item: item.scheduled):
+        latency = 1000 * (s.finished - s.scheduled)
+        if latency <= slow_ms:
+            continue
+        at = s.scheduled - t0
+        if spells and at - last < gap_s:
+            spell = spells[-1]
+            spell["seconds"], spell["requests"] = at - spell["at_s"], spell["requests"] + 1
+            spell["worst_ms"] = max(spell["worst_ms"], latency)
+        else:
+            spells.append({"at_s": at, "seconds": 0.0, "requests": 1, "worst_ms": latency})
+        last = at
+    return spells
+
+
+def watch_latency(client: redis.Redis) -> None:
+    """Have Redis record every event (a fsync, a fork, a command) that takes LATENCY_MS or more."""
+    client.config_set("latency-monitor-threshold", LATENCY_MS)
+
+
+def reset_latency(client: redis.Redis) -> None:
+    """Forget the latency events recorded so far (the window's own are read at its end)."""
+    client.latency_reset()
+
+
+def latency_events(client: redis.Redis) -> dict[str, int]:
+    """The slowest event of each kind Redis recorded since the last reset, in ms, by kind."""
+    events: dict[str, int] = {}
+    for row in client.latency_latest() or []:
+        name = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
+        events[name] = int(row[3])
+    return dict(sorted(events.items(), key=lambda item: -item[1]))
 
 
 def open_loop_rate(spec: tuple[str, float], closed: AcceptanceResult) -> tuple[float, str]:
@@ -1216,8 +1282,12 @@ async def open_loop(
     api_pid: int,
     rclient: redis.Redis,
     client_kind: str = "raw",
+    redis_latency: bool = False,
 ) -> OpenLoopResult:
-    """Send ``bodies`` at ``result.target_bundles_per_s`` from a pool large enough that no send waits for one."""
+    """Send ``bodies`` at ``result.target_bundles_per_s`` from a pool large enough that no send waits for one.
+
+    With ``redis_latency`` (the benchmark's own Redis, watched by ``watch_latency``), the slowest Redis events of
+    the measured window are read at its end."""
     limits = httpx.Limits(max_connections=result.connections, max_keepalive_connections=result.connections)
     readings: list[CpuReading] = []
     forks: list[int] = []
@@ -1225,6 +1295,8 @@ async def open_loop(
     async def window_start() -> None:
         readings.append(await asyncio.to_thread(cpu_reading, api_pid, rclient))
         forks.append(await asyncio.to_thread(redis_forks, rclient))
+        if redis_latency:
+            await asyncio.to_thread(reset_latency, rclient)
 
     if client_kind == "raw":
         raw = RawClient(base, headers, result.connections, request_timeout)
@@ -1269,6 +1341,8 @@ async def open_loop(
         _take_cpu(result, cpu_shares(readings[0], end, result.seconds, api_pid))
     if forks:
         result.redis_forks = redis_forks(rclient) - forks[0]
+        if redis_latency:
+            result.redis_latency_ms = latency_events(rclient)
     return result
 
 
@@ -1612,12 +1686,37 @@ def report(
             f"Redis forked a child (an AOF rewrite, or a snapshot on a shared server; its CPU is in Redis's share) "
             f"during {', '.join(forked)}: those windows paid for it."
         )
+    lines += [note for o in opened or [] if (note := spell_note(o))]
     if noisy:
         lines.append(
             f"WARNING: other processes used more than {NOISE_PCT}% of a core during {', '.join(noisy)}: "
             "those figures are disturbed; re-run on a quiet machine."
         )
     return "\n".join(lines)
+
+
+def spell_note(o: OpenLoopResult) -> str | None:
+    """Where an open loop's slow answers came from: its longest spells, and Redis's slowest events in the window."""
+    if not o.slow_sends and not o.redis_latency_ms:
+        return None
+    where = f"Open loop of {o.size}-entry Bundles ({o.api_processes} API): "
+    if o.slow_sends:
+        longest = sorted(o.slow_spells, key=lambda sp: (-sp["requests"], sp["at_s"]))[:3]
+        shown = "; ".join(
+            f"at {sp['at_s']:.1f} s, {sp['seconds']:.1f} s long, {int(sp['requests']):,} answers, worst "
+            f"{sp['worst_ms']:,.0f} ms"
+            for sp in longest
+        )
+        where += (
+            f"{o.slow_sends:,} answers over {o.slow_ms:g} ms, in {o.spells:,} spell(s) (slow answers to sends "
+            f"under {SPELL_GAP_S:g} s apart); the longest: {shown}."
+        )
+    else:
+        where += f"no answer over {o.slow_ms:g} ms."
+    if o.redis_latency_ms:
+        events = ", ".join(f"{name} {ms} ms" for name, ms in list(o.redis_latency_ms.items())[:4])
+        where += f" Redis's slowest events in the window: {events}."
+    return where
 
 
 def open_loop_table(opened: list[OpenLoopResult]) -> list[str]:
@@ -1775,15 +1874,16 @@ async def open_loop_phase(
     bodies = [make_bundle(run, closed.size, OPEN_LOOP_BUNDLE_SEQ + i) for i in range(warmup + measured)]
     prepare_redis(args, rclient, f"the open loop of {closed.size}-entry Bundles")
     await open_loop(
-        base, headers, args.request_timeout, result, bodies, warmup, api_pid, rclient, args.open_loop_client
-    )
+        base, headers, args.request_timeout, result, bodies, warmup, api_pid, rclient, args.open_loop_client,
+        redis_latency=args.redis_latency,
+    )  # fmt: skip
     print(
         f"  {result.bundles} of {result.scheduled} Bundles in {result.seconds:.2f}s: {result.bundles_per_s:,.1f} "
         f"Bundles/s, {result.resources_per_s:,.0f} resources/s, latency from the scheduled send p50 "
         f"{result.p50_ms:,.1f} ms, p99 {result.p99_ms:,.1f} ms, max {result.max_ms:,.1f} ms; sender late p99 "
         f"{result.lateness_p99_ms:.1f} ms, {result.late_sends} sends > {LATE_MS:g} ms late; "
-        f"at most {result.max_outstanding} outstanding"
-        + (f", {result.failed} FAILED: {result.errors[0]}" if result.failed else ""),
+        f"at most {result.max_outstanding} outstanding; {result.slow_sends} answers over {result.slow_ms:g} ms in "
+        f"{result.spells} spell(s)" + (f", {result.failed} FAILED: {result.errors[0]}" if result.failed else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -1907,6 +2007,9 @@ def main(argv: list[str] | None = None) -> int:
         rclient.ping()
         m = machine(rclient, embedded is not None)
         args.compact_aof = embedded is not None and not args.no_compact_aof
+        args.redis_latency = embedded is not None
+        if args.redis_latency:
+            watch_latency(rclient)
         m["aof_rewritten_before_windows"] = args.compact_aof
         print(machine_line(m), file=sys.stderr, flush=True)
         own = [embedded.process.pid] if embedded is not None and embedded.process is not None else []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -218,3 +219,43 @@ async def test_the_closed_loop_counts_what_the_raw_client_got_answered(bench: Mo
     assert refused[:2] == (False, 0) and refused[2].startswith("HTTP 422")
     assert unreachable[:2] == (False, 0) and unreachable[2]
     assert [request.rpartition(b"\r\n\r\n")[2] for request in seen] == [b'{"a":1}', b'{"a":2}']
+
+
+def _sends(bench: ModuleType, latencies_ms: list[float], rate: float = 100.0) -> list[Any]:
+    """Sends due every 1/rate s, each answered ``latencies_ms[i]`` after it was due."""
+    return [
+        bench.Send(index=i, scheduled=i / rate, task_started=i / rate, started=i / rate,
+                   finished=i / rate + ms / 1000, ok=True, resources=20, appointments=19)
+        for i, ms in enumerate(latencies_ms)
+    ]  # fmt: skip
+
+
+def test_one_stall_reads_as_one_spell_and_a_slow_answer_now_and_then_as_many(bench: ModuleType) -> None:
+    # 10 s at 100 Bundles/s, answered in 5 ms, but for a 1 s stall at 4 s (each answer then waits for its end)
+    # and one slow answer at 1 s and one at 8 s.
+    latencies = [5.0] * 1000
+    for i in range(400, 500):
+        latencies[i] = 3 + (500 - i) * 10  # due at 4.00 s: answered at 5.003 s
+    latencies[100] = latencies[800] = 40.0
+    result = bench.OpenLoopResult(size=20)
+
+    bench.summarize_open_loop(result, _sends(bench, latencies), warmup=0)
+
+    assert (result.slow_sends, result.spells) == (98 + 2, 3)  # the stall's last two answers took 13 and 23 ms
+    stall = max(result.slow_spells, key=lambda sp: sp["requests"])
+    assert stall["at_s"] == pytest.approx(4.0)
+    assert stall["seconds"] == pytest.approx(0.97)
+    assert stall["requests"] == 98
+    assert stall["worst_ms"] == pytest.approx(1003)
+    assert [sp["at_s"] for sp in result.slow_spells] == pytest.approx([1.0, 4.0, 8.0])  # in time order
+    note = bench.spell_note(result)
+    assert "100 answers over 25 ms, in 3 spell(s)" in note
+    assert note.index("at 4.0 s, 1.0 s long, 98 answers, worst 1,003 ms") < note.index("at 1.0 s")
+
+
+def test_a_quiet_open_loop_has_no_spells_and_no_note(bench: ModuleType) -> None:
+    result = bench.OpenLoopResult(size=20)
+    bench.summarize_open_loop(result, _sends(bench, [5.0] * 200), warmup=0)
+
+    assert (result.slow_sends, result.spells, result.slow_spells) == (0, 0, [])
+    assert bench.spell_note(result) is None

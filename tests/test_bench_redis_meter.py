@@ -86,3 +86,20 @@ def test_only_the_benchmarks_own_redis_is_rewritten(bench: ModuleType, embedded:
     args.compact_aof = True
     bench.prepare_redis(args, client, "a window")
     assert bench.redis_forks(client) == forks + 1
+
+
+def test_a_window_reads_the_slowest_redis_events_of_its_own_redis(
+    bench: ModuleType, embedded: tuple[Redis, Path]
+) -> None:
+    client, _ = embedded
+    bench.watch_latency(client)
+    client.execute_command("DEBUG", "SLEEP", "0.3")  # before the window: forgotten by the reset
+    bench.reset_latency(client)
+    assert bench.latency_events(client) == {}
+    client.execute_command("DEBUG", "SLEEP", "0.12")  # a command that held Redis for 120 ms, in the window
+    client.set("quick", "1")
+
+    events = bench.latency_events(client)
+
+    assert 120 <= events["command"] < 300  # this window's stall, not the one before the reset
+    assert list(events.values()) == sorted(events.values(), reverse=True)  # the slowest kind first
