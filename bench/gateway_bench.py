@@ -907,6 +907,7 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.usable = True
+        self.idle_since = 0.0  # when its last answer came (time.monotonic)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -961,12 +962,19 @@ class RawClient:
     handling, its pool's bookkeeping); on a 2-core machine that the API and Redis share, that made the open loop's
     own sends late and took CPU from the API. Here a request is one ``write`` of bytes built before the run and an
     answer is parsed up to its Content-Length: tens of microseconds each.
+
+    A connection idle for ``keepalive_expiry`` seconds or more is closed rather than used again, as httpx's pool
+    does: the API closes a connection idle for 5 s (uvicorn's keep-alive timeout), and one whose close this client
+    has not read yet (its event loop was held by a pause between windows) would fail the request written on it.
     """
 
-    def __init__(self, base: str, headers: dict[str, str], connections: int, timeout: float) -> None:
+    def __init__(
+        self, base: str, headers: dict[str, str], connections: int, timeout: float, keepalive_expiry: float = 4.0
+    ) -> None:
         url = httpx.URL(base)
         self.host, self.port = url.host, url.port or 80
         self.timeout = timeout
+        self.keepalive_expiry = keepalive_expiry
         fields = {"Host": f"{self.host}:{self.port}", "Accept": "*/*", **headers}
         self._head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
         self._idle: list[_Connection] = []
@@ -981,9 +989,13 @@ class RawClient:
         """Send one request (from ``request``) and return its answer's status and content."""
         async with self._slots:
             conn = None
+            fresh = time.monotonic() - self.keepalive_expiry
             while self._idle and conn is None:
                 conn = self._idle.pop()  # the most recently used first
                 if not conn.usable or conn.transport is None or conn.transport.is_closing():
+                    conn = None
+                elif conn.idle_since < fresh:
+                    conn.transport.close()
                     conn = None
             if conn is None:
                 _, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
@@ -1001,6 +1013,7 @@ class RawClient:
                 raise
             conn.waiter = None
             if conn.usable:
+                conn.idle_since = time.monotonic()
                 self._idle.append(conn)
             else:
                 conn.transport.close()

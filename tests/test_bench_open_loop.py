@@ -4,6 +4,9 @@ from the scheduled send time, on a virtual clock: no processes, no network, no w
 from __future__ import annotations
 
 import asyncio
+import socketserver
+import threading
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -259,3 +262,56 @@ def test_a_quiet_open_loop_has_no_spells_and_no_note(bench: ModuleType) -> None:
 
     assert (result.slow_sends, result.spells, result.slow_spells) == (0, 0, [])
     assert bench.spell_note(result) is None
+
+
+def _closing_server(answer: bytes, idle_close_s: float) -> tuple[socketserver.ThreadingTCPServer, int]:
+    """A server in its own threads that answers each request on a connection and closes the connection once it
+    has been idle ``idle_close_s`` (uvicorn's keep-alive timeout, shortened)."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            sock = self.request
+            sock.settimeout(idle_close_s)
+            buffer = b""
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    return  # idle too long: closed (the handler's socket is closed on return)
+                if not data:
+                    return
+                buffer += data
+                head, sep, rest = buffer.partition(b"\r\n\r\n")
+                if not sep:
+                    continue
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))  # fmt: skip
+                if len(rest) >= length:
+                    buffer = rest[length:]
+                    sock.sendall(answer)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+async def test_the_raw_client_does_not_reuse_a_connection_the_api_closed_while_its_loop_was_held(
+    bench: ModuleType,
+) -> None:
+    """Between windows the benchmark waits for Redis's AOF rewrite, holding its event loop for seconds. The API
+    closes a keep-alive connection idle for 5 s, and a close the client had not read yet made the next window's
+    first request on that connection fail ("the API closed the connection")."""
+    ok = b'{"entry":[]}'
+    server, port = _closing_server(_answer(200, ok), idle_close_s=0.2)
+    client = bench.RawClient(f"http://127.0.0.1:{port}", {}, 1, timeout=10, keepalive_expiry=0.1)
+    try:
+        first = await client.send(client.request("/", b"{}"), lambda: None)
+        time.sleep(0.5)  # noqa: ASYNC251 (the loop held, as by the rewrite's wait, while the server closes)
+        second = await client.send(client.request("/", b"{}"), lambda: None)
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert (first, second) == ((200, ok), (200, ok))
+    assert len(client._all) == 2  # the second request went on a new connection
