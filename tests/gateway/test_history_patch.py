@@ -40,7 +40,11 @@ async def test_instance_history_lists_every_version_newest_first(gateway: Gatewa
 async def test_type_and_system_history_page_without_gaps(gateway: Gateway) -> None:
     for i in range(5):
         await gateway.ehr("PUT", f"/Appointment/t{i}", json=appointment(id=f"t{i}"))
+    # History is newest first by lastUpdated, which has milliseconds: versions written in one millisecond (a fast
+    # machine writes two) are in no defined order among themselves, so each of the next two is a millisecond on.
+    await asyncio.sleep(0.002)
     await gateway.ehr("PUT", "/Appointment/t0", json=appointment(id="t0", description="again"))
+    await asyncio.sleep(0.002)
     await gateway.ehr("PUT", "/Patient/tp", json={"resourceType": "Patient", "id": "tp"})
     typed = await _history(gateway, "/Appointment/_history?_count=2")
     assert len(typed) == 6
