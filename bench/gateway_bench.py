@@ -1226,8 +1226,12 @@ def summarize_open_loop(result: OpenLoopResult, sends: list[Send], warmup: int) 
     result.max_outstanding = max_outstanding(measured)
     spells = slow_spells(measured, result.slow_ms)
     result.slow_sends, result.spells = sum(int(sp["requests"]) for sp in spells), len(spells)
-    longest = sorted(spells, key=lambda sp: (-sp["requests"], sp["at_s"]))[:MOST_SPELLS]
-    result.slow_spells = sorted(longest, key=lambda sp: sp["at_s"])
+    result.slow_spells = sorted(longest_spells(spells, MOST_SPELLS), key=lambda sp: sp["at_s"])
+
+
+def longest_spells(spells: list[dict[str, float]], most: int) -> list[dict[str, float]]:
+    """The ``most`` spells of the most slow answers (the earlier first among equals)."""
+    return sorted(spells, key=lambda sp: (-sp["requests"], sp["at_s"]))[:most]
 
 
 def slow_spells(measured: list[Send], slow_ms: float, gap_s: float = SPELL_GAP_S) -> list[dict[str, float]]:
@@ -1714,7 +1718,7 @@ def spell_note(o: OpenLoopResult) -> str | None:
         return None
     where = f"Open loop of {o.size}-entry Bundles ({o.api_processes} API): "
     if o.slow_sends:
-        longest = sorted(o.slow_spells, key=lambda sp: (-sp["requests"], sp["at_s"]))[:3]
+        longest = longest_spells(o.slow_spells, 3)
         shown = "; ".join(
             f"at {sp['at_s']:.1f} s, {sp['seconds']:.1f} s long, {int(sp['requests']):,} answers, worst "
             f"{sp['worst_ms']:,.0f} ms"
