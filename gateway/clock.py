@@ -22,6 +22,11 @@ def instant(epoch: float) -> str:
     return f"{_utc_second(math.floor(epoch))}.{int(epoch * 1000) % 1000:03d}Z"
 
 
+def instant_ms(ms: int) -> str:
+    """Return epoch milliseconds as a FHIR instant, as ``instant`` writes one (exact: no float on the way)."""
+    return f"{_utc_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
 @functools.lru_cache(maxsize=8)
 def _utc_second(second: int) -> str:
     # A worker stamps every event of a batch within the same second or two: format each second once.

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from tests.conftest import EHR_B, Gateway
+from gateway.settings import ClientsConfig, Settings
+from tests.conftest import EHR_B, Gateway, running
 from tests.gateway.fixtures import appointment, next_path
+from tests.support import ShiftedClock
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 
@@ -63,6 +66,41 @@ async def test_type_and_system_history_page_without_gaps(gateway: Gateway) -> No
     recent = (await gateway.ehr("GET", f"/Appointment/_history?_since={since}")).json()
     assert {e["resource"]["id"] for e in recent["entry"]} >= {"t0", "t9"}
     assert (await gateway.ehr("GET", "/Appointment/_history", token=EHR_B)).json()["total"] == 0
+
+
+async def test_versions_written_in_one_millisecond_keep_their_order(settings: Settings, clients: ClientsConfig) -> None:
+    """An EHR that sends eleven versions of one Appointment faster than the clock ticks (a stopped clock here) gets
+    them back in order: each version is stamped after the one before, and type and system history list version 11
+    first and 1 last, not 9 before 10 as the text of their ids would sort them."""
+    now = time.time()
+    async with running(settings, clients, with_worker=False, clock=lambda: now) as gateway:
+        for n in range(1, 12):
+            response = await gateway.ehr("PUT", "/Appointment/m1", json=appointment(id="m1", description=f"v{n}"))
+            assert response.status_code in (200, 201), response.text
+        for url in ("/Appointment/_history?_count=4", "/_history?_count=4", "/Appointment/m1/_history?_count=4"):
+            entries = await _history(gateway, url)
+            assert [e["resource"]["description"] for e in entries] == [f"v{n}" for n in range(11, 0, -1)], url
+            stamps = [e["resource"]["meta"]["lastUpdated"] for e in entries]
+            assert stamps == sorted(set(stamps), reverse=True), url  # each one a millisecond after the one before
+            assert [e["response"]["lastModified"] for e in entries] == stamps, url
+        since = stamps[1]  # version 10's: _since reads the same stamps
+        recent = (await gateway.ehr("GET", f"/Appointment/_history?_since={since}")).json()
+        assert [e["resource"]["description"] for e in recent["entry"]] == ["v11", "v10"]
+
+
+async def test_a_version_is_stamped_after_one_from_a_clock_ahead(
+    settings: Settings, clients: ClientsConfig, clock: ShiftedClock
+) -> None:
+    """Two API processes whose clocks differ: an update from the one behind is still stamped after the version it
+    replaces, so history keeps the versions in the order they were written."""
+    async with running(settings, clients, with_worker=False, clock=clock) as gateway:
+        clock.advance(5.0)  # the first version comes from a process 5 s ahead
+        first = (await gateway.ehr("PUT", "/Appointment/k1", json=appointment(id="k1"))).json()
+        clock.advance(-5.0)
+        second = (await gateway.ehr("PUT", "/Appointment/k1", json=appointment(id="k1", description="later"))).json()
+        assert second["meta"]["lastUpdated"] > first["meta"]["lastUpdated"]
+        entries = await _history(gateway, "/Appointment/_history")
+        assert [e["resource"]["meta"]["versionId"] for e in entries] == ["2", "1"]
 
 
 async def test_json_patch_with_if_match(gateway: Gateway) -> None:

@@ -14,7 +14,8 @@ pinned (a counter, a fixed clock). The runs are deterministic:
 - when the FHIR corpus is present, every Appointment, Patient, Practitioner(Role), Communication, CarePlan, Goal,
   Questionnaire and QuestionnaireResponse in it, created, stored again with a new narrative, then deleted.
 
-Their commits hash to what the code at d3a04f2 (main before this round's changes) made of the same runs (at d8d7bce,
+Their commits hash to what the code at d3a04f2 (main before this round's changes) made of the same runs, but for the
+lastUpdated of later versions written in one millisecond (see ``GOLDEN``) (at d8d7bce,
 before the commit checked the related resources a mapping read, they were 0d4b965b... and c4a608c9...). A change
 meant to alter what the worker writes changes them: print ``golden(<a folder>, corpus)`` (``PYTHONHASHSEED=0``)
 with the code before the change and after, and say in the commit why old and new workers can run side by side.
@@ -72,14 +73,17 @@ TENANTS = {
     "corpus": {"vendor": "generic", "timezone": "Europe/Amsterdam"},
 }
 
-# What the code at d3a04f2 made of ``_golden_runs`` (sha256 of the normalized commits), without and with the corpus.
-GOLDEN = "331628cbb4eb0ec90e8ad3a40b3ba58c049ba97da33dee6cffc714e5b9f4f849"
-GOLDEN_CORPUS = "200e3104e7e1fd786a84335f71d121d731e9494b6fad4b020ca46f2d01b27e69"
+# What the code at d3a04f2 made of ``_golden_runs`` (sha256 of the normalized commits), without and with the corpus,
+# with one change since: each version of a resource is stamped at least a millisecond after the one before, so the
+# records of later versions written at the store's one instant carry a lastUpdated a millisecond or two on (before
+# it, 331628cb... and 200e3104...; spliced, 7f365da8... and a859daf2...).
+GOLDEN = "5d50fd177c2d437bcce5ebf60a3dbcc59958b0ae4577ee174becb332e8f94763"
+GOLDEN_CORPUS = "c198c2d637f664c036d03079a59fe5065d10bb91234bb07ea8e6b7fd765d534b"
 # The same with each change event's record bytes joined by the commit script from its record's write (``Splice``):
 # what the runs' commits are now (``test_events_joined_by_the_commit_script_leave_redis_as_events_sent_whole``
 # shows they leave Redis as main's did).
-GOLDEN_SPLICED = "7f365da8e5cb2b2ccd50816e0cc3dee0ef1756c1261cb5b02187cfd385d4d130"
-GOLDEN_SPLICED_CORPUS = "a859daf23f4635b209989d4726f7eb67c61cdd3d9efebdcc7c1c45c242d2f273"
+GOLDEN_SPLICED = "43765168f02df11f8a28a77a29c266f66e58546b3c5309ca23d6678f763ad466"
+GOLDEN_SPLICED_CORPUS = "3527d278324f45f21d02208b60987fd68c7f25b205db6ffb334f09f95b86baa2"
 
 
 # -- the runs -----------------------------------------------------------------------------------------------------
