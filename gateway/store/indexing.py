@@ -30,10 +30,12 @@ __all__ = [
     "canonical_urls",
     "date_range",
     "index_entries",
+    "pack_index",
     "parse_condition",
     "relative_reference",
     "split_escaped",
     "unescape",
+    "unpack_index",
 ]
 
 # [kind, key, member]: "s" a set holding the id; "z" a scored zset holding the id, member its score; "l" a lexical
@@ -68,6 +70,41 @@ def index_entries(keys: Keyspace, tenant: str, stored: Mapping[str, Any]) -> lis
                 add(("z", lo, repr(span[0])))
                 add(("z", hi, repr(span[1])))
     return sorted(found)
+
+
+def pack_index(root: str, entries: list[IndexEntry]) -> dict[str, Any] | list[IndexEntry]:
+    """Return a version's index entries as its current state keeps them (the ``idx`` field, as JSON): every key
+    without ``root``, what all of a type's index keys start with (``Keyspace.index_root``), which is kept once;
+    sets' keys alone, as their member is always the resource's id. A resource's twenty entries then take half the
+    bytes they did as ``[kind, key, member]`` lists of whole keys, in Redis's memory and in its append-only file.
+
+    ``unpack_index`` reads both forms, as data written before this one keeps the lists until it is written again.
+    """
+    cut = len(root)
+    sets: list[str] = []
+    other: list[list[str]] = []
+    for kind, key, member in entries:
+        if not key.startswith(root):
+            return entries  # no index key is outside its type's (Keyspace), but the lists hold any key
+        if kind == "s":
+            sets.append(key[cut:])
+        else:
+            other.append([kind, key[cut:], member])
+    packed: dict[str, Any] = {"p": root, "s": sets}
+    if other:
+        packed["o"] = other
+    return packed
+
+
+def unpack_index(value: Any) -> list[IndexEntry]:
+    """Return the index entries an ``idx`` field holds (parsed JSON), as ``pack_index`` or an older version wrote
+    them: a list of ``[kind, key, member]``, or of keys alone (sets, before entries had kinds)."""
+    if type(value) is dict:
+        root = value["p"]
+        found: list[IndexEntry] = [("s", root + key, "") for key in value["s"]]
+        found += [(kind, root + key, member) for kind, key, member in value.get("o", ())]
+        return found
+    return [("s", raw, "") if isinstance(raw, str) else (str(raw[0]), str(raw[1]), str(raw[2])) for raw in value]
 
 
 # What the walk passes its ends (``parameters.Walker``'s second argument): the entries' ``add``, the resource's id,

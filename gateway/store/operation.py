@@ -11,7 +11,7 @@ from typing import Any
 from conformance.outcome import Issue
 from gateway import encoding
 from gateway.store.connection import text
-from gateway.store.indexing import IndexEntry
+from gateway.store.indexing import IndexEntry, unpack_index
 
 
 def digest(content: Mapping[str, Any]) -> str:
@@ -43,16 +43,8 @@ class Current:
             deleted=get.get("deleted") == "1",
             ehr_version_id=get.get("evid") or None,
             ehr_last_updated=get.get("elu") or None,
-            index=[_entry(e) for e in encoding.loads(get.get("idx") or "[]")],
+            index=unpack_index(encoding.loads(get.get("idx") or "[]")),
         )
-
-
-def _entry(raw: Any) -> IndexEntry:
-    """Read one ``idx`` entry (a plain key, from before entries had kinds, is a set holding the id)."""
-    if isinstance(raw, str):
-        return ("s", raw, "")
-    kind, key, member = raw
-    return (str(kind), str(key), str(member))
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.settings import Settings
+from gateway.store.indexing import unpack_index
 from tests.conftest import Gateway
 from tests.gateway.fixtures import appointment
 
@@ -18,7 +19,7 @@ async def _as_if_stored_by_the_previous_version(gateway: Gateway, rid: str) -> N
     services = gateway.services
     keys, redis = services.keys, services.redis
     cur = keys.current("clinic-a", "Appointment", rid)
-    entries = json.loads((await redis.hget(cur, "idx")) or "[]")
+    entries = unpack_index(json.loads((await redis.hget(cur, "idx")) or "[]"))
     for kind, key, member in entries:
         await (redis.srem(key, rid) if kind == "s" else redis.zrem(key, member if kind == "l" else rid))
     old = [
