@@ -12,6 +12,10 @@ each phase of accepting a Bundle costs per resource:
   is printed apart);
 - *answer*: the transaction-response Bundle built and serialised.
 
+With a Redis that keeps an append-only file (the embedded one), it also prints how many bytes each accepted
+resource added to it (``INFO persistence``, around the timed Bundles; "-" when a rewrite ran in between, or
+without an AOF).
+
 HTTP (uvicorn, Starlette, FastAPI) is not in these figures: ``gateway_bench.py`` measures the whole path.
 ``--profile FILE`` also writes cProfile stats of the timed loop (the figures are then slower). With
 ``PYTHONPATH=<an older checkout>`` it measures that checkout's code (figures before a change).
@@ -87,6 +91,7 @@ async def _run(
             clock.cpu = dict.fromkeys(PHASES, 0.0)
             info = sync_redis.Redis.from_url(url).info("cpu")
             redis_before = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+            aof_before = _aof(url)
             total_before, wall = time.process_time(), time.perf_counter()
             if profiler:
                 profiler.enable()
@@ -103,6 +108,9 @@ async def _run(
             row["total"] = total * 1e6 / resources
             row["redis"] = redis_cpu * 1e6 / resources
             row["per_s"] = resources / wall
+            aof_after = _aof(url)
+            if aof_before and aof_after and aof_before[1] == aof_after[1]:  # no rewrite in between
+                row["aof"] = (aof_after[0] - aof_before[0]) / resources
             figures[size] = row
             del store._decide, store._committer.commit  # back to the class's methods
     finally:
@@ -110,6 +118,14 @@ async def _run(
         if profiler and profile:
             profiler.dump_stats(str(profile))
     return figures
+
+
+def _aof(url: str) -> tuple[int, int] | None:
+    """Return the append-only file's size and its base size (which a rewrite changes), when Redis keeps one."""
+    info = sync_redis.Redis.from_url(url).info("persistence")
+    if not int(info.get("aof_enabled", 0)):
+        return None
+    return int(info["aof_current_size"]), int(info["aof_base_size"])
 
 
 async def _accept(store: Store, body: bytes, clock: _Clock) -> None:
@@ -171,11 +187,15 @@ def main(argv: list[str] | None = None) -> int:
                 delete_keys(url, prefix)
     print(f"Redis: {'embedded (appendfsync always)' if embedded else 'REDIS_URL'}; {args.bundles} Bundles per size")
     print()
-    print("| Bundle | " + " | ".join(PHASES) + " | other | total us/resource | Redis us/resource | resources/s |")
-    print("|---|" + "--:|" * (len(PHASES) + 4))
+    print(
+        "| Bundle | " + " | ".join(PHASES) + " | other | total us/resource | Redis us/resource | resources/s "
+        "| AOF bytes/resource |"
+    )
+    print("|---|" + "--:|" * (len(PHASES) + 5))
     for size, row in figures.items():
         cells = " | ".join(f"{row[p]:.1f}" for p in (*PHASES, "other", "total", "redis"))
-        print(f"| {size}-entry | {cells} | {row['per_s']:,.0f} |")
+        aof = f"{row['aof']:,.0f}" if "aof" in row else "-"
+        print(f"| {size}-entry | {cells} | {row['per_s']:,.0f} | {aof} |")
     return 0
 
 
