@@ -197,10 +197,6 @@ class Keyspace:
     def issues(self, tenant: str, rtype: str, rid: str) -> str:
         return f"{self._t(tenant)}:issues:{rtype}:{rid}"
 
-    def index_root(self, tenant: str, rtype: str) -> str:
-        """Return what every index key of a type starts with (a resource's ``idx`` keeps its keys without it)."""
-        return f"{self._t(tenant)}:idx:{rtype}:"
-
     def last_updated_index(self, tenant: str, rtype: str) -> str:
         return f"{self._t(tenant)}:idx:{rtype}:lu"
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from gateway.clock import epoch_of
 from gateway.store.connection import text
-from gateway.store.indexing import IndexEntry, index_entries, pack_index
+from gateway.store.indexing import IndexEntry, index_entries
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Current
 from gateway.store.plan import Committer, Plan, PlanConflict
@@ -76,8 +76,7 @@ class Maintenance:
             when = epoch_of(meta.get("lastUpdated")) or epoch_of(cur.last_updated) or 0.0
             plan.write("ZADD", k.type_versions(tenant, rtype), int(when * 1000), f"{rid}/{vid}")
             plan.write("ZADD", k.all_versions(tenant), int(when * 1000), f"{rtype}/{rid}/{vid}")
-        packed = pack_index(k.index_root(tenant, rtype), new_index)
-        plan.write("HSET", k.current(tenant, rtype, rid), "idx", json.dumps(packed, ensure_ascii=False))
+        plan.write("HSET", k.current(tenant, rtype, rid), "idx", json.dumps(new_index, ensure_ascii=False))
         try:
             await self._committer.commit(plan)
         except PlanConflict:
