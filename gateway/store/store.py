@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from conformance.outcome import Issue, operation_outcome
 from gateway import encoding
-from gateway.clock import Clock, instant, instant_ms, system_clock
+from gateway.clock import Clock, epoch_of, instant, instant_ms, system_clock
 from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, ehr_meta
@@ -455,9 +455,9 @@ class Store(Reads, Maintenance):
             # The version before was written in this millisecond (or later, by a process whose clock is ahead):
             # this one is a millisecond after it. A resource's versions then never share a lastUpdated, and history
             # (newest first by lastUpdated) lists them in order, also version 10 after 9 in one millisecond.
-            before = _parse_instant(cur.last_updated)
+            before = epoch_of(cur.last_updated)
             if before is not None:
-                lu_ms = round(before.timestamp() * 1000) + 1
+                lu_ms = round(before * 1000) + 1
                 lu = instant_ms(lu_ms)
         lu_index, ids_index, type_versions, all_versions, inbound = _type_keys(k, tenant, rtype)
         new_index: list[IndexEntry] = []
