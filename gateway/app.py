@@ -63,6 +63,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services or Services.build(settings, clients)
         app.state.services = built
+        app.state.fhir_writes = built.edge.writes  # read by the FHIR routes (gateway.web.routing.FhirRoute)
 
         def publish_keys(_: ClientsConfig | None = None) -> None:
             app.state.jwks, unreadable = ops.publish_keys(built)

@@ -50,6 +50,11 @@ RATE_LIMITED = Counter(
     "gateway_rate_limited", "requests refused (429) because the client was over its rate limit, by tenant and client",
     ["tenant", "client"], registry=REGISTRY,
 )  # fmt: skip
+WRITES_SHED = Counter(
+    "gateway_writes_shed",
+    "FHIR writes refused (503) because the process was working on GATEWAY_MAX_WRITES_IN_FLIGHT already",
+    registry=REGISTRY,
+)
 
 
 CONNECTOR_LAST_SUCCESS = Gauge(

@@ -282,6 +282,12 @@ class Settings(BaseSettings):
     max_backlog: int = Field(
         default=100_000, ge=1, description="waiting jobs per tenant before the edge answers 503 with Retry-After"
     )
+    max_writes_in_flight: int = Field(
+        default=256,
+        ge=0,
+        description="FHIR writes (POST, PUT, PATCH, DELETE) an API process works on at once; past it, 503 with "
+        "Retry-After before the body is read (0: no limit)",
+    )
     max_attempts: int = Field(default=5, ge=1, description="attempts at an inbound job before it is dead-lettered")
     retry_base_seconds: float = Field(
         default=1.0,

@@ -9,6 +9,10 @@ be text), record telemetry and wrap the answer. ``FhirRoute`` calls the operatio
 the declarations still make the OpenAPI document, unchanged. A route that declares anything else (a dependency, a
 query, cookie or body parameter, a parameter that is not text) is handled by FastAPI as before; so is every route
 when FastAPI does not say which parameters a route has where it is included (see ``_declared``).
+
+``FhirRoute`` also bounds the FHIR writes a process works on at once (``gateway.fhir.admission``): the app's
+``state.fhir_writes``, when its lifespan set one, is asked before the route's handler runs, so that a write past the
+limit is refused before its body is read, and answered, logged and audited as the route's.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -34,6 +39,17 @@ class FhirRoute(APIRoute):
         dependant = _declared(self)
         lean = _lean_handler(self, dependant) if dependant is not None else None
         return lean if lean is not None else super().get_route_handler()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        writes = getattr(scope["app"].state, "fhir_writes", None)
+        if writes is None or not writes.counts(scope):
+            await super().handle(scope, receive, send)
+            return
+        writes.enter()  # past the limit: Overloaded, a 503 the app's error handler writes
+        try:
+            await super().handle(scope, receive, send)
+        finally:
+            writes.leave()
 
 
 def _declared(route: APIRoute) -> Dependant | None:

@@ -28,6 +28,7 @@ NON_DEFAULT_CONFIG = {
     "maxBodyBytes": 33554432,
     "maxStringLength": 16777216,
     "maxBacklog": 250000,
+    "maxWritesInFlight": 64,
     "retryBaseSeconds": 0.5,
     "retryMaxSeconds": 120,
     "claimIdleSeconds": 12.5,
