@@ -22,7 +22,7 @@ from gateway.errors import Overloaded
 from gateway.metrics import WRITES_SHED
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-RETRY_AFTER = 2  # seconds: about what a burst of this size takes to work through
+RETRY_AFTER = 2  # seconds: as the large-body limit asks (gateway.fhir.offload); a shed write was not read at all
 
 
 class WritesInFlight:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from gateway.fhir.admission import WritesInFlight
 from gateway.fhir.offload import Offload
@@ -18,10 +19,11 @@ class Edge:
     settings: Settings
     clients: ClientsConfig
     offload: Offload = field(default_factory=Offload, compare=False)
-    writes: WritesInFlight = field(init=False, compare=False)  # this process's FHIR writes in flight, bounded
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "writes", WritesInFlight(self.settings.max_writes_in_flight))
+    @cached_property
+    def writes(self) -> WritesInFlight:
+        """This process's FHIR writes in flight, bounded by the settings (one counter for the edge's life)."""
+        return WritesInFlight(self.settings.max_writes_in_flight)
 
     def policy(self, tenant: str) -> str:
         """Return the tenant's validation policy: ``strict`` or ``lenient``."""
