@@ -57,6 +57,10 @@ def gateway_env(redis_url: str, prefix: str, clients_file: Path | None = None, *
         "GATEWAY_RETRY_BASE_SECONDS": "0.05",
         "GATEWAY_RETRY_MAX_SECONDS": "0.2",
         "GATEWAY_WORKER_BLOCK_MS": "100",
+        # Past this wait a request is 503 (tests/gateway/test_redis_outage.py covers that). These tests are about
+        # other things, and on a loaded CI machine an fsync of the embedded server's AOF (appendfsync always) has
+        # stalled a feed read past the 2 s default.
+        "GATEWAY_REDIS_TIMEOUT_SECONDS": "15",
         **extra,
     }
     if clients_file is not None:
@@ -147,6 +151,9 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in reversed(procs):
         proc.cleanup()
+        # Shown by pytest with a failed test's report ("Captured stdout teardown"), so CI's output says what the
+        # gateway logged (ids and types only) when an answer was not the one expected.
+        print(proc.describe())
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT, every: float = 0.05) -> Any:
