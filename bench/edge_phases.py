@@ -17,6 +17,8 @@ resource added to it (``INFO persistence``, around the timed Bundles; "-" when a
 without an AOF).
 
 HTTP (uvicorn, Starlette, FastAPI) is not in these figures: ``gateway_bench.py`` measures the whole path.
+``--store-format 2`` sets the store format an operator sets with ``fhir-gateway store-format`` (packed index
+entries) before the run; a checkout from before it writes format 1 whatever the key says.
 ``--profile FILE`` also writes cProfile stats of the timed loop (the figures are then slower). With
 ``PYTHONPATH=<an older checkout>`` it measures that checkout's code (figures before a change).
 """
@@ -73,8 +75,9 @@ class _Clock:
 
 
 async def _run(
-    url: str, prefix: str, sizes: list[int], count: int, profile: Path | None
+    url: str, prefix: str, sizes: list[int], count: int, profile: Path | None, store_format: int
 ) -> dict[int, dict[str, float]]:
+    sync_redis.Redis.from_url(url).set(f"{prefix}:store-format", store_format)  # Keyspace.store_format
     client = connect(url, cluster=False, timeout=5.0)
     store = Store(client, Keyspace(prefix), max_backlog=10_000_000, dedupe_seconds=300, retries=5)
     figures: dict[int, dict[str, float]] = {}
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundles", type=int, default=100, help="timed Bundles per size (default 100)")
     parser.add_argument("--embedded", action="store_true", help="use an embedded Redis even when REDIS_URL is set")
     parser.add_argument("--profile", type=Path, help="write cProfile stats of the timed loops to this file")
+    parser.add_argument("--store-format", type=int, default=1, help="the store format to write (default 1)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     prefix = f"gwphases-{uuid.uuid4().hex[:8]}"
@@ -179,13 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         embedded = None if url else EmbeddedRedis(Path(tmp) / "redis").start()
         try:
             url = url or (embedded.url if embedded else "")
-            figures = asyncio.run(_run(url, prefix, sizes, args.bundles, args.profile))
+            figures = asyncio.run(_run(url, prefix, sizes, args.bundles, args.profile, args.store_format))
         finally:
             if embedded:
                 embedded.stop()
             elif url:
                 delete_keys(url, prefix)
-    print(f"Redis: {'embedded (appendfsync always)' if embedded else 'REDIS_URL'}; {args.bundles} Bundles per size")
+    print(
+        f"Redis: {'embedded (appendfsync always)' if embedded else 'REDIS_URL'}; {args.bundles} Bundles per size; "
+        f"store format {args.store_format}"
+    )
     print()
     print(
         "| Bundle | " + " | ".join(PHASES) + " | other | total us/resource | Redis us/resource | resources/s "

@@ -5,7 +5,8 @@ Starts its own embedded Redis (so nothing else counts), stores ``--resources`` A
 versions each through the gateway's store (as the edge writes them: body, current state, indexes, job), then
 drains the jobs with the gateway's worker (records, record indexes, feed events) and reads ``used_memory``
 around each phase, plus ``MEMORY USAGE`` of each kind of key. Prints bytes per unit and the estimate for a
-million appointments; bench/README.md and docs/deploy.md have the figures.
+million appointments; bench/README.md and docs/deploy.md have the figures. ``--store-format 2`` measures the data
+as a gateway writes it once an operator has set that format (``fhir-gateway store-format``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.embedded import EmbeddedRedis
 from gateway.services import Services
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Update
+from gateway.store.format import FORMATS, set_format
 
 TENANT = "mem"
 
@@ -69,6 +71,8 @@ async def _run(args: argparse.Namespace, url: str) -> None:
     services = Services.build(settings, clients)
     n, versions = args.resources, args.versions
     try:
+        await set_format(services.redis, services.keys.store_format, args.store_format)
+        print(f"store format {args.store_format}: {FORMATS[args.store_format]}")
         base = _used(client)
         for version in range(versions):
             for start in range(0, n, 500):
@@ -114,6 +118,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resources", type=int, default=5000, help="appointments (default 5000)")
     parser.add_argument("--versions", type=int, default=3, help="versions of each (default 3)")
+    parser.add_argument(
+        "--store-format", type=int, choices=sorted(FORMATS), default=1, help="the store format to write (default 1)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp, EmbeddedRedis(Path(tmp)) as server:
         asyncio.run(_run(args, server.url))

@@ -97,6 +97,22 @@ def reindex(args: argparse.Namespace) -> int:
     return _with_services(args.data_dir, act)
 
 
+def store_format(args: argparse.Namespace) -> int:
+    """Print the store format (as set, and as this version writes it); with ``--set N``, set it first."""
+
+    async def act(services: Services) -> int:
+        from gateway.store.format import FORMATS, read_format, set_format
+
+        key = services.keys.store_format
+        if args.number is not None:
+            await set_format(services.redis, key, args.number)
+        stored, writes = await read_format(services.redis, key)
+        print(json.dumps({"store_format": stored, "writes": writes, "form": FORMATS[writes]}), flush=True)
+        return EXIT_OK
+
+    return _with_services(args.data_dir, act)
+
+
 def audit(args: argparse.Namespace) -> int:
     """Write a tenant's audit entries since ``--since`` as NDJSON FHIR R4 AuditEvents."""
     from gateway.access import audit_event

@@ -11,7 +11,8 @@ FHIR store (what EHRs pushed, as FHIR):
                                           deleted ("1" for a tombstone), evid / elu (the EHR's meta as received),
                                           idx (JSON list of the index entries this version is in, each [kind, key,
                                           member]: kind "s" a set holding the id, "z" a scored zset holding the id
-                                          (member: the score), "l" a lexical zset (member: the entry))
+                                          (member: the score), "l" a lexical zset (member: the entry); from store
+                                          format 2 on, packed: gateway/store/format.py)
   gw:{t}:hist:{type}:{id}          hash   vid -> the stored resource JSON of that version ("" for a tombstone)
   gw:{t}:issues:{type}:{id}        hash   vid -> the OperationOutcome JSON of the errors a tenant's lenient
                                           validation policy accepted that version with (gateway/policy.py)
@@ -142,6 +143,8 @@ Audit and rate limits (gateway/store/audit.py, gateway/access/):
 Global (no tenant):
   gw:tenants                       set    tenants that have ever written; workers read their streams
   gw:webhook-tenants               set    tenants that have ever had a subscription; workers scan their hooks
+  gw:store-format                  string the form of stored data every process writes (gateway/store/format.py;
+                                          none: 1), set by `fhir-gateway store-format --set N`
 
 SMART Backend Services (gateway/identity/): global, since a token arrives before its tenant is known:
   gw:oauth:jti:{digest}            string "1": a client assertion's jti was used (digest: SHA-256 of client id and
@@ -184,6 +187,7 @@ class Keyspace:
         self.prefix = prefix
         self.tenants = f"{prefix}:tenants"
         self.webhook_tenants = f"{prefix}:webhook-tenants"
+        self.store_format = f"{prefix}:store-format"
 
     def _t(self, tenant: str) -> str:
         return f"{self.prefix}:{{{tenant}}}"  # {tenant}: a hash tag, so each tenant's keys share a cluster slot
@@ -196,6 +200,10 @@ class Keyspace:
 
     def issues(self, tenant: str, rtype: str, rid: str) -> str:
         return f"{self._t(tenant)}:issues:{rtype}:{rid}"
+
+    def index_root(self, tenant: str, rtype: str) -> str:
+        """Return what every index key of a type starts with (a packed ``idx`` keeps its keys without it)."""
+        return f"{self._t(tenant)}:idx:{rtype}:"
 
     def last_updated_index(self, tenant: str, rtype: str) -> str:
         return f"{self._t(tenant)}:idx:{rtype}:lu"

@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from gateway.clock import epoch_of
 from gateway.store.connection import text
-from gateway.store.indexing import IndexEntry, index_entries
+from gateway.store.format import StoreFormat
+from gateway.store.indexing import IndexEntry, index_entries, pack_index
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Current
 from gateway.store.plan import Committer, Plan, PlanConflict
@@ -39,6 +40,7 @@ class Maintenance:
     _redis: Redis
     _keys: Keyspace
     _committer: Committer
+    format: StoreFormat
 
     async def reindex(self, tenant: str) -> tuple[int, int]:
         """Write every stored resource of ``tenant`` into the indexes this version of the gateway keeps.
@@ -50,6 +52,7 @@ class Maintenance:
         new write indexed them).
         """
         done = changed = 0
+        await self.format.refresh()  # every resource in the form in force now
         async for key in self._redis.scan_iter(match=self._keys.current(tenant, "*", "*"), count=500):
             _, rtype, rid = text(key).rsplit(":", 2)
             if await self._reindex_one(tenant, rtype, rid):
@@ -76,7 +79,8 @@ class Maintenance:
             when = epoch_of(meta.get("lastUpdated")) or epoch_of(cur.last_updated) or 0.0
             plan.write("ZADD", k.type_versions(tenant, rtype), int(when * 1000), f"{rid}/{vid}")
             plan.write("ZADD", k.all_versions(tenant), int(when * 1000), f"{rtype}/{rid}/{vid}")
-        plan.write("HSET", k.current(tenant, rtype, rid), "idx", json.dumps(new_index, ensure_ascii=False))
+        packed = pack_index(k.index_root(tenant, rtype), new_index) if self.format.packed_index else new_index
+        plan.write("HSET", k.current(tenant, rtype, rid), "idx", json.dumps(packed, ensure_ascii=False))
         try:
             await self._committer.commit(plan)
         except PlanConflict:

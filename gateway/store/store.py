@@ -29,8 +29,9 @@ from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, ehr_meta
 from gateway.store.connection import text
 from gateway.store.decisions import Decision, dependency_order, still_resolved
+from gateway.store.format import StoreFormat
 from gateway.store.ids import new_ids
-from gateway.store.indexing import IndexEntry, index_entries, parse_condition
+from gateway.store.indexing import IndexEntry, index_entries, pack_index, parse_condition
 from gateway.store.keys import Keyspace, lane
 from gateway.store.maintenance import Maintenance, move_index
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
@@ -60,15 +61,17 @@ _JOB: Form = ("XADD", ("*", "type", None, "id", None, "vid", None, "op", None, "
 
 
 @lru_cache(maxsize=4096)
-def _type_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, str, str, str, str]:
+def _type_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, str, str, str, str, str]:
     """Return the keys every version of a type is written to (its last-updated and id indexes, the type's and the
-    tenant's version indexes, its jobs' inbound lane): built once, not for each resource a set writes."""
+    tenant's version indexes, its jobs' inbound lane) and what its index keys start with: built once, not for
+    each resource a set writes."""
     return (
         keys.last_updated_index(tenant, rtype),
         keys.ids_index(tenant, rtype),
         keys.type_versions(tenant, rtype),
         keys.all_versions(tenant),
         keys.inbound(tenant, lane(rtype)),
+        keys.index_root(tenant, rtype),
     )
 
 
@@ -100,12 +103,14 @@ class Store(Reads, Maintenance):
         self._dedupe_seconds = dedupe_seconds
         self._retries = retries
         self._wait = (wait_replicas, wait_timeout_ms)
+        self.format = StoreFormat(redis, keys.store_format, clock=clock)
 
     # -- writes ------------------------------------------------------------------------------------------
 
     async def apply(self, tenant: str, ops: Sequence[Operation]) -> list[Result]:
         """Apply ``ops`` atomically (all or none) and return one Result each, in order."""
         await self._register(tenant)
+        await self.format.current()
         # Each operation's id, a new one where none is given (a create): drawn once, as a decision that fails its
         # checks writes nothing.
         given = [op.rid if isinstance(op, Update | Delete) else "" for op in ops]
@@ -459,7 +464,7 @@ class Store(Reads, Maintenance):
             if before is not None:
                 lu_ms = round(before * 1000) + 1
                 lu = instant_ms(lu_ms)
-        lu_index, ids_index, type_versions, all_versions, inbound = _type_keys(k, tenant, rtype)
+        lu_index, ids_index, type_versions, all_versions, inbound, root = _type_keys(k, tenant, rtype)
         new_index: list[IndexEntry] = []
         if stored is not None:
             stored["meta"] = {"versionId": str(vid), "lastUpdated": lu, **stored["meta"]}
@@ -477,7 +482,8 @@ class Store(Reads, Maintenance):
         plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), raw or "")
         plan.put(
             _CURRENT, cur_key or k.current(tenant, rtype, rid),
-            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "", encoding.dumps(new_index),
+            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "",
+            encoding.dumps(pack_index(root, new_index) if self.format.packed_index else new_index),
         )  # fmt: skip
         # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
         job = rtype in MAPPED or watched
