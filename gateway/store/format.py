@@ -8,7 +8,7 @@ it cannot read. The format is one number under ``{prefix}:store-format``; none m
 - **1**: a resource's current state keeps its index entries (``idx``) as ``[kind, key, member]`` lists.
 - **2**: ``idx`` is packed under the root its type's index keys share (``indexing.pack_index``): about half the
   bytes, so a resource's current state and indexes take 10% less memory and each accepted resource 14% fewer
-  append-only-file bytes, for 2-4 us more CPU per version written (bench/README.md, "Seventeenth round"). Read
+  append-only-file bytes, for a few us more CPU per version written (bench/README.md, "Seventeenth round"). Read
   since 12d42f2.
 
 Each process reads the number when it first writes and again at most every ``REFRESH_SECONDS`` on its next write,
