@@ -323,6 +323,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "figures are then not comparable)",
     )
     parser.add_argument(
+        "--store-format",
+        type=int,
+        default=1,
+        help="the store format the gateway writes, as 'fhir-gateway store-format --set N' sets it (default 1)",
+    )
+    parser.add_argument(
         "--keep-tmp", action="store_true", help="keep the temporary folder (clients file, process logs, Redis data)"
     )
     args = parser.parse_args(argv)
@@ -1574,7 +1580,7 @@ def machine_line(m: dict[str, Any]) -> str:
         f"Redis {m['redis_version']} ({m['redis']}, {m['redis_transport']}, appendonly {m['appendonly']}, "
         f"appendfsync {m['appendfsync']}"
         + ("; AOF rewritten before each timed window" if m.get("aof_rewritten_before_windows") else "")
-        + f"); gateway commit {m['gateway_commit']}"
+        + f"); gateway commit {m['gateway_commit']}, store format {m.get('store_format', 1)}"
     )
 
 
@@ -2022,7 +2028,9 @@ def main(argv: list[str] | None = None) -> int:
             url = embedded.url
         rclient = redis.Redis.from_url(url)
         rclient.ping()
+        rclient.set(f"{prefix}:store-format", args.store_format)  # Keyspace.store_format, read by every process
         m = machine(rclient, embedded is not None)
+        m["store_format"] = args.store_format
         args.compact_aof = embedded is not None and not args.no_compact_aof
         args.redis_latency = embedded is not None
         if args.redis_latency:
