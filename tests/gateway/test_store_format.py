@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli import _parser, main
 from gateway.settings import Settings
 from gateway.store.format import FORMATS, REFRESH_SECONDS, parse
 from gateway.store.indexing import unpack_index
@@ -131,3 +131,10 @@ def test_a_format_set_by_a_later_version_writes_this_versions_latest_and_junk_wr
     assert parse(b"1") == 1 and parse(b"2") == 2
     assert parse(b"9") == max(FORMATS)  # a later version's format includes what this one writes
     assert parse(b"two") == 1 and parse(b"0") == 1 and parse(b"-2") == 1
+
+
+def test_the_command_offers_every_format_this_version_knows() -> None:
+    """``--set``'s choices are written out in the command line (which does not import the store): they must be the
+    formats ``gateway.store.format`` knows."""
+    for number in FORMATS:
+        assert _parser().parse_args(["store-format", "--set", str(number)]).number == number
