@@ -41,7 +41,7 @@ def parse(raw: bytes | str | None) -> int:
     if raw is None:
         return 1
     value = text(raw)
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:  # "²" is a digit int() refuses
         log.warning("unknown store format; writing format 1", extra={"store_format": value[:20]})
         return 1
     return min(int(value), LATEST)

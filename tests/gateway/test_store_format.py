@@ -131,6 +131,7 @@ def test_a_format_set_by_a_later_version_writes_this_versions_latest_and_junk_wr
     assert parse(b"1") == 1 and parse(b"2") == 2
     assert parse(b"9") == max(FORMATS)  # a later version's format includes what this one writes
     assert parse(b"two") == 1 and parse(b"0") == 1 and parse(b"-2") == 1
+    assert parse("²".encode()) == 1  # a digit to str.isdigit, not to int(): every write would have failed
 
 
 def test_the_command_offers_every_format_this_version_knows() -> None:
