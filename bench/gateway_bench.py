@@ -60,6 +60,9 @@ DEFAULT_API_PROCESSES = "1,2"
 NOISE_PCT = 25  # "other" CPU above this (percent of one core) makes a phase's figures suspect
 LATE_MS = 2.0  # an open-loop send whose first byte leaves later than this after its scheduled time is late
 CLIENT_BEHIND_MS = 5.0  # open-loop sender lateness p99 above this: the client could not keep its schedule
+# A closed loop whose API used less than this (percent of one core per API process) did not measure the API's
+# capacity: its clients spent the rest waiting (on Redis's fsync, mostly), and more of them would raise the rate.
+SATURATED_PCT = 95
 SLOW_MS = 25.0  # an open-loop answer later than this (the issue's p99 target) is slow; slow ones make spells
 SPELL_GAP_S = 0.5  # slow answers to sends scheduled less than this apart belong to one spell
 MOST_SPELLS = 50  # spells kept in the JSON (the longest first); the count covers them all
@@ -194,7 +197,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--json-out bench/results/external.json",
     )
     parser.add_argument(
-        "--concurrency", type=_positive, default=8, help="concurrent clients (and pooled connections) (default 8)"
+        "--concurrency",
+        type=_positive,
+        default=8,
+        help="concurrent clients (and pooled connections) (default 8); the report says when they did not keep "
+        "the API processes busy",
     )
     parser.add_argument(
         "--bundles",
@@ -1710,12 +1717,32 @@ def report(
             f"during {', '.join(forked)}: those windows paid for it."
         )
     lines += [note for o in opened or [] if (note := spell_note(o))]
+    if note := unsaturated_note(accepted):
+        lines.append(note)
     if noisy:
         lines.append(
             f"WARNING: other processes used more than {NOISE_PCT}% of a core during {', '.join(noisy)}: "
             "those figures are disturbed; re-run on a quiet machine."
         )
     return "\n".join(lines)
+
+
+def unsaturated_note(accepted: list[AcceptanceResult]) -> str | None:
+    """Name the closed loops whose API processes were not busy all the time: their rate is the clients' (each one
+    waits for its answer, and an answer waits for Redis's fsync), a floor for what the API can take, not its
+    capacity."""
+    idle = [
+        f"{r.size}-entry Bundles ({r.api_cpu_pct:.0f}% for {r.api_processes})"
+        for r in accepted
+        if r.bundles and r.api_cpu_pct < SATURATED_PCT * r.api_processes
+    ]
+    if not idle:
+        return None
+    return (
+        f"The API processes were busy less than {SATURATED_PCT}% of the time during {', '.join(idle)}: those rates "
+        "are bounded by the clients' round trips, not the API's CPU; more clients (--concurrency) measure its "
+        "capacity."
+    )
 
 
 def spell_note(o: OpenLoopResult) -> str | None:
