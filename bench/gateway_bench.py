@@ -62,7 +62,7 @@ LATE_MS = 2.0  # an open-loop send whose first byte leaves later than this after
 CLIENT_BEHIND_MS = 5.0  # open-loop sender lateness p99 above this: the client could not keep its schedule
 # A closed loop whose API used less than this (percent of one core per API process) did not measure the API's
 # capacity: its clients spent the rest waiting (on Redis's fsync, mostly), and more of them would raise the rate.
-SATURATED_PCT = 95
+SATURATED_PCT = 90
 SLOW_MS = 25.0  # an open-loop answer later than this (the p99 target) is slow; slow ones make spells
 SPELL_GAP_S = 0.5  # slow answers to sends scheduled less than this apart belong to one spell
 MOST_SPELLS = 50  # spells kept in the JSON (the longest first); the count covers them all
