@@ -1732,7 +1732,8 @@ def unsaturated_note(accepted: list[AcceptanceResult]) -> str | None:
     waits for its answer, and an answer waits for Redis's fsync), a floor for what the API can take, not its
     capacity."""
     idle = [
-        f"{r.size}-entry Bundles ({r.api_cpu_pct:.0f}% for {r.api_processes})"
+        f"{r.size}-entry Bundles ({r.api_cpu_pct:.0f}% of a core for {r.api_processes} API process"
+        + ("es)" if r.api_processes > 1 else ")")
         for r in accepted
         if r.bundles and r.api_cpu_pct < SATURATED_PCT * r.api_processes
     ]

@@ -39,7 +39,7 @@ def test_a_closed_loop_with_its_api_idle_part_of_the_time_is_named(bench: Module
 
     notes = [line for line in text.splitlines() if "busy less than" in line]
     assert len(notes) == 1
-    assert "20-entry Bundles (89% for 1)" in notes[0]
+    assert "20-entry Bundles (89% of a core for 1 API process)" in notes[0]
     assert "100-entry" not in notes[0]
     assert "--concurrency" in notes[0]
 
@@ -54,4 +54,4 @@ def test_busy_api_processes_get_no_note(bench: ModuleType) -> None:
 def test_two_api_processes_are_measured_against_two_cores(bench: ModuleType) -> None:
     text = bench.report(MACHINE, [accepted(bench, 20, 120.0, processes=2)], None, None)
 
-    assert "20-entry Bundles (120% for 2)" in text
+    assert "20-entry Bundles (120% of a core for 2 API processes)" in text
