@@ -6,11 +6,12 @@ keyspace (``keys``), the one atomic write primitive (``plan`` and ``commit.lua``
 version convention (``ehr_meta``) and the Redis connection (``connection``). Imports no other gateway package.
 """
 
+from gateway.store.committer import Committer
 from gateway.store.connection import connect, text
 from gateway.store.indexing import parse_condition
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, digest
-from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.store.plan import Plan, PlanConflict, PlanOverloaded
 from gateway.store.store import Store
 
 __all__ = [

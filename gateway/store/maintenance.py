@@ -11,12 +11,13 @@ import json
 from redis.asyncio import Redis
 
 from gateway.clock import epoch_of
+from gateway.store.committer import Committer
 from gateway.store.connection import text
 from gateway.store.format import StoreFormat
 from gateway.store.indexing import IndexEntry, index_entries, pack_index
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Current
-from gateway.store.plan import Committer, Plan, PlanConflict
+from gateway.store.plan import Plan, PlanConflict
 
 
 def move_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:

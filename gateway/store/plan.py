@@ -10,28 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from typing import Any
-
-import msgpack
-from redis.asyncio import Redis
-from redis.exceptions import DataError
-
-from gateway.store.connection import Script
-
-_SCRIPT = resources.files("gateway.store").joinpath("commit.lua").read_text(encoding="utf-8")
-# The script's line that unpacks its arguments, which arrive as one msgpack array (see ``Committer``). Without it,
-# the script reads them as flat ARGV, as it did before (the tests compare the two).
-UNPACK = "local ARGV = cmsgpack.unpack(ARGV[1])\n"
 
 # What a plan sends. A number reaches the script as a Lua number (a double), which ``redis.call`` writes as text:
 # an int as its digits, exact below 2**53 (ids, counts, epoch milliseconds); a float only as a sorted set's score,
 # which Redis reads back to the same double (as any other value its text would be ``%.17g``, not Python's repr).
 Value = str | bytes | int | float
-# What msgpack would pack but redis-py refused (a bool, a None, a container): the script would stop at the write
-# holding it, after applying the ones before it. Anything msgpack cannot pack (a datetime, a set) it refuses itself.
-_REFUSED = frozenset({type(None), bool, list, tuple, dict})
 
 
 @dataclass(frozen=True)
@@ -46,8 +30,6 @@ class Splice:
 # A write's form for ``Plan.put``: its command and arguments, None where each write's own value goes, a Splice where
 # a value joined by the script goes (two values: a head and the place of an earlier write's value).
 Form = tuple[str, tuple[Value | Splice | None, ...]]
-
-_MOST_ARGS = 1000  # arguments per command the script passes on (an even number: ZADD takes pairs)
 
 
 class PlanConflict(Exception):
@@ -81,10 +63,11 @@ class Plan:
     # Since the last ``mark``: each ``adds`` list extended, its length before, and whether ``add`` created it.
     _journal: list[tuple[tuple[str, int], list[Any], int, bool]] | None = field(default=None, compare=False, repr=False)
     _slots: list[int] = field(default_factory=list, compare=False, repr=False)  # values per form, by number - 1
-    # The number of each form object ``forms`` holds, by its ``id``: a write of a form the plan holds (the store's own
-    # are module constants) is found without hashing the form's tuple again. Only objects ``forms`` keeps alive are
-    # here, so no other object can have one of these ids.
-    _form_ids: dict[int, int] = field(default_factory=dict, compare=False, repr=False)
+    # Each form object ``forms`` holds and its number, by the object's ``id``: a write of a form the plan holds (the
+    # store's own are module constants) is found without hashing the form's tuple again. An entry counts only for the
+    # very object it holds (``is``), which it keeps alive: compiled (mypyc), a constant tuple reaches ``put`` as a new
+    # object each time, whose id a later one may reuse; such a form is then found by value.
+    _form_ids: dict[int, tuple[Form, int]] = field(default_factory=dict, compare=False, repr=False)
 
     def key(self, name: str) -> int:
         """Return the 1-based KEYS index of ``name``, declaring it once."""
@@ -131,11 +114,13 @@ class Plan:
         Return the place of the write's first value in ``writes`` (a ``Splice`` of a later write names its values
         by such places).
         """
-        number = self._form_ids.get(id(form)) or self._form_index.get(form)
+        known = self._form_ids.get(id(form))
+        number = known[1] if known is not None and known[0] is form else self._form_index.get(form)
         if number is None:
             self.forms.append(form)
             self._slots.append(sum(1 if a is None else 2 if isinstance(a, Splice) else 0 for a in form[1]))
-            number = self._form_index[form] = self._form_ids[id(form)] = len(self.forms)
+            number = self._form_index[form] = len(self.forms)
+            self._form_ids[id(form)] = (form, number)
         if len(values) != self._slots[number - 1]:
             raise ValueError(f"{form[0]} takes {self._slots[number - 1]} values, not {len(values)}")
         writes = self.writes
@@ -229,7 +214,9 @@ class Plan:
         for name in self.keys[keys:]:
             del self._index[name]
         for form in self.forms[forms:]:
-            del self._form_index[form], self._form_ids[id(form)]
+            del self._form_index[form]
+        if len(self.forms) > forms:
+            self._form_ids = {at: known for at, known in self._form_ids.items() if known[1] <= forms}
         del self.keys[keys:], self.checks[checks:], self.writes[writes:], self.forms[forms:], self._slots[forms:]
         for at, members, before, created in reversed(self._journal or []):  # a list's earliest length is set last
             del members[before:]
@@ -258,56 +245,6 @@ class Plan:
         self.backlog = (keys, maximum)
 
 
-class Committer:
-    """Run plans on one Redis connection pool.
-
-    A plan's arguments (a thousand or more for a 20-entry Bundle, ten thousand for a worker's batch) travel as one
-    msgpack array, which the script unpacks in C (Redis's ``cmsgpack``): packing them costs a sixth of what
-    packing as many command arguments does (35 against 200 us for a 20-entry Bundle), and Redis reads one argument
-    instead of a thousand. Strings and bytes go as msgpack's raw strings (``use_bin_type=False``: the form every
-    Redis's ``cmsgpack`` reads), byte for byte what redis-py would send. A value redis-py refused is refused before
-    anything is sent (``_REFUSED``: 35-50 us a 20-entry Bundle's plan, to look at every value's type).
-    """
-
-    def __init__(self, redis: Redis) -> None:
-        self._run = Script(redis, _SCRIPT)
-
-    async def _script(self, keys: list[str], args: list[Any]) -> Any:
-        """Run the script with ``args``, packed (the tests record commits here, as the script reads them)."""
-        if not _REFUSED.isdisjoint(map(type, args)):
-            odd = sorted({type(a).__name__ for a in args} & {t.__name__ for t in _REFUSED})
-            raise DataError(f"a plan sends str, bytes, int and float values, not {', '.join(odd)}")
-        return await self._run(keys=keys, args=[msgpack.packb(args, use_bin_type=False)])
-
-    async def commit(self, plan: Plan) -> list[str]:
-        """Apply ``plan`` or raise PlanConflict / PlanOverloaded; return the ids of added stream entries."""
-        if not plan.writes and not plan.checks and not plan.adds:
-            return []
-        args: list[Any] = [len(plan.checks)]
-        for op, key, field_name, expected in plan.checks:
-            args += [op, key, field_name or "", expected]
-        if plan.backlog is None:
-            args.append(0)
-        else:
-            indexes = [plan.key(k) for k in plan.backlog[0]]
-            args += [len(indexes), *indexes, plan.backlog[1]]
-        args.append(len(plan.forms))
-        for form in plan.forms:
-            args += _declared(form)
-        args += plan.writes
-        for (command, key), members in plan.adds.items():
-            for at in range(0, len(members), _MOST_ARGS):  # Lua unpacks a bounded number of values at once
-                chunk = members[at : at + _MOST_ARGS]
-                args += (command, key, len(chunk), *chunk)
-        reply = await self._script(keys=plan.keys, args=args)
-        status = _text(reply[0])
-        if status == "conflict":
-            raise PlanConflict(_text(reply[1]))
-        if status == "overloaded":
-            raise PlanOverloaded(int(_text(reply[1])))
-        return [_text(r) for r in reply[1:]]
-
-
 def _shifted(form: Form, values: list[Any], shift: int) -> list[Any]:
     """Return a write's values with each Splice's place moved by ``shift``."""
     moved, at = list(values), 0
@@ -318,16 +255,3 @@ def _shifted(form: Form, values: list[Any], shift: int) -> list[Any]:
         elif a is None:
             at += 1
     return moved
-
-
-@lru_cache(maxsize=1024)
-def _declared(form: Form) -> tuple[Value, ...]:
-    """Return a form as the script reads it: command, pattern ("c", "v" or "s" per argument), the constant arguments
-    and each Splice's tail (worked out once per form: the store's own forms are the same for every plan)."""
-    command, args = form
-    pattern = "".join("v" if a is None else "s" if isinstance(a, Splice) else "c" for a in args)
-    return (command, pattern, *(a.tail if isinstance(a, Splice) else a for a in args if a is not None))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

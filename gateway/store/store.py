@@ -27,6 +27,7 @@ from gateway.clock import Clock, epoch_of, instant, instant_ms, system_clock
 from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, ehr_meta
+from gateway.store.committer import Committer
 from gateway.store.connection import text
 from gateway.store.decisions import Decision, dependency_order, still_resolved
 from gateway.store.format import StoreFormat
@@ -35,7 +36,7 @@ from gateway.store.indexing import IndexEntry, index_entries, pack_index, parse_
 from gateway.store.keys import Keyspace, lane
 from gateway.store.maintenance import Maintenance, move_index
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
-from gateway.store.plan import Committer, Form, Plan, PlanConflict, PlanOverloaded
+from gateway.store.plan import Form, Plan, PlanConflict, PlanOverloaded
 from gateway.store.reads import Reads
 from gateway.store.snapshot import Read, Snapshot
 from mappers.registry import MAPPED

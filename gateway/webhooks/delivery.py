@@ -36,9 +36,10 @@ from gateway.metrics import WEBHOOK_DELIVERIES
 from gateway.platform.disclosure import shown_codes, shown_event
 from gateway.platform.feed import Entry, encode_cursor
 from gateway.settings import Settings
+from gateway.store.committer import Committer
 from gateway.store.connection import Script, text
 from gateway.store.keys import Keyspace
-from gateway.store.plan import Committer, Plan
+from gateway.store.plan import Plan
 from gateway.webhooks.subscriptions import DEAD_LETTER_MAXLEN, Subscription, sign
 from gateway.work.streams import DeadLetters
 

@@ -36,9 +36,10 @@ import httpx
 from connectors.address import GuardedTransport
 from gateway.clock import Clock, system_clock
 from gateway.settings import ClientsConfig, Settings
+from gateway.store.committer import Committer
 from gateway.store.connection import text
 from gateway.store.keys import tenant_of
-from gateway.store.plan import Committer, PlanConflict
+from gateway.store.plan import PlanConflict
 from gateway.webhooks.delivery import Leases, Shared, SubscriptionDelivery, pause
 from gateway.webhooks.subscriptions import Subscription, Subscriptions, url_refusal
 from gateway.work.streams import read_streams

@@ -31,9 +31,10 @@ from redis.asyncio import Redis
 from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, NotFound, Unprocessable
 from gateway.platform.feed import MAX_TYPE_PATTERNS, TYPE_PATTERN
+from gateway.store.committer import Committer
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
-from gateway.store.plan import Committer, Plan, PlanConflict
+from gateway.store.plan import Plan, PlanConflict
 from gateway.work.streams import DeadLetters
 
 MAX_PER_TENANT = 100

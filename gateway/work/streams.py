@@ -34,8 +34,9 @@ from redis.exceptions import ResponseError
 
 from connectors.retry import backoff
 from gateway.clock import Clock, system_clock
+from gateway.store.committer import Committer
 from gateway.store.connection import Script, text
-from gateway.store.plan import Committer, Plan
+from gateway.store.plan import Plan
 
 # Move due retries back onto the stream: each member is the JSON object of an entry's fields.
 _PROMOTE = """

@@ -17,9 +17,10 @@ from redis.asyncio import Redis
 from connectors.delivery import Settle
 from connectors.retry import backoff
 from gateway.clock import Clock, instant, system_clock
+from gateway.store.committer import Committer
 from gateway.store.connection import Script, text
 from gateway.store.keys import OUTBOUND_GROUP, Keyspace
-from gateway.store.plan import Committer, Plan, PlanConflict
+from gateway.store.plan import Plan, PlanConflict
 from gateway.work.streams import Entry, QueueKeys, StreamQueue
 
 FINAL = ("delivered", "failed", "dead_lettered")

@@ -24,9 +24,10 @@ from redis.asyncio import Redis
 
 from gateway.errors import NotFound, Overloaded, Unprocessable
 from gateway.store import audit
+from gateway.store.committer import Committer
 from gateway.store.connection import text
 from gateway.store.keys import Keyspace
-from gateway.store.plan import Committer, Plan, PlanConflict, PlanOverloaded
+from gateway.store.plan import Plan, PlanConflict, PlanOverloaded
 
 log = logging.getLogger("gateway.writebacks")
 

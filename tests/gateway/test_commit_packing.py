@@ -22,13 +22,14 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import DataError
 
-import gateway.store.plan as plan_module
+import gateway.store.committer as committer_module
 from gateway.embedded import EmbeddedRedis
 from gateway.store import Committer, Plan, PlanConflict, connect
-from gateway.store.plan import UNPACK, Form, Splice
+from gateway.store.committer import UNPACK
+from gateway.store.plan import Form, Splice
 from tests.gateway.test_worker_equivalence import _dump, _golden_runs
 
-FLAT = plan_module._SCRIPT.replace(UNPACK, "", 1)
+FLAT = committer_module._SCRIPT.replace(UNPACK, "", 1)
 
 _RECORD: Form = ("HSET", ("vid", None, "n", None, "json", None))
 _EVENT: Form = ("XADD", ("*", "e", Splice(b"}"), "type", None))
@@ -46,7 +47,7 @@ class FlatCommitter(Committer):
 
 
 def test_the_script_unpacks_its_arguments_and_reads_them_flat_without_that_line() -> None:
-    assert plan_module._SCRIPT.count(UNPACK) == 1
+    assert committer_module._SCRIPT.count(UNPACK) == 1
     assert "cmsgpack" not in FLAT
 
 
@@ -118,7 +119,7 @@ async def test_a_value_redis_cannot_hold_is_refused_before_anything_is_written(
 def _flat_arguments() -> Iterator[None]:
     """Make every committer a ``FlatCommitter``: the flat script, each argument sent on its own."""
     flat = FlatCommitter._script
-    with mock.patch.object(plan_module, "_SCRIPT", FLAT), mock.patch.object(Committer, "_script", flat):
+    with mock.patch.object(committer_module, "_SCRIPT", FLAT), mock.patch.object(Committer, "_script", flat):
         yield
 
 

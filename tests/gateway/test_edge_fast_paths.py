@@ -119,7 +119,7 @@ def test_a_form_is_found_by_identity_as_by_value(steps: list[tuple[int, bool, st
     assert shared == copied
     assert list(shared.commands()) == list(copied.commands())
     for plan in (shared, copied):
-        assert plan._form_ids == {id(form): number for number, form in enumerate(plan.forms, 1)}
+        assert plan._form_ids == {id(form): (form, number) for number, form in enumerate(plan.forms, 1)}
 
 
 # -- a write's answer --------------------------------------------------------------------------------------------

@@ -54,9 +54,9 @@ from gateway.fhir import bundle as bundles
 from gateway.platform.risk import RiskFlags
 from gateway.settings import ClientsConfig, Settings
 from gateway.store import Store
+from gateway.store.committer import Committer
 from gateway.store.keys import GROUP
 from gateway.store.operation import Delete, Operation, Update
-from gateway.store.plan import Committer
 from gateway.work import records as records_module
 from gateway.work.inbound import InboundQueue, inbound_queue
 from gateway.work.records import RecordWriter
