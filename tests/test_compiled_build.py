@@ -1,0 +1,92 @@
+"""The compiled build (setup.py, ``GATEWAY_MYPYC=1``) is the same gateway: its wheel holds every listed module
+compiled, and the golden and equivalence tests pass against it as they do against the pure-Python code.
+
+The wheel is built the way docs/deploy.md says, from a copy of the sources (the build writes its own ``build/``),
+and unpacked beside a copy of the tests, which then import the compiled packages. The tests chosen compare what
+the validator says and what the store writes byte for byte with recorded figures; they replace none of the
+compiled code (compiled, a module's calls to its own functions are bound at build time, so a test that patches one
+measures nothing there). It takes one to two minutes, most of it the C compiler.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CORPUS
+
+ROOT = Path(__file__).resolve().parents[1]
+# What the compiled tree runs: the golden commits, the worker's recorded writes, the plan's marks, the validator's
+# cases and its walk against the recorded verdicts.
+GOLDEN = [
+    "tests/gateway/test_decide_commit.py",
+    "tests/gateway/test_worker_equivalence.py",
+    "tests/gateway/test_plan_mark.py",
+    "tests/conformance/test_validator.py",
+    "tests/conformance/test_walk_equivalence.py",
+    "tests/conformance/test_agreement.py",
+]
+# Tests in those files that patch or subclass compiled code, which compiled code does not see.
+PATCHING = ["test_the_validator_never_raises"]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="the compiled build needs a C compiler"
+)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the compiled wheel from a copy of the sources and unpack it with a copy of the tests; return that tree."""
+    pytest.importorskip("mypyc.build")
+    work = tmp_path_factory.mktemp("compiled")
+    source = work / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.so")
+    for package in ("gateway", "mappers", "connectors", "conformance"):
+        shutil.copytree(ROOT / package, source / package, ignore=ignore)
+    wheels = work / "wheels"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w", str(wheels), "."],
+        cwd=source, env={**os.environ, "GATEWAY_MYPYC": "1"}, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (wheel,) = wheels.glob("*.whl")
+    tree = work / "tree"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tree)
+    shutil.copytree(ROOT / "tests", tree / "tests", ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", tree / "pyproject.toml")
+    return tree
+
+
+def test_the_compiled_build_compiles_every_listed_module_and_passes_the_golden_tests(compiled: Path) -> None:
+    """One test, so that ``-n 2`` builds the wheel once."""
+    modules = runpy.run_path(str(ROOT / "setup.py"), run_name="setup_modules")["MODULES"]
+    names = [m.removesuffix(".py").replace("/", ".") for m in modules]
+    script = "import importlib, sys\nfor name in sys.argv[1:]:\n    print(importlib.import_module(name).__file__)\n"
+    found = subprocess.run(
+        [sys.executable, "-I", "-c", script, *names], cwd=compiled, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(found) == len(names)
+    for name, path in zip(names, found, strict=True):
+        assert path.startswith(str(compiled)) and path.endswith(".so"), (name, path)
+
+    env = {**os.environ, "GATEWAY_CORPUS_DIR": str(CORPUS)}
+    env.pop("PYTHONPATH", None)
+    ran = subprocess.run(
+        [sys.executable, "-I", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
+         " and ".join(f"not {name}" for name in PATCHING), *GOLDEN],
+        cwd=compiled, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    tail = ran.stdout[-4000:] + ran.stderr[-2000:]
+    assert ran.returncode == 0, tail
+    assert " passed" in ran.stdout and " failed" not in ran.stdout, tail
