@@ -72,10 +72,14 @@ def test_the_compiled_build_compiles_every_listed_module_and_passes_the_golden_t
     """One test, so that ``-n 2`` builds the wheel once."""
     modules = runpy.run_path(str(ROOT / "setup.py"), run_name="setup_modules")["MODULES"]
     names = [m.removesuffix(".py").replace("/", ".") for m in modules]
-    script = "import importlib, sys\nfor name in sys.argv[1:]:\n    print(importlib.import_module(name).__file__)\n"
+    # Isolated (-I): neither PYTHONPATH nor the working folder is on the path; the tree goes first by hand, ahead of
+    # the editable install of the checkout, as pytest puts it there for the tests below.
+    script = "import importlib, sys\nsys.path.insert(0, sys.argv[1])\nfor name in sys.argv[2:]:\n"
+    script += "    print(importlib.import_module(name).__file__)\n"
     found = subprocess.run(
-        [sys.executable, "-I", "-c", script, *names], cwd=compiled, capture_output=True, text=True, check=True
-    ).stdout.split()
+        [sys.executable, "-I", "-c", script, str(compiled), *names], cwd=compiled, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()  # fmt: skip
     assert len(found) == len(names)
     for name, path in zip(names, found, strict=True):
         assert path.startswith(str(compiled)) and path.endswith(".so"), (name, path)
