@@ -32,10 +32,12 @@ MODULES = [
     "gateway/store/decisions.py",
     "gateway/store/ehr_meta.py",
     "gateway/store/indexing.py",
+    "gateway/store/keys.py",
     "gateway/store/operation.py",
     "gateway/store/parameters.py",
     "gateway/store/plan.py",
     "gateway/store/references.py",
+    "gateway/store/versions.py",
 ]
 
 

@@ -1,7 +1,7 @@
 """The store's maintenance half: moving a resource's index entries from one version to the next, and rebuilding
 every index of a tenant's data (``fhir-gateway reindex``) from its stored versions.
 
-``Store`` takes ``Maintenance`` as it takes ``Reads``; its writes move indexes with ``move_index`` too.
+``Store`` takes ``Maintenance`` as it takes ``Reads``; its writes move indexes with ``versions.move_index`` too.
 """
 
 from __future__ import annotations
@@ -14,25 +14,11 @@ from gateway.clock import epoch_of
 from gateway.store.committer import Committer
 from gateway.store.connection import text
 from gateway.store.format import StoreFormat
-from gateway.store.indexing import IndexEntry, index_entries, pack_index
+from gateway.store.indexing import index_entries, pack_index
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Current
 from gateway.store.plan import Plan, PlanConflict
-
-
-def move_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:
-    """Move the resource from the index entries of its last version to those of this one."""
-    if old:
-        kept_scores = {(kind, key): member for kind, key, member in new if kind == "z"}
-        for kind, key, member in set(old) - set(new):
-            if kind == "s":
-                plan.write("SREM", key, rid)
-            elif kind == "l":
-                plan.write("ZREM", key, member)
-            elif (kind, key) not in kept_scores:
-                plan.write("ZREM", key, rid)
-        new = sorted(set(new) - set(old))
-    plan.add_entries(rid, new)  # index_entries lists them sorted and once each
+from gateway.store.versions import move_index
 
 
 class Maintenance:

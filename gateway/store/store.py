@@ -10,70 +10,32 @@ transaction Bundle is all-or-nothing and six concurrent conditional creates make
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from functools import lru_cache
+from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from conformance.outcome import Issue, operation_outcome
 from gateway import encoding
-from gateway.clock import Clock, epoch_of, instant, instant_ms, system_clock
+from gateway.clock import Clock, instant, system_clock
 from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
-from gateway.store import activity, audit, conditional, ehr_meta
+from gateway.store import activity, audit, conditional, versions
 from gateway.store.committer import Committer
 from gateway.store.connection import text
 from gateway.store.decisions import Decision, dependency_order, still_resolved
 from gateway.store.format import StoreFormat
 from gateway.store.ids import new_ids
-from gateway.store.indexing import IndexEntry, index_entries, pack_index, parse_condition
+from gateway.store.indexing import parse_condition
 from gateway.store.keys import Keyspace, lane
-from gateway.store.maintenance import Maintenance, move_index
-from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of, digest
-from gateway.store.plan import Form, Plan, PlanConflict, PlanOverloaded
+from gateway.store.maintenance import Maintenance
+from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of
+from gateway.store.plan import Plan, PlanConflict, PlanOverloaded
 from gateway.store.reads import Reads
 from gateway.store.snapshot import Read, Snapshot
 from mappers.registry import MAPPED
-
-
-def _parse_instant(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-# The forms (``Plan.put``) of what every version writes: its body, its current state and its job.
-_VERSION: Form = ("HSET", (None, None))
-_CURRENT: Form = (
-    "HSET",
-    ("vid", None, "lu", None, "hash", None, "deleted", None, "evid", None, "elu", None, "idx", None),
-)
-_JOB: Form = ("XADD", ("*", "type", None, "id", None, "vid", None, "op", None, "attempt", 0))
-
-
-@lru_cache(maxsize=4096)
-def _type_keys(keys: Keyspace, tenant: str, rtype: str) -> tuple[str, str, str, str, str, str]:
-    """Return the keys every version of a type is written to (its last-updated and id indexes, the type's and the
-    tenant's version indexes, its jobs' inbound lane) and what its index keys start with: built once, not for
-    each resource a set writes."""
-    return (
-        keys.last_updated_index(tenant, rtype),
-        keys.ids_index(tenant, rtype),
-        keys.type_versions(tenant, rtype),
-        keys.all_versions(tenant),
-        keys.inbound(tenant, lane(rtype)),
-        keys.index_root(tenant, rtype),
-    )
 
 
 class Store(Reads, Maintenance):
@@ -269,9 +231,12 @@ class Store(Reads, Maintenance):
         results: list[Result] = []
         now = self._clock()
         lu, lu_ms = instant(now), int(now * 1000)
+        packed = self.format.packed_index
         lanes: set[str] = set()
         for d in decisions:
-            result, wrote_job = self._decide_one(tenant, d, mapping, plan, lu, lu_ms)
+            result, wrote_job = versions.decide_one(
+                k, tenant, d, mapping, plan, lu, lu_ms, dedupe_seconds=self._dedupe_seconds, packed=packed
+            )
             if wrote_job:
                 lanes.add(lane(d.op.rtype))
             results.append(result)
@@ -319,7 +284,7 @@ class Store(Reads, Maintenance):
         # digested and looked up at once with the ids known now, which hold unless an entry it points at is found to
         # be a retry: only then is it digested and looked up again, in its turn.
         for d in plain:
-            self._prepare(d, mapping)
+            versions.prepare(d, mapping)
         replies: list[Any]
         if guess and not reads:
             replies = [None] * len(plain)
@@ -329,7 +294,7 @@ class Store(Reads, Maintenance):
         for ready in dependency_order(plain):
             moved = [d for d in ready if not still_resolved(d, mapping)]
             for d in moved:
-                self._prepare(d, mapping)
+                versions.prepare(d, mapping)
             for d, hit in zip(moved, await self._snapshot.read([self._dedupe_read(tenant, d) for d in moved]),
                               strict=True):  # fmt: skip
                 hits[id(d)] = hit
@@ -356,143 +321,9 @@ class Store(Reads, Maintenance):
                     plan.expect_value(key, hit.decode() if hit else None)
         return mapping, replies[: len(reads)]
 
-    @staticmethod
-    def _prepare(d: Decision, mapping: Mapping[str, str]) -> None:
-        """Rewrite and digest a create's content with the ids its references have in ``mapping`` now."""
-        assert isinstance(d.op, Create)
-        content, evid, elu = ehr_meta.split(d.rewritten(mapping))
-        d.prepared = (content, evid, elu, digest(content), {ref: mapping.get(ref) for ref in d.references()})
-
     def _dedupe_read(self, tenant: str, d: Decision) -> Read:
         assert d.prepared is not None
         return ("get", self._keys.dedupe(tenant, d.op.rtype, d.prepared[3]))
-
-    def _decide_one(
-        self, tenant: str, d: Decision, mapping: Mapping[str, str], plan: Plan, lu: str, lu_ms: int
-    ) -> tuple[Result, bool]:
-        k = self._keys
-        op, rid = d.op, d.rid
-        cur_key = k.current(tenant, op.rtype, rid)
-
-        if isinstance(op, Delete):
-            cur = d.current
-            plan.expect_field(cur_key, "vid", str(cur.vid) if cur else None)
-            if cur is None or cur.deleted:
-                return Result(204, op.rtype, rid, outcome="absent"), False
-            return self._write_version(
-                tenant, op.rtype, rid, None, cur, plan, lu, lu_ms, deleted=True, watched=d.watched, cur_key=cur_key
-            )
-
-        if d.prepared is not None and still_resolved(d, mapping):
-            content, evid, elu, dg, _ = d.prepared
-        else:
-            content, evid, elu = ehr_meta.split(d.rewritten(mapping))
-            dg = digest(content)
-
-        if d.match is not None:  # a conditional create or a retried create that found its resource
-            vid = d.current.vid if d.current else None
-            plan.expect_field(cur_key, "vid", str(vid) if vid else None)
-            return Result(200, op.rtype, rid, vid=vid, outcome="matched"), False
-
-        cur = d.current
-        if isinstance(op, Update):
-            plan.expect_field(cur_key, "vid", str(cur.vid) if cur else None)
-            if op.if_match is not None and (cur is None or cur.deleted or op.if_match != str(cur.vid)):
-                raise PreconditionFailed(
-                    f"If-Match {op.if_match} does not match the current version of {op.rtype}/{rid}",
-                    expression=op.rtype,
-                )
-            if cur and not cur.deleted and cur.digest == dg:
-                return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=op.issues), False
-            new_lu, old_lu = _parse_instant(elu), _parse_instant(cur.ehr_last_updated if cur else None)
-            if op.ehr_ordered and cur and not cur.deleted and new_lu and old_lu and new_lu < old_lu:
-                note = Issue(
-                    "warning",
-                    "conflict",
-                    f"{op.rtype}.meta.lastUpdated",
-                    "not applied: this EHR version is older than the one held",
-                )
-                return (
-                    Result(
-                        200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=[note], outcome="stale"
-                    ),
-                    False,
-                )
-        else:
-            plan.expect_field(cur_key, "vid", None)
-            if self._dedupe_seconds > 0 and not op.if_none_exist and op.dedupe:
-                plan.put(("SET", (None, "EX", self._dedupe_seconds)), k.dedupe(tenant, op.rtype, dg), rid)
-
-        # Type, id and meta first, then the content's other elements in their order (the keys merged in after the
-        # first three keep their places; the type and meta are set again over the content's own).
-        stored = {"resourceType": op.rtype, "id": rid, "meta": None, **content}
-        stored["resourceType"], stored["id"] = op.rtype, rid
-        stored["meta"] = ehr_meta.stamp(content, evid, elu)
-        result, job = self._write_version(
-            tenant, op.rtype, rid, stored, cur, plan, lu, lu_ms, digest_=dg, ehr=(evid, elu), watched=d.watched,
-            cur_key=cur_key,
-        )  # fmt: skip
-        if op.issues:
-            outcome = json.dumps(operation_outcome(op.issues))
-            plan.write("HSET", k.issues(tenant, op.rtype, rid), str(result.vid), outcome)
-            result.issues = list(op.issues)
-        return result, job
-
-    def _write_version(
-        self,
-        tenant: str,
-        rtype: str,
-        rid: str,
-        stored: dict[str, Any] | None,
-        cur: Current | None,
-        plan: Plan,
-        lu: str,
-        lu_ms: int,
-        *,
-        deleted: bool = False,
-        digest_: str = "",
-        ehr: tuple[str | None, str | None] = (None, None),
-        watched: bool = False,
-        cur_key: str | None = None,
-    ) -> tuple[Result, bool]:
-        k = self._keys
-        vid = (cur.vid if cur else 0) + 1
-        if cur is not None and cur.last_updated >= lu:  # the same fixed-width UTC form: text order is time order
-            # The version before was written in this millisecond (or later, by a process whose clock is ahead):
-            # this one is a millisecond after it. A resource's versions then never share a lastUpdated, and history
-            # (newest first by lastUpdated) lists them in order, also version 10 after 9 in one millisecond.
-            before = epoch_of(cur.last_updated)
-            if before is not None:
-                lu_ms = round(before * 1000) + 1
-                lu = instant_ms(lu_ms)
-        lu_index, ids_index, type_versions, all_versions, inbound, root = _type_keys(k, tenant, rtype)
-        new_index: list[IndexEntry] = []
-        if stored is not None:
-            stored["meta"] = {"versionId": str(vid), "lastUpdated": lu, **stored["meta"]}
-            new_index = index_entries(k, tenant, stored)
-        move_index(plan, rid, cur.index if cur else [], new_index)
-        if deleted:
-            plan.write("ZREM", lu_index, rid)
-            plan.write("ZREM", ids_index, rid)
-        else:
-            plan.add("ZADD", lu_index, lu_ms, rid)
-            plan.add("ZADD", ids_index, 0, rid)
-        plan.add("ZADD", type_versions, lu_ms, f"{rid}/{vid}")
-        plan.add("ZADD", all_versions, lu_ms, f"{rtype}/{rid}/{vid}")
-        raw = encoding.dumps(stored) if stored else None
-        plan.put(_VERSION, k.history(tenant, rtype, rid), str(vid), raw or "")
-        plan.put(
-            _CURRENT, cur_key or k.current(tenant, rtype, rid),
-            vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "",
-            encoding.dumps(pack_index(root, new_index) if self.format.packed_index else new_index),
-        )  # fmt: skip
-        # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
-        job = rtype in MAPPED or watched
-        if job:
-            plan.put(_JOB, inbound, rtype, rid, vid, "delete" if deleted else "upsert")
-        status = 204 if deleted else (201 if cur is None else 200)
-        outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
-        return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome, raw=raw), job
 
     def _criteria_key(self, tenant: str, rtype: str, criteria: str) -> str:
         """Return the identifier-index key a condition reads."""

@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 import gateway.store.indexing as indexing_module
 import gateway.store.parameters as parameters_module
 import gateway.store.store as store_module
+import gateway.store.versions as versions_module
 from gateway import encoding
 from gateway.embedded import EmbeddedRedis
 from gateway.fhir import bundle as bundles
@@ -317,15 +318,15 @@ def index_entries_before(keys: Keyspace, tenant: str, stored: Mapping[str, Any])
 @contextmanager
 def _before() -> Iterator[None]:
     """Put back the code the round replaced."""
-    saved = store_module.index_entries, parameters_module._range, indexing_module.index_entries
-    store_module.index_entries = index_entries_before  # type: ignore[assignment]
+    saved = versions_module.index_entries, parameters_module._range, indexing_module.index_entries
+    versions_module.index_entries = index_entries_before  # type: ignore[assignment]
     indexing_module.index_entries = index_entries_before  # type: ignore[assignment]
     parameters_module._range = datetime_range  # type: ignore[assignment]
     parameters_module._cached_range.cache_clear()
     try:
         yield
     finally:
-        store_module.index_entries, parameters_module._range, indexing_module.index_entries = saved
+        versions_module.index_entries, parameters_module._range, indexing_module.index_entries = saved
         parameters_module._cached_range.cache_clear()
 
 
