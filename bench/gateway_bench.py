@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.machinery
+import importlib.util
 import json
 import os
 import platform
@@ -1563,6 +1565,14 @@ def gateway_revision() -> str:
     return f"{head}{' with local changes' if dirty else ''}" if head else "unknown"
 
 
+def gateway_build(find: Callable[[str], Any] = importlib.util.find_spec) -> str:
+    """Say whether the gateway these processes import is the compiled build (setup.py, ``GATEWAY_MYPYC=1``): its
+    hot modules, such as the store's plan, then load from extension modules rather than source."""
+    spec = find("gateway.store.plan")
+    origin = str(getattr(spec, "origin", "") or "")
+    return "compiled (mypyc)" if origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)) else "pure Python"
+
+
 def machine(rclient: redis.Redis, embedded: bool) -> dict[str, Any]:
     server = rclient.info("server")
     config = {**rclient.config_get("appendonly"), **rclient.config_get("appendfsync")}
@@ -1578,6 +1588,7 @@ def machine(rclient: redis.Redis, embedded: bool) -> dict[str, Any]:
         "appendonly": config.get("appendonly", "?"),
         "appendfsync": config.get("appendfsync", "?"),
         "gateway_commit": gateway_revision(),
+        "gateway_build": gateway_build(),
     }
 
 
@@ -1587,7 +1598,8 @@ def machine_line(m: dict[str, Any]) -> str:
         f"Redis {m['redis_version']} ({m['redis']}, {m['redis_transport']}, appendonly {m['appendonly']}, "
         f"appendfsync {m['appendfsync']}"
         + ("; AOF rewritten before each timed window" if m.get("aof_rewritten_before_windows") else "")
-        + f"); gateway commit {m['gateway_commit']}, store format {m.get('store_format', 1)}"
+        + f"); gateway commit {m['gateway_commit']}, {m.get('gateway_build', 'pure Python')}, "
+        + f"store format {m.get('store_format', 1)}"
     )
 
 
