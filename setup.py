@@ -29,6 +29,7 @@ MODULES = [
     "conformance/validator.py",
     "gateway/encoding.py",
     "gateway/fhir/entries.py",
+    "gateway/store/audit.py",
     "gateway/store/decisions.py",
     "gateway/store/ehr_meta.py",
     "gateway/store/indexing.py",

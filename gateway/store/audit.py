@@ -13,12 +13,13 @@ that the request is audited. Everything else (reads, searches, refusals) is reco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.store.keys import Keyspace
+from gateway.store.operation import Create, Operation, Result, Update
 from gateway.store.plan import Plan, Value
 
 ANONYMOUS = "~anonymous"  # the audit stream of refusals whose credential names no tenant (no tenant has a "~")
@@ -108,6 +109,24 @@ def add_written(plan: Plan, keys: Keyspace, audit: RequestAudit, tenant: str, cl
             form = forms[shape] = plan.forms[plan.writes[before] - 1]
             continue
         plan.put(form, where, *[v for v in (rtype, rid, vid, patient, str(outcome)) if v])
+
+
+def add_results(
+    plan: Plan, keys: Keyspace, trail: RequestAudit, tenant: str, ops: Sequence[Operation], results: list[Result]
+) -> None:
+    """Add an audit entry per operation of a write to the plan that writes them (one atomic step)."""
+    client = trail.client or "unknown"
+    rows: list[Written] = []
+    for op, result in zip(ops, results, strict=True):
+        if trail.interaction == "patch":
+            interaction = "patch"
+        else:
+            interaction = "create" if isinstance(op, Create) else "update" if isinstance(op, Update) else "delete"
+        patient = patient_of(result.resource)
+        if not patient and result.rtype == "Patient":
+            patient = f"Patient/{result.rid}"
+        rows.append((interaction, result.rtype, result.rid, str(result.vid or ""), patient, result.status))
+    add_written(plan, keys, trail, tenant, client, rows)
 
 
 def patient_of(resource: Mapping[str, Any] | None) -> str:

@@ -85,7 +85,7 @@ class Store(Reads, Maintenance):
             plan, results = await self._decide(tenant, ops, ids, guess=guess)
             trail = audit.current.get()
             if trail is not None:
-                self._audit(plan, trail, tenant, ops, results)
+                audit.add_results(plan, self._keys, trail, tenant, ops, results)
             try:
                 await self._committer.commit(plan)
             except PlanConflict:
@@ -131,23 +131,6 @@ class Store(Reads, Maintenance):
         found = [Current.from_hash(raw) for raw in states]
         return all(c is not None and c.vid == r.vid and c.last_updated == r.last_updated
                    for c, r in zip(found, written, strict=True))  # fmt: skip
-
-    def _audit(
-        self, plan: Plan, trail: audit.RequestAudit, tenant: str, ops: Sequence[Operation], results: list[Result]
-    ) -> None:
-        """Add an audit entry per operation to the plan that writes them (one atomic step)."""
-        client = trail.client or "unknown"
-        rows: list[audit.Written] = []
-        for op, result in zip(ops, results, strict=True):
-            if trail.interaction == "patch":
-                interaction = "patch"
-            else:
-                interaction = "create" if isinstance(op, Create) else "update" if isinstance(op, Update) else "delete"
-            patient = audit.patient_of(result.resource)
-            if not patient and result.rtype == "Patient":
-                patient = f"Patient/{result.rid}"
-            rows.append((interaction, result.rtype, result.rid, str(result.vid or ""), patient, result.status))
-        audit.add_written(plan, self._keys, trail, tenant, client, rows)
 
     async def _register(self, tenant: str) -> None:
         """List the tenant among those that have written, for the workers (once per process and tenant).
