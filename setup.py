@@ -1,9 +1,9 @@
 """The optional compiled build: ``GATEWAY_MYPYC=1`` compiles the hot modules with mypyc (mypy's compiler).
 
 Everything else about the package is in pyproject.toml; without ``GATEWAY_MYPYC=1`` this file adds nothing and the
-build is pure Python, as it always was. The compiled build is the same code; in-process, the edge took 14-24% less
-CPU per accepted resource with it (bench/README.md, "Nineteenth round"). It needs a C compiler, the Python
-headers, ``mypy`` and ``setuptools>=77`` where it builds, so it is built without build isolation::
+build is pure Python, as it always was. The compiled build is the same code; through the whole API it took 11-22%
+less CPU per accepted resource (bench/README.md, "Twentieth round"). It needs a C compiler, the Python headers,
+``mypy`` and ``setuptools>=77`` where it builds, so it is built without build isolation::
 
     GATEWAY_MYPYC=1 pip install --no-build-isolation .
 
