@@ -20,8 +20,8 @@ class Decision:
     watched: bool = False  # an unmapped resource some record's mapping read: a change must re-map that record
     targets: frozenset[str] | None = None  # the references the resource holds, once computed
     _found: Found | None = None
-    # A create's content as ``_resolve`` rewrote and digested it, with the ids its references were given then:
-    # ``_decide_one`` reuses it while those ids still hold, instead of rewriting and hashing the resource again.
+    # A create's content as ``Store._resolve`` rewrote and digested it, with the ids its references were given
+    # then: ``versions.decide_one`` reuses it while those ids still hold, instead of rewriting and hashing it again.
     prepared: tuple[dict[str, Any], str | None, str | None, str, dict[str, str | None]] | None = None
 
     def references(self) -> frozenset[str]:
