@@ -97,6 +97,21 @@ def rewritten_references(node: Any, mapping: Mapping[str, str]) -> Any:
     return node
 
 
+# The machine a benchmark report describes, for tests of reports built from given figures.
+BENCH_MACHINE = {
+    "cpu": "test CPU",
+    "cores": 2,
+    "python": "3.11",
+    "os": "Linux",
+    "redis_version": "7.0",
+    "redis": "embedded",
+    "redis_transport": "unix socket",
+    "appendonly": "yes",
+    "appendfsync": "always",
+    "gateway_commit": "0000000",
+}
+
+
 def bench_script(name: str) -> ModuleType:
     """Load ``bench/<name>.py`` as the module ``name`` (the scripts import their siblings, so bench/ is on the path
     while it loads)."""

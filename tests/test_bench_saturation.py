@@ -7,20 +7,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.support import BENCH_MACHINE as MACHINE
 from tests.support import bench_script
-
-MACHINE = {
-    "cpu": "test CPU",
-    "cores": 2,
-    "python": "3.11",
-    "os": "Linux",
-    "redis_version": "7.0",
-    "redis": "embedded",
-    "redis_transport": "unix socket",
-    "appendonly": "yes",
-    "appendfsync": "always",
-    "gateway_commit": "0000000",
-}
 
 
 @pytest.fixture(scope="module")
