@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -32,16 +31,6 @@ _CURRENT: Form = (
     ("vid", None, "lu", None, "hash", None, "deleted", None, "evid", None, "elu", None, "idx", None),
 )
 _JOB: Form = ("XADD", ("*", "type", None, "id", None, "vid", None, "op", None, "attempt", 0))
-
-
-def _parse_instant(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @lru_cache(maxsize=4096)
@@ -114,8 +103,8 @@ def decide_one(
             )
         if cur and not cur.deleted and cur.digest == dg:
             return Result(200, op.rtype, rid, vid=cur.vid, last_updated=cur.last_updated, issues=op.issues), False
-        new_lu, old_lu = _parse_instant(elu), _parse_instant(cur.ehr_last_updated if cur else None)
-        if op.ehr_ordered and cur and not cur.deleted and new_lu and old_lu and new_lu < old_lu:
+        new_lu, old_lu = epoch_of(elu), epoch_of(cur.ehr_last_updated if cur else None)
+        if op.ehr_ordered and cur and not cur.deleted and new_lu is not None and old_lu is not None and new_lu < old_lu:
             note = Issue(
                 "warning",
                 "conflict",
