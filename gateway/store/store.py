@@ -1,6 +1,6 @@
 """The FHIR resource store on Redis: versions, tombstones, search indexes and inbound jobs, written atomically
 (its reads are in ``reads``, its index rebuild in ``maintenance``, the operations it takes in ``operation``,
-what it decides for each in ``decisions``).
+what it decides for each in ``decisions``, what each decision writes in ``versions``, its audit entries in ``audit``).
 
 Every write goes through ``Store.apply``: it reads the current state of what the operations touch, decides every
 outcome (new id, new version, unchanged, conditional match), and commits one ``Plan`` whose preconditions are
