@@ -1,9 +1,10 @@
 """The FHIR resource store on Redis: versions, tombstones, search indexes and the inbound job, written atomically.
 
 ``store.Store`` writes (``apply``: operations and results in ``operation``) and reads (``reads``). Owns the whole
-keyspace (``keys``), the one atomic write primitive (``plan`` and ``commit.lua``), many reads in one round trip
-(``snapshot``), what a resource is indexed by (``indexing``), reference rewriting (``references``), the EHR's
-version convention (``ehr_meta``) and the Redis connection (``connection``). Imports no other gateway package.
+keyspace (``keys``), the one atomic write primitive (``plan``, run by ``committer`` with ``commit.lua``), what each
+decided write adds to a plan (``versions``), many reads in one round trip (``snapshot``), what a resource is
+indexed by (``indexing``), reference rewriting (``references``), the EHR's version convention (``ehr_meta``) and
+the Redis connection (``connection``). Imports no other gateway package.
 """
 
 from gateway.store.committer import Committer

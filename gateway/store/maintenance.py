@@ -14,11 +14,11 @@ from gateway.clock import epoch_of
 from gateway.store.committer import Committer
 from gateway.store.connection import text
 from gateway.store.format import StoreFormat
-from gateway.store.indexing import index_entries, pack_index
+from gateway.store.indexing import index_entries
 from gateway.store.keys import Keyspace
 from gateway.store.operation import Current
 from gateway.store.plan import Plan, PlanConflict
-from gateway.store.versions import move_index
+from gateway.store.versions import index_field, move_index
 
 
 class Maintenance:
@@ -66,8 +66,8 @@ class Maintenance:
             when = epoch_of(meta.get("lastUpdated")) or epoch_of(cur.last_updated) or 0.0
             plan.write("ZADD", k.type_versions(tenant, rtype), int(when * 1000), f"{rid}/{vid}")
             plan.write("ZADD", k.all_versions(tenant), int(when * 1000), f"{rtype}/{rid}/{vid}")
-        packed = pack_index(k.index_root(tenant, rtype), new_index) if self.format.packed_index else new_index
-        plan.write("HSET", k.current(tenant, rtype, rid), "idx", json.dumps(packed, ensure_ascii=False))
+        idx = index_field(k.index_root(tenant, rtype), new_index, self.format.packed_index)
+        plan.write("HSET", k.current(tenant, rtype, rid), "idx", idx)
         try:
             await self._committer.commit(plan)
         except PlanConflict:

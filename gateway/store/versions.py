@@ -184,7 +184,7 @@ def write_version(
     plan.put(
         _CURRENT, cur_key or k.current(tenant, rtype, rid),
         vid, lu, digest_, "1" if deleted else "0", ehr[0] or "", ehr[1] or "",
-        encoding.dumps(pack_index(root, new_index) if packed else new_index),
+        index_field(root, new_index, packed),
     )  # fmt: skip
     # Mapped types always make a job; another type only when some record's mapping read it (a Binary body).
     job = rtype in MAPPED or watched
@@ -193,6 +193,12 @@ def write_version(
     status = 204 if deleted else (201 if cur is None else 200)
     outcome = "deleted" if deleted else ("created" if status == 201 else "updated")
     return Result(status, rtype, rid, vid=vid, last_updated=lu, resource=stored, outcome=outcome, raw=raw), job
+
+
+def index_field(root: str, entries: list[IndexEntry], packed: bool) -> bytes:
+    """Return a version's ``idx`` field: its index entries as JSON, packed under ``root`` (the type's
+    ``Keyspace.index_root``) when the store format in force packs them (format 2)."""
+    return encoding.dumps(pack_index(root, entries) if packed else entries)
 
 
 def move_index(plan: Plan, rid: str, old: list[IndexEntry], new: list[IndexEntry]) -> None:
