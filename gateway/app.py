@@ -7,6 +7,7 @@ package's ``routes`` module; errors are turned into OperationOutcomes here, once
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -98,6 +99,7 @@ def create_app(
         version="0.1.0",
         summary="FHIR R4 edge for EHRs and a normalized API for the engagement platform.",
         lifespan=lifespan,
+        **_NO_FASTAPI_TELEMETRY,
     )
     platform_errors = {**errors(400), **AUTH_ERRORS, **OTHER_ERRORS}
     platform_bearer = [Security(PLATFORM_BEARER)]
@@ -162,6 +164,16 @@ def create_app(
     app.add_middleware(AuditRecorder)  # outermost: every FHIR and platform answer, refusals too, is audited
     return app
 
+
+# FastAPI's own OpenTelemetry (in recent versions) traces every request once the process has a global provider (an
+# SDK, OTEL_PYTHON_TRACER_PROVIDER): its spans hold each request's path and query string, so a search's values (a
+# name, an identifier) would reach the collector. The gateway's telemetry is its Prometheus metrics and ids-only
+# logs, so it is off; looking for the providers also cost about 1% of a request's CPU.
+_NO_FASTAPI_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 STORE_UNAVAILABLE = (
     redis_errors.ConnectionError,  # BusyLoadingError (a restart replaying its AOF) is one

@@ -8,9 +8,11 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import respx
+from opentelemetry import trace
 
 from gateway import logs
 from gateway.logs import JsonFormatter
@@ -38,6 +40,46 @@ async def test_no_payload_or_search_value_reaches_the_log(gateway: Gateway, capl
     lines = [JsonFormatter().format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
     assert any(json.loads(line).get("route") == "/fhir/R4/{rtype}/{rid}" for line in lines)
     assert not [line for line in lines if SECRET in line]
+
+
+# ---- tracing: no request's path or query reaches an OpenTelemetry exporter ----------------------------------
+
+
+class _RecordingTracer(trace.NoOpTracer):
+    """A tracer that keeps the attributes of every span started, as an exporter would send them."""
+
+    def __init__(self) -> None:
+        self.attributes: list[dict[str, Any]] = []
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        self.attributes.append(dict(kwargs.get("attributes") or {}))
+        return super().start_span(*args, **kwargs)
+
+
+class _RecordingProvider(trace.TracerProvider):
+    """A configured global tracer provider, as an OpenTelemetry SDK or an operator's auto-instrumentation sets."""
+
+    def __init__(self) -> None:
+        self.tracer = _RecordingTracer()
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return self.tracer
+
+
+async def test_a_configured_tracer_provider_gets_no_search_value(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI traces every request when the process has a global OpenTelemetry provider (an SDK set one, or
+    ``OTEL_PYTHON_TRACER_PROVIDER`` names one), with the path and the query string as span attributes: a search's
+    values (a name, an identifier) would reach the collector. The gateway's telemetry is its metrics and ids-only
+    logs; no span is started for a request."""
+    provider = _RecordingProvider()
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    assert trace.get_tracer_provider() is provider
+    await gateway.ehr("GET", f"/Patient?identifier=urn:mrn|{SECRET}&name={SECRET}")
+    await gateway.ehr("PUT", "/Patient/p-trace", json={"resourceType": "Patient", "id": "p-trace"})
+    assert not [a for a in provider.tracer.attributes if SECRET in repr(a)]
+    assert provider.tracer.attributes == []
 
 
 # ---- outbound requests: no URL of a webhook, write-back or poll reaches the log -----------------------------
