@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 # What a plan sends. A number reaches the script as a Lua number (a double), which ``redis.call`` writes as text:
 # an int as its digits, exact below 2**53 (ids, counts, epoch milliseconds); a float only as a sorted set's score,
 # which Redis reads back to the same double (as any other value its text would be ``%.17g``, not Python's repr).
 Value = str | bytes | int | float
+MOST_ARGS = 1000  # arguments per command the script passes on (an even number: ZADD takes pairs)
+# What msgpack would pack but redis-py refused (a bool, a None, a container): the script would stop at the write
+# holding it, after applying the ones before it. Anything msgpack cannot pack (a datetime, a set) it refuses itself.
+_REFUSED = frozenset({type(None), bool, list, tuple, dict})
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,53 @@ class Plan:
     def limit_backlog(self, keys: list[str], maximum: int) -> None:
         """Refuse the plan when these streams and sets together hold ``maximum`` entries or more."""
         self.backlog = (keys, maximum)
+
+    def arguments(self) -> list[Any]:
+        """Return the plan as the commit script reads it (the layout is in commit.lua): its checks, its backlog
+        limit, its forms, its writes, then one SADD or ZADD per key and at most ``MOST_ARGS`` members.
+
+        Declares the backlog's keys: send ``keys`` after calling this.
+        """
+        args: list[Any] = [len(self.checks)]
+        for op, key, field_name, expected in self.checks:
+            args += (op, key, field_name or "", expected)
+        if self.backlog is None:
+            args.append(0)
+        else:
+            indexes = [self.key(k) for k in self.backlog[0]]
+            args += (len(indexes), *indexes, self.backlog[1])
+        args.append(len(self.forms))
+        for form in self.forms:
+            args += _declared(form)
+        args += self.writes
+        for (command, key), members in self.adds.items():
+            for at in range(0, len(members), MOST_ARGS):  # Lua unpacks a bounded number of values at once
+                chunk = members[at : at + MOST_ARGS]
+                args += (command, key, len(chunk), *chunk)
+        return args
+
+
+def refused(args: list[Any]) -> list[str]:
+    """Return the names of the types among ``args`` that a plan must not send (none for every plan the gateway
+    makes): msgpack packs a None, a bool or a container, which redis-py refused, and the script would apply the
+    writes before the one holding it and stop there."""
+    odd: set[str] = set()
+    for value in args:
+        kind = type(value)
+        if kind is str or kind is bytes or kind is int or kind is float:
+            continue
+        if kind in _REFUSED:
+            odd.add(kind.__name__)
+    return sorted(odd)
+
+
+@lru_cache(maxsize=1024)
+def _declared(form: Form) -> tuple[Value, ...]:
+    """Return a form as the script reads it: command, pattern ("c", "v" or "s" per argument), the constant arguments
+    and each Splice's tail (worked out once per form: the store's own forms are the same for every plan)."""
+    command, args = form
+    pattern = "".join("v" if a is None else "s" if isinstance(a, Splice) else "c" for a in args)
+    return (command, pattern, *(a.tail if isinstance(a, Splice) else a for a in args if a is not None))
 
 
 def _shifted(form: Form, values: list[Any], shift: int) -> list[Any]:
