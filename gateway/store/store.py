@@ -19,7 +19,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from gateway import encoding
-from gateway.clock import Clock, instant, system_clock
+from gateway.clock import Clock, system_clock
 from gateway.errors import BadRequest, Overloaded, PreconditionFailed
 from gateway.metrics import LENIENT_ACCEPTED, RESOURCES
 from gateway.store import activity, audit, conditional, versions
@@ -29,13 +29,12 @@ from gateway.store.decisions import Decision, dependency_order, still_resolved
 from gateway.store.format import StoreFormat
 from gateway.store.ids import new_ids
 from gateway.store.indexing import parse_condition
-from gateway.store.keys import Keyspace, lane
+from gateway.store.keys import Keyspace
 from gateway.store.maintenance import Maintenance
 from gateway.store.operation import Create, Current, Delete, Operation, Result, Update, condition_of
 from gateway.store.plan import Plan, PlanConflict, PlanOverloaded
 from gateway.store.reads import Reads
 from gateway.store.snapshot import Read, Snapshot
-from mappers.registry import MAPPED
 
 
 class Store(Reads, Maintenance):
@@ -183,50 +182,22 @@ class Store(Reads, Maintenance):
                     body_id = d.op.resource.get("id")
                     d.rid = body_id if isinstance(body_id, str) else str(uuid.uuid4())
 
-        # Every operation was decided from the state before the set: two on one resource would lose a write.
-        touched: dict[tuple[str, str], Decision] = {}
-        for d in decisions:
-            if isinstance(d.op, Create) and d.match is None:
-                continue
-            key = (d.op.rtype, d.rid)
-            if key in touched:
-                first = touched[key].op.path or "an earlier entry"
-                raise BadRequest(
-                    f"{d.op.rtype}/{d.rid} is written twice in one set (also by {first})",
-                    expression=d.op.path or d.op.rtype,
-                )
-            touched[key] = d
+        versions.refuse_written_twice(decisions)
 
         # 2. Current state of everything the operations touch (a create given a fresh uuid touches nothing there),
         # read with the first reads of step 3 (one round trip).
-        existing = [d for d in decisions if d.match is not None or not isinstance(d.op, Create)]
-        reads: list[Read] = []
-        for d in existing:
-            reads += [("hgetall", k.current(tenant, d.op.rtype, d.rid)),
-                      ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}"))]  # fmt: skip
+        existing, reads = versions.state_reads(k, tenant, decisions)
 
         # 3. Resolve urn:uuid and fullUrl references, deduplicating retried plain creates on the way.
         mapping, replies = await self._resolve(tenant, decisions, plan, reads, guess=guess)
-        for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
-            d.current = Current.from_hash(raw)
-            d.watched = d.op.rtype not in MAPPED and bool(watched)
+        versions.take_states(existing, replies)
 
-        results: list[Result] = []
+        # 4. Each operation's outcome and writes.
         now = self._clock()
-        lu, lu_ms = instant(now), int(now * 1000)
-        packed = self.format.packed_index
-        lanes: set[str] = set()
-        for d in decisions:
-            result, wrote_job = versions.decide_one(
-                k, tenant, d, mapping, plan, lu, lu_ms, dedupe_seconds=self._dedupe_seconds, packed=packed
-            )
-            if wrote_job:
-                lanes.add(lane(d.op.rtype))
-            results.append(result)
-        if lanes:
-            # The risk lane has a backlog of its own: a backlog of other work never refuses a risk-bearing write.
-            busiest = "" if "" in lanes else lanes.pop()
-            plan.limit_backlog([k.inbound(tenant, busiest), k.retry(tenant, busiest)], self._max_backlog)
+        results = versions.decide_all(
+            k, tenant, decisions, mapping, plan, now, dedupe_seconds=self._dedupe_seconds,
+            packed=self.format.packed_index, max_backlog=self._max_backlog,
+        )  # fmt: skip
         activity.count(plan, k, tenant, activity.ACCEPTED, len(ops), now)  # the console's accepted/min chart
 
         # Answers that write nothing return the stored resource; read those versions now, under the same checks.

@@ -14,14 +14,15 @@ from typing import Any
 
 from conformance.outcome import Issue, operation_outcome
 from gateway import encoding
-from gateway.clock import epoch_of, instant_ms
-from gateway.errors import PreconditionFailed
+from gateway.clock import epoch_of, instant, instant_ms
+from gateway.errors import BadRequest, PreconditionFailed
 from gateway.store import ehr_meta
 from gateway.store.decisions import Decision, still_resolved
 from gateway.store.indexing import IndexEntry, index_entries, pack_index
 from gateway.store.keys import Keyspace, lane
 from gateway.store.operation import Create, Current, Delete, Result, Update, digest
 from gateway.store.plan import Form, Plan
+from gateway.store.snapshot import Read
 from mappers.registry import MAPPED
 
 # The forms (``Plan.put``) of what every version writes: its body, its current state and its job.
@@ -53,6 +54,72 @@ def prepare(d: Decision, mapping: Mapping[str, str]) -> None:
     assert isinstance(d.op, Create)
     content, evid, elu = ehr_meta.split(d.rewritten(mapping))
     d.prepared = (content, evid, elu, digest(content), {ref: mapping.get(ref) for ref in d.references()})
+
+
+def refuse_written_twice(decisions: list[Decision]) -> None:
+    """Refuse (400) a set that writes a resource twice: every operation is decided from the state before the set,
+    so the second would lose the first's write."""
+    touched: dict[tuple[str, str], Decision] = {}
+    for d in decisions:
+        if isinstance(d.op, Create) and d.match is None:
+            continue
+        key = (d.op.rtype, d.rid)
+        if key in touched:
+            first = touched[key].op.path or "an earlier entry"
+            raise BadRequest(
+                f"{d.op.rtype}/{d.rid} is written twice in one set (also by {first})",
+                expression=d.op.path or d.op.rtype,
+            )
+        touched[key] = d
+
+
+def state_reads(k: Keyspace, tenant: str, decisions: list[Decision]) -> tuple[list[Decision], list[Read]]:
+    """Return the decisions on resources that may exist (all but a create given a new id) and the reads of their
+    state: each one's current-state hash and whether some record's mapping read it (two reads each, in order)."""
+    existing = [d for d in decisions if d.match is not None or not isinstance(d.op, Create)]
+    reads: list[Read] = []
+    for d in existing:
+        reads += (("hgetall", k.current(tenant, d.op.rtype, d.rid)),
+                  ("exists", k.dependents(tenant, f"{d.op.rtype}/{d.rid}")))  # fmt: skip
+    return existing, reads
+
+
+def take_states(existing: list[Decision], replies: list[Any]) -> None:
+    """Give each decision of ``state_reads`` the state its two reads answered."""
+    for d, raw, watched in zip(existing, replies[::2], replies[1::2], strict=True):
+        d.current = Current.from_hash(raw)
+        d.watched = d.op.rtype not in MAPPED and bool(watched)
+
+
+def decide_all(
+    k: Keyspace,
+    tenant: str,
+    decisions: list[Decision],
+    mapping: Mapping[str, str],
+    plan: Plan,
+    now: float,
+    *,
+    dedupe_seconds: int,
+    packed: bool,
+    max_backlog: int,
+) -> list[Result]:
+    """Decide every operation of a set at the instant ``now`` (``decide_one`` each) and return their results; the
+    plan is refused past ``max_backlog`` jobs waiting in the lane its jobs go to."""
+    lu, lu_ms = instant(now), int(now * 1000)
+    results: list[Result] = []
+    lanes: set[str] = set()
+    for d in decisions:
+        result, wrote_job = decide_one(
+            k, tenant, d, mapping, plan, lu, lu_ms, dedupe_seconds=dedupe_seconds, packed=packed
+        )
+        if wrote_job:
+            lanes.add(lane(d.op.rtype))
+        results.append(result)
+    if lanes:
+        # The risk lane has a backlog of its own: a backlog of other work never refuses a risk-bearing write.
+        busiest = "" if "" in lanes else lanes.pop()
+        plan.limit_backlog([k.inbound(tenant, busiest), k.retry(tenant, busiest)], max_backlog)
+    return results
 
 
 def decide_one(
