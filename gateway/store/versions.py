@@ -104,7 +104,8 @@ def decide_all(
     max_backlog: int,
 ) -> list[Result]:
     """Decide every operation of a set at the instant ``now`` (``decide_one`` each) and return their results; the
-    plan is refused past ``max_backlog`` jobs waiting in the lane its jobs go to."""
+    plan is refused past ``max_backlog`` jobs waiting in the lane of its jobs (the default lane when they go to
+    both)."""
     lu, lu_ms = instant(now), int(now * 1000)
     results: list[Result] = []
     lanes: set[str] = set()
