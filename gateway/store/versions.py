@@ -1,8 +1,9 @@
 """What each decided operation writes into its set's plan: a version's body, its current state, its index entries,
-its job and its dedupe key.
+its job and its dedupe key; and the steps of deciding a set that need no Redis (the written-twice check, the state
+reads to make and their answers taken, every operation decided in turn).
 
-``Store._decide`` reads the current state and resolves references (round trips, retries); the functions here only
-build the plan from values, so the compiled build (setup.py) compiles them with the rest of the decide phase.
+``Store._decide`` makes the round trips (the state, references, retries); the functions here only work on values
+and build the plan, so the compiled build (setup.py) compiles them with the rest of the decide phase.
 """
 
 from __future__ import annotations
