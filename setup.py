@@ -16,6 +16,7 @@ and equivalence tests against it.
 from __future__ import annotations
 
 import os
+import sys
 
 MODULES = [
     "conformance/bundled.py",
@@ -42,8 +43,17 @@ MODULES = [
 ]
 
 
+# The hooks that only write the package's metadata (pip runs ``dist_info`` in a process of its own before
+# ``bdist_wheel``, and ``egg_info`` where it asks for the build's requirements) need no extensions: compiling there
+# ran mypyc a second time for nothing, half of a build's time.
+METADATA_ONLY = {"dist_info", "egg_info"}
+
+
 def _extensions() -> list[object]:
     if os.environ.get("GATEWAY_MYPYC") != "1":
+        return []
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    if command in METADATA_ONLY:
         return []
     from mypyc.build import mypycify
 
