@@ -52,12 +52,16 @@ def _backends() -> list[str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run a test marked ``embedded_only`` once, on the embedded server: the Redis it is given makes no difference
-    to what it checks (it brings its own server, or never reaches Redis with what it sends)."""
+    to what it checks (it brings its own server, or never reaches Redis with what it sends).
+
+    Tests marked ``long`` go first: one of them keeps a worker for minutes, and started last (where its file's name
+    puts it) it left the other worker idle for as long at the end of the run."""
     once = [i for i in items if i.get_closest_marker("embedded_only") and _backend_of(i) == "external"]
     if once:
         config.hook.pytest_deselected(items=once)
         dropped = {id(i) for i in once}
         items[:] = [i for i in items if id(i) not in dropped]
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 def _backend_of(item: pytest.Item) -> str | None:

@@ -70,6 +70,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @needs_a_compiler
+@pytest.mark.long
 def test_the_compiled_build_compiles_every_listed_module_and_passes_the_golden_tests(compiled: Path) -> None:
     """One test, so that ``-n 2`` builds the wheel once."""
     modules = runpy.run_path(str(ROOT / "setup.py"), run_name="setup_modules")["MODULES"]
