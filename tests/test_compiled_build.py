@@ -5,8 +5,8 @@ The wheel is built the way docs/deploy.md says, from a copy of the sources (the 
 and unpacked beside a copy of the tests, which then import the compiled packages. The tests chosen compare what
 the validator says and what the store writes byte for byte with recorded figures; they replace none of the
 compiled code (compiled, a module's calls to its own functions are bound at build time, so a test that patches one
-measures nothing there). It takes about four minutes on a slow two-core machine: most of it mypyc's type analysis
-of the modules and what they import, a minute the C compiler, two the tests.
+measures nothing there). It takes about six minutes on a slow two-core machine: three for mypyc's type analysis of
+the modules and what they import, one for the C compiler, two for the tests.
 """
 
 from __future__ import annotations
